@@ -1,0 +1,3 @@
+from nnfit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The double-exponential calcium kernel and its AR(2) form.
+
+The kernel is ``h[i] = exp(-i dt / tau_decay) - exp(-i dt / tau_rise)`` for
+``i = 0 .. K-1``, ``K = max(2, ceil(-ln(1e-6) tau_decay fs))``, scaled so that its peak is 1
+(so ``h[0] = 0``). It equals CaTune's kernel bit for bit. It is also the impulse response of
+the AR(2) recursion ``c[t] = g1 c[t-1] + g2 c[t-2] + s[t]``, delayed by one frame and scaled
+by ``(d - r) / peak``, which is what lets the fast solvers work in O(T).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnfit.validate import as_float_array, check_real
+
+
+def check_kinetics(tau_rise: object, tau_decay: object, fs: object) -> tuple[float, float, float]:
+    """Validate kinetics and sampling rate; return them as floats.
+
+    ``tau_rise >= tau_decay`` would give a zero or negative kernel, so it is refused.
+    """
+    fs_ = check_real("fs", fs, low=0.0, low_inclusive=False)
+    tr = check_real("tau_rise", tau_rise, low=0.0, low_inclusive=False)
+    td = check_real("tau_decay", tau_decay, low=0.0, low_inclusive=False)
+    if tr >= td:
+        raise ValueError(
+            f"tau_rise must be smaller than tau_decay; got tau_rise={tr:g} s, tau_decay={td:g} s "
+            "(swap them if they were given in the wrong order)"
+        )
+    return tr, td, fs_
+
+
+def kernel_length(tau_decay: float, fs: float) -> int:
+    """Number of kernel samples: until the decay envelope falls below 1e-6."""
+    return max(2, int(np.ceil(-np.log(1e-6) * tau_decay / (1.0 / fs))))
+
+
+def build_kernel(tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+    """Build the double-exponential calcium kernel, scaled to a peak of 1.
+
+    Parameters
+    ----------
+    tau_rise : float
+        Rise time constant in seconds, ``0 < tau_rise < tau_decay``.
+    tau_decay : float
+        Decay time constant in seconds.
+    fs : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        Kernel of length ``max(2, ceil(-ln(1e-6) tau_decay fs))``, float64, ``h[0] = 0``.
+
+    Examples
+    --------
+    >>> h = build_kernel(0.05, 0.5, 30.0)
+    >>> len(h), float(h[0]), float(h.max())
+    (208, 0.0, 1.0)
+    """
+    tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
+    dt = 1.0 / fs
+    t = np.arange(kernel_length(tau_decay, fs)) * dt
+    kernel = np.exp(-t / tau_decay) - np.exp(-t / tau_rise)
+    peak = kernel.max()
+    if peak > 0.0:
+        kernel /= peak
+    return kernel
+
+
+def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, float, float, float]:
+    """AR(2) coefficients of the kernel: ``(g1, g2, d, r)``.
+
+    ``d = exp(-dt / tau_decay)`` and ``r = exp(-dt / tau_rise)`` are the roots of the
+    recursion ``c[t] = g1 c[t-1] + g2 c[t-2] + s[t]``, with ``g1 = d + r`` and ``g2 = -d r``.
+
+    Examples
+    --------
+    >>> g1, g2, d, r = tau_to_ar2(0.05, 0.5, 30.0)
+    >>> bool(np.isclose(g1, d + r) and np.isclose(g2, -d * r))
+    True
+    """
+    tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
+    dt = 1.0 / fs
+    d = np.exp(-dt / tau_decay)
+    r = np.exp(-dt / tau_rise)
+    return float(d + r), float(-(d * r)), float(d), float(r)
+
+
+def compute_lipschitz(kernel: np.ndarray) -> float:
+    """Lipschitz constant of the gradient of ``0.5 ||y - K s||^2``: ``max |DFT(h)|^2``.
+
+    The DFT is taken over ``next_pow2(2 len(h))`` points, as CaTune does; for a
+    non-negative kernel the maximum is at zero frequency and equals ``sum(h)**2``.
+
+    Examples
+    --------
+    >>> h = build_kernel(0.05, 0.5, 30.0)
+    >>> bool(np.isclose(compute_lipschitz(h), h.sum() ** 2))
+    True
+    """
+    h = as_float_array("kernel", kernel, ndim=(1,))
+    n_fft = 1
+    while n_fft < 2 * len(h):
+        n_fft *= 2
+    return max(float(np.max(np.abs(np.fft.fft(h, n=n_fft)) ** 2)), 1e-10)

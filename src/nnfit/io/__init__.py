@@ -1,0 +1,13 @@
+"""Storage helpers shared by every capability: atomic writes, JSON sidecars, hashing."""
+
+from nnfit.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io.hashing import array_sha256, bytes_sha256, file_sha256
+
+__all__ = [
+    "array_sha256",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "bytes_sha256",
+    "file_sha256",
+]

@@ -1,0 +1,78 @@
+"""Where work runs: in this process, or on a Dask cluster.
+
+Every entry point that can spread work takes ``scheduler``: ``None`` runs locally, a string is
+the address of a running ``dask.distributed`` scheduler (``"tcp://host:8786"``), and a
+``dask.distributed.Client`` is used as it is. Only small arrays (weights, accumulators, cell
+blocks) should cross the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def client_for(scheduler: Any) -> Iterator[Any]:
+    """Yield a ``dask.distributed.Client`` for ``scheduler``, or ``None`` to run locally.
+
+    A client created here from an address is closed on exit; a client passed in is left open.
+    """
+    if scheduler is None:
+        yield None
+        return
+    from dask.distributed import Client
+
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    if not isinstance(scheduler, str):
+        raise ValueError(
+            "scheduler must be None (run here), a scheduler address such as "
+            f"'tcp://127.0.0.1:8786', or a dask.distributed.Client; got {type(scheduler).__name__}"
+        )
+    client = Client(scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def map_blocks(
+    func: Callable[..., R],
+    blocks: Sequence[T],
+    *,
+    scheduler: Any = None,
+    broadcast: Iterable[Any] = (),
+    on_result: Callable[[int, R], None] | None = None,
+) -> list[R]:
+    """Apply ``func(block, *broadcast)`` to every block, locally or on a cluster.
+
+    Results come back in block order; ``on_result(i, result)`` is called as each one arrives
+    (in completion order on a cluster) so callers can write results or advance a progress bar.
+    ``broadcast`` arguments are scattered once to the workers rather than sent with each task.
+    """
+    extra = list(broadcast)
+    results: list[Any] = [None] * len(blocks)
+    with client_for(scheduler) as client:
+        if client is None:
+            for i, block in enumerate(blocks):
+                results[i] = func(block, *extra)
+                if on_result is not None:
+                    on_result(i, results[i])
+            return results
+        from dask.distributed import as_completed
+
+        scattered = [client.scatter(a, broadcast=True) for a in extra]
+        futures = [client.submit(func, block, *scattered, pure=False) for block in blocks]
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            results[i] = fut.result()
+            if on_result is not None:
+                on_result(i, results[i])
+        return results

@@ -1,0 +1,1 @@
+"""Spectral cube fitting (CubeFit): LOSVD-convolved templates, HyperCube, global NNLS."""

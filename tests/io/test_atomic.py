@@ -1,0 +1,61 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    dest = tmp_path / "out.json"
+    atomic_write_json(dest, {"a": 1})
+    atomic_write_json(dest, {"a": 2})
+    assert json.loads(dest.read_text()) == {"a": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_failure_keeps_old_file_and_removes_temp(tmp_path):
+    dest = tmp_path / "data.bin"
+    atomic_write_bytes(dest, b"old")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("boom")
+    assert dest.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+
+
+def test_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+
+
+_WRITER = """
+import sys
+from nnfit.io import atomic_write_bytes
+dest = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    payload = (b"%08d" % i) * (1 << 18)  # 2 MiB, every byte tied to the version number
+    atomic_write_bytes(dest, payload)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_never_leaves_a_torn_file(tmp_path):
+    """Kill a real writer process at arbitrary moments: the file is always one whole version."""
+    dest = tmp_path / "blob.bin"
+    for delay in (0.05, 0.13, 0.31):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(dest)])
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if dest.exists():
+            data = dest.read_bytes()
+            assert len(data) == 8 * (1 << 18)
+            assert data == data[:8] * (1 << 18)

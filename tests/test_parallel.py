@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from nnfit.parallel import client_for, map_blocks
+
+
+def _scale(block, factor):
+    return block * factor
+
+
+def test_local_map_blocks_in_order():
+    seen = []
+    out = map_blocks(_scale, [1, 2, 3], broadcast=[10], on_result=lambda i, r: seen.append(i))
+    assert out == [10, 20, 30]
+    assert seen == [0, 1, 2]
+
+
+def test_bad_scheduler_is_explained():
+    with pytest.raises(ValueError, match="scheduler must be None"), client_for(42):
+        pass
+
+
+@pytest.mark.slow
+def test_local_cluster_gives_identical_results():
+    from dask.distributed import Client, LocalCluster
+
+    blocks = [np.arange(5.0) + i for i in range(6)]
+    expected = map_blocks(_scale, blocks, broadcast=[np.float64(3.0)])
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        Client(c) as client,
+    ):
+        got = map_blocks(_scale, blocks, scheduler=client, broadcast=[np.float64(3.0)])
+        got_addr = map_blocks(_scale, blocks, scheduler=c.scheduler_address, broadcast=[3.0])
+    for a, b, d in zip(expected, got, got_addr, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, d)
