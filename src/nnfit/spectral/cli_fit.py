@@ -1,0 +1,9 @@
+"""``nnfit cube`` commands: fit, reconstruct, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``cube`` group."""
