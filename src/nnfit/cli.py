@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {exc}", file=sys.stderr)
         return 2

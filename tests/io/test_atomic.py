@@ -18,6 +18,17 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+def test_new_file_gets_umask_mode_and_old_mode_is_kept(tmp_path):
+    dest = tmp_path / "shared.json"
+    atomic_write_json(dest, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask
+    dest.chmod(0o640)
+    atomic_write_json(dest, {"a": 2})
+    assert dest.stat().st_mode & 0o777 == 0o640
+
+
 def test_failure_keeps_old_file_and_removes_temp(tmp_path):
     dest = tmp_path / "data.bin"
     atomic_write_bytes(dest, b"old")
