@@ -71,7 +71,7 @@ def plot_cells(path: str | os.PathLike[str], traces: np.ndarray, result: SolveRe
     import matplotlib.pyplot as plt
 
     k = max(1, min(n_cells, traces.shape[0]))
-    m = max(2, min(traces.shape[1], int(round(window_s * fs))))
+    m = max(2, min(traces.shape[1], round(window_s * fs)))
     traces = traces[:k, :m]
     result = SolveResult(result.spikes[:k, :m], result.reconvolution[:k, :m], result.baseline,
                          result.iterations, result.converged, result.objective)  # fmt: skip
