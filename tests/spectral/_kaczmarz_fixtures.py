@@ -29,7 +29,7 @@ class Store:
 
     def dense(self, weighted: bool = True):
         """Dense (rows, C*P) matrix and data over fitted pixels, rows ordered (s, l)."""
-        S, C, P, L = self.models.shape
+        _S, C, P, _L = self.models.shape
         fit = np.flatnonzero(self.mask)
         A = self.models[:, :, :, fit].astype(np.float64).transpose(0, 3, 1, 2).reshape(-1, C * P)
         y = self.data[:, fit].reshape(-1)

@@ -204,7 +204,7 @@ class RatioPenalty:
     >>> pen = RatioPenalty(np.array([2.0, 1.0]), n_populations=1, eta=1.0, batch=1)
     >>> x = np.array([1.0, 1.0])
     >>> pen.step(x, np.array([1]), project_nonneg=True)
-    >>> round(x[1] / x[0], 12)
+    >>> round(float(x[1] / x[0]), 12)
     0.5
     """
 
