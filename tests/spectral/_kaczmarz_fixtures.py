@@ -52,6 +52,7 @@ def make_store(
     noise_sigma=None,
     mask_fraction=0.0,
     sparse_truth=False,
+    compression=None,
 ):
     """Write a consistent (or noisy) small store; models are smooth positive 'spectra'."""
     rng = np.random.default_rng(seed)
@@ -84,6 +85,7 @@ def make_store(
             "HyperCube/models",
             data=models,
             chunks=(S_chunk, 1, P_chunk or P, L),
+            compression=compression,
         )
         f["HyperCube"].attrs["complete"] = True
         f.create_dataset("DataCube", data=data)

@@ -152,6 +152,19 @@ def kaczmarz_rows(
     )
 
 
+def warm_up() -> None:
+    """Load (or compile) the kernels for float32 and float64 rows now, not on first use.
+
+    Examples
+    --------
+    >>> warm_up()
+    """
+    x = np.zeros(1)
+    for dt in (np.float32, np.float64):
+        kaczmarz_rows(x, np.ones((1, 1), dtype=dt), np.zeros(1))
+        residual_sse(x, np.ones((1, 1), dtype=dt), np.zeros(1))
+
+
 def residual_sse(
     x: np.ndarray, rows: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
 ) -> float:

@@ -93,10 +93,11 @@ class HyperCubeReader:
         self._own = not isinstance(source, h5py.File)
         self.file = open_h5_read(source) if self._own else source
         if "HyperCube/models" not in self.file:
+            name = self.file.filename
             if self._own:
                 self.file.close()
             raise ValueError(
-                f"{self.file.filename} has no /HyperCube/models; build it first "
+                f"{name} has no /HyperCube/models; build it first "
                 "(build_hypercube or `nnfit cube build`)"
             )
         self.models = self.file["HyperCube/models"]

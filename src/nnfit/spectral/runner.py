@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from nnfit.progress import progress
-from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse
+from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
@@ -209,9 +209,12 @@ class PipelineRunner:
             Starting point. Used when nothing is stored to resume from, or always with
             ``warm_start="x0"``.
         warm_start : {None, "auto", "x0", "seed"}
-            ``None``/``"auto"``: ``/Fit/x_best`` -> ``/X_global`` -> ``/Fit/x_latest`` (each
-            digest-verified; those of this same fit first) -> ``x0`` -> streaming Jacobi
-            seed. ``"x0"``: start from ``x0``. ``"seed"``: ignore stored vectors.
+            ``None``/``"auto"``: resume or warm-start from the store, else ``x0``, else the
+            streaming Jacobi seed. Stored vectors are digest-verified (a torn write is
+            skipped). Checkpoints of this same fit (same fingerprint) are continued from the
+            most advanced position, ties in the order ``/Fit/x_best`` -> ``/X_global`` ->
+            ``/Fit/x_latest``; vectors of another fit warm-start in that priority order.
+            ``"x0"``: start from ``x0`` (always wins). ``"seed"``: ignore stored vectors.
         seed : int
             Seed of every random draw.
         verbose : bool
@@ -322,14 +325,18 @@ class PipelineRunner:
         elif warm_start in (None, "auto"):
             ck = prob.checkpoints
             order = ("x_best", "X_global", "x_latest")
-            same = [k for k in order if k in ck and ck[k]["fp"] == fp.encode()]
-            other = [k for k in order if k in ck and k not in same and _nonzero(ck[k]["x"])]
-            for name in same + other:
-                x = ck[name]["x"].copy()
-                start_src = name
-                if name in same and ck[name]["pos"] is not None and ck[name]["pos"][0] >= 0:
-                    start_pos = ck[name]["pos"]
-                break
+            # checkpoints of this same fit: continue from the most advanced one (ties in the
+            # spec's priority order); otherwise warm-start in the spec's priority order
+            same = [k for k in order if k in ck and ck[k]["fp"] == fp.encode() and ck[k]["pos"]]
+            same = [k for k in same if ck[k]["pos"][0] >= 0]
+            if same:
+                best = max(same, key=lambda k: (ck[k]["pos"], -order.index(k)))
+                x, start_src, start_pos = ck[best]["x"].copy(), best, ck[best]["pos"]
+            else:
+                for name in order:
+                    if name in ck and _nonzero(ck[name]["x"]):
+                        x, start_src = ck[name]["x"].copy(), name
+                        break
             if x is None and x_init is not None:
                 start_src, x = "x0", x_init.copy()
         if x is not None and x.size != n:
@@ -358,9 +365,13 @@ class PipelineRunner:
             "ratio_steps": 0,
         }
         t_start = time.perf_counter()
-        trk = FitTracker(self.path, cfg, fingerprint=fp.encode(), reset_best=not continuing)
+        trk = FitTracker(
+            self.path, cfg, fingerprint=fp.encode(), reset_best=not continuing, wait=False
+        )
         reader = None
         try:
+            warm_up()  # load the compiled kernels while the writer process starts
+            trk.wait_ready()
             if w_orb is not None:
                 trk.set_orbit_weights(w_orb)
             sample_s = np.asarray(trk.sample_spaxels, dtype=np.int64)

@@ -313,6 +313,8 @@ def _writer_loop(path: str, spec: dict[str, Any], recv: Callable[[], Any], reply
         with contextlib.suppress(Exception):
             f.flush()
         f.close()
+        with contextlib.suppress(Exception):
+            reply(("closed", None))
 
 
 def _writer_entry() -> None:
@@ -390,6 +392,7 @@ class FitTracker:
         fingerprint: bytes = b"",
         reset_best: bool = False,
         start_timeout_sec: float = 120.0,
+        wait: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
@@ -411,17 +414,41 @@ class FitTracker:
         )
         self._error: BaseException | None = None
         self._q: queue.Queue = queue.Queue(maxsize=self.cfg.queue_size)
+        self._start_timeout = start_timeout_sec
+        self._ready = False
+        self.waits = 0
+        self.wait_sec = 0.0
+        self.drops = 0
+        self.sent = 0
+        self._closed = False
         try:
             self._write((str(self.path), spec))
-            info = self._read_reply(start_timeout_sec)
         except BaseException:
             self._proc.kill()
             self._proc.wait()
             raise
-        kind, info = info
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the writer has prepared the file and switched it to SWMR mode.
+
+        ``FitTracker(..., wait=False)`` lets the caller do other work (not touching the store)
+        while the writer starts; call this before opening any read handle.
+        """
+        if self._ready:
+            return
+        try:
+            kind, info = self._read_reply(self._start_timeout)
+        except BaseException:
+            self._proc.kill()
+            self._proc.wait()
+            self._closed = True
+            raise
         if kind == "error":
             self._proc.wait(30)
-            if info.startswith(("ValueError", "FileNotFoundError", "KeyError")):
+            self._closed = True
+            if info.startswith(("ValueError", "FileNotFoundError", "KeyError", "FileExistsError")):
                 raise ValueError(f"fit tracker: {info}")
             raise RuntimeError(f"fit tracker writer failed: {info}")
         self._sender = threading.Thread(target=self._pump, name="nnfit-tracker-send", daemon=True)
@@ -438,11 +465,7 @@ class FitTracker:
         self.orbit_weights: np.ndarray | None = None
         self._x_prev: np.ndarray | None = None
         self._val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.waits = 0
-        self.wait_sec = 0.0
-        self.drops = 0
-        self.sent = 0
-        self._closed = False
+        self._ready = True
 
     # -- messaging ---------------------------------------------------------------------
     def _write(self, obj: Any) -> None:
@@ -653,11 +676,15 @@ class FitTracker:
             sender.join(timeout)
         with contextlib.suppress(Exception):
             self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged writer
-            self._proc.kill()
-            self._proc.wait()
+        if self._ready:
+            # the writer replies once the file is closed (lock released); its interpreter
+            # shutdown after that does not concern us
+            with contextlib.suppress(Exception):
+                while self._read_reply(timeout)[0] != "closed":
+                    pass
+        else:
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout)
         with contextlib.suppress(Exception):
             self._proc.stdout.close()
         if self._error is not None:
