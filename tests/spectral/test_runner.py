@@ -214,3 +214,72 @@ def test_end_to_end_on_simulated_cube(built_store):
     assert stats["noise_weighted"]
     assert stats["train_rmse"][-1] < 3.0 and (x >= 0).all()
     assert runner_mod.blas_limit  # exported helper
+
+
+_FIT_SCRIPT = """
+import sys
+from nnfit.spectral.runner import PipelineRunner
+from nnfit.spectral.tracker import TrackerConfig
+cfg = TrackerConfig(metrics_interval_sec=0.02, val_interval_sec=0.02, ckpt_interval_sec=0.02)
+PipelineRunner(sys.argv[1]).solve_all(epochs=int(sys.argv[2]), pixels_per_aperture=30, lr=0.7,
+                                      verbose=False, tracker=cfg)
+"""
+
+
+def _committed_epoch(path):
+    from nnfit.spectral.store import open_h5
+
+    try:
+        with open_h5(path, "r") as f:
+            return int(f["Fit/state/X_global_pos"][0])
+    except (OSError, KeyError):
+        return -1
+
+
+def _run_and_kill(path, epochs, kill_after_epoch, *, group):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FIT_SCRIPT, str(path), str(epochs)],
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
+    t0 = time.monotonic()
+    while _committed_epoch(path) < kill_after_epoch:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() - t0 < 120, "fit did not progress"
+        time.sleep(0.02)
+    if group:  # the solver and its writer process at once: the SWMR file is left dirty
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:  # the solver only: its writer sees the pipe close and closes the file itself
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
+    kw = dict(S=12, C=2, P=10, L=60, S_chunk=4, seed=5)
+    st = make_store(tmp_path / "killed.h5", **kw)
+    ref = make_store(tmp_path / "ref.h5", **kw)
+    epochs = 120
+    cfg = TrackerConfig(metrics_interval_sec=0.02, val_interval_sec=0.02, ckpt_interval_sec=0.02)
+    x_ref, _ = PipelineRunner(ref.path).solve_all(
+        epochs=epochs, pixels_per_aperture=30, lr=0.7, verbose=False, tracker=cfg
+    )
+    _run_and_kill(st.path, epochs, 15, group=True)
+    _run_and_kill(st.path, epochs, 40, group=False)
+    x, stats = PipelineRunner(st.path).solve_all(
+        epochs=epochs, pixels_per_aperture=30, lr=0.7, verbose=False, tracker=cfg
+    )
+    assert stats["start"]["source"] in ("x_best", "X_global", "x_latest")
+    assert stats["start"]["epoch"] >= 40 and stats["epochs_run"] < epochs - 40 + 1
+    np.testing.assert_allclose(x, x_ref, rtol=0, atol=1e-12 * np.abs(x_ref).max())
+    f_ref = evaluate_objective(ref.path, x_ref)["sse"]
+    f_res = evaluate_objective(st.path, x)["sse"]
+    assert f_res == pytest.approx(f_ref, rel=1e-9)

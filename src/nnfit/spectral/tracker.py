@@ -190,6 +190,8 @@ def _ensure(group: h5py.Group, name: str, shape, dtype, fill=None, **kw) -> h5py
 
 def _prepare_file(f: h5py.File, spec: dict[str, Any]) -> dict[str, Any]:
     """Create every dataset the writer will touch (SWMR forbids creating them later)."""
+    if "HyperCube/models" not in f:
+        raise ValueError(f"{f.filename} has no /HyperCube/models; build it first")
     models = f["HyperCube/models"]
     S, C, P, _ = (int(v) for v in models.shape)
     n = C * P
