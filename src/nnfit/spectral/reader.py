@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 
 __all__ = ["HyperCubeReader", "open_h5_read"]
@@ -40,6 +41,19 @@ def open_h5_read(path: str | os.PathLike[str]) -> h5py.File:
             raise FileNotFoundError(f"no such HDF5 store: {p}") from None
         return h5py.File(p, "r", swmr=True)
     return open_h5(path, "r")
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(buf, local, pix, counts, rows4, c0, p0):  # pragma: no cover - compiled
+    """rows4[j, k, c0 + c, p0 + p] = buf[local[j], c, p, pix[j, k]] for k < counts[j]."""
+    n_sel = local.shape[0]
+    _, dc, dp, _ = buf.shape
+    for j in range(n_sel):
+        src = local[j]
+        for c in range(dc):
+            for p in range(dp):
+                for k in range(counts[j]):
+                    rows4[j, k, c0 + c, p0 + p] = buf[src, c, p, pix[j, k]]
 
 
 @dataclass
@@ -177,8 +191,8 @@ class HyperCubeReader:
         ex_rows = {
             j: np.zeros((v.size, self.C, self.P), dtype=np.float32) for j, v in ex_local.items()
         }
-        take = np.where(pix >= 0, pix, 0)
-        whole = local.size == ds and bool((local == np.arange(ds)).all())
+        take = np.ascontiguousarray(np.where(pix >= 0, pix, 0), dtype=np.int64)
+        local64 = np.ascontiguousarray(local, dtype=np.int64)
         buf = None
         for c0, c1, p0, p1 in self._chunks_of(s0, s1):
             shape = (ds, c1 - c0, p1 - p0, self.L)
@@ -187,14 +201,10 @@ class HyperCubeReader:
             self.models.read_direct(buf, source_sel=np.s_[s0:s1, c0:c1, p0:p1, :])
             self.chunk_reads += 1
             self.bytes_read += buf.nbytes
-            # (dS_sel, dc, dp, K) -> (dS_sel, K, dc, dp)
-            g = np.take_along_axis(buf if whole else buf[local], take[:, None, None, :], axis=3)
-            rows4[:, :, c0:c1, p0:p1] = np.moveaxis(g, 3, 1)
+            # (dS, dc, dp, L) -> rows (dS_sel, K, C, P) at the selected pixels, no temporaries
+            _gather(buf, local64, take, counts.astype(np.int64), rows4, c0, p0)
             for j, v in ex_local.items():
                 ex_rows[j][:, c0:c1, p0:p1] = np.moveaxis(buf[j][:, :, v], 2, 0)
-        for j, kj in enumerate(counts):
-            if kj < k:
-                rows[j, kj:] = 0.0
         return BlockRows(
             spaxels=s0 + local,
             pixels=pix,
