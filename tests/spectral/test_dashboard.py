@@ -33,3 +33,15 @@ def test_dashboard_before_during_and_after_a_fit(tmp_path):
     assert info["x_source"] in ("x_best", "X_global") and info["n_metrics"] >= 4
     assert len(info["spaxels"]) == 2
     assert _is_png(tmp_path / "out" / "after.png")
+
+
+def test_run_fit_demo_fits_reconstructs_and_draws(built_store, tmp_path):
+    import h5py
+
+    from nnfit.spectral.demo_fit import run_fit_demo
+
+    out = run_fit_demo(built_store, tmp_path / "demo", epochs=2, pixels_per_aperture=32)
+    assert _is_png(out["dashboard"]) and out["stats"]["epochs_run"] == 2
+    with h5py.File(built_store, "r") as f:
+        assert f["ModelCube"].shape == f["DataCube"].shape
+    assert (tmp_path / "demo" / "x_fit.npy").exists()

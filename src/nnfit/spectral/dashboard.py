@@ -144,17 +144,23 @@ def live_fit_dashboard(
     for a in axs[1, :2]:
         a.remove()
     ax = fig.add_subplot(gs[1, :2])
-    ax.set_title("observed (grey) vs model (colour), offset for clarity; masked pixels shaded")
+    ax.set_title("observed (grey) vs model (colour), normalised and offset; masked pixels shaded")
     xs = wave if wave is not None else np.arange(L)
-    offset = 0.0
+    # each spectrum divided by the median of its fitted pixels, then stacked
+    norm = {}
+    for s in pick:
+        s = int(s)
+        med = float(np.median(obs[s][mask])) if mask.any() else 1.0
+        norm[s] = med if med != 0 and np.isfinite(med) else 1.0
+    spans = [float(np.ptp(obs[int(s)][mask] / norm[int(s)])) for s in pick if mask.any()]
+    step = 1.15 * max([*spans, 1e-12])
     for i, s in enumerate(pick):
         s = int(s)
-        y = obs[s]
-        span = float(np.nanmax(y[mask]) - np.nanmin(y[mask])) if mask.any() else 1.0
-        ax.plot(xs, y + offset, color="0.55", lw=0.8)
+        off = i * step
+        ax.plot(xs, obs[s] / norm[s] + off, color="0.55", lw=0.8)
         if s in mod:
-            ax.plot(xs, mod[s] + offset, color=f"C{i}", lw=1.0, label=f"spaxel {s}")
-        offset += 1.1 * max(span, 1e-12)
+            ax.plot(xs, mod[s] / norm[s] + off, color=f"C{i}", lw=1.0, label=f"spaxel {s}")
+    ax.set_ylabel("flux / median (offset)")
     if (~mask).any():
         edges = np.flatnonzero(np.diff(np.r_[0, (~mask).astype(int), 0]))
         for a0, a1 in zip(edges[::2], edges[1::2], strict=True):
