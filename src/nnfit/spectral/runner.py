@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from nnfit.progress import progress
@@ -239,7 +238,7 @@ class PipelineRunner:
             ``fingerprint`` and the knobs used.
         """
         if method != "kaczmarz":
-            return _dispatch_method(self.path, method, x0=x0, verbose=verbose, **kwargs)
+            return _dispatch_method(self.path, method, x0=x0, **kwargs)
         max_bytes_rows = kwargs.pop("max_bytes_rows", self.max_bytes_rows)
         if kwargs:
             raise ValueError(f"unknown solve_all option(s) for method 'kaczmarz': {sorted(kwargs)}")
@@ -623,8 +622,3 @@ def evaluate_objective(path: str | os.PathLike[str], x: np.ndarray) -> dict[str,
                 )
                 count += prob.fitted.size
     return {"sse": sse, "rmse": math.sqrt(sse / count), "n_rows": count}
-
-
-def _h5_dims(path: Path) -> tuple[int, int, int, int]:  # pragma: no cover - helper for CLI
-    with h5py.File(path, "r", swmr=True) as f:
-        return tuple(int(v) for v in f["HyperCube/models"].shape)
