@@ -38,6 +38,7 @@ import numpy as np
 from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.reader import HyperCubeReader, open_h5_read
+from nnfit.spectral.reader import warm_up as warm_up_reader
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -370,6 +371,7 @@ class PipelineRunner:
         reader = None
         try:
             warm_up()  # load the compiled kernels while the writer process starts
+            warm_up_reader()
             trk.wait_ready()
             if w_orb is not None:
                 trk.set_orbit_weights(w_orb)
