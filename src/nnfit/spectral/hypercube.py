@@ -31,6 +31,7 @@ from nnfit.spectral.operators import ModelRowComputer
 from nnfit.spectral.store import (
     LIBVER,
     CubeProblem,
+    _read_rebin,
     load_problem,
     open_h5,
     open_locked,
@@ -79,6 +80,22 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(templates_PT, losvd, vel_pix, tem_pix, obs_pix, rebin) -> None:
     _WORKER["mc"] = ModelRowComputer(templates_PT, vel_pix, tem_pix, obs_pix, rebin=rebin)
     _WORKER["losvd"] = losvd
+
+
+def _init_worker_from_file(path: str) -> None:
+    # Workers read the inputs themselves (SWMR read while the parent writes tiles) rather than
+    # receiving them pickled through the spawn pipe: cheaper, and start-up stays small.
+    with open_h5(path, "r") as f:
+        tem, obs = f["TemPix"][()], f["ObsPix"][()]
+        arrays = (
+            f["Templates"][()].astype(np.float64),
+            f["LOSVD"][()],  # float32 as stored; tiles convert blocks to float64
+            f["VelPix"][()],
+            tem,
+            obs,
+            _read_rebin(f, tem.size, obs.size),
+        )
+    _init_worker(*arrays)
 
 
 def _compute_tile(key: tuple[int, int, int], chunks: tuple[int, int, int]) -> np.ndarray:
@@ -239,7 +256,8 @@ def build_hypercube(
     -------
     dict
         ``tiles_total``, ``tiles_built`` (this call), ``tiles_skipped`` (already done),
-        ``seconds``, ``shape``, ``chunks``.
+        ``seconds``, ``shape``, ``chunks``, and ``steady_tiles_per_s`` (rate between the first
+        and last tile written, without start-up) when two or more tiles were built.
 
     Examples
     --------
@@ -286,6 +304,7 @@ def build_hypercube(
         todo = [tuple(int(v) for v in k) for k in np.argwhere(~done)]
         n_skip = n_total - len(todo)
         built = 0
+        stamps: list[float] = []
         bar = progress_bar(n_total, desc="HyperCube tiles", unit="tile", enabled=progress)
         bar.update(n_skip)
         f = open_locked(p, "r+")
@@ -296,6 +315,7 @@ def build_hypercube(
 
             def write(key: tuple[int, int, int], tile: np.ndarray) -> None:
                 nonlocal built
+                stamps.append(time.perf_counter())
                 sl = _slices(key, chunks, (S, C, P))
                 models[sl[0], sl[1], sl[2], :] = tile
                 f.flush()  # the tile's data reach the file before its bit does
@@ -304,8 +324,10 @@ def build_hypercube(
                 built += 1
                 bar.update(1)
 
+            # LOSVDs travel as float32 (their stored, exact values): half the bytes per worker.
             arrays = (
-                prob.templates_PT, prob.losvd, prob.vel_pix, prob.tem_pix, prob.obs_pix, prob.rebin
+                prob.templates_PT, prob.losvd.astype(np.float32), prob.vel_pix, prob.tem_pix,
+                prob.obs_pix, prob.rebin,
             )  # fmt: skip
             if scheduler is not None:
                 _run_dask(todo, chunks, arrays, scheduler, write)
@@ -317,14 +339,19 @@ def build_hypercube(
                 finally:
                     _WORKER.clear()
             else:
-                _run_pool(todo, chunks, arrays, n_workers, write)
+                _run_pool(todo, chunks, p, n_workers, write)
         finally:
             bar.close()
             f.close()
         with open_locked(p, "r+") as f:
             if np.asarray(f["HyperCube/_done"][()], dtype=bool).all():
                 f["HyperCube"].attrs["complete"] = True
-    return _result(n_total, built, n_skip, t0, shape4, chunks)
+    res = _result(n_total, built, n_skip, t0, shape4, chunks)
+    if len(stamps) >= 2:
+        # Steady-state rate, free of start-up (imports, worker spawn): tiles per second
+        # between the first and the last tile written.
+        res["steady_tiles_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return res
 
 
 def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
@@ -338,11 +365,27 @@ def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
     }
 
 
-def _run_pool(todo, chunks, arrays, n_workers, write) -> None:
+_SPAWN_HINT = (
+    "a tile worker process died{detail}. If build_hypercube runs from a script, put the "
+    'script\'s top-level code under `if __name__ == "__main__":` (worker processes are '
+    "started by re-importing the main script), or pass n_workers=0 to compute in this process. "
+    "Finished tiles are kept; rerun to resume"
+)
+
+
+def _run_pool(todo, chunks, path: Path, n_workers, write) -> None:
     ctx = mp.get_context("spawn")  # never fork a process holding HDF5 handles
+    try:
+        _pool_loop(todo, chunks, path, n_workers, write, ctx)
+    except cf.process.BrokenProcessPool as exc:
+        raise RuntimeError(_SPAWN_HINT.format(detail=f" ({exc})")) from exc
+
+
+def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
     with cf.ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=arrays
-    ) as ex:
+        max_workers=n_workers, mp_context=ctx, initializer=_init_worker_from_file,
+        initargs=(str(path),),
+    ) as ex:  # fmt: skip
         it: Iterator = iter(todo)
         pending: dict[cf.Future, tuple[int, int, int]] = {}
         for key in it:
