@@ -76,7 +76,7 @@ def reconstruct_model_cube_single(
     array_name : str
         Output dataset name.
     blas_threads : int, optional
-        BLAS thread limit (needs ``threadpoolctl``).
+        BLAS thread limit (via threadpoolctl).
     S_tile : int, optional
         Spaxels per tile; default the HyperCube's ``S_chunk``.
     max_bytes_per_slab : int

@@ -49,20 +49,16 @@ _WARM = (None, "auto", "x0", "seed")
 
 @contextlib.contextmanager
 def blas_limit(n: int | None):
-    """Limit BLAS threads to ``n`` inside the block when ``threadpoolctl`` is installed.
+    """Limit BLAS threads to ``n`` inside the block (``None``: leave them as they are).
 
-    Yields whether the limit was applied (``False`` for ``n=None`` or without threadpoolctl;
-    set ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` before starting Python instead).
+    Yields whether a limit was applied.
     """
     if n is None:
         yield False
         return
     check_int("blas_threads", n, low=1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield False
-        return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield True
 
@@ -199,7 +195,7 @@ class PipelineRunner:
         row_order : {"random", "sequential"}
             Pixel selection per spaxel visit (see the module docstring).
         blas_threads : int, optional
-            BLAS thread limit (needs ``threadpoolctl``; the row loop itself is single-threaded
+            BLAS thread limit (via threadpoolctl; the row loop itself is single-threaded
             compiled code and memory-bandwidth bound).
         ratio_use, ratio_prob, ratio_eta, ratio_anchor, ratio_min_weight, ratio_batch
             Ratio penalty on the component sums; ``ratio_use=None`` turns it on when
