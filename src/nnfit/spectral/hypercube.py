@@ -108,12 +108,12 @@ def _compute_tile(key: tuple[int, int, int], chunks: tuple[int, int, int]) -> np
     return mc.tile(block, p0, min(p0 + sP, mc.n_pop))
 
 
-def _compute_tile_dask(key, chunks, problem_arrays) -> np.ndarray:
-    # On a Dask worker the problem arrives once (scattered); cache the computer per process.
-    ident = id(problem_arrays)
-    if _WORKER.get("ident") != ident:
+def _compute_tile_dask(key, chunks, token: str, problem_arrays) -> np.ndarray:
+    # On a Dask worker the inputs arrive once (scattered); the computer (template FFTs) is
+    # cached per worker process under the inputs' digest.
+    if _WORKER.get("token") != token:
         _init_worker(*problem_arrays)
-        _WORKER["ident"] = ident
+        _WORKER["token"] = token
     return _compute_tile(key, chunks)
 
 
@@ -330,7 +330,10 @@ def build_hypercube(
                 prob.obs_pix, prob.rebin,
             )  # fmt: skip
             if scheduler is not None:
-                _run_dask(todo, chunks, arrays, scheduler, write)
+                try:
+                    _run_dask(todo, chunks, arrays, digest, scheduler, write)
+                finally:
+                    _WORKER.clear()  # an in-process (threaded) cluster cached it here
             elif n_workers <= 1 or len(todo) <= 1:
                 _init_worker(*arrays)
                 try:
@@ -390,7 +393,9 @@ def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
         pending: dict[cf.Future, tuple[int, int, int]] = {}
         for key in it:
             pending[ex.submit(_compute_tile, key, chunks)] = key
-            if len(pending) >= 2 * n_workers:
+            # Each worker busy plus two tiles waiting for the writer: memory stays near
+            # (2 n_workers + 2) tiles (the worker's tile and its pickled copy) at most.
+            if len(pending) >= n_workers + 2:
                 break
         while pending:
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -402,18 +407,18 @@ def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
                     pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
 
 
-def _run_dask(todo, chunks, arrays, scheduler, write) -> None:
+def _run_dask(todo, chunks, arrays, token, scheduler, write) -> None:
     from nnfit.parallel import client_for
 
     with client_for(scheduler) as client:
         from dask.distributed import as_completed
 
         shared = client.scatter(arrays, broadcast=True)
-        n_inflight = max(2, 2 * len(client.nthreads()))
+        n_inflight = sum(client.nthreads().values()) + 2
         it = iter(todo)
         futures = {}
         for key in it:
-            futures[client.submit(_compute_tile_dask, key, chunks, shared, pure=False)] = key
+            futures[client.submit(_compute_tile_dask, key, chunks, token, shared, pure=False)] = key
             if len(futures) >= n_inflight:
                 break
         ac = as_completed(list(futures))
@@ -423,7 +428,7 @@ def _run_dask(todo, chunks, arrays, scheduler, write) -> None:
             fut.release()
             nxt = next(it, None)
             if nxt is not None:
-                nf = client.submit(_compute_tile_dask, nxt, chunks, shared, pure=False)
+                nf = client.submit(_compute_tile_dask, nxt, chunks, token, shared, pure=False)
                 futures[nf] = nxt
                 ac.add(nf)
 
