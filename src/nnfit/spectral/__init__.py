@@ -19,6 +19,13 @@ _LAZY = {
     "simulate_cube": "nnfit.spectral.simulate",
     "build_hypercube": "nnfit.spectral.hypercube",
     "compress_hypercube_inplace": "nnfit.spectral.hypercube",
+    # Kaczmarz fit, tracking, reconstruction and dashboard (issue 5).
+    "HyperCubeReader": "nnfit.spectral.reader",
+    "PipelineRunner": "nnfit.spectral.runner",
+    "FitTracker": "nnfit.spectral.tracker",
+    "TrackerConfig": "nnfit.spectral.tracker",
+    "reconstruct_model_cube_single": "nnfit.spectral.reconstruct",
+    "live_fit_dashboard": "nnfit.spectral.dashboard",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,7 +1,4 @@
-"""``make demo`` for spectral cubes: simulate a small cube, build its HyperCube, snapshot it.
-
-The fit steps (issues 5 and 6) are appended after ``build`` by their own code.
-"""
+"""``make demo`` for spectral cubes: simulate, build the HyperCube, snapshot, fit, reconstruct."""
 
 from __future__ import annotations
 
@@ -9,7 +6,8 @@ from pathlib import Path
 
 
 def run(out_dir: Path, *, seed: int = 0) -> None:
-    """Simulate a small SSP-like cube, build its HyperCube and write the snapshot PNG."""
+    """Simulate a small SSP-like cube, build its HyperCube, fit it and write the figures."""
+    from nnfit.spectral.demo_fit import run_fit_demo
     from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
     from nnfit.spectral.hypercube import build_hypercube
     from nnfit.spectral.simulate import simulate_cube
@@ -39,3 +37,4 @@ def run(out_dir: Path, *, seed: int = 0) -> None:
     )
     png = live_prefit_snapshot_from_models(store, out_dir / "prefit_overlay.png", seed=seed)
     print(f"   snapshot: {png}")
+    run_fit_demo(store, out_dir, orbit_weights=sim.x_true.sum(axis=1), seed=seed)
