@@ -1,8 +1,42 @@
-"""Calcium spike deconvolution: the CaTune Python companion."""
+"""Calcium spike deconvolution: the CaTune Python companion.
 
+``run_deconvolution`` gives PyPI catune 0.1.0's result (compiled, O(T) per iteration, all
+cells in parallel); ``save_for_tuning`` / ``load_tuning_data`` exchange recordings with the
+CaTune browser; ``load_export_params`` / ``deconvolve_from_export`` apply the parameters the
+user tuned there to a whole recording, with the browser's own problem.
+"""
+
+from nnfit.calcium.export import (
+    ExportParams,
+    ExportResult,
+    bandpass_filter,
+    deconvolve_from_export,
+    load_export_params,
+    solve_with_baseline,
+)
+from nnfit.calcium.fista import DeconvolutionInfo, KernelOperator, run_deconvolution
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, tau_to_ar2
+from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
+from nnfit.calcium.tuning_io import load_tuning_data, save_for_tuning
 
-__all__ = ["build_kernel", "compute_lipschitz", "tau_to_ar2"]
+__all__ = [
+    "DeconvolutionInfo",
+    "ExportParams",
+    "ExportResult",
+    "KernelOperator",
+    "SimulatedRecording",
+    "bandpass_filter",
+    "build_kernel",
+    "compute_lipschitz",
+    "deconvolve_from_export",
+    "load_export_params",
+    "load_tuning_data",
+    "run_deconvolution",
+    "save_for_tuning",
+    "simulate_recording",
+    "solve_with_baseline",
+    "tau_to_ar2",
+]
 from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.estimate import estimate_parameters

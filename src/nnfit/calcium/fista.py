@@ -1,0 +1,390 @@
+"""FISTA spike deconvolution with the result of PyPI ``catune==0.1.0``, compiled and in O(T).
+
+:func:`run_deconvolution` solves, for every trace ``y`` (one row of ``traces``),
+
+.. math:: \\min_{s \\ge 0} \\tfrac12 \\lVert K s - y \\rVert^2 + \\lambda \\textstyle\\sum_t s_t
+
+with FISTA, adaptive restart and CaTune's stop rule, and returns what ``catune`` returns to
+``rtol=1e-10`` with the same number of iterations per cell. ``catune`` applies ``K`` by
+``np.convolve`` (O(T K) per product, K ~ 200 to 2000 samples). Here the kernel is used in its
+AR(2) form: ``h[k] = A (d^k - r^k)`` for ``k < K`` (``d``, ``r`` the decay and rise roots,
+``A = 1 / peak``), so
+
+``(K s)[t] = A (D[t] - R[t])`` with ``D[t] = d D[t-1] + s[t] - d^K s[t-K]``,
+
+a first-order recursion per root whose last term removes exactly the part of the infinite
+response beyond the kernel's ``K`` samples; ``K^T`` runs the same recursions backwards.
+Each product costs O(T). The loop is compiled with numba and runs the cells in parallel; each
+cell keeps its own iteration count, restart state and stop rule (a converged cell stops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from nnfit.calcium.kernel import build_kernel, compute_lipschitz, kernel_length
+from nnfit.operators import LinearOperator
+from nnfit.validate import as_float_array, check_int, check_real
+
+__all__ = [
+    "DeconvolutionInfo",
+    "KernelOperator",
+    "check_solver_params",
+    "kernel_recursion",
+    "run_deconvolution",
+]
+
+
+@dataclass(frozen=True)
+class DeconvolutionInfo:
+    """Per-cell diagnostics of :func:`run_deconvolution` (arrays of length ``n_cells``).
+
+    Attributes
+    ----------
+    iterations : numpy.ndarray of int
+        FISTA iterations each cell ran (the count ``catune`` would run).
+    converged : numpy.ndarray of bool
+        True where the relative objective change fell below ``tolerance`` before
+        ``max_iters``.
+    objective : numpy.ndarray of float
+        ``0.5 ||K s - y||^2 + lam sum(s)`` at the returned spikes.
+    """
+
+    iterations: np.ndarray
+    converged: np.ndarray
+    objective: np.ndarray
+
+
+def check_solver_params(
+    fs: object,
+    tau_r: object,
+    tau_d: object,
+    lam: object,
+    tolerance: object = 1e-6,
+    max_iters: object = 2000,
+) -> tuple[float, float, float, float, float, int]:
+    """Validate the solver's scalar arguments and return them typed.
+
+    Raises ``ValueError`` naming the argument, its value and the allowed range.
+
+    Examples
+    --------
+    >>> check_solver_params(30, 0.05, 0.5, 0.5)
+    (30.0, 0.05, 0.5, 0.5, 1e-06, 2000)
+    >>> check_solver_params(30, 0.5, 0.05, 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau_r must be smaller than tau_d; got tau_r=0.5 s, tau_d=0.05 s (swap them if they were given in the wrong order)
+    """
+    fs_ = check_real("fs", fs, low=0.0, low_inclusive=False)
+    tr = check_real("tau_r", tau_r, low=0.0, low_inclusive=False)
+    td = check_real("tau_d", tau_d, low=0.0, low_inclusive=False)
+    if tr >= td:
+        raise ValueError(
+            f"tau_r must be smaller than tau_d; got tau_r={tr:g} s, tau_d={td:g} s "
+            "(swap them if they were given in the wrong order)"
+        )
+    lam_ = check_real("lam", lam, low=0.0)
+    tol = check_real("tolerance", tolerance, low=0.0, low_inclusive=False)
+    iters = check_int("max_iters", max_iters, low=1)
+    return fs_, tr, td, lam_, tol, iters
+
+
+def kernel_recursion(tau_r: float, tau_d: float, fs: float) -> tuple[float, float, float, int]:
+    """Constants of the O(T) kernel recursion: ``(A, d, r, K)`` with ``h[k] = A (d^k - r^k)``.
+
+    ``A`` is ``1 / peak`` of the unscaled kernel, computed exactly as :func:`build_kernel`
+    computes it, so the recursion reproduces the kernel to rounding.
+
+    Examples
+    --------
+    >>> A, d, r, K = kernel_recursion(0.05, 0.5, 30.0)
+    >>> k = np.arange(K)
+    >>> bool(np.allclose(A * (d**k - r**k), build_kernel(0.05, 0.5, 30.0), rtol=0, atol=1e-14))
+    True
+    """
+    dt = 1.0 / fs
+    klen = kernel_length(tau_d, fs)
+    t = np.arange(klen) * dt
+    peak = float((np.exp(-t / tau_d) - np.exp(-t / tau_r)).max())
+    return 1.0 / peak, float(np.exp(-dt / tau_d)), float(np.exp(-dt / tau_r)), klen
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled kernels. fastmath stays off: IEEE order of the element-wise steps matches catune's.
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward(s, out, A, d, r, dK, rK, K):  # pragma: no cover - compiled
+    """out = K s (causal, truncated at K samples)."""
+    n = s.shape[0]
+    D = 0.0
+    R = 0.0
+    for t in range(n):
+        v = s[t]
+        if t >= K:
+            old = s[t - K]
+            D = d * D + (v - dK * old)
+            R = r * R + (v - rK * old)
+        else:
+            D = d * D + v
+            R = r * R + v
+        out[t] = A * (D - R)
+
+
+@numba.njit(cache=True, nogil=True)
+def _adjoint(x, out, A, d, r, dK, rK, K):  # pragma: no cover - compiled
+    """out = K^T x (anti-causal)."""
+    n = x.shape[0]
+    D = 0.0
+    R = 0.0
+    for t in range(n - 1, -1, -1):
+        v = x[t]
+        if t + K < n:
+            old = x[t + K]
+            D = d * D + (v - dK * old)
+            R = r * R + (v - rK * old)
+        else:
+            D = d * D + v
+            R = r * R + v
+        out[t] = A * (D - R)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fista_cell(
+    trace, solution, A, d, r, dK, rK, K, step_size, threshold, lam, tolerance, max_iters
+):  # pragma: no cover - compiled
+    """catune's FISTA loop for one trace, three O(T) passes per iteration.
+
+    Returns (iterations, converged, objective); the spikes are written into ``solution``.
+    """
+    n = trace.shape[0]
+    x_prev = np.zeros(n)
+    solution_prev = np.zeros(n)  # y_k, the extrapolated point
+    residual = np.empty(n)
+    for t in range(n):
+        solution[t] = 0.0
+    t_fista = 1.0
+    prev_objective = np.inf
+    objective = np.inf
+    momentum = 0.0
+    iteration = 0
+    converged = False
+    for iteration in range(1, max_iters + 1):
+        # Pass 1 (forward): y_k = max(x_k + m (x_k - x_{k-1}), 0) as catune forms it at the
+        # end of the previous iteration, then residual = K y_k - trace.
+        D = 0.0
+        R = 0.0
+        for t in range(n):
+            if iteration > 1:
+                sv = solution[t]
+                yv = sv + momentum * (sv - x_prev[t])
+                solution_prev[t] = yv if yv > 0.0 else 0.0
+            v = solution_prev[t]
+            if t >= K:
+                old = solution_prev[t - K]
+                D = d * D + (v - dK * old)
+                R = r * R + (v - rK * old)
+            else:
+                D = d * D + v
+                R = r * R + v
+            residual[t] = A * (D - R) - trace[t]
+        # Pass 2 (backward): gradient = K^T residual, then the proximal step from y_k.
+        D = 0.0
+        R = 0.0
+        for t in range(n - 1, -1, -1):
+            v = residual[t]
+            if t + K < n:
+                old = residual[t + K]
+                D = d * D + (v - dK * old)
+                R = r * R + (v - rK * old)
+            else:
+                D = d * D + v
+                R = r * R + v
+            gradient = A * (D - R)
+            x_prev[t] = solution[t]
+            z = solution_prev[t] - step_size * gradient - threshold
+            solution[t] = z if z > 0.0 else 0.0
+        # Pass 3 (forward): objective at x_{k+1}.
+        D = 0.0
+        R = 0.0
+        sq = 0.0
+        total = 0.0
+        for t in range(n):
+            v = solution[t]
+            if t >= K:
+                old = solution[t - K]
+                D = d * D + (v - dK * old)
+                R = r * R + (v - rK * old)
+            else:
+                D = d * D + v
+                R = r * R + v
+            res = A * (D - R) - trace[t]
+            sq += res * res
+            total += v
+        objective = 0.5 * sq + lam * total
+        # Adaptive restart (O'Donoghue & Candes), as catune: not on the first iteration.
+        if objective > prev_objective and iteration > 1:
+            t_fista = 1.0
+        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t_fista * t_fista)) / 2.0
+        momentum = (t_fista - 1.0) / t_new
+        t_fista = t_new
+        if iteration > 5:
+            rel_change = abs(prev_objective - objective) / (abs(prev_objective) + 1e-10)
+            if rel_change < tolerance:
+                converged = True
+                break
+        prev_objective = objective
+    return iteration, converged, objective
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fista_batch(
+    traces, out, iters, conv, objs, A, d, r, dK, rK, K, step, thr, lam, tol, max_iters
+):  # pragma: no cover - compiled
+    for c in numba.prange(traces.shape[0]):
+        it, cv, ob = _fista_cell(
+            traces[c], out[c], A, d, r, dK, rK, K, step, thr, lam, tol, max_iters
+        )
+        iters[c] = it
+        conv[c] = cv
+        objs[c] = ob
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class KernelOperator(LinearOperator):
+    """The calcium kernel convolution ``s -> K s`` on ``(n,)`` or ``(n_cells, n)`` arrays.
+
+    ``forward`` is ``np.convolve(s, h)[:n]`` per row (causal, truncated to the trace length)
+    and ``adjoint`` its exact transpose, both applied in O(T) by the AR(2) recursion.
+
+    Parameters
+    ----------
+    tau_r, tau_d, fs : float
+        Kinetics in seconds and sampling rate in Hz.
+    shape : int or tuple of int
+        ``n`` or ``(n_cells, n)``.
+
+    Examples
+    --------
+    >>> op = KernelOperator(0.05, 0.5, 30.0, 50)
+    >>> s = np.zeros(50); s[3] = 1.0
+    >>> h = build_kernel(0.05, 0.5, 30.0)
+    >>> bool(np.allclose(op.forward(s), np.convolve(s, h)[:50], atol=1e-14))
+    True
+    """
+
+    def __init__(self, tau_r: float, tau_d: float, fs: float, shape: int | tuple[int, ...]):
+        fs, tau_r, tau_d, *_ = check_solver_params(fs, tau_r, tau_d, 0.0)
+        shape = (int(shape),) if np.isscalar(shape) else tuple(int(v) for v in shape)
+        if len(shape) not in (1, 2) or min(shape) < 1:
+            raise ValueError(f"shape must be (n,) or (n_cells, n) with n >= 1; got {shape}")
+        self.model_shape = self.data_shape = shape
+        self.A, self.d, self.r, self.K = kernel_recursion(tau_r, tau_d, fs)
+        self.kernel = build_kernel(tau_r, tau_d, fs)
+
+    def _apply(self, x: np.ndarray, fn) -> np.ndarray:
+        x2 = np.ascontiguousarray(np.reshape(x, (-1, self.model_shape[-1])), dtype=np.float64)
+        out = np.empty_like(x2)
+        dK, rK = self.d**self.K, self.r**self.K
+        for i in range(x2.shape[0]):
+            fn(x2[i], out[i], self.A, self.d, self.r, dK, rK, self.K)
+        return out.reshape(self.data_shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``K x`` row by row."""
+        return self._apply(x, _forward)
+
+    def adjoint(self, r: np.ndarray) -> np.ndarray:
+        """``K^T r`` row by row."""
+        return self._apply(r, _adjoint)
+
+
+def run_deconvolution(
+    traces: np.ndarray,
+    fs: float,
+    tau_r: float,
+    tau_d: float,
+    lam: float,
+    tolerance: float = 1e-6,
+    max_iters: int = 2000,
+    *,
+    return_info: bool = False,
+) -> np.ndarray | tuple[np.ndarray, DeconvolutionInfo]:
+    """FISTA spike deconvolution, equal to ``catune.run_deconvolution`` (PyPI 0.1.0).
+
+    Solves ``min_{s >= 0} 0.5 ||K s - y||^2 + lam * sum(s)`` for every trace, where ``K``
+    convolves with :func:`~nnfit.calcium.build_kernel`, by FISTA from ``s = 0`` with step
+    ``1 / L`` (``L`` from :func:`~nnfit.calcium.compute_lipschitz`), adaptive restart when the
+    objective rises, and CaTune's stop rule: after iteration 5, stop once the relative change
+    of the objective is below ``tolerance``. Results agree with catune to ``rtol=1e-10`` with
+    identical iteration counts; all cells run together, in parallel, in O(T) per iteration.
+
+    Note ``lam`` is used as given, with no baseline term: a trace with an offset is explained
+    by spikes. For files exported by the CaTune browser use
+    :func:`~nnfit.calcium.deconvolve_from_export`, which solves the browser's problem.
+
+    Parameters
+    ----------
+    traces : array_like
+        One trace ``(n_timepoints,)`` or ``(n_cells, n_timepoints)``; real, finite.
+    fs : float
+        Sampling rate in Hz, > 0.
+    tau_r, tau_d : float
+        Rise and decay time constants in seconds, ``0 < tau_r < tau_d``.
+    lam : float
+        L1 penalty, >= 0.
+    tolerance : float, optional
+        Relative objective change that stops a cell, > 0.
+    max_iters : int, optional
+        Iteration limit per cell, >= 1.
+    return_info : bool, optional
+        Also return a :class:`DeconvolutionInfo` (iterations, converged, objective per cell).
+
+    Returns
+    -------
+    spikes : numpy.ndarray
+        Non-negative spike estimates, the shape of ``traces``.
+    info : DeconvolutionInfo
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> from nnfit.calcium import build_kernel
+    >>> h = build_kernel(0.02, 0.4, 30.0)
+    >>> s_true = np.zeros(200); s_true[50] = 1.0
+    >>> y = np.convolve(s_true, h)[:200]
+    >>> s, info = run_deconvolution(y, 30.0, 0.02, 0.4, 0.01, return_info=True)
+    >>> int(np.argmax(s)), bool(s.min() >= 0), bool(info.converged[0])
+    (50, True, True)
+    """
+    arr = as_float_array("traces", traces, ndim=(1, 2))
+    fs, tau_r, tau_d, lam, tolerance, max_iters = check_solver_params(
+        fs, tau_r, tau_d, lam, tolerance, max_iters
+    )
+    single = arr.ndim == 1
+    y = np.ascontiguousarray(np.atleast_2d(arr))
+    if y.shape[1] == 0:
+        raise ValueError(f"traces has no time points (shape {arr.shape})")
+    kernel = build_kernel(tau_r, tau_d, fs)
+    step_size = 1.0 / compute_lipschitz(kernel)
+    threshold = step_size * lam
+    A, d, r, K = kernel_recursion(tau_r, tau_d, fs)
+    n_cells = y.shape[0]
+    out = np.zeros_like(y)
+    iters = np.zeros(n_cells, dtype=np.int64)
+    conv = np.zeros(n_cells, dtype=np.bool_)
+    objs = np.zeros(n_cells)
+    _fista_batch(
+        y, out, iters, conv, objs, A, d, r, d**K, r**K, K, step_size, threshold, lam, tolerance,
+        max_iters,
+    )  # fmt: skip
+    spikes = out[0] if single else out
+    if return_info:
+        return spikes, DeconvolutionInfo(iters, conv, objs)
+    return spikes
