@@ -321,7 +321,7 @@ def ipm_trace(y, p, lam, hsq, centre, tol, max_iter, s_out):  # pragma: no cover
     den = n
     factored = False
     polish_at = 1e-6
-    for it in range(1, max_iter + 1):  # noqa: B007 - returned below
+    for it in range(1, max_iter + 1):
         _residual(y, s, centre, p, Ks, r)
         _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
         primal, dual, kkt = _certificate(y, s, r, KTr, lam)

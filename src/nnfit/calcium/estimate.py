@@ -60,45 +60,52 @@ def _autocov(x: np.ndarray, n_lags: int) -> np.ndarray:
     return ac / T
 
 
+def _acov_shape(k: np.ndarray, d: float, r: float) -> np.ndarray:
+    """Autocovariance shape of white input through the AR(2) kernel (one free amplitude).
+
+    With ``h_j = (d^(j+1) - r^(j+1)) / (d - r)``, ``sum_j h_j h_(j+k)`` is proportional to
+    ``d^k (d^2/(1-d^2) - dr/(1-dr)) + r^k (r^2/(1-r^2) - dr/(1-dr))``.
+    """
+    dr = d * r / (1.0 - d * r)
+    return d**k * (d * d / (1.0 - d * d) - dr) + r**k * (r * r / (1.0 - r * r) - dr)
+
+
 def _fit_roots(ac: np.ndarray, fs: float) -> tuple[float, float]:
-    """Fit ``A d^k + B r^k`` to lags 1..L of a (normalised) autocovariance; return taus."""
+    """Fit the AR(2) autocovariance shape (amplitude + offset) to lags 1..L; return taus.
+
+    Lag 0 holds the noise variance and is left out; the offset absorbs the bias of the
+    mean-subtracted estimate. A grid over (tau_decay, tau_rise / tau_decay) picks the start of
+    a bounded least-squares refinement.
+    """
     L = ac.shape[0] - 1
-    # Yule-Walker on lags 1..4 (skips lag 0, which carries the noise variance)
-    M = np.array([[ac[2], ac[1]], [ac[3], ac[2]]])
-    rhs = np.array([ac[3], ac[4]])
-    try:
-        g = np.linalg.solve(M, rhs)
-        roots = np.roots([1.0, -g[0], -g[1]])
-    except np.linalg.LinAlgError:
-        roots = np.array([0.9, 0.3])
-    roots = np.real(roots[np.isreal(roots)]) if np.all(np.isreal(roots)) else np.abs(roots)
-    roots = np.clip(np.sort(np.abs(roots))[::-1], 1e-3, 0.9999)
-    d0 = float(roots[0])
-    r0 = float(roots[1]) if roots.shape[0] > 1 else d0 * 0.3
-    lo = np.exp(-1.0 / (fs * _TAU_BOUNDS[0]))
-    hi = np.exp(-1.0 / (fs * _TAU_BOUNDS[1]))
-    d0 = float(np.clip(d0, lo + 1e-9, hi - 1e-9))
-    r0 = float(np.clip(min(r0, d0 * 0.95), lo, d0 * 0.999))
     k = np.arange(1, L + 1, dtype=float)
     y = ac[1:]
 
-    def model_resid(p: np.ndarray) -> np.ndarray:
-        td, tr = np.exp(p)
-        dd, rr = np.exp(-1.0 / (fs * td)), np.exp(-1.0 / (fs * tr))
-        B = np.stack([dd**k, rr**k], axis=1)
+    def resid_for(td: float, ratio: float) -> np.ndarray:
+        tr = td * ratio
+        d, r = np.exp(-1.0 / (fs * td)), np.exp(-1.0 / (fs * tr))
+        B = np.stack([_acov_shape(k, d, r), np.ones_like(k)], axis=1)
         coef, *_ = np.linalg.lstsq(B, y, rcond=None)
         return B @ coef - y
 
-    td0 = -1.0 / (fs * np.log(d0))
-    tr0 = -1.0 / (fs * np.log(r0))
-    p0 = np.log([td0, max(tr0, _TAU_BOUNDS[0] * 1.01)])
-    bounds = (np.log([_TAU_BOUNDS[0], _TAU_BOUNDS[0]]), np.log([_TAU_BOUNDS[1], _TAU_BOUNDS[1]]))
-    p0 = np.clip(p0, bounds[0] + 1e-9, bounds[1] - 1e-9)
-    sol = optimize.least_squares(model_resid, p0, bounds=bounds, method="trf")
-    td, tr = np.exp(sol.x)
-    if tr > td:
-        td, tr = tr, td
-    tr = min(tr, 0.9 * td)
+    best = (np.inf, 0.5, 0.1)
+    for td in np.geomspace(0.03, 6.0, 30):
+        for ratio in (0.03, 0.08, 0.15, 0.3, 0.5):
+            v = float(np.sum(resid_for(td, ratio) ** 2))
+            if v < best[0]:
+                best = (v, td, ratio)
+    _, td0, ratio0 = best
+    lo = np.array([np.log(_TAU_BOUNDS[0]), np.log(1e-3)])
+    hi = np.array([np.log(_TAU_BOUNDS[1]), np.log(0.9)])
+    p0 = np.clip(np.log([td0, ratio0]), lo + 1e-9, hi - 1e-9)
+    sol = optimize.least_squares(
+        lambda q: resid_for(float(np.exp(q[0])), float(np.exp(q[1]))), p0, bounds=(lo, hi)
+    )
+    td = float(np.exp(sol.x[0]))
+    tr = td * float(np.exp(sol.x[1]))
+    tr = max(tr, 0.25 / fs)  # below a quarter frame the rise is not resolved
+    if tr >= 0.9 * td:
+        tr = 0.9 * td
     return float(tr), float(td)
 
 

@@ -12,8 +12,8 @@ with ``K`` the truncated kernel of :func:`build_kernel` and a baseline ``b``:
   (:func:`nnfit.calcium.baseline.running_baseline`) and is refined by alternating with the solver
   (``b <- smooth(y - K s)``, a Gaussian of ``max(4 tau_decay, 1 s)``); the final solve is exact for
   the final curve;
-- ``"auto"``: ``"drift"`` where the running estimate moves by more than the noise, else
-  ``"constant"``.
+- ``"auto"``: solves with ``"constant"``, and switches to ``"drift"`` where the smoothed residual
+  holds clearly more than noise (variance ratio above ``AUTO_DRIFT_RATIO``).
 
 The solver is a primal-dual interior-point method (Mehrotra predictor-corrector). Its Newton
 systems are solved in O(T) through the kernel's AR(2) structure (see :mod:`nnfit.calcium._ipm`),
@@ -40,8 +40,10 @@ from nnfit.calcium.kernel import check_kinetics
 from nnfit.validate import as_float_array, check_int, check_real
 
 BASELINES = ("auto", "none", "constant", "drift")
-#: "auto" picks "drift" when the running baseline's 5-95 % spread exceeds this many noise sigmas
-AUTO_DRIFT_SIGMAS = 1.0
+#: "auto" picks "drift" when the variance of the smoothed residual of the constant-baseline fit
+#: exceeds this many times what white noise of the estimated level would give (flat simulated
+#: baselines give 0.3-1.5, a drift of amplitude 0.5 gives 4-30; see README_calcium_fast.md)
+AUTO_DRIFT_RATIO = 3.0
 #: smoothing of the drift refinement: Gaussian sigma = max(DRIFT_SMOOTH_TAU tau_decay, 1 s)
 DRIFT_SMOOTH_TAU = 4.0
 
@@ -110,10 +112,17 @@ def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
 def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
     """Deconvolve one trace; returns (s, baseline array, kind, it, obj, gap, kkt)."""
     T = y.shape[0]
+    sigma = max(DRIFT_SMOOTH_TAU * coef.tau_decay, 1.0) * fs
     if kind == "auto":
-        b_run = running_baseline(y, fs, coef.tau_decay)
-        spread = float(np.percentile(b_run, 95) - np.percentile(b_run, 5))
-        kind = "drift" if spread > AUTO_DRIFT_SIGMAS * noise else "constant"
+        # constant first; drift if the slow part of the residual is more than noise
+        s, b0, it, obj, gap, kkt = _solve_one(y, coef, lam, hsq, True, tol, max_iter)
+        Ks = np.empty(T)
+        _forward(s, *coef.params(), Ks)
+        slow = ndimage.gaussian_filter1d(y - Ks - b0, sigma, mode="nearest")
+        expected = noise**2 / (2.0 * np.sqrt(np.pi) * sigma)
+        if float(np.var(slow)) <= AUTO_DRIFT_RATIO * expected:
+            return s, np.full(T, b0), "constant", it, obj, gap, kkt
+        kind = "drift"
     if kind == "none":
         s, b0, it, obj, gap, kkt = _solve_one(y, coef, lam, hsq, False, tol, max_iter)
         return s, np.zeros(T), kind, it, obj, gap, kkt
@@ -122,7 +131,6 @@ def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
         return s, np.full(T, b0), kind, it, obj, gap, kkt
     # drift
     slow = running_baseline(y, fs, coef.tau_decay)
-    sigma = max(DRIFT_SMOOTH_TAU * coef.tau_decay, 1.0) * fs
     op_params = coef.params()
     Ks = np.empty(T)
     for _ in range(drift_rounds):
