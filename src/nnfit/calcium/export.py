@@ -378,7 +378,7 @@ def solve_with_baseline(
     tau_d: float,
     lam: float,
     *,
-    tolerance: float = 1e-9,
+    tolerance: float = 1e-12,
     max_iters: int = 20000,
 ) -> tuple[np.ndarray, np.ndarray, ExportResult]:
     """Solve the browser's problem: ``min 0.5||y - K s - b||^2 + lam G sum(s)``, ``s >= 0``.
@@ -435,7 +435,7 @@ def deconvolve_from_export(
     traces: np.ndarray,
     params_path: str | os.PathLike[str] | ExportParams,
     *,
-    tolerance: float = 1e-9,
+    tolerance: float = 1e-12,
     max_iters: int = 20000,
     return_info: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | float] | tuple[np.ndarray, np.ndarray | float, ExportResult]:
