@@ -6,7 +6,8 @@ cells and deconvolves each block (in this process with all cores, or on a Dask c
 by whoever computed it, so a killed run loses at most the blocks in flight, and a rerun with the
 same input and settings skips the blocks already on disk (a ``state.json`` there records the
 input's size, mtime and head hash, and the settings; a mismatch starts over). At the end the
-blocks are assembled into ``spikes.npy``, ``reconvolution.npy`` and ``baseline.npy``
+blocks are assembled into ``spikes.npy``, ``reconvolution.npy`` (calcium + baseline) and
+``baseline.npy``
 (memory-mapped writes, each atomically renamed into place) and a per-cell ``summary.csv``; then
 ``.partial`` is removed. Peak memory is a few blocks, whatever the number of cells.
 
@@ -104,7 +105,8 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     }
     path = _block_path(settings.out, i)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, spikes=res.spikes, calcium=res.calcium, baseline=res.baseline, **summary)
+        np.savez(f, spikes=res.spikes, reconvolution=res.calcium + res.baseline,
+                 baseline=res.baseline, **summary)  # fmt: skip
     return {"block": i, "converged": int(res.converged.sum()), "cells": stop - start}
 
 
@@ -245,12 +247,16 @@ def deconvolve_recording(
 
 def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:
     """Copy block files into the final arrays (memory-mapped) and write ``summary.csv``."""
-    names = {"spikes": "spikes.npy", "calcium": "reconvolution.npy", "baseline": "baseline.npy"}
+    names = {
+        "spikes": "spikes.npy",
+        "reconvolution": "reconvolution.npy",
+        "baseline": "baseline.npy",
+    }
     lines = [",".join(SUMMARY_FIELDS)]
     converged = 0
     with (
         atomic_path(out / names["spikes"], suffix=".npy") as t1,
-        atomic_path(out / names["calcium"], suffix=".npy") as t2,
+        atomic_path(out / names["reconvolution"], suffix=".npy") as t2,
         atomic_path(out / names["baseline"], suffix=".npy") as t3,
     ):
         arrays = {

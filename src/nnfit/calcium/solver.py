@@ -13,7 +13,8 @@ with ``K`` the truncated kernel of :func:`build_kernel` and a baseline ``b``:
   (``b <- smooth(y - K s)``, a Gaussian of ``max(4 tau_decay, 1 s)``); the final solve is exact for
   the final curve;
 - ``"auto"``: solves with ``"constant"``, and switches to ``"drift"`` where the smoothed residual
-  holds clearly more than noise (variance ratio above ``AUTO_DRIFT_RATIO``).
+  holds clearly more than noise (variance ratio above ``AUTO_DRIFT_RATIO``, or above three standard
+  errors of the variance estimate) on a trace long enough to tell (``AUTO_MIN_SAMPLES``).
 
 The solver is a primal-dual interior-point method (Mehrotra predictor-corrector). Its Newton
 systems are solved in O(T) through the kernel's AR(2) structure (see :mod:`nnfit.calcium._ipm`),
@@ -44,6 +45,9 @@ BASELINES = ("auto", "none", "constant", "drift")
 #: exceeds this many times what white noise of the estimated level would give (flat simulated
 #: baselines give 0.3-1.5, a drift of amplitude 0.5 gives 4-30; see README_calcium_fast.md)
 AUTO_DRIFT_RATIO = 3.0
+#: ... and only on traces long enough for that variance to mean something (about 18 smoothing
+#: widths; a drift slower than the trace is a constant to it anyway)
+AUTO_MIN_SAMPLES = 5.0
 #: smoothing of the drift refinement: Gaussian sigma = max(DRIFT_SMOOTH_TAU tau_decay, 1 s)
 DRIFT_SMOOTH_TAU = 4.0
 
@@ -120,7 +124,9 @@ def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
         _forward(s, *coef.params(), Ks)
         slow = ndimage.gaussian_filter1d(y - Ks - b0, sigma, mode="nearest")
         expected = noise**2 / (2.0 * np.sqrt(np.pi) * sigma)
-        if float(np.var(slow)) <= AUTO_DRIFT_RATIO * expected:
+        n_eff = T / (2.0 * np.sqrt(np.pi) * sigma)  # independent samples of the smoothed residual
+        ratio = max(AUTO_DRIFT_RATIO, 1.0 + 3.0 * np.sqrt(2.0 / max(n_eff, 1e-9)))
+        if n_eff < AUTO_MIN_SAMPLES or float(np.var(slow)) <= ratio * expected:
             return s, np.full(T, b0), "constant", it, obj, gap, kkt
         kind = "drift"
     if kind == "none":
