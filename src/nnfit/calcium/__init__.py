@@ -39,13 +39,14 @@ __all__ = [
 ]
 from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.baseline import running_baseline
-from nnfit.calcium.estimate import estimate_parameters
+from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
 from nnfit.calcium.solver import DeconvolutionResult, deconvolve
 
 __all__ += [
     "AR2Convolution",
     "DeconvolutionResult",
     "deconvolve",
+    "estimate_kinetics_pooled",
     "estimate_parameters",
     "running_baseline",
 ]
