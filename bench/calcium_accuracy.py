@@ -11,7 +11,7 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all
   (an upper reference: it uses the ground truth);
-- ``OASIS AR(2)``: ``oasis.functions.deconvolve(y, g=(None, None))`` (its own estimates of g,
+- ``OASIS AR(2)``: ``oasis.functions.deconvolve(y, tau_d=None, tau_r=None)`` (its own estimates of g,
   noise and baseline; L1 with the noise constraint);
 - ``AR(1) (suite2p)``: suite2p's problem: maximin baseline (Gaussian 10 frames, min/max over
   60 s), then OASIS AR(1) with ``lam = 0`` and ``tau`` = nnfit's estimated decay.
@@ -98,7 +98,7 @@ def run_nnfit(rec, tau_rise=None, tau_decay=None, z=LAM_Z, baseline="auto"):
 def run_oasis_ar2(rec):
     from oasis.functions import deconvolve as oasis_deconvolve
 
-    out = oasis_deconvolve(rec["y"].copy(), g=(None, None), penalty=1)
+    out = oasis_deconvolve(rec["y"].copy(), tau_d=None, tau_r=None, penalty=1)
     return np.asarray(out[1], dtype=float)
 
 
@@ -204,7 +204,7 @@ def part_drift(quick: bool) -> dict:
         )
         row["auto chose drift without drift"] = flat.baseline_kind.count("drift") / n
         oas = [
-            np.asarray(oasis_deconvolve(y[i].copy(), g=(None, None), penalty=1)[1])
+            np.asarray(oasis_deconvolve(y[i].copy(), tau_d=None, tau_r=None, penalty=1)[1])
             for i in range(n)
         ]
         row["OASIS AR(2)"] = float(np.mean([r40(oas[i], rec.spikes[i]) for i in range(n)]))
