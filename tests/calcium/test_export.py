@@ -134,7 +134,44 @@ def _corr(a, b):
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-@pytest.mark.parametrize(("lam", "filter_enabled"), [(0.01, False), (0.05, False), (0.02, True)])
+def calab_browser_solver(trace, tau_rise, tau_decay, lam, fs, filter_enabled):
+    """calab's compiled solver class, the browser's solver, driven the way the browser does."""
+    from calab._native import _solver
+
+    solver = _solver.PySolver()
+    solver.set_params(tau_rise, tau_decay, lam, fs)
+    solver.set_trace(np.ascontiguousarray(trace, dtype=np.float32))
+    if filter_enabled:
+        solver.set_filter_enabled(True)
+        assert solver.apply_filter()
+    while not solver.step_batch(100) and solver.iteration_count() < 20000:
+        pass
+    return np.asarray(solver.get_solution(), dtype=np.float64), float(solver.get_baseline())
+
+
+@pytest.mark.parametrize(
+    ("lam", "filter_enabled"), [(0.005, False), (0.05, False), (0.2, False), (0.02, True)]
+)
+def test_export_solver_matches_calab_compiled_browser_solver(tmp_path, lam, filter_enabled):
+    rec = simulate_recording(3, 3000, noise=0.1, rate_hz=0.6, seed=8)
+    traces = rec.traces + np.array([[0.0], [2.0], [-1.0]])  # constant baselines
+    p = write_export(tmp_path / "params.json", lam=lam, filter_enabled=filter_enabled)
+    spikes, base = deconvolve_from_export(traces, p)
+    for i in range(3):
+        ref, ref_base = calab_browser_solver(traces[i], 0.05, 0.5, lam, 30.0, filter_enabled)
+        assert _corr(spikes[i], ref) >= 0.998
+        if not filter_enabled:
+            assert abs(base[i] - ref_base) < 0.01
+        else:
+            assert base[i] == 0.0
+
+
+# calab's Python-level deconvolve_from_export goes through its deconvolve_single wrapper,
+# which is not exactly the browser's solver: with filter_enabled it band-passes and then still
+# fits a baseline (the compiled solver with its filter flag fits none, which is what we do;
+# see the test above), and for larger lambda its stop rule leaves it further from the
+# optimum. The API-level agreement is therefore checked without the filter, lambda <= 0.05.
+@pytest.mark.parametrize(("lam", "filter_enabled"), [(0.01, False), (0.05, False)])
 def test_deconvolve_from_export_agrees_with_calab(tmp_path, lam, filter_enabled):
     rec = simulate_recording(4, 3000, noise=0.1, rate_hz=0.6, seed=7)
     traces = rec.traces + np.array([[0.0], [1.0], [5.0], [-2.0]])  # constant baselines

@@ -60,9 +60,11 @@ def test_save_load_roundtrip(tmp_path, rng):
 
 
 def test_custom_metadata_and_1d_input(tmp_path):
-    save_for_tuning(np.arange(7), 15, tmp_path / "one", metadata={"indicator": "GCaMP7f"})
+    extra = {"indicator": "GCaMP7f", "n_rois": np.int64(9), "ids": np.arange(3)}
+    save_for_tuning(np.arange(7), 15, tmp_path / "one", metadata=extra)
     y, meta = load_tuning_data(tmp_path / "one.npy")
     assert y.shape == (1, 7) and meta["indicator"] == "GCaMP7f"
+    assert meta["n_rois"] == 9 and meta["ids"] == [0, 1, 2]
     assert meta["sampling_rate_hz"] == 15.0
 
 

@@ -266,9 +266,24 @@ def bandpass_filter(traces: np.ndarray, tau_rise: float, tau_decay: float, fs: f
 
 @numba.njit(cache=True, nogil=True)
 def _profiled_cell(
-    trace, solution, recon, A, d, r, dK, rK, K, step_size, threshold, lam_eff, tol, max_iters
+    trace,
+    solution,
+    recon,
+    A,
+    d,
+    r,
+    dK,
+    rK,
+    K,
+    step_size,
+    threshold,
+    lam_eff,
+    tol,
+    max_iters,
+    profile,
 ):  # pragma: no cover - compiled
-    """FISTA with restart for 0.5||P(K s - y)||^2 + lam_eff sum(s), P removing the mean."""
+    """FISTA with restart for 0.5||P(K s - y)||^2 + lam_eff sum(s), P removing the mean
+    (``profile=True``; with False, P is the identity and the baseline is fixed at 0)."""
     n = trace.shape[0]
     x_prev = np.zeros(n)
     y_k = np.zeros(n)
@@ -300,7 +315,7 @@ def _profiled_cell(
                 R = r * R + v
             residual[t] = A * (D - R) - trace[t]
             total += residual[t]
-        mean = total / n  # = -b at y_k
+        mean = total / n if profile else 0.0  # = -b at y_k
         D = 0.0
         R = 0.0
         for t in range(n - 1, -1, -1):
@@ -334,7 +349,7 @@ def _profiled_cell(
         total = 0.0
         for t in range(n):
             total += residual[t]
-        mean = total / n
+        mean = total / n if profile else 0.0
         sq = 0.0
         for t in range(n):
             e = residual[t] - mean
@@ -359,11 +374,29 @@ def _profiled_cell(
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _profiled_batch(
-    traces, out, recon, iters, conv, objs, base, A, d, r, dK, rK, K, step, thr, lam_eff, tol, mi
+    traces,
+    out,
+    recon,
+    iters,
+    conv,
+    objs,
+    base,
+    A,
+    d,
+    r,
+    dK,
+    rK,
+    K,
+    step,
+    thr,
+    lam_eff,
+    tol,
+    mi,
+    profile,
 ):  # pragma: no cover - compiled
     for c in numba.prange(traces.shape[0]):
         it, cv, ob, b = _profiled_cell(
-            traces[c], out[c], recon[c], A, d, r, dK, rK, K, step, thr, lam_eff, tol, mi
+            traces[c], out[c], recon[c], A, d, r, dK, rK, K, step, thr, lam_eff, tol, mi, profile
         )
         iters[c] = it
         conv[c] = cv
@@ -380,11 +413,13 @@ def solve_with_baseline(
     *,
     tolerance: float = 1e-12,
     max_iters: int = 20000,
+    fit_baseline: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, ExportResult]:
     """Solve the browser's problem: ``min 0.5||y - K s - b||^2 + lam G sum(s)``, ``s >= 0``.
 
     ``G = sum(h)`` scales ``lam`` (the slider value) by the kernel's DC gain; the constant
-    baseline ``b = mean(y - K s)`` is profiled out at every iteration. FISTA with adaptive
+    baseline ``b = mean(y - K s)`` is profiled out at every iteration (with
+    ``fit_baseline=False`` it is fixed at 0, as the browser does on band-passed traces). FISTA with adaptive
     restart from ``s = 0`` and step ``1 / L``; a cell stops once the relative objective change
     is below ``tolerance`` (after iteration 5) or at ``max_iters``.
 
@@ -422,7 +457,7 @@ def solve_with_baseline(
     objs, base = np.zeros(c), np.zeros(c)
     _profiled_batch(
         y, out, recon, iters, conv, objs, base, A, d, r, d**K, r**K, K, step, step * lam_eff,
-        lam_eff, tolerance, max_iters,
+        lam_eff, tolerance, max_iters, bool(fit_baseline),
     )  # fmt: skip
     params = ExportParams(tau_rise=tau_r, tau_decay=tau_d, lam=lam, fs=fs)
     if arr.ndim == 1:
@@ -445,7 +480,8 @@ def deconvolve_from_export(
     the exported ``lambda`` is multiplied by the kernel's DC gain ``G = sum(h)``; a constant
     baseline is fitted with the spikes (so an offset or a non-zero resting fluorescence is
     not explained by spikes); and with ``filter_enabled`` the traces are first band-passed
-    by :func:`bandpass_filter`. The iteration runs to a tighter tolerance than catune's
+    by :func:`bandpass_filter`, after which, like the browser's compiled solver, no baseline
+    is fitted (the filter has removed the constant; the returned baseline is 0). The iteration runs to a tighter tolerance than catune's
     default, so the result is the optimum the browser approaches rather than an early stop.
 
     Parameters
@@ -464,8 +500,7 @@ def deconvolve_from_export(
     spikes : numpy.ndarray
         Non-negative, the shape of ``traces``.
     baseline : numpy.ndarray or float
-        Fitted constant per cell, in the frame of the solved traces (after filtering, if
-        enabled: the filter removes the mean, so the baseline is then near 0).
+        Fitted constant per cell (0 with ``filter_enabled``, see above).
     info : ExportResult
         Only with ``return_info=True``.
 
@@ -488,9 +523,10 @@ def deconvolve_from_export(
     arr = as_float_array("traces", traces, ndim=(1, 2))
     if params.filter_enabled:
         arr = bandpass_filter(arr, params.tau_rise, params.tau_decay, params.fs)
+    # On band-passed traces (no constant left) the browser's solver fits no baseline.
     spikes, baseline, info = solve_with_baseline(
         arr, params.fs, params.tau_rise, params.tau_decay, params.lam,
-        tolerance=tolerance, max_iters=max_iters,
+        tolerance=tolerance, max_iters=max_iters, fit_baseline=not params.filter_enabled,
     )  # fmt: skip
     if return_info:
         info = ExportResult(info.reconvolution, info.iterations, info.converged, info.objective,

@@ -32,6 +32,15 @@ BROWSER_DTYPES = ("<f8", "<f4", "<i4", "<i2", "<i1", "<u4", "<u2", "<u1")
 _RESERVED = ("schema_version", "sampling_rate_hz", "num_cells", "num_timepoints", "dtype")
 
 
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and small arrays in user metadata (np.int64 counts, arrays of ids).
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def tuning_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """The ``(npy, sidecar)`` paths of a stem; a trailing ``.npy`` on the stem is dropped.
 
@@ -111,7 +120,8 @@ def save_for_tuning(
         "dtype": "<f8",
     }
     try:
-        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+        text += "\n"
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be JSON-serialisable without NaN/Inf: {exc}") from exc
     npy_path, meta_path = tuning_paths(path)
