@@ -148,3 +148,20 @@ def test_cli_exact_refuses_half_kinetics(run_cli, tmp_path):
     proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", "--tau-rise", "0.05",
                    "--out", "o")  # fmt: skip
     assert proc.returncode != 0 and "tau" in proc.stderr
+
+
+def test_cli_exact_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
+    rec = simulate_recording(3, 3000, rate_hz=1.0, noise=0.1, seed=5)
+    folder = tmp_path / "plane0"
+    folder.mkdir()
+    np.save(folder / "F.npy", (rec.traces + 2.0).astype(np.float32))
+    np.save(folder / "Fneu.npy", np.ones_like(rec.traces, dtype=np.float32))
+    np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * 3))
+    np.save(folder / "ops.npy", np.array({"fs": 30.0, "nframes": 3000}, dtype=object))
+    proc = run_cli("calcium", "deconvolve", "plane0", "--solver", "exact", "--tau-rise", "0.05",
+                   "--tau-decay", "0.5", "--lam", "0.3", "--baseline", "constant", "--out", "o",
+                   "--plot-cells", "0", check=True)  # fmt: skip
+    assert "3/3 certified" in proc.stdout and "kinetics (given)" in proc.stdout
+    y = (rec.traces + 2.0).astype(np.float32).astype(float) - 0.7
+    ref = deconvolve(y, 30.0, *KIN, lam=0.3, baseline="constant")
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes, atol=1e-9)
