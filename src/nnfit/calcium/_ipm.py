@@ -265,7 +265,9 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds):  # pragma: 
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def ipm_trace(y, p, lam, hsq, centre, tol, max_iter, s_out):  # pragma: no cover - compiled
+def ipm_trace(
+    y, p, lam, hsq, centre, tol, max_iter, s_out, polish_at=1e-6
+):  # pragma: no cover - compiled
     """Solve one trace; return (iterations, primal, gap, kkt, baseline). ``s_out`` gets s."""
     g1, g2, alpha, d, rr_, dK, rK, K = p
     T = y.shape[0]
@@ -320,7 +322,6 @@ def ipm_trace(y, p, lam, hsq, centre, tol, max_iter, s_out):  # pragma: no cover
     best_gap = np.inf
     den = n
     factored = False
-    polish_at = 1e-6
     for it in range(1, max_iter + 1):
         _residual(y, s, centre, p, Ks, r)
         _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
@@ -338,9 +339,10 @@ def ipm_trace(y, p, lam, hsq, centre, tol, max_iter, s_out):  # pragma: no cover
             for t in range(T):
                 grad[t] = lam - KTr[t]
             s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 4)
-            _residual(y, s_pol, centre, p, Ks, r)
-            _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
-            p3, d3, k3 = _certificate(y, s_pol, r, KTr, lam)
+            # separate buffers: on failure the iterate's residual and gradient are still needed
+            _residual(y, s_pol, centre, p, tmp, rhs)
+            _adjoint(rhs, g1, g2, alpha, d, rr_, dK, rK, K, tmp2)
+            p3, d3, k3 = _certificate(y, s_pol, rhs, tmp2, lam)
             if p3 - d3 <= tol * abs(p3):
                 for t in range(T):
                     s_out[t] = s_pol[t]
