@@ -150,7 +150,7 @@ def _apply_h(x, centre, p, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds):  # pragma: no cover
+def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12):
     """Newton step restricted to the support, by preconditioned CG; returns the new s.
 
     The support is ``{grad < s thr}``. The preconditioner is the untruncated Newton matrix with
@@ -199,7 +199,7 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds):  # pragma: 
             res[t] = (KTr[t] - lam) if mask[t] else 0.0  # = -grad on the support
             x[t] = 0.0
             gnorm = max(gnorm, abs(res[t]))
-        if gnorm <= 1e-14 * lam:
+        if gnorm <= cg_tol * lam:
             break
         _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
         if centre:
@@ -230,7 +230,7 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds):  # pragma: 
                 x[t] += a * pv[t]
                 res[t] -= a * Ap[t]
                 rmax = max(rmax, abs(res[t]))
-            if rmax <= 1e-14 * lam:
+            if rmax <= cg_tol * lam:
                 break
             _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
             if centre:
