@@ -69,40 +69,43 @@ def _forward(s, g1, g2, alpha, d, r, dK, rK, K, out):  # pragma: no cover - comp
     T = s.shape[0]
     c1 = 0.0
     c2 = 0.0
-    # untruncated: out[t] = alpha * c[t-1]
+    ed = 0.0
+    er = 0.0
     for t in range(T):
-        out[t] = alpha * c1
+        # untruncated: alpha * c[t-1]; minus the tail dK e_d[t-K] - rK e_r[t-K]
+        v = alpha * c1
+        if t >= K:
+            x = s[t - K]
+            ed = d * ed + x
+            er = r * er + x
+            v -= dK * ed - rK * er
+        out[t] = v
         c = g1 * c1 + g2 * c2 + s[t]
         c2 = c1
         c1 = c
-    # truncation correction: subtract dK e_d[t-K] - rK e_r[t-K]
-    ed = 0.0
-    er = 0.0
-    for t in range(K, T):
-        ed = d * ed + s[t - K]
-        er = r * er + s[t - K]
-        out[t] -= dK * ed - rK * er
     return out
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _adjoint(u, g1, g2, alpha, d, r, dK, rK, K, out):  # pragma: no cover - compiled
     T = u.shape[0]
-    # untruncated adjoint: alpha * G^-T Z^T u, (Z^T u)[t] = u[t+1]
+    # untruncated: alpha * G^-T Z^T u, (Z^T u)[t] = u[t+1]; tail: f_d[t+K] = sum d^(m-t-K) u[m]
     x1 = 0.0
     x2 = 0.0
+    fd = 0.0
+    fr = 0.0
     for t in range(T - 1, -1, -1):
         v = u[t + 1] if t + 1 < T else 0.0
         x = v + g1 * x1 + g2 * x2
         x2 = x1
         x1 = x
-        out[t] = alpha * x
-    fd = 0.0
-    fr = 0.0
-    for t in range(T - 1, K - 1, -1):
-        fd = d * fd + u[t]
-        fr = r * fr + u[t]
-        out[t - K] -= dK * fd - rK * fr
+        w = alpha * x
+        if t + K < T:
+            y = u[t + K]
+            fd = d * fd + y
+            fr = r * fr + y
+            w -= dK * fd - rK * fr
+        out[t] = w
     return out
 
 
