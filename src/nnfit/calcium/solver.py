@@ -82,7 +82,8 @@ class DeconvolutionResult:
     tau_rise, tau_decay, fs : float
         Kinetics and sampling rate used.
     noise : numpy.ndarray
-        Noise estimate per cell (from the spectrum).
+        Noise estimate per cell (from the spectrum); NaN when neither lam's rule nor
+        ``"auto"`` needed it.
     estimated : dict
         Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
     """
@@ -226,7 +227,10 @@ def deconvolve(
     coef = AR2Coefficients(tau_rise, tau_decay, fs)
     h = coef.kernel()
     hsq = float(h @ h)
-    noise = estimate_noise(x2, fs)
+    # the noise level is needed for lam's rule and for "auto"; skip the spectrum otherwise
+    noise = (
+        estimate_noise(x2, fs) if (lam is None or baseline == "auto") else np.full(n_cells, np.nan)
+    )
     if lam is None:
         lams = lam_from_noise(noise, tau_rise, tau_decay, fs)
         estimated["lam"] = True
