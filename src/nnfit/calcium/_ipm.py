@@ -19,6 +19,9 @@ import numpy as np
 
 from nnfit.calcium.ar2 import _adjoint, _forward, _g_mul, _gt_mul
 
+#: fraction of the step to the boundary (Mehrotra)
+STEP_FRACTION = 0.995
+
 
 @numba.njit(cache=True, error_model="numpy")
 def _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compiled
@@ -406,7 +409,7 @@ def ipm_trace(
         for t in range(T):
             dz[t] = -(sc[t] + z[t] * dx[t]) / s[t]
         a = min(_max_step(s, dx), _max_step(z, dz))
-        a = min(1.0, 0.995 * a)
+        a = min(1.0, STEP_FRACTION * a)
         for t in range(T):
             s[t] += a * dx[t]
             z[t] += a * dz[t]
