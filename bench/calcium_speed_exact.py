@@ -158,7 +158,7 @@ def main() -> int:
         t_f = (time.perf_counter() - t0) * args.cells / sub
         report["large"] = {
             "cells": args.cells, "frames": args.frames, "nnfit_s": t_n, "oasis_s": t_o,
-            "nnfit_all_certified": bool(res.converged.all()),
+            "nnfit_certified": int(res.converged.sum()),
             "nnfit_max_gap": float(res.gap.max()),
             "oasis_median_obj_minus_opt": float(np.median((f_o - f_n) / f_n)),
             "nnfit_fista_s_extrapolated": t_f,
@@ -166,8 +166,8 @@ def main() -> int:
         print(f"\n{args.cells} cells x {args.frames} frames, all {cores} cores:")
         print("| solver | wall time | objective vs certified optimum |")
         print("|---|---|---|")
-        print(f"| nnfit deconvolve (exact) | {t_n:.1f} s | optimum, all cells certified "
-              f"(max gap {res.gap.max():.1e}) |")  # fmt: skip
+        print(f"| nnfit deconvolve (exact) | {t_n:.1f} s | optimum; {int(res.converged.sum())}/"
+              f"{args.cells} cells certified to 1e-9, max gap {res.gap.max():.1e} |")  # fmt: skip
         print(f"| OASIS oasisAR2 (process pool) | {t_o:.1f} s | median "
               f"+{report['large']['oasis_median_obj_minus_opt']:.1e} |")  # fmt: skip
         print(f"| nnfit run_deconvolution (CaTune FISTA) | ~{t_f:.0f} s (from {sub} cells) | "
