@@ -37,3 +37,16 @@ __all__ = [
     "solve_with_baseline",
     "tau_to_ar2",
 ]
+from nnfit.calcium.ar2 import AR2Convolution
+from nnfit.calcium.baseline import running_baseline
+from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
+from nnfit.calcium.solver import DeconvolutionResult, deconvolve
+
+__all__ += [
+    "AR2Convolution",
+    "DeconvolutionResult",
+    "deconvolve",
+    "estimate_kinetics_pooled",
+    "estimate_parameters",
+    "running_baseline",
+]

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.calcium import cli_fast as _fast
+
 _DECONVOLVE_EPILOG = """\
 INPUT is one of
   traces.npy          (n_cells, n_timepoints) or (n_timepoints,); needs --fs
@@ -27,7 +29,13 @@ Kinetics come either from --tau-rise/--tau-decay/--lam, or from the parameters f
 browser exports (--params catune-params-*.json), which also selects the browser's own solver
 (lambda scaled by the kernel's DC gain, a fitted constant baseline, its optional band-pass).
 
+Without kinetics (or lam) the exact solver estimates them from the data and reports them;
+'--solver exact' solves the same objective to a certified optimum (duality gap), with a baseline
+(--baseline auto|none|constant|drift), streaming .npy inputs in blocks (resumable after a kill)
+and spreading them over Dask with --scheduler.
+
 examples:
+  nnfit calcium deconvolve rec.npy --fs 30 --out res/                  (all from the data)
   nnfit calcium deconvolve rec.npy --fs 30 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
   nnfit calcium deconvolve suite2p/plane0 --params catune-params-2025-01-01.json --out res/
   nnfit calcium deconvolve session1 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
@@ -102,6 +110,7 @@ SOLVERS: dict[str, Callable[[np.ndarray, Settings], Any]] = {
     "fista": solve_fista,
     "browser": solve_browser,
 }
+SOLVERS["exact"] = _fast.solve_exact  # certified optimum, O(T); streamed path in cli_fast
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
     _add_deconvolve(sub)
     _add_export(sub)
+    _fast.add_estimate(sub)
 
 
 def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
@@ -137,14 +147,17 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--solver",
         choices=sorted(SOLVERS),
-        help="'fista' (catune's problem; default without --params) or 'browser' (default "
-        "with --params)",
+        help="'fista' (catune's problem and iterations; default when --tau-rise, --tau-decay "
+        "and --lam are all given), 'browser' (default with --params) or 'exact' (certified "
+        "optimum, O(T), streamed; default when kinetics or lam are left to the data, or with "
+        "--baseline/--scheduler)",
     )
     p.add_argument("--tolerance", type=float, help="relative objective change that stops a cell")
     p.add_argument("--max-iters", type=int, help="iteration limit per cell")
     p.add_argument("--plot-cells", type=int, default=4, metavar="N",
                    help="cells in cells.png, 0 for none (default: %(default)s)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _fast.add_deconvolve_arguments(p)
     p.set_defaults(func=deconvolve_command)
 
 
@@ -221,6 +234,8 @@ def deconvolve_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.outputs import write_results
     from nnfit.io import file_sha256
 
+    if _fast.wants_exact(args):
+        return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
     params_fs = record.pop("params_fs")
     if args.fs is not None and params_fs is not None and args.fs != params_fs:

@@ -1,0 +1,475 @@
+"""Compiled primal-dual interior-point solver for one trace (used by :mod:`nnfit.calcium.solver`).
+
+Problem (``Pi`` centres the residual when the constant baseline is estimated jointly)::
+
+    min_s  F(s) = 0.5 || Pi (y - K s) ||^2 + lam sum(s),   s >= 0
+
+``K`` is the *truncated* kernel, applied exactly in O(T) by :mod:`nnfit.calcium.ar2`. Newton
+systems ``(K^T Pi K + Z/S) dx = rhs`` are solved with the untruncated kernel, for which
+``K^T K + D = G^-T (alpha^2 P + G^T D G) G^-1`` has a pentadiagonal middle factor (O(T) LDL^T),
+and the baseline's rank-one term by Sherman-Morrison. The residuals are always computed with the
+truncated kernel, so the iterates converge to the truncated problem's optimum; the stop is a
+duality-gap certificate on the truncated problem, which bounds ``F(s) - F*`` rigorously.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from nnfit.calcium.ar2 import _adjoint, _forward, _g_mul, _gt_mul
+
+#: fraction of the step to the boundary (Mehrotra)
+STEP_FRACTION = 0.995
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compiled
+    """LDL^T of ``alpha^2 P + G^T diag(Dg) G`` (pentadiagonal); ``dd`` gets ``1 / D``."""
+    T = Dg.shape[0]
+    d1 = 0.0
+    d2 = 0.0
+    g11 = g1 * g1
+    g22 = g2 * g2
+    g12 = g1 * g2
+    for i in range(T):
+        a0 = Dg[i] + (alpha2 if i < T - 1 else 0.0)
+        a1 = 0.0
+        a2 = 0.0
+        if i + 1 < T:
+            a0 += g11 * Dg[i + 1]
+            a1 = -g1 * Dg[i + 1]
+        if i + 2 < T:
+            a0 += g22 * Dg[i + 2]
+            a1 += g12 * Dg[i + 2]
+            a2 = -g2 * Dg[i + 2]
+        di = a0
+        if i >= 1:
+            di -= l1[i - 1] * l1[i - 1] * d1
+            a1_corr = l2[i - 1] * l1[i - 1] * d1
+        else:
+            a1_corr = 0.0
+        if i >= 2:
+            di -= l2[i - 2] * l2[i - 2] * d2
+        inv = 1.0 / di
+        dd[i] = inv  # stored inverted: the solves multiply
+        l1[i] = (a1 - a1_corr) * inv
+        l2[i] = a2 * inv
+        d2 = d1
+        d1 = di
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _penta_solve(dd, l1, l2, b, x):  # pragma: no cover - compiled
+    T = b.shape[0]
+    y1 = 0.0
+    y2 = 0.0
+    for i in range(T):
+        v = b[i]
+        if i >= 1:
+            v -= l1[i - 1] * y1
+        if i >= 2:
+            v -= l2[i - 2] * y2
+        y2 = y1
+        y1 = v
+        x[i] = v * dd[i]
+    for i in range(T - 1, -1, -1):
+        v = x[i]
+        if i + 1 < T:
+            v -= l1[i] * x[i + 1]
+        if i + 2 < T:
+            v -= l2[i] * x[i + 2]
+        x[i] = v
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, out):  # pragma: no cover - compiled
+    """out = (K_full^T K_full + D)^-1 rhs = G M^-1 G^T rhs."""
+    _gt_mul(rhs, g1, g2, tmp)
+    _penta_solve(dd, l1, l2, tmp, tmp2)
+    _g_mul(tmp2, g1, g2, out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _residual(y, s, centre, p, Ks, r):  # pragma: no cover - compiled
+    g1, g2, alpha, d, rr, dK, rK, K = p
+    _forward(s, g1, g2, alpha, d, rr, dK, rK, K, Ks)
+    T = y.shape[0]
+    m = 0.0
+    for t in range(T):
+        r[t] = y[t] - Ks[t]
+        m += r[t]
+    m /= T
+    if centre:
+        for t in range(T):
+            r[t] -= m
+    return m
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _max_step(x, dx):  # pragma: no cover - compiled
+    a = 1.0
+    for i in range(x.shape[0]):
+        if dx[i] < 0.0:
+            v = -x[i] / dx[i]
+            if v < a:
+                a = v
+    return a
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
+    """Primal value, dual value and KKT violation at (s, r = Pi (y - K s)), K^T r given."""
+    T = y.shape[0]
+    rr = 0.0
+    yr = 0.0
+    ssum = 0.0
+    vmax = -np.inf
+    kkt = 0.0
+    for t in range(T):
+        rr += r[t] * r[t]
+        yr += y[t] * r[t]
+        ssum += s[t]
+        if KTr[t] > vmax:
+            vmax = KTr[t]
+        g = lam - KTr[t]  # gradient of F
+        if s[t] > 0.0:
+            v = abs(g)
+        else:
+            v = -g if g < 0.0 else 0.0
+        if v > kkt:
+            kkt = v
+    primal = 0.5 * rr + lam * ssum
+    theta = 1.0
+    if vmax > lam:
+        theta = lam / vmax
+    dual = theta * yr - 0.5 * theta * theta * rr
+    return primal, dual, kkt / lam
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _apply_h(x, centre, p, tmp, out):  # pragma: no cover - compiled
+    """out = K^T Pi K x (Pi centres when ``centre``)."""
+    g1, g2, alpha, d, rr, dK, rK, K = p
+    _forward(x, g1, g2, alpha, d, rr, dK, rK, K, tmp)
+    if centre:
+        m = tmp.mean()
+        for t in range(tmp.shape[0]):
+            tmp[t] -= m
+    _adjoint(tmp, g1, g2, alpha, d, rr, dK, rK, K, out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12):
+    """Newton step restricted to the support, by preconditioned CG; returns the new s.
+
+    The support is ``{grad < s thr}``. The preconditioner is the untruncated Newton matrix with
+    barrier weights ~0 on the support and huge off it, i.e. (to 1e-8) the inverse of the
+    restricted Hessian; CG with the exact truncated operator removes the rest. Entries that
+    turn negative leave the support and the step is repeated (``max_rounds``).
+    """
+    g1, g2, alpha = p[0], p[1], p[2]
+    T = y.shape[0]
+    x = np.zeros(T)
+    mask = np.zeros(T, dtype=np.bool_)
+    s1 = np.zeros(T)
+    for t in range(T):
+        if grad[t] < s[t] * thr:
+            mask[t] = True
+            s1[t] = s[t]
+    dd = np.empty(T)
+    l1 = np.empty(T)
+    l2 = np.empty(T)
+    Dg = np.empty(T)
+    Mk = np.zeros(T)
+    den = float(T)
+    Ks = np.empty(T)
+    r = np.empty(T)
+    KTr = np.empty(T)
+    res = np.empty(T)
+    zv = np.empty(T)
+    pv = np.empty(T)
+    Ap = np.empty(T)
+    tmp = np.empty(T)
+    tmp2 = np.empty(T)
+    for _round in range(max_rounds):
+        for t in range(T):
+            Dg[t] = 1e-12 * hsq if mask[t] else 1e8 * hsq
+        _penta_factor(Dg, alpha * alpha, g1, g2, dd, l1, l2)
+        if centre:
+            _newton_solve(dd, l1, l2, g1, g2, kvec, tmp, tmp2, Mk)
+            kMk = 0.0
+            for t in range(T):
+                kMk += kvec[t] * Mk[t]
+            den = T - kMk
+        _residual(y, s1, centre, p, Ks, r)
+        _adjoint(r, g1, g2, p[2], p[3], p[4], p[5], p[6], p[7], KTr)
+        gnorm = 0.0
+        for t in range(T):
+            res[t] = (KTr[t] - lam) if mask[t] else 0.0  # = -grad on the support
+            x[t] = 0.0
+            gnorm = max(gnorm, abs(res[t]))
+        if gnorm <= cg_tol * lam:
+            break
+        _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
+        if centre:
+            c = 0.0
+            for t in range(T):
+                c += kvec[t] * zv[t]
+            c /= den
+            for t in range(T):
+                zv[t] += Mk[t] * c
+        rz = 0.0
+        for t in range(T):
+            if not mask[t]:
+                zv[t] = 0.0
+            pv[t] = zv[t]
+            rz += res[t] * zv[t]
+        for _cg in range(30):
+            _apply_h(pv, centre, p, tmp, Ap)
+            pAp = 0.0
+            for t in range(T):
+                if not mask[t]:
+                    Ap[t] = 0.0
+                pAp += pv[t] * Ap[t]
+            if not (pAp > 0.0):
+                break
+            a = rz / pAp
+            rmax = 0.0
+            for t in range(T):
+                x[t] += a * pv[t]
+                res[t] -= a * Ap[t]
+                rmax = max(rmax, abs(res[t]))
+            if rmax <= cg_tol * lam:
+                break
+            _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
+            if centre:
+                c = 0.0
+                for t in range(T):
+                    c += kvec[t] * zv[t]
+                c /= den
+                for t in range(T):
+                    zv[t] += Mk[t] * c
+            rz_new = 0.0
+            for t in range(T):
+                if not mask[t]:
+                    zv[t] = 0.0
+                rz_new += res[t] * zv[t]
+            beta = rz_new / rz
+            rz = rz_new
+            for t in range(T):
+                pv[t] = zv[t] + beta * pv[t]
+        neg = False
+        for t in range(T):
+            if mask[t]:
+                v = s1[t] + x[t]
+                if v <= 0.0:
+                    mask[t] = False
+                    s1[t] = 0.0
+                    neg = True
+                else:
+                    s1[t] = v
+        if not neg:
+            break
+    return s1
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def ipm_trace(
+    y, p, lam, hsq, centre, tol, max_iter, s_out, polish_at=1e-6
+):  # pragma: no cover - compiled
+    """Solve one trace; return (iterations, primal, gap, kkt, baseline). ``s_out`` gets s."""
+    g1, g2, alpha, d, rr_, dK, rK, K = p
+    T = y.shape[0]
+    n = float(T)
+    Ks = np.empty(T)
+    r = np.empty(T)
+    KTr = np.empty(T)
+    grad = np.empty(T)
+    Dg = np.empty(T)
+    dd = np.empty(T)
+    l1 = np.empty(T)
+    l2 = np.empty(T)
+    tmp = np.empty(T)
+    tmp2 = np.empty(T)
+    rhs = np.empty(T)
+    dx = np.empty(T)
+    dz = np.empty(T)
+    dxa = np.empty(T)
+    dza = np.empty(T)
+    kvec = np.empty(T)
+    Mk = np.empty(T)
+    sc = np.empty(T)
+    inv_s = np.empty(T)
+    alpha2 = alpha * alpha
+
+    ones = np.ones(T)
+    if centre:
+        _adjoint(ones, g1, g2, alpha, d, rr_, dK, rK, K, kvec)
+
+    # kernel gain: sum of the kernel, for a scale-aware start
+    hsum = alpha / (1.0 - g1 - g2)
+    ymean = 0.0
+    for t in range(T):
+        ymean += y[t]
+    ymean /= n
+    yvar = 0.0
+    for t in range(T):
+        yvar += (y[t] - ymean) ** 2
+    ystd = np.sqrt(yvar / n)
+    if ystd <= 0.0:
+        ystd = 1.0
+    s0 = ystd / hsum
+    s = np.empty(T)
+    z = np.empty(T)
+    for t in range(T):
+        s[t] = s0
+        z[t] = lam
+
+    it = 0
+    primal = 0.0
+    gap = np.inf
+    kkt = np.inf
+    best_gap = np.inf
+    den = n
+    factored = False
+    for it in range(1, max_iter + 1):
+        _residual(y, s, centre, p, Ks, r)
+        _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+        primal, dual, kkt = _certificate(y, s, r, KTr, lam)
+        gap = primal - dual
+        if gap < best_gap:
+            best_gap = gap
+            for t in range(T):
+                s_out[t] = s[t]
+        if gap <= tol * abs(primal):
+            break
+        if gap <= polish_at * abs(primal):
+            # close enough to guess the support: try the exact Newton step on it
+            polish_at *= 1e-2
+            for t in range(T):
+                grad[t] = lam - KTr[t]
+            s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 4)
+            # separate buffers: on failure the iterate's residual and gradient are still needed
+            _residual(y, s_pol, centre, p, tmp, rhs)
+            _adjoint(rhs, g1, g2, alpha, d, rr_, dK, rK, K, tmp2)
+            p3, d3, k3 = _certificate(y, s_pol, rhs, tmp2, lam)
+            if p3 - d3 <= tol * abs(p3):
+                for t in range(T):
+                    s_out[t] = s_pol[t]
+                base = _residual(y, s_out, centre, p, Ks, r)
+                if not centre:
+                    base = 0.0
+                return it, p3, p3 - d3, k3, base
+        mu = 0.0
+        for t in range(T):
+            grad[t] = lam - KTr[t]
+            mu += s[t] * z[t]
+            Dg[t] = z[t] / s[t]
+            inv_s[t] = 1.0 / s[t]
+        mu /= n
+        if not (mu > 1e-300):
+            break
+        _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2)
+        factored = True
+        den = n
+        if centre:
+            _newton_solve(dd, l1, l2, g1, g2, kvec, tmp, tmp2, Mk)
+            kMk = 0.0
+            for t in range(T):
+                kMk += kvec[t] * Mk[t]
+            den = n - kMk
+        # predictor (affine scaling): rhs = -(grad - z) - z = -grad
+        for t in range(T):
+            rhs[t] = -grad[t]
+        _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, dxa)
+        if centre:
+            c = 0.0
+            for t in range(T):
+                c += kvec[t] * dxa[t]
+            c /= den
+            for t in range(T):
+                dxa[t] += Mk[t] * c
+        for t in range(T):
+            dza[t] = -z[t] - Dg[t] * dxa[t]
+        ap = _max_step(s, dxa)
+        ad = _max_step(z, dza)
+        mu_aff = 0.0
+        for t in range(T):
+            mu_aff += (s[t] + ap * dxa[t]) * (z[t] + ad * dza[t])
+        mu_aff /= n
+        sigma = (mu_aff / mu) ** 3
+        if not (sigma <= 1.0):
+            sigma = 1.0
+        sm = sigma * mu
+        # corrector
+        for t in range(T):
+            rc = s[t] * z[t] + dxa[t] * dza[t] - sm
+            sc[t] = rc
+            rhs[t] = -(grad[t] - z[t]) - rc * inv_s[t]
+        _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, dx)
+        if centre:
+            c = 0.0
+            for t in range(T):
+                c += kvec[t] * dx[t]
+            c /= den
+            for t in range(T):
+                dx[t] += Mk[t] * c
+        for t in range(T):
+            dz[t] = -(sc[t] + z[t] * dx[t]) * inv_s[t]
+        a = min(_max_step(s, dx), _max_step(z, dz))
+        a = min(1.0, STEP_FRACTION * a)
+        for t in range(T):
+            s[t] += a * dx[t]
+            z[t] += a * dz[t]
+            if s[t] <= 0.0:
+                s[t] = 1e-300
+            if z[t] <= 0.0:
+                z[t] = 1e-300
+
+    # Final point: the best certified iterate. Interior iterates are strictly positive; set the
+    # entries the barrier pins at the bound (grad / s above a threshold) to exact zeros, most
+    # aggressive first, and keep the first version whose certificate still passes.
+    for t in range(T):
+        s[t] = s_out[t]
+    _residual(y, s, centre, p, Ks, r)
+    _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+    primal, dual, kkt = _certificate(y, s, r, KTr, lam)
+    gap = primal - dual
+    for t in range(T):
+        grad[t] = lam - KTr[t]
+    for thr in (hsq, 1e6 * hsq, 1e9 * hsq, 1e12 * hsq):
+        for t in range(T):
+            tmp[t] = s[t] if grad[t] < s[t] * thr else 0.0
+        _residual(y, tmp, centre, p, Ks, r)
+        _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+        p2, d2, k2 = _certificate(y, tmp, r, KTr, lam)
+        if p2 - d2 <= max(gap, tol * abs(p2)):
+            for t in range(T):
+                s_out[t] = tmp[t]
+            primal, gap, kkt = p2, p2 - d2, k2
+            break
+    # polish: an exact Newton step on the support, kept if it certifies better
+    for t in range(T):
+        s[t] = s_out[t]
+    _residual(y, s, centre, p, Ks, r)
+    _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+    for t in range(T):
+        grad[t] = lam - KTr[t]
+    if factored and gap > 0.0:
+        # the support guess sets the step; if the first guess does not certify, try others
+        for thr in (1e3, 1e1, 1e5, 1e7):
+            s_pol = _polish(y, s, grad, thr * hsq, hsq, lam, centre, p, kvec, 8)
+            _residual(y, s_pol, centre, p, Ks, r)
+            _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+            p3, d3, k3 = _certificate(y, s_pol, r, KTr, lam)
+            if p3 - d3 < gap and p3 <= primal * (1.0 + 1e-15):
+                for t in range(T):
+                    s_out[t] = s_pol[t]
+                primal, gap, kkt = p3, p3 - d3, k3
+            if gap <= tol * abs(primal):
+                break
+    base = _residual(y, s_out, centre, p, Ks, r)
+    if not centre:
+        base = 0.0
+    return it, primal, gap, kkt, base

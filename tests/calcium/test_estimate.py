@@ -1,0 +1,56 @@
+"""Parameters estimated from the traces: noise, kinetics, a length-invariant lam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnfit.calcium import deconvolve, estimate_parameters, simulate_recording
+from nnfit.calcium.estimate import estimate_noise, lam_from_noise
+
+
+@pytest.mark.parametrize(
+    ("tr", "td", "fs"), [(0.05, 0.7, 30.0), (0.02, 0.2, 120.0), (0.1, 1.5, 60.0)]
+)
+def test_recovers_simulated_kinetics_and_noise(tr, td, fs):
+    rec = simulate_recording(
+        4, int(600 * fs), fs=fs, tau_rise=tr, tau_decay=td, rate_hz=0.5, noise=0.1, seed=8
+    )
+    p = estimate_parameters(rec.traces, fs)
+    assert p["pooled"]["tau_decay"] == pytest.approx(td, rel=0.12)
+    assert p["pooled"]["tau_rise"] == pytest.approx(tr, rel=0.5)
+    np.testing.assert_allclose(p["noise"], 0.1, rtol=0.08)
+    assert p["noise"].shape == p["lam"].shape == p["tau_decay"].shape == (4,)
+    np.testing.assert_allclose(
+        p["lam"], lam_from_noise(p["noise"], p["pooled"]["tau_rise"], p["pooled"]["tau_decay"], fs)
+    )
+
+
+def test_noise_ignores_a_baseline_and_slow_signal(rng):
+    t = np.arange(30000) / 30.0
+    y = 3.0 + np.sin(2 * np.pi * t / 50.0) + 0.2 * rng.standard_normal(t.size)
+    assert estimate_noise(y, 30.0)[0] == pytest.approx(0.2, rel=0.05)
+
+
+def test_lam_rule_gives_the_same_spikes_on_a_trace_repeated_four_times():
+    rec = simulate_recording(1, 6000, rate_hz=0.5, noise=0.15, baseline=0.5, seed=11)
+    y = rec.traces[0]
+    y4 = np.tile(y, 4)
+    p1 = estimate_parameters(y, 30.0)
+    p4 = estimate_parameters(y4, 30.0)
+    assert p4["lam"][0] == pytest.approx(p1["lam"][0], rel=0.02)
+    a = deconvolve(y, 30.0, 0.05, 0.5, baseline="constant")
+    b = deconvolve(y4, 30.0, 0.05, 0.5, baseline="constant")
+    # every copy gets the spikes of the original, away from the seams
+    for k in range(4):
+        part = b.spikes[k * 6000 + 100 : (k + 1) * 6000 - 100]
+        ref = a.spikes[100:-100]
+        assert np.corrcoef(part, ref)[0, 1] > 0.995
+        assert part.sum() == pytest.approx(ref.sum(), rel=0.02)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="fs"):
+        estimate_parameters(np.zeros(100), -1.0)
+    with pytest.raises(ValueError, match="8 frames"):
+        estimate_noise(np.zeros(4), 30.0)

@@ -1,0 +1,161 @@
+"""``deconvolve`` reaches the optimum of CaTune's objective and certifies it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import cholesky, solve_triangular
+from scipy.optimize import nnls
+
+from nnfit.calcium import deconvolve, run_deconvolution, simulate_recording
+from nnfit.calcium.ar2 import AR2Convolution
+
+
+def objective(y, s, tr, td, fs, lam, centre):
+    r = y - AR2Convolution(len(y), tr, td, fs).forward(s)
+    if centre:
+        r = r - r.mean()
+    return 0.5 * r @ r + lam * s.sum()
+
+
+def exact_optimum(y, tr, td, fs, lam, centre):
+    """Independent reference: the problem as an NNLS, solved by Lawson-Hanson active sets."""
+    T = len(y)
+    K = AR2Convolution(T, tr, td, fs).todense()[:, :-1]  # s[T-1] cannot change the fit
+    yy = y.copy()
+    if centre:
+        K = K - K.mean(axis=0)
+        yy = y - y.mean()
+    Q = K.T @ K
+    q = K.T @ yy - lam
+    R = cholesky(Q)  # Q = R^T R
+    s, _ = nnls(R, solve_triangular(R.T, q, lower=True), maxiter=50 * T)
+    s = np.r_[s, 0.0]
+    return s, objective(y, s, tr, td, fs, lam, centre)
+
+
+CASES = [
+    (0.05, 0.5, 30.0, 0.3, 0.2),
+    (0.02, 0.15, 120.0, 0.5, 0.1),
+    (0.1, 1.2, 60.0, 1.0, 0.3),
+]
+
+
+@pytest.mark.parametrize(("tr", "td", "fs", "lam", "noise"), CASES)
+@pytest.mark.parametrize("baseline", ["none", "constant"])
+def test_matches_exact_nnls_optimum(tr, td, fs, lam, noise, baseline):
+    rec = simulate_recording(
+        1,
+        300,
+        fs=fs,
+        tau_rise=tr,
+        tau_decay=td,
+        rate_hz=2.0,
+        noise=noise,
+        baseline=0.7 if baseline == "constant" else 0.0,
+        seed=3,
+    )
+    y = rec.traces[0]
+    centre = baseline == "constant"
+    s_ref, f_ref = exact_optimum(y, tr, td, fs, lam, centre)
+    res = deconvolve(y, fs, tr, td, lam=lam, baseline=baseline)
+    f = objective(y, res.spikes, tr, td, fs, lam, centre)
+    assert res.converged[0] and res.gap[0] <= 1e-9
+    assert f == pytest.approx(res.objective[0], rel=1e-12)
+    # certified: within the gap of the optimum, and the optimum really is f_ref
+    assert (f - f_ref) / f_ref <= 1e-9
+    assert f >= f_ref * (1 - 1e-12)
+    np.testing.assert_allclose(res.spikes, s_ref, atol=1e-4 * max(1.0, s_ref.max()))
+    assert res.spikes.min() >= 0.0
+    if centre:
+        fit = res.baseline + res.calcium
+        assert abs(np.mean(y - fit)) < 1e-9
+
+
+def test_at_or_below_converged_fista(rng):
+    rec = simulate_recording(2, 2000, rate_hz=1.0, noise=0.2, seed=5)
+    lam = 0.4
+    ref = run_deconvolution(rec.traces, 30.0, 0.05, 0.5, lam, tolerance=1e-13, max_iters=200000)
+    res = deconvolve(rec.traces, 30.0, 0.05, 0.5, lam=lam, baseline="none")
+    for i in range(2):
+        f_ref = objective(rec.traces[i], ref[i], 0.05, 0.5, 30.0, lam, False)
+        f = res.objective[i]
+        assert f <= f_ref * (1 + 1e-9)
+        assert abs(f - f_ref) / f_ref < 1e-6
+
+
+def test_at_or_below_oasis_ar2():
+    from oasis.oasis_methods import oasisAR2
+
+    from nnfit.calcium.ar2 import AR2Coefficients
+
+    tr, td, fs, lam = 0.05, 0.5, 30.0, 0.5
+    rec = simulate_recording(1, 6000, rate_hz=1.0, noise=0.2, seed=9)
+    y = rec.traces[0]
+    c = AR2Coefficients(tr, td, fs)
+    # oasis's response starts at h[0] = 1: shift by one frame and rescale lam by its peak
+    _, s_o = oasisAR2(y[1:].copy(), c.g1, c.g2, lam=lam / c.alpha)
+    s_o = np.r_[np.asarray(s_o) / c.alpha, 0.0]
+    f_o = objective(y, np.maximum(s_o, 0), tr, td, fs, lam, False)
+    res = deconvolve(y, fs, tr, td, lam=lam, baseline="none")
+    assert res.objective[0] <= f_o
+
+
+def test_rows_threads_and_one_d_agree():
+    rec = simulate_recording(4, 1500, rate_hz=1.0, noise=0.2, baseline=0.3, seed=2)
+    a = deconvolve(rec.traces, 30.0, 0.05, 0.5, lam=0.3, baseline="constant")
+    b = deconvolve(rec.traces, 30.0, 0.05, 0.5, lam=0.3, baseline="constant", n_jobs=2)
+    np.testing.assert_array_equal(a.spikes, b.spikes)
+    one = deconvolve(rec.traces[2], 30.0, 0.05, 0.5, lam=0.3, baseline="constant")
+    assert one.spikes.shape == (1500,)
+    np.testing.assert_array_equal(one.spikes, a.spikes[2])
+
+
+def test_drift_baseline_beats_constant_on_drift():
+    fs, T = 30.0, 9000
+    rec = simulate_recording(3, T, rate_hz=0.5, noise=0.15, seed=4)
+    t = np.arange(T) / fs
+    drift = 0.5 * np.sin(2 * np.pi * t / 90.0 + np.arange(3)[:, None])
+    y = rec.traces + drift
+    scores = {}
+    for kind in ("constant", "drift", "auto"):
+        res = deconvolve(y, fs, 0.05, 0.5, baseline=kind)
+        scores[kind] = np.mean([np.corrcoef(res.spikes[i], rec.spikes[i])[0, 1] for i in range(3)])
+        if kind == "auto":
+            assert res.baseline_kind == ["drift"] * 3
+    assert scores["drift"] > scores["constant"] + 0.05
+    assert scores["auto"] == scores["drift"]
+
+
+def test_auto_picks_constant_on_a_flat_baseline():
+    rec = simulate_recording(3, 9000, rate_hz=0.5, noise=0.15, baseline=1.0, seed=4)
+    res = deconvolve(rec.traces, 30.0, 0.05, 0.5)
+    assert res.baseline_kind == ["constant"] * 3
+    assert res.estimated == {"kinetics": False, "lam": True}
+
+
+def test_estimates_kinetics_when_none_given():
+    rec = simulate_recording(4, 18000, tau_rise=0.05, tau_decay=0.7, rate_hz=0.5, noise=0.1, seed=8)
+    res = deconvolve(rec.traces, 30.0)
+    assert res.estimated["kinetics"]
+    assert res.tau_decay == pytest.approx(0.7, rel=0.15)
+    assert np.mean([np.corrcoef(res.spikes[i], rec.spikes[i])[0, 1] for i in range(4)]) > 0.6
+
+
+def test_bad_arguments():
+    y = np.zeros(100)
+    with pytest.raises(ValueError, match="baseline"):
+        deconvolve(y, 30.0, 0.05, 0.5, lam=1.0, baseline="linear")
+    with pytest.raises(ValueError, match="tau_rise and tau_decay"):
+        deconvolve(y, 30.0, 0.05, None, lam=1.0)
+    with pytest.raises(ValueError, match="lam"):
+        deconvolve(y, 30.0, 0.05, 0.5, lam=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        deconvolve(np.full(100, np.nan), 30.0, 0.05, 0.5, lam=1.0)
+    with pytest.raises(ValueError, match="tau_rise must be smaller"):
+        deconvolve(y, 30.0, 0.5, 0.05, lam=1.0)
+
+
+def test_zero_trace_gives_zero_spikes():
+    res = deconvolve(np.zeros(500), 30.0, 0.05, 0.5, lam=0.1, baseline="constant")
+    assert np.all(res.spikes < 1e-9)
