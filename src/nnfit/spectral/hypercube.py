@@ -1,0 +1,442 @@
+"""Build ``/HyperCube/models`` (S, C, P, L) float32 tile by tile, resumably.
+
+A tile is one HDF5 chunk ``(S_chunk, C_chunk, P_chunk, L)``. ``/HyperCube/_done`` (a
+``(Sgrid, Cgrid, Pgrid)`` uint8 bitmap) marks tiles whose data are on disk: a tile's data are
+written and flushed before its bit is set and flushed, so after a kill at any moment every
+marked tile is complete, and a rerun computes only the unmarked ones. Tiles are a pure function
+of the stored inputs, so a resumed build is byte-identical to an uninterrupted one.
+
+The builder process is the only writer. It keeps the file in SWMR mode while it writes, so
+readers (``open_h5(path, "r")``, the live snapshot) can watch; worker processes (or Dask
+workers) only compute tiles.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from nnfit.io import array_sha256, atomic_path
+from nnfit.progress import progress as progress_bar
+from nnfit.spectral.operators import ModelRowComputer
+from nnfit.spectral.store import LIBVER, CubeProblem, load_problem, open_h5
+from nnfit.validate import check_int
+
+__all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
+
+
+def tile_grid(shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Number of tiles along S, C and P.
+
+    Examples
+    --------
+    >>> tile_grid((300, 3, 360), (128, 1, 360))
+    (3, 3, 1)
+    """
+    return tuple(-(-n // k) for n, k in zip(shape, chunks, strict=True))  # type: ignore[return-value]
+
+
+def inputs_digest(prob: CubeProblem) -> str:
+    """Digest of every input a tile depends on (templates, LOSVDs, grids, rebin)."""
+    parts = [
+        array_sha256(prob.templates_PT),
+        array_sha256(prob.losvd),
+        array_sha256(prob.tem_pix),
+        array_sha256(prob.obs_pix),
+        array_sha256(prob.vel_pix),
+        array_sha256(prob.rebin.data),
+        array_sha256(prob.rebin.indices.astype(np.int64)),
+        array_sha256(prob.rebin.indptr.astype(np.int64)),
+    ]
+    import hashlib
+
+    return "sha256:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Tile computation (runs in workers)
+# --------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(templates_PT, losvd, vel_pix, tem_pix, obs_pix, rebin) -> None:
+    _WORKER["mc"] = ModelRowComputer(templates_PT, vel_pix, tem_pix, obs_pix, rebin=rebin)
+    _WORKER["losvd"] = losvd
+
+
+def _compute_tile(key: tuple[int, int, int], chunks: tuple[int, int, int]) -> np.ndarray:
+    mc: ModelRowComputer = _WORKER["mc"]
+    losvd: np.ndarray = _WORKER["losvd"]
+    i, j, k = key
+    sS, sC, sP = chunks
+    s0, c0, p0 = i * sS, j * sC, k * sP
+    block = losvd[s0 : s0 + sS, :, c0 : c0 + sC]
+    return mc.tile(block, p0, min(p0 + sP, mc.n_pop))
+
+
+def _compute_tile_dask(key, chunks, problem_arrays) -> np.ndarray:
+    # On a Dask worker the problem arrives once (scattered); cache the computer per process.
+    ident = id(problem_arrays)
+    if _WORKER.get("ident") != ident:
+        _init_worker(*problem_arrays)
+        _WORKER["ident"] = ident
+    return _compute_tile(key, chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+
+def _slices(key, chunks, shape) -> tuple[slice, slice, slice]:
+    return tuple(
+        slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(key, chunks, shape, strict=True)
+    )  # type: ignore[return-value]
+
+
+def _prepare(
+    path: Path,
+    prob: CubeProblem,
+    chunks: tuple[int, int, int],
+    compression,
+    overwrite: bool,
+    digest: str,
+) -> bool:
+    """Create or check ``/HyperCube``; return True if the build is already complete."""
+    S, C, P, L = prob.S, prob.C, prob.P, prob.L
+    shape4 = (S, C, P, L)
+    chunk4 = (*chunks, L)
+    grid = tile_grid((S, C, P), chunks)
+    comp = None if compression in (None, False, "none") else compression
+    with open_h5(path, "r+") as f:
+        if "HyperCube" in f:
+            g = f["HyperCube"]
+            m = g.get("models")
+            done = np.asarray(g["_done"][()], dtype=bool) if "_done" in g else np.zeros(0, bool)
+            found_chunks = tuple(m.chunks) if m is not None else None
+            same = (
+                m is not None
+                and tuple(m.shape) == shape4
+                and found_chunks == chunk4
+                and g.attrs.get("inputs_sha256", "") == digest
+            )
+            if same:
+                if bool(g.attrs.get("complete", False)) and done.all():
+                    return True
+                return False
+            n_done = int(done.sum())
+            if n_done and not overwrite:
+                why = []
+                if m is not None and tuple(m.shape) != shape4:
+                    why.append(f"shape {tuple(m.shape)} vs inputs {shape4}")
+                if found_chunks != chunk4:
+                    why.append(
+                        f"chunks (S_chunk, C_chunk, P_chunk, L) = {found_chunks}, requested {chunk4}"
+                    )
+                if g.attrs.get("inputs_sha256", "") != digest:
+                    why.append("the inputs (templates, LOSVD, grids) changed since it was started")
+                raise ValueError(
+                    f"{path}: a partial HyperCube exists ({n_done}/{done.size} tiles done) that "
+                    f"does not match this build: {'; '.join(why)}. Resume with the same "
+                    "parameters, or pass overwrite=True (CLI: --overwrite) to discard it"
+                )
+        # Fresh start. Deleting a dataset would leave its space unreclaimed in the file, so a
+        # discarded HyperCube is dropped by rewriting the store without it.
+    if _has_hypercube(path):
+        _rewrite_without_hypercube(path)
+    with open_h5(path, "r+") as f:
+        g = f.create_group("HyperCube")
+        dcpl_kw: dict[str, Any] = {}
+        if comp is not None:
+            dcpl_kw.update(compression=comp, shuffle=True)
+        if comp is None:
+            # Allocate every chunk now without writing fill values: chunk addresses never change
+            # during the build, so a kill can only leave tile *contents* unfinished.
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk(chunk4)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            space = h5py.h5s.create_simple(shape4)
+            h5py.h5d.create(g.id, b"models", h5py.h5t.IEEE_F32LE, space, dcpl=dcpl)
+        else:
+            g.create_dataset("models", shape=shape4, dtype="<f4", chunks=chunk4, **dcpl_kw)
+        g.create_dataset("_done", shape=grid, dtype=np.uint8, fillvalue=0)
+        g.attrs["complete"] = False
+        g.attrs["inputs_sha256"] = digest
+        g.attrs["chunks_json"] = json.dumps(
+            {"S_chunk": chunks[0], "C_chunk": chunks[1], "P_chunk": chunks[2]}
+        )
+        g.attrs["definition"] = "models[s, c, p, :] = Rebin(LOSVD[s, :, c] (*) Templates[p, :])"
+    return False
+
+
+def _has_hypercube(path: Path) -> bool:
+    with open_h5(path, "r") as f:
+        return "HyperCube" in f
+
+
+def _rewrite_without_hypercube(path: Path) -> None:
+    with open_h5(path, "r+") as src, atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", libver=LIBVER) as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                if name != "HyperCube":
+                    src.copy(src[name], dst, name=name)
+
+
+def build_hypercube(
+    path: str | os.PathLike[str],
+    S_chunk: int = 128,
+    C_chunk: int = 1,
+    P_chunk: int = 360,
+    n_workers: int | None = None,
+    compression: str | None = None,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Compute every model spectrum into ``/HyperCube/models``; resume if interrupted.
+
+    Parameters
+    ----------
+    path : path-like
+        A populated store (``H5Manager.populate_from_arrays`` + ``ensure_rebin_and_resample``).
+    S_chunk, C_chunk, P_chunk : int
+        Tile (and HDF5 chunk) sizes along spaxels, components and populations; the tile spans
+        all L pixels. Clipped to the problem's sizes.
+    n_workers : int, optional
+        Worker processes computing tiles (default: CPUs available); 0 or 1 computes in this
+        process. Ignored when ``scheduler`` is given.
+    compression : str, optional
+        HDF5 filter for the models (``"gzip"``, ``"lzf"``); None (fastest) is recommended,
+        compress afterwards with :func:`compress_hypercube_inplace`.
+    overwrite : bool
+        Discard an existing partial HyperCube that does not match these parameters or inputs
+        (otherwise that is an error).
+    scheduler : None, str or dask.distributed.Client
+        Compute tiles on a Dask cluster (see :mod:`nnfit.parallel`); this process still writes.
+    progress : bool, optional
+        Show a progress bar (tiles done, rate, time left); default only on a terminal.
+
+    Returns
+    -------
+    dict
+        ``tiles_total``, ``tiles_built`` (this call), ``tiles_skipped`` (already done),
+        ``seconds``, ``shape``, ``chunks``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from nnfit.spectral.simulate import simulate_cube
+    >>> p = simulate_cube(5, 2, 4, seed=0).to_h5(pathlib.Path(tempfile.mkdtemp()) / "c.h5")
+    >>> info = build_hypercube(p, S_chunk=2, n_workers=0)
+    >>> info["tiles_total"], info["tiles_built"]
+    (6, 6)
+    >>> build_hypercube(p, S_chunk=2, n_workers=0)["tiles_built"]   # nothing left to do
+    0
+    """
+    p = Path(path)
+    t0 = time.perf_counter()
+    prob = load_problem(p)
+    S, C, P, L = prob.S, prob.C, prob.P, prob.L
+    chunks = (
+        min(check_int("S_chunk", S_chunk, low=1), S),
+        min(check_int("C_chunk", C_chunk, low=1), C),
+        min(check_int("P_chunk", P_chunk, low=1), P),
+    )
+    if n_workers is None:
+        n_workers = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    n_workers = check_int("n_workers", n_workers, low=0)
+    digest = inputs_digest(prob)
+    grid = tile_grid((S, C, P), chunks)
+    n_total = int(np.prod(grid))
+    if _prepare(p, prob, chunks, compression, overwrite, digest):
+        return _result(n_total, 0, n_total, t0, (S, C, P, L), chunks)
+
+    with open_h5(p, "r+") as f:
+        done = np.asarray(f["HyperCube/_done"][()], dtype=bool)
+    todo = [tuple(int(v) for v in k) for k in np.argwhere(~done)]
+    n_skip = n_total - len(todo)
+    built = 0
+    bar = progress_bar(n_total, desc="HyperCube tiles", unit="tile", enabled=progress)
+    bar.update(n_skip)
+    f = open_h5(p, "r+")
+    try:
+        models = f["HyperCube/models"]
+        done_ds = f["HyperCube/_done"]
+        f.swmr_mode = True
+
+        def write(key: tuple[int, int, int], tile: np.ndarray) -> None:
+            nonlocal built
+            sl = _slices(key, chunks, (S, C, P))
+            models[sl[0], sl[1], sl[2], :] = tile
+            f.flush()  # the tile's data reach the file before its bit does
+            done_ds[key] = 1
+            f.flush()
+            built += 1
+            bar.update(1)
+
+        arrays = (
+            prob.templates_PT,
+            prob.losvd,
+            prob.vel_pix,
+            prob.tem_pix,
+            prob.obs_pix,
+            prob.rebin,
+        )
+        if scheduler is not None:
+            _run_dask(todo, chunks, arrays, scheduler, write)
+        elif n_workers <= 1 or len(todo) <= 1:
+            _init_worker(*arrays)
+            try:
+                for key in todo:
+                    write(key, _compute_tile(key, chunks))
+            finally:
+                _WORKER.clear()
+        else:
+            _run_pool(todo, chunks, arrays, n_workers, write)
+    finally:
+        bar.close()
+        f.close()
+    with open_h5(p, "r+") as f:
+        if np.asarray(f["HyperCube/_done"][()], dtype=bool).all():
+            f["HyperCube"].attrs["complete"] = True
+    return _result(n_total, built, n_skip, t0, (S, C, P, L), chunks)
+
+
+def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
+    return {
+        "tiles_total": n_total,
+        "tiles_built": built,
+        "tiles_skipped": skipped,
+        "seconds": time.perf_counter() - t0,
+        "shape": shape,
+        "chunks": chunks,
+    }
+
+
+def _run_pool(todo, chunks, arrays, n_workers, write) -> None:
+    ctx = mp.get_context("spawn")  # never fork a process holding HDF5 handles
+    with cf.ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=arrays
+    ) as ex:
+        it: Iterator = iter(todo)
+        pending: dict[cf.Future, tuple[int, int, int]] = {}
+        for key in it:
+            pending[ex.submit(_compute_tile, key, chunks)] = key
+            if len(pending) >= 2 * n_workers:
+                break
+        while pending:
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                key = pending.pop(fut)
+                write(key, fut.result())
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
+
+
+def _run_dask(todo, chunks, arrays, scheduler, write) -> None:
+    from nnfit.parallel import client_for
+
+    with client_for(scheduler) as client:
+        from dask.distributed import as_completed
+
+        shared = client.scatter(arrays, broadcast=True)
+        n_inflight = max(2, 2 * len(client.nthreads()))
+        it = iter(todo)
+        futures = {}
+        for key in it:
+            futures[client.submit(_compute_tile_dask, key, chunks, shared, pure=False)] = key
+            if len(futures) >= n_inflight:
+                break
+        ac = as_completed(list(futures))
+        for fut in ac:
+            key = futures.pop(fut)
+            write(key, fut.result())
+            fut.release()
+            nxt = next(it, None)
+            if nxt is not None:
+                nf = client.submit(_compute_tile_dask, nxt, chunks, shared, pure=False)
+                futures[nf] = nxt
+                ac.add(nf)
+
+
+# --------------------------------------------------------------------------------------------
+# Compression
+# --------------------------------------------------------------------------------------------
+
+
+def compress_hypercube_inplace(
+    path: str | os.PathLike[str], codec: str = "gzip", level: int = 2, shuffle: bool = True
+) -> Path:
+    """Rewrite the store with ``/HyperCube/models`` compressed; crash-safe.
+
+    The compressed store is written to a temporary file next to ``path`` and moved over it
+    atomically at the end, so a kill at any moment leaves the uncompressed store intact.
+    Needs a complete HyperCube and free disk space for the compressed copy.
+
+    Parameters
+    ----------
+    codec : {"gzip", "lzf"}
+    level : int
+        gzip level 0-9 (ignored for lzf).
+    shuffle : bool
+        Byte-shuffle filter before compression (helps float32 a lot).
+    """
+    p = Path(path)
+    if codec not in ("gzip", "lzf"):
+        raise ValueError(f"codec must be 'gzip' or 'lzf'; got {codec!r}")
+    level = check_int("level", level, low=0, high=9)
+    with open_h5(p, "r+") as src:
+        if "HyperCube/models" not in src:
+            raise ValueError(f"{p}: no /HyperCube/models to compress; build it first")
+        g = src["HyperCube"]
+        if not bool(g.attrs.get("complete", False)):
+            raise ValueError(
+                f"{p}: the HyperCube is not complete; finish the build before compressing"
+            )
+        m = g["models"]
+        with atomic_path(p, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w", libver=LIBVER) as dst:
+                for k, v in src.attrs.items():
+                    dst.attrs[k] = v
+                for name in src:
+                    if name != "HyperCube":
+                        src.copy(src[name], dst, name=name)
+                gd = dst.create_group("HyperCube")
+                for k, v in g.attrs.items():
+                    gd.attrs[k] = v
+                src.copy(g["_done"], gd, name="_done")
+                kw: dict[str, Any] = {"compression": codec, "shuffle": bool(shuffle)}
+                if codec == "gzip":
+                    kw["compression_opts"] = level
+                md = gd.create_dataset(
+                    "models", shape=m.shape, dtype=m.dtype, chunks=m.chunks, **kw
+                )
+                cS, cC, cP, _ = m.chunks
+                S, C, P, _ = m.shape
+                for s0 in range(0, S, cS):
+                    for c0 in range(0, C, cC):
+                        for p0 in range(0, P, cP):
+                            sl = np.s_[s0 : s0 + cS, c0 : c0 + cC, p0 : p0 + cP, :]
+                            md[sl] = m[sl]
+                gd.attrs["compression"] = json.dumps(
+                    {"codec": codec, "level": level, "shuffle": bool(shuffle)}
+                )
+    return p

@@ -1,0 +1,875 @@
+"""The HDF5 store of a spectral cube problem: layout, validation, safe opening.
+
+Layout (``S`` spaxels, ``L`` observed pixels, ``T`` template pixels, ``V`` velocity bins,
+``C`` components, ``P`` populations)::
+
+    /DataCube   (S, L) float64   observed spectra (masked pixels that were NaN/Inf stored as 0)
+    /Noise      (S, L) float64   optional 1-sigma noise, > 0 on fitted pixels
+    /Templates  (P, T) float32   flattened from (T, *grid) in C order; see template_meta_json
+    /LOSVD      (S, V, C) float32
+    /TemPix     (T,)  float64    natural ln(lambda), uniform
+    /ObsPix     (L,)  float64    natural ln(lambda), strictly increasing (need not be uniform)
+    /VelPix     (V,)  float64    km/s, bin centres
+    /Mask       (L,)  bool       True = pixel is fitted
+    /XPix, /YPix (nPix,) float64, /BinNum (nPix,) int32 in [0, S-1]   optional
+    /R_T        (T, L) float32   the rebin operator, stored densely for the layout's sake
+    /RebinCSR/{data,indices,indptr}  the same operator (L, T) as float64 CSR: what the code uses
+    /HyperCube/models (S, C, P, L) float32, /HyperCube/_done (see ``hypercube``)
+
+Root attributes: ``dims`` (JSON ``{nSpat, nLSpec, nTSpec, nVel, nComp, nPop}``),
+``template_meta_json``, ``guard_info_json`` and ``guard.*`` scalars (coverage margins).
+
+Files are written in the HDF5 1.10 format (superblock v3), the oldest that supports SWMR, so
+readers with HDF5 >= 1.10 can open them and one writer can keep them readable while it works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+from nnfit.spectral.operators import (
+    C_KMS,
+    grid_step,
+    kernel_support,
+    pixel_edges,
+    rebin_matrix,
+)
+from nnfit.validate import as_float_array, check_int
+
+__all__ = [
+    "LIBVER",
+    "CubeProblem",
+    "H5Manager",
+    "clear_swmr_status",
+    "load_problem",
+    "open_h5",
+    "read_superblock",
+]
+
+LIBVER = ("v110", "v110")
+"""HDF5 format bounds for files we create: SWMR-capable, readable by HDF5 >= 1.10."""
+
+UNIFORM_RTOL = 1e-6
+"""Largest relative deviation of a template ln-lambda step from the mean step."""
+
+
+# --------------------------------------------------------------------------------------------
+# Opening files safely (SWMR readers, one writer, repair after a killed writer)
+# --------------------------------------------------------------------------------------------
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
+    M = 0xFFFFFFFF
+    for x, y, z, k in (
+        (0, 2, 1, 4),
+        (1, 0, 2, 6),
+        (2, 1, 0, 8),
+        (0, 2, 1, 16),
+        (1, 0, 2, 19),
+        (2, 1, 0, 4),
+    ):
+        v = [a, b, c]
+        # v[x] -= v[y]; v[x] ^= rot(v[y], k); v[y] += v[z]
+        v[x] = (v[x] - v[y]) & M
+        v[x] ^= _rot(v[y], k)
+        v[y] = (v[y] + v[z]) & M
+        a, b, c = v
+    return a, b, c
+
+
+def _final(a: int, b: int, c: int) -> tuple[int, int, int]:
+    M = 0xFFFFFFFF
+    for x, y, k in (
+        (2, 1, 14),
+        (0, 2, 11),
+        (1, 0, 25),
+        (2, 1, 16),
+        (0, 2, 4),
+        (1, 0, 14),
+        (2, 1, 24),
+    ):
+        v = [a, b, c]
+        # v[x] ^= v[y]; v[x] -= rot(v[y], k)
+        v[x] ^= v[y]
+        v[x] = (v[x] - _rot(v[y], k)) & M
+        a, b, c = v
+    return a, b, c
+
+
+def _lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``, the checksum HDF5 puts on its metadata."""
+    M = 0xFFFFFFFF
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & M
+    i = 0
+    while n > 12:
+        a = (a + int.from_bytes(data[i : i + 4], "little")) & M
+        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & M
+        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & M
+        a, b, c = _mix(a, b, c)
+        n -= 12
+        i += 12
+    if n == 0:
+        return c
+    tail = data[i:] + b"\0" * (12 - n)
+    a = (a + int.from_bytes(tail[0:4], "little")) & M
+    b = (b + int.from_bytes(tail[4:8], "little")) & M
+    c = (c + int.from_bytes(tail[8:12], "little")) & M
+    return _final(a, b, c)[2]
+
+
+def read_superblock(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Read the fields of a version 2/3 HDF5 superblock that matter for recovery.
+
+    Returns a dict with ``version``, ``flags`` (file consistency flags; non-zero while a
+    writer has the file open, or after one was killed), ``eoa`` (end-of-allocation address),
+    ``eof`` (actual file size) and ``checksum_ok``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(48)
+        eof = os.fstat(fh.fileno()).st_size
+    if head[:8] != _SIGNATURE:
+        raise ValueError(f"{path}: not an HDF5 file with a superblock at offset 0")
+    version = head[8]
+    if version < 2:
+        return {"version": version, "flags": 0, "eoa": eof, "eof": eof, "checksum_ok": True}
+    if head[9] != 8:
+        raise ValueError(f"{path}: only 8-byte file offsets are supported; found {head[9]}")
+    eoa = struct.unpack_from("<Q", head, 28)[0]
+    stored = struct.unpack_from("<I", head, 44)[0]
+    return {
+        "version": version,
+        "flags": head[11],
+        "eoa": eoa,
+        "eof": eof,
+        "checksum_ok": stored == _lookup3(head[:44]),
+    }
+
+
+def clear_swmr_status(path: str | os.PathLike[str], *, increment: int = 1 << 20) -> bool:
+    """Repair a file left by a killed (SWMR) writer, as ``h5clear -s --increment`` does.
+
+    Clears the superblock's file consistency flags and moves the end-of-allocation address to
+    ``max(EOA, EOF) + increment`` (extending the file to match), so new allocations can never
+    land on data the killed writer had already placed beyond its last recorded EOA. Only call
+    this when no process has the file open for writing. Returns whether anything changed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "f.h5"
+    >>> with h5py.File(p, "w", libver=LIBVER) as f:
+    ...     _ = f.create_dataset("x", data=[1, 2, 3])
+    >>> clear_swmr_status(p)     # a cleanly closed file needs nothing
+    False
+    """
+    info = read_superblock(path)
+    if info["version"] < 2 or info["flags"] == 0:
+        return False
+    if not info["checksum_ok"]:
+        raise ValueError(f"{path}: superblock checksum mismatch; the file is damaged beyond repair")
+    new_eoa = max(info["eoa"], info["eof"]) + int(increment)
+    with open(path, "r+b") as fh:
+        head = bytearray(fh.read(48))
+        head[11] = 0
+        struct.pack_into("<Q", head, 28, new_eoa)
+        struct.pack_into("<I", head, 44, _lookup3(bytes(head[:44])))
+        fh.seek(0)
+        fh.write(head)
+        fh.truncate(new_eoa)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+class _WriterLock:
+    """An exclusive advisory lock on ``<file>.lock`` held by the one nnfit writer.
+
+    HDF5 releases its own file lock once a writer switches to SWMR mode (so readers can open),
+    which means the HDF5 lock cannot tell a live SWMR writer from a killed one. This lock can:
+    the kernel drops it when its process dies, however it dies.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(str(path) + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise FileExistsError(
+                    f"{self.path.with_suffix('')}: another process is writing this file "
+                    f"(lock {self.path} held); wait for it or stop it first"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class H5File(h5py.File):
+    """An ``h5py.File`` that also releases nnfit's writer lock when it closes."""
+
+    _nnfit_lock: _WriterLock | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            lock = self._nnfit_lock
+            self._nnfit_lock = None
+            if lock is not None:
+                lock.release()
+
+
+_READ_MODES = {"r", "reader"}
+_WRITE_MODES = {"r+", "writer", "a", "w", "w-", "x"}
+
+
+def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> H5File:
+    """Open a cube store: SWMR-safe for readers, exclusive and self-repairing for the writer.
+
+    Parameters
+    ----------
+    path : path-like
+    mode : {"r", "reader", "r+", "writer", "a", "w", "w-", "x"}
+        ``"r"``/``"reader"`` opens read-only with ``swmr=True`` (falls back to a plain read for
+        files older than the 1.10 format), safe while a SWMR writer works. Write modes take
+        nnfit's writer lock (``<path>.lock``; a second writer gets ``FileExistsError``), then
+        repair a file left by a killed writer (:func:`clear_swmr_status`) and open it with the
+        SWMR-capable format bounds :data:`LIBVER`.
+    **kwargs
+        Passed to ``h5py.File`` (e.g. ``rdcc_nbytes`` for a larger chunk cache).
+
+    Returns
+    -------
+    H5File
+        An ``h5py.File``; use it as a context manager.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.h5"
+    >>> with open_h5(p, "w") as f:
+    ...     _ = f.create_dataset("x", data=np.arange(3.0))
+    >>> with open_h5(p, "r") as f:
+    ...     f["x"][:].tolist()
+    [0.0, 1.0, 2.0]
+    """
+    p = Path(path)
+    if mode in _READ_MODES:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such cube store")
+        try:
+            f = H5File(p, "r", swmr=True, **kwargs)
+        except OSError:
+            if read_superblock(p)["version"] >= 3:
+                raise
+            f = H5File(p, "r", **kwargs)
+        return f
+    if mode not in _WRITE_MODES:
+        raise ValueError(f"mode must be one of {sorted(_READ_MODES | _WRITE_MODES)}; got {mode!r}")
+    h5mode = {"writer": "r+"}.get(mode, mode)
+    if h5mode in ("w-", "x") and p.exists():
+        raise FileExistsError(f"{p} exists; pass overwrite=True or choose another path")
+    lock = _WriterLock(p)
+    lock.acquire()
+    try:
+        if h5mode in ("r+", "a") and p.exists() and p.stat().st_size > 0:
+            clear_swmr_status(p)
+        if h5mode == "r+" and not p.exists():
+            raise FileNotFoundError(f"{p}: no such cube store")
+        f = H5File(p, h5mode, libver=LIBVER, **kwargs)
+    except BaseException:
+        lock.release()
+        raise
+    f._nnfit_lock = lock
+    return f
+
+
+# --------------------------------------------------------------------------------------------
+# The problem in memory
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CubeProblem:
+    """Everything in a store except the HyperCube, in memory, float64 for the math.
+
+    ``templates_PT`` and ``losvd`` hold the stored float32 values exactly; ``rebin`` is the
+    (L, T) CSR operator; ``mask`` is True on fitted pixels.
+    """
+
+    datacube: np.ndarray
+    templates_PT: np.ndarray
+    losvd: np.ndarray
+    tem_pix: np.ndarray
+    obs_pix: np.ndarray
+    vel_pix: np.ndarray
+    mask: np.ndarray
+    noise: np.ndarray | None
+    template_meta: dict
+    rebin: sp.csr_matrix
+    guard_info: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def S(self) -> int:
+        """Number of spaxels."""
+        return self.datacube.shape[0]
+
+    @property
+    def L(self) -> int:
+        """Number of observed pixels."""
+        return self.obs_pix.size
+
+    @property
+    def T(self) -> int:
+        """Number of template pixels."""
+        return self.tem_pix.size
+
+    @property
+    def V(self) -> int:
+        """Number of LOSVD velocity bins."""
+        return self.vel_pix.size
+
+    @property
+    def C(self) -> int:
+        """Number of components."""
+        return self.losvd.shape[2]
+
+    @property
+    def P(self) -> int:
+        """Number of populations (templates)."""
+        return self.templates_PT.shape[0]
+
+    @property
+    def dlog(self) -> float:
+        """Template pixel size in ln(lambda)."""
+        return grid_step(self.tem_pix)
+
+
+def _read_rebin(f: h5py.File, T: int, L: int) -> sp.csr_matrix:
+    if "RebinCSR" in f:
+        g = f["RebinCSR"]
+        return sp.csr_matrix(
+            (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(L, T), dtype=np.float64
+        )
+    return rebin_matrix(f["TemPix"][()], f["ObsPix"][()])
+
+
+def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
+    """Load a populated store (everything but the HyperCube) into memory.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from nnfit.spectral.simulate import simulate_cube
+    >>> p = simulate_cube(3, 2, 4).to_h5(pathlib.Path(tempfile.mkdtemp()) / "c.h5")
+    >>> prob = load_problem(p)
+    >>> (prob.S, prob.C, prob.P), prob.rebin.shape == (prob.L, prob.T)
+    ((3, 2, 4), True)
+    """
+    p = Path(path)
+    with open_h5(p, "r") as f:
+        missing = [
+            k
+            for k in ("DataCube", "Templates", "LOSVD", "TemPix", "ObsPix", "VelPix")
+            if k not in f
+        ]
+        if missing:
+            raise ValueError(
+                f"{p}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
+                "Run H5Manager.populate_from_arrays (or 'nnfit cube init') first"
+            )
+        tem = f["TemPix"][()].astype(np.float64)
+        obs = f["ObsPix"][()].astype(np.float64)
+        L = obs.size
+        mask = f["Mask"][()].astype(bool) if "Mask" in f else np.ones(L, dtype=bool)
+        return CubeProblem(
+            datacube=f["DataCube"][()].astype(np.float64),
+            templates_PT=f["Templates"][()].astype(np.float64),
+            losvd=f["LOSVD"][()].astype(np.float64),
+            tem_pix=tem,
+            obs_pix=obs,
+            vel_pix=f["VelPix"][()].astype(np.float64),
+            mask=mask,
+            noise=f["Noise"][()].astype(np.float64) if "Noise" in f else None,
+            template_meta=json.loads(f.attrs.get("template_meta_json", "{}")),
+            rebin=_read_rebin(f, tem.size, L),
+            guard_info=json.loads(f.attrs.get("guard_info_json", "{}")),
+            path=p,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_grid(name: str, pix: Any, *, uniform: bool) -> np.ndarray:
+    arr = as_float_array(name, pix, ndim=(1,))
+    if arr.size < 2:
+        raise ValueError(f"{name} must have at least 2 pixels; got {arr.size}")
+    d = np.diff(arr)
+    if not np.all(d > 0):
+        i = int(np.argmax(~(d > 0)))
+        raise ValueError(
+            f"{name} must be strictly increasing ln(lambda); expected {name}[{i + 1}] > "
+            f"{name}[{i}], found {arr[i + 1]!r} <= {arr[i]!r}"
+        )
+    if uniform:
+        step = grid_step(arr)
+        dev = float(np.max(np.abs(d - step)) / step)
+        if dev > UNIFORM_RTOL:
+            i = int(np.argmax(np.abs(d - step)))
+            raise ValueError(
+                f"{name} must be uniform in ln(lambda) (convolution by velocity needs a constant "
+                f"step); expected steps of {step:.9g} within {UNIFORM_RTOL:g} relative, found "
+                f"{d[i]:.9g} at pixel {i} ({dev:.2g} relative). Resample the templates onto a "
+                "uniform ln(lambda) grid first"
+            )
+    return arr
+
+
+def guard_report(
+    tem_pix: np.ndarray, obs_pix: np.ndarray, vel_pix: np.ndarray, safety_pad_px: int
+) -> dict[str, Any]:
+    """Coverage margins of the template grid around the observed range, in template pixels.
+
+    The model at an observed pixel reads templates from ``t - o_max`` to ``t - o_min`` (the
+    LOSVD kernel's offsets). ``left_margin_px``/``right_margin_px`` are how many template
+    pixels remain beyond what the bluest/reddest observed pixel reads; ``safe`` is True when
+    both are at least ``safety_pad_px``.
+    """
+    dlog = grid_step(tem_pix)
+    o_min, o_max = kernel_support(vel_pix, dlog)
+    te = pixel_edges(tem_pix)
+    oe = pixel_edges(obs_pix)
+    T = tem_pix.size
+    # First/last template pixels the rebin touches (overlap > 0).
+    t_first = int(np.searchsorted(te, oe[0], side="right") - 1)
+    t_last = int(np.searchsorted(te, oe[-1], side="left") - 1)
+    left = t_first - o_max  # lowest template index read
+    right = (T - 1) - (t_last - o_min)
+    vmax = float(np.max(np.abs(vel_pix)))
+    return {
+        "safe": bool(
+            left >= safety_pad_px and right >= safety_pad_px and oe[0] >= te[0] and oe[-1] <= te[-1]
+        ),
+        "left_margin_px": int(left),
+        "right_margin_px": int(right),
+        "left_margin_kms": float(C_KMS * np.expm1(left * dlog)),
+        "right_margin_kms": float(C_KMS * np.expm1(right * dlog)),
+        "safety_pad_px": int(safety_pad_px),
+        "kernel_offsets_px": [int(o_min), int(o_max)],
+        "kernel_center": int(-o_min),
+        "kernel_len": int(o_max - o_min + 1),
+        "dlog": dlog,
+        "velscale_kms": float(C_KMS * np.expm1(dlog)),
+        "vmax_kms": vmax,
+        "tem_lo": float(te[0]),
+        "tem_hi": float(te[-1]),
+        "obs_lo": float(oe[0]),
+        "obs_hi": float(oe[-1]),
+        "first_template_pixel_used": t_first,
+        "last_template_pixel_used": t_last,
+    }
+
+
+def _spaxel_layout(name: str, arr: np.ndarray, S: int, L: int, layout: str | None) -> np.ndarray:
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (S, L) = ({S}, {L}) or (L, S); got shape {arr.shape}")
+    if layout is not None:
+        if layout not in ("SL", "LS"):
+            raise ValueError(f"datacube_layout must be 'SL', 'LS' or None; got {layout!r}")
+        expect = (S, L) if layout == "SL" else (L, S)
+        if arr.shape != expect:
+            raise ValueError(
+                f"{name} with datacube_layout={layout!r} must have shape {expect}; got {arr.shape}"
+            )
+        return arr if layout == "SL" else arr.T
+    if S == L and arr.shape == (S, L):
+        raise ValueError(
+            f"{name} has shape {arr.shape} with S == L == {S}: cannot tell (S, L) from (L, S); "
+            "pass datacube_layout='SL' (rows are spaxels) or 'LS' (rows are pixels)"
+        )
+    if arr.shape == (S, L):
+        return arr
+    if arr.shape == (L, S):
+        return arr.T
+    raise ValueError(
+        f"{name} must have shape (S, L) = ({S}, {L}) or (L, S) = ({L}, {S}) (S from LOSVD, L from "
+        f"obs_pix); got {arr.shape}"
+    )
+
+
+def _check_used_finite(name: str, arr: np.ndarray, mask: np.ndarray) -> None:
+    used = arr[:, mask]
+    bad = ~np.isfinite(used)
+    if bad.any():
+        s, j = (int(i) for i in np.argwhere(bad)[0])
+        l_idx = int(np.flatnonzero(mask)[j])
+        raise ValueError(
+            f"{name} must be finite on fitted pixels (Mask True); found {int(bad.sum())} NaN/Inf, "
+            f"first at spaxel {s}, pixel {l_idx}. Mask those pixels (Mask False) or clean them"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# H5Manager
+# --------------------------------------------------------------------------------------------
+
+
+class H5Manager:
+    """Writes and checks a cube store (the spec's ``hdf5_manager.H5Manager``).
+
+    Parameters
+    ----------
+    path : path-like
+        The HDF5 file (created if missing).
+    tem_pix : array (T,)
+        Template grid, natural ln(lambda), uniform.
+    obs_pix : array (L,)
+        Observed grid, natural ln(lambda), strictly increasing.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from nnfit.spectral.simulate import simulate_cube
+    >>> sim = simulate_cube(4, 2, 6, seed=1)
+    >>> mgr = H5Manager(pathlib.Path(tempfile.mkdtemp()) / "c.h5", sim.tem_pix, sim.obs_pix)
+    >>> mgr.set_velocity_grid(sim.vel_pix)
+    >>> mgr.populate_from_arrays(sim.losvd, sim.datacube, sim.templates, mask=sim.mask)
+    >>> mgr.ensure_rebin_and_resample()
+    >>> H5Manager.diagnose_rebin_edges(mgr.path, verbose=False)["safe"]
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike[str], tem_pix: Any, obs_pix: Any) -> None:
+        self.path = Path(path)
+        self.tem_pix = _check_grid("tem_pix", tem_pix, uniform=True)
+        self.obs_pix = _check_grid("obs_pix", obs_pix, uniform=False)
+        self.vel_pix: np.ndarray | None = None
+        if self.path.exists():
+            with open_h5(self.path, "r") as f:
+                if "VelPix" in f:
+                    self.vel_pix = f["VelPix"][()]
+
+    # -- velocity grid -----------------------------------------------------------------------
+    def set_velocity_grid(self, vbins: Any) -> None:
+        """Set the LOSVD velocity bin centres (km/s), strictly increasing; writes ``/VelPix``."""
+        v = as_float_array("vbins", vbins, ndim=(1,))
+        if v.size > 1 and not np.all(np.diff(v) > 0):
+            raise ValueError(f"vbins must be strictly increasing km/s; got {v[:5]}...")
+        if np.any(v <= -C_KMS):
+            raise ValueError(f"vbins must be > -c = -{C_KMS} km/s; found min {float(v.min())}")
+        self.vel_pix = v
+        with open_h5(self.path, "a") as f:
+            if "VelPix" in f:
+                del f["VelPix"]
+            f.create_dataset("VelPix", data=v)
+
+    # -- populate -----------------------------------------------------------------------------
+    def populate_from_arrays(
+        self,
+        losvd: Any,
+        datacube: Any,
+        templates: Any,
+        mask: Any = None,
+        xpix: Any = None,
+        ypix: Any = None,
+        binnum: Any = None,
+        noise: Any = None,
+        datacube_layout: str | None = None,
+        *,
+        template_meta: dict | None = None,
+        safety_pad_px: int = 2,
+    ) -> None:
+        """Validate the problem's arrays and write them in the canonical layout.
+
+        Parameters
+        ----------
+        losvd : array (S, V, C)
+            Non-negative LOSVD histograms on the velocity grid (``set_velocity_grid`` first).
+        datacube : array (S, L) or (L, S)
+            Observed spectra; see ``datacube_layout`` when S == L.
+        templates : array (T, *grid) or (T,)
+            Templates on ``tem_pix``; flattened to (P, T) in C order over ``grid``.
+        mask : bool array (L,), optional
+            True = fitted pixel (default all True).
+        xpix, ypix : arrays (nPix,), optional
+            Image-plane pixel coordinates.
+        binnum : int array (nPix,), optional
+            Spaxel index of each image pixel, in [0, S-1].
+        noise : array like ``datacube``, optional
+            1-sigma noise, finite and > 0 on fitted pixels; enables weighted fits.
+        datacube_layout : {"SL", "LS"}, optional
+            Orientation of ``datacube``/``noise``; required only when S == L.
+        template_meta : dict, optional
+            Extra template metadata (axis names, axis values) merged into
+            ``template_meta_json``.
+        safety_pad_px : int, optional
+            Template pixels required beyond the largest LOSVD shift on each side.
+        """
+        if self.vel_pix is None:
+            raise ValueError(
+                "velocity grid not set: call set_velocity_grid(vbins) before populate_from_arrays"
+            )
+        T, L, V = self.tem_pix.size, self.obs_pix.size, self.vel_pix.size
+        pad = check_int("safety_pad_px", safety_pad_px, low=0)
+
+        lo = as_float_array("losvd", losvd, ndim=(3,))
+        S, C = lo.shape[0], lo.shape[2]
+        if lo.shape[1] != V:
+            raise ValueError(
+                f"losvd must be (S, V, C) with V = len(VelPix) = {V}; got shape {lo.shape}"
+            )
+        if np.any(lo < 0):
+            idx = tuple(int(i) for i in np.argwhere(lo < 0)[0])
+            raise ValueError(
+                f"losvd must be >= 0 everywhere (it is a histogram of light); found "
+                f"{int((lo < 0).sum())} negative value(s), first {lo[idx]!r} at (s, v, c) = {idx}"
+            )
+
+        tarr = as_float_array("templates", templates, ndim=tuple(range(1, 8)))
+        if tarr.shape[0] != T:
+            raise ValueError(
+                f"templates must have T = len(tem_pix) = {T} pixels along axis 0 (shape (T, ...)); "
+                f"got shape {tarr.shape}"
+            )
+        grid_shape = tuple(int(n) for n in tarr.shape[1:])
+        templates_PT = tarr.reshape(T, -1).T
+        P = templates_PT.shape[0]
+
+        if mask is None:
+            m = np.ones(L, dtype=bool)
+        else:
+            m = np.asarray(mask)
+            if m.dtype != bool:
+                raise ValueError(
+                    f"mask must be a boolean array (True = fitted); got dtype {m.dtype}"
+                )
+            if m.shape != (L,):
+                raise ValueError(f"mask must have shape (L,) = ({L},); got {m.shape}")
+            if not m.any():
+                raise ValueError("mask must leave at least one pixel fitted; found all False")
+
+        dc = as_float_array("datacube", datacube, ndim=(2,), finite=False)
+        dc = np.array(_spaxel_layout("datacube", dc, S, L, datacube_layout), dtype=np.float64)
+        _check_used_finite("datacube", dc, m)
+        n_replaced = int((~np.isfinite(dc)).sum())
+        dc[~np.isfinite(dc)] = 0.0
+
+        nz = None
+        if noise is not None:
+            nz = as_float_array("noise", noise, ndim=(2,), finite=False)
+            nz = np.array(_spaxel_layout("noise", nz, S, L, datacube_layout), dtype=np.float64)
+            _check_used_finite("noise", nz, m)
+            used = nz[:, m]
+            if np.any(used <= 0):
+                s, j = (int(i) for i in np.argwhere(used <= 0)[0])
+                raise ValueError(
+                    f"noise must be > 0 on fitted pixels; found {used[s, j]!r} at spaxel {s}, "
+                    f"pixel {int(np.flatnonzero(m)[j])}"
+                )
+            nz[~np.isfinite(nz) | (nz <= 0)] = 1.0  # unused pixels: a harmless placeholder
+
+        guard = guard_report(self.tem_pix, self.obs_pix, self.vel_pix, pad)
+        if not guard["safe"]:
+            raise ValueError(
+                "template grid does not cover the observed range plus the largest LOSVD shift "
+                f"and a safety pad of {pad} px: expected margins >= {pad} template pixels on both "
+                f"sides, found left {guard['left_margin_px']} px, right {guard['right_margin_px']} "
+                f"px (kernel offsets {guard['kernel_offsets_px']} px for |v| <= "
+                f"{guard['vmax_kms']:.0f} km/s; templates span [{guard['tem_lo']:.6f}, "
+                f"{guard['tem_hi']:.6f}], observed [{guard['obs_lo']:.6f}, {guard['obs_hi']:.6f}] "
+                "in ln lambda). Extend the templates or trim the observed range"
+            )
+
+        xp = yp = bn = None
+        if xpix is not None or ypix is not None:
+            if xpix is None or ypix is None:
+                raise ValueError("xpix and ypix must be given together")
+            xp = as_float_array("xpix", xpix, ndim=(1,))
+            yp = as_float_array("ypix", ypix, ndim=(1,))
+            if xp.shape != yp.shape:
+                raise ValueError(
+                    f"xpix and ypix must have equal shapes; got {xp.shape}, {yp.shape}"
+                )
+        if binnum is not None:
+            bn_raw = np.asarray(binnum)
+            if bn_raw.dtype.kind not in "iu" or bn_raw.ndim != 1:
+                raise ValueError(
+                    f"binnum must be a 1-D integer array; got dtype {bn_raw.dtype}, shape {bn_raw.shape}"
+                )
+            if bn_raw.size and (bn_raw.min() < 0 or bn_raw.max() > S - 1):
+                bad = int(np.flatnonzero((bn_raw < 0) | (bn_raw > S - 1))[0])
+                raise ValueError(
+                    f"binnum values must be in [0, S-1] = [0, {S - 1}]; found {int(bn_raw[bad])} at "
+                    f"index {bad}"
+                )
+            if xp is not None and bn_raw.shape != xp.shape:
+                raise ValueError(
+                    f"binnum must have the shape of xpix {xp.shape}; got {bn_raw.shape}"
+                )
+            bn = bn_raw.astype(np.int32)
+
+        meta = {
+            "shape": [T, *grid_shape],
+            "grid_shape": list(grid_shape),
+            "order": "C",
+            "layout": "Templates[p, t] = templates[t, *np.unravel_index(p, grid_shape)]",
+        }
+        if template_meta:
+            meta.update(template_meta)
+        dims = {"nSpat": S, "nLSpec": L, "nTSpec": T, "nVel": V, "nComp": C, "nPop": P}
+
+        with open_h5(self.path, "a") as f:
+            for name in (
+                "DataCube", "Noise", "Templates", "LOSVD", "TemPix", "ObsPix", "VelPix", "Mask",
+                "XPix", "YPix", "BinNum", "R_T", "RebinMatrix", "RebinCSR", "HyperCube",
+            ):  # fmt: skip
+                if name in f:
+                    del f[name]
+            f.create_dataset("DataCube", data=dc, dtype=np.float64)
+            if nz is not None:
+                f.create_dataset("Noise", data=nz, dtype=np.float64)
+            f.create_dataset("Templates", data=templates_PT, dtype=np.float32)
+            f.create_dataset("LOSVD", data=lo, dtype=np.float32)
+            f.create_dataset("TemPix", data=self.tem_pix)
+            f.create_dataset("ObsPix", data=self.obs_pix)
+            f.create_dataset("VelPix", data=self.vel_pix)
+            f.create_dataset("Mask", data=m, dtype=bool)
+            if xp is not None:
+                f.create_dataset("XPix", data=xp)
+                f.create_dataset("YPix", data=yp)
+            if bn is not None:
+                f.create_dataset("BinNum", data=bn, dtype=np.int32)
+            f.attrs["dims"] = json.dumps(dims)
+            f.attrs["template_meta_json"] = json.dumps(meta)
+            self._write_guard_attrs(f, guard)
+            f.attrs["masked_nonfinite_replaced"] = n_replaced
+            f.attrs["lambda_units"] = "natural log of wavelength"
+
+    @staticmethod
+    def _write_guard_attrs(f: h5py.File, guard: dict[str, Any]) -> None:
+        """Write the guard report as JSON plus ``guard.*`` scalar attributes."""
+        f.attrs["guard_info_json"] = json.dumps(guard)
+        for key, val in guard.items():
+            if isinstance(val, bool | int | float):
+                f.attrs[f"guard.{key}"] = val
+
+    # -- rebin ---------------------------------------------------------------------------------
+    def ensure_rebin_and_resample(self) -> None:
+        """Write the rebin operator: ``/R_T`` (T, L) float32 and ``/RebinCSR`` (L, T) float64.
+
+        Idempotent. Template FFTs are not cached in the file: their length depends on the
+        kernel and they take well under a second to recompute.
+        """
+        with open_h5(self.path, "a") as f:
+            if "TemPix" not in f or "ObsPix" not in f:
+                raise ValueError(f"{self.path}: populate_from_arrays first (missing /TemPix)")
+            R = rebin_matrix(f["TemPix"][()], f["ObsPix"][()])
+            for name in ("R_T", "RebinCSR"):
+                if name in f:
+                    del f[name]
+            T, L = R.shape[1], R.shape[0]
+            dset = f.create_dataset("R_T", shape=(T, L), dtype=np.float32, chunks=(min(T, 1024), L))
+            # Written in row blocks from the sparse matrix: never a dense float64 (T, L) copy.
+            RT = R.T.tocsr()
+            for t0 in range(0, T, 1024):
+                dset[t0 : t0 + 1024] = RT[t0 : t0 + 1024].toarray().astype(np.float32)
+            g = f.create_group("RebinCSR")
+            g.create_dataset("data", data=R.data.astype(np.float64))
+            g.create_dataset("indices", data=R.indices.astype(np.int64))
+            g.create_dataset("indptr", data=R.indptr.astype(np.int64))
+            g.attrs["shape"] = [L, T]
+            g.attrs["definition"] = (
+                "R[l, t] = |obs_l intersect tem_t| / |obs_l| in ln(lambda), edges at midpoints"
+            )
+
+    # -- diagnostics (static, as the spec calls them on the class) ----------------------------
+    @staticmethod
+    def diagnose_rebin_edges(
+        path: str | os.PathLike[str], *, verbose: bool = True
+    ) -> dict[str, Any]:
+        """Coverage report of the template grid vs observed range and LOSVD shifts.
+
+        Returns the :func:`guard_report` dict (``safe``, ``left_margin_px``,
+        ``right_margin_px``, in km/s too) plus ``rebin_row_sum_min``/``max`` (1 on fully
+        covered observed pixels).
+        """
+        with open_h5(path, "r") as f:
+            tem, obs, vel = f["TemPix"][()], f["ObsPix"][()], f["VelPix"][()]
+            pad = int(f.attrs.get("guard.safety_pad_px", 0))
+            R = _read_rebin(f, tem.size, obs.size)
+        rep = guard_report(tem, obs, vel, pad)
+        rs = np.asarray(R.sum(axis=1)).ravel()
+        rep["rebin_row_sum_min"] = float(rs.min())
+        rep["rebin_row_sum_max"] = float(rs.max())
+        if verbose:
+            print(
+                f"Safe={rep['safe']}  left margin {rep['left_margin_px']} px "
+                f"({rep['left_margin_kms']:.0f} km/s), right margin {rep['right_margin_px']} px "
+                f"({rep['right_margin_kms']:.0f} km/s), pad {pad} px, kernel offsets "
+                f"{rep['kernel_offsets_px']} px, rebin row sums in [{rep['rebin_row_sum_min']:.6f}, "
+                f"{rep['rebin_row_sum_max']:.6f}]"
+            )
+        return rep
+
+    @staticmethod
+    def print_hypercube_done_status(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Print and return the HyperCube's shape, chunks and tiles done."""
+        from nnfit.spectral.diagnostics import print_hypercube_done_status
+
+        return print_hypercube_done_status(path)
+
+    @staticmethod
+    def live_prefit_snapshot_from_models(
+        path: str | os.PathLike[str],
+        out_png: str | os.PathLike[str] = "prefit_overlay.png",
+        **kw: Any,
+    ) -> Path:
+        """Four-panel sanity figure, readable while a build runs (see ``diagnostics``)."""
+        from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
+
+        return live_prefit_snapshot_from_models(path, out_png=out_png, **kw)
+
+    @staticmethod
+    def compress_hypercube_inplace(
+        path: str | os.PathLike[str], codec: str = "gzip", level: int = 2, shuffle: bool = True
+    ) -> Path:
+        """Compress ``/HyperCube/models`` crash-safely (see ``hypercube``)."""
+        from nnfit.spectral.hypercube import compress_hypercube_inplace
+
+        return compress_hypercube_inplace(path, codec=codec, level=level, shuffle=shuffle)
