@@ -69,10 +69,10 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
     """Write ``x`` (C*P,) float64 to ``/X_global``: written under a temporary name, then
     moved into place, so a kill leaves either the old or the new solution, never a torn one.
     The caller must be the file's only writer."""
-    import h5py
+    from nnfit.spectral.store import open_h5
 
     flat = np.asarray(x, dtype=np.float64).ravel()
-    with h5py.File(path, "a") as f:
+    with open_h5(path, "a") as f:
         tmp = "X_global__tmp"
         if tmp in f:
             del f[tmp]
@@ -333,7 +333,8 @@ def _fit_working_set(
     C, P = op.model_shape
     n = C * P
     x = np.zeros(n) if x0 is None else x0.ravel().copy()
-    J = np.flatnonzero(x > 0)
+    pending = np.flatnonzero(x > 0)  # warm-start support: enters the set in the first round
+    J = np.zeros(0, dtype=np.int64)
     G = np.zeros((0, 0))
     b = np.zeros(0)
     mu = None
@@ -368,16 +369,14 @@ def _fit_working_set(
             working_set=J.size,
             violators=viol.size,
         )
-        if viol.size == 0 and rounds > 0:
+        if viol.size == 0 and pending.size == 0:
             converged = True
             break
-        if viol.size == 0 and rounds == 0 and J.size == 0:
-            converged = True
-            break
-        k = viol.size if batch is None and J.size == 0 and viol.size <= 256 else None
-        if k is None:
-            k = batch if batch is not None else max(64, J.size // 2)
+        k = batch if batch is not None else max(64, J.size)
         new = viol[np.argsort(score[viol])[::-1][:k]]
+        if pending.size:
+            new = np.concatenate([pending, np.setdiff1d(new, pending)])
+            pending = pending[:0]
         # extend the Gram block with the new columns (only S*L*m*m_new work)
         t = time.perf_counter()
         cols = np.concatenate([J, new])
@@ -409,6 +408,10 @@ def _fit_working_set(
         mu = res.multipliers
         x = np.zeros(n)
         x[J] = res.x
+        # keep the working set to the support: zeros re-enter if their gradient asks again
+        keep = res.x > 0
+        if E is None and not keep.all():
+            J, G, b = J[keep], G[np.ix_(keep, keep)], b[keep]
         phases["solve"] += time.perf_counter() - t
         rounds += 1
         if path is not None and checkpoint:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from nnfit.spectral.operator import CubeOperator, _block_data
+from nnfit.spectral.operator import CubeOperator, _apply, _block_data
 
 __all__ = ["block_columns", "cube_gram"]
 
@@ -34,8 +34,16 @@ def block_columns(d: Any, columns: np.ndarray, C: int, P: int) -> np.ndarray:
     cols = np.asarray(columns, dtype=np.int64)
     out = np.empty((cols.size, Sb, L))
     cc, pp = np.divmod(cols, P)
-    for i in range(cols.size):
-        np.matmul(d.kern[:, cc[i], :], d.Y[pp[i]], out=out[i])
+    # one (S_block * n_c, K) @ (K, L) product per population present
+    order = np.argsort(pp, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(pp[order]) != 0])
+    ends = np.r_[starts[1:], order.size]
+    for a, e in zip(starts, ends, strict=True):
+        idx = order[a:e]
+        p = pp[idx[0]]
+        kc = d.kern[:, cc[idx], :]  # (Sb, m_p, K)
+        prod = kc.reshape(-1, kc.shape[2]) @ d.Y[p]  # (Sb*m_p, L)
+        out[idx] = prod.reshape(Sb, idx.size, L).transpose(1, 0, 2)
     if d.w is not None:
         out *= d.w[None, :, :]
     return out
@@ -115,11 +123,11 @@ def cube_gram(
 
     C, P = op.model_shape
     cols = np.arange(C * P) if columns is None else np.asarray(columns, dtype=np.int64)
+    args = (cols, C, P, int(new_from))
     parts = map_blocks(
-        _task_gram,
-        op.blocks(weighted=True),
+        _apply,
+        [(_task_gram, b, args) for b in op.blocks(weighted=True)],
         scheduler=op.scheduler,
-        broadcast=(cols, C, P, int(new_from)),
         on_result=on_block,
     )
     G = parts[0][0]

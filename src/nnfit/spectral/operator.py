@@ -154,10 +154,31 @@ def _block_data(source: tuple, s0: int, s1: int) -> _Data:
     raise ValueError(f"unknown operator source {kind!r}")
 
 
+_Q_CACHE: dict[str, Any] = {}
+
+
 def _q_from_x(Y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``Q[c, k, l] = sum_p x[c, p] Y[p, k, l]`` as (C*K, L)."""
+    """``Q[c, k, l] = sum_p x[c, p] Y[p, k, l]`` as (C*K, L), cached for the last ``x``.
+
+    Every spaxel block of one pass needs the same ``Q``; the cache makes it one product per
+    pass and process (on a cluster: per worker), not one per block.
+    """
+    key = (id(Y), Y.shape, x.shape, hash(x.tobytes()))
+    with _REGISTRY_LOCK:
+        hit = _Q_CACHE.get("key") == key
+        if hit:
+            return _Q_CACHE["Q"]
     P, K, L = Y.shape
-    return (x @ Y.reshape(P, K * L)).reshape(x.shape[0] * K, L)
+    Q = (x @ Y.reshape(P, K * L)).reshape(x.shape[0] * K, L)
+    with _REGISTRY_LOCK:
+        _Q_CACHE["key"] = key
+        _Q_CACHE["Q"] = Q
+    return Q
+
+
+def _apply(item: tuple) -> Any:
+    func, block, args = item
+    return func(block, *args)
 
 
 def _task_forward(block: tuple, x: np.ndarray) -> np.ndarray:
@@ -179,10 +200,15 @@ def _task_adjoint(item: tuple) -> np.ndarray:
 
 
 def _adjoint_core(d: _Data, r: np.ndarray) -> np.ndarray:
-    P, K, L = d.Y.shape
-    Sb, C, _ = d.kern.shape
-    phi = d.kern.reshape(Sb, C * K).T @ r  # (C*K, L)
-    return phi.reshape(C, K * L) @ d.Y.reshape(P, K * L).T
+    """Block part of ``Phi[c, k, :] = sum_s kern[s, c, k] r[s, :]`` as (C*K, L)."""
+    Sb, C, K = d.kern.shape
+    return d.kern.reshape(Sb, C * K).T @ r
+
+
+def _phi_to_model(Y: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """``out[c, p] = sum_{k,l} Phi[c, k, l] Y[p, k, l]``: the one (C, K*L) x (K*L, P) product."""
+    P, K, L = Y.shape
+    return phi.reshape(-1, K * L) @ Y.reshape(P, K * L).T
 
 
 def _task_gradient(block: tuple, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -279,7 +305,7 @@ class CubeOperator(LinearOperator):
         L = obs_pix.size
         dlog = float((tem_pix[-1] - tem_pix[0]) / (tem_pix.size - 1))
         Wk, center = kernel_matrix(vel_pix, dlog)
-        kern = np.ascontiguousarray(np.einsum("svc,vk->sck", losvd, Wk))
+        kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
         R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
         Y = shifted_template_dictionary(templates_PT, R, Wk.shape[1], center)
         w = None
@@ -369,9 +395,12 @@ class CubeOperator(LinearOperator):
         return out
 
     def _map(self, func, blocks, *args):
+        """Run ``func(block, *args)`` over blocks. The small ``args`` (``x``) travel inside each
+        task rather than through ``broadcast``: scattering identical content twice in a row
+        (same ``x`` in consecutive passes) loses the scattered key on current Dask."""
         from nnfit.parallel import map_blocks
 
-        return map_blocks(func, blocks, scheduler=self.scheduler, broadcast=args)
+        return map_blocks(_apply, [(func, b, args) for b in blocks], scheduler=self.scheduler)
 
     # ------------------------------------------------------------------ operator
     @property
@@ -399,10 +428,10 @@ class CubeOperator(LinearOperator):
         r = np.asarray(r, dtype=np.float64).reshape(self.data_shape)
         items = [(b, r[b[1] : b[2]]) for b in self.blocks()]
         parts = self._map(_task_adjoint, items)
-        out = parts[0].copy()
+        phi = parts[0].copy()
         for p in parts[1:]:
-            out += p
-        return out
+            phi += p
+        return _phi_to_model(self._data.Y, phi)
 
     def gradient(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """``(A^T W^2 (A x - y), ||W (A x - y)||^2)`` in one pass over the spaxels.
@@ -413,12 +442,12 @@ class CubeOperator(LinearOperator):
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
         parts = self._map(_task_gradient, self.blocks(), x)
-        g = parts[0][0].copy()
+        phi = parts[0][0].copy()
         chi2 = parts[0][1]
         for gp, cp in parts[1:]:
-            g += gp
+            phi += gp
             chi2 += cp
-        return g, chi2
+        return _phi_to_model(self._data.Y, phi), chi2
 
     def rhs(self) -> np.ndarray:
         """``A^T W^2 y`` (C, P): minus the gradient at ``x = 0``."""

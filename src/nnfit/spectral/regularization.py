@@ -35,18 +35,23 @@ def grid_shape_from_meta(meta: Any, n_populations: int) -> tuple[int, ...]:
     --------
     >>> grid_shape_from_meta({"shape": [7561, 6, 60]}, 360)
     (6, 60)
+    >>> grid_shape_from_meta({"grid_axes": ["Z", "age"],
+    ...                       "axis_values": {"Z": [0, 1], "age": [1, 2, 3]}}, 6)
+    (2, 3)
     >>> grid_shape_from_meta(None, 5)
     (5,)
     """
     if isinstance(meta, (str, bytes)):
         meta = json.loads(meta)
     shape: Sequence[int] | None = None
-    if isinstance(meta, Mapping):
+    if isinstance(meta, Mapping) and "grid_axes" in meta and "axis_values" in meta:
+        shape = [len(meta["axis_values"][a]) for a in meta["grid_axes"]]
+    if shape is None and isinstance(meta, Mapping):
         for key in ("grid_shape", "population_shape", "shape", "sizes", "original_shape"):
             if key in meta:
                 shape = [int(v) for v in meta[key]]
                 break
-        if shape is None and "axes" in meta:
+        if shape is None and "axes" in meta and not isinstance(meta["axes"][0], str):
             meta = meta["axes"]
     if shape is None and isinstance(meta, Sequence) and not isinstance(meta, (str, bytes)):
         sizes = []
