@@ -67,7 +67,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
                 flush=True,
             )
 
-    x, stats = fit_cube(
+    _, stats = fit_cube(
         a.path,
         method=a.method,
         x0=None if a.cold else "auto",

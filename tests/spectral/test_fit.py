@@ -23,7 +23,7 @@ def dense_reference(_small_store_master):
 
 @pytest.mark.parametrize("method", ["gram", "active-set"])
 def test_exact_optimum_matches_scipy_on_dense_matrix(small_store, dense_reference, method):
-    x_ref, chi2_ref = dense_reference
+    _, chi2_ref = dense_reference
     x, st = fit_cube(small_store, method=method, x0=None, batch=4)
     assert st["method"] == method
     assert st["converged"] and st["kkt_violation"] <= st["kkt_tol"]
@@ -57,7 +57,7 @@ def test_mass_constraints_exact(small_store):
     assert st["equality_residual"] <= 1e-10
     # constrained optimum is no better than the unconstrained one, and feasible-optimal:
     # active-set with the same constraints agrees
-    x2, st2 = fit_cube(
+    _, st2 = fit_cube(
         small_store, method="active-set", constraints=w, x0=None, checkpoint=False, batch=8
     )
     assert abs(st2["chi2"] - st["chi2"]) <= 1e-8 * st["chi2"]
@@ -66,7 +66,7 @@ def test_mass_constraints_exact(small_store):
 def test_warm_start_from_x_global(small_store):
     x1, st1 = fit_cube(small_store, method="active-set", x0=None, batch=4)
     assert read_warm_start(small_store, x1.shape) is not None
-    x2, st2 = fit_cube(small_store, method="active-set")  # x0="auto" reads /X_global
+    _, st2 = fit_cube(small_store, method="active-set")  # x0="auto" reads /X_global
     assert st2["rounds"] <= 1 < st1["rounds"]
     assert abs(st2["chi2"] - st1["chi2"]) <= 1e-12 * st1["chi2"]
 
@@ -92,7 +92,7 @@ def test_dask_cluster_gives_identical_x(small_store):
         ) as lc,
         Client(lc) as client,
     ):
-        x_dask, st = fit_cube(
+        x_dask, _ = fit_cube(
             small_store, method="gram", x0=None, checkpoint=False, block_size=4, scheduler=client
         )
         xa_dask, _ = fit_cube(
