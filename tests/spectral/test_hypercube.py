@@ -78,3 +78,123 @@ def test_rerun_is_noop_and_chunk_mismatch_is_an_error(built_store):
     assert info["tiles_built"] == info["tiles_total"]
     with open_h5(built_store, "r") as f:
         assert f["HyperCube/models"].chunks[:3] == (4, 1, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kill and resume with real processes
+# ---------------------------------------------------------------------------------------------
+
+# The builder in a subprocess, throttled (40 ms per tile written, in the parent writer) so the
+# test can kill it part-way on any machine; workers compute at full speed.
+_BUILD = """
+import sys, time
+import nnfit.spectral.hypercube as hc
+_slices = hc._slices
+def slow_slices(*a):
+    time.sleep(0.04)
+    return _slices(*a)
+hc._slices = slow_slices
+hc.build_hypercube(sys.argv[1], S_chunk=2, C_chunk=1, P_chunk=20, n_workers=int(sys.argv[2]),
+                   progress=False)
+"""
+
+
+def _models_digest(path):
+    from nnfit.io import array_sha256
+
+    with open_h5(path, "r") as f:
+        return (
+            array_sha256(f["HyperCube/models"][()]),
+            array_sha256(f["HyperCube/_done"][()]),
+            bool(f["HyperCube"].attrs["complete"]),
+        )
+
+
+def _start_build(path, n_workers):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.Popen(
+        [sys.executable, "-c", _BUILD, str(path), str(n_workers)],
+        start_new_session=True,  # its own process group: the kill takes its workers too
+        env=env,
+    )
+
+
+def _tiles_done(path):
+    from nnfit.spectral.diagnostics import hypercube_status
+
+    try:
+        return hypercube_status(path)["tiles_done"]
+    except (OSError, KeyError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def kill_problem(tmp_path_factory):
+    from nnfit.spectral.simulate import simulate_cube
+
+    d = tmp_path_factory.mktemp("kill")
+    sim = simulate_cube(24, 2, 60, n_tem_pix=3000, n_obs_pix=600, n_vel=61, seed=11)
+    master = sim.to_h5(d / "master.h5")
+    ref = d / "reference.h5"
+    import shutil
+
+    shutil.copyfile(master, ref)
+    build_hypercube(ref, S_chunk=2, C_chunk=1, P_chunk=20, n_workers=0, progress=False)
+    return master, _models_digest(ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [0, 2])
+def test_sigkill_then_resume_is_byte_identical(tmp_path, kill_problem, n_workers):
+    import os
+    import shutil
+    import signal
+    import time
+
+    from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
+    from nnfit.spectral.store import read_superblock
+
+    master, ref_digest = kill_problem
+    path = tmp_path / "cube.h5"
+    shutil.copyfile(master, path)
+    total = 12 * 2 * 3
+    import matplotlib.figure  # noqa: F401  (imported before the race starts)
+
+    killed_at = []
+    flags_seen = []
+    snapshot_done = False
+    delays = np.random.default_rng(n_workers).uniform(0.2, 2.0, 3)
+    for round_ in range(3):
+        # Round 0: once tiles appear, read a live snapshot (SWMR) and kill. Round 1: kill at a
+        # random moment (start-up, preparation or tiles). Round 2: kill half-way through.
+        proc = _start_build(path, n_workers)
+        t_start = time.monotonic()
+        n = 0
+        while time.monotonic() - t_start < 120 and proc.poll() is None:
+            n = _tiles_done(path)
+            if round_ == 0 and n >= 1:
+                png = live_prefit_snapshot_from_models(path, tmp_path / "live.png")
+                assert png.stat().st_size > 10_000
+                snapshot_done = True
+                break
+            if round_ == 1 and time.monotonic() - t_start >= delays[round_]:
+                break
+            if round_ == 2 and n >= total // 2:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, f"build finished before the kill (round {round_}, n={n})"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at.append(_tiles_done(path))
+        flags_seen.append(read_superblock(path)["flags"])
+    assert flags_seen[0] != 0 and flags_seen[2] != 0  # as a killed SWMR writer leaves a file
+    assert snapshot_done
+    assert 0 < killed_at[0] <= killed_at[1] <= killed_at[2] < total
+    info = build_hypercube(path, S_chunk=2, C_chunk=1, P_chunk=20, n_workers=0, progress=False)
+    assert info["tiles_skipped"] == killed_at[-1]
+    assert info["tiles_built"] == total - killed_at[-1]
+    assert _models_digest(path) == ref_digest

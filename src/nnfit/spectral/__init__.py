@@ -1,17 +1,30 @@
-"""Spectral cube fitting (CubeFit): LOSVD-convolved templates, HyperCube, global NNLS."""
+"""Spectral cube fitting (CubeFit): LOSVD-convolved templates, HyperCube, global NNLS.
 
-# Store, operators, simulation and HyperCube build (issue 4).
-from nnfit.spectral.hypercube import build_hypercube, compress_hypercube_inplace
-from nnfit.spectral.simulate import SimulatedCube, simulate_cube
-from nnfit.spectral.store import CubeProblem, H5Manager, load_problem, open_h5
+Public names are imported lazily, so ``nnfit --help`` and other command groups do not pay
+for importing h5py and SciPy.
+"""
 
-__all__ = [
-    "CubeProblem",
-    "H5Manager",
-    "SimulatedCube",
-    "build_hypercube",
-    "compress_hypercube_inplace",
-    "load_problem",
-    "open_h5",
-    "simulate_cube",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Store, operators, simulation and HyperCube build (issue 4): name -> defining module.
+_LAZY = {
+    "CubeProblem": "nnfit.spectral.store",
+    "H5Manager": "nnfit.spectral.store",
+    "load_problem": "nnfit.spectral.store",
+    "open_h5": "nnfit.spectral.store",
+    "SimulatedCube": "nnfit.spectral.simulate",
+    "simulate_cube": "nnfit.spectral.simulate",
+    "build_hypercube": "nnfit.spectral.hypercube",
+    "compress_hypercube_inplace": "nnfit.spectral.hypercube",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nnfit.spectral' has no attribute {name!r}")

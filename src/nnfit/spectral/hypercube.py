@@ -28,7 +28,14 @@ import numpy as np
 from nnfit.io import array_sha256, atomic_path
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.operators import ModelRowComputer
-from nnfit.spectral.store import LIBVER, CubeProblem, load_problem, open_h5
+from nnfit.spectral.store import (
+    LIBVER,
+    CubeProblem,
+    load_problem,
+    open_h5,
+    open_locked,
+    writer_lock,
+)
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
@@ -104,95 +111,93 @@ def _slices(key, chunks, shape) -> tuple[slice, slice, slice]:
     )  # type: ignore[return-value]
 
 
-def _prepare(
-    path: Path,
-    prob: CubeProblem,
-    chunks: tuple[int, int, int],
-    compression,
-    overwrite: bool,
-    digest: str,
-) -> bool:
-    """Create or check ``/HyperCube``; return True if the build is already complete."""
-    S, C, P, L = prob.S, prob.C, prob.P, prob.L
-    shape4 = (S, C, P, L)
-    chunk4 = (*chunks, L)
-    grid = tile_grid((S, C, P), chunks)
-    comp = None if compression in (None, False, "none") else compression
-    with open_h5(path, "r+") as f:
-        if "HyperCube" in f:
-            g = f["HyperCube"]
-            m = g.get("models")
-            done = np.asarray(g["_done"][()], dtype=bool) if "_done" in g else np.zeros(0, bool)
-            found_chunks = tuple(m.chunks) if m is not None else None
-            same = (
-                m is not None
-                and tuple(m.shape) == shape4
-                and found_chunks == chunk4
-                and g.attrs.get("inputs_sha256", "") == digest
+def _inspect(path: Path, shape4, chunk4, digest: str) -> dict[str, Any]:
+    """What ``/HyperCube`` holds now, compared with the build asked for."""
+    with open_h5(path, "r") as f:
+        if "HyperCube" not in f:
+            return {"present": False}
+        g = f["HyperCube"]
+        m = g.get("models")
+        done = np.asarray(g["_done"][()], dtype=bool) if "_done" in g else np.zeros(0, bool)
+        found_shape = tuple(m.shape) if m is not None else None
+        found_chunks = tuple(m.chunks) if m is not None else None
+        found_digest = g.attrs.get("inputs_sha256", "")
+        why = []
+        if found_shape != shape4:
+            why.append(f"shape {found_shape} vs inputs {shape4}")
+        if found_chunks != chunk4:
+            why.append(
+                f"chunks (S_chunk, C_chunk, P_chunk, L) = {found_chunks}, requested {chunk4}"
             )
-            if same:
-                if bool(g.attrs.get("complete", False)) and done.all():
-                    return True
-                return False
-            n_done = int(done.sum())
-            if n_done and not overwrite:
-                why = []
-                if m is not None and tuple(m.shape) != shape4:
-                    why.append(f"shape {tuple(m.shape)} vs inputs {shape4}")
-                if found_chunks != chunk4:
-                    why.append(
-                        f"chunks (S_chunk, C_chunk, P_chunk, L) = {found_chunks}, requested {chunk4}"
-                    )
-                if g.attrs.get("inputs_sha256", "") != digest:
-                    why.append("the inputs (templates, LOSVD, grids) changed since it was started")
-                raise ValueError(
-                    f"{path}: a partial HyperCube exists ({n_done}/{done.size} tiles done) that "
-                    f"does not match this build: {'; '.join(why)}. Resume with the same "
-                    "parameters, or pass overwrite=True (CLI: --overwrite) to discard it"
-                )
-        # Fresh start. Deleting a dataset would leave its space unreclaimed in the file, so a
-        # discarded HyperCube is dropped by rewriting the store without it.
-    if _has_hypercube(path):
-        _rewrite_without_hypercube(path)
-    with open_h5(path, "r+") as f:
-        g = f.create_group("HyperCube")
-        dcpl_kw: dict[str, Any] = {}
-        if comp is not None:
-            dcpl_kw.update(compression=comp, shuffle=True)
-        if comp is None:
-            # Allocate every chunk now without writing fill values: chunk addresses never change
-            # during the build, so a kill can only leave tile *contents* unfinished.
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_chunk(chunk4)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-            space = h5py.h5s.create_simple(shape4)
-            h5py.h5d.create(g.id, b"models", h5py.h5t.IEEE_F32LE, space, dcpl=dcpl)
-        else:
-            g.create_dataset("models", shape=shape4, dtype="<f4", chunks=chunk4, **dcpl_kw)
-        g.create_dataset("_done", shape=grid, dtype=np.uint8, fillvalue=0)
-        g.attrs["complete"] = False
-        g.attrs["inputs_sha256"] = digest
-        g.attrs["chunks_json"] = json.dumps(
-            {"S_chunk": chunks[0], "C_chunk": chunks[1], "P_chunk": chunks[2]}
+        if found_digest != digest:
+            why.append("the inputs (templates, LOSVD, grids) changed since it was started")
+        return {
+            "present": True,
+            "same": not why,
+            "why": why,
+            "n_done": int(done.sum()),
+            "n_tiles": int(done.size),
+            "complete": bool(g.attrs.get("complete", False)) and bool(done.size and done.all()),
+        }
+
+
+def _create_hypercube(g: h5py.Group, shape4, chunk4, grid, compression, digest: str) -> None:
+    if compression is None:
+        # Allocate every chunk now without writing fill values (a sparse file): chunk addresses
+        # never change during the build, so tile writes touch raw data only, never metadata.
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunk4)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        space = h5py.h5s.create_simple(shape4)
+        h5py.h5d.create(g.id, b"models", h5py.h5t.IEEE_F32LE, space, dcpl=dcpl)
+    else:
+        g.create_dataset(
+            "models",
+            shape=shape4,
+            dtype="<f4",
+            chunks=chunk4,
+            compression=compression,
+            shuffle=True,
         )
-        g.attrs["definition"] = "models[s, c, p, :] = Rebin(LOSVD[s, :, c] (*) Templates[p, :])"
+    # Written (so allocated) now: nothing needs allocating once SWMR writing starts.
+    g.create_dataset("_done", data=np.zeros(grid, dtype=np.uint8))
+    g.attrs["complete"] = False
+    g.attrs["inputs_sha256"] = digest
+    g.attrs["chunks_json"] = json.dumps(
+        {"S_chunk": chunk4[0], "C_chunk": chunk4[1], "P_chunk": chunk4[2]}
+    )
+    g.attrs["definition"] = "models[s, c, p, :] = Rebin(LOSVD[s, :, c] (*) Templates[p, :])"
+
+
+def _prepare(path: Path, shape4, chunk4, grid, compression, overwrite: bool, digest: str) -> bool:
+    """Create or check ``/HyperCube`` (writer lock held); True if the build is complete."""
+    state = _inspect(path, shape4, chunk4, digest)
+    if state["present"] and state["same"]:
+        return state["complete"]
+    if state["present"] and state["n_done"] and not overwrite:
+        raise ValueError(
+            f"{path}: a partial HyperCube exists ({state['n_done']}/{state['n_tiles']} tiles done) "
+            f"that does not match this build: {'; '.join(state['why'])}. Resume with the same "
+            "parameters, or pass overwrite=True (CLI: --overwrite) to discard it"
+        )
+    # A fresh HyperCube is created in a copy of the store that replaces it atomically: a kill
+    # here leaves the old file, never half-written metadata; a discarded cube's space is freed.
+    with h5py.File(path, "r") as src, atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", libver=LIBVER) as dst:
+            _copy_store(src, dst, skip=("HyperCube",))
+            _create_hypercube(
+                dst.create_group("HyperCube"), shape4, chunk4, grid, compression, digest
+            )
     return False
 
 
-def _has_hypercube(path: Path) -> bool:
-    with open_h5(path, "r") as f:
-        return "HyperCube" in f
-
-
-def _rewrite_without_hypercube(path: Path) -> None:
-    with open_h5(path, "r+") as src, atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", libver=LIBVER) as dst:
-            for k, v in src.attrs.items():
-                dst.attrs[k] = v
-            for name in src:
-                if name != "HyperCube":
-                    src.copy(src[name], dst, name=name)
+def _copy_store(src: h5py.File, dst: h5py.File, *, skip: tuple[str, ...] = ()) -> None:
+    for k, v in src.attrs.items():
+        dst.attrs[k] = v
+    for name in src:
+        if name not in skip:
+            src.copy(src[name], dst, name=name)
 
 
 def build_hypercube(
@@ -218,9 +223,10 @@ def build_hypercube(
     n_workers : int, optional
         Worker processes computing tiles (default: CPUs available); 0 or 1 computes in this
         process. Ignored when ``scheduler`` is given.
-    compression : str, optional
-        HDF5 filter for the models (``"gzip"``, ``"lzf"``); None (fastest) is recommended,
-        compress afterwards with :func:`compress_hypercube_inplace`.
+    compression : {None, "gzip", "lzf"}
+        HDF5 filter for the models during the build. None (fastest, and the only choice that
+        preallocates every chunk) is recommended; compress afterwards with
+        :func:`compress_hypercube_inplace`.
     overwrite : bool
         Discard an existing partial HyperCube that does not match these parameters or inputs
         (otherwise that is an error).
@@ -248,13 +254,12 @@ def build_hypercube(
     """
     p = Path(path)
     t0 = time.perf_counter()
-    prob = load_problem(p)
-    S, C, P, L = prob.S, prob.C, prob.P, prob.L
-    chunks = (
-        min(check_int("S_chunk", S_chunk, low=1), S),
-        min(check_int("C_chunk", C_chunk, low=1), C),
-        min(check_int("P_chunk", P_chunk, low=1), P),
-    )
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such cube store (create it with 'nnfit cube init')")
+    if compression in (False, "none"):
+        compression = None
+    if compression is not None and compression not in ("gzip", "lzf"):
+        raise ValueError(f"compression must be None, 'gzip' or 'lzf'; got {compression!r}")
     if n_workers is None:
         n_workers = (
             len(os.sched_getaffinity(0))
@@ -262,61 +267,64 @@ def build_hypercube(
             else os.cpu_count() or 1
         )
     n_workers = check_int("n_workers", n_workers, low=0)
-    digest = inputs_digest(prob)
-    grid = tile_grid((S, C, P), chunks)
-    n_total = int(np.prod(grid))
-    if _prepare(p, prob, chunks, compression, overwrite, digest):
-        return _result(n_total, 0, n_total, t0, (S, C, P, L), chunks)
-
-    with open_h5(p, "r+") as f:
-        done = np.asarray(f["HyperCube/_done"][()], dtype=bool)
-    todo = [tuple(int(v) for v in k) for k in np.argwhere(~done)]
-    n_skip = n_total - len(todo)
-    built = 0
-    bar = progress_bar(n_total, desc="HyperCube tiles", unit="tile", enabled=progress)
-    bar.update(n_skip)
-    f = open_h5(p, "r+")
-    try:
-        models = f["HyperCube/models"]
-        done_ds = f["HyperCube/_done"]
-        f.swmr_mode = True
-
-        def write(key: tuple[int, int, int], tile: np.ndarray) -> None:
-            nonlocal built
-            sl = _slices(key, chunks, (S, C, P))
-            models[sl[0], sl[1], sl[2], :] = tile
-            f.flush()  # the tile's data reach the file before its bit does
-            done_ds[key] = 1
-            f.flush()
-            built += 1
-            bar.update(1)
-
-        arrays = (
-            prob.templates_PT,
-            prob.losvd,
-            prob.vel_pix,
-            prob.tem_pix,
-            prob.obs_pix,
-            prob.rebin,
+    with writer_lock(p):
+        prob = load_problem(p)
+        S, C, P, L = prob.S, prob.C, prob.P, prob.L
+        chunks = (
+            min(check_int("S_chunk", S_chunk, low=1), S),
+            min(check_int("C_chunk", C_chunk, low=1), C),
+            min(check_int("P_chunk", P_chunk, low=1), P),
         )
-        if scheduler is not None:
-            _run_dask(todo, chunks, arrays, scheduler, write)
-        elif n_workers <= 1 or len(todo) <= 1:
-            _init_worker(*arrays)
-            try:
-                for key in todo:
-                    write(key, _compute_tile(key, chunks))
-            finally:
-                _WORKER.clear()
-        else:
-            _run_pool(todo, chunks, arrays, n_workers, write)
-    finally:
-        bar.close()
-        f.close()
-    with open_h5(p, "r+") as f:
-        if np.asarray(f["HyperCube/_done"][()], dtype=bool).all():
-            f["HyperCube"].attrs["complete"] = True
-    return _result(n_total, built, n_skip, t0, (S, C, P, L), chunks)
+        digest = inputs_digest(prob)
+        grid = tile_grid((S, C, P), chunks)
+        n_total = int(np.prod(grid))
+        shape4, chunk4 = (S, C, P, L), (*chunks, L)
+        if _prepare(p, shape4, chunk4, grid, compression, overwrite, digest):
+            return _result(n_total, 0, n_total, t0, shape4, chunks)
+        with open_h5(p, "r") as f:
+            done = np.asarray(f["HyperCube/_done"][()], dtype=bool)
+        todo = [tuple(int(v) for v in k) for k in np.argwhere(~done)]
+        n_skip = n_total - len(todo)
+        built = 0
+        bar = progress_bar(n_total, desc="HyperCube tiles", unit="tile", enabled=progress)
+        bar.update(n_skip)
+        f = open_locked(p, "r+")
+        try:
+            models = f["HyperCube/models"]
+            done_ds = f["HyperCube/_done"]
+            f.swmr_mode = True
+
+            def write(key: tuple[int, int, int], tile: np.ndarray) -> None:
+                nonlocal built
+                sl = _slices(key, chunks, (S, C, P))
+                models[sl[0], sl[1], sl[2], :] = tile
+                f.flush()  # the tile's data reach the file before its bit does
+                done_ds[key] = 1
+                f.flush()
+                built += 1
+                bar.update(1)
+
+            arrays = (
+                prob.templates_PT, prob.losvd, prob.vel_pix, prob.tem_pix, prob.obs_pix, prob.rebin
+            )  # fmt: skip
+            if scheduler is not None:
+                _run_dask(todo, chunks, arrays, scheduler, write)
+            elif n_workers <= 1 or len(todo) <= 1:
+                _init_worker(*arrays)
+                try:
+                    for key in todo:
+                        write(key, _compute_tile(key, chunks))
+                finally:
+                    _WORKER.clear()
+            else:
+                _run_pool(todo, chunks, arrays, n_workers, write)
+        finally:
+            bar.close()
+            f.close()
+        with open_locked(p, "r+") as f:
+            if np.asarray(f["HyperCube/_done"][()], dtype=bool).all():
+                f["HyperCube"].attrs["complete"] = True
+    return _result(n_total, built, n_skip, t0, shape4, chunks)
 
 
 def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
@@ -403,7 +411,7 @@ def compress_hypercube_inplace(
     if codec not in ("gzip", "lzf"):
         raise ValueError(f"codec must be 'gzip' or 'lzf'; got {codec!r}")
     level = check_int("level", level, low=0, high=9)
-    with open_h5(p, "r+") as src:
+    with writer_lock(p), h5py.File(p, "r") as src:
         if "HyperCube/models" not in src:
             raise ValueError(f"{p}: no /HyperCube/models to compress; build it first")
         g = src["HyperCube"]
@@ -412,31 +420,24 @@ def compress_hypercube_inplace(
                 f"{p}: the HyperCube is not complete; finish the build before compressing"
             )
         m = g["models"]
-        with atomic_path(p, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w", libver=LIBVER) as dst:
-                for k, v in src.attrs.items():
-                    dst.attrs[k] = v
-                for name in src:
-                    if name != "HyperCube":
-                        src.copy(src[name], dst, name=name)
-                gd = dst.create_group("HyperCube")
-                for k, v in g.attrs.items():
-                    gd.attrs[k] = v
-                src.copy(g["_done"], gd, name="_done")
-                kw: dict[str, Any] = {"compression": codec, "shuffle": bool(shuffle)}
-                if codec == "gzip":
-                    kw["compression_opts"] = level
-                md = gd.create_dataset(
-                    "models", shape=m.shape, dtype=m.dtype, chunks=m.chunks, **kw
-                )
-                cS, cC, cP, _ = m.chunks
-                S, C, P, _ = m.shape
-                for s0 in range(0, S, cS):
-                    for c0 in range(0, C, cC):
-                        for p0 in range(0, P, cP):
-                            sl = np.s_[s0 : s0 + cS, c0 : c0 + cC, p0 : p0 + cP, :]
-                            md[sl] = m[sl]
-                gd.attrs["compression"] = json.dumps(
-                    {"codec": codec, "level": level, "shuffle": bool(shuffle)}
-                )
+        with atomic_path(p, suffix=".h5") as tmp, h5py.File(tmp, "w", libver=LIBVER) as dst:
+            _copy_store(src, dst, skip=("HyperCube",))
+            gd = dst.create_group("HyperCube")
+            for k, v in g.attrs.items():
+                gd.attrs[k] = v
+            src.copy(g["_done"], gd, name="_done")
+            kw: dict[str, Any] = {"compression": codec, "shuffle": bool(shuffle)}
+            if codec == "gzip":
+                kw["compression_opts"] = level
+            md = gd.create_dataset("models", shape=m.shape, dtype=m.dtype, chunks=m.chunks, **kw)
+            cS, cC, cP, _ = m.chunks
+            S, C, P, _ = m.shape
+            for s0 in range(0, S, cS):
+                for c0 in range(0, C, cC):
+                    for p0 in range(0, P, cP):
+                        sl = np.s_[s0 : s0 + cS, c0 : c0 + cC, p0 : p0 + cP, :]
+                        md[sl] = m[sl]
+            gd.attrs["compression"] = json.dumps(
+                {"codec": codec, "level": level, "shuffle": bool(shuffle)}
+            )
     return p

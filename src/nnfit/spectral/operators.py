@@ -379,7 +379,7 @@ class ModelRowComputer:
         used = np.flatnonzero(np.asarray(self.rebin.sum(axis=0)).ravel() != 0)
         self.t_lo = int(used.min()) if used.size else 0
         self.t_hi = int(used.max()) + 1 if used.size else 0
-        self._R_cols = sp.csr_matrix(self.rebin[:, self.t_lo : self.t_hi]).T.tocsr()  # (T', L)
+        self._R_cols = sp.csr_matrix(self.rebin[:, self.t_lo : self.t_hi].T)  # (T', L) CSR
         self._TF = sfft.rfft(self.templates_PT, n=self.nfft, axis=-1)  # (P, nF) complex128
 
     @property
@@ -405,11 +405,15 @@ class ModelRowComputer:
         kf = sfft.rfft(kern, n=self.nfft)
         return self._rows_from_kf(kf)
 
-    def _rows_from_kf(self, kf: np.ndarray) -> np.ndarray:
-        full = sfft.irfft(self._TF * kf, n=self.nfft, axis=-1)
-        # out[t] = full[t + center]; keep only t in [t_lo, t_hi).
+    def _rows_from_kf(self, kf: np.ndarray, p0: int = 0, p1: int | None = None, buf=None):
+        TF = self._TF[p0:p1]
+        if buf is None:
+            buf = np.empty_like(TF)
+        np.multiply(TF, kf, out=buf)
+        full = sfft.irfft(buf, n=self.nfft, axis=-1, overwrite_x=True)
+        # out[t] = full[t + center]; only t in [t_lo, t_hi) reach the rebin.
         conv = full[:, self.center + self.t_lo : self.center + self.t_hi]
-        return np.asarray(self._R_cols.T @ conv.T).T  # (P, L)
+        return conv @ self._R_cols  # (P', L): dense @ CSR (T', L)
 
     def tile(
         self, losvd_block: np.ndarray, p0: int = 0, p1: int | None = None, out=None
@@ -422,12 +426,13 @@ class ModelRowComputer:
             out = np.empty((dS, dC, p1 - p0, self.n_obs), dtype=np.float32)
         kern = self.kernels(np.moveaxis(lb, 1, 2))  # (dS, dC, K)
         kf = sfft.rfft(kern, n=self.nfft, axis=-1)
-        TF = self._TF[p0:p1]
+        buf = np.empty((p1 - p0, self._TF.shape[1]), dtype=np.complex128)
         for i in range(dS):
             for j in range(dC):
-                full = sfft.irfft(TF * kf[i, j], n=self.nfft, axis=-1)
-                conv = full[:, self.center + self.t_lo : self.center + self.t_hi]
-                out[i, j] = (self._R_cols.T @ conv.T).T
+                if not kern[i, j].any():
+                    out[i, j] = 0.0  # an empty LOSVD: exactly zero models
+                    continue
+                out[i, j] = self._rows_from_kf(kf[i, j], p0, p1, buf)
         return out
 
 

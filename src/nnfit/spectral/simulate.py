@@ -139,6 +139,7 @@ def simulate_cube(
     lam_range: tuple[float, float] = (4800.0, 6300.0),
     vmax: float = 1000.0,
     population_grid: tuple[int, int] | None = None,
+    float32_inputs: bool = True,
 ) -> SimulatedCube:
     """Simulate an IFU cube built from LOSVD-convolved, rebinned templates.
 
@@ -168,6 +169,11 @@ def simulate_cube(
         LOSVD velocity grid spans [-vmax, vmax] km/s.
     population_grid : (int, int), optional
         (n_metallicity, n_age) for ``"ssp"``; default: the most square factorisation of P.
+    float32_inputs : bool
+        Round templates and LOSVDs to float32 values (default), so that a store, which keeps
+        them as float32, holds exactly this problem. The rounding (6e-8 relative) also caps
+        the condition number of SSP-like problems near 1e9; ``False`` keeps float64 values
+        (cond ~1e11-1e12 for ``"ssp"``) for in-memory experiments.
 
     Returns
     -------
@@ -273,7 +279,8 @@ def simulate_cube(
                 tau[p] += depth_p[p, i] * g
     templates_PT = cont * np.exp(-tau)
     templates_PT /= np.median(templates_PT, axis=1, keepdims=True)
-    templates_PT = templates_PT.astype(np.float32).astype(np.float64)
+    if float32_inputs:
+        templates_PT = templates_PT.astype(np.float32).astype(np.float64)
     templates_arr = np.ascontiguousarray(templates_PT.T.reshape(T, *grid_shape))
     meta.update({"shape": [T, *grid_shape], "grid_shape": list(grid_shape), "order": "C"})
 
@@ -312,7 +319,8 @@ def simulate_cube(
     scale = rng.uniform(0.5, 2.0, C)
     amp = np.exp(-r[:, None] / scale[None, :])  # light of component c in spaxel s
     losvd = np.ascontiguousarray(np.moveaxis(shapes * amp[..., None], 2, 1))  # (S, V, C)
-    losvd = losvd.astype(np.float32).astype(np.float64)
+    if float32_inputs:
+        losvd = losvd.astype(np.float32).astype(np.float64)
 
     # ---- model by linearity, in spaxel blocks ----------------------------------------------
     R = rebin_matrix(tem_pix, obs_pix)

@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ __all__ = [
     "clear_swmr_status",
     "load_problem",
     "open_h5",
+    "open_locked",
     "read_superblock",
+    "writer_lock",
 ]
 
 LIBVER = ("v110", "v110")
@@ -251,11 +254,70 @@ class H5File(h5py.File):
                 lock.release()
 
 
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike[str]):
+    """Hold nnfit's writer lock on ``path`` (and repair it after a killed writer) meanwhile.
+
+    For maintenance that rewrites the whole file (copy to a temporary file, then
+    ``os.replace``): no other nnfit writer can start until the block ends. Temporary files
+    left next to ``path`` by a killed rewrite are removed.
+    """
+    p = Path(path)
+    lock = _WriterLock(p)
+    lock.acquire()
+    try:
+        for stale in p.parent.glob(f".{p.name}.*.tmp*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        if p.exists() and p.stat().st_size > 0:
+            clear_swmr_status(p)
+        yield p
+    finally:
+        lock.release()
+
+
+def open_locked(path: str | os.PathLike[str], mode: str = "r+", **kwargs: Any) -> H5File:
+    """Open for writing inside a :func:`writer_lock` block (which already holds the lock).
+
+    Repairs a killed writer's leftovers first, like :func:`open_h5`.
+    """
+    p = Path(path)
+    if mode in ("r+", "a") and p.exists() and p.stat().st_size > 0:
+        clear_swmr_status(p)
+    return _open_retrying(p, mode, kwargs.pop("lock_timeout", 60.0), libver=LIBVER, **kwargs)
+
+
 _READ_MODES = {"r", "reader"}
 _WRITE_MODES = {"r+", "writer", "a", "w", "w-", "x"}
 
 
-def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> H5File:
+def _is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)
+
+
+def _open_retrying(p: Path, mode: str, lock_timeout: float, **kwargs: Any) -> H5File:
+    """Open, retrying while another process holds HDF5's lock (a reader or writer in between
+    phases); give up after ``lock_timeout`` seconds with a clear error."""
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.01
+    while True:
+        try:
+            return H5File(p, mode, **kwargs)
+        except OSError as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise FileExistsError(
+                    f"{p}: still locked by another process after {lock_timeout:g} s (HDF5 file "
+                    f"lock; opening with mode {mode!r}). Wait for it to finish, or stop it"
+                ) from exc
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+
+def open_h5(
+    path: str | os.PathLike[str], mode: str = "r", *, lock_timeout: float = 60.0, **kwargs: Any
+) -> H5File:
     """Open a cube store: SWMR-safe for readers, exclusive and self-repairing for the writer.
 
     Parameters
@@ -267,6 +329,9 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> H5F
         nnfit's writer lock (``<path>.lock``; a second writer gets ``FileExistsError``), then
         repair a file left by a killed writer (:func:`clear_swmr_status`) and open it with the
         SWMR-capable format bounds :data:`LIBVER`.
+    lock_timeout : float
+        Seconds to keep retrying while another process holds HDF5's own file lock (a reader
+        keeps a writer out and vice versa, except in SWMR mode).
     **kwargs
         Passed to ``h5py.File`` (e.g. ``rdcc_nbytes`` for a larger chunk cache).
 
@@ -290,12 +355,11 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> H5F
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such cube store")
         try:
-            f = H5File(p, "r", swmr=True, **kwargs)
+            return _open_retrying(p, "r", lock_timeout, swmr=True, **kwargs)
         except OSError:
             if read_superblock(p)["version"] >= 3:
                 raise
-            f = H5File(p, "r", **kwargs)
-        return f
+            return _open_retrying(p, "r", lock_timeout, **kwargs)
     if mode not in _WRITE_MODES:
         raise ValueError(f"mode must be one of {sorted(_READ_MODES | _WRITE_MODES)}; got {mode!r}")
     h5mode = {"writer": "r+"}.get(mode, mode)
@@ -308,7 +372,7 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> H5F
             clear_swmr_status(p)
         if h5mode == "r+" and not p.exists():
             raise FileNotFoundError(f"{p}: no such cube store")
-        f = H5File(p, h5mode, libver=LIBVER, **kwargs)
+        f = _open_retrying(p, h5mode, lock_timeout, libver=LIBVER, **kwargs)
     except BaseException:
         lock.release()
         raise
