@@ -107,3 +107,22 @@ def test_dask_cluster_gives_identical_x(small_store):
     scale = np.abs(x_local).max()
     assert np.abs(x_dask - x_local).max() <= 1e-12 * scale
     assert np.abs(xa_dask - xa_local).max() <= 1e-12 * np.abs(xa_local).max()
+
+
+def test_cli_and_runner_route_to_fit_cube(built_store, run_cli, tmp_path):
+    import json
+
+    from nnfit.spectral.runner import PipelineRunner
+
+    r = run_cli(
+        "cube", "fit", built_store, "--method", "gram", "--regul", "10", "--stats", "s.json",
+        "--out", "x.npy", "--quiet", check=True,
+    )  # fmt: skip
+    assert "fit (gram): optimum" in r.stdout
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["converged"] and stats["kkt_violation"] <= stats["kkt_tol"]
+    x_cli = np.load(tmp_path / "x.npy")
+    with h5py.File(built_store, "r") as f:
+        np.testing.assert_array_equal(f["X_global"][()], x_cli)
+    x, st = PipelineRunner(built_store).solve_all(method="auto", verbose=False)
+    assert st["method"] == "gram" and st["converged"]

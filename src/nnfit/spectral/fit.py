@@ -49,35 +49,73 @@ METHODS = ("auto", "gram", "active-set", "matrix-free")
 
 
 # ----------------------------------------------------------------------------- HDF5 glue
+def _sha(x: np.ndarray) -> bytes:
+    from nnfit.io import array_sha256
+
+    return array_sha256(np.asarray(x, dtype=np.float64)).encode("ascii")
+
+
 def read_warm_start(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray | None:
-    """``/X_global`` (or ``/Fit/x_best``) of a cube file reshaped to ``shape``, or ``None``."""
+    """``/X_global`` (else ``/Fit/x_best``) of a cube file reshaped to ``shape``, or ``None``.
+
+    Vectors with a digest record (``/Fit/state/<name>_sha``, the Kaczmarz tracker's
+    convention) are used only when the digest verifies, so a torn write is skipped.
+    """
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            for key in ("X_global", "Fit/x_best"):
-                if key in f and f[key].size == shape[0] * shape[1]:
-                    x = np.asarray(f[key][...], dtype=np.float64).reshape(shape)
-                    if np.all(np.isfinite(x)):
-                        return np.clip(x, 0.0, None)
+            st = f.get("Fit/state")
+            for name, key in (("X_global", "X_global"), ("x_best", "Fit/x_best")):
+                if key not in f or f[key].size != shape[0] * shape[1]:
+                    continue
+                x = np.asarray(f[key][...], dtype=np.float64)
+                if st is not None and f"{name}_sha" in st:
+                    sha = bytes(st[f"{name}_sha"][0])
+                    if sha not in (b"untracked", _sha(x)):
+                        continue
+                if np.all(np.isfinite(x)) and np.any(x != 0):
+                    return np.clip(x, 0.0, None).reshape(shape)
     except OSError:
         return None
     return None
 
 
 def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = None) -> None:
-    """Write ``x`` (C*P,) float64 to ``/X_global``: written under a temporary name, then
-    moved into place, so a kill leaves either the old or the new solution, never a torn one.
-    The caller must be the file's only writer."""
+    """Commit ``x`` (C*P,) float64 to ``/X_global`` through the store's single-writer lock.
+
+    On a store the Kaczmarz tracker has initialised (``/Fit/state``), the vector is written in
+    place, flushed, and only then its SHA-256 digest and fingerprint (``fit_cube:<method>``)
+    are recorded, the tracker's crash-consistency convention: a kill in between leaves a digest
+    that does not verify and the vector is skipped on resume. Otherwise it is written under a
+    temporary name and moved into place, so a kill leaves the old or the new one.
+    """
     from nnfit.spectral.store import open_h5
 
     flat = np.asarray(x, dtype=np.float64).ravel()
+    attrs = attrs or {}
     with open_h5(path, "a") as f:
+        st = f.get("Fit/state")
+        if (
+            st is not None
+            and "X_global_sha" in st
+            and "X_global" in f
+            and f["X_global"].shape == flat.shape
+        ):
+            f["X_global"][...] = flat
+            f.flush()
+            if "X_global_pos" in st:
+                st["X_global_pos"][...] = -1
+            if "X_global_fp" in st:
+                st["X_global_fp"][0] = f"fit_cube:{attrs.get('method', '')}".encode()
+            st["X_global_sha"][0] = _sha(flat)
+            f.flush()
+            return
         tmp = "X_global__tmp"
         if tmp in f:
             del f[tmp]
         ds = f.create_dataset(tmp, data=flat)
-        for k, v in (attrs or {}).items():
+        for k, v in attrs.items():
             ds.attrs[k] = v
         f.flush()
         if "X_global" in f:
@@ -165,6 +203,7 @@ def fit_cube(
     batch: int | None = None,
     checkpoint: bool = True,
     progress: Callable[[str, dict], None] | None = None,
+    verbose: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Fit one global non-negative weight array ``x (C, P)`` to every spaxel, exactly.
 
@@ -201,6 +240,8 @@ def fit_cube(
         Write ``/X_global`` after each working-set round and at the end (files only).
     progress : callable, optional
         ``progress(phase, info)`` after each phase/round.
+    verbose : bool
+        One line per phase/round on stderr (when no ``progress`` is given).
 
     Returns
     -------
@@ -255,6 +296,19 @@ def fit_cube(
     def report(phase: str, **info: Any) -> None:
         if progress is not None:
             progress(phase, info)
+        elif verbose:
+            import sys
+
+            shown = {
+                k: (f"{v:.6g}" if isinstance(v, float) else v)
+                for k, v in info.items()
+                if k in ("round", "chi2", "working_set", "violators", "seconds", "kkt_violation")
+            }
+            print(
+                f"[fit_cube {time.perf_counter() - t_start:8.1f} s] {phase} {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     stats: dict[str, Any] = {"method": chosen, "kkt_tol": tol, "n": n}
     if chosen == "gram":
