@@ -75,6 +75,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         scheduler=a.scheduler,
         checkpoint=not a.no_checkpoint,
         progress=progress,
+        max_iter=a.max_rounds,
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k != "phases"}
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--scheduler", default=None)
     f.add_argument("--cold", action="store_true", help="ignore /X_global")
     f.add_argument("--no-checkpoint", action="store_true")
+    f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
     f.set_defaults(func=cmd_fit)
     a = p.parse_args(argv)
     a.func(a)

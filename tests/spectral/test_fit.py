@@ -124,5 +124,5 @@ def test_cli_and_runner_route_to_fit_cube(built_store, run_cli, tmp_path):
     x_cli = np.load(tmp_path / "x.npy")
     with h5py.File(built_store, "r") as f:
         np.testing.assert_array_equal(f["X_global"][()], x_cli)
-    x, st = PipelineRunner(built_store).solve_all(method="auto", verbose=False)
+    _, st = PipelineRunner(built_store).solve_all(method="auto", verbose=False)
     assert st["method"] == "gram" and st["converged"]

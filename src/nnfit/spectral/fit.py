@@ -175,6 +175,28 @@ def _kkt(x: np.ndarray, gh: np.ndarray, norms2: np.ndarray) -> float:
     return max(v_free, v_zero)
 
 
+def _pick_candidates(viol: np.ndarray, score: np.ndarray, k: int, P: int) -> np.ndarray:
+    """Up to ``k`` violators: the best few of every component first, then the best overall.
+
+    Columns of one component are nearly collinear (same LOSVDs, similar templates), so the
+    global top-``k`` tends to be ``k`` near-copies of one direction of which the exact
+    subproblem keeps one; a per-component quota finds several independent directions per round.
+    """
+    order = viol[np.argsort(score[viol])[::-1]]
+    if order.size <= k:
+        return order
+    comp = order // P
+    quota = max(1, k // (2 * max(1, np.unique(comp).size)))
+    rank_in_comp = np.zeros(order.size, dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, c in enumerate(comp):
+        rank_in_comp[i] = seen.get(int(c), 0)
+        seen[int(c)] = rank_in_comp[i] + 1
+    first = order[rank_in_comp < quota]
+    rest = order[rank_in_comp >= quota]
+    return np.concatenate([first, rest[: max(0, k - first.size)]])[:k]
+
+
 def _choose(op: CubeOperator, method: str, memory_bytes: float) -> str:
     if method != "auto":
         return method
@@ -427,7 +449,7 @@ def _fit_working_set(
             converged = True
             break
         k = batch if batch is not None else max(64, J.size)
-        new = viol[np.argsort(score[viol])[::-1][:k]]
+        new = _pick_candidates(viol, score, k, P)
         if pending.size:
             new = np.concatenate([pending, np.setdiff1d(new, pending)])
             pending = pending[:0]
