@@ -43,7 +43,7 @@ def test_auto_picks_gram_for_small_problems(small_store):
 
 def test_matrix_free_is_close_in_chi2(small_store, dense_reference):
     _, chi2_ref = dense_reference
-    _, st = fit_cube(small_store, method="matrix-free", x0=None, checkpoint=False, max_iter=3000)
+    _, st = fit_cube(small_store, method="matrix-free", x0=None, checkpoint=False, max_iter=600)
     assert st["chi2"] >= chi2_ref * (1 - 1e-12)
     assert st["chi2"] - chi2_ref < 0.05 * chi2_ref
 

@@ -70,9 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1e-6,
         help="KKT tolerance in sqrt(chi^2) units (exact methods; default: %(default)s)",
     )
-    fit.add_argument(
-        "--scheduler", default=None, help="Dask scheduler address (default: run here)"
-    )
+    fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
     fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
     fit.add_argument(
         "-K",

@@ -121,8 +121,8 @@ def mass_constraints(weights: Sequence[float], n_populations: int) -> np.ndarray
     >>> E.tolist()
     [[-0.5, -0.5, 1.0, 1.0]]
     >>> x = np.array([0.5, 1.5, 0.25, 0.75])   # masses 2 and 1
-    >>> float(E @ x)
-    0.0
+    >>> (E @ x).tolist()
+    [0.0]
     """
     w = np.asarray(weights, dtype=np.float64).ravel()
     if np.any(w < 0) or not np.any(w > 0) or not np.all(np.isfinite(w)):
