@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from nnfit.spectral.operator import CubeOperator, _apply, _block_data
+from nnfit.spectral.operator import CubeOperator, _add, _block_data, reduce_blocks
 
 __all__ = ["block_columns", "cube_gram"]
 
@@ -119,22 +119,16 @@ def cube_gram(
     >>> bool(np.allclose(G, A.T @ A) and np.allclose(b, A.T @ op._data.wy.ravel()))
     True
     """
-    from nnfit.parallel import map_blocks
-
     C, P = op.model_shape
     cols = np.arange(C * P) if columns is None else np.asarray(columns, dtype=np.int64)
-    args = (cols, C, P, int(new_from))
-    parts = map_blocks(
-        _apply,
-        [(_task_gram, b, args) for b in op.blocks(weighted=True)],
-        scheduler=op.scheduler,
-        on_result=on_block,
+    G, b = reduce_blocks(
+        _task_gram,
+        op.blocks(weighted=True),
+        (cols, C, P, int(new_from)),
+        op.scheduler,
+        _add,
+        on_block=on_block,
     )
-    G = parts[0][0]
-    b = parts[0][1]
-    for Gp, bp in parts[1:]:
-        G += Gp
-        b += bp
     if new_from:
         return G, b
     m = cols.size

@@ -178,7 +178,45 @@ def _q_from_x(Y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _apply(item: tuple) -> Any:
     func, block, args = item
-    return func(block, *args)
+    return [func(block, *args)]  # a holder the reducer can empty once it is summed
+
+
+def reduce_blocks(
+    func: Any, blocks: list, args: tuple, scheduler: Any, combine: Any, on_block: Any = None
+) -> Any:
+    """Run ``func(block, *args)`` over blocks and fold the results with ``combine(acc, r)``.
+
+    Results are folded in block order whatever order they arrive in (so a cluster run adds
+    exactly like a local run) and each block's result is released as soon as it is folded:
+    at most the out-of-order ones are held, never the whole list (a ``(C*K, L)`` accumulator
+    is 380 MB per block at C = 207).
+    """
+    from nnfit.parallel import map_blocks
+
+    state: dict[str, Any] = {"acc": None, "next": 0, "pending": {}}
+
+    def on_result(i: int, holder: list) -> None:
+        state["pending"][i] = holder
+        while state["next"] in state["pending"]:
+            h = state["pending"].pop(state["next"])
+            r = h[0]
+            h[0] = None
+            state["acc"] = r if state["acc"] is None else combine(state["acc"], r)
+            if on_block is not None:
+                on_block(state["next"], None)
+            state["next"] += 1
+
+    map_blocks(_apply, [(func, b, args) for b in blocks], scheduler=scheduler, on_result=on_result)
+    return state["acc"]
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple):
+        return tuple(_add(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        a += b
+        return a
+    return a + b
 
 
 def _task_forward(block: tuple, x: np.ndarray) -> np.ndarray:
@@ -191,7 +229,7 @@ def _task_forward(block: tuple, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _task_adjoint(item: tuple) -> np.ndarray:
+def _task_adjoint_item(item: tuple) -> np.ndarray:
     (source, s0, s1, weighted), r = item
     d = _block_data(source, s0, s1)
     if weighted and d.w is not None:
@@ -395,12 +433,14 @@ class CubeOperator(LinearOperator):
         return out
 
     def _map(self, func, blocks, *args):
-        """Run ``func(block, *args)`` over blocks. The small ``args`` (``x``) travel inside each
-        task rather than through ``broadcast``: scattering identical content twice in a row
-        (same ``x`` in consecutive passes) loses the scattered key on current Dask."""
+        """Run ``func(block, *args)`` over blocks, results in block order. The small ``args``
+        (``x``) travel inside each task rather than through ``broadcast``: scattering identical
+        content twice in a row (same ``x`` in consecutive passes) loses the scattered key on
+        current Dask."""
         from nnfit.parallel import map_blocks
 
-        return map_blocks(_apply, [(func, b, args) for b in blocks], scheduler=self.scheduler)
+        parts = map_blocks(_apply, [(func, b, args) for b in blocks], scheduler=self.scheduler)
+        return [p[0] for p in parts]
 
     # ------------------------------------------------------------------ operator
     @property
@@ -427,10 +467,7 @@ class CubeOperator(LinearOperator):
     def adjoint(self, r: np.ndarray) -> np.ndarray:
         r = np.asarray(r, dtype=np.float64).reshape(self.data_shape)
         items = [(b, r[b[1] : b[2]]) for b in self.blocks()]
-        parts = self._map(_task_adjoint, items)
-        phi = parts[0].copy()
-        for p in parts[1:]:
-            phi += p
+        phi = reduce_blocks(_task_adjoint_item, items, (), self.scheduler, _add)
         return _phi_to_model(self._data.Y, phi)
 
     def gradient(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -441,12 +478,7 @@ class CubeOperator(LinearOperator):
         if self._data.wy is None:
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
-        parts = self._map(_task_gradient, self.blocks(), x)
-        phi = parts[0][0].copy()
-        chi2 = parts[0][1]
-        for gp, cp in parts[1:]:
-            phi += gp
-            chi2 += cp
+        phi, chi2 = reduce_blocks(_task_gradient, self.blocks(), (x,), self.scheduler, _add)
         return _phi_to_model(self._data.Y, phi), chi2
 
     def rhs(self) -> np.ndarray:
