@@ -198,3 +198,21 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, kill_problem, n_workers
     assert info["tiles_skipped"] == killed_at[-1]
     assert info["tiles_built"] == total - killed_at[-1]
     assert _models_digest(path) == ref_digest
+
+
+@pytest.mark.slow
+def test_unguarded_script_with_workers_fails_with_a_hint(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from nnfit.spectral import build_hypercube, simulate_cube\n"
+        "p = simulate_cube(6, 2, 4, seed=0).to_h5('cube.h5')\n"
+        "build_hypercube(p, S_chunk=2, n_workers=2, progress=False)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr and "n_workers=0" in proc.stderr

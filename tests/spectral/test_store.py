@@ -256,3 +256,14 @@ def test_repair_after_killed_swmr_writer(tmp_path):
     assert clear_swmr_status(p) is False
     with h5py.File(p, "r") as f:
         assert f["d"][0, 0] == 1.0
+
+
+def test_repopulating_drops_the_old_hypercube_and_its_space(built_store, small_sim):
+    size_built = built_store.stat().st_size
+    m = H5Manager(built_store, small_sim.tem_pix, small_sim.obs_pix)
+    m.set_velocity_grid(small_sim.vel_pix)
+    _populate(m, small_sim)
+    m.ensure_rebin_and_resample()  # already written by populate: a no-op
+    with open_h5(built_store, "r") as f:
+        assert "HyperCube" not in f and "RebinCSR" in f and f["R_T"].shape == (1500, 300)
+    assert built_store.stat().st_size < size_built - 12 * 3 * 8 * 300 * 4 // 2

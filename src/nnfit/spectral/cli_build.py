@@ -315,8 +315,11 @@ def _build(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; finished tiles are kept. Resume with: nnfit cube build {args.store}")
         return 130
     S, C, P, L = info["shape"]
-    pairs = info["tiles_built"] / max(info["tiles_total"], 1) * S * C
-    rate = f", {info['seconds'] / pairs * 1e3:.1f} ms per (s, c) pair" if pairs else ""
+    sS, sC, sP = info["chunks"]
+    rate = ""
+    if "steady_tiles_per_s" in info:  # without start-up; a tile holds sS*sC pairs x sP pops
+        ms = 1e3 / (info["steady_tiles_per_s"] * sS * sC) * (P / sP)
+        rate = f", {ms:.1f} ms per (s, c) pair once running"
     print(
         f"{args.store}: HyperCube ({S}, {C}, {P}, {L}) complete; {info['tiles_built']} tiles built, "
         f"{info['tiles_skipped']} already done, {info['seconds']:.1f} s{rate}"

@@ -31,6 +31,7 @@ from nnfit.spectral.operators import ModelRowComputer
 from nnfit.spectral.store import (
     LIBVER,
     CubeProblem,
+    _read_rebin,
     load_problem,
     open_h5,
     open_locked,
@@ -81,6 +82,22 @@ def _init_worker(templates_PT, losvd, vel_pix, tem_pix, obs_pix, rebin) -> None:
     _WORKER["losvd"] = losvd
 
 
+def _init_worker_from_file(path: str) -> None:
+    # Workers read the inputs themselves (SWMR read while the parent writes tiles) rather than
+    # receiving them pickled through the spawn pipe: cheaper, and start-up stays small.
+    with open_h5(path, "r") as f:
+        tem, obs = f["TemPix"][()], f["ObsPix"][()]
+        arrays = (
+            f["Templates"][()].astype(np.float64),
+            f["LOSVD"][()],  # float32 as stored; tiles convert blocks to float64
+            f["VelPix"][()],
+            tem,
+            obs,
+            _read_rebin(f, tem.size, obs.size),
+        )
+    _init_worker(*arrays)
+
+
 def _compute_tile(key: tuple[int, int, int], chunks: tuple[int, int, int]) -> np.ndarray:
     mc: ModelRowComputer = _WORKER["mc"]
     losvd: np.ndarray = _WORKER["losvd"]
@@ -91,12 +108,12 @@ def _compute_tile(key: tuple[int, int, int], chunks: tuple[int, int, int]) -> np
     return mc.tile(block, p0, min(p0 + sP, mc.n_pop))
 
 
-def _compute_tile_dask(key, chunks, problem_arrays) -> np.ndarray:
-    # On a Dask worker the problem arrives once (scattered); cache the computer per process.
-    ident = id(problem_arrays)
-    if _WORKER.get("ident") != ident:
+def _compute_tile_dask(key, chunks, token: str, problem_arrays) -> np.ndarray:
+    # On a Dask worker the inputs arrive once (scattered); the computer (template FFTs) is
+    # cached per worker process under the inputs' digest.
+    if _WORKER.get("token") != token:
         _init_worker(*problem_arrays)
-        _WORKER["ident"] = ident
+        _WORKER["token"] = token
     return _compute_tile(key, chunks)
 
 
@@ -239,7 +256,8 @@ def build_hypercube(
     -------
     dict
         ``tiles_total``, ``tiles_built`` (this call), ``tiles_skipped`` (already done),
-        ``seconds``, ``shape``, ``chunks``.
+        ``seconds``, ``shape``, ``chunks``, and ``steady_tiles_per_s`` (rate between the first
+        and last tile written, without start-up) when two or more tiles were built.
 
     Examples
     --------
@@ -286,6 +304,7 @@ def build_hypercube(
         todo = [tuple(int(v) for v in k) for k in np.argwhere(~done)]
         n_skip = n_total - len(todo)
         built = 0
+        stamps: list[float] = []
         bar = progress_bar(n_total, desc="HyperCube tiles", unit="tile", enabled=progress)
         bar.update(n_skip)
         f = open_locked(p, "r+")
@@ -296,6 +315,7 @@ def build_hypercube(
 
             def write(key: tuple[int, int, int], tile: np.ndarray) -> None:
                 nonlocal built
+                stamps.append(time.perf_counter())
                 sl = _slices(key, chunks, (S, C, P))
                 models[sl[0], sl[1], sl[2], :] = tile
                 f.flush()  # the tile's data reach the file before its bit does
@@ -304,11 +324,16 @@ def build_hypercube(
                 built += 1
                 bar.update(1)
 
+            # LOSVDs travel as float32 (their stored, exact values): half the bytes per worker.
             arrays = (
-                prob.templates_PT, prob.losvd, prob.vel_pix, prob.tem_pix, prob.obs_pix, prob.rebin
+                prob.templates_PT, prob.losvd.astype(np.float32), prob.vel_pix, prob.tem_pix,
+                prob.obs_pix, prob.rebin,
             )  # fmt: skip
             if scheduler is not None:
-                _run_dask(todo, chunks, arrays, scheduler, write)
+                try:
+                    _run_dask(todo, chunks, arrays, digest, scheduler, write)
+                finally:
+                    _WORKER.clear()  # an in-process (threaded) cluster cached it here
             elif n_workers <= 1 or len(todo) <= 1:
                 _init_worker(*arrays)
                 try:
@@ -317,14 +342,19 @@ def build_hypercube(
                 finally:
                     _WORKER.clear()
             else:
-                _run_pool(todo, chunks, arrays, n_workers, write)
+                _run_pool(todo, chunks, p, n_workers, write)
         finally:
             bar.close()
             f.close()
         with open_locked(p, "r+") as f:
             if np.asarray(f["HyperCube/_done"][()], dtype=bool).all():
                 f["HyperCube"].attrs["complete"] = True
-    return _result(n_total, built, n_skip, t0, shape4, chunks)
+    res = _result(n_total, built, n_skip, t0, shape4, chunks)
+    if len(stamps) >= 2:
+        # Steady-state rate, free of start-up (imports, worker spawn): tiles per second
+        # between the first and the last tile written.
+        res["steady_tiles_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return res
 
 
 def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
@@ -338,16 +368,34 @@ def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
     }
 
 
-def _run_pool(todo, chunks, arrays, n_workers, write) -> None:
+_SPAWN_HINT = (
+    "a tile worker process died{detail}. If build_hypercube runs from a script, put the "
+    'script\'s top-level code under `if __name__ == "__main__":` (worker processes are '
+    "started by re-importing the main script), or pass n_workers=0 to compute in this process. "
+    "Finished tiles are kept; rerun to resume"
+)
+
+
+def _run_pool(todo, chunks, path: Path, n_workers, write) -> None:
     ctx = mp.get_context("spawn")  # never fork a process holding HDF5 handles
+    try:
+        _pool_loop(todo, chunks, path, n_workers, write, ctx)
+    except cf.process.BrokenProcessPool as exc:
+        raise RuntimeError(_SPAWN_HINT.format(detail=f" ({exc})")) from exc
+
+
+def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
     with cf.ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=arrays
-    ) as ex:
+        max_workers=n_workers, mp_context=ctx, initializer=_init_worker_from_file,
+        initargs=(str(path),),
+    ) as ex:  # fmt: skip
         it: Iterator = iter(todo)
         pending: dict[cf.Future, tuple[int, int, int]] = {}
         for key in it:
             pending[ex.submit(_compute_tile, key, chunks)] = key
-            if len(pending) >= 2 * n_workers:
+            # Each worker busy plus two tiles waiting for the writer: memory stays near
+            # (2 n_workers + 2) tiles (the worker's tile and its pickled copy) at most.
+            if len(pending) >= n_workers + 2:
                 break
         while pending:
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -359,18 +407,18 @@ def _run_pool(todo, chunks, arrays, n_workers, write) -> None:
                     pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
 
 
-def _run_dask(todo, chunks, arrays, scheduler, write) -> None:
+def _run_dask(todo, chunks, arrays, token, scheduler, write) -> None:
     from nnfit.parallel import client_for
 
     with client_for(scheduler) as client:
         from dask.distributed import as_completed
 
         shared = client.scatter(arrays, broadcast=True)
-        n_inflight = max(2, 2 * len(client.nthreads()))
+        n_inflight = sum(client.nthreads().values()) + 2
         it = iter(todo)
         futures = {}
         for key in it:
-            futures[client.submit(_compute_tile_dask, key, chunks, shared, pure=False)] = key
+            futures[client.submit(_compute_tile_dask, key, chunks, token, shared, pure=False)] = key
             if len(futures) >= n_inflight:
                 break
         ac = as_completed(list(futures))
@@ -380,7 +428,7 @@ def _run_dask(todo, chunks, arrays, scheduler, write) -> None:
             fut.release()
             nxt = next(it, None)
             if nxt is not None:
-                nf = client.submit(_compute_tile_dask, nxt, chunks, shared, pure=False)
+                nf = client.submit(_compute_tile_dask, nxt, chunks, token, shared, pure=False)
                 futures[nf] = nxt
                 ac.add(nf)
 

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from nnfit.io import atomic_path
 from nnfit.spectral.operators import (
     C_KMS,
     grid_step,
@@ -614,6 +615,24 @@ def _check_used_finite(name: str, arr: np.ndarray, mask: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _write_rebin(f: h5py.File, R: sp.csr_matrix) -> None:
+    """Write ``/R_T`` (T, L) float32 (the layout's dense copy) and ``/RebinCSR`` (float64)."""
+    L, T = R.shape
+    dset = f.create_dataset("R_T", shape=(T, L), dtype=np.float32, chunks=(min(T, 1024), L))
+    # Written in row blocks from the sparse matrix: never a dense float64 (T, L) copy.
+    RT = R.T.tocsr()
+    for t0 in range(0, T, 1024):
+        dset[t0 : t0 + 1024] = RT[t0 : t0 + 1024].toarray().astype(np.float32)
+    g = f.create_group("RebinCSR")
+    g.create_dataset("data", data=R.data.astype(np.float64))
+    g.create_dataset("indices", data=R.indices.astype(np.int64))
+    g.create_dataset("indptr", data=R.indptr.astype(np.int64))
+    g.attrs["shape"] = [L, T]
+    g.attrs["definition"] = (
+        "R[l, t] = |obs_l intersect tem_t| / |obs_l| in ln(lambda), edges at midpoints"
+    )
+
+
 class H5Manager:
     """Writes and checks a cube store (the spec's ``hdf5_manager.H5Manager``).
 
@@ -679,7 +698,11 @@ class H5Manager:
         template_meta: dict | None = None,
         safety_pad_px: int = 2,
     ) -> None:
-        """Validate the problem's arrays and write them in the canonical layout.
+        """Validate the problem's arrays and write the store in the canonical layout.
+
+        The store is written afresh (to a temporary file that atomically replaces ``path``, so
+        an interruption leaves the previous file): anything else it held, such as a HyperCube
+        or fit results for other inputs, is discarded. The rebin operator is written too.
 
         Parameters
         ----------
@@ -818,32 +841,30 @@ class H5Manager:
             meta.update(template_meta)
         dims = {"nSpat": S, "nLSpec": L, "nTSpec": T, "nVel": V, "nComp": C, "nPop": P}
 
-        with open_h5(self.path, "a") as f:
-            for name in (
-                "DataCube", "Noise", "Templates", "LOSVD", "TemPix", "ObsPix", "VelPix", "Mask",
-                "XPix", "YPix", "BinNum", "R_T", "RebinMatrix", "RebinCSR", "HyperCube",
-            ):  # fmt: skip
-                if name in f:
-                    del f[name]
-            f.create_dataset("DataCube", data=dc, dtype=np.float64)
-            if nz is not None:
-                f.create_dataset("Noise", data=nz, dtype=np.float64)
-            f.create_dataset("Templates", data=templates_PT, dtype=np.float32)
-            f.create_dataset("LOSVD", data=lo, dtype=np.float32)
-            f.create_dataset("TemPix", data=self.tem_pix)
-            f.create_dataset("ObsPix", data=self.obs_pix)
-            f.create_dataset("VelPix", data=self.vel_pix)
-            f.create_dataset("Mask", data=m, dtype=bool)
-            if xp is not None:
-                f.create_dataset("XPix", data=xp)
-                f.create_dataset("YPix", data=yp)
-            if bn is not None:
-                f.create_dataset("BinNum", data=bn, dtype=np.int32)
-            f.attrs["dims"] = json.dumps(dims)
-            f.attrs["template_meta_json"] = json.dumps(meta)
-            self._write_guard_attrs(f, guard)
-            f.attrs["masked_nonfinite_replaced"] = n_replaced
-            f.attrs["lambda_units"] = "natural log of wavelength"
+        # The store is written afresh into a temporary file that replaces it atomically: a kill
+        # leaves the old store or the new one, and the space of a previous HyperCube is freed.
+        with writer_lock(self.path), atomic_path(self.path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w", libver=LIBVER) as f:
+                f.create_dataset("DataCube", data=dc, dtype=np.float64)
+                if nz is not None:
+                    f.create_dataset("Noise", data=nz, dtype=np.float64)
+                f.create_dataset("Templates", data=templates_PT, dtype=np.float32)
+                f.create_dataset("LOSVD", data=lo, dtype=np.float32)
+                f.create_dataset("TemPix", data=self.tem_pix)
+                f.create_dataset("ObsPix", data=self.obs_pix)
+                f.create_dataset("VelPix", data=self.vel_pix)
+                f.create_dataset("Mask", data=m, dtype=bool)
+                if xp is not None:
+                    f.create_dataset("XPix", data=xp)
+                    f.create_dataset("YPix", data=yp)
+                if bn is not None:
+                    f.create_dataset("BinNum", data=bn, dtype=np.int32)
+                f.attrs["dims"] = json.dumps(dims)
+                f.attrs["template_meta_json"] = json.dumps(meta)
+                self._write_guard_attrs(f, guard)
+                f.attrs["masked_nonfinite_replaced"] = n_replaced
+                f.attrs["lambda_units"] = "natural log of wavelength"
+                _write_rebin(f, rebin_matrix(self.tem_pix, self.obs_pix))
 
     @staticmethod
     def _write_guard_attrs(f: h5py.File, guard: dict[str, Any]) -> None:
@@ -855,32 +876,23 @@ class H5Manager:
 
     # -- rebin ---------------------------------------------------------------------------------
     def ensure_rebin_and_resample(self) -> None:
-        """Write the rebin operator: ``/R_T`` (T, L) float32 and ``/RebinCSR`` (L, T) float64.
+        """Make sure the rebin operator is stored: ``/R_T`` (T, L) f32, ``/RebinCSR`` (L, T) f64.
 
-        Idempotent. Template FFTs are not cached in the file: their length depends on the
-        kernel and they take well under a second to recompute.
+        ``populate_from_arrays`` already writes both, so this is a no-op on stores it made; kept
+        for the spec's boot sequence and for stores written by other tools. Template FFTs are not
+        cached in the file: their length depends on the kernel, and they take well under a
+        second to recompute.
         """
         with open_h5(self.path, "a") as f:
             if "TemPix" not in f or "ObsPix" not in f:
                 raise ValueError(f"{self.path}: populate_from_arrays first (missing /TemPix)")
-            R = rebin_matrix(f["TemPix"][()], f["ObsPix"][()])
+            T, L = f["TemPix"].shape[0], f["ObsPix"].shape[0]
+            if "RebinCSR" in f and "R_T" in f and f["R_T"].shape == (T, L):
+                return  # populate_from_arrays already wrote it
             for name in ("R_T", "RebinCSR"):
                 if name in f:
                     del f[name]
-            T, L = R.shape[1], R.shape[0]
-            dset = f.create_dataset("R_T", shape=(T, L), dtype=np.float32, chunks=(min(T, 1024), L))
-            # Written in row blocks from the sparse matrix: never a dense float64 (T, L) copy.
-            RT = R.T.tocsr()
-            for t0 in range(0, T, 1024):
-                dset[t0 : t0 + 1024] = RT[t0 : t0 + 1024].toarray().astype(np.float32)
-            g = f.create_group("RebinCSR")
-            g.create_dataset("data", data=R.data.astype(np.float64))
-            g.create_dataset("indices", data=R.indices.astype(np.int64))
-            g.create_dataset("indptr", data=R.indptr.astype(np.int64))
-            g.attrs["shape"] = [L, T]
-            g.attrs["definition"] = (
-                "R[l, t] = |obs_l intersect tem_t| / |obs_l| in ln(lambda), edges at midpoints"
-            )
+            _write_rebin(f, rebin_matrix(f["TemPix"][()], f["ObsPix"][()]))
 
     # -- diagnostics (static, as the spec calls them on the class) ----------------------------
     @staticmethod
