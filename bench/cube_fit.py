@@ -251,6 +251,8 @@ def main(argv=None) -> int:
                 f"{m.name}: {len(rows)} steps, median {np.median(secs):.4f} s per step, "
                 f"final gap {gaps[-1]:.3e}, max|x - x*|/max|x*| {rel:.3e}"
             )
+            if ctx.f_opt > 1e-12 * energy:
+                line += f", (f - f*)/f* {gaps[-1] * energy / ctx.f_opt:.3e}"
             for target in (1e-3, 1e-6):
                 hit = np.flatnonzero(gaps <= target)
                 line += (

@@ -37,14 +37,25 @@ def test_equals_dense_and_skips_when_digest_matches(tmp_path, rng):
 
 
 def test_tiny_budget_forces_many_tiles_and_a_ragged_last_tile(tmp_path, rng):
-    st = make_store(tmp_path / "c.h5", S=13, C=3, P=7, L=20, S_chunk=5)
+    import tracemalloc
+
+    L = 3000
+    st = make_store(tmp_path / "c.h5", S=13, C=3, P=7, L=L, S_chunk=5)
     x = rng.random(21)
-    budget = 3 * 1 * 2 * 20 * 4  # room for 3 spaxels x 2 (component, population) rows
-    info = reconstruct_model_cube_single(st.path, x, S_tile=3, max_bytes_per_slab=budget)
+    budget = 3 * 1 * 2 * L * 4  # room for 3 spaxels x 2 (component, population) rows
+    tracemalloc.start()
+    try:
+        info = reconstruct_model_cube_single(st.path, x, S_tile=3, max_bytes_per_slab=budget)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert info["tile"] == (3, 2, 1)  # populations shrink first, then components
     assert info["slab_bytes_max"] <= budget
     # ceil(13/3) spaxel tiles (the last has 1 spaxel) x ceil(3/2) (ragged) x 7 populations
     assert info["tiles"] == 5 * 2 * 7
+    # peak memory: the slab, two (dS, L) float64 accumulators and small change; the
+    # float32 cube is 3.3 MB
+    assert peak < budget + 2 * 3 * L * 8 + 200_000
     with h5py.File(st.path, "r") as f:
         np.testing.assert_allclose(f["ModelCube"][:], _dense(st, x), rtol=1e-13, atol=1e-13)
 

@@ -283,3 +283,20 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
     f_ref = evaluate_objective(ref.path, x_ref)["sse"]
     f_res = evaluate_objective(st.path, x)["sse"]
     assert f_res == pytest.approx(f_ref, rel=1e-9)
+
+
+def test_jacobi_seed_is_rescaled_to_the_data_flux(tmp_path):
+    from pathlib import Path
+
+    st = make_store(tmp_path / "c.h5", S=8, C=3, P=6, L=40, S_chunk=8)
+    prob = runner_mod._Problem(Path(st.path))
+    with HyperCubeReader(st.path) as reader:
+        cal = runner_mod._calibrate(reader, prob, lambda s: prob.fitted, 40, 0)
+    A, y = st.dense()
+    raw = cal["x_seed"] / cal["scale"]
+    # the unscaled Jacobi seed overshoots the flux by about C*P; the rescaled one matches it
+    assert (A @ raw).sum() / y.sum() > 3.0
+    m = A @ cal["x_seed"]
+    assert m @ y == pytest.approx(m @ m, rel=1e-9)  # best global factor: residual _|_ model
+    assert m.sum() / y.sum() == pytest.approx(1.0, abs=0.1)
+    assert (cal["x_seed"] >= 0).all()

@@ -121,3 +121,12 @@ def test_sample_and_config_checks(tmp_path):
     st = make_store(tmp_path / "c.h5", S=4, C=2, P=2, L=10, S_chunk=2)
     with FitTracker(st.path, NOW) as trk, pytest.raises(ValueError, match="orbit_weights"):
         trk.set_orbit_weights([1.0, 2.0, 3.0])
+
+
+def test_old_format_store_is_a_clear_error(tmp_path):
+    p = tmp_path / "old.h5"
+    with h5py.File(p, "w") as f:  # default (earliest) format: no SWMR
+        f.create_dataset("HyperCube/models", data=np.ones((2, 1, 2, 5), np.float32))
+        f["DataCube"] = np.ones((2, 5))
+    with pytest.raises(ValueError, match="h5repack"):
+        FitTracker(p, NOW)

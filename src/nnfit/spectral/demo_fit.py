@@ -17,6 +17,7 @@ def run_fit_demo(
     pixels_per_aperture: int = 128,
     lr: float = 0.5,
     seed: int = 0,
+    orbit_weights: Any = None,
 ) -> dict[str, Any]:
     """Fit the demo store (HyperCube built), write ``/ModelCube`` and ``fit_dashboard.png``.
 
@@ -26,8 +27,9 @@ def run_fit_demo(
         A store with a complete HyperCube (``nnfit cube simulate`` + ``nnfit cube build``).
     out_dir : path-like
         Folder for ``fit_dashboard.png`` and ``x_fit.npy``.
-    epochs, pixels_per_aperture, lr, seed
-        Passed to :meth:`PipelineRunner.solve_all`.
+    epochs, pixels_per_aperture, lr, seed, orbit_weights
+        Passed to :meth:`PipelineRunner.solve_all` (``orbit_weights``, e.g. the simulated
+        ``x_true.sum(axis=1)``, turns on the ratio penalty and the mass-error panel).
 
     Returns
     -------
@@ -47,6 +49,7 @@ def run_fit_demo(
         pixels_per_aperture=pixels_per_aperture,
         lr=lr,
         seed=seed,
+        orbit_weights=orbit_weights,
         verbose=False,
         tracker=TrackerConfig(metrics_interval_sec=0.0, ckpt_interval_sec=60.0),
     )

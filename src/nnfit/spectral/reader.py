@@ -56,6 +56,20 @@ def _gather(buf, local, pix, counts, rows4, c0, p0):  # pragma: no cover - compi
                     rows4[j, k, c0 + c, p0 + p] = buf[src, c, p, pix[j, k]]
 
 
+def warm_up() -> None:
+    """Load (or compile) the gather kernel now rather than at the first block read."""
+    z = np.zeros(1, dtype=np.int64)
+    _gather(
+        np.zeros((1, 1, 1, 1), np.float32),
+        z,
+        z.reshape(1, 1),
+        z,
+        np.zeros((1, 1, 1, 1), np.float32),
+        0,
+        0,
+    )
+
+
 @dataclass
 class BlockRows:
     """Rows of one spaxel block: ``rows[j]`` is spaxel ``spaxels[j]``'s ``(K, C*P)`` rows."""

@@ -33,12 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.reader import HyperCubeReader, open_h5_read
+from nnfit.spectral.reader import warm_up as warm_up_reader
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -239,7 +239,7 @@ class PipelineRunner:
             ``fingerprint`` and the knobs used.
         """
         if method != "kaczmarz":
-            return _dispatch_method(self.path, method, x0=x0, verbose=verbose, **kwargs)
+            return _dispatch_method(self.path, method, x0=x0, **kwargs)
         max_bytes_rows = kwargs.pop("max_bytes_rows", self.max_bytes_rows)
         if kwargs:
             raise ValueError(f"unknown solve_all option(s) for method 'kaczmarz': {sorted(kwargs)}")
@@ -371,6 +371,7 @@ class PipelineRunner:
         reader = None
         try:
             warm_up()  # load the compiled kernels while the writer process starts
+            warm_up_reader()
             trk.wait_ready()
             if w_orb is not None:
                 trk.set_orbit_weights(w_orb)
@@ -623,8 +624,3 @@ def evaluate_objective(path: str | os.PathLike[str], x: np.ndarray) -> dict[str,
                 )
                 count += prob.fitted.size
     return {"sse": sse, "rmse": math.sqrt(sse / count), "n_rows": count}
-
-
-def _h5_dims(path: Path) -> tuple[int, int, int, int]:  # pragma: no cover - helper for CLI
-    with h5py.File(path, "r", swmr=True) as f:
-        return tuple(int(v) for v in f["HyperCube/models"].shape)

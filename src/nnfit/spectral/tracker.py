@@ -268,7 +268,14 @@ def _writer_loop(path: str, spec: dict[str, Any], recv: Callable[[], Any], reply
         try:
             info = _prepare_file(f, spec)
             f.flush()
-            f.swmr_mode = True
+            try:
+                f.swmr_mode = True
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{path} cannot be opened for SWMR writing ({exc}); the store was written "
+                    "in an old HDF5 format: repack it with `h5repack -L` (latest format) or "
+                    "re-create it with nnfit"
+                ) from None
         except Exception as exc:
             reply(("error", f"{type(exc).__name__}: {exc}"))
             return
