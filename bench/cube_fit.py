@@ -6,6 +6,14 @@ in ``METHODS`` is run and scored against it after every epoch / iteration it rep
 
     python bench/cube_fit.py                       # noise-free, consistent (gap -> 0)
     python bench/cube_fit.py --noise --templates ssp --epochs 20
+    python bench/cube_fit.py --S 256 --C 8 --P 96 --L 1000 --T 4000 --noise --templates ssp \
+        --epochs 10                                # the issue-6 side-by-side problem
+
+Besides Kaczmarz (HyperCube build + epochs), ``fit_cube`` runs with each exact method
+(``gram``, ``active-set``; ``matrix-free`` with ``--with-pgd``) straight from the store, with
+no HyperCube. The closing table gives per method: wall time (including the HyperCube build for
+Kaczmarz and the dense matrix for scipy), disk it needs, peak traced memory (``tracemalloc``:
+numpy buffers included), final gap and time to a gap of 1e-6.
 
 Gap: ``(f(x) - f*) / ||W y||^2`` with ``f(x) = ||W (A x - y)||^2`` (W = 1/sigma when the store
 has /Noise), i.e. the excess objective as a fraction of the data energy, so that it stays
@@ -77,7 +85,45 @@ def _kaczmarz(ctx: Context) -> list[tuple[str, np.ndarray, float]]:
     return out
 
 
-METHODS: list[Method] = [Method("kaczmarz", _kaczmarz)]
+def _fit_cube(method: str) -> Callable[[Context], list[tuple[str, np.ndarray, float]]]:
+    def run(ctx: Context) -> list[tuple[str, np.ndarray, float]]:
+        from nnfit.spectral.fit import fit_cube
+
+        path = ctx.path.with_name(f"fit_cube_{method}.h5")
+        _copy_without_hypercube(ctx.path, path)
+        t0 = time.perf_counter()
+        x, st = fit_cube(path, method=method, x0=None, checkpoint=False)
+        sec = time.perf_counter() - t0
+        ctx.info[f"fit_cube[{method}]"] = {
+            "method": st["method"],
+            "converged": st["converged"],
+            "kkt_violation": f"{st['kkt_violation']:.2e}",
+            "rounds": st["rounds"],
+            "nnz": st["nnz"],
+            "phases_s": {k: round(v, 3) for k, v in st["phases"].items()},
+        }
+        ctx.info.setdefault("_disk", {})[f"fit_cube[{method}]"] = path.stat().st_size
+        return [("final", x.ravel(), sec)]
+
+    return run
+
+
+def _copy_without_hypercube(src: Path, dst: Path) -> None:
+    import h5py
+
+    with h5py.File(src, "r") as fi, h5py.File(dst, "w") as fo:
+        for k, v in fi.attrs.items():
+            fo.attrs[k] = v
+        for name in fi:
+            if name not in ("HyperCube", "Fit", "X_global"):
+                fi.copy(fi[name], fo, name=name)
+
+
+METHODS: list[Method] = [
+    Method("kaczmarz", _kaczmarz),
+    Method("fit_cube[gram]", _fit_cube("gram")),
+    Method("fit_cube[active-set]", _fit_cube("active-set")),
+]
 
 
 def _dense(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +155,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1.0)
     ap.add_argument("--S-chunk", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--with-pgd", action="store_true", help="also fit_cube[matrix-free]")
     args = ap.parse_args(argv)
+    if args.with_pgd:
+        METHODS.append(Method("fit_cube[matrix-free]", _fit_cube("matrix-free")))
+    import tracemalloc
 
     from nnfit.spectral.hypercube import build_hypercube
     from nnfit.spectral.simulate import simulate_cube
@@ -117,6 +167,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="nnfit-bench-cube-fit-"))
     try:
         t = time.perf_counter()
+        tracemalloc.start()
         sim = simulate_cube(
             args.S,
             args.C,
@@ -128,13 +179,22 @@ def main(argv=None) -> int:
             seed=args.seed,
         )
         path = sim.to_h5(tmp / "cube.h5", with_noise=args.noise)
+        size_store = path.stat().st_size
+        tracemalloc.reset_peak()
+        t = time.perf_counter()
         build_hypercube(path, S_chunk=args.S_chunk, C_chunk=1, P_chunk=args.P, n_workers=0)
         t_build = time.perf_counter() - t
+        peak_build = tracemalloc.get_traced_memory()[1]
+        size_built = path.stat().st_size
+        tracemalloc.reset_peak()
+        t = time.perf_counter()
         A, y = _dense(path)
+        t_dense = time.perf_counter() - t
         ctx = Context(path=path, A=A, y=y, args=args)
         t = time.perf_counter()
         ctx.x_opt, rnorm = nnls(A, y, maxiter=50 * A.shape[1])
         t_nnls = time.perf_counter() - t
+        peak_nnls = tracemalloc.get_traced_memory()[1]
         ctx.f_opt = float(rnorm**2)
         energy = float(y @ y)
         print(
@@ -149,8 +209,15 @@ def main(argv=None) -> int:
         print(f"f* = {ctx.f_opt:.6e}, ||W y||^2 = {energy:.6e}\n")
 
         results = {}
+        peaks = {}
+        walls = {}
         for m in METHODS:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            t = time.perf_counter()
             results[m.name] = m.run(ctx)
+            walls[m.name] = time.perf_counter() - t
+            peaks[m.name] = tracemalloc.get_traced_memory()[1] - base
 
         def gap(x):
             r = A @ x - y
@@ -196,6 +263,36 @@ def main(argv=None) -> int:
             print(line)
             if m.name in ctx.info:
                 print(f"  {m.name} details: {ctx.info[m.name]}")
+
+        # side by side: wall time, disk, peak memory, final gap, time to 1e-6
+        print()
+        head = (
+            f"{'method':<22} {'wall s':>9} {'disk MB':>9} {'peak MB':>9} {'final gap':>11} "
+            f"{'to 1e-6 s':>10}"
+        )
+        print(head)
+        print("-" * len(head))
+        print(
+            f"{'scipy nnls (dense A)':<22} {t_dense + t_nnls:9.2f} {size_built / 1e6:9.1f} "
+            f"{peak_nnls / 1e6:9.1f} {0.0:11.1e} {t_dense + t_nnls:10.2f}"
+            "   (needs the HyperCube for A)"
+        )
+        disk = ctx.info.get("_disk", {})
+        for m in METHODS:
+            rows = results[m.name]
+            gaps = np.array([gap(r[1]) for r in rows])
+            secs = np.cumsum([r[2] for r in rows])
+            hit = np.flatnonzero(gaps <= 1e-6)
+            extra = t_build if m.name == "kaczmarz" else 0.0
+            wall = walls[m.name] + extra
+            to6 = f"{secs[hit[0]] + extra:10.2f}" if hit.size else f"{'never':>10}"
+            dsk = size_built if m.name == "kaczmarz" else disk.get(m.name, size_store)
+            peak = max(peaks[m.name], peak_build) if m.name == "kaczmarz" else peaks[m.name]
+            print(
+                f"{m.name:<22} {wall:9.2f} {dsk / 1e6:9.1f} {peak / 1e6:9.1f} "
+                f"{gaps[-1]:11.1e} {to6}"
+            )
+        print(f"(kaczmarz wall and time-to-gap include the HyperCube build, {t_build:.2f} s)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

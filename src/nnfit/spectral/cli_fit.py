@@ -11,7 +11,10 @@ import numpy as np
 
 _FIT_EPILOG = """\
 examples:
-  nnfit cube fit cube.h5 --epochs 5 -K 256 --lr 0.25
+  nnfit cube fit cube.h5                      # exact optimum, no HyperCube needed (auto)
+  nnfit cube fit cube.h5 --regul 30           # pPXF-style smooth weights
+  nnfit cube fit cube.h5 --scheduler tcp://head:8786   # spaxel blocks on a Dask cluster
+  nnfit cube fit cube.h5 --method kaczmarz --epochs 5 -K 256 --lr 0.25
   nnfit cube fit cube.h5 --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
   nnfit cube reconstruct cube.h5              # A x with x from /X_global
   nnfit cube dashboard cube.h5 --out fit.png  # safe while a fit runs
@@ -41,14 +44,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the ``cube`` group."""
     fit = sub.add_parser(
         "fit",
-        help="global non-negative fit of x[C*P] to every spaxel (Kaczmarz, resumable)",
-        description="Fit one non-negative weight vector to every spaxel from the HyperCube, "
-        "with live tracking in /Fit/* and /X_global committed at each epoch end.",
+        help="global non-negative fit of x[C*P] to every spaxel (exact by default, resumable)",
+        description="Fit one non-negative weight vector to every spaxel. The exact methods "
+        "(auto, gram, active-set, matrix-free) need no HyperCube: they apply the model "
+        "matrix-free and report the KKT conditions of the optimum; kaczmarz reads the "
+        "HyperCube with live tracking in /Fit/*. /X_global is committed either way.",
         epilog=_FIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fit.add_argument("store", help="HDF5 store with a built HyperCube")
-    fit.add_argument("--method", default="kaczmarz", help="solver (default: %(default)s)")
+    fit.add_argument("store", help="HDF5 cube store (kaczmarz also needs its HyperCube)")
+    fit.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "gram", "active-set", "matrix-free", "kaczmarz"),
+        help="solver (default: %(default)s = gram when the n x n Gram is cheap, else "
+        "active-set; both exact)",
+    )
+    fit.add_argument(
+        "--regul", type=float, default=0.0, help="pPXF-style regularisation (exact methods)"
+    )
+    fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
+    fit.add_argument(
+        "--tol",
+        type=float,
+        default=1e-6,
+        help="KKT tolerance in sqrt(chi^2) units (exact methods; default: %(default)s)",
+    )
+    fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
     fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
     fit.add_argument(
         "-K",
@@ -62,7 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--row-order", choices=("random", "sequential"), default="random", help="pixel order"
     )
     fit.add_argument("--no-nonneg", action="store_true", help="do not project onto x >= 0")
-    fit.add_argument("--orbit-weights", help="per-component weights: .npy or 'w1,w2,...'")
+    fit.add_argument(
+        "--orbit-weights",
+        help="per-component weights: .npy or 'w1,w2,...' (kaczmarz: ratio targets; exact "
+        "methods: exact constraints sum_p x[c,p] = alpha * w_c)",
+    )
     fit.add_argument("--ratio-prob", type=float, default=0.02, help="(default: %(default)s)")
     fit.add_argument("--ratio-eta", type=float, default=None, help="default 0.1 * lr")
     fit.add_argument("--x0", help="starting weights (.npy)")
@@ -111,7 +137,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     dash.set_defaults(func=_cmd_dashboard)
 
 
+def _cmd_fit_exact(args: argparse.Namespace) -> int:
+    from nnfit.spectral.fit import fit_cube
+
+    if not Path(args.store).exists():
+        raise FileNotFoundError(f"{args.store}: no such file")
+    x0 = _load_vector(args.x0, "--x0")
+    if x0 is None:
+        x0 = None if args.warm_start == "seed" else "auto"
+    x, stats = fit_cube(
+        args.store,
+        method=args.method,
+        tol=args.tol,
+        regul=args.regul,
+        regul_order=args.regul_order,
+        constraints=_load_vector(args.orbit_weights, "--orbit-weights"),
+        x0=x0,
+        scheduler=args.scheduler,
+        verbose=not args.quiet,
+    )
+    if args.out:
+        from nnfit.io import atomic_path
+
+        with atomic_path(args.out, suffix=".npy") as tmp:
+            np.save(tmp, x.ravel())
+    if args.stats:
+        from nnfit.io import atomic_write_json
+
+        atomic_write_json(args.stats, _jsonable(stats))
+    state = "optimum" if stats["converged"] else "NOT converged"
+    print(
+        f"fit ({stats['method']}): {state}, chi2 {stats['chi2']:.10g}, KKT violation "
+        f"{stats['kkt_violation']:.2e} (tol {stats['kkt_tol']:.0e}), {stats['nnz']} non-zero "
+        f"weights, {stats['time_s']:.2f} s; /X_global updated"
+    )
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
+    if args.method != "kaczmarz":
+        return _cmd_fit_exact(args)
     from nnfit.spectral.runner import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 
@@ -119,7 +184,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         ckpt_interval_sec=args.ckpt_interval, metrics_interval_sec=args.metrics_interval
     )
     x, stats = PipelineRunner(args.store).solve_all(
-        method=args.method,
+        method="kaczmarz",
         epochs=args.epochs,
         pixels_per_aperture=args.pixels_per_aperture,
         lr=args.lr,

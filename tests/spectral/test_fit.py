@@ -1,0 +1,128 @@
+"""fit_cube: the exact optimum (against scipy on the dense matrix), constraints, warm start,
+checkpoints, and identical results on a Dask cluster."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+
+from nnfit.spectral.fit import fit_cube, read_warm_start
+from nnfit.spectral.operator import CubeOperator
+
+
+@pytest.fixture(scope="module")
+def dense_reference(_small_store_master):
+    op = CubeOperator.from_h5(_small_store_master, weighted=True)
+    A = op.todense()
+    wy = op._data.wy.ravel()
+    x, rnorm = nnls(A, wy, maxiter=100 * A.shape[1])
+    return x.reshape(op.model_shape), rnorm**2
+
+
+@pytest.mark.parametrize("method", ["gram", "active-set"])
+def test_exact_optimum_matches_scipy_on_dense_matrix(small_store, dense_reference, method):
+    _, chi2_ref = dense_reference
+    x, st = fit_cube(small_store, method=method, x0=None, batch=4)
+    assert st["method"] == method
+    assert st["converged"] and st["kkt_violation"] <= st["kkt_tol"]
+    assert abs(st["chi2"] - chi2_ref) <= 1e-10 * chi2_ref
+    assert np.all(x >= 0)
+    for key in ("objective", "iterations", "time_s", "phases", "chi2_zero", "nnz"):
+        assert key in st
+    # the fit wrote /X_global (C*P,) float64
+    with h5py.File(small_store, "r") as f:
+        np.testing.assert_array_equal(f["X_global"][()], x.ravel())
+
+
+def test_auto_picks_gram_for_small_problems(small_store):
+    _, st = fit_cube(small_store, x0=None, checkpoint=False)
+    assert st["method"] == "gram"
+
+
+def test_matrix_free_is_close_in_chi2(small_store, dense_reference):
+    _, chi2_ref = dense_reference
+    _, st = fit_cube(small_store, method="matrix-free", x0=None, checkpoint=False, max_iter=600)
+    assert st["chi2"] >= chi2_ref * (1 - 1e-12)
+    assert st["chi2"] - chi2_ref < 0.05 * chi2_ref
+
+
+def test_mass_constraints_exact(small_store):
+    w = np.array([1.0, 2.0, 0.5])
+    x, st = fit_cube(small_store, method="gram", constraints=w, x0=None, checkpoint=False)
+    masses = x.sum(axis=1)
+    alpha = masses[1] / w[1]
+    np.testing.assert_allclose(masses, alpha * w, rtol=1e-10)
+    assert st["equality_residual"] <= 1e-10
+    # constrained optimum is no better than the unconstrained one, and feasible-optimal:
+    # active-set with the same constraints agrees
+    _, st2 = fit_cube(
+        small_store, method="active-set", constraints=w, x0=None, checkpoint=False, batch=8
+    )
+    assert abs(st2["chi2"] - st["chi2"]) <= 1e-8 * st["chi2"]
+
+
+def test_warm_start_from_x_global(small_store):
+    x1, st1 = fit_cube(small_store, method="active-set", x0=None, batch=4)
+    assert read_warm_start(small_store, x1.shape) is not None
+    _, st2 = fit_cube(small_store, method="active-set")  # x0="auto" reads /X_global
+    assert st2["rounds"] <= 1 < st1["rounds"]
+    assert abs(st2["chi2"] - st1["chi2"]) <= 1e-12 * st1["chi2"]
+
+
+def test_validation(small_store):
+    with pytest.raises(ValueError, match="method"):
+        fit_cube(small_store, method="simplex")
+    with pytest.raises(ValueError, match="component weights"):
+        fit_cube(small_store, constraints=[1.0, 2.0], checkpoint=False)
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_identical_x(small_store):
+    from dask.distributed import Client, LocalCluster
+
+    x_local, _ = fit_cube(small_store, method="gram", x0=None, checkpoint=False, block_size=4)
+    xa_local, _ = fit_cube(
+        small_store, method="active-set", x0=None, checkpoint=False, block_size=4, batch=4
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as client,
+    ):
+        x_dask, _ = fit_cube(
+            small_store, method="gram", x0=None, checkpoint=False, block_size=4, scheduler=client
+        )
+        xa_dask, _ = fit_cube(
+            small_store,
+            method="active-set",
+            x0=None,
+            checkpoint=False,
+            block_size=4,
+            batch=4,
+            scheduler=client,
+        )
+    scale = np.abs(x_local).max()
+    assert np.abs(x_dask - x_local).max() <= 1e-12 * scale
+    assert np.abs(xa_dask - xa_local).max() <= 1e-12 * np.abs(xa_local).max()
+
+
+def test_cli_and_runner_route_to_fit_cube(built_store, run_cli, tmp_path):
+    import json
+
+    from nnfit.spectral.runner import PipelineRunner
+
+    r = run_cli(
+        "cube", "fit", built_store, "--method", "gram", "--regul", "10", "--stats", "s.json",
+        "--out", "x.npy", "--quiet", check=True,
+    )  # fmt: skip
+    assert "fit (gram): optimum" in r.stdout
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["converged"] and stats["kkt_violation"] <= stats["kkt_tol"]
+    x_cli = np.load(tmp_path / "x.npy")
+    with h5py.File(built_store, "r") as f:
+        np.testing.assert_array_equal(f["X_global"][()], x_cli)
+    _, st = PipelineRunner(built_store).solve_all(method="auto", verbose=False)
+    assert st["method"] == "gram" and st["converged"]
