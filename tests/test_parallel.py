@@ -33,6 +33,8 @@ def test_local_cluster_gives_identical_results():
         Client(c) as client,
     ):
         got = map_blocks(_scale, blocks, scheduler=client, broadcast=[np.float64(3.0)])
+        # The same broadcast content again on the same client must still reach the workers.
+        again = map_blocks(_scale, blocks, scheduler=client, broadcast=[np.float64(3.0)])
         got_addr = map_blocks(_scale, blocks, scheduler=c.scheduler_address, broadcast=[3.0])
-    for a, b, d in zip(expected, got, got_addr, strict=True):
-        assert np.array_equal(a, b) and np.array_equal(a, d)
+    for a, b, c, d in zip(expected, got, again, got_addr, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, d)

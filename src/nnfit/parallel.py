@@ -67,7 +67,8 @@ def map_blocks(
             return results
         from dask.distributed import as_completed
 
-        scattered = [client.scatter(a, broadcast=True) for a in extra]
+        # hash=False: scattering equal content twice under one key loses it between calls.
+        scattered = [client.scatter(a, broadcast=True, hash=False) for a in extra]
         futures = [client.submit(func, block, *scattered, pure=False) for block in blocks]
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):

@@ -26,6 +26,9 @@ _LAZY = {
     "TrackerConfig": "nnfit.spectral.tracker",
     "reconstruct_model_cube_single": "nnfit.spectral.reconstruct",
     "live_fit_dashboard": "nnfit.spectral.dashboard",
+    # The exact fit without the HyperCube (issue 6).
+    "CubeOperator": "nnfit.spectral.operator",
+    "fit_cube": "nnfit.spectral.fit",
 }
 
 __all__ = sorted(_LAZY)
