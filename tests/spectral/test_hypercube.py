@@ -177,11 +177,16 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, kill_problem, n_workers
         while time.monotonic() - t_start < 120 and proc.poll() is None:
             n = _tiles_done(path)
             if round_ == 0 and n >= 1:
+                # Freeze the live writer (file open, SWMR flags set) while the snapshot reads
+                # it, so a fast build cannot finish during the plot and void the kill.
+                os.killpg(proc.pid, signal.SIGSTOP)
                 png = live_prefit_snapshot_from_models(path, tmp_path / "live.png")
                 assert png.stat().st_size > 10_000
                 snapshot_done = True
                 break
-            if round_ == 1 and time.monotonic() - t_start >= delays[round_]:
+            if round_ == 1 and (
+                time.monotonic() - t_start >= delays[round_] or n >= 3 * total // 4
+            ):
                 break
             if round_ == 2 and n >= total // 2:
                 break

@@ -267,7 +267,7 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
     kw = dict(S=12, C=2, P=10, L=60, S_chunk=4, seed=5)
     st = make_store(tmp_path / "killed.h5", **kw)
     ref = make_store(tmp_path / "ref.h5", **kw)
-    epochs = 120
+    epochs = 300  # far beyond the kill points, so a fast machine cannot finish first
     cfg = TrackerConfig(metrics_interval_sec=0.02, val_interval_sec=0.02, ckpt_interval_sec=0.02)
     x_ref, _ = PipelineRunner(ref.path).solve_all(
         epochs=epochs, pixels_per_aperture=30, lr=0.7, verbose=False, tracker=cfg
