@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +138,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     dash.set_defaults(func=_cmd_dashboard)
 
 
+def _round_bar(quiet: bool) -> tuple[Any, Any]:
+    """A progress bar over working-set rounds on a terminal; (None, None) elsewhere.
+
+    Off a terminal, ``fit_cube``'s own one-line-per-round log is the better record.
+    """
+    import sys
+
+    from nnfit.progress import progress
+
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    bar = progress(desc="fit_cube", unit="round", enabled=True)
+
+    def on_phase(phase: str, info: dict) -> None:
+        if phase == "round":
+            bar.set_description_str("fit_cube")
+            bar.update(1)
+            bar.set_postfix(
+                chi2=f"{info['chi2']:.8g}",
+                working_set=info["working_set"],
+                violators=info["violators"],
+                refresh=True,
+            )
+        elif phase != "done":
+            bar.set_description_str(f"fit_cube ({phase})")
+
+    return bar, on_phase
+
+
 def _cmd_fit_exact(args: argparse.Namespace) -> int:
     from nnfit.spectral.fit import fit_cube
 
@@ -145,6 +175,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     x0 = _load_vector(args.x0, "--x0")
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
+    bar, on_phase = _round_bar(args.quiet)
     x, stats = fit_cube(
         args.store,
         method=args.method,
@@ -154,8 +185,11 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
         constraints=_load_vector(args.orbit_weights, "--orbit-weights"),
         x0=x0,
         scheduler=args.scheduler,
+        progress=on_phase,
         verbose=not args.quiet,
     )
+    if bar is not None:
+        bar.close()
     if args.out:
         from nnfit.io import atomic_path
 
