@@ -8,7 +8,9 @@
   ``k >= 1`` (lag 0 holds the noise), ``A d^k + B r^k`` with ``d, r`` the kernel's roots. The
   AR(2) Yule-Walker equations on lags 1..3 give a start, refined by a least-squares fit of the
   two-exponential model to lags ``1 .. L``. Pooled kinetics come from the mean of the
-  cells' normalised autocovariances.
+  cells' normalised autocovariances; the pooled decay is then refined by deconvolution
+  (:func:`refine_kinetics`: the decay whose deconvolution residuals are whitest, never longer
+  than the autocovariance decay).
 - **lam**: ``z sigma ||h||_2``. Under pure noise ``(K^T r)_i`` is ``N(0, sigma^2 ||h||^2)`` and
   a frame gets a spike only where it exceeds ``lam``; so the rule fixes the false-positive rate
   *per frame*, whatever the trace length (a trace repeated 4 times gets the same spikes).
