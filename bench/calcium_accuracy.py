@@ -6,7 +6,8 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
 +-2 frames, mean over recordings, for
 
 - ``nnfit (estimated)``: kinetics pooled over the dataset's recordings from their
-  autocovariances (as ``deconvolve`` pools over the cells of a session), lam per recording from
+  autocovariances, the decay refined by deconvolution (``estimate_kinetics_pooled``, as
+  ``deconvolve`` pools over the cells of a session), lam per recording from
   its noise, baseline ``"auto"``: nothing from the ground truth;
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all

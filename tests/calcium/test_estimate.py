@@ -54,3 +54,32 @@ def test_bad_input():
         estimate_parameters(np.zeros(100), -1.0)
     with pytest.raises(ValueError, match="8 frames"):
         estimate_noise(np.zeros(4), 30.0)
+
+
+@pytest.mark.parametrize(("tr", "td", "noise"), [(0.05, 0.5, 0.1), (0.1, 1.5, 0.1)])
+def test_refinement_by_deconvolution_recovers_an_overestimated_decay(tr, td, noise):
+    """Started at twice the true decay, the residual-whiteness search comes back within 15%."""
+    from nnfit.calcium.estimate import refine_kinetics
+
+    rec = simulate_recording(4, 9000, tau_rise=tr, tau_decay=td, rate_hz=0.5, noise=noise, seed=4)
+    tr_est, td_est = refine_kinetics(list(rec.traces), 30.0, tr, 2.0 * td)
+    assert td_est == pytest.approx(td, rel=0.15)
+    assert tr_est == tr  # the rise is kept (below half the decay)
+
+
+def test_refinement_never_lengthens_the_decay():
+    from nnfit.calcium.estimate import refine_kinetics
+
+    rec = simulate_recording(2, 6000, tau_decay=0.5, rate_hz=0.5, noise=0.1, seed=2)
+    tr_est, td_est = refine_kinetics(list(rec.traces), 30.0, 0.05, 0.3)
+    assert td_est <= 0.3
+    assert tr_est <= 0.5 * td_est
+
+
+def test_whiteness_is_smallest_near_the_true_decay():
+    from nnfit.calcium.estimate import residual_whiteness
+
+    rec = simulate_recording(1, 9000, tau_decay=0.5, rate_hz=0.5, noise=0.1, seed=6)
+    y = rec.traces[0]
+    q = {td: residual_whiteness(y, 30.0, 0.05, td) for td in (0.25, 0.5, 1.0)}
+    assert q[0.5] < q[0.25] and q[0.5] < q[1.0]

@@ -159,3 +159,37 @@ def test_bad_arguments():
 def test_zero_trace_gives_zero_spikes():
     res = deconvolve(np.zeros(500), 30.0, 0.05, 0.5, lam=0.1, baseline="constant")
     assert np.all(res.spikes < 1e-9)
+
+
+@pytest.mark.parametrize("T", [2, 3, 4, 5, 7, 60])
+def test_fused_newton_solve_matches_dense(T):
+    """The fused pentadiagonal factor + solve give (K^T K + D)^-1 rhs to rounding."""
+    from nnfit.calcium._ipm import _newton_solve, _newton_solve_ref, _penta_factor
+    from nnfit.calcium.ar2 import AR2Coefficients
+
+    c = AR2Coefficients(0.05, 0.5, 30.0)
+    rng = np.random.default_rng(T)
+    Dg = rng.uniform(1e-3, 1e3, T)
+    dd, l1, l2 = np.empty(T), np.empty(T), np.empty(T)
+    _penta_factor(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2)
+    G = np.eye(T) - c.g1 * np.eye(T, k=-1) - c.g2 * np.eye(T, k=-2)
+    P = np.eye(T)
+    P[-1, -1] = 0.0
+    A = c.alpha**2 * P + G.T @ np.diag(Dg) @ G
+    rhs = rng.standard_normal(T)
+    ref = G @ np.linalg.solve(A, G.T @ rhs)
+    out, out2, t1, t2 = np.empty(T), np.empty(T), np.empty(T), np.empty(T)
+    _newton_solve(dd, l1, l2, c.g1, c.g2, rhs, t1, t2, out)
+    _newton_solve_ref(dd, l1, l2, c.g1, c.g2, rhs, t1, t2, out2)
+    scale = np.abs(ref).max()
+    assert np.abs(out - ref).max() <= 1e-12 * scale
+    assert np.abs(out2 - ref).max() <= 1e-12 * scale
+
+
+def test_max_step_is_the_step_to_the_boundary():
+    from nnfit.calcium._ipm import _max_step
+
+    x = np.array([1.0, 2.0, 0.5, 3.0])
+    assert _max_step(x, np.array([1.0, -4.0, 0.0, -1.0])) == pytest.approx(0.5)
+    assert _max_step(x, np.array([1.0, 0.0, 2.0, -1.0])) == 1.0
+    assert _max_step(x, np.zeros(4)) == 1.0

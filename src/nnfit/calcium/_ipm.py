@@ -23,15 +23,29 @@ from nnfit.calcium.ar2 import _adjoint, _forward, _g_mul, _gt_mul
 STEP_FRACTION = 0.995
 
 
-@numba.njit(cache=True, error_model="numpy")
+#: Newton directions only: the certificate (primal, dual, residuals) never uses these flags, so
+#: contraction to fused multiply-adds cannot change what is certified, only the search path
+_DIR_MATH = {"contract"}
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
 def _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compiled
-    """LDL^T of ``alpha^2 P + G^T diag(Dg) G`` (pentadiagonal); ``dd`` gets ``1 / D``."""
+    """LDL^T of ``alpha^2 P + G^T diag(Dg) G`` (pentadiagonal); ``dd`` gets ``1 / D``.
+
+    Written on the numerators ``e_i = l1[i] D_i`` and ``a2_i = l2[i] D_i`` so that the chain from
+    one pivot to the next is one division, one multiply and one subtraction:
+    ``D_i = (a0_i - l2[i-2] a2_(i-2)) - e_(i-1)^2 / D_(i-1)``, ``e_i = a1_i - l2[i-1] e_(i-1)``.
+    """
     T = Dg.shape[0]
-    d1 = 0.0
-    d2 = 0.0
     g11 = g1 * g1
     g22 = g2 * g2
     g12 = g1 * g2
+    e1 = 0.0  # e_(i-1)
+    inv1 = 0.0  # 1 / D_(i-1)
+    l2m1 = 0.0  # l2[i-1]
+    l2m2 = 0.0  # l2[i-2]
+    a2m2 = 0.0  # a2_(i-2)
+    a2m1 = 0.0  # a2_(i-1)
     for i in range(T):
         a0 = Dg[i] + (alpha2 if i < T - 1 else 0.0)
         a1 = 0.0
@@ -43,48 +57,94 @@ def _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compile
             a0 += g22 * Dg[i + 2]
             a1 += g12 * Dg[i + 2]
             a2 = -g2 * Dg[i + 2]
-        di = a0
-        if i >= 1:
-            di -= l1[i - 1] * l1[i - 1] * d1
-            a1_corr = l2[i - 1] * l1[i - 1] * d1
-        else:
-            a1_corr = 0.0
-        if i >= 2:
-            di -= l2[i - 2] * l2[i - 2] * d2
+        di = (a0 - l2m2 * a2m2) - (e1 * e1) * inv1
+        e = a1 - l2m1 * e1
         inv = 1.0 / di
         dd[i] = inv  # stored inverted: the solves multiply
-        l1[i] = (a1 - a1_corr) * inv
-        l2[i] = a2 * inv
-        d2 = d1
-        d1 = di
+        li2 = a2 * inv
+        l1[i] = e * inv
+        l2[i] = li2
+        e1 = e
+        inv1 = inv
+        l2m2 = l2m1
+        l2m1 = li2
+        a2m2 = a2m1
+        a2m1 = a2
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
 def _penta_solve(dd, l1, l2, b, x):  # pragma: no cover - compiled
     T = b.shape[0]
     y1 = 0.0
     y2 = 0.0
     for i in range(T):
         v = b[i]
-        if i >= 1:
-            v -= l1[i - 1] * y1
         if i >= 2:
             v -= l2[i - 2] * y2
+        if i >= 1:
+            v -= l1[i - 1] * y1
         y2 = y1
         y1 = v
         x[i] = v * dd[i]
     for i in range(T - 1, -1, -1):
         v = x[i]
-        if i + 1 < T:
-            v -= l1[i] * x[i + 1]
         if i + 2 < T:
             v -= l2[i] * x[i + 2]
+        if i + 1 < T:
+            v -= l1[i] * x[i + 1]
         x[i] = v
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
 def _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, out):  # pragma: no cover - compiled
-    """out = (K_full^T K_full + D)^-1 rhs = G M^-1 G^T rhs."""
+    """out = (K_full^T K_full + D)^-1 rhs = G M^-1 G^T rhs, in two fused passes.
+
+    Forward: ``b = G^T rhs`` on the fly and ``L y = b``, ``tmp = D^-1 y``. Backward:
+    ``L^T w = tmp`` and ``out = G w``, each ``out[i+2]`` finished as soon as ``w[i]`` is known.
+    ``tmp2`` is unused (kept for the signature). ``out`` may alias ``rhs``.
+    """
+    T = rhs.shape[0]
+    if T < 4:
+        _gt_mul(rhs, g1, g2, tmp)
+        _penta_solve(dd, l1, l2, tmp, tmp2)
+        _g_mul(tmp2, g1, g2, out)
+        return
+    # forward sweep, first two rows peeled
+    b = rhs[0] - g1 * rhs[1] - g2 * rhs[2]
+    y2 = b
+    tmp[0] = b * dd[0]
+    b = rhs[1] - g1 * rhs[2] - g2 * rhs[3]
+    y1 = b - l1[0] * y2
+    tmp[1] = y1 * dd[1]
+    for i in range(2, T - 2):
+        b = rhs[i] - g1 * rhs[i + 1] - g2 * rhs[i + 2]
+        v = (b - l2[i - 2] * y2) - l1[i - 1] * y1
+        y2 = y1
+        y1 = v
+        tmp[i] = v * dd[i]
+    b = rhs[T - 2] - g1 * rhs[T - 1]
+    v = (b - l2[T - 4] * y2) - l1[T - 3] * y1
+    y2 = y1
+    y1 = v
+    tmp[T - 2] = v * dd[T - 2]
+    v = (rhs[T - 1] - l2[T - 3] * y2) - l1[T - 2] * y1
+    tmp[T - 1] = v * dd[T - 1]
+    # backward sweep: w[i] = (tmp[i] - l2[i] w[i+2]) - l1[i] w[i+1]; out[i+2] = G w
+    w2 = tmp[T - 1]  # w[i+1] for i = T-2
+    w1 = tmp[T - 2] - l1[T - 2] * w2  # w[T-2]
+    # w1 = w[i+1], w2 = w[i+2] for i = T-3
+    for i in range(T - 3, -1, -1):
+        w = (tmp[i] - l2[i] * w2) - l1[i] * w1
+        out[i + 2] = w2 - g1 * w1 - g2 * w
+        w2 = w1
+        w1 = w
+    out[1] = w2 - g1 * w1
+    out[0] = w1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _newton_solve_ref(dd, l1, l2, g1, g2, rhs, tmp, tmp2, out):  # pragma: no cover - compiled
+    """Unfused reference of :func:`_newton_solve` (tests)."""
     _gt_mul(rhs, g1, g2, tmp)
     _penta_solve(dd, l1, l2, tmp, tmp2)
     _g_mul(tmp2, g1, g2, out)
@@ -108,13 +168,15 @@ def _residual(y, s, centre, p, Ks, r):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy")
 def _max_step(x, dx):  # pragma: no cover - compiled
-    a = 1.0
+    """Largest ``a <= 1`` with ``x + a dx >= 0`` (``x > 0``): ``1 / max(1, max_i -dx_i / x_i)``.
+
+    Branch-free (the ratio is formed everywhere and the maximum taken), so it vectorises.
+    """
+    m = 1.0
     for i in range(x.shape[0]):
-        if dx[i] < 0.0:
-            v = -x[i] / dx[i]
-            if v < a:
-                a = v
-    return a
+        v = -dx[i] / x[i]
+        m = v if v > m else m
+    return 1.0 / m
 
 
 @numba.njit(cache=True, error_model="numpy")
