@@ -43,7 +43,7 @@ from nnfit.validate import as_float_array, check_int, check_real
 BASELINES = ("auto", "none", "constant", "drift")
 #: "auto" picks "drift" when the variance of the smoothed residual of the constant-baseline fit
 #: exceeds this many times what white noise of the estimated level would give (flat simulated
-#: baselines give 0.3-1.5, a drift of amplitude 0.5 gives 4-30; see README_calcium_fast.md)
+#: baselines give 0.3-1.5, a drift of amplitude 0.5 gives 4-30; see README.md, "The exact optimum at OASIS speed")
 AUTO_DRIFT_RATIO = 3.0
 #: ... and only on traces long enough for that variance to mean something (about 18 smoothing
 #: widths; a drift slower than the trace is a constant to it anyway)

@@ -141,7 +141,7 @@ class PipelineRunner:
 
     Examples
     --------
-    See ``README_spectral_fit.md``; in short::
+    See the README section on the Kaczmarz fit; in short::
 
         x, stats = PipelineRunner("cube.h5").solve_all(epochs=5, pixels_per_aperture=256)
     """
