@@ -24,3 +24,24 @@ def test_missing_group_is_an_error(run_cli):
     proc = run_cli()
     assert proc.returncode == 2
     assert "required" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_writes_every_capability_output(run_cli, tmp_path):
+    """`make demo` runs `nnfit demo`: every capability writes its results and figures."""
+    proc = run_cli("demo", "--out", tmp_path / "demo", check=True)
+    expected = [
+        "calcium/spikes.npy",
+        "calcium/summary.csv",
+        "calcium/cells.png",
+        "fixtures/minimal_dataset_v1.npz",
+        "fixtures/minimal_dataset_v1.json",
+        "cube/cube.h5",
+        "cube/prefit_overlay.png",
+        "cube/fit_dashboard.png",
+    ]
+    for rel in expected:
+        assert (tmp_path / "demo" / rel).stat().st_size > 0, rel
+    assert "correlation of inferred with simulated spikes" in proc.stdout
+    assert "OK: all 10 checks passed" in proc.stdout
+    assert "exact fit" in proc.stdout
