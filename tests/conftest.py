@@ -20,6 +20,15 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(scope="session")
+def ground_truth_dir() -> Path:
+    """The CASCADE calcium ground truth beside the checkout (never copied into the repo)."""
+    folder = SHARED / "datasets" / "calcium-ground-truth"
+    if not (folder / "DS09-GCaMP6f-m-V1.npz").exists():
+        pytest.skip(f"real calcium ground truth not found at {folder} (it lives in ../shared)")
+    return folder
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run ``python -m nnfit ARGS`` in a real subprocess; return the CompletedProcess."""
