@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from nnfit.calcium import (
-    KernelOperator,
     bandpass_filter,
     build_kernel,
     deconvolve_from_export,
@@ -19,6 +18,7 @@ from nnfit.calcium import (
     solve_with_baseline,
     tau_to_ar2,
 )
+from nnfit.calcium.ar2 import AR2Convolution
 
 
 def write_export(path, *, version="1.2.0", tau_rise=0.05, tau_decay=0.5, lam=0.02, fs=30.0,
@@ -116,11 +116,11 @@ def test_baseline_solver_recovers_offset_and_scales_lambda():
     rec = simulate_recording(3, 2000, noise=0.05, baseline=4.0, seed=2)
     spikes, base, info = solve_with_baseline(rec.traces, 30.0, 0.05, 0.5, 0.01)
     assert np.all(np.abs(base - 4.0) < 0.05) and np.all(info.converged)
-    np.testing.assert_allclose(info.reconvolution, KernelOperator(0.05, 0.5, 30.0, (3, 2000))
+    np.testing.assert_allclose(info.reconvolution, AR2Convolution(2000, 0.05, 0.5, 30.0, n_cells=3)
                                .forward(spikes) + base[:, None], rtol=1e-12)  # fmt: skip
     # Optimality (KKT) of the profiled problem: gradient >= -lam G everywhere, = on the support.
     g = float(build_kernel(0.05, 0.5, 30.0).sum())
-    op = KernelOperator(0.05, 0.5, 30.0, (3, 2000))
+    op = AR2Convolution(2000, 0.05, 0.5, 30.0, n_cells=3)
     grad = op.adjoint(info.reconvolution - rec.traces)
     assert np.all(grad >= -0.01 * g * (1 + 1e-3))  # to the stop rule's accuracy
     on = spikes > 1e-3

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from nnfit.calcium import (
-    KernelOperator,
     build_kernel,
     load_tuning_data,
     run_deconvolution,
     save_for_tuning,
     simulate_recording,
 )
+from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.fista import kernel_recursion
 from nnfit.operators import MatrixOperator, dottest
 
@@ -129,7 +129,7 @@ def test_short_trace():
 def test_objective_decreases_apart_from_restarts():
     rec = simulate_recording(1, 1500, seed=5)
     y = rec.traces[0]
-    op = KernelOperator(0.05, 0.5, 30.0, 1500)
+    op = AR2Convolution(1500, 0.05, 0.5, 30.0)
 
     def objective(s):
         r = op.forward(s) - y
@@ -155,7 +155,7 @@ def test_objective_decreases_apart_from_restarts():
 def test_adjoint_is_transpose_of_explicit_convolution_matrix(tr, td, fs, n, rng):
     h = build_kernel(tr, td, fs)
     m = conv_matrix(h, n)
-    op = KernelOperator(tr, td, fs, n)
+    op = AR2Convolution(n, tr, td, fs)
     x, r = rng.standard_normal(n), rng.standard_normal(n)
     np.testing.assert_allclose(op.forward(x), m @ x, rtol=0, atol=1e-13 * np.abs(m @ x).max())
     np.testing.assert_allclose(op.adjoint(r), m.T @ r, rtol=0, atol=1e-13 * np.abs(m.T @ r).max())
@@ -171,7 +171,7 @@ def test_adjoint_is_transpose_of_explicit_convolution_matrix(tr, td, fs, n, rng)
 
 def test_operator_on_long_2d_input_matches_np_convolve(rng):
     tr, td, fs = 0.2, 0.21, 15.0  # close roots: the worst case for D - R cancellation
-    op = KernelOperator(tr, td, fs, (3, 4000))
+    op = AR2Convolution(4000, tr, td, fs, n_cells=3)
     h = build_kernel(tr, td, fs)
     s = rng.random((3, 4000)) * (rng.random((3, 4000)) < 0.05)
     ref = np.array([np.convolve(row, h)[:4000] for row in s])

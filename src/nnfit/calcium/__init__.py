@@ -14,7 +14,7 @@ from nnfit.calcium.export import (
     load_export_params,
     solve_with_baseline,
 )
-from nnfit.calcium.fista import DeconvolutionInfo, KernelOperator, run_deconvolution
+from nnfit.calcium.fista import DeconvolutionInfo, run_deconvolution
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, tau_to_ar2
 from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
 from nnfit.calcium.tuning_io import load_tuning_data, save_for_tuning
@@ -23,7 +23,6 @@ __all__ = [
     "DeconvolutionInfo",
     "ExportParams",
     "ExportResult",
-    "KernelOperator",
     "SimulatedRecording",
     "bandpass_filter",
     "build_kernel",

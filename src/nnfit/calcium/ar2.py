@@ -203,3 +203,18 @@ class AR2Convolution(LinearOperator):
 
     def adjoint(self, r: np.ndarray) -> np.ndarray:
         return self._apply(r, _adjoint)
+
+
+def convolve_kernel(spikes: np.ndarray, tau_rise: float, tau_decay: float, fs: float) -> np.ndarray:
+    """``K s`` for ``(T,)`` or ``(cells, T)`` spikes: the truncated kernel applied in O(T).
+
+    Examples
+    --------
+    >>> s = np.zeros((2, 100)); s[0, 5] = 1.0
+    >>> c = convolve_kernel(s, 0.05, 0.5, 30.0)
+    >>> bool(np.allclose(c[0, 5:], build_kernel(0.05, 0.5, 30.0)[:95])), float(c[1].max())
+    (True, 0.0)
+    """
+    s = np.asarray(spikes, dtype=np.float64)
+    n_cells = s.shape[0] if s.ndim == 2 else None
+    return AR2Convolution(s.shape[-1], tau_rise, tau_decay, fs, n_cells=n_cells).forward(s)

@@ -71,7 +71,8 @@ class Settings:
 
 def solve_fista(traces: np.ndarray, s: Settings):
     """catune's problem (``run_deconvolution``): no baseline, ``lam`` as given."""
-    from nnfit.calcium.fista import KernelOperator, run_deconvolution
+    from nnfit.calcium.ar2 import convolve_kernel
+    from nnfit.calcium.fista import run_deconvolution
     from nnfit.calcium.outputs import SolveResult
 
     kw: dict[str, Any] = {}
@@ -82,7 +83,7 @@ def solve_fista(traces: np.ndarray, s: Settings):
     spikes, info = run_deconvolution(
         traces, s.fs, s.tau_rise, s.tau_decay, s.lam, return_info=True, **kw
     )
-    recon = KernelOperator(s.tau_rise, s.tau_decay, s.fs, spikes.shape).forward(spikes)
+    recon = convolve_kernel(spikes, s.tau_rise, s.tau_decay, s.fs)
     zeros = np.zeros(traces.shape[0])
     return SolveResult(spikes, recon, zeros, info.iterations, info.converged, info.objective)
 

@@ -26,12 +26,10 @@ import numba
 import numpy as np
 
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, kernel_length
-from nnfit.operators import LinearOperator
 from nnfit.validate import as_float_array, check_int, check_real
 
 __all__ = [
     "DeconvolutionInfo",
-    "KernelOperator",
     "check_solver_params",
     "kernel_recursion",
     "run_deconvolution",
@@ -115,42 +113,6 @@ def kernel_recursion(tau_r: float, tau_d: float, fs: float) -> tuple[float, floa
 
 # --------------------------------------------------------------------------------------------
 # Compiled kernels. fastmath stays off: IEEE order of the element-wise steps matches catune's.
-
-
-@numba.njit(cache=True, nogil=True)
-def _forward(s, out, A, d, r, dK, rK, K):  # pragma: no cover - compiled
-    """out = K s (causal, truncated at K samples)."""
-    n = s.shape[0]
-    D = 0.0
-    R = 0.0
-    for t in range(n):
-        v = s[t]
-        if t >= K:
-            old = s[t - K]
-            D = d * D + (v - dK * old)
-            R = r * R + (v - rK * old)
-        else:
-            D = d * D + v
-            R = r * R + v
-        out[t] = A * (D - R)
-
-
-@numba.njit(cache=True, nogil=True)
-def _adjoint(x, out, A, d, r, dK, rK, K):  # pragma: no cover - compiled
-    """out = K^T x (anti-causal)."""
-    n = x.shape[0]
-    D = 0.0
-    R = 0.0
-    for t in range(n - 1, -1, -1):
-        v = x[t]
-        if t + K < n:
-            old = x[t + K]
-            D = d * D + (v - dK * old)
-            R = r * R + (v - rK * old)
-        else:
-            D = d * D + v
-            R = r * R + v
-        out[t] = A * (D - R)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -255,54 +217,6 @@ def _fista_batch(
 
 
 # --------------------------------------------------------------------------------------------
-
-
-class KernelOperator(LinearOperator):
-    """The calcium kernel convolution ``s -> K s`` on ``(n,)`` or ``(n_cells, n)`` arrays.
-
-    ``forward`` is ``np.convolve(s, h)[:n]`` per row (causal, truncated to the trace length)
-    and ``adjoint`` its exact transpose, both applied in O(T) by the AR(2) recursion.
-
-    Parameters
-    ----------
-    tau_r, tau_d, fs : float
-        Kinetics in seconds and sampling rate in Hz.
-    shape : int or tuple of int
-        ``n`` or ``(n_cells, n)``.
-
-    Examples
-    --------
-    >>> op = KernelOperator(0.05, 0.5, 30.0, 50)
-    >>> s = np.zeros(50); s[3] = 1.0
-    >>> h = build_kernel(0.05, 0.5, 30.0)
-    >>> bool(np.allclose(op.forward(s), np.convolve(s, h)[:50], atol=1e-14))
-    True
-    """
-
-    def __init__(self, tau_r: float, tau_d: float, fs: float, shape: int | tuple[int, ...]):
-        fs, tau_r, tau_d, *_ = check_solver_params(fs, tau_r, tau_d, 0.0)
-        shape = (int(shape),) if np.isscalar(shape) else tuple(int(v) for v in shape)
-        if len(shape) not in (1, 2) or min(shape) < 1:
-            raise ValueError(f"shape must be (n,) or (n_cells, n) with n >= 1; got {shape}")
-        self.model_shape = self.data_shape = shape
-        self.A, self.d, self.r, self.K = kernel_recursion(tau_r, tau_d, fs)
-        self.kernel = build_kernel(tau_r, tau_d, fs)
-
-    def _apply(self, x: np.ndarray, fn) -> np.ndarray:
-        x2 = np.ascontiguousarray(np.reshape(x, (-1, self.model_shape[-1])), dtype=np.float64)
-        out = np.empty_like(x2)
-        dK, rK = self.d**self.K, self.r**self.K
-        for i in range(x2.shape[0]):
-            fn(x2[i], out[i], self.A, self.d, self.r, dK, rK, self.K)
-        return out.reshape(self.data_shape)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``K x`` row by row."""
-        return self._apply(x, _forward)
-
-    def adjoint(self, r: np.ndarray) -> np.ndarray:
-        """``K^T r`` row by row."""
-        return self._apply(r, _adjoint)
 
 
 def run_deconvolution(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnfit.calcium.fista import KernelOperator
+from nnfit.calcium.ar2 import convolve_kernel
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.validate import check_int, check_real
 
@@ -97,7 +97,7 @@ def simulate_recording(
     seed = check_int("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     spikes = rng.poisson(rate_hz / fs, size=(n_cells, n_timepoints)).astype(np.float64)
-    calcium = KernelOperator(tau_rise, tau_decay, fs, spikes.shape).forward(spikes)
+    calcium = convolve_kernel(spikes, tau_rise, tau_decay, fs)
     traces = calcium + baseline + noise * rng.standard_normal(spikes.shape)
     return SimulatedRecording(
         traces=traces,
