@@ -140,6 +140,10 @@ def test_cli_estimates_and_reports_kinetics(run_cli, tmp_path):
     assert "estimated from the data" in proc.stdout and "4/4 certified" in proc.stdout
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["kinetics_estimated"] and abs(run["tau_decay"] - p["pooled"]["tau_decay"]) < 1e-12
+    from nnfit.calcium import spike_time_offset
+
+    off = spike_time_offset(run["tau_rise"], run["tau_decay"], 30.0) / 30.0
+    assert run["spike_time_offset_s"] == pytest.approx(off)
     assert (tmp_path / "o" / "cells.png").is_file()
 
 

@@ -53,3 +53,50 @@ def test_bad_kinetics_are_refused(args, message):
         build_kernel(*args)
     with pytest.raises(ValueError, match=message):
         tau_to_ar2(*args)
+
+
+def _continuous_spike_trace(tr, td, fs, n_spikes, seed):
+    """Isolated unit spikes at continuous times (frames), the continuous kernel sampled."""
+    rng = np.random.default_rng(seed)
+    gap = int(6 * td * fs) + 10
+    frames = np.arange(1, n_spikes + 1) * gap
+    times = frames + rng.uniform(0.0, 1.0, n_spikes)
+    k = np.arange(gap * (n_spikes + 1), dtype=float)
+    y = np.zeros(k.size)
+    for t0 in times:
+        dt = (k - t0) / fs
+        m = dt > 0
+        y[m] += np.exp(-dt[m] / td) - np.exp(-dt[m] / tr)
+    return y, frames, times
+
+
+@pytest.mark.parametrize(
+    ("tr", "td", "fs"),
+    [(0.005, 0.5, 30.0), (0.02, 0.5, 30.0), (0.002, 0.25, 122.0), (0.012, 0.38, 60.0),
+     (0.18, 0.74, 60.0)],
+)  # fmt: skip
+def test_spike_time_offset_is_the_solvers_measured_delay(tr, td, fs):
+    """Brute force: spikes at random sub-frame times, deconvolved without noise by the exact
+    solver; the mass-weighted delay from the reported frames to the true times is the offset."""
+    from nnfit.calcium import deconvolve, spike_time_offset
+
+    y, frames, times = _continuous_spike_trace(tr, td, fs, 150, seed=int(fs))
+    res = deconvolve(y, fs, tr, td, lam=1e-4, baseline="none")
+    num = den = 0.0
+    for f0, t0 in zip(frames, times, strict=True):
+        idx = np.arange(f0 - 3, f0 + 6)
+        w = res.spikes[idx]
+        num += float(w @ (t0 - idx))
+        den += float(w.sum())
+    measured = num / den
+    offset = spike_time_offset(tr, td, fs)
+    assert abs(measured - offset) < 0.02, (measured, offset)
+    assert res.time_offset == pytest.approx(offset / fs)
+
+
+def test_spike_time_offset_limits():
+    from nnfit.calcium import spike_time_offset
+
+    assert spike_time_offset(1e-6, 0.5, 30.0) == pytest.approx(0.5, abs=1e-3)
+    slow = [spike_time_offset(tr, 1.0, 30.0) for tr in (0.01, 0.05, 0.2)]
+    assert slow[0] > slow[1] > slow[2] >= 0.0

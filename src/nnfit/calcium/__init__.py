@@ -15,7 +15,7 @@ from nnfit.calcium.export import (
     solve_with_baseline,
 )
 from nnfit.calcium.fista import DeconvolutionInfo, run_deconvolution
-from nnfit.calcium.kernel import build_kernel, compute_lipschitz, tau_to_ar2
+from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_offset, tau_to_ar2
 from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
 from nnfit.calcium.tuning_io import load_tuning_data, save_for_tuning
 
@@ -34,6 +34,7 @@ __all__ = [
     "save_for_tuning",
     "simulate_recording",
     "solve_with_baseline",
+    "spike_time_offset",
     "tau_to_ar2",
 ]
 from nnfit.calcium.ar2 import AR2Convolution

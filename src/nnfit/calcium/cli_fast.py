@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.calcium.kernel import spike_time_offset
 from nnfit.calcium.solver import BASELINES
 
 __all__ = [
@@ -164,6 +165,8 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         "solver": "exact",
         "seconds": round(seconds, 3),
         **rec,
+        # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
+        "spike_time_offset_s": spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
         "lam_rule": None if args.lam is not None else "lam = z noise ||h||_2 per cell",
         "outputs": ["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
     }

@@ -10,7 +10,9 @@
   two-exponential model to lags ``1 .. L``. Pooled kinetics come from the mean of the
   cells' normalised autocovariances; the pooled decay is then refined by deconvolution
   (:func:`refine_kinetics`: the decay whose deconvolution residuals are whitest, never longer
-  than the autocovariance decay).
+  than the autocovariance decay), and the rise refitted to the lags up to that decay only
+  (:func:`rise_at_short_lags`), where the curvature that carries it is not outweighed by the
+  misfit of a decay that is not one exponential.
 - **lam**: ``z sigma ||h||_2``. Under pure noise ``(K^T r)_i`` is ``N(0, sigma^2 ||h||^2)`` and
   a frame gets a spike only where it exceeds ``lam``; so the rule fixes the false-positive rate
   *per frame*, whatever the trace length (a trace repeated 4 times gets the same spikes).
@@ -221,6 +223,20 @@ def refine_kinetics(
     return rise(td), td
 
 
+def rise_at_short_lags(ac: np.ndarray, fs: float, tau_decay: float) -> float:
+    """The rise refitted to the autocovariance lags ``1 .. tau_decay fs`` only.
+
+    The rise shapes the autocovariance only over the first few lags (its curvature there).
+    Fitted over all lags, a decay that is not one exponential (real indicators, neuropil)
+    leaves a misfit at long lags that outweighs those few points and pushes the rise to its
+    floor; over lags up to the (refined) decay time the double exponential is a good local
+    model and the curvature decides. The local decay is a free nuisance parameter here.
+    """
+    n = max(8, round(float(tau_decay) * fs))
+    tr, _ = _fit_roots(np.asarray(ac, dtype=np.float64)[: n + 1], fs)
+    return float(min(max(tr, 0.25 / fs), 0.5 * float(tau_decay)))
+
+
 def estimate_kinetics(traces: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Rise and decay time constants per trace and pooled over traces (seconds).
 
@@ -231,9 +247,11 @@ def estimate_kinetics(traces: np.ndarray, fs: float) -> tuple[np.ndarray, np.nda
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     acn = normalized_autocov(traces, fs)
     taus = np.array([_fit_roots(a, fs) for a in acn])
-    tr_p, td_p = _fit_roots(acn.mean(axis=0), fs)
+    ac = acn.mean(axis=0)
+    tr_p, td_p = _fit_roots(ac, fs)
     x = np.atleast_2d(as_float_array("traces", traces, ndim=(1, 2)))
     tr_p, td_p = refine_kinetics(list(x), fs, tr_p, td_p)
+    tr_p = rise_at_short_lags(ac, fs, td_p)
     return taus[:, 0], taus[:, 1], tr_p, td_p
 
 
@@ -252,8 +270,9 @@ def estimate_kinetics_pooled(traces: list[np.ndarray], fs: float) -> tuple[float
     n_lags = round(KINETICS_LAGS_S * fs)
     acs = [normalized_autocov(t, fs, n_lags)[0] for t in traces]
     L = min(len(a) for a in acs)
-    tr, td = _fit_roots(np.mean([a[:L] for a in acs], axis=0), fs)
-    return refine_kinetics(list(traces), fs, tr, td)
+    ac = np.mean([a[:L] for a in acs], axis=0)
+    _, td = refine_kinetics(list(traces), fs, *_fit_roots(ac, fs))
+    return rise_at_short_lags(ac, fs, td), td
 
 
 def lam_from_noise(

@@ -37,7 +37,7 @@ from nnfit.calcium._ipm import ipm_trace
 from nnfit.calcium.ar2 import AR2Coefficients, AR2Convolution, _forward
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
-from nnfit.calcium.kernel import check_kinetics
+from nnfit.calcium.kernel import check_kinetics, spike_time_offset
 from nnfit.validate import as_float_array, check_int, check_real
 
 BASELINES = ("auto", "none", "constant", "drift")
@@ -86,6 +86,10 @@ class DeconvolutionResult:
         ``"auto"`` needed it.
     estimated : dict
         Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
+    time_offset : float
+        Seconds from a frame's time to the spikes reported at that frame, on average
+        (:func:`nnfit.calcium.kernel.spike_time_offset` over ``fs``): spike ``spikes[..., j]``
+        is best placed at ``frame_time[j] + time_offset``.
     """
 
     spikes: np.ndarray
@@ -103,6 +107,10 @@ class DeconvolutionResult:
     fs: float
     noise: np.ndarray
     estimated: dict = field(default_factory=dict)
+
+    @property
+    def time_offset(self) -> float:
+        return spike_time_offset(self.tau_rise, self.tau_decay, self.fs) / self.fs
 
 
 def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
