@@ -6,9 +6,13 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
 +-2 frames, mean over recordings, for
 
 - ``nnfit (estimated)``: kinetics pooled over the dataset's recordings from their
-  autocovariances, the decay refined by deconvolution (``estimate_kinetics_pooled``, as
-  ``deconvolve`` pools over the cells of a session), lam per recording from
-  its noise, baseline ``"auto"``: nothing from the ground truth;
+  autocovariances, the decay refined by deconvolution and the rise at short lags
+  (``estimate_kinetics_pooled``, as ``deconvolve`` pools over the cells of a session), lam per
+  recording from its noise, baseline ``"auto"``: nothing from the ground truth. Spikes are
+  placed at nnfit's own time stamps, ``frame time + result.time_offset`` (a fraction of a
+  frame that follows from the kernel alone, see ``nnfit.calcium.spike_time_offset``);
+- ``nnfit (estimated), frame times``: the same spikes placed at the frame times, for
+  comparison (the other solvers report at the frame);
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all
   (an upper reference: it uses the ground truth);
