@@ -169,3 +169,28 @@ def test_cli_exact_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
     y = (rec.traces + 2.0).astype(np.float32).astype(float) - 0.7
     ref = deconvolve(y, 30.0, *KIN, lam=0.3, baseline="constant")
     np.testing.assert_allclose(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2", "<f8"])
+@pytest.mark.parametrize("layout", ["C", "F", "1d", "v2"])
+def test_read_rows_equals_the_memory_map(tmp_path, dtype, layout):
+    from nnfit.calcium.blocks import open_traces, read_rows
+
+    a = (np.random.default_rng(0).standard_normal((7, 50)) * 100).astype(dtype)
+    path = tmp_path / "x.npy"
+    if layout == "1d":
+        a = a[0]
+    if layout == "F":
+        a = np.asfortranarray(a)
+    if layout == "v2":
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, a, version=(2, 0))
+    else:
+        np.save(path, a)
+    ref = np.asarray(open_traces(path), dtype=np.float64)
+    for start, stop in [(0, 1), (0, ref.shape[0]), (ref.shape[0] - 1, ref.shape[0]), (2, 5)]:
+        if stop > ref.shape[0] or start >= stop:
+            continue
+        got = read_rows(path, start, stop)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, ref[start:stop])

@@ -29,7 +29,7 @@ import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 
-__all__ = ["BlockSettings", "deconvolve_recording", "open_traces"]
+__all__ = ["BlockSettings", "deconvolve_recording", "open_traces", "read_rows"]
 
 SUMMARY_FIELDS = ("cell", "baseline_kind", "lam", "noise", "objective", "gap", "kkt", "iterations",
                   "converged")  # fmt: skip
@@ -62,6 +62,29 @@ def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
     return arr
 
 
+def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a ``(cells, T)`` ``.npy`` as float64, read with plain file reads.
+
+    A memory map would leave every page it touched resident in this process (file-backed
+    pages count in its RSS until the kernel evicts them); reading only the block's bytes keeps
+    the process at a few blocks whatever the file size. Fortran-ordered files fall back to the
+    memory map.
+    """
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}  # fmt: skip
+        if version not in readers:
+            return np.asarray(open_traces(path)[start:stop], dtype=np.float64)
+        shape, fortran, dtype = readers[version](f)
+        if fortran or len(shape) not in (1, 2) or dtype.hasobject:
+            return np.asarray(open_traces(path)[start:stop], dtype=np.float64)
+        T = shape[-1]
+        f.seek(start * T * dtype.itemsize, os.SEEK_CUR)
+        rows = np.fromfile(f, dtype=dtype, count=(stop - start) * T).reshape(stop - start, T)
+    return rows.astype(np.float64)
+
+
 def _fingerprint(path: Path) -> dict[str, Any]:
     st = path.stat()
     h = hashlib.sha256()
@@ -82,7 +105,7 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     from nnfit.calcium.solver import deconvolve
 
     i, start, stop = spec
-    traces = np.asarray(open_traces(settings.path)[start:stop], dtype=np.float64)
+    traces = read_rows(settings.path, start, stop)
     res = deconvolve(
         traces,
         settings.fs,
@@ -246,27 +269,38 @@ def deconvolve_recording(
 
 
 def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:
-    """Copy block files into the final arrays (memory-mapped) and write ``summary.csv``."""
+    """Append the block files, in order, to the final arrays and write ``summary.csv``.
+
+    Plain sequential writes after an ``.npy`` header, not a memory map: the mapped output
+    pages would count in this process's memory (three cells x T float64 arrays, gigabytes for
+    a large session) until written back.
+    """
     names = {
         "spikes": "spikes.npy",
         "reconvolution": "reconvolution.npy",
         "baseline": "baseline.npy",
     }
+    header = {"descr": "<f8", "fortran_order": False, "shape": (n_cells, T)}
     lines = [",".join(SUMMARY_FIELDS)]
     converged = 0
     with (
         atomic_path(out / names["spikes"], suffix=".npy") as t1,
         atomic_path(out / names["reconvolution"], suffix=".npy") as t2,
         atomic_path(out / names["baseline"], suffix=".npy") as t3,
+        open(t1, "wb") as f1,
+        open(t2, "wb") as f2,
+        open(t3, "wb") as f3,
     ):
-        arrays = {
-            key: np.lib.format.open_memmap(tmp, mode="w+", dtype="<f8", shape=(n_cells, T))
-            for key, tmp in zip(names, (t1, t2, t3), strict=True)
-        }
-        for i, a, b in specs:
+        files = dict(zip(names, (f1, f2, f3), strict=True))
+        for f in files.values():
+            np.lib.format.write_array_header_1_0(f, header)
+        for i, a, b in sorted(specs, key=lambda spec: spec[1]):
             with np.load(_block_path(str(out), i)) as z:
-                for key, arr in arrays.items():
-                    arr[a:b] = z[key]
+                for key, f in files.items():
+                    block = np.ascontiguousarray(z[key], dtype="<f8")
+                    if block.shape != (b - a, T):
+                        raise ValueError(f"block {i} holds {block.shape}; expected {(b - a, T)}")
+                    f.write(block.tobytes())
                 for j in range(b - a):
                     row = [str(a + j), str(z["baseline_kind"][j])]
                     row += [
@@ -275,8 +309,5 @@ def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int
                     row += [str(int(z["iterations"][j])), str(bool(z["converged"][j]))]
                     lines.append(",".join(row))
                 converged += int(z["converged"].sum())
-        for arr in arrays.values():
-            arr.flush()
-        del arrays
     atomic_write_bytes(out / "summary.csv", ("\n".join(lines) + "\n").encode())
     return converged
