@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from nnfit.calcium.fista import check_solver_params, kernel_recursion
+from nnfit.calcium.fista import check_solver_params, kernel_recursion, truncated_tap
 from nnfit.calcium.kernel import build_kernel, check_kinetics, compute_lipschitz, tau_to_ar2
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -306,13 +306,8 @@ def _profiled_cell(
                 yv = sv + momentum * (sv - x_prev[t])
                 y_k[t] = yv if yv > 0.0 else 0.0
             v = y_k[t]
-            if t >= K:
-                old = y_k[t - K]
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = y_k[t - K] if t >= K else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             residual[t] = A * (D - R) - trace[t]
             total += residual[t]
         mean = total / n if profile else 0.0  # = -b at y_k
@@ -320,13 +315,8 @@ def _profiled_cell(
         R = 0.0
         for t in range(n - 1, -1, -1):
             v = residual[t] - mean
-            if t + K < n:
-                old = residual[t + K] - mean
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = residual[t + K] - mean if t + K < n else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             gradient = A * (D - R)
             x_prev[t] = solution[t]
             z = y_k[t] - step_size * gradient - threshold
@@ -336,13 +326,8 @@ def _profiled_cell(
         s_sum = 0.0
         for t in range(n):
             v = solution[t]
-            if t >= K:
-                old = solution[t - K]
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = solution[t - K] if t >= K else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             recon[t] = A * (D - R)
             residual[t] = recon[t] - trace[t]
             s_sum += v

@@ -115,6 +115,17 @@ def kernel_recursion(tau_r: float, tau_d: float, fs: float) -> tuple[float, floa
 # Compiled kernels. fastmath stays off: IEEE order of the element-wise steps matches catune's.
 
 
+@numba.njit(inline="always")
+def truncated_tap(D, R, v, old, d, r, dK, rK):  # pragma: no cover - compiled
+    """One step of the two one-pole recursions that apply the truncated kernel in O(T).
+
+    With ``v = x[t]`` and ``old = x[t - K]`` (0.0 before the start, which leaves ``v`` exact),
+    ``A * (D - R)`` after the step is ``(h * x)[t]`` for the kernel truncated at ``K`` samples
+    (its ``h[0] = 0`` term cancels). Inlined into the fused solver loops.
+    """
+    return d * D + (v - dK * old), r * R + (v - rK * old)
+
+
 @numba.njit(cache=True, nogil=True)
 def _fista_cell(
     trace, solution, A, d, r, dK, rK, K, step_size, threshold, lam, tolerance, max_iters
@@ -146,26 +157,16 @@ def _fista_cell(
                 yv = sv + momentum * (sv - x_prev[t])
                 solution_prev[t] = yv if yv > 0.0 else 0.0
             v = solution_prev[t]
-            if t >= K:
-                old = solution_prev[t - K]
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = solution_prev[t - K] if t >= K else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             residual[t] = A * (D - R) - trace[t]
         # Pass 2 (backward): gradient = K^T residual, then the proximal step from y_k.
         D = 0.0
         R = 0.0
         for t in range(n - 1, -1, -1):
             v = residual[t]
-            if t + K < n:
-                old = residual[t + K]
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = residual[t + K] if t + K < n else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             gradient = A * (D - R)
             x_prev[t] = solution[t]
             z = solution_prev[t] - step_size * gradient - threshold
@@ -177,13 +178,8 @@ def _fista_cell(
         total = 0.0
         for t in range(n):
             v = solution[t]
-            if t >= K:
-                old = solution[t - K]
-                D = d * D + (v - dK * old)
-                R = r * R + (v - rK * old)
-            else:
-                D = d * D + v
-                R = r * R + v
+            old = solution[t - K] if t >= K else 0.0
+            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             res = A * (D - R) - trace[t]
             sq += res * res
             total += v
