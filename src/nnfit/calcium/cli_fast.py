@@ -186,6 +186,10 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
+    print(
+        f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"
+        " ms (spike_time_offset_s in run.json)"
+    )
     if args.lam is None:
         print("lam: per cell from the noise (lam = z noise ||h||_2); see summary.csv")
     resumed = rec.get("blocks_resumed", 0)
