@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from nnfit.calcium.fista import check_solver_params, kernel_recursion, truncated_tap
+from nnfit.calcium.fista import _fista_cell, check_solver_params, kernel_recursion
 from nnfit.calcium.kernel import build_kernel, check_kinetics, compute_lipschitz, tau_to_ar2
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -264,99 +264,6 @@ def bandpass_filter(traces: np.ndarray, tau_rise: float, tau_decay: float, fs: f
     return np.fft.irfft(np.fft.rfft(arr, axis=-1) * gain, n=n, axis=-1)
 
 
-@numba.njit(cache=True, nogil=True)
-def _profiled_cell(
-    trace,
-    solution,
-    recon,
-    A,
-    d,
-    r,
-    dK,
-    rK,
-    K,
-    step_size,
-    threshold,
-    lam_eff,
-    tol,
-    max_iters,
-    profile,
-):  # pragma: no cover - compiled
-    """FISTA with restart for 0.5||P(K s - y)||^2 + lam_eff sum(s), P removing the mean
-    (``profile=True``; with False, P is the identity and the baseline is fixed at 0)."""
-    n = trace.shape[0]
-    x_prev = np.zeros(n)
-    y_k = np.zeros(n)
-    residual = np.empty(n)
-    for t in range(n):
-        solution[t] = 0.0
-    t_fista = 1.0
-    prev_objective = np.inf
-    objective = np.inf
-    momentum = 0.0
-    iteration = 0
-    converged = False
-    for iteration in range(1, max_iters + 1):
-        D = 0.0
-        R = 0.0
-        total = 0.0
-        for t in range(n):
-            if iteration > 1:
-                sv = solution[t]
-                yv = sv + momentum * (sv - x_prev[t])
-                y_k[t] = yv if yv > 0.0 else 0.0
-            v = y_k[t]
-            old = y_k[t - K] if t >= K else 0.0
-            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            residual[t] = A * (D - R) - trace[t]
-            total += residual[t]
-        mean = total / n if profile else 0.0  # = -b at y_k
-        D = 0.0
-        R = 0.0
-        for t in range(n - 1, -1, -1):
-            v = residual[t] - mean
-            old = residual[t + K] - mean if t + K < n else 0.0
-            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            gradient = A * (D - R)
-            x_prev[t] = solution[t]
-            z = y_k[t] - step_size * gradient - threshold
-            solution[t] = z if z > 0.0 else 0.0
-        D = 0.0
-        R = 0.0
-        s_sum = 0.0
-        for t in range(n):
-            v = solution[t]
-            old = solution[t - K] if t >= K else 0.0
-            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            recon[t] = A * (D - R)
-            residual[t] = recon[t] - trace[t]
-            s_sum += v
-        total = 0.0
-        for t in range(n):
-            total += residual[t]
-        mean = total / n if profile else 0.0
-        sq = 0.0
-        for t in range(n):
-            e = residual[t] - mean
-            sq += e * e
-        objective = 0.5 * sq + lam_eff * s_sum
-        if objective > prev_objective and iteration > 1:
-            t_fista = 1.0
-        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t_fista * t_fista)) / 2.0
-        momentum = (t_fista - 1.0) / t_new
-        t_fista = t_new
-        if iteration > 5:
-            rel_change = abs(prev_objective - objective) / (abs(prev_objective) + 1e-10)
-            if rel_change < tol:
-                converged = True
-                break
-        prev_objective = objective
-    baseline = -mean
-    for t in range(n):
-        recon[t] += baseline
-    return iteration, converged, objective, baseline
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _profiled_batch(
     traces,
@@ -380,7 +287,7 @@ def _profiled_batch(
     profile,
 ):  # pragma: no cover - compiled
     for c in numba.prange(traces.shape[0]):
-        it, cv, ob, b = _profiled_cell(
+        it, cv, ob, b = _fista_cell(
             traces[c], out[c], recon[c], A, d, r, dK, rK, K, step, thr, lam_eff, tol, mi, profile
         )
         iters[c] = it

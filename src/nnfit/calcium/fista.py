@@ -128,15 +128,34 @@ def truncated_tap(D, R, v, old, d, r, dK, rK):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _fista_cell(
-    trace, solution, A, d, r, dK, rK, K, step_size, threshold, lam, tolerance, max_iters
+    trace,
+    solution,
+    recon,
+    A,
+    d,
+    r,
+    dK,
+    rK,
+    K,
+    step_size,
+    threshold,
+    lam,
+    tolerance,
+    max_iters,
+    profile,
 ):  # pragma: no cover - compiled
     """catune's FISTA loop for one trace, three O(T) passes per iteration.
 
-    Returns (iterations, converged, objective); the spikes are written into ``solution``.
+    Minimises ``0.5 ||P (K s - trace)||^2 + lam sum(s)`` with ``P`` the identity
+    (``profile=False``: catune's problem, its operation order) or the removal of the mean
+    (``profile=True``: the browser's problem with its constant baseline profiled out). Adaptive
+    restart as catune; stops when the relative objective change is below ``tolerance`` after
+    iteration 5. The spikes are written into ``solution`` and ``K s + b`` into ``recon``.
+    Returns (iterations, converged, objective, baseline ``b``).
     """
     n = trace.shape[0]
     x_prev = np.zeros(n)
-    solution_prev = np.zeros(n)  # y_k, the extrapolated point
+    y_k = np.zeros(n)  # the extrapolated point
     residual = np.empty(n)
     for t in range(n):
         solution[t] = 0.0
@@ -146,44 +165,59 @@ def _fista_cell(
     momentum = 0.0
     iteration = 0
     converged = False
+    mean = 0.0
     for iteration in range(1, max_iters + 1):
         # Pass 1 (forward): y_k = max(x_k + m (x_k - x_{k-1}), 0) as catune forms it at the
         # end of the previous iteration, then residual = K y_k - trace.
         D = 0.0
         R = 0.0
+        total = 0.0
         for t in range(n):
             if iteration > 1:
                 sv = solution[t]
                 yv = sv + momentum * (sv - x_prev[t])
-                solution_prev[t] = yv if yv > 0.0 else 0.0
-            v = solution_prev[t]
-            old = solution_prev[t - K] if t >= K else 0.0
+                y_k[t] = yv if yv > 0.0 else 0.0
+            v = y_k[t]
+            old = y_k[t - K] if t >= K else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             residual[t] = A * (D - R) - trace[t]
-        # Pass 2 (backward): gradient = K^T residual, then the proximal step from y_k.
+            total += residual[t]
+        mean = total / n if profile else 0.0  # = -b at y_k
+        # Pass 2 (backward): gradient = K^T P residual, then the proximal step from y_k.
         D = 0.0
         R = 0.0
         for t in range(n - 1, -1, -1):
-            v = residual[t]
-            old = residual[t + K] if t + K < n else 0.0
+            v = residual[t] - mean
+            old = residual[t + K] - mean if t + K < n else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             gradient = A * (D - R)
             x_prev[t] = solution[t]
-            z = solution_prev[t] - step_size * gradient - threshold
+            z = y_k[t] - step_size * gradient - threshold
             solution[t] = z if z > 0.0 else 0.0
         # Pass 3 (forward): objective at x_{k+1}.
         D = 0.0
         R = 0.0
         sq = 0.0
-        total = 0.0
+        s_sum = 0.0
         for t in range(n):
             v = solution[t]
             old = solution[t - K] if t >= K else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            res = A * (D - R) - trace[t]
+            recon[t] = A * (D - R)
+            res = recon[t] - trace[t]
+            residual[t] = res
             sq += res * res
-            total += v
-        objective = 0.5 * sq + lam * total
+            s_sum += v
+        if profile:  # the mean residual first, then the squares about it (no cancellation)
+            total = 0.0
+            for t in range(n):
+                total += residual[t]
+            mean = total / n
+            sq = 0.0
+            for t in range(n):
+                e = residual[t] - mean
+                sq += e * e
+        objective = 0.5 * sq + lam * s_sum
         # Adaptive restart (O'Donoghue & Candes), as catune: not on the first iteration.
         if objective > prev_objective and iteration > 1:
             t_fista = 1.0
@@ -196,7 +230,10 @@ def _fista_cell(
                 converged = True
                 break
         prev_objective = objective
-    return iteration, converged, objective
+    baseline = -mean
+    for t in range(n):
+        recon[t] += baseline
+    return iteration, converged, objective, baseline
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -204,8 +241,9 @@ def _fista_batch(
     traces, out, iters, conv, objs, A, d, r, dK, rK, K, step, thr, lam, tol, max_iters
 ):  # pragma: no cover - compiled
     for c in numba.prange(traces.shape[0]):
-        it, cv, ob = _fista_cell(
-            traces[c], out[c], A, d, r, dK, rK, K, step, thr, lam, tol, max_iters
+        recon = np.empty(traces.shape[1])
+        it, cv, ob, _ = _fista_cell(
+            traces[c], out[c], recon, A, d, r, dK, rK, K, step, thr, lam, tol, max_iters, False
         )
         iters[c] = it
         conv[c] = cv
