@@ -222,6 +222,32 @@ def _apply_h(x, centre, p, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _precondition(
+    res, mask, centre, dd, l1, l2, g1, g2, kvec, Mk, den, tmp, tmp2, zv
+):  # pragma: no cover - compiled
+    """zv = M^-1 res on the support (0 off it); returns res . zv.
+
+    ``M`` is the factored untruncated Newton matrix; with ``centre`` the baseline direction
+    is removed by Sherman-Morrison (``Mk = M^-1 k``, ``den = T - k . Mk``).
+    """
+    _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
+    T = res.shape[0]
+    if centre:
+        c = 0.0
+        for t in range(T):
+            c += kvec[t] * zv[t]
+        c /= den
+        for t in range(T):
+            zv[t] += Mk[t] * c
+    rz = 0.0
+    for t in range(T):
+        if not mask[t]:
+            zv[t] = 0.0
+        rz += res[t] * zv[t]
+    return rz
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12):
     """Newton step restricted to the support, by preconditioned CG; returns the new s.
 
@@ -273,20 +299,9 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12
             gnorm = max(gnorm, abs(res[t]))
         if gnorm <= cg_tol * lam:
             break
-        _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
-        if centre:
-            c = 0.0
-            for t in range(T):
-                c += kvec[t] * zv[t]
-            c /= den
-            for t in range(T):
-                zv[t] += Mk[t] * c
-        rz = 0.0
+        rz = _precondition(res, mask, centre, dd, l1, l2, g1, g2, kvec, Mk, den, tmp, tmp2, zv)
         for t in range(T):
-            if not mask[t]:
-                zv[t] = 0.0
             pv[t] = zv[t]
-            rz += res[t] * zv[t]
         for _cg in range(30):
             _apply_h(pv, centre, p, tmp, Ap)
             pAp = 0.0
@@ -304,19 +319,9 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12
                 rmax = max(rmax, abs(res[t]))
             if rmax <= cg_tol * lam:
                 break
-            _newton_solve(dd, l1, l2, g1, g2, res, tmp, tmp2, zv)
-            if centre:
-                c = 0.0
-                for t in range(T):
-                    c += kvec[t] * zv[t]
-                c /= den
-                for t in range(T):
-                    zv[t] += Mk[t] * c
-            rz_new = 0.0
-            for t in range(T):
-                if not mask[t]:
-                    zv[t] = 0.0
-                rz_new += res[t] * zv[t]
+            rz_new = _precondition(
+                res, mask, centre, dd, l1, l2, g1, g2, kvec, Mk, den, tmp, tmp2, zv
+            )
             beta = rz_new / rz
             rz = rz_new
             for t in range(T):
