@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import scipy.fft as sfft  # noqa: E402
 
 from nnfit.spectral.hypercube import build_hypercube  # noqa: E402
-from nnfit.spectral.operators import ModelRowComputer  # noqa: E402
+from nnfit.spectral.model import ModelRowComputer  # noqa: E402
 from nnfit.spectral.simulate import simulate_cube  # noqa: E402
 
 REAL = {"S": 2854, "C": 22, "P": 360, "L": 1247, "T": 7561, "V": 201}

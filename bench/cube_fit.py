@@ -55,7 +55,7 @@ class Method:
 
 
 def _kaczmarz(ctx: Context) -> list[tuple[str, np.ndarray, float]]:
-    from nnfit.spectral.runner import PipelineRunner
+    from nnfit.spectral.kaczmarz_fit import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 
     path = ctx.path.with_name("kaczmarz.h5")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnfit.fixtures import generate_fixture, simulate_dataset, verify_fixture, write_npz
+from nnfit.ptycho import generate_fixture, simulate_dataset, verify_fixture, write_npz
 
 
 def _time(fn, repeats):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
+from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.fit import fit_cube, read_warm_start
-from nnfit.spectral.operator import CubeOperator
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_dask_cluster_gives_identical_x(small_store):
 def test_cli_and_runner_route_to_fit_cube(built_store, run_cli, tmp_path):
     import json
 
-    from nnfit.spectral.runner import PipelineRunner
+    from nnfit.spectral.kaczmarz_fit import PipelineRunner
 
     r = run_cli(
         "cube", "fit", built_store, "--method", "gram", "--regul", "10", "--stats", "s.json",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.gram import cube_gram
-from nnfit.spectral.operator import CubeOperator
 
 
 def test_gram_equals_dense_normal_equations(small_store):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnfit.spectral.hypercube import build_hypercube
-from nnfit.spectral.operators import C_KMS, grid_step
+from nnfit.spectral.model import C_KMS, grid_step
 from nnfit.spectral.store import load_problem, open_h5
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnfit.spectral.operators import model_rows, rebin_matrix
+from nnfit.spectral.model import model_rows, rebin_matrix
 from nnfit.spectral.simulate import simulate_cube
 
 

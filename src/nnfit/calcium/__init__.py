@@ -6,7 +6,8 @@ CaTune browser; ``load_export_params`` / ``deconvolve_from_export`` apply the pa
 user tuned there to a whole recording, with the browser's own problem.
 """
 
-from nnfit.calcium.export import (
+from nnfit.calcium.browser_files import load_tuning_data, save_for_tuning
+from nnfit.calcium.browser_solver import (
     ExportParams,
     ExportResult,
     bandpass_filter,
@@ -17,7 +18,6 @@ from nnfit.calcium.export import (
 from nnfit.calcium.fista import DeconvolutionInfo, run_deconvolution
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_offset, tau_to_ar2
 from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
-from nnfit.calcium.tuning_io import load_tuning_data, save_for_tuning
 
 __all__ = [
     "DeconvolutionInfo",
@@ -40,7 +40,7 @@ __all__ = [
 from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
-from nnfit.calcium.solver import DeconvolutionResult, deconvolve
+from nnfit.calcium.exact import DeconvolutionResult, deconvolve
 
 __all__ += [
     "AR2Convolution",

@@ -1,4 +1,4 @@
-"""Compiled primal-dual interior-point solver for one trace (used by :mod:`nnfit.calcium.solver`).
+"""Compiled primal-dual interior-point solver for one trace (used by :mod:`nnfit.calcium.exact`).
 
 Problem (``Pi`` centres the residual when the constant baseline is estimated jointly)::
 

@@ -157,7 +157,7 @@ def residual_whiteness(y: np.ndarray, fs: float, tau_rise: float, tau_decay: flo
     (white) noise; a decay too short leaves the tails of the transients in the residual, one
     too long leaves the overshoot after them, and both correlate the residual over many lags.
     """
-    from nnfit.calcium.solver import deconvolve
+    from nnfit.calcium.exact import deconvolve
 
     res = deconvolve(y, fs, tau_rise, tau_decay, baseline="constant")
     r = y - res.baseline - res.calcium

@@ -3,7 +3,7 @@
 This module is the array-level core of the spectral cube fit: it takes blocks of rows (one
 spaxel's selected pixels at a time, float32 or float64), their right-hand sides and optional
 per-row weights, and updates a float64 weight vector in place. It never touches a file; the
-HDF5 reading, row selection and checkpointing live in :mod:`nnfit.spectral.runner`.
+HDF5 reading, row selection and checkpointing live in :mod:`nnfit.spectral.kaczmarz_fit`.
 
 The update for row ``i`` (``a_i`` promoted to float64 on the fly, no copy of the block) is the
 standard Kaczmarz projection, relaxed by ``lr`` and, when weights are used, by ``rho_i``::
@@ -298,7 +298,7 @@ def kaczmarz_nnls(
 
     Each epoch visits every row once in a fresh random order (``block_rows`` rows per call of
     the compiled kernel). Used by the tests and the benchmark as the in-memory twin of the
-    HyperCube fit; the cube fit itself is :class:`nnfit.spectral.runner.PipelineRunner`.
+    HyperCube fit; the cube fit itself is :class:`nnfit.spectral.kaczmarz_fit.PipelineRunner`.
 
     Examples
     --------

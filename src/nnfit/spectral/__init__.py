@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Store, operators, simulation and HyperCube build (issue 4): name -> defining module.
+# Public name -> defining module.
 _LAZY = {
     "CubeProblem": "nnfit.spectral.store",
     "H5Manager": "nnfit.spectral.store",
@@ -19,15 +19,13 @@ _LAZY = {
     "simulate_cube": "nnfit.spectral.simulate",
     "build_hypercube": "nnfit.spectral.hypercube",
     "compress_hypercube_inplace": "nnfit.spectral.hypercube",
-    # Kaczmarz fit, tracking, reconstruction and dashboard (issue 5).
-    "HyperCubeReader": "nnfit.spectral.reader",
-    "PipelineRunner": "nnfit.spectral.runner",
+    "HyperCubeReader": "nnfit.spectral.hypercube_reader",
+    "PipelineRunner": "nnfit.spectral.kaczmarz_fit",
     "FitTracker": "nnfit.spectral.tracker",
     "TrackerConfig": "nnfit.spectral.tracker",
     "reconstruct_model_cube_single": "nnfit.spectral.reconstruct",
-    "live_fit_dashboard": "nnfit.spectral.dashboard",
-    # The exact fit without the HyperCube (issue 6).
-    "CubeOperator": "nnfit.spectral.operator",
+    "live_fit_dashboard": "nnfit.spectral.plots",
+    "CubeOperator": "nnfit.spectral.cube_operator",
     "fit_cube": "nnfit.spectral.fit",
 }
 

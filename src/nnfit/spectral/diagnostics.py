@@ -92,7 +92,7 @@ def live_prefit_snapshot_from_models(
     from matplotlib.figure import Figure
 
     from nnfit.io import atomic_path
-    from nnfit.spectral.operators import (
+    from nnfit.spectral.model import (
         C_KMS,
         grid_step,
         losvd_to_kernel,

@@ -2,7 +2,7 @@
 
 Minimises ``chi2(x) = ||W (A x - y)||^2 + regul^2 sum_c ||D x[c]||^2`` over ``x >= 0`` (and the
 component-mass equalities when ``constraints`` is given), where ``A`` is the matrix-free
-:class:`~nnfit.spectral.operator.CubeOperator` and ``W = mask / sigma``.
+:class:`~nnfit.spectral.cube_operator.CubeOperator` and ``W = mask / sigma``.
 
 Methods (``method=``):
 
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from nnfit.solvers.nnls import nnls_gram
+from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.gram import cube_gram
-from nnfit.spectral.operator import CubeOperator
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
 
 __all__ = ["METHODS", "fit_cube", "read_warm_start", "write_solution"]

@@ -1,7 +1,7 @@
 """Streamed normal equations ``A^T W^2 A`` and ``A^T W^2 y`` of a cube, spaxel block by block.
 
 The columns of a spaxel's weighted design matrix come from the operator's dictionary of
-shifted, rebinned templates (see :mod:`nnfit.spectral.operator`)::
+shifted, rebinned templates (see :mod:`nnfit.spectral.cube_operator`)::
 
     B[s, :, (c, p)] = W[s] * sum_k kern[s, c, k] * Y[p, k, :]
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from nnfit.spectral.operator import CubeOperator, _add, _block_data, reduce_blocks
+from nnfit.spectral.cube_operator import CubeOperator, _add, _block_data, reduce_blocks
 
 __all__ = ["block_columns", "cube_gram"]
 

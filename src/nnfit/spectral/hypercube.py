@@ -27,7 +27,7 @@ import numpy as np
 
 from nnfit.io import array_sha256, atomic_path
 from nnfit.progress import progress as progress_bar
-from nnfit.spectral.operators import ModelRowComputer
+from nnfit.spectral.model import ModelRowComputer
 from nnfit.spectral.store import (
     LIBVER,
     CubeProblem,

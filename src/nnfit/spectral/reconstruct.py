@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.io import array_sha256
-from nnfit.spectral.runner import blas_limit
+from nnfit.spectral.kaczmarz_fit import blas_limit
 from nnfit.spectral.store import open_h5
 from nnfit.validate import as_float_array, check_int
 

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.fft as sfft
 import scipy.sparse as sp
 
-from nnfit.spectral.operators import (
+from nnfit.spectral.model import (
     C_KMS,
     conv_fft_length,
     losvd_kernel_matrix,

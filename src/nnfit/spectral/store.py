@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.spectral.operators import (
+from nnfit.spectral.model import (
     C_KMS,
     grid_step,
     kernel_support,

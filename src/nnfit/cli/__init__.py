@@ -1,0 +1,82 @@
+"""The ``nnfit`` command line: one group per capability plus ``demo``.
+
+Each capability's group lives in its own module here (``calcium``, ``spectral``, ``ptycho``)
+with a ``register(subparsers)`` function, so this file only wires groups together. This
+package is the only place that prints; nothing else in nnfit imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from nnfit import __version__
+
+# Command-group modules, in the order --help lists them.
+_GROUPS = (
+    "nnfit.cli.calcium",
+    "nnfit.cli.spectral",
+    "nnfit.cli.ptycho",
+)
+
+_EPILOG = """\
+examples:
+  nnfit demo --out demo-output             run every capability on built-in data
+  nnfit calcium deconvolve rec.npy --fs 30 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
+  nnfit spectral simulate --out cube.h5    make a small synthetic spectral cube
+  nnfit ptycho make --source big.npz --output fixture.npz
+
+The groups 'cube' and 'fixture' are the older names of 'spectral' and 'ptycho'.
+Run 'nnfit GROUP --help' or 'nnfit GROUP COMMAND --help' for details.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the full argument parser (used by ``main`` and by the tests)."""
+    parser = argparse.ArgumentParser(
+        prog="nnfit",
+        description="Non-negative fitting of scientific signals.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"nnfit {__version__}")
+    sub = parser.add_subparsers(dest="group", metavar="GROUP")
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo",
+        help="run each capability on built-in synthetic data",
+        description="Simulate data for each capability, run the main job on it and write "
+        "results and figures under --out.",
+    )
+    demo.add_argument("--out", default="demo-output", help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.set_defaults(func=_run_demo)
+
+    for name in _GROUPS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from nnfit.cli.demo import run_all
+
+    return run_all(args.out, seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nnfit`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        # Bad input is the user's to fix: say what, without a traceback.
+        print(f"nnfit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""``nnfit calcium``: calcium spike deconvolution (CaTune companion).
+
+Commands: ``deconvolve`` (a recording -> spikes, reconvolution, summary, figure) and
+``export`` (a recording -> the files the CaTune browser loads). Solvers are looked up in
+:data:`SOLVERS` by name; each takes a block of traces and the settings and returns a
+:class:`~nnfit.calcium.results.SolveResult`, so adding one is adding an entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnfit.cli import calcium_exact as _fast
+
+_DECONVOLVE_EPILOG = """\
+INPUT is one of
+  traces.npy          (n_cells, n_timepoints) or (n_timepoints,); needs --fs
+  rec  or  rec.npy    a CaTune stem: rec.npy + rec_metadata.json (fs from the sidecar)
+  suite2p/plane0/     F.npy - 0.7 * Fneu.npy for ROIs in iscell.npy, fs from ops.npy
+
+Kinetics come either from --tau-rise/--tau-decay/--lam, or from the parameters file the CaTune
+browser exports (--params catune-params-*.json), which also selects the browser's own solver
+(lambda scaled by the kernel's DC gain, a fitted constant baseline, its optional band-pass).
+
+Without kinetics (or lam) the exact solver estimates them from the data and reports them;
+'--solver exact' solves the same objective to a certified optimum (duality gap), with a baseline
+(--baseline auto|none|constant|drift), streaming .npy inputs in blocks (resumable after a kill)
+and spreading them over Dask with --scheduler.
+
+examples:
+  nnfit calcium deconvolve rec.npy --fs 30 --out res/                  (all from the data)
+  nnfit calcium deconvolve rec.npy --fs 30 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
+  nnfit calcium deconvolve suite2p/plane0 --params catune-params-2025-01-01.json --out res/
+  nnfit calcium deconvolve session1 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
+
+writes into --out: spikes.npy, reconvolution.npy (cells x time, float64), summary.csv
+(iterations, converged, objective, baseline per cell), run.json (settings, input hash) and
+cells.png (trace, reconvolution and spikes of the first cells).
+"""
+
+_EXPORT_EPILOG = """\
+examples:
+  nnfit calcium export traces.npy --fs 30 --out for_catune/session1
+  nnfit calcium export suite2p/plane0 --out for_catune/plane0
+
+writes STEM.npy (cells x time, <f8, the format the browser reads) and STEM_metadata.json.
+Load STEM.npy in the CaTune browser, tune the kernel, export the parameters, then run
+'nnfit calcium deconvolve INPUT --params catune-params-*.json --out DIR'.
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a solver needs besides the traces."""
+
+    fs: float
+    tau_rise: float
+    tau_decay: float
+    lam: float
+    tolerance: float | None = None
+    max_iters: int | None = None
+    filter_enabled: bool = False
+
+
+def solve_fista(traces: np.ndarray, s: Settings):
+    """catune's problem (``run_deconvolution``): no baseline, ``lam`` as given."""
+    from nnfit.calcium.ar2 import convolve_kernel
+    from nnfit.calcium.fista import run_deconvolution
+    from nnfit.calcium.results import SolveResult
+
+    kw: dict[str, Any] = {}
+    if s.tolerance is not None:
+        kw["tolerance"] = s.tolerance
+    if s.max_iters is not None:
+        kw["max_iters"] = s.max_iters
+    spikes, info = run_deconvolution(
+        traces, s.fs, s.tau_rise, s.tau_decay, s.lam, return_info=True, **kw
+    )
+    recon = convolve_kernel(spikes, s.tau_rise, s.tau_decay, s.fs)
+    zeros = np.zeros(traces.shape[0])
+    return SolveResult(spikes, recon, zeros, info.iterations, info.converged, info.objective)
+
+
+def solve_browser(traces: np.ndarray, s: Settings):
+    """The CaTune browser's problem (``deconvolve_from_export``): DC-gain lambda, baseline."""
+    from nnfit.calcium.browser_solver import ExportParams, deconvolve_from_export
+    from nnfit.calcium.results import SolveResult
+
+    params = ExportParams(s.tau_rise, s.tau_decay, s.lam, s.fs, filter_enabled=s.filter_enabled)
+    kw: dict[str, Any] = {}
+    if s.tolerance is not None:
+        kw["tolerance"] = s.tolerance
+    if s.max_iters is not None:
+        kw["max_iters"] = s.max_iters
+    spikes, base, info = deconvolve_from_export(traces, params, return_info=True, **kw)
+    return SolveResult(
+        spikes, info.reconvolution, np.asarray(base), info.iterations, info.converged,
+        info.objective,
+    )  # fmt: skip
+
+
+#: name -> solver(traces (n_cells, T), settings) -> SolveResult
+SOLVERS: dict[str, Callable[[np.ndarray, Settings], Any]] = {
+    "fista": solve_fista,
+    "browser": solve_browser,
+}
+SOLVERS["exact"] = _fast.solve_exact  # certified optimum, O(T); streamed path in cli_fast
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``calcium`` command group to the top-level parser."""
+    parser = subparsers.add_parser(
+        "calcium",
+        help="calcium spike deconvolution (CaTune companion)",
+        description="Calcium spike deconvolution: the CaTune Python companion.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_deconvolve(sub)
+    _add_export(sub)
+    _fast.add_estimate(sub)
+
+
+def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "deconvolve",
+        help="infer spikes from calcium traces",
+        description="Infer non-negative spike trains from calcium traces, cell by cell, with "
+        "the CaTune kernel (FISTA, equal to catune 0.1.0; or the browser's solver with "
+        "--params).",
+        epilog=_DECONVOLVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
+    p.add_argument("--tau-rise", type=float, metavar="S", help="rise time constant, seconds")
+    p.add_argument("--tau-decay", type=float, metavar="S", help="decay time constant, seconds")
+    p.add_argument("--lam", type=float, metavar="L", help="L1 penalty (sparsity), >= 0")
+    p.add_argument("--params", metavar="FILE", help="catune-params-*.json exported by the browser")
+    p.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        help="'fista' (catune's problem and iterations; default when --tau-rise, --tau-decay "
+        "and --lam are all given), 'browser' (default with --params) or 'exact' (certified "
+        "optimum, O(T), streamed; default when kinetics or lam are left to the data, or with "
+        "--baseline/--scheduler)",
+    )
+    p.add_argument("--tolerance", type=float, help="relative objective change that stops a cell")
+    p.add_argument("--max-iters", type=int, help="iteration limit per cell")
+    p.add_argument("--plot-cells", type=int, default=4, metavar="N",
+                   help="cells in cells.png, 0 for none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _fast.add_deconvolve_arguments(p)
+    p.set_defaults(func=deconvolve_command)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write traces in the format the CaTune browser loads",
+        description="Write INPUT's traces as STEM.npy (<f8, cells x time) and "
+        "STEM_metadata.json for tuning in the CaTune browser.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
+    p.add_argument("--out", required=True, metavar="STEM", help="output stem, e.g. dir/session1")
+    p.set_defaults(func=export_command)
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, str, dict[str, Any]]:
+    """Resolve kinetics from flags or --params; return settings, solver name, run record."""
+    from nnfit.calcium.browser_solver import load_export_params
+    from nnfit.validate import check_int, check_real
+
+    flags = {"--tau-rise": args.tau_rise, "--tau-decay": args.tau_decay, "--lam": args.lam}
+    record: dict[str, Any] = {}
+    if args.params is not None:
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise ValueError(f"--params sets the kinetics; drop {', '.join(given)}")
+        params = load_export_params(args.params)
+        kin = (params.tau_rise, params.tau_decay, params.lam, params.filter_enabled, params.fs)
+        record["params_file"] = str(Path(args.params).resolve())
+        solver = args.solver or "browser"
+    else:
+        missing = [k for k, v in flags.items() if v is None]
+        if missing:
+            raise ValueError(
+                f"missing {', '.join(missing)}: give --tau-rise, --tau-decay and --lam, "
+                "or a browser export with --params"
+            )
+        kin = (args.tau_rise, args.tau_decay, args.lam, False, None)
+        solver = args.solver or "fista"
+    tol = None if args.tolerance is None else check_real(
+        "--tolerance", args.tolerance, low=0.0, low_inclusive=False
+    )  # fmt: skip
+    iters = None if args.max_iters is None else check_int("--max-iters", args.max_iters, low=1)
+    settings = Settings(0.0, kin[0], kin[1], kin[2], tol, iters, kin[3])
+    return settings, solver, {**record, "params_fs": kin[4]}
+
+
+def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress: bool | None):
+    """Run ``SOLVERS[solver]`` over blocks of cells, with a progress bar over cells."""
+    import numba
+
+    from nnfit.calcium.results import SolveResult
+    from nnfit.progress import progress as bar
+
+    fn = SOLVERS[solver]
+    block = max(8, 4 * numba.get_num_threads())
+    parts = []
+    with bar(traces.shape[0], desc=f"deconvolving ({solver})", unit="cell", enabled=progress) as pb:
+        for start in range(0, traces.shape[0], block):
+            parts.append(fn(traces[start : start + block], settings))
+            pb.update(parts[-1].spikes.shape[0])
+    return SolveResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
+        "spikes", "reconvolution", "baseline", "iterations", "converged", "objective")))  # fmt: skip
+
+
+def deconvolve_command(args: argparse.Namespace) -> int:
+    """``nnfit calcium deconvolve``."""
+    from nnfit import __version__
+    from nnfit.calcium.fista import check_solver_params
+    from nnfit.calcium.recordings import read_input
+    from nnfit.calcium.results import write_results
+    from nnfit.io import file_sha256
+
+    if _fast.wants_exact(args):
+        return _fast.deconvolve_exact_command(args)
+    settings, solver, record = _settings(args)
+    params_fs = record.pop("params_fs")
+    if args.fs is not None and params_fs is not None and args.fs != params_fs:
+        raise ValueError(
+            f"--fs {args.fs:g} Hz contradicts sampling_rate_hz {params_fs:g} Hz in {args.params}"
+        )
+    fs_hint = args.fs if args.fs is not None else params_fs
+    label = (
+        "--fs" if args.fs is not None or params_fs is None else f"sampling_rate_hz in {args.params}"
+    )
+    rec = read_input(args.input, fs=fs_hint, fs_label=label)
+    settings = replace(settings, fs=rec.fs)
+    # Validate everything before any work or output.
+    check_solver_params(rec.fs, settings.tau_rise, settings.tau_decay, settings.lam,
+                        settings.tolerance or 1e-6, settings.max_iters or 1)  # fmt: skip
+    t0 = time.perf_counter()
+    result = run_solver(rec.traces, settings, solver, progress=False if args.no_progress else None)
+    seconds = time.perf_counter() - t0
+    hashed = rec.source / "F.npy" if rec.kind == "suite2p" else Path(rec.source)
+    if not hashed.is_file():
+        hashed = hashed.with_name(hashed.name + ".npy")
+    run = {
+        "nnfit_version": __version__,
+        "command": "nnfit calcium deconvolve",
+        "input": str(Path(args.input).resolve()),
+        "input_kind": rec.kind,
+        "input_sha256": file_sha256(hashed) if hashed.is_file() else None,
+        "solver": solver,
+        "settings": asdict(settings),
+        "seconds": round(seconds, 3),
+        "title": f"{Path(args.input).name}: {solver}, tau {settings.tau_rise:g}/"
+        f"{settings.tau_decay:g} s, lam {settings.lam:g}",
+        **record,
+    }
+    paths = write_results(args.out, rec.traces, result, rec.fs, run, cell_index=rec.cell_index,
+                          n_plot=max(0, args.plot_cells))  # fmt: skip
+    n = rec.traces.shape[0]
+    print(
+        f"deconvolved {n} cell(s) x {rec.traces.shape[1]} frames at {rec.fs:g} Hz with "
+        f"'{solver}' in {seconds:.2f} s; {int(result.converged.sum())}/{n} converged, "
+        f"median {int(np.median(result.iterations))} iterations"
+    )
+    for name, path in paths.items():
+        print(f"  {name:14s} {path}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``nnfit calcium export``."""
+    from nnfit.calcium.browser_files import save_for_tuning
+    from nnfit.calcium.recordings import read_input
+
+    rec = read_input(args.input, fs=args.fs, fs_label="--fs")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    meta = {"source": str(Path(args.input).resolve()), "source_kind": rec.kind}
+    if rec.kind == "suite2p":
+        meta["suite2p_rows"] = [int(i) for i in rec.cell_index]
+        meta["neuropil_factor"] = 0.7
+    npy, sidecar = save_for_tuning(rec.traces, rec.fs, args.out, metadata=meta)
+    print(f"wrote {rec.traces.shape[0]} cell(s) x {rec.traces.shape[1]} frames at {rec.fs:g} Hz")
+    print(f"  traces   {npy}\n  metadata {sidecar}")
+    print(f"load {npy.name} in the CaTune browser and set the sampling rate to {rec.fs:g} Hz")
+    return 0

@@ -1,0 +1,268 @@
+"""The exact solver on the command line: ``nnfit calcium deconvolve`` (exact path) and ``estimate``.
+
+``deconvolve`` uses :func:`nnfit.calcium.deconvolve` (certified optimum, O(T) per iteration)
+when ``--solver exact`` is given, or when the user leaves kinetics or lam to the data, asks for a
+baseline model or a cluster. A ``.npy`` input (plain or a CaTune stem) is streamed in blocks of
+cells from a memory map, each block written atomically as it finishes, so 10,000-cell recordings
+run in bounded memory and a killed run resumes where it stopped (:mod:`nnfit.calcium.pipeline`);
+``--scheduler ADDRESS`` spreads blocks over a Dask cluster. Other inputs (suite2p) are read
+whole and solved in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnfit.calcium.exact import BASELINES
+from nnfit.calcium.kernel import spike_time_offset
+
+__all__ = [
+    "add_deconvolve_arguments",
+    "add_estimate",
+    "deconvolve_exact_command",
+    "estimate_command",
+    "solve_exact",
+    "wants_exact",
+]
+
+
+def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the exact path, added to ``nnfit calcium deconvolve``."""
+    p.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        help="baseline model of the exact solver (default: auto = constant, or drift where the "
+        "data drift); 'none' is catune's problem",
+    )
+    p.add_argument("--block-cells", type=int, default=256, metavar="N",
+                   help="cells per streamed block (default: %(default)s)")  # fmt: skip
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address (tcp://host:8786): spread blocks over a cluster "
+                   "(INPUT and --out on a shared file system)")  # fmt: skip
+
+
+def wants_exact(args: argparse.Namespace) -> bool:
+    """Whether ``deconvolve`` takes the exact path (see the module docstring)."""
+    if getattr(args, "solver", None) == "exact":
+        return True
+    if args.params is not None or args.solver is not None:
+        return False
+    missing = args.tau_rise is None or args.tau_decay is None or args.lam is None
+    return missing or args.baseline is not None or args.scheduler is not None
+
+
+def solve_exact(traces: np.ndarray, s: Any):
+    """``SOLVERS`` entry: the exact solver on an in-memory block (baseline from settings)."""
+    from nnfit.calcium.exact import deconvolve
+    from nnfit.calcium.results import SolveResult
+
+    kw: dict[str, Any] = {}
+    if s.tolerance is not None:
+        kw["tol"] = s.tolerance
+    if s.max_iters is not None:
+        kw["max_iter"] = s.max_iters
+    res = deconvolve(traces, s.fs, s.tau_rise, s.tau_decay, lam=s.lam,
+                     baseline=getattr(s, "baseline", "auto"), n_jobs=-1, **kw)  # fmt: skip
+    return SolveResult(
+        res.spikes, res.calcium + res.baseline, res.baseline.mean(axis=1), res.iterations,
+        res.converged, res.objective,
+    )  # fmt: skip
+
+
+def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
+    """``(npy, fs, kind)`` when INPUT is a ``.npy`` that can be memory-mapped, else ``None``."""
+    from nnfit.calcium.browser_files import tuning_paths
+    from nnfit.calcium.recordings import _resolve_fs
+
+    p = Path(path)
+    if p.is_dir():
+        return None
+    npy, sidecar = tuning_paths(p)
+    if npy.is_file() and sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        found = meta.get("sampling_rate_hz")
+        return npy, _resolve_fs(found, fs, str(sidecar), "--fs"), "catune"
+    if p.suffix == ".npy" and p.is_file():
+        return p, _resolve_fs(None, fs, str(p), "--fs"), "npy"
+    return None
+
+
+def deconvolve_exact_command(args: argparse.Namespace) -> int:
+    """``nnfit calcium deconvolve`` with the exact solver."""
+    from nnfit import __version__
+    from nnfit.calcium.pipeline import deconvolve_recording, open_traces
+    from nnfit.calcium.results import SolveResult, plot_cells
+    from nnfit.io import atomic_write_json, file_sha256
+    from nnfit.validate import check_real
+
+    if args.params is not None:
+        raise ValueError("--solver exact takes --tau-rise/--tau-decay/--lam, not --params")
+    if (args.tau_rise is None) != (args.tau_decay is None):
+        raise ValueError("give both --tau-rise and --tau-decay, or neither (both are estimated)")
+    if args.lam is not None:
+        check_real("--lam", args.lam, low=0.0, low_inclusive=False)
+    tol = 1e-9 if args.tolerance is None else args.tolerance
+    check_real("--tolerance", tol, low=0.0, low_inclusive=False)
+    baseline = args.baseline or "auto"
+    out = Path(args.out)
+    src = _npy_source(args.input, args.fs)
+    t0 = time.perf_counter()
+    if src is not None:
+        npy, fs, kind = src
+        rec = deconvolve_recording(
+            npy, out, fs, args.tau_rise, args.tau_decay, args.lam, baseline=baseline, tol=tol,
+            block_cells=args.block_cells, scheduler=args.scheduler,
+            progress=False if args.no_progress else None,
+        )  # fmt: skip
+        traces = open_traces(npy)
+        input_hash = file_sha256(npy)
+    else:
+        from nnfit.calcium.exact import deconvolve
+        from nnfit.calcium.recordings import read_input
+
+        if args.scheduler is not None:
+            raise ValueError("--scheduler needs a .npy INPUT (workers read it memory-mapped)")
+        r = read_input(args.input, fs=args.fs, fs_label="--fs")
+        fs, kind, traces = r.fs, r.kind, r.traces
+        res = deconvolve(traces, fs, args.tau_rise, args.tau_decay, lam=args.lam,
+                         baseline=baseline, tol=tol, n_jobs=-1)  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        from nnfit.io import atomic_path
+
+        for name, arr in (("spikes", res.spikes), ("reconvolution", res.calcium + res.baseline),
+                          ("baseline", res.baseline)):  # fmt: skip
+            with atomic_path(out / f"{name}.npy", suffix=".npy") as tmp:
+                np.save(tmp, np.ascontiguousarray(arr, dtype="<f8"))
+        rows = ["cell,baseline_kind,lam,noise,objective,gap,kkt,iterations,converged"]
+        for i in range(traces.shape[0]):
+            rows.append(",".join([str(int(r.cell_index[i])), res.baseline_kind[i]] + [
+                repr(float(v[i])) for v in (res.lam, res.noise, res.objective, res.gap, res.kkt)
+            ] + [str(int(res.iterations[i])), str(bool(res.converged[i]))]))  # fmt: skip
+        from nnfit.io import atomic_write_bytes
+
+        atomic_write_bytes(out / "summary.csv", ("\n".join(rows) + "\n").encode())
+        rec = {
+            "cells": traces.shape[0], "frames": traces.shape[1], "fs": fs,
+            "tau_rise": res.tau_rise, "tau_decay": res.tau_decay,
+            "kinetics_estimated": res.estimated["kinetics"], "lam": args.lam,
+            "baseline": baseline, "tol": tol, "converged": int(res.converged.sum()),
+        }  # fmt: skip
+        hashed = Path(args.input) / "F.npy" if kind == "suite2p" else Path(args.input)
+        input_hash = file_sha256(hashed) if hashed.is_file() else None
+    seconds = time.perf_counter() - t0
+    run = {
+        "nnfit_version": __version__,
+        "command": "nnfit calcium deconvolve",
+        "input": str(Path(args.input).resolve()),
+        "input_kind": kind,
+        "input_sha256": input_hash,
+        "solver": "exact",
+        "seconds": round(seconds, 3),
+        **rec,
+        # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
+        "spike_time_offset_s": spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
+        "lam_rule": None if args.lam is not None else "lam = z noise ||h||_2 per cell",
+        "outputs": ["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
+    }
+    n_plot = max(0, args.plot_cells)
+    if n_plot:
+        k = min(n_plot, rec["cells"])
+        spikes = np.load(out / "spikes.npy", mmap_mode="r")[:k]
+        recon = np.load(out / "reconvolution.npy", mmap_mode="r")[:k]
+        small = SolveResult(np.asarray(spikes), np.asarray(recon), np.zeros(k),
+                            np.zeros(k, int), np.ones(k, bool), np.zeros(k))  # fmt: skip
+        title = (
+            f"{Path(args.input).name}: exact, tau {rec['tau_rise']:.3g}/{rec['tau_decay']:.3g} s"
+        )
+        plot_cells(out / "cells.png", np.asarray(traces[:k], dtype=float), small, fs,
+                   n_cells=k, title=title)  # fmt: skip
+        run["outputs"].append("cells.png")
+    atomic_write_json(out / "run.json", run)
+    how = "estimated from the data" if rec["kinetics_estimated"] else "given"
+    print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
+    print(
+        f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"
+        " ms (spike_time_offset_s in run.json)"
+    )
+    if args.lam is None:
+        print("lam: per cell from the noise (lam = z noise ||h||_2); see summary.csv")
+    resumed = rec.get("blocks_resumed", 0)
+    extra = f", resumed {resumed} of {rec['blocks']} blocks" if resumed else ""
+    print(
+        f"deconvolved {rec['cells']} cell(s) x {rec['frames']} frames at {fs:g} Hz with 'exact' "
+        f"in {seconds:.2f} s; {rec['converged']}/{rec['cells']} certified optimal "
+        f"(duality gap <= {tol:g}){extra}"
+    )
+    for name in run["outputs"]:
+        print(f"  {name:18s} {out / name}")
+    return 0
+
+
+def add_estimate(sub: argparse._SubParsersAction) -> None:
+    """Add ``nnfit calcium estimate``."""
+    p = sub.add_parser(
+        "estimate",
+        help="estimate noise, kinetics and lam from the traces",
+        description="Estimate noise (high-frequency spectrum), tau_rise and tau_decay "
+        "(autocovariance fit) and lam (length-invariant rule) per cell and pooled.",
+        epilog="examples:\n  nnfit calcium estimate traces.npy --fs 30\n"
+        "  nnfit calcium estimate suite2p/plane0 --json params.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
+    p.add_argument("--json", metavar="FILE", help="also write the estimates as JSON")
+    p.add_argument("--max-cells", type=int, default=2000, metavar="N",
+                   help="estimate on at most N cells spread over the recording "
+                   "(default: %(default)s)")  # fmt: skip
+    p.set_defaults(func=estimate_command)
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    """``nnfit calcium estimate``."""
+    from nnfit.calcium.estimate import estimate_parameters
+    from nnfit.io import atomic_write_json
+
+    src = _npy_source(args.input, args.fs)
+    if src is not None:
+        from nnfit.calcium.pipeline import open_traces
+
+        npy, fs, _ = src
+        traces = open_traces(npy)
+    else:
+        from nnfit.calcium.recordings import read_input
+
+        r = read_input(args.input, fs=args.fs, fs_label="--fs")
+        traces, fs = r.traces, r.fs
+    n = traces.shape[0]
+    rows = np.unique(np.linspace(0, n - 1, min(n, max(1, args.max_cells))).astype(int))
+    p = estimate_parameters(np.asarray(traces[rows], dtype=float), fs)
+    pooled = p["pooled"]
+    print(f"{len(rows)} of {n} cell(s) x {traces.shape[1]} frames at {fs:g} Hz")
+    print(
+        f"pooled: tau_rise {pooled['tau_rise']:.4g} s, tau_decay {pooled['tau_decay']:.4g} s, "
+        f"noise {pooled['noise']:.4g}, lam {pooled['lam']:.4g}"
+    )
+    q = np.percentile
+    for key in ("noise", "tau_rise", "tau_decay", "lam"):
+        v = p[key]
+        print(
+            f"  {key:9s} per cell: median {np.median(v):.4g}  (5-95 %: {q(v, 5):.4g} - {q(v, 95):.4g})"
+        )
+    print(
+        f"use: nnfit calcium deconvolve {args.input} --tau-rise {pooled['tau_rise']:.4g} "
+        f"--tau-decay {pooled['tau_decay']:.4g} --out DIR   (lam per cell from the noise)"
+    )
+    if args.json:
+        atomic_write_json(args.json, {
+            "cells": [int(i) for i in rows], "fs": fs, "pooled": pooled,
+            **{k: [float(x) for x in p[k]] for k in ("noise", "tau_rise", "tau_decay", "lam")},
+        })  # fmt: skip
+        print(f"  wrote {args.json}")
+    return 0

@@ -1,0 +1,381 @@
+"""``nnfit spectral`` (alias ``cube``): the group, and its commands simulate, init, build,
+status, snapshot, compress (fit, reconstruct and dashboard are in :mod:`nnfit.cli.spectral_fit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+_F = argparse.RawDescriptionHelpFormatter
+
+_SIMULATE_HELP = """\
+Write a synthetic cube store with a known answer: templates with absorption lines on a
+continuum over an age x metallicity grid ("ssp", nearly collinear like real libraries) or
+random line lists ("random", well conditioned), per-spaxel Gauss-Hermite LOSVDs, an observed
+grid uniform in wavelength, noise at the given S/N. The true weights go to /Truth/x_true
+(C, P) and the noise-free model to /Truth/model (S, L).
+
+examples:
+  nnfit cube simulate --out cube.h5
+  nnfit cube simulate --out big.h5 --spaxels 256 --components 8 --populations 96 \\
+      --tem-pix 4000 --obs-pix 1000 --mask-fraction 0.15
+"""
+
+_INIT_HELP = """\
+Create a store from your own arrays (.npy files, or one .npz holding them by these names):
+  tem_pix    (T,)        natural ln(lambda) of the templates, uniform
+  obs_pix    (L,)        natural ln(lambda) of the observed pixels, increasing
+  vel_pix    (V,)        LOSVD bin centres, km/s
+  losvd      (S, V, C)   non-negative LOSVD histograms
+  datacube   (S, L) or (L, S)  observed spectra (--datacube-layout when S == L)
+  templates  (T, ...)    templates on tem_pix, e.g. (T, nZ, nAge)
+  mask (L,) bool, True = fitted; noise like datacube; xpix, ypix, binnum (nPix,)  optional
+
+Every array is checked (shapes, NaN/Inf on fitted pixels, LOSVD >= 0, template coverage of
+the observed range plus the largest LOSVD shift); errors say which array, what was expected
+and what was found.
+
+examples:
+  nnfit cube init --npz problem.npz --out cube.h5
+  nnfit cube init --tem-pix tem.npy --obs-pix obs.npy --vel-pix vel.npy --losvd losvd.npy \\
+      --datacube cube.npy --templates tpl.npy --mask mask.npy --out cube.h5
+"""
+
+_BUILD_HELP = """\
+Compute every model spectrum models[s, c, p, :] = Rebin(LOSVD[s, :, c] (*) T_p) into
+/HyperCube/models (S, C, P, L) float32, one tile (S_chunk x C_chunk x P_chunk x L) at a time.
+Worker processes compute tiles; this process is the only writer and keeps the file readable
+(SWMR) for 'nnfit cube status' and 'nnfit cube snapshot' meanwhile.
+
+Interrupt it any way you like (Ctrl-C, kill -9, a node failure): running the same command
+again finishes only the missing tiles, and the result is identical to an uninterrupted build.
+Changing the tile sizes of a partial build is refused unless you pass --overwrite.
+
+examples:
+  nnfit cube build cube.h5
+  nnfit cube build cube.h5 --s-chunk 64 --workers 8
+  nnfit cube build cube.h5 --scheduler tcp://10.0.0.5:8786     # tiles on a Dask cluster
+"""
+
+
+def _add(sub, name, help_, desc, func):
+    p = sub.add_parser(name, help=help_, description=desc, formatter_class=_F)
+    p.set_defaults(func=func)
+    return p
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``spectral`` command group (alias ``cube``) to the top-level parser."""
+    from nnfit.cli import spectral_fit
+
+    parser = subparsers.add_parser(
+        "spectral",
+        aliases=["cube"],
+        help="spectral cube fitting (CubeFit); alias: cube",
+        description="Spectral cube fitting (CubeFit): stellar templates convolved with per-spaxel "
+        "LOSVDs, rebinned to the observed grid, and one global non-negative weight vector "
+        "fitted to every spaxel.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_commands(sub)
+    spectral_fit.add_commands(sub)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``spectral`` group."""
+    p = _add(
+        sub,
+        "simulate",
+        "write a synthetic cube store with a known answer",
+        _SIMULATE_HELP,
+        _simulate,
+    )
+    p.add_argument("--out", required=True, help="store to write (.h5)")
+    p.add_argument("--spaxels", type=int, default=16, help="S (default: %(default)s)")
+    p.add_argument("--components", type=int, default=2, help="C (default: %(default)s)")
+    p.add_argument("--populations", type=int, default=12, help="P (default: %(default)s)")
+    p.add_argument(
+        "--tem-pix", type=int, default=1500, help="T template pixels (default: %(default)s)"
+    )
+    p.add_argument(
+        "--obs-pix", type=int, default=300, help="L observed pixels (default: %(default)s)"
+    )
+    p.add_argument("--vel", type=int, default=41, help="V LOSVD bins (default: %(default)s)")
+    p.add_argument(
+        "--templates",
+        choices=("ssp", "random"),
+        default="ssp",
+        help="template kind (default: %(default)s)",
+    )
+    p.add_argument(
+        "--snr", type=float, default=50.0, help="median S/N per pixel (default: %(default)s)"
+    )
+    p.add_argument(
+        "--mask-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of pixels masked (default: %(default)s)",
+    )
+    p.add_argument("--no-noise", action="store_true", help="data = noise-free model")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    p = _add(sub, "init", "create a store from your own arrays", _INIT_HELP, _init)
+    p.add_argument("--out", required=True, help="store to write (.h5)")
+    p.add_argument("--npz", help="one .npz holding the arrays by the names above")
+    for name in (
+        "tem-pix",
+        "obs-pix",
+        "vel-pix",
+        "losvd",
+        "datacube",
+        "templates",
+        "mask",
+        "noise",
+        "xpix",
+        "ypix",
+        "binnum",
+    ):
+        p.add_argument(f"--{name}", help=f"{name.replace('-', '_')} as a .npy file")
+    p.add_argument(
+        "--datacube-layout",
+        choices=("SL", "LS"),
+        help="orientation of datacube/noise; needed when S == L",
+    )
+    p.add_argument(
+        "--safety-pad-px",
+        type=int,
+        default=2,
+        help="template pixels required beyond the largest LOSVD shift (default: %(default)s)",
+    )
+    p.add_argument(
+        "--template-meta", help="JSON with template axis names/values, stored in template_meta_json"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    p = _add(sub, "build", "build (or resume) the HyperCube of a store", _BUILD_HELP, _build)
+    p.add_argument("store", help="cube store (.h5)")
+    p.add_argument(
+        "--s-chunk", type=int, default=128, help="spaxels per tile (default: %(default)s)"
+    )
+    p.add_argument(
+        "--c-chunk", type=int, default=1, help="components per tile (default: %(default)s)"
+    )
+    p.add_argument(
+        "--p-chunk", type=int, default=360, help="populations per tile (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: all CPUs; 0 = this process)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "lzf"),
+        default=None,
+        help="compress while building (slower; default: none, use 'nnfit cube compress' after)",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address for the tiles (default: local)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a partial HyperCube built with other tile sizes or inputs",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = _add(
+        sub, "status", "tiles done and template-coverage margins of a store",
+        "Print the HyperCube's shape, chunks and tiles done, and the template coverage report "
+        "(safe, margins on both sides). Safe to run while a build writes the file.\n\n"
+        "example:\n  nnfit cube status cube.h5", _status,
+    )  # fmt: skip
+    p.add_argument("store", help="cube store (.h5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+    p = _add(
+        sub, "snapshot", "four-panel sanity figure (works during a build)",
+        "Write a PNG with: observed spectra (masked pixels shaded), templates rebinned before "
+        "convolution, LOSVDs with their kernels on ln(lambda) offsets, and stored models of "
+        "finished tiles overlaid with the same rows recomputed from the inputs. Reads the file "
+        "in SWMR mode, so it works while 'nnfit cube build' runs.\n\n"
+        "example:\n  nnfit cube snapshot cube.h5 --out prefit_overlay.png", _snapshot,
+    )  # fmt: skip
+    p.add_argument("store", help="cube store (.h5)")
+    p.add_argument(
+        "--out", default="prefit_overlay.png", help="PNG to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="which spaxels/tiles to show (default: %(default)s)"
+    )
+
+    p = _add(
+        sub, "compress", "compress a finished HyperCube, crash-safely",
+        "Rewrite the store with /HyperCube/models compressed. The compressed copy is written "
+        "next to the store and moved over it at the end, so an interruption leaves the "
+        "uncompressed store intact (needs free space for the copy).\n\n"
+        "example:\n  nnfit cube compress cube.h5 --codec gzip --level 2", _compress,
+    )  # fmt: skip
+    p.add_argument("store", help="cube store (.h5)")
+    p.add_argument(
+        "--codec", choices=("gzip", "lzf"), default="gzip", help="(default: %(default)s)"
+    )
+    p.add_argument("--level", type=int, default=2, help="gzip level 0-9 (default: %(default)s)")
+    p.add_argument("--no-shuffle", action="store_true", help="disable the byte-shuffle filter")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from nnfit.spectral.simulate import simulate_cube
+    from nnfit.spectral.store import open_h5
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    sim = simulate_cube(
+        args.spaxels, args.components, args.populations, n_tem_pix=args.tem_pix,
+        n_obs_pix=args.obs_pix, n_vel=args.vel, templates=args.templates, snr=args.snr,
+        mask_fraction=args.mask_fraction, noise=not args.no_noise, seed=args.seed,
+    )  # fmt: skip
+    sim.to_h5(out)
+    with open_h5(out, "a") as f:
+        g = f.create_group("Truth")
+        g.create_dataset("x_true", data=sim.x_true)
+        g.create_dataset("model", data=sim.model)
+    sh = sim.shape
+    print(
+        f"wrote {out}: S={sh['S']} C={sh['C']} P={sh['P']} L={sh['L']} T={sh['T']} V={sh['V']}, "
+        f"{int((~sim.mask).sum())} pixels masked; truth in /Truth/x_true"
+    )
+    print(f"next: nnfit cube build {out}")
+    return 0
+
+
+def _load_array(path: str | None, name: str):
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--{name.replace('_', '-')}: {p} does not exist")
+    return np.load(p, allow_pickle=False)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from nnfit.spectral.store import H5Manager
+
+    names = (
+        "tem_pix",
+        "obs_pix",
+        "vel_pix",
+        "losvd",
+        "datacube",
+        "templates",
+        "mask",
+        "noise",
+        "xpix",
+        "ypix",
+        "binnum",
+    )
+    arrays = {}
+    if args.npz:
+        if not Path(args.npz).exists():
+            raise FileNotFoundError(f"--npz: {args.npz} does not exist")
+        with np.load(args.npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k in names}
+    for name in names:
+        arr = _load_array(getattr(args, name), name)
+        if arr is not None:
+            arrays[name] = arr
+    missing = [n for n in names[:6] if n not in arrays]
+    if missing:
+        raise ValueError(
+            f"missing required arrays: {', '.join(missing)} (give --npz or --{missing[0].replace('_', '-')})"
+        )
+    out = Path(args.out)
+    if out.exists():
+        if not args.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        out.unlink()
+    meta = json.loads(args.template_meta) if args.template_meta else None
+    mgr = H5Manager(out, arrays["tem_pix"], arrays["obs_pix"])
+    mgr.set_velocity_grid(arrays["vel_pix"])
+    mask = arrays.get("mask")
+    mgr.populate_from_arrays(
+        arrays["losvd"], arrays["datacube"], arrays["templates"],
+        mask=mask,
+        xpix=arrays.get("xpix"), ypix=arrays.get("ypix"), binnum=arrays.get("binnum"),
+        noise=arrays.get("noise"), datacube_layout=args.datacube_layout,
+        template_meta=meta, safety_pad_px=args.safety_pad_px,
+    )  # fmt: skip
+    mgr.ensure_rebin_and_resample()
+    rep = H5Manager.diagnose_rebin_edges(out, verbose=False)
+    print(
+        f"wrote {out}; template margins {rep['left_margin_px']} / {rep['right_margin_px']} px (safe)"
+    )
+    print(f"next: nnfit cube build {out}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from nnfit.spectral.hypercube import build_hypercube
+
+    try:
+        info = build_hypercube(
+            args.store, S_chunk=args.s_chunk, C_chunk=args.c_chunk, P_chunk=args.p_chunk,
+            n_workers=args.workers, compression=args.compression, overwrite=args.overwrite,
+            scheduler=args.scheduler, progress=False if args.no_progress else None,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished tiles are kept. Resume with: nnfit cube build {args.store}")
+        return 130
+    S, C, P, L = info["shape"]
+    sS, sC, sP = info["chunks"]
+    rate = ""
+    if "steady_tiles_per_s" in info:  # without start-up; a tile holds sS*sC pairs x sP pops
+        ms = 1e3 / (info["steady_tiles_per_s"] * sS * sC) * (P / sP)
+        rate = f", {ms:.1f} ms per (s, c) pair once running"
+    print(
+        f"{args.store}: HyperCube ({S}, {C}, {P}, {L}) complete; {info['tiles_built']} tiles built, "
+        f"{info['tiles_skipped']} already done, {info['seconds']:.1f} s{rate}"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from nnfit.spectral.diagnostics import hypercube_status, print_hypercube_done_status
+    from nnfit.spectral.store import H5Manager
+
+    if args.json:
+        st = hypercube_status(args.store)
+        st["edges"] = H5Manager.diagnose_rebin_edges(args.store, verbose=False)
+        print(json.dumps(st, default=list))
+        return 0
+    print_hypercube_done_status(args.store)
+    H5Manager.diagnose_rebin_edges(args.store, verbose=True)
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
+
+    out = live_prefit_snapshot_from_models(args.store, out_png=args.out, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from nnfit.spectral.hypercube import compress_hypercube_inplace
+
+    size0 = Path(args.store).stat().st_size
+    compress_hypercube_inplace(
+        args.store, codec=args.codec, level=args.level, shuffle=not args.no_shuffle
+    )
+    size1 = Path(args.store).stat().st_size
+    print(f"{args.store}: {size0 / 1e6:.1f} MB -> {size1 / 1e6:.1f} MB ({args.codec})")
+    return 0

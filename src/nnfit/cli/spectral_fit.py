@@ -1,0 +1,309 @@
+"""``nnfit cube`` commands: fit, reconstruct, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_FIT_EPILOG = """\
+examples:
+  nnfit cube fit cube.h5                      # exact optimum, no HyperCube needed (auto)
+  nnfit cube fit cube.h5 --regul 30           # pPXF-style smooth weights
+  nnfit cube fit cube.h5 --scheduler tcp://head:8786   # spaxel blocks on a Dask cluster
+  nnfit cube fit cube.h5 --method kaczmarz --epochs 5 -K 256 --lr 0.25
+  nnfit cube fit cube.h5 --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
+  nnfit cube reconstruct cube.h5              # A x with x from /X_global
+  nnfit cube dashboard cube.h5 --out fit.png  # safe while a fit runs
+
+A killed fit is resumed by running the same command again: it continues from the last
+checkpoint stored in the file (/Fit/x_best, /X_global, /Fit/x_latest).
+"""
+
+
+def _load_vector(text: str | None, name: str) -> np.ndarray | None:
+    if text is None:
+        return None
+    p = Path(text)
+    if p.suffix == ".npy":
+        if not p.exists():
+            raise FileNotFoundError(f"{name}: no such file {p}")
+        return np.load(p)
+    try:
+        return np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a .npy file or comma-separated numbers; got {text!r}"
+        ) from None
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``spectral`` group."""
+    fit = sub.add_parser(
+        "fit",
+        help="global non-negative fit of x[C*P] to every spaxel (exact by default, resumable)",
+        description="Fit one non-negative weight vector to every spaxel. The exact methods "
+        "(auto, gram, active-set, matrix-free) need no HyperCube: they apply the model "
+        "matrix-free and report the KKT conditions of the optimum; kaczmarz reads the "
+        "HyperCube with live tracking in /Fit/*. /X_global is committed either way.",
+        epilog=_FIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("store", help="HDF5 cube store (kaczmarz also needs its HyperCube)")
+    fit.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "gram", "active-set", "matrix-free", "kaczmarz"),
+        help="solver (default: %(default)s = gram when the n x n Gram is cheap, else "
+        "active-set; both exact)",
+    )
+    fit.add_argument(
+        "--regul", type=float, default=0.0, help="pPXF-style regularisation (exact methods)"
+    )
+    fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
+    fit.add_argument(
+        "--tol",
+        type=float,
+        default=1e-6,
+        help="KKT tolerance in sqrt(chi^2) units (exact methods; default: %(default)s)",
+    )
+    fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
+    fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
+    fit.add_argument(
+        "-K",
+        "--pixels-per-aperture",
+        type=int,
+        default=256,
+        help="rows per spaxel per epoch (default: %(default)s)",
+    )
+    fit.add_argument("--lr", type=float, default=0.25, help="relaxation (default: %(default)s)")
+    fit.add_argument(
+        "--row-order", choices=("random", "sequential"), default="random", help="pixel order"
+    )
+    fit.add_argument("--no-nonneg", action="store_true", help="do not project onto x >= 0")
+    fit.add_argument(
+        "--orbit-weights",
+        help="per-component weights: .npy or 'w1,w2,...' (kaczmarz: ratio targets; exact "
+        "methods: exact constraints sum_p x[c,p] = alpha * w_c)",
+    )
+    fit.add_argument("--ratio-prob", type=float, default=0.02, help="(default: %(default)s)")
+    fit.add_argument("--ratio-eta", type=float, default=None, help="default 0.1 * lr")
+    fit.add_argument("--x0", help="starting weights (.npy)")
+    fit.add_argument(
+        "--warm-start",
+        choices=("auto", "x0", "seed"),
+        default="auto",
+        help="auto: resume from the store, else --x0, else a Jacobi seed (default: auto)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    fit.add_argument("--blas-threads", type=int, default=None)
+    fit.add_argument(
+        "--ckpt-interval", type=float, default=1800.0, help="seconds between checkpoints"
+    )
+    fit.add_argument(
+        "--metrics-interval", type=float, default=300.0, help="seconds between metrics rows"
+    )
+    fit.add_argument("--out", help="also save x as .npy here")
+    fit.add_argument("--stats", help="save the fit statistics as JSON here")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    fit.set_defaults(func=_cmd_fit)
+
+    rec = sub.add_parser(
+        "reconstruct",
+        help="write the model cube A x to the store (memory-bounded)",
+        description="Write /ModelCube (S, L) = A x from the HyperCube in tiles within a "
+        "memory budget; skipped when the stored digest of x matches.",
+    )
+    rec.add_argument("store")
+    rec.add_argument("--x", help="weights (.npy); default /X_global from the store")
+    rec.add_argument("--array-name", default="ModelCube")
+    rec.add_argument("--max-bytes-per-slab", type=float, default=6e9)
+    rec.add_argument("--S-tile", type=int, default=None)
+    rec.add_argument("--blas-threads", type=int, default=None)
+    rec.add_argument("--force", action="store_true", help="recompute even if up to date")
+    rec.set_defaults(func=_cmd_reconstruct)
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="draw the live fit dashboard PNG (safe while a fit runs)",
+        description="Convergence, weights, mass errors, observed vs model spectra and "
+        "component usage, read from /Fit/* with SWMR.",
+    )
+    dash.add_argument("store")
+    dash.add_argument("--out", default="fit_dashboard.png", help="PNG (default: %(default)s)")
+    dash.set_defaults(func=_cmd_dashboard)
+
+
+def _round_bar(quiet: bool) -> tuple[Any, Any]:
+    """A progress bar over working-set rounds on a terminal; (None, None) elsewhere.
+
+    Off a terminal, ``fit_cube``'s own one-line-per-round log is the better record.
+    """
+    import sys
+
+    from nnfit.progress import progress
+
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    bar = progress(desc="fit_cube", unit="round", enabled=True)
+
+    def on_phase(phase: str, info: dict) -> None:
+        if phase == "round":
+            bar.set_description_str("fit_cube")
+            bar.update(1)
+            bar.set_postfix(
+                chi2=f"{info['chi2']:.8g}",
+                working_set=info["working_set"],
+                violators=info["violators"],
+                refresh=True,
+            )
+        elif phase != "done":
+            bar.set_description_str(f"fit_cube ({phase})")
+
+    return bar, on_phase
+
+
+def _cmd_fit_exact(args: argparse.Namespace) -> int:
+    from nnfit.spectral.fit import fit_cube
+
+    if not Path(args.store).exists():
+        raise FileNotFoundError(f"{args.store}: no such file")
+    x0 = _load_vector(args.x0, "--x0")
+    if x0 is None:
+        x0 = None if args.warm_start == "seed" else "auto"
+    bar, on_phase = _round_bar(args.quiet)
+    x, stats = fit_cube(
+        args.store,
+        method=args.method,
+        tol=args.tol,
+        regul=args.regul,
+        regul_order=args.regul_order,
+        constraints=_load_vector(args.orbit_weights, "--orbit-weights"),
+        x0=x0,
+        scheduler=args.scheduler,
+        progress=on_phase,
+        verbose=not args.quiet,
+    )
+    if bar is not None:
+        bar.close()
+    if args.out:
+        from nnfit.io import atomic_path
+
+        with atomic_path(args.out, suffix=".npy") as tmp:
+            np.save(tmp, x.ravel())
+    if args.stats:
+        from nnfit.io import atomic_write_json
+
+        atomic_write_json(args.stats, _jsonable(stats))
+    state = "optimum" if stats["converged"] else "NOT converged"
+    print(
+        f"fit ({stats['method']}): {state}, chi2 {stats['chi2']:.10g}, KKT violation "
+        f"{stats['kkt_violation']:.2e} (tol {stats['kkt_tol']:.0e}), {stats['nnz']} non-zero "
+        f"weights, {stats['time_s']:.2f} s; /X_global updated"
+    )
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    if args.method != "kaczmarz":
+        return _cmd_fit_exact(args)
+    from nnfit.spectral.kaczmarz_fit import PipelineRunner
+    from nnfit.spectral.tracker import TrackerConfig
+
+    cfg = TrackerConfig(
+        ckpt_interval_sec=args.ckpt_interval, metrics_interval_sec=args.metrics_interval
+    )
+    x, stats = PipelineRunner(args.store).solve_all(
+        method="kaczmarz",
+        epochs=args.epochs,
+        pixels_per_aperture=args.pixels_per_aperture,
+        lr=args.lr,
+        project_nonneg=not args.no_nonneg,
+        row_order=args.row_order,
+        orbit_weights=_load_vector(args.orbit_weights, "--orbit-weights"),
+        ratio_prob=args.ratio_prob,
+        ratio_eta=args.ratio_eta,
+        x0=_load_vector(args.x0, "--x0"),
+        warm_start=None if args.warm_start == "auto" else args.warm_start,
+        seed=args.seed,
+        blas_threads=args.blas_threads,
+        verbose=not args.quiet,
+        tracker=cfg,
+    )
+    if args.out:
+        from nnfit.io import atomic_path
+
+        with atomic_path(args.out, suffix=".npy") as tmp:
+            np.save(tmp, x)
+    if args.stats:
+        from nnfit.io import atomic_write_json
+
+        atomic_write_json(args.stats, _jsonable(stats))
+    start = stats.get("start", {})
+    rmse = stats.get("rmse", math.nan)
+    print(
+        f"fit: {stats.get('epochs_run', 0)} epoch(s) run from {start.get('source')} "
+        f"(epoch {start.get('epoch')}), train RMSE {rmse:.6g}, "
+        f"{stats.get('time_sec', 0.0):.2f} s; /X_global updated"
+    )
+    return 0
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, bytes):
+        return obj.decode()
+    return obj
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from nnfit.spectral.reconstruct import reconstruct_model_cube_single
+    from nnfit.spectral.store import open_h5
+
+    x = _load_vector(args.x, "--x")
+    if x is None:
+        with open_h5(args.store, "r") as f:
+            if "X_global" not in f:
+                raise ValueError(f"{args.store} has no /X_global; run `nnfit cube fit` or pass --x")
+            x = np.asarray(f["X_global"], dtype=np.float64)
+    info = reconstruct_model_cube_single(
+        args.store,
+        x,
+        array_name=args.array_name,
+        blas_threads=args.blas_threads,
+        S_tile=args.S_tile,
+        max_bytes_per_slab=int(args.max_bytes_per_slab),
+        force=args.force,
+    )
+    if info["skipped"]:
+        print(f"/{args.array_name} is up to date for this x ({info['x_sha256'][:19]}...); skipped")
+    else:
+        print(
+            f"wrote /{args.array_name}: {info['tiles']} slab(s) of {info['tile']} "
+            f"(max {info['slab_bytes_max'] / 1e6:.1f} MB) in {info['time_sec']:.2f} s"
+        )
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from nnfit.spectral.plots import live_fit_dashboard
+
+    info = live_fit_dashboard(args.store, args.out)
+    print(f"wrote {args.out} ({info['n_metrics']} metric rows, weights from {info['x_source']})")
+    return 0
+
+
+def stats_json(stats: dict) -> str:
+    """Stats as JSON text (NaN as null), for logs."""
+    return json.dumps(_jsonable(stats), sort_keys=True)

@@ -1,0 +1,272 @@
+"""Recheck a fixture: file and array hashes, the contract, the sidecar, optionally alignment."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnfit.io import array_sha256, file_sha256
+from nnfit.io.npz import read_npz, zip_layout_problems
+from nnfit.ptycho.contract import CONTRACT
+
+SIDECAR_FIELDS = (
+    "version",
+    "created",
+    "generator_script",
+    "generator_commit",
+    "source_dataset",
+    "subset_strategy",
+    "subset_size",
+    "transformations",
+    "sha256_checksum",
+    "validation_notes",
+    "subset_indices",
+    "arrays",
+    "file_size_bytes",
+    "contract_version",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification step: its name, whether it passed, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_fixture`; ``str(report)`` is the readable report."""
+
+    path: Path
+    metadata_path: Path
+    checks: list[Check] = field(default_factory=list)
+    checksum: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, bool(ok), detail))
+
+    def __str__(self) -> str:
+        lines = [f"fixture  {self.path}", f"sidecar  {self.metadata_path}"]
+        width = max((len(c.name) for c in self.checks), default=0)
+        for c in self.checks:
+            detail = c.detail.replace("\n", "\n" + " " * (width + 10))
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {detail}")
+        failed = sum(not c.ok for c in self.checks)
+        lines.append(
+            f"OK: all {len(self.checks)} checks passed"
+            if not failed
+            else f"FAILED: {failed} of {len(self.checks)} checks"
+        )
+        return "\n".join(lines)
+
+
+def verify_fixture(
+    path: str | os.PathLike[str],
+    metadata_path: str | os.PathLike[str] | None = None,
+    *,
+    alignment: bool = False,
+) -> VerifyReport:
+    """Recompute a fixture's hashes and check it against the contract and its sidecar.
+
+    Checks: the NPZ reads without pickles; its zip layout is the deterministic one; the
+    arrays satisfy :data:`~nnfit.ptycho.contract.CONTRACT`; the sidecar exists with every
+    field; the file's sha256 and size and each array's content hash match the sidecar; the
+    subset fields agree with the arrays; the contract version is the current one. With
+    ``alignment``, every pattern must also match the forward model at its own coordinates
+    better than at any other scan's (:func:`~nnfit.ptycho.simulate.alignment_residuals`
+    with a fitted scale, so any normalisation works).
+
+    Parameters
+    ----------
+    path : path-like
+        The fixture NPZ.
+    metadata_path : path-like, optional
+        Its sidecar; default ``path`` with the suffix ``.json``.
+    alignment : bool
+        Also run the forward-model alignment check.
+
+    Returns
+    -------
+    VerifyReport
+        ``report.ok`` and ``str(report)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the fixture does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from nnfit.ptycho import generate_fixture, simulate_dataset, write_npz
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_npz(tmp / "src.npz", simulate_dataset(n_scans=40, probe_size=16, object_shape=(48, 48)))
+    >>> out, _, _ = generate_fixture(tmp / "src.npz", tmp / "mini.npz", n_subset=16)
+    >>> verify_fixture(out, alignment=True).ok
+    True
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such fixture: {p}")
+    meta_p = Path(metadata_path) if metadata_path is not None else p.with_suffix(".json")
+    report = VerifyReport(p, meta_p)
+    report.checksum = file_sha256(p)
+
+    try:
+        arrays = read_npz(p)
+    except ValueError as exc:
+        report.add("readable NPZ", False, str(exc))
+        return report
+    report.add("readable NPZ", True, f"{len(arrays)} arrays: {', '.join(sorted(arrays))}")
+    layout = zip_layout_problems(p)
+    report.add(
+        "deterministic layout",
+        not layout,
+        "sorted members, fixed zip fields, C-ordered little-endian .npy"
+        if not layout
+        else "\n".join(layout),
+    )
+    violations = CONTRACT.validate(arrays)
+    report.add(
+        f"contract {CONTRACT.id}",
+        not violations,
+        "no violations" if not violations else "\n".join(str(v) for v in violations),
+    )
+
+    meta = None
+    if not meta_p.is_file():
+        report.add("sidecar", False, f"missing: {meta_p}")
+    else:
+        try:
+            meta = json.loads(meta_p.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            report.add("sidecar", False, f"unreadable JSON: {exc}")
+            meta = None
+    if meta is not None:
+        missing = [f for f in SIDECAR_FIELDS if f not in meta]
+        report.add(
+            "sidecar",
+            not missing,
+            "all fields present" if not missing else f"missing fields: {', '.join(missing)}",
+        )
+        want = meta.get("sha256_checksum")
+        report.add(
+            "file checksum",
+            want == report.checksum,
+            report.checksum if want == report.checksum else f"{report.checksum} != sidecar {want}",
+        )
+        size = p.stat().st_size
+        report.add(
+            "file size",
+            meta.get("file_size_bytes") == size,
+            f"{size} bytes"
+            + (
+                ""
+                if meta.get("file_size_bytes") == size
+                else f" != sidecar {meta.get('file_size_bytes')}"
+            ),
+        )
+        recorded = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+        bad = []
+        for k in sorted(set(recorded) | set(arrays)):
+            if k not in arrays:
+                bad.append(f"{k}: in the sidecar, not in the file")
+            elif k not in recorded:
+                bad.append(f"{k}: in the file, not in the sidecar")
+            elif not isinstance(recorded[k], dict) or recorded[k].get("sha256") != array_sha256(
+                arrays[k]
+            ):
+                bad.append(f"{k}: content hash differs from the sidecar")
+        report.add(
+            "array hashes",
+            not bad,
+            f"{len(arrays)} arrays match" if not bad else "\n".join(bad),
+        )
+        n = int(arrays["xcoords"].shape[0]) if "xcoords" in arrays else None
+        idx = meta.get("subset_indices")
+        sub_bad = []
+        if meta.get("subset_size") != n:
+            sub_bad.append(f"subset_size {meta.get('subset_size')} != N={n}")
+        if not isinstance(idx, list) or len(idx) != n:
+            sub_bad.append(
+                f"subset_indices has {len(idx) if isinstance(idx, list) else 'no'} entries, N={n}"
+            )
+        elif len(set(idx)) != len(idx):
+            sub_bad.append("subset_indices has repeats")
+        elif "scan_index" in arrays and any(
+            "scan_index: added" in t for t in meta.get("transformations", [])
+        ):
+            if not np.array_equal(arrays["scan_index"], np.asarray(idx)):
+                sub_bad.append("scan_index differs from subset_indices")
+        report.add(
+            "subset",
+            not sub_bad,
+            f"{n} scans, strategy {meta.get('subset_strategy')}"
+            if not sub_bad
+            else "\n".join(sub_bad),
+        )
+        cv = meta.get("contract_version")
+        report.add(
+            "contract version",
+            cv == CONTRACT.version,
+            f"{CONTRACT.id}"
+            if cv == CONTRACT.version
+            else f"sidecar says {cv!r}, this nnfit checks {CONTRACT.id}",
+        )
+
+    if alignment:
+        _check_alignment(report, arrays, violations)
+    return report
+
+
+def _check_alignment(report: VerifyReport, arrays: dict, violations: list) -> None:
+    from nnfit.ptycho.simulate import alignment_residuals
+
+    if violations:
+        report.add("alignment", False, "skipped: the contract check failed")
+        return
+    try:
+        r = alignment_residuals(
+            arrays["diffraction"],
+            arrays["probeGuess"],
+            arrays["objectGuess"],
+            arrays["xcoords"],
+            arrays["ycoords"],
+            fit_scale=True,
+        )
+    except ValueError as exc:
+        report.add("alignment", False, str(exc))
+        return
+    n = r.shape[0]
+    own = np.diag(r)
+    others = np.where(np.eye(n, dtype=bool), np.inf, r).min(axis=1) if n > 1 else own + np.inf
+    wrong = np.flatnonzero(own >= others)
+    if wrong.size:
+        report.add(
+            "alignment",
+            False,
+            f"{wrong.size} of {n} patterns match another scan's coordinates better than their own "
+            f"(first: pattern {int(wrong[0])})",
+        )
+        return
+    with np.errstate(divide="ignore"):
+        margin = float(np.min(others / np.maximum(own, np.finfo(float).tiny)))
+    report.add(
+        "alignment",
+        True,
+        f"every pattern fits its own coordinates best (worst margin {margin:.3g}x)",
+    )

@@ -1,0 +1,196 @@
+"""Streamed, resumable, distributed deconvolution of whole recordings (blocks.py, cli_fast.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from nnfit.calcium import deconvolve, simulate_recording
+from nnfit.calcium.pipeline import deconvolve_recording
+
+KIN = (0.05, 0.5)
+
+
+@pytest.fixture
+def recording(tmp_path):
+    rec = simulate_recording(24, 3000, rate_hz=1.0, noise=0.15, baseline=0.4, seed=6)
+    path = tmp_path / "rec.npy"
+    np.save(path, rec.traces.astype(np.float32))
+    return path, rec
+
+
+def test_blocks_equal_one_call_in_memory(recording, tmp_path):
+    path, _ = recording
+    out = tmp_path / "out"
+    info = deconvolve_recording(path, out, 30.0, *KIN, lam=0.4, block_cells=5, progress=False)
+    ref = deconvolve(np.load(path).astype(float), 30.0, *KIN, lam=0.4)
+    np.testing.assert_array_equal(np.load(out / "spikes.npy"), ref.spikes)
+    np.testing.assert_array_equal(np.load(out / "baseline.npy"), ref.baseline)
+    np.testing.assert_array_equal(np.load(out / "reconvolution.npy"), ref.calcium + ref.baseline)
+    assert info["blocks"] == 5 and info["converged"] == 24 and not (out / ".partial").exists()
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("cell,baseline_kind,lam") and len(rows) == 25
+
+
+def test_bounded_memory(tmp_path):
+    rec = simulate_recording(200, 2000, seed=1)
+    path = tmp_path / "big.npy"
+    np.save(path, rec.traces)
+    kw = {"baseline": "constant", "block_cells": 10, "progress": False}
+    deconvolve_recording(path, tmp_path / "warm", 30.0, *KIN, 0.3, **kw)
+    tracemalloc.start()
+    deconvolve_recording(path, tmp_path / "o", 30.0, *KIN, 0.3, **kw)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # all of it would be 200 x 2000 x 8 B = 3.2 MB per array (x3 outputs + input): 12.8 MB
+    assert peak < 0.15 * 4 * rec.traces.nbytes, peak
+
+
+def test_resume_skips_finished_blocks_and_restarts_on_new_settings(recording, tmp_path):
+    path, _ = recording
+    out = tmp_path / "out"
+    deconvolve_recording(path, out, 30.0, *KIN, 0.4, block_cells=6, progress=False)
+    first = np.load(out / "spikes.npy")
+    # fake an interrupted run: state + two finished blocks are on disk
+    from nnfit.calcium import pipeline as blocks
+
+    calls = []
+    orig = blocks._run_block
+
+    def spy(spec, settings):
+        calls.append(spec[0])
+        return orig(spec, settings)
+
+    blocks._run_block = spy
+    try:
+        info = deconvolve_recording(path, out, 30.0, *KIN, 0.4, block_cells=6, progress=False)
+        assert info["blocks_resumed"] == 0 and len(calls) == 4  # .partial was removed when done
+    finally:
+        blocks._run_block = orig
+    np.testing.assert_array_equal(np.load(out / "spikes.npy"), first)
+
+
+@pytest.mark.slow
+def test_cli_survives_a_kill_and_resumes(tmp_path):
+    rec = simulate_recording(120, 3000, rate_hz=1.0, noise=0.15, seed=3)
+    path = tmp_path / "rec.npy"
+    np.save(path, rec.traces)
+    args = [sys.executable, "-m", "nnfit", "calcium", "deconvolve", str(path), "--fs", "30",
+            "--tau-rise", "0.05", "--tau-decay", "0.5", "--baseline", "constant",
+            "--block-cells", "2", "--out", str(tmp_path / "out"), "--no-progress",
+            "--plot-cells", "0"]  # fmt: skip
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = tmp_path / "out" / ".partial"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if partial.is_dir() and len(list(partial.glob("block_*.npz"))) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(partial.glob("block_*.npz"))
+    assert 3 <= len(done) < 40, "the run finished before it could be killed; make it longer"
+    assert not (tmp_path / "out" / "spikes.npy").exists()
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resumed" in again.stdout
+    ref = deconvolve(rec.traces, 30.0, *KIN, baseline="constant")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "spikes.npy"), ref.spikes)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["blocks_resumed"] >= 3 and run["solver"] == "exact"
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_identical_output(recording, tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    path, _ = recording
+    deconvolve_recording(path, tmp_path / "local", 30.0, *KIN, block_cells=6, progress=False)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cl,
+        Client(cl) as client,
+    ):
+        deconvolve_recording(path, tmp_path / "dask", 30.0, *KIN, block_cells=6,
+                             scheduler=client, n_jobs=1, progress=False)  # fmt: skip
+    for name in ("spikes.npy", "baseline.npy", "reconvolution.npy", "summary.csv"):
+        a, b = tmp_path / "local" / name, tmp_path / "dask" / name
+        assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_cli_estimates_and_reports_kinetics(run_cli, tmp_path):
+    rec = simulate_recording(4, 9000, tau_rise=0.05, tau_decay=0.6, rate_hz=0.5, noise=0.1, seed=2)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    proc = run_cli("calcium", "estimate", "rec.npy", "--fs", "30", "--json", "p.json", check=True)
+    assert "pooled: tau_rise" in proc.stdout
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert abs(p["pooled"]["tau_decay"] - 0.6) < 0.1 and len(p["noise"]) == 4
+    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", "--out", "o",
+                   "--plot-cells", "1", check=True)  # fmt: skip
+    assert "estimated from the data" in proc.stdout and "4/4 certified" in proc.stdout
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["kinetics_estimated"] and abs(run["tau_decay"] - p["pooled"]["tau_decay"]) < 1e-12
+    from nnfit.calcium import spike_time_offset
+
+    off = spike_time_offset(run["tau_rise"], run["tau_decay"], 30.0) / 30.0
+    assert run["spike_time_offset_s"] == pytest.approx(off)
+    assert (tmp_path / "o" / "cells.png").is_file()
+
+
+def test_cli_exact_refuses_half_kinetics(run_cli, tmp_path):
+    np.save(tmp_path / "rec.npy", np.zeros((2, 100)))
+    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", "--tau-rise", "0.05",
+                   "--out", "o")  # fmt: skip
+    assert proc.returncode != 0 and "tau" in proc.stderr
+
+
+def test_cli_exact_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
+    rec = simulate_recording(3, 3000, rate_hz=1.0, noise=0.1, seed=5)
+    folder = tmp_path / "plane0"
+    folder.mkdir()
+    np.save(folder / "F.npy", (rec.traces + 2.0).astype(np.float32))
+    np.save(folder / "Fneu.npy", np.ones_like(rec.traces, dtype=np.float32))
+    np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * 3))
+    np.save(folder / "ops.npy", np.array({"fs": 30.0, "nframes": 3000}, dtype=object))
+    proc = run_cli("calcium", "deconvolve", "plane0", "--solver", "exact", "--tau-rise", "0.05",
+                   "--tau-decay", "0.5", "--lam", "0.3", "--baseline", "constant", "--out", "o",
+                   "--plot-cells", "0", check=True)  # fmt: skip
+    assert "3/3 certified" in proc.stdout and "kinetics (given)" in proc.stdout
+    y = (rec.traces + 2.0).astype(np.float32).astype(float) - 0.7
+    ref = deconvolve(y, 30.0, *KIN, lam=0.3, baseline="constant")
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2", "<f8"])
+@pytest.mark.parametrize("layout", ["C", "F", "1d", "v2"])
+def test_read_rows_equals_the_memory_map(tmp_path, dtype, layout):
+    from nnfit.calcium.pipeline import open_traces, read_rows
+
+    a = (np.random.default_rng(0).standard_normal((7, 50)) * 100).astype(dtype)
+    path = tmp_path / "x.npy"
+    if layout == "1d":
+        a = a[0]
+    if layout == "F":
+        a = np.asfortranarray(a)
+    if layout == "v2":
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, a, version=(2, 0))
+    else:
+        np.save(path, a)
+    ref = np.asarray(open_traces(path), dtype=np.float64)
+    for start, stop in [(0, 1), (0, ref.shape[0]), (ref.shape[0] - 1, ref.shape[0]), (2, 5)]:
+        if stop > ref.shape[0] or start >= stop:
+            continue
+        got = read_rows(path, start, stop)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, ref[start:stop])

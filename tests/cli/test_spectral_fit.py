@@ -1,0 +1,49 @@
+"""``nnfit cube fit | reconstruct | dashboard`` in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from nnfit.cli import main
+
+from ..spectral._kaczmarz_fixtures import make_store
+
+
+def test_fit_reconstruct_dashboard(tmp_path, run_cli):
+    st = make_store(tmp_path / "c.h5", S=8, C=2, P=3, L=30, S_chunk=4)
+    r = run_cli(
+        "cube", "fit", st.path, "--method", "kaczmarz", "--epochs", "3", "-K", "20", "--lr", "0.8",
+        "--orbit-weights", "1,2", "--out", "x.npy", "--stats", "stats.json", check=True,
+    )  # fmt: skip
+    assert "3 epoch(s) run from seed" in r.stdout
+    assert "epoch 3/3: train RMSE" in r.stderr
+    x = np.load(tmp_path / "x.npy")
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["epochs_run"] == 3 and stats["tracker_drops"] == 0
+    r = run_cli("cube", "reconstruct", st.path, check=True)
+    assert "wrote /ModelCube" in r.stdout
+    r = run_cli("cube", "reconstruct", st.path, check=True)
+    assert "skipped" in r.stdout
+    with h5py.File(st.path, "r") as f:
+        np.testing.assert_array_equal(f["X_global"][:], x)
+    r = run_cli("cube", "dashboard", st.path, "--out", "d.png", check=True)
+    assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    st = make_store(tmp_path / "c.h5", S=4, C=2, P=2, L=10, S_chunk=2)
+    for args, msg in [
+        (["cube", "fit", str(tmp_path / "missing.h5")], "no such"),
+        (["cube", "fit", str(st.path), "--orbit-weights", "a,b"], "comma-separated"),
+        (["cube", "reconstruct", str(st.path)], "X_global"),
+        (["cube", "dashboard", str(tmp_path / "missing.h5")], "no such"),
+    ]:
+        assert main(args) == 2
+        assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["cube", "fit", "--help"])
+    assert "resumed" in capsys.readouterr().out

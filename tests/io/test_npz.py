@@ -1,0 +1,108 @@
+"""Byte-deterministic NPZ writing and safe reading."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from nnfit.io.npz import zip_layout_problems
+from nnfit.ptycho import encode_npz, open_npz, read_npz, write_npz
+
+
+def test_same_content_same_bytes_whatever_order_memory_layout_or_byte_order(rng):
+    a = rng.standard_normal((5, 7)).astype(np.float32)
+    b = (rng.standard_normal(6) + 1j).astype(np.complex64)
+    ref = encode_npz({"a": a, "b": b})
+    assert encode_npz({"b": b, "a": a}) == ref
+    assert encode_npz({"a": np.asfortranarray(a), "b": b}) == ref
+    assert encode_npz({"a": a.astype(">f4"), "b": b.astype(">c8")}) == ref
+    assert encode_npz({"a": a[:, ::-1][:, ::-1], "b": b}) == ref
+    assert encode_npz({"a": a + 1, "b": b}) != ref
+
+
+def test_roundtrip_numpy_compatible_and_fixed_zip_fields(tmp_path, rng):
+    arrays = {
+        "z": rng.standard_normal((3, 4)),
+        "i": np.arange(5, dtype=">i8"),
+        "c": np.ones(2, np.complex64),
+    }
+    path = write_npz(tmp_path / "x.npz", arrays)
+    with np.load(path) as npz:
+        assert npz.files == ["c", "i", "z"]
+        np.testing.assert_array_equal(npz["i"], arrays["i"])
+    back = read_npz(path)
+    assert back["i"].dtype.str == "<i8"
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+    assert zip_layout_problems(path) == []
+    assert list(tmp_path.iterdir()) == [path]  # no temporary files left
+
+
+def test_layout_problems_of_an_ordinary_savez(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, b=np.zeros(2), a=np.asfortranarray(np.zeros((2, 2))), c=np.zeros(2, ">f8"))
+    problems = "\n".join(zip_layout_problems(path))
+    assert "sorted" in problems and "Fortran" in problems and "big-endian" in problems
+
+
+def test_refuses_object_arrays_and_bad_names(tmp_path):
+    with pytest.raises(ValueError, match="deterministically"):
+        encode_npz({"x": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(ValueError, match="key"):
+        encode_npz({"a/b": np.zeros(1)})
+    with pytest.raises(ValueError):
+        write_npz(tmp_path / "bad.npz", {"x": np.array([None], dtype=object)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such NPZ"):
+        read_npz(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not an NPZ"):
+        read_npz(tmp_path / "text.npz")
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled"):
+        read_npz(tmp_path / "obj.npz")
+
+
+def test_open_npz_maps_stored_members_and_loads_compressed_ones(tmp_path, rng):
+    arrays = {
+        "big": rng.standard_normal((6, 5, 4)),
+        "fort": np.asfortranarray(rng.standard_normal((3, 4))),
+        "empty": np.zeros((0, 3)),
+        "ints": np.arange(7, dtype=">i4"),
+    }
+    np.savez(tmp_path / "stored.npz", **arrays)  # numpy's own writer, stored members
+    np.savez_compressed(tmp_path / "deflated.npz", **arrays)
+    for name in ("stored.npz", "deflated.npz"):
+        lazy, full = open_npz(tmp_path / name), read_npz(tmp_path / name)
+        assert sorted(lazy) == sorted(full) == sorted(arrays)
+        for k, a in arrays.items():
+            np.testing.assert_array_equal(lazy[k], a)
+            assert lazy[k].dtype == full[k].dtype and lazy[k].shape == a.shape
+    lazy = open_npz(tmp_path / "stored.npz")
+    assert not lazy["big"].flags.writeable and not lazy["big"].flags.owndata  # a view of the file
+    assert lazy["fort"].flags.f_contiguous
+    # A mixed archive: one member stored, one deflated.
+    with zipfile.ZipFile(tmp_path / "mixed.npz", "w") as zf:
+        zf.writestr("a.npy", _npy(arrays["big"]), compress_type=zipfile.ZIP_STORED)
+        zf.writestr("b.npy", _npy(arrays["ints"]), compress_type=zipfile.ZIP_DEFLATED)
+    mixed = open_npz(tmp_path / "mixed.npz")
+    np.testing.assert_array_equal(mixed["a"], arrays["big"])
+    np.testing.assert_array_equal(mixed["b"], arrays["ints"])
+    assert not mixed["a"].flags.owndata and mixed["b"].flags.writeable
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled"):
+        open_npz(tmp_path / "obj.npz")
+
+
+def _npy(array):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, allow_pickle=False)
+    return buf.getvalue()
