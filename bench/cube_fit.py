@@ -127,7 +127,7 @@ METHODS: list[Method] = [
 
 
 def _dense(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from nnfit.spectral.store import open_h5
+    from nnfit.io.hdf5 import open_h5
 
     with open_h5(path, "r") as f:
         M = np.asarray(f["HyperCube/models"], dtype=np.float64)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from nnfit.io import array_sha256
+from nnfit.io.hdf5 import open_h5, read_superblock
 from nnfit.spectral.diagnostics import hypercube_status
 from nnfit.spectral.hypercube import build_hypercube
 from nnfit.spectral.simulate import simulate_cube
-from nnfit.spectral.store import open_h5, read_superblock
 
 _CHILD = (
     "import sys; from nnfit.spectral.hypercube import build_hypercube; "

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from nnfit.spectral.store import load_problem, open_h5
+from nnfit.io.hdf5 import open_h5
+from nnfit.spectral.store import load_problem
 
 
 @pytest.mark.slow

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from nnfit.io import array_sha256
+from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.diagnostics import hypercube_status, live_prefit_snapshot_from_models
 from nnfit.spectral.hypercube import build_hypercube, compress_hypercube_inplace
-from nnfit.spectral.store import H5Manager, open_h5
+from nnfit.spectral.manager import H5Manager
 
 
 def _digest(path):

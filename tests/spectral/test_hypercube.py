@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.hypercube import build_hypercube
 from nnfit.spectral.model import C_KMS, grid_step
-from nnfit.spectral.store import load_problem, open_h5
+from nnfit.spectral.store import load_problem
 
 
 def _direct_row(prob, s, c, p):
@@ -155,8 +156,8 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, kill_problem, n_workers
     import signal
     import time
 
+    from nnfit.io.hdf5 import read_superblock
     from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
-    from nnfit.spectral.store import read_superblock
 
     master, ref_digest = kill_problem
     path = tmp_path / "cube.h5"

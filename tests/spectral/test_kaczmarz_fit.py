@@ -227,7 +227,7 @@ PipelineRunner(sys.argv[1]).solve_all(epochs=int(sys.argv[2]), pixels_per_apertu
 
 
 def _committed_epoch(path):
-    from nnfit.spectral.store import open_h5
+    from nnfit.io.hdf5 import open_h5
 
     try:
         with open_h5(path, "r") as f:

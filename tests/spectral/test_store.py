@@ -8,14 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
+from nnfit.io.hdf5 import clear_swmr_status, open_h5, read_superblock
+from nnfit.spectral.manager import H5Manager
 from nnfit.spectral.simulate import simulate_cube
-from nnfit.spectral.store import (
-    H5Manager,
-    clear_swmr_status,
-    load_problem,
-    open_h5,
-    read_superblock,
-)
+from nnfit.spectral.store import load_problem
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nnfit.spectral.store import open_h5
+from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.tracker import (
     FitTracker,
     TrackerConfig,

@@ -146,8 +146,8 @@ def run_spectral(out_dir: Path, *, seed: int = 0) -> None:
     from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
     from nnfit.spectral.fit import fit_cube
     from nnfit.spectral.hypercube import build_hypercube
+    from nnfit.spectral.manager import H5Manager
     from nnfit.spectral.simulate import simulate_cube
-    from nnfit.spectral.store import H5Manager
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -232,8 +232,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.simulate import simulate_cube
-    from nnfit.spectral.store import open_h5
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -267,7 +267,7 @@ def _load_array(path: str | None, name: str):
 
 
 def _init(args: argparse.Namespace) -> int:
-    from nnfit.spectral.store import H5Manager
+    from nnfit.spectral.manager import H5Manager
 
     names = (
         "tem_pix",
@@ -348,16 +348,16 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from nnfit.spectral.diagnostics import hypercube_status, print_hypercube_done_status
-    from nnfit.spectral.store import H5Manager
+    from nnfit.spectral.diagnostics import describe_hypercube_status, hypercube_status
+    from nnfit.spectral.store import StoreWriter, describe_rebin_edges
 
     if args.json:
         st = hypercube_status(args.store)
-        st["edges"] = H5Manager.diagnose_rebin_edges(args.store, verbose=False)
+        st["edges"] = StoreWriter.diagnose_rebin_edges(args.store)
         print(json.dumps(st, default=list))
         return 0
-    print_hypercube_done_status(args.store)
-    H5Manager.diagnose_rebin_edges(args.store, verbose=True)
+    print(describe_hypercube_status(args.store, hypercube_status(args.store)))
+    print(describe_rebin_edges(StoreWriter.diagnose_rebin_edges(args.store)))
     return 0
 
 

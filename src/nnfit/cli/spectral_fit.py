@@ -268,8 +268,8 @@ def _jsonable(obj):
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.reconstruct import reconstruct_model_cube_single
-    from nnfit.spectral.store import open_h5
 
     x = _load_vector(args.x, "--x")
     if x is None:

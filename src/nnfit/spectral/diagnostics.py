@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.spectral.store import open_h5
+from nnfit.io.hdf5 import open_h5
 
-__all__ = ["hypercube_status", "live_prefit_snapshot_from_models", "print_hypercube_done_status"]
+__all__ = ["describe_hypercube_status", "hypercube_status", "live_prefit_snapshot_from_models"]
 
 
 def hypercube_status(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -40,19 +40,16 @@ def hypercube_status(path: str | os.PathLike[str]) -> dict[str, Any]:
         }
 
 
-def print_hypercube_done_status(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Print the HyperCube's shape, chunks and ``N_done / N_total`` tiles; return them."""
-    st = hypercube_status(path)
+def describe_hypercube_status(path: str | os.PathLike[str], st: dict[str, Any]) -> str:
+    """One line for people: the HyperCube's shape, chunks and ``N_done / N_total`` tiles."""
     if not st["present"]:
-        print(f"{Path(path)}: no /HyperCube yet (run build_hypercube)")
-        return st
+        return f"{Path(path)}: no /HyperCube yet (run build_hypercube)"
     pct = 100.0 * st["tiles_done"] / max(st["tiles_total"], 1)
-    print(
+    return (
         f"{Path(path)}: models {st['shape']} float32, chunks {st['chunks']}, "
         f"tiles {st['tiles_done']} / {st['tiles_total']} done ({pct:.1f}%), "
         f"complete={st['complete']}, compression={st['compression']}"
     )
-    return st
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

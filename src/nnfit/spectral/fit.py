@@ -91,7 +91,7 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
     that does not verify and the vector is skipped on resume. Otherwise it is written under a
     temporary name and moved into place, so a kill leaves the old or the new one.
     """
-    from nnfit.spectral.store import open_h5
+    from nnfit.io.hdf5 import open_h5
 
     flat = np.asarray(x, dtype=np.float64).ravel()
     attrs = attrs or {}

@@ -26,17 +26,10 @@ import h5py
 import numpy as np
 
 from nnfit.io import array_sha256, atomic_path
+from nnfit.io.hdf5 import LIBVER, open_h5, open_locked, writer_lock
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
-from nnfit.spectral.store import (
-    LIBVER,
-    CubeProblem,
-    _read_rebin,
-    load_problem,
-    open_h5,
-    open_locked,
-    writer_lock,
-)
+from nnfit.spectral.store import CubeProblem, _read_rebin, load_problem
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]

@@ -18,28 +18,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numba
 import numpy as np
 
+from nnfit.io.hdf5 import open_h5
+
 __all__ = ["HyperCubeReader", "open_h5_read"]
 
 
 def open_h5_read(path: str | os.PathLike[str]) -> h5py.File:
-    """Open the store read-only, SWMR-safe (works while the fit tracker writes ``/Fit/*``).
-
-    Uses ``nnfit.spectral.store.open_h5`` (which also repairs a file left by a killed SWMR
-    writer) when that module is available.
-    """
-    try:
-        from nnfit.spectral.store import open_h5  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - store lands with the HyperCube issue
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"no such HDF5 store: {p}") from None
-        return h5py.File(p, "r", swmr=True)
+    """Open the store read-only, SWMR-safe (works while the fit tracker writes ``/Fit/*``),
+    through :func:`nnfit.io.hdf5.open_h5` (which also repairs a file left by a killed writer)."""
     return open_h5(path, "r")
 
 

@@ -588,13 +588,8 @@ def _calibrate(reader: HyperCubeReader, prob: _Problem, train_pix, K: int, seed:
 
 def _dispatch_method(path: Path, method: str, **kwargs: Any):
     """Route non-Kaczmarz methods to the exact solver (``nnfit.spectral.fit.fit_cube``)."""
-    try:
-        from nnfit.spectral.fit import fit_cube  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValueError(
-            f"method {method!r} needs nnfit.spectral.fit.fit_cube, which is not installed in "
-            "this build; use method='kaczmarz'"
-        ) from None
+    from nnfit.spectral.fit import fit_cube
+
     return fit_cube(path, method=method, **kwargs)
 
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from nnfit.io import atomic_path
-from nnfit.spectral.store import open_h5
+from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.tracker import METRIC_NAMES, read_checkpoints
 
 __all__ = ["live_fit_dashboard"]

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from nnfit.io import array_sha256
+from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.kaczmarz_fit import blas_limit
-from nnfit.spectral.store import open_h5
 from nnfit.validate import as_float_array, check_int
 
 __all__ = ["plan_tiles", "reconstruct_model_cube_single"]

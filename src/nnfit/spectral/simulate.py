@@ -82,16 +82,16 @@ class SimulatedCube:
         """Write a complete store (populate + rebin) at ``path`` and return the path.
 
         ``with_noise`` writes ``/Noise``; ``kwargs`` go to
-        :meth:`~nnfit.spectral.store.H5Manager.populate_from_arrays` (e.g. ``safety_pad_px``).
+        :meth:`~nnfit.spectral.store.StoreWriter.populate_from_arrays` (e.g. ``safety_pad_px``).
         """
-        from nnfit.spectral.store import H5Manager
+        from nnfit.spectral.store import StoreWriter
 
         p = Path(path)
         if p.exists():
             if not overwrite:
                 raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
             p.unlink()
-        mgr = H5Manager(p, self.tem_pix, self.obs_pix)
+        mgr = StoreWriter(p, self.tem_pix, self.obs_pix)
         mgr.set_velocity_grid(self.vel_pix)
         mgr.populate_from_arrays(
             self.losvd,

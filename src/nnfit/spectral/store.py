@@ -1,4 +1,4 @@
-"""The HDF5 store of a spectral cube problem: layout, validation, safe opening.
+"""The HDF5 store of a spectral cube problem: layout, validation, loading and writing.
 
 Layout (``S`` spaxels, ``L`` observed pixels, ``T`` template pixels, ``V`` velocity bins,
 ``C`` components, ``P`` populations)::
@@ -20,18 +20,14 @@ Root attributes: ``dims`` (JSON ``{nSpat, nLSpec, nTSpec, nVel, nComp, nPop}``),
 ``template_meta_json``, ``guard_info_json`` and ``guard.*`` scalars (coverage margins).
 
 Files are written in the HDF5 1.10 format (superblock v3), the oldest that supports SWMR, so
-readers with HDF5 >= 1.10 can open them and one writer can keep them readable while it works.
+readers with HDF5 >= 1.10 can open them and one writer can keep them readable while it works;
+every open goes through :func:`nnfit.io.hdf5.open_h5`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import os
-import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
+from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -50,335 +47,10 @@ from nnfit.spectral.model import (
 )
 from nnfit.validate import as_float_array, check_int
 
-__all__ = [
-    "LIBVER",
-    "CubeProblem",
-    "H5Manager",
-    "clear_swmr_status",
-    "load_problem",
-    "open_h5",
-    "open_locked",
-    "read_superblock",
-    "writer_lock",
-]
-
-LIBVER = ("v110", "v110")
-"""HDF5 format bounds for files we create: SWMR-capable, readable by HDF5 >= 1.10."""
+__all__ = ["CubeProblem", "StoreWriter", "describe_rebin_edges", "guard_report", "load_problem"]
 
 UNIFORM_RTOL = 1e-6
 """Largest relative deviation of a template ln-lambda step from the mean step."""
-
-
-# --------------------------------------------------------------------------------------------
-# Opening files safely (SWMR readers, one writer, repair after a killed writer)
-# --------------------------------------------------------------------------------------------
-
-_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
-    M = 0xFFFFFFFF
-    for x, y, z, k in (
-        (0, 2, 1, 4),
-        (1, 0, 2, 6),
-        (2, 1, 0, 8),
-        (0, 2, 1, 16),
-        (1, 0, 2, 19),
-        (2, 1, 0, 4),
-    ):
-        v = [a, b, c]
-        # v[x] -= v[y]; v[x] ^= rot(v[y], k); v[y] += v[z]
-        v[x] = (v[x] - v[y]) & M
-        v[x] ^= _rot(v[y], k)
-        v[y] = (v[y] + v[z]) & M
-        a, b, c = v
-    return a, b, c
-
-
-def _final(a: int, b: int, c: int) -> tuple[int, int, int]:
-    M = 0xFFFFFFFF
-    for x, y, k in (
-        (2, 1, 14),
-        (0, 2, 11),
-        (1, 0, 25),
-        (2, 1, 16),
-        (0, 2, 4),
-        (1, 0, 14),
-        (2, 1, 24),
-    ):
-        v = [a, b, c]
-        # v[x] ^= v[y]; v[x] -= rot(v[y], k)
-        v[x] ^= v[y]
-        v[x] = (v[x] - _rot(v[y], k)) & M
-        a, b, c = v
-    return a, b, c
-
-
-def _lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle``, the checksum HDF5 puts on its metadata."""
-    M = 0xFFFFFFFF
-    n = len(data)
-    a = b = c = (0xDEADBEEF + n + initval) & M
-    i = 0
-    while n > 12:
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & M
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & M
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & M
-        a, b, c = _mix(a, b, c)
-        n -= 12
-        i += 12
-    if n == 0:
-        return c
-    tail = data[i:] + b"\0" * (12 - n)
-    a = (a + int.from_bytes(tail[0:4], "little")) & M
-    b = (b + int.from_bytes(tail[4:8], "little")) & M
-    c = (c + int.from_bytes(tail[8:12], "little")) & M
-    return _final(a, b, c)[2]
-
-
-def read_superblock(path: str | os.PathLike[str]) -> dict[str, int]:
-    """Read the fields of a version 2/3 HDF5 superblock that matter for recovery.
-
-    Returns a dict with ``version``, ``flags`` (file consistency flags; non-zero while a
-    writer has the file open, or after one was killed), ``eoa`` (end-of-allocation address),
-    ``eof`` (actual file size) and ``checksum_ok``.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(48)
-        eof = os.fstat(fh.fileno()).st_size
-    if head[:8] != _SIGNATURE:
-        raise ValueError(f"{path}: not an HDF5 file with a superblock at offset 0")
-    version = head[8]
-    if version < 2:
-        return {"version": version, "flags": 0, "eoa": eof, "eof": eof, "checksum_ok": True}
-    if head[9] != 8:
-        raise ValueError(f"{path}: only 8-byte file offsets are supported; found {head[9]}")
-    eoa = struct.unpack_from("<Q", head, 28)[0]
-    stored = struct.unpack_from("<I", head, 44)[0]
-    return {
-        "version": version,
-        "flags": head[11],
-        "eoa": eoa,
-        "eof": eof,
-        "checksum_ok": stored == _lookup3(head[:44]),
-    }
-
-
-def clear_swmr_status(path: str | os.PathLike[str], *, increment: int = 1 << 20) -> bool:
-    """Repair a file left by a killed (SWMR) writer, as ``h5clear -s --increment`` does.
-
-    Clears the superblock's file consistency flags and moves the end-of-allocation address to
-    ``max(EOA, EOF) + increment`` (extending the file to match), so new allocations can never
-    land on data the killed writer had already placed beyond its last recorded EOA. Only call
-    this when no process has the file open for writing. Returns whether anything changed.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "f.h5"
-    >>> with h5py.File(p, "w", libver=LIBVER) as f:
-    ...     _ = f.create_dataset("x", data=[1, 2, 3])
-    >>> clear_swmr_status(p)     # a cleanly closed file needs nothing
-    False
-    """
-    info = read_superblock(path)
-    if info["version"] < 2 or info["flags"] == 0:
-        return False
-    if not info["checksum_ok"]:
-        raise ValueError(f"{path}: superblock checksum mismatch; the file is damaged beyond repair")
-    new_eoa = max(info["eoa"], info["eof"]) + int(increment)
-    with open(path, "r+b") as fh:
-        head = bytearray(fh.read(48))
-        head[11] = 0
-        struct.pack_into("<Q", head, 28, new_eoa)
-        struct.pack_into("<I", head, 44, _lookup3(bytes(head[:44])))
-        fh.seek(0)
-        fh.write(head)
-        fh.truncate(new_eoa)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return True
-
-
-class _WriterLock:
-    """An exclusive advisory lock on ``<file>.lock`` held by the one nnfit writer.
-
-    HDF5 releases its own file lock once a writer switches to SWMR mode (so readers can open),
-    which means the HDF5 lock cannot tell a live SWMR writer from a killed one. This lock can:
-    the kernel drops it when its process dies, however it dies.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(str(path) + ".lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise FileExistsError(
-                    f"{self.path.with_suffix('')}: another process is writing this file "
-                    f"(lock {self.path} held); wait for it or stop it first"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-class H5File(h5py.File):
-    """An ``h5py.File`` that also releases nnfit's writer lock when it closes."""
-
-    _nnfit_lock: _WriterLock | None = None
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            lock = self._nnfit_lock
-            self._nnfit_lock = None
-            if lock is not None:
-                lock.release()
-
-
-@contextlib.contextmanager
-def writer_lock(path: str | os.PathLike[str]):
-    """Hold nnfit's writer lock on ``path`` (and repair it after a killed writer) meanwhile.
-
-    For maintenance that rewrites the whole file (copy to a temporary file, then
-    ``os.replace``): no other nnfit writer can start until the block ends. Temporary files
-    left next to ``path`` by a killed rewrite are removed.
-    """
-    p = Path(path)
-    lock = _WriterLock(p)
-    lock.acquire()
-    try:
-        for stale in p.parent.glob(f".{p.name}.*.tmp*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        if p.exists() and p.stat().st_size > 0:
-            clear_swmr_status(p)
-        yield p
-    finally:
-        lock.release()
-
-
-def open_locked(path: str | os.PathLike[str], mode: str = "r+", **kwargs: Any) -> H5File:
-    """Open for writing inside a :func:`writer_lock` block (which already holds the lock).
-
-    Repairs a killed writer's leftovers first, like :func:`open_h5`.
-    """
-    p = Path(path)
-    if mode in ("r+", "a") and p.exists() and p.stat().st_size > 0:
-        clear_swmr_status(p)
-    return _open_retrying(p, mode, kwargs.pop("lock_timeout", 60.0), libver=LIBVER, **kwargs)
-
-
-_READ_MODES = {"r", "reader"}
-_WRITE_MODES = {"r+", "writer", "a", "w", "w-", "x"}
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)
-
-
-def _open_retrying(p: Path, mode: str, lock_timeout: float, **kwargs: Any) -> H5File:
-    """Open, retrying while another process holds HDF5's lock (a reader or writer in between
-    phases); give up after ``lock_timeout`` seconds with a clear error."""
-    deadline = time.monotonic() + lock_timeout
-    delay = 0.01
-    while True:
-        try:
-            return H5File(p, mode, **kwargs)
-        except OSError as exc:
-            if not _is_lock_error(exc):
-                raise
-            if time.monotonic() >= deadline:
-                raise FileExistsError(
-                    f"{p}: still locked by another process after {lock_timeout:g} s (HDF5 file "
-                    f"lock; opening with mode {mode!r}). Wait for it to finish, or stop it"
-                ) from exc
-            time.sleep(delay)
-            delay = min(2 * delay, 0.5)
-
-
-def open_h5(
-    path: str | os.PathLike[str], mode: str = "r", *, lock_timeout: float = 60.0, **kwargs: Any
-) -> H5File:
-    """Open a cube store: SWMR-safe for readers, exclusive and self-repairing for the writer.
-
-    Parameters
-    ----------
-    path : path-like
-    mode : {"r", "reader", "r+", "writer", "a", "w", "w-", "x"}
-        ``"r"``/``"reader"`` opens read-only with ``swmr=True`` (falls back to a plain read for
-        files older than the 1.10 format), safe while a SWMR writer works. Write modes take
-        nnfit's writer lock (``<path>.lock``; a second writer gets ``FileExistsError``), then
-        repair a file left by a killed writer (:func:`clear_swmr_status`) and open it with the
-        SWMR-capable format bounds :data:`LIBVER`.
-    lock_timeout : float
-        Seconds to keep retrying while another process holds HDF5's own file lock (a reader
-        keeps a writer out and vice versa, except in SWMR mode).
-    **kwargs
-        Passed to ``h5py.File`` (e.g. ``rdcc_nbytes`` for a larger chunk cache).
-
-    Returns
-    -------
-    H5File
-        An ``h5py.File``; use it as a context manager.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.h5"
-    >>> with open_h5(p, "w") as f:
-    ...     _ = f.create_dataset("x", data=np.arange(3.0))
-    >>> with open_h5(p, "r") as f:
-    ...     f["x"][:].tolist()
-    [0.0, 1.0, 2.0]
-    """
-    p = Path(path)
-    if mode in _READ_MODES:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such cube store")
-        try:
-            return _open_retrying(p, "r", lock_timeout, swmr=True, **kwargs)
-        except OSError:
-            if read_superblock(p)["version"] >= 3:
-                raise
-            return _open_retrying(p, "r", lock_timeout, **kwargs)
-    if mode not in _WRITE_MODES:
-        raise ValueError(f"mode must be one of {sorted(_READ_MODES | _WRITE_MODES)}; got {mode!r}")
-    h5mode = {"writer": "r+"}.get(mode, mode)
-    if h5mode in ("w-", "x") and p.exists():
-        raise FileExistsError(f"{p} exists; pass overwrite=True or choose another path")
-    lock = _WriterLock(p)
-    lock.acquire()
-    try:
-        if h5mode in ("r+", "a") and p.exists() and p.stat().st_size > 0:
-            clear_swmr_status(p)
-        if h5mode == "r+" and not p.exists():
-            raise FileNotFoundError(f"{p}: no such cube store")
-        f = _open_retrying(p, h5mode, lock_timeout, libver=LIBVER, **kwargs)
-    except BaseException:
-        lock.release()
-        raise
-    f._nnfit_lock = lock
-    return f
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +146,7 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
         if missing:
             raise ValueError(
                 f"{p}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
-                "Run H5Manager.populate_from_arrays (or 'nnfit cube init') first"
+                "Run StoreWriter.populate_from_arrays (or 'nnfit spectral init') first"
             )
         tem = f["TemPix"][()].astype(np.float64)
         obs = f["ObsPix"][()].astype(np.float64)
@@ -611,7 +283,7 @@ def _check_used_finite(name: str, arr: np.ndarray, mask: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# H5Manager
+# Writing a store
 # --------------------------------------------------------------------------------------------
 
 
@@ -633,8 +305,8 @@ def _write_rebin(f: h5py.File, R: sp.csr_matrix) -> None:
     )
 
 
-class H5Manager:
-    """Writes and checks a cube store (the spec's ``hdf5_manager.H5Manager``).
+class StoreWriter:
+    """Writes and checks a cube store (CubeFit calls it ``H5Manager``: :class:`nnfit.spectral.manager.H5Manager`).
 
     Parameters
     ----------
@@ -650,11 +322,11 @@ class H5Manager:
     >>> import tempfile, pathlib
     >>> from nnfit.spectral.simulate import simulate_cube
     >>> sim = simulate_cube(4, 2, 6, seed=1)
-    >>> mgr = H5Manager(pathlib.Path(tempfile.mkdtemp()) / "c.h5", sim.tem_pix, sim.obs_pix)
+    >>> mgr = StoreWriter(pathlib.Path(tempfile.mkdtemp()) / "c.h5", sim.tem_pix, sim.obs_pix)
     >>> mgr.set_velocity_grid(sim.vel_pix)
     >>> mgr.populate_from_arrays(sim.losvd, sim.datacube, sim.templates, mask=sim.mask)
     >>> mgr.ensure_rebin_and_resample()
-    >>> H5Manager.diagnose_rebin_edges(mgr.path, verbose=False)["safe"]
+    >>> StoreWriter.diagnose_rebin_edges(mgr.path)["safe"]
     True
     """
 
@@ -894,16 +566,14 @@ class H5Manager:
                     del f[name]
             _write_rebin(f, rebin_matrix(f["TemPix"][()], f["ObsPix"][()]))
 
-    # -- diagnostics (static, as the spec calls them on the class) ----------------------------
     @staticmethod
-    def diagnose_rebin_edges(
-        path: str | os.PathLike[str], *, verbose: bool = True
-    ) -> dict[str, Any]:
+    def diagnose_rebin_edges(path: str | os.PathLike[str]) -> dict[str, Any]:
         """Coverage report of the template grid vs observed range and LOSVD shifts.
 
         Returns the :func:`guard_report` dict (``safe``, ``left_margin_px``,
-        ``right_margin_px``, in km/s too) plus ``rebin_row_sum_min``/``max`` (1 on fully
-        covered observed pixels).
+        ``right_margin_px``, in km/s too) plus ``safety_pad_px`` and
+        ``rebin_row_sum_min``/``max`` (1 on fully covered observed pixels);
+        :func:`describe_rebin_edges` puts it in one line.
         """
         with open_h5(path, "r") as f:
             tem, obs, vel = f["TemPix"][()], f["ObsPix"][()], f["VelPix"][()]
@@ -913,39 +583,16 @@ class H5Manager:
         rs = np.asarray(R.sum(axis=1)).ravel()
         rep["rebin_row_sum_min"] = float(rs.min())
         rep["rebin_row_sum_max"] = float(rs.max())
-        if verbose:
-            print(
-                f"Safe={rep['safe']}  left margin {rep['left_margin_px']} px "
-                f"({rep['left_margin_kms']:.0f} km/s), right margin {rep['right_margin_px']} px "
-                f"({rep['right_margin_kms']:.0f} km/s), pad {pad} px, kernel offsets "
-                f"{rep['kernel_offsets_px']} px, rebin row sums in [{rep['rebin_row_sum_min']:.6f}, "
-                f"{rep['rebin_row_sum_max']:.6f}]"
-            )
+        rep["safety_pad_px"] = pad
         return rep
 
-    @staticmethod
-    def print_hypercube_done_status(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Print and return the HyperCube's shape, chunks and tiles done."""
-        from nnfit.spectral.diagnostics import print_hypercube_done_status
 
-        return print_hypercube_done_status(path)
-
-    @staticmethod
-    def live_prefit_snapshot_from_models(
-        path: str | os.PathLike[str],
-        out_png: str | os.PathLike[str] = "prefit_overlay.png",
-        **kw: Any,
-    ) -> Path:
-        """Four-panel sanity figure, readable while a build runs (see ``diagnostics``)."""
-        from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
-
-        return live_prefit_snapshot_from_models(path, out_png=out_png, **kw)
-
-    @staticmethod
-    def compress_hypercube_inplace(
-        path: str | os.PathLike[str], codec: str = "gzip", level: int = 2, shuffle: bool = True
-    ) -> Path:
-        """Compress ``/HyperCube/models`` crash-safely (see ``hypercube``)."""
-        from nnfit.spectral.hypercube import compress_hypercube_inplace
-
-        return compress_hypercube_inplace(path, codec=codec, level=level, shuffle=shuffle)
+def describe_rebin_edges(rep: dict[str, Any]) -> str:
+    """One line for people from :meth:`StoreWriter.diagnose_rebin_edges`'s report."""
+    return (
+        f"Safe={rep['safe']}  left margin {rep['left_margin_px']} px "
+        f"({rep['left_margin_kms']:.0f} km/s), right margin {rep['right_margin_px']} px "
+        f"({rep['right_margin_kms']:.0f} km/s), pad {rep['safety_pad_px']} px, kernel offsets "
+        f"{rep['kernel_offsets_px']} px, rebin row sums in [{rep['rebin_row_sum_min']:.6f}, "
+        f"{rep['rebin_row_sum_max']:.6f}]"
+    )

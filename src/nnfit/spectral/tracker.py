@@ -47,6 +47,7 @@ import h5py
 import numpy as np
 
 from nnfit.io import array_sha256
+from nnfit.io.hdf5 import open_h5
 from nnfit.validate import check_int, check_real
 
 __all__ = [
@@ -152,16 +153,10 @@ def choose_validation_sample(
 
 def _open_writer(path: Path, wait_sec: float = 60.0) -> h5py.File:
     """Open the store for appending, retrying while another process still holds it."""
-    try:
-        from nnfit.spectral.store import open_h5  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - store lands with the HyperCube issue
-        open_h5 = None
     deadline = time.monotonic() + wait_sec
     while True:
         try:
-            if open_h5 is not None:
-                return open_h5(path, "a")
-            return h5py.File(path, "a", libver="latest")
+            return open_h5(path, "a")
         except (OSError, BlockingIOError) as exc:
             text = str(exc).lower()
             if time.monotonic() > deadline or not ("lock" in text or "already open" in text):
