@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -66,10 +67,22 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_all(args.out, seed=args.seed)
 
 
+def _show_library_log() -> None:
+    """Library code logs (``logging.getLogger("nnfit....")``); the command line shows it."""
+    log = logging.getLogger("nnfit")
+    if not any(getattr(h, "_nnfit_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._nnfit_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_library_log()
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as exc:

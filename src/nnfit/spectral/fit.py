@@ -31,6 +31,7 @@ iterations and time per phase.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,8 @@ from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.gram import cube_gram
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "fit_cube", "read_warm_start", "write_solution"]
 
@@ -330,18 +333,12 @@ def fit_cube(
         if progress is not None:
             progress(phase, info)
         elif verbose:
-            import sys
-
             shown = {
                 k: (f"{v:.6g}" if isinstance(v, float) else v)
                 for k, v in info.items()
                 if k in ("round", "chi2", "working_set", "violators", "seconds", "kkt_violation")
             }
-            print(
-                f"[fit_cube {time.perf_counter() - t_start:8.1f} s] {phase} {shown}",
-                file=sys.stderr,
-                flush=True,
-            )
+            logger.info("[fit_cube %8.1f s] %s %s", time.perf_counter() - t_start, phase, shown)
 
     stats: dict[str, Any] = {"method": chosen, "kkt_tol": tol, "n": n}
     if chosen == "gram":

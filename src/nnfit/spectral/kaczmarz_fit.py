@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +41,8 @@ from nnfit.spectral.hypercube_reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.hypercube_reader import warm_up as warm_up_reader
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PipelineRunner", "blas_limit"]
 
@@ -512,11 +514,14 @@ class PipelineRunner:
                     stats["chunk_reads"].append(reader.chunk_reads - reads0)
                     stats["rows_per_epoch"].append(rows_tot)
                     if verbose:
-                        print(
-                            f"epoch {ep + 1}/{epochs}: train RMSE {train:.6g}, val RMSE "
-                            f"{val:.6g}, {dt:.2f} s, {rows_tot} rows",
-                            file=sys.stderr,
-                            flush=True,
+                        logger.info(
+                            "epoch %d/%d: train RMSE %.6g, val RMSE %.6g, %.2f s, %d rows",
+                            ep + 1,
+                            epochs,
+                            train,
+                            val,
+                            dt,
+                            rows_tot,
                         )
                     if on_epoch_end is not None:
                         on_epoch_end(ep, x.copy(), stats)
