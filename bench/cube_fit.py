@@ -64,7 +64,7 @@ def _kaczmarz(ctx: Context) -> list[tuple[str, np.ndarray, float]]:
     last = [time.perf_counter()]
 
     def on_epoch_end(ep, x, stats):
-        out.append((f"epoch {ep + 1}", x, stats["epoch_time_sec"][-1]))
+        out.append((f"epoch {ep + 1}", x, stats["epoch_time_s"][-1]))
 
     t0 = time.perf_counter()
     _, stats = PipelineRunner(path).solve_all(
@@ -78,7 +78,7 @@ def _kaczmarz(ctx: Context) -> list[tuple[str, np.ndarray, float]]:
     last[0] = time.perf_counter() - t0
     ctx.info["kaczmarz"] = {
         "total_sec": last[0],
-        "setup_sec": last[0] - sum(stats["epoch_time_sec"]),
+        "setup_sec": last[0] - sum(stats["epoch_time_s"]),
         "chunk_reads_per_epoch": stats["chunk_reads"][0] if stats["chunk_reads"] else 0,
         "start": stats["start"]["source"],
     }

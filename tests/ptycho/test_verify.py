@@ -129,7 +129,7 @@ def test_cli_simulate_make_verify_and_cross_process_determinism(run_cli, tmp_pat
     assert meta["generator_script"].startswith("nnfit fixture make --source src/legacy.npz")
     ok = run_cli("fixture", "verify", "a/deep/fx.npz", "--alignment")
     assert ok.returncode == 0 and "OK: all 10 checks passed" in ok.stdout, ok.stdout
-    # Existing output without --force: exit 2, clear message, file untouched; --force replaces.
+    # Existing output without --overwrite: exit 2, clear message, file untouched; --overwrite (or its alias --force) replaces.
     again = run_cli(
         "fixture",
         "make",
@@ -140,7 +140,9 @@ def test_cli_simulate_make_verify_and_cross_process_determinism(run_cli, tmp_pat
         "--subset-size",
         "48",
     )
-    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    assert (
+        again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    )
     assert "Traceback" not in again.stderr
     forced = run_cli(
         "fixture",
@@ -194,7 +196,7 @@ def test_help_has_examples(run_cli, capsys):
         "--strategy",
         "--seed",
         "--layout",
-        "--force",
+        "--overwrite",
     ):
         assert flag in text
 

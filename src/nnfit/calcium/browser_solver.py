@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from nnfit.calcium.fista import _fista_cell, check_solver_params, kernel_recursion
+from nnfit.calcium.fista import _fista_cell, kernel_recursion
 from nnfit.calcium.kernel import build_kernel, check_kinetics, compute_lipschitz, tau_to_ar2
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -299,12 +299,12 @@ def _profiled_batch(
 def solve_with_baseline(
     traces: np.ndarray,
     fs: float,
-    tau_r: float,
-    tau_d: float,
+    tau_rise: float,
+    tau_decay: float,
     lam: float,
     *,
-    tolerance: float = 1e-12,
-    max_iters: int = 20000,
+    tol: float = 1e-12,
+    max_iter: int = 20000,
     fit_baseline: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, ExportResult]:
     """Solve the browser's problem: ``min 0.5||y - K s - b||^2 + lam G sum(s)``, ``s >= 0``.
@@ -313,7 +313,7 @@ def solve_with_baseline(
     baseline ``b = mean(y - K s)`` is profiled out at every iteration (with
     ``fit_baseline=False`` it is fixed at 0, as the browser does on band-passed traces). FISTA with adaptive
     restart from ``s = 0`` and step ``1 / L``; a cell stops once the relative objective change
-    is below ``tolerance`` (after iteration 5) or at ``max_iters``.
+    is below ``tol`` (after iteration 5) or at ``max_iter``.
 
     Returns
     -------
@@ -335,23 +335,24 @@ def solve_with_baseline(
     (2.0, [100, 300])
     """
     arr = as_float_array("traces", traces, ndim=(1, 2))
-    fs, tau_r, tau_d, lam, tolerance, max_iters = check_solver_params(
-        fs, tau_r, tau_d, lam, tolerance, max_iters
-    )
+    tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
+    lam = check_real("lam", lam, low=0.0)
+    tol = check_real("tol", tol, low=0.0, low_inclusive=False)
+    max_iter = check_int("max_iter", max_iter, low=1)
     y = np.ascontiguousarray(np.atleast_2d(arr))
-    kernel = build_kernel(tau_r, tau_d, fs)
+    kernel = build_kernel(tau_rise, tau_decay, fs)
     lam_eff = lam * float(kernel.sum())
     step = 1.0 / compute_lipschitz(kernel)
-    A, d, r, K = kernel_recursion(tau_r, tau_d, fs)
+    A, d, r, K = kernel_recursion(tau_rise, tau_decay, fs)
     c = y.shape[0]
     out, recon = np.zeros_like(y), np.zeros_like(y)
     iters, conv = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.bool_)
     objs, base = np.zeros(c), np.zeros(c)
     _profiled_batch(
         y, out, recon, iters, conv, objs, base, A, d, r, d**K, r**K, K, step, step * lam_eff,
-        lam_eff, tolerance, max_iters, bool(fit_baseline),
+        lam_eff, tol, max_iter, bool(fit_baseline),
     )  # fmt: skip
-    params = ExportParams(tau_rise=tau_r, tau_decay=tau_d, lam=lam, fs=fs)
+    params = ExportParams(tau_rise=tau_rise, tau_decay=tau_decay, lam=lam, fs=fs)
     if arr.ndim == 1:
         info = ExportResult(recon[0], iters, conv, objs, params)
         return out[0], float(base[0]), info
@@ -362,8 +363,8 @@ def deconvolve_from_export(
     traces: np.ndarray,
     params_path: str | os.PathLike[str] | ExportParams,
     *,
-    tolerance: float = 1e-12,
-    max_iters: int = 20000,
+    tol: float = 1e-12,
+    max_iter: int = 20000,
     return_info: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | float] | tuple[np.ndarray, np.ndarray | float, ExportResult]:
     """Apply a CaTune browser export to a whole recording, as the browser solves it.
@@ -373,7 +374,7 @@ def deconvolve_from_export(
     baseline is fitted with the spikes (so an offset or a non-zero resting fluorescence is
     not explained by spikes); and with ``filter_enabled`` the traces are first band-passed
     by :func:`bandpass_filter`, after which, like the browser's compiled solver, no baseline
-    is fitted (the filter has removed the constant; the returned baseline is 0). The iteration runs to a tighter tolerance than catune's
+    is fitted (the filter has removed the constant; the returned baseline is 0). The iteration runs to a tighter tol than catune's
     default, so the result is the optimum the browser approaches rather than an early stop.
 
     Parameters
@@ -382,7 +383,7 @@ def deconvolve_from_export(
         ``(n_timepoints,)`` or ``(n_cells, n_timepoints)``, real, finite.
     params_path : path-like or ExportParams
         The browser's ``catune-params-*.json`` (or parameters already loaded).
-    tolerance, max_iters : optional
+    tol, max_iter : optional
         Stop rule per cell (relative objective change, iteration limit).
     return_info : bool, optional
         Also return an :class:`ExportResult`.
@@ -418,7 +419,7 @@ def deconvolve_from_export(
     # On band-passed traces (no constant left) the browser's solver fits no baseline.
     spikes, baseline, info = solve_with_baseline(
         arr, params.fs, params.tau_rise, params.tau_decay, params.lam,
-        tolerance=tolerance, max_iters=max_iters, fit_baseline=not params.filter_enabled,
+        tol=tol, max_iter=max_iter, fit_baseline=not params.filter_enabled,
     )  # fmt: skip
     if return_info:
         info = ExportResult(info.reconvolution, info.iterations, info.converged, info.objective,

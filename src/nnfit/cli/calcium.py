@@ -96,9 +96,9 @@ def solve_browser(traces: np.ndarray, s: Settings):
     params = ExportParams(s.tau_rise, s.tau_decay, s.lam, s.fs, filter_enabled=s.filter_enabled)
     kw: dict[str, Any] = {}
     if s.tolerance is not None:
-        kw["tolerance"] = s.tolerance
+        kw["tol"] = s.tolerance
     if s.max_iters is not None:
-        kw["max_iters"] = s.max_iters
+        kw["max_iter"] = s.max_iters
     spikes, base, info = deconvolve_from_export(traces, params, return_info=True, **kw)
     return SolveResult(
         spikes, info.reconvolution, np.asarray(base), info.iterations, info.converged,

@@ -169,7 +169,7 @@ def run_spectral(out_dir: Path, *, seed: int = 0) -> None:
     pairs = sh["S"] * sh["C"]
     print(
         f"   HyperCube {info['shape']} float32 built: {info['tiles_built']} tiles in "
-        f"{info['seconds']:.1f} s ({info['seconds'] / pairs * 1e3:.1f} ms per (s, c) pair)"
+        f"{info['time_s']:.1f} s ({info['time_s'] / pairs * 1e3:.1f} ms per (s, c) pair)"
     )
     png = live_prefit_snapshot_from_models(store, out_dir / "prefit_overlay.png", seed=seed)
     print(f"   snapshot: {png}")
@@ -236,7 +236,7 @@ def run_fit_demo(
     if stats["train_rmse"]:
         print(
             f"   fit: {stats['epochs_run']} epochs, train RMSE {stats['train_rmse'][0]:.4g} -> "
-            f"{stats['train_rmse'][-1]:.4g}, {sum(stats['epoch_time_sec']):.2f} s; "
+            f"{stats['train_rmse'][-1]:.4g}, {sum(stats['epoch_time_s']):.2f} s; "
             f"model cube in /ModelCube; dashboard {png}"
         )
     return {"x": x, "stats": stats, "reconstruct": rec, "dashboard": png}

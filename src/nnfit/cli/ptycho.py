@@ -18,7 +18,7 @@ examples:
       --strategy stratified --metadata-out fx/spread.json
 
   # a seeded random subset, replacing an earlier one
-  nnfit fixture make --source big.npz --output fx/rand.npz --strategy random --seed 7 --force
+  nnfit fixture make --source big.npz --output fx/rand.npz --strategy random --seed 7 --overwrite
 
   # a stack whose layout is ambiguous (N == H): say which it is
   nnfit fixture make --source square.npz --output fx/sq.npz --layout legacy
@@ -85,7 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="legacy",
         help="diffraction as (H, W, N) legacy or (N, H, W) canonical (default: %(default)s)",
     )
-    sim.add_argument("--force", action="store_true", help="replace an existing output file")
+    sim.add_argument(
+        "--overwrite", "--force", action="store_true", help="replace an existing output file"
+    )
     sim.set_defaults(func=_simulate)
 
     make = sub.add_parser(
@@ -124,7 +126,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="source diffraction layout, needed only when ambiguous (N == H)",
     )
-    make.add_argument("--force", action="store_true", help="replace existing output files")
+    make.add_argument(
+        "--overwrite", "--force", action="store_true", help="replace existing output files"
+    )
     make.set_defaults(func=_make)
 
     ver = sub.add_parser(
@@ -149,8 +153,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from nnfit.io.npz import write_npz
     from nnfit.ptycho.simulate import simulate_dataset
 
-    if args.out.exists() and not args.force:
-        raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     data = simulate_dataset(
         n_scans=args.n_scans,
         probe_size=args.probe_size,
@@ -182,7 +186,7 @@ def _make(args: argparse.Namespace) -> int:
         args.seed,
         args.metadata_out,
         args.layout,
-        overwrite=args.force,
+        overwrite=args.overwrite,
         command=f"{command} (nnfit {__version__})",
     )
     print(f"fixture  {out} ({out.stat().st_size} bytes, {args.subset_size} scans, {args.strategy})")

@@ -342,7 +342,7 @@ def _build(args: argparse.Namespace) -> int:
         rate = f", {ms:.1f} ms per (s, c) pair once running"
     print(
         f"{args.store}: HyperCube ({S}, {C}, {P}, {L}) complete; {info['tiles_built']} tiles built, "
-        f"{info['tiles_skipped']} already done, {info['seconds']:.1f} s{rate}"
+        f"{info['tiles_skipped']} already done, {info['time_s']:.1f} s{rate}"
     )
     return 0
 

@@ -109,7 +109,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--out", help="also save x as .npy here")
     fit.add_argument("--stats", help="save the fit statistics as JSON here")
-    fit.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    fit.add_argument(
+        "--no-progress", "--quiet", action="store_true", help="no progress bar or epoch lines"
+    )
     fit.set_defaults(func=_cmd_fit)
 
     rec = sub.add_parser(
@@ -124,7 +126,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--max-bytes-per-slab", type=float, default=6e9)
     rec.add_argument("--S-tile", type=int, default=None)
     rec.add_argument("--blas-threads", type=int, default=None)
-    rec.add_argument("--force", action="store_true", help="recompute even if up to date")
+    rec.add_argument(
+        "--overwrite", "--force", action="store_true", help="recompute even if up to date"
+    )
     rec.set_defaults(func=_cmd_reconstruct)
 
     dash = sub.add_parser(
@@ -175,7 +179,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     x0 = _load_vector(args.x0, "--x0")
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
-    bar, on_phase = _round_bar(args.quiet)
+    bar, on_phase = _round_bar(args.no_progress)
     x, stats = fit_cube(
         args.store,
         method=args.method,
@@ -186,7 +190,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
         x0=x0,
         scheduler=args.scheduler,
         progress=on_phase,
-        verbose=not args.quiet,
+        verbose=not args.no_progress,
     )
     if bar is not None:
         bar.close()
@@ -231,7 +235,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         warm_start=None if args.warm_start == "auto" else args.warm_start,
         seed=args.seed,
         blas_threads=args.blas_threads,
-        verbose=not args.quiet,
+        verbose=not args.no_progress,
         tracker=cfg,
     )
     if args.out:
@@ -248,7 +252,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(
         f"fit: {stats.get('epochs_run', 0)} epoch(s) run from {start.get('source')} "
         f"(epoch {start.get('epoch')}), train RMSE {rmse:.6g}, "
-        f"{stats.get('time_sec', 0.0):.2f} s; /X_global updated"
+        f"{stats.get('time_s', 0.0):.2f} s; /X_global updated"
     )
     return 0
 
@@ -284,14 +288,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         blas_threads=args.blas_threads,
         S_tile=args.S_tile,
         max_bytes_per_slab=int(args.max_bytes_per_slab),
-        force=args.force,
+        force=args.overwrite,
     )
     if info["skipped"]:
         print(f"/{args.array_name} is up to date for this x ({info['x_sha256'][:19]}...); skipped")
     else:
         print(
             f"wrote /{args.array_name}: {info['tiles']} slab(s) of {info['tile']} "
-            f"(max {info['slab_bytes_max'] / 1e6:.1f} MB) in {info['time_sec']:.2f} s"
+            f"(max {info['slab_bytes_max'] / 1e6:.1f} MB) in {info['time_s']:.2f} s"
         )
     return 0
 

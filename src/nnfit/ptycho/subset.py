@@ -363,7 +363,7 @@ def _generate(
         for p in (out, meta_path):
             if p.exists():
                 raise FileExistsError(
-                    f"{p} already exists; pass --force (overwrite=True) to replace it"
+                    f"{p} already exists; pass --overwrite (overwrite=True) to replace it"
                 )
 
     source = validate_source(src, layout=layout)

@@ -336,7 +336,7 @@ def fit_cube(
             shown = {
                 k: (f"{v:.6g}" if isinstance(v, float) else v)
                 for k, v in info.items()
-                if k in ("round", "chi2", "working_set", "violators", "seconds", "kkt_violation")
+                if k in ("round", "chi2", "working_set", "violators", "time_s", "kkt_violation")
             }
             logger.info("[fit_cube %8.1f s] %s %s", time.perf_counter() - t_start, phase, shown)
 
@@ -391,7 +391,7 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
     t = time.perf_counter()
     G, b = cube_gram(op)
     phases["gram"] = time.perf_counter() - t
-    report("gram", seconds=phases["gram"])
+    report("gram", time_s=phases["gram"])
     if H is not None:
         for c in range(C):
             G[c * P : (c + 1) * P, c * P : (c + 1) * P] += H
@@ -400,7 +400,7 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
         G, b, x0=None if x0 is None else x0.ravel(), atol=tol * 1e-2, equality=E, eq_tol=1e-12
     )
     phases["solve"] = time.perf_counter() - t
-    report("solve", seconds=phases["solve"], iterations=res.iterations)
+    report("solve", time_s=phases["solve"], iterations=res.iterations)
     return res.x.reshape(C, P), {
         "iterations": res.iterations,
         "rounds": 1,

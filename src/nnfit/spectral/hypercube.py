@@ -249,7 +249,7 @@ def build_hypercube(
     -------
     dict
         ``tiles_total``, ``tiles_built`` (this call), ``tiles_skipped`` (already done),
-        ``seconds``, ``shape``, ``chunks``, and ``steady_tiles_per_s`` (rate between the first
+        ``time_s``, ``shape``, ``chunks``, and ``steady_tiles_per_s`` (rate between the first
         and last tile written, without start-up) when two or more tiles were built.
 
     Examples
@@ -355,7 +355,7 @@ def _result(n_total, built, skipped, t0, shape, chunks) -> dict[str, Any]:
         "tiles_total": n_total,
         "tiles_built": built,
         "tiles_skipped": skipped,
-        "seconds": time.perf_counter() - t0,
+        "time_s": time.perf_counter() - t0,
         "shape": shape,
         "chunks": chunks,
     }

@@ -231,7 +231,7 @@ class PipelineRunner:
         x : ndarray, shape (C*P,)
         stats : dict
             ``epochs``, ``epochs_run``, ``start`` (source and position), ``train_rmse``,
-            ``val_rmse``, ``epoch_time_sec`` (lists per epoch run), ``time_sec``,
+            ``val_rmse``, ``epoch_time_s`` (lists per epoch run), ``time_s``,
             ``rows_per_epoch``, ``ratio_steps``, ``chunk_reads`` (per epoch),
             ``tracker_waits``, ``tracker_drops`` (always 0: the solver waits instead),
             ``fingerprint`` and the knobs used.
@@ -356,7 +356,7 @@ class PipelineRunner:
             "start": {"source": start_src, "epoch": start_pos[0], "spaxel": start_pos[1]},
             "train_rmse": [],
             "val_rmse": [],
-            "epoch_time_sec": [],
+            "epoch_time_s": [],
             "epoch_index": [],
             "chunk_reads": [],
             "rows_per_epoch": [],
@@ -509,7 +509,7 @@ class PipelineRunner:
                     train = math.sqrt(sse_tot / rows_tot) if rows_tot else math.nan
                     stats["train_rmse"].append(train)
                     stats["val_rmse"].append(val)
-                    stats["epoch_time_sec"].append(dt)
+                    stats["epoch_time_s"].append(dt)
                     stats["epoch_index"].append(ep)
                     stats["chunk_reads"].append(reader.chunk_reads - reads0)
                     stats["rows_per_epoch"].append(rows_tot)
@@ -535,7 +535,7 @@ class PipelineRunner:
         stats["tracker_drops"] = trk.drops
         stats["tracker_messages"] = trk.sent
         stats["best_val_rmse"] = trk.best_val
-        stats["time_sec"] = time.perf_counter() - t_start
+        stats["time_s"] = time.perf_counter() - t_start
         stats["rmse"] = stats["train_rmse"][-1] if stats["train_rmse"] else math.nan
         return x, stats
 

@@ -88,7 +88,7 @@ def reconstruct_model_cube_single(
     Returns
     -------
     dict
-        ``skipped``, ``tiles``, ``tile`` ``(dS, dC, dP)``, ``slab_bytes_max``, ``time_sec``,
+        ``skipped``, ``tiles``, ``tile`` ``(dS, dC, dP)``, ``slab_bytes_max``, ``time_s``,
         ``x_sha256``.
 
     Examples
@@ -142,7 +142,7 @@ def reconstruct_model_cube_single(
                 and out.attrs.get("x_sha256", "") == digest
             ):
                 info["skipped"] = True
-                info["time_sec"] = time.perf_counter() - t0
+                info["time_s"] = time.perf_counter() - t0
                 return info
             del f[array_name]
         out = f.create_dataset(array_name, shape=(S, L), dtype="f8", chunks=(min(dS, S), L))
@@ -178,5 +178,5 @@ def reconstruct_model_cube_single(
         out.attrs["x_sha256"] = digest
         out.attrs["complete"] = True
         f.flush()
-    info["time_sec"] = time.perf_counter() - t0
+    info["time_s"] = time.perf_counter() - t0
     return info
