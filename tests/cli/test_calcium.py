@@ -100,7 +100,7 @@ def test_deconvolve_with_browser_params(run_cli, tmp_path, rec):
     ("args", "message"),
     [
         (["rec.npy", *KIN, "--out", "x"], "does not record a sampling rate: pass --fs"),
-        # issue 7: no kinetics at all means "estimate them"; half of them is still an error
+        # no kinetics at all means "estimate them"; half of them is still an error
         (["rec.npy", "--fs", "30", "--tau-rise", "0.05", "--out", "x"], "give both --tau-rise"),
         (["rec.npy", "--fs", "0", *KIN, "--out", "x"], "--fs must be > 0"),
         (

@@ -700,6 +700,6 @@ class FitTracker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self) -> None:  # auto-close on exit, as the spec promises
+    def __del__(self) -> None:  # a tracker left open still closes its writer
         with contextlib.suppress(Exception):
             self.close(timeout=10)
