@@ -30,6 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -238,9 +239,68 @@ class PipelineRunner:
         """
         if method != "kaczmarz":
             return _dispatch_method(self.path, method, x0=x0, **kwargs)
-        max_bytes_rows = kwargs.pop("max_bytes_rows", self.max_bytes_rows)
-        if kwargs:
-            raise ValueError(f"unknown solve_all option(s) for method 'kaczmarz': {sorted(kwargs)}")
+        run = self._setup(
+            epochs=epochs,
+            pixels_per_aperture=pixels_per_aperture,
+            lr=lr,
+            project_nonneg=project_nonneg,
+            orbit_weights=orbit_weights,
+            row_order=row_order,
+            ratio_use=ratio_use,
+            ratio_prob=ratio_prob,
+            ratio_eta=ratio_eta,
+            ratio_anchor=ratio_anchor,
+            ratio_min_weight=ratio_min_weight,
+            ratio_batch=ratio_batch,
+            x0=x0,
+            warm_start=warm_start,
+            seed=seed,
+            tracker=tracker,
+            max_bytes_rows=kwargs.pop("max_bytes_rows", self.max_bytes_rows),
+            extra=kwargs,
+        )
+        try:
+            self._open(run)
+            with blas_limit(blas_threads) as applied:
+                run.stats["blas_threads_applied"] = applied
+                for ep in range(run.start_pos[0], run.epochs):
+                    self._epoch(run, ep, verbose=verbose)
+                    if on_epoch_end is not None:
+                        on_epoch_end(ep, run.x.copy(), run.stats)
+        finally:
+            if run.reader is not None:
+                run.reader.close()
+            run.trk.close()
+        return run.x, self._finalize(run)
+
+    # -- the solver's anatomy: setup (validate, fingerprint, start), open (tracker, reader,
+    # -- seed), one epoch, finalize (stats) ------------------------------------------------
+
+    def _setup(
+        self,
+        *,
+        epochs: int,
+        pixels_per_aperture: int,
+        lr: float,
+        project_nonneg: bool,
+        orbit_weights: Any,
+        row_order: str,
+        ratio_use: bool | None,
+        ratio_prob: float,
+        ratio_eta: float | None,
+        ratio_anchor: str | int,
+        ratio_min_weight: float,
+        ratio_batch: int,
+        x0: Any,
+        warm_start: str | None,
+        seed: int,
+        tracker: TrackerConfig | FitTracker | None,
+        max_bytes_rows: int,
+        extra: dict[str, Any],
+    ) -> _Run:
+        """Check every argument, read the problem, fingerprint the fit, choose the start."""
+        if extra:
+            raise ValueError(f"unknown solve_all option(s) for method 'kaczmarz': {sorted(extra)}")
         epochs = check_int("epochs", epochs, low=0)
         K = check_int("pixels_per_aperture", pixels_per_aperture, low=1)
         lr = check_real("lr", lr, low=0, low_inclusive=False, high=2, high_inclusive=False)
@@ -316,7 +376,6 @@ class PipelineRunner:
         }
         fp = hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:32]
 
-        # ---- starting point --------------------------------------------------------------
         start_src, start_pos, x = "seed", (0, 0), None
         if warm_start == "x0":
             start_src, x = "x0", x_init.copy()
@@ -362,182 +421,225 @@ class PipelineRunner:
             "rows_per_epoch": [],
             "ratio_steps": 0,
         }
-        t_start = time.perf_counter()
         trk = FitTracker(
             self.path, cfg, fingerprint=fp.encode(), reset_best=not continuing, wait=False
         )
-        reader = None
-        try:
-            warm_up()  # load the compiled kernels while the writer process starts
-            warm_up_reader()
-            trk.wait_ready()
-            if w_orb is not None:
-                trk.set_orbit_weights(w_orb)
-            sample_s = np.asarray(trk.sample_spaxels, dtype=np.int64)
-            val_pix = np.asarray(trk.val_pixels, dtype=np.int64)
-            # training pixels per spaxel (held-out pixels removed on the sample spaxels)
-            train_sample = np.setdiff1d(prob.fitted, val_pix)
-            in_sample = np.zeros(S, dtype=bool)
-            in_sample[sample_s] = True
-            if train_sample.size == 0:
-                raise ValueError("the validation sample leaves no training pixel")
+        return _Run(
+            prob=prob,
+            epochs=epochs,
+            K=K,
+            lr=lr,
+            seed=seed,
+            row_order=row_order,
+            project_nonneg=bool(project_nonneg),
+            penalty=penalty,
+            w_orb=w_orb,
+            x=x,
+            start_pos=start_pos,
+            stats=stats,
+            trk=trk,
+            max_bytes_rows=max_bytes_rows,
+            t_start=time.perf_counter(),
+        )
 
-            def train_pix(s: int) -> np.ndarray:
-                return train_sample if in_sample[s] else prob.fitted
+    def _open(self, run: _Run) -> None:
+        """Start the tracker's writer, open the HyperCube, draw the validation sample and
+        (when there is no start vector, or the fit is noise-weighted) the seed's calibration."""
+        warm_up()  # load the compiled kernels while the writer process starts
+        warm_up_reader()
+        trk, prob = run.trk, run.prob
+        trk.wait_ready()
+        if run.w_orb is not None:
+            trk.set_orbit_weights(run.w_orb)
+        run.sample_s = np.asarray(trk.sample_spaxels, dtype=np.int64)
+        run.val_pix = np.asarray(trk.val_pixels, dtype=np.int64)
+        # training pixels per spaxel (held-out pixels removed on the sample spaxels)
+        run.train_sample = np.setdiff1d(prob.fitted, run.val_pix)
+        run.in_sample = np.zeros(prob.S, dtype=bool)
+        run.in_sample[run.sample_s] = True
+        if run.train_sample.size == 0:
+            raise ValueError("the validation sample leaves no training pixel")
+        run.reader = HyperCubeReader(self.path, max_bytes_rows=run.max_bytes_rows)
+        run.stats["S_chunk"] = run.reader.S_chunk
+        calib = None
+        if run.x is None or prob.w is not None:
+            calib = _calibrate(run.reader, prob, run.train_pix, run.K, run.seed)
+        if run.x is None:
+            run.x = calib["x_seed"]
+            run.stats["seed_scale"] = calib["scale"]
+        run.nu_inv = 0.0 if prob.w is None else 1.0 / calib["nu"]
+        run.x = np.ascontiguousarray(run.x, dtype=np.float64)
 
-            reader = HyperCubeReader(self.path, max_bytes_rows=max_bytes_rows)
-            stats["S_chunk"] = reader.S_chunk
-            calib = None
-            if x is None or prob.w is not None:
-                calib = _calibrate(reader, prob, train_pix, K, seed)
-            if x is None:
-                x = calib["x_seed"]
-                stats["seed_scale"] = calib["scale"]
-            nu_inv = 0.0 if prob.w is None else 1.0 / calib["nu"]
-            x = np.ascontiguousarray(x, dtype=np.float64)
-
-            val_rows: dict[int, np.ndarray] = {}
-
-            def val_ready() -> bool:
-                return len(val_rows) == sample_s.size
-
-            def install_val() -> None:
-                rows = (
-                    np.concatenate([val_rows[int(s)] for s in sample_s]) if sample_s.size else None
+    def _epoch(self, run: _Run, ep: int, *, verbose: bool) -> None:
+        """One pass over every spaxel block (seeded order), resuming mid-epoch if needed;
+        then the validation RMSE, a checkpoint and the commit of ``/X_global``."""
+        prob, reader, trk, x, stats = run.prob, run.reader, run.trk, run.x, run.stats
+        S, K, seed, penalty = prob.S, run.K, run.seed, run.penalty
+        skip = run.start_pos[1] if ep == run.start_pos[0] else 0
+        t_ep = time.perf_counter()
+        reads0 = reader.chunk_reads
+        sse_tot, rows_tot, done = 0.0, 0, 0
+        rng_e = np.random.default_rng([seed, ep])
+        blocks = rng_e.permutation(reader.n_blocks)
+        bar = progress(
+            total=S,
+            desc=f"epoch {ep + 1}/{run.epochs}",
+            unit="spaxel",
+            enabled=None if verbose else False,
+        )
+        bar.update(min(skip, S))
+        for b in blocks:
+            s0, s1 = reader.block_range(int(b))
+            ds = s1 - s0
+            if done + ds <= skip:
+                done += ds
+                continue
+            rng_b = np.random.default_rng([seed, ep, int(b)])
+            local = rng_b.permutation(ds)
+            pix_sel = []
+            for j in local:
+                s = s0 + int(j)
+                tp = run.train_pix(s)
+                kk = min(K, tp.size)
+                if run.row_order == "random":
+                    pix_sel.append(rng_b.choice(tp, size=kk, replace=False))
+                else:
+                    start = (ep * K) % tp.size
+                    pix_sel.append(tp[(start + np.arange(kk)) % tp.size])
+            first = max(0, skip - done)
+            done += first
+            todo = np.arange(first, ds)
+            n_sub = reader.sub_blocks(todo.size, K)
+            for part in np.array_split(todo, n_sub):
+                if part.size == 0:
+                    continue
+                extra = {
+                    int(s): run.val_pix
+                    for s in run.sample_s
+                    if s0 <= s < s1 and int(s) not in run.val_rows
+                }
+                br = reader.read_block(
+                    int(b),
+                    [pix_sel[i] for i in part],
+                    local=local[part],
+                    extra=extra,
                 )
-                if rows is None or val_pix.size == 0:
-                    return
-                y = np.concatenate([prob.data[s, val_pix] for s in sample_s])
-                w = np.concatenate([prob.weights(int(s), val_pix) for s in sample_s])
-                trk.set_validation(rows, y, w)
-
-            with blas_limit(blas_threads) as applied:
-                stats["blas_threads_applied"] = applied
-                for ep in range(start_pos[0], epochs):
-                    skip = start_pos[1] if ep == start_pos[0] else 0
-                    t_ep = time.perf_counter()
-                    reads0 = reader.chunk_reads
-                    sse_tot, rows_tot, done = 0.0, 0, 0
-                    rng_e = np.random.default_rng([seed, ep])
-                    blocks = rng_e.permutation(reader.n_blocks)
-                    bar = progress(
-                        total=S,
-                        desc=f"epoch {ep + 1}/{epochs}",
-                        unit="spaxel",
-                        enabled=None if verbose else False,
+                run.val_rows.update({k: v for k, v in br.extra.items()})
+                if extra and run.val_ready():
+                    run.install_val()
+                for jj in range(part.size):
+                    s = int(br.spaxels[jj])
+                    cnt = int(br.counts[jj])
+                    pix = br.pixels[jj, :cnt]
+                    wts = prob.weights(s, pix)
+                    sse = kaczmarz_rows(
+                        x,
+                        br.rows[jj, :cnt],
+                        prob.data[s, pix],
+                        lr=run.lr,
+                        weights=wts,
+                        rho=wts * wts * run.nu_inv if run.nu_inv else None,
+                        project_nonneg=run.project_nonneg,
+                        norm_weighted=bool(run.nu_inv),
                     )
-                    bar.update(min(skip, S))
-                    for b in blocks:
-                        s0, s1 = reader.block_range(int(b))
-                        ds = s1 - s0
-                        if done + ds <= skip:
-                            done += ds
-                            continue
-                        rng_b = np.random.default_rng([seed, ep, int(b)])
-                        local = rng_b.permutation(ds)
-                        pix_sel = []
-                        for j in local:
-                            s = s0 + int(j)
-                            tp = train_pix(s)
-                            kk = min(K, tp.size)
-                            if row_order == "random":
-                                pix_sel.append(rng_b.choice(tp, size=kk, replace=False))
-                            else:
-                                start = (ep * K) % tp.size
-                                pix_sel.append(tp[(start + np.arange(kk)) % tp.size])
-                        first = max(0, skip - done)
-                        done += first
-                        todo = np.arange(first, ds)
-                        n_sub = reader.sub_blocks(todo.size, K)
-                        for part in np.array_split(todo, n_sub):
-                            if part.size == 0:
-                                continue
-                            extra = {
-                                int(s): val_pix
-                                for s in sample_s
-                                if s0 <= s < s1 and int(s) not in val_rows
-                            }
-                            br = reader.read_block(
-                                int(b),
-                                [pix_sel[i] for i in part],
-                                local=local[part],
-                                extra=extra,
-                            )
-                            val_rows.update({k: v for k, v in br.extra.items()})
-                            if extra and val_ready():
-                                install_val()
-                            for jj in range(part.size):
-                                s = int(br.spaxels[jj])
-                                cnt = int(br.counts[jj])
-                                pix = br.pixels[jj, :cnt]
-                                wts = prob.weights(s, pix)
-                                sse = kaczmarz_rows(
-                                    x,
-                                    br.rows[jj, :cnt],
-                                    prob.data[s, pix],
-                                    lr=lr,
-                                    weights=wts,
-                                    rho=wts * wts * nu_inv if nu_inv else None,
-                                    project_nonneg=project_nonneg,
-                                    norm_weighted=bool(nu_inv),
-                                )
-                                if penalty is not None:
-                                    comps = penalty.draw(
-                                        np.random.default_rng([seed, ep, s, 7]), cnt
-                                    )
-                                    if comps.size:
-                                        penalty.step(x, comps, project_nonneg=project_nonneg)
-                                        stats["ratio_steps"] += int(comps.size)
-                                sse_tot += sse
-                                rows_tot += cnt
-                                done += 1
-                                trk.on_batch(math.sqrt(sse / max(cnt, 1)))
-                                trk.maybe_save(x, ep + done / S, position=(ep, done))
-                                bar.update(1)
-                                if (done & 15) == 0:
-                                    bar.set_postfix(rmse=f"{trk.train_rmse_ewma:.4g}")
-                    bar.close()
-                    if not val_ready() and sample_s.size:
-                        for s in sample_s:
-                            if int(s) not in val_rows:
-                                val_rows[int(s)] = reader.spaxel_rows(int(s), val_pix)
-                        install_val()
-                    val = trk.validation_rmse(x)
-                    trk.maybe_save(x, ep + 1, position=(ep + 1, 0), force=True)
-                    trk.commit_global(x, (ep + 1, 0))
-                    dt = time.perf_counter() - t_ep
-                    train = math.sqrt(sse_tot / rows_tot) if rows_tot else math.nan
-                    stats["train_rmse"].append(train)
-                    stats["val_rmse"].append(val)
-                    stats["epoch_time_s"].append(dt)
-                    stats["epoch_index"].append(ep)
-                    stats["chunk_reads"].append(reader.chunk_reads - reads0)
-                    stats["rows_per_epoch"].append(rows_tot)
-                    if verbose:
-                        logger.info(
-                            "epoch %d/%d: train RMSE %.6g, val RMSE %.6g, %.2f s, %d rows",
-                            ep + 1,
-                            epochs,
-                            train,
-                            val,
-                            dt,
-                            rows_tot,
-                        )
-                    if on_epoch_end is not None:
-                        on_epoch_end(ep, x.copy(), stats)
-        finally:
-            if reader is not None:
-                reader.close()
-            trk.close()
+                    if penalty is not None:
+                        comps = penalty.draw(np.random.default_rng([seed, ep, s, 7]), cnt)
+                        if comps.size:
+                            penalty.step(x, comps, project_nonneg=run.project_nonneg)
+                            stats["ratio_steps"] += int(comps.size)
+                    sse_tot += sse
+                    rows_tot += cnt
+                    done += 1
+                    trk.on_batch(math.sqrt(sse / max(cnt, 1)))
+                    trk.maybe_save(x, ep + done / S, position=(ep, done))
+                    bar.update(1)
+                    if (done & 15) == 0:
+                        bar.set_postfix(rmse=f"{trk.train_rmse_ewma:.4g}")
+        bar.close()
+        if not run.val_ready() and run.sample_s.size:
+            for s in run.sample_s:
+                if int(s) not in run.val_rows:
+                    run.val_rows[int(s)] = reader.spaxel_rows(int(s), run.val_pix)
+            run.install_val()
+        val = trk.validation_rmse(x)
+        trk.maybe_save(x, ep + 1, position=(ep + 1, 0), force=True)
+        trk.commit_global(x, (ep + 1, 0))
+        dt = time.perf_counter() - t_ep
+        train = math.sqrt(sse_tot / rows_tot) if rows_tot else math.nan
+        stats["train_rmse"].append(train)
+        stats["val_rmse"].append(val)
+        stats["epoch_time_s"].append(dt)
+        stats["epoch_index"].append(ep)
+        stats["chunk_reads"].append(reader.chunk_reads - reads0)
+        stats["rows_per_epoch"].append(rows_tot)
+        if verbose:
+            logger.info(
+                "epoch %d/%d: train RMSE %.6g, val RMSE %.6g, %.2f s, %d rows",
+                ep + 1,
+                run.epochs,
+                train,
+                val,
+                dt,
+                rows_tot,
+            )
+
+    @staticmethod
+    def _finalize(run: _Run) -> dict[str, Any]:
+        """The run's statistics, tracker counters included."""
+        stats, trk = run.stats, run.trk
         stats["epochs_run"] = len(stats["epoch_index"])
         stats["tracker_waits"] = trk.waits
         stats["tracker_wait_sec"] = trk.wait_sec
         stats["tracker_drops"] = trk.drops
         stats["tracker_messages"] = trk.sent
         stats["best_val_rmse"] = trk.best_val
-        stats["time_s"] = time.perf_counter() - t_start
+        stats["time_s"] = time.perf_counter() - run.t_start
         stats["rmse"] = stats["train_rmse"][-1] if stats["train_rmse"] else math.nan
-        return x, stats
+        return stats
+
+
+@dataclass
+class _Run:
+    """The state of one Kaczmarz fit between :class:`PipelineRunner`'s steps."""
+
+    prob: _Problem
+    epochs: int
+    K: int
+    lr: float
+    seed: int
+    row_order: str
+    project_nonneg: bool
+    penalty: RatioPenalty | None
+    w_orb: np.ndarray | None
+    x: np.ndarray | None
+    start_pos: tuple[int, int]
+    stats: dict[str, Any]
+    trk: FitTracker
+    max_bytes_rows: int
+    t_start: float
+    reader: HyperCubeReader | None = None
+    nu_inv: float = 0.0
+    sample_s: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val_pix: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    train_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    in_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    val_rows: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def train_pix(self, s: int) -> np.ndarray:
+        """Training pixels of spaxel ``s`` (held-out pixels removed on the sample spaxels)."""
+        return self.train_sample if self.in_sample[s] else self.prob.fitted
+
+    def val_ready(self) -> bool:
+        return len(self.val_rows) == self.sample_s.size
+
+    def install_val(self) -> None:
+        """Hand the validation rows, data and weights of the sample spaxels to the tracker."""
+        if not self.sample_s.size or self.val_pix.size == 0:
+            return
+        rows = np.concatenate([self.val_rows[int(s)] for s in self.sample_s])
+        y = np.concatenate([self.prob.data[s, self.val_pix] for s in self.sample_s])
+        w = np.concatenate([self.prob.weights(int(s), self.val_pix) for s in self.sample_s])
+        self.trk.set_validation(rows, y, w)
 
 
 def _nonzero(x: np.ndarray) -> bool:
