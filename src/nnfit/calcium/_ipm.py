@@ -10,6 +10,10 @@ systems ``(K^T Pi K + Z/S) dx = rhs`` are solved with the untruncated kernel, fo
 and the baseline's rank-one term by Sherman-Morrison. The residuals are always computed with the
 truncated kernel, so the iterates converge to the truncated problem's optimum; the stop is a
 duality-gap certificate on the truncated problem, which bounds ``F(s) - F*`` rigorously.
+
+One module, though long: the compiled kernels call each other and numba inlines across them
+only within a module, and splitting the Newton step from its sweeps would cost a pass per
+iteration.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Noise: when the store has ``/Noise`` (sigma per spaxel and pixel), residuals are
 ``min(w_i^2 ||a_i||^2 / nu, 1)`` with ``nu`` the largest ``w^2 ||a||^2`` over a fixed
 calibration block, so that the expected step follows the chi^2 gradient. Without ``/Noise``
 the step is the standard Kaczmarz projection.
+
+One module, though long: the solver's steps (:meth:`PipelineRunner._setup`, ``_open``,
+``_epoch``, ``_finalize``), the in-memory problem they share, the seed calibration and the
+objective evaluation form one algorithm over one store; nothing else uses its parts.
 """
 
 from __future__ import annotations

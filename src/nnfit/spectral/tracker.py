@@ -8,6 +8,10 @@ time. The solver sends small messages through a bounded queue; when the queue is
 solver *waits* (counted in :attr:`FitTracker.waits`), so no message is ever dropped
 (:attr:`FitTracker.drops` stays 0 and is reported in the fit's stats).
 
+One module, though long: the solver-side :class:`FitTracker` and the writer loop it starts
+speak one message protocol, and keeping both sides together keeps them in step. The names
+under ``/Fit`` (``time_sec`` included) are CubeFit's file layout and stay as CubeFit wrote them.
+
 What it writes (all in the base file)::
 
     /X_global                 (C*P,) f64   committed at each epoch end
