@@ -41,7 +41,16 @@ __all__ = [
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows_kernel(x, rows, y, wgt, rho, lr, project, norm_weighted):  # pragma: no cover
+def _rows_kernel(  # pragma: no cover
+    x: np.ndarray,
+    rows: np.ndarray,
+    y: np.ndarray,
+    wgt: np.ndarray,
+    rho: np.ndarray,
+    lr: float,
+    project: bool,
+    norm_weighted: bool,
+) -> float:
     n_rows, n = rows.shape
     sse = 0.0
     for i in range(n_rows):
@@ -76,7 +85,9 @@ def _rows_kernel(x, rows, y, wgt, rho, lr, project, norm_weighted):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_sse(x, rows, y, wgt):  # pragma: no cover - compiled
+def _residual_sse(  # pragma: no cover - compiled
+    x: np.ndarray, rows: np.ndarray, y: np.ndarray, wgt: np.ndarray
+) -> float:
     n_rows, n = rows.shape
     sse = 0.0
     for i in range(n_rows):

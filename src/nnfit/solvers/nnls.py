@@ -79,13 +79,13 @@ def _solve_spd(M: np.ndarray, r: np.ndarray) -> np.ndarray:
         z = sla.cho_solve(c, r, check_finite=False)
         z += sla.cho_solve(c, r - M @ z, check_finite=False)  # one refinement step
         if np.all(np.isfinite(z)):
-            return z
+            return np.asarray(z)
     except (np.linalg.LinAlgError, sla.LinAlgError):
         pass
     vals, vecs = np.linalg.eigh(M)
     cut = max(vals.max(), 0.0) * M.shape[0] * np.finfo(float).eps
     inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
-    return vecs @ (inv * (vecs.T @ r))
+    return np.asarray(vecs @ (inv * (vecs.T @ r)))
 
 
 def _nnls_scaled(

@@ -43,7 +43,7 @@ class PGDResult:
 
 def operator_objective(
     op: LinearOperator, y: np.ndarray, weights: np.ndarray | None = None
-) -> tuple[Callable, Callable]:
+) -> tuple[Callable[[np.ndarray], tuple[float, np.ndarray]], Callable[[np.ndarray], np.ndarray]]:
     """``fun_grad(x) -> (f, grad)`` and ``hess_vec(v)`` for ``f = ||W (A x - y)||^2``.
 
     Examples
@@ -70,7 +70,10 @@ def operator_objective(
 
 
 def _power_lipschitz(
-    hess_vec: Callable, shape: tuple, scale: np.ndarray, n_iter: int = 30
+    hess_vec: Callable[[np.ndarray], np.ndarray],
+    shape: tuple[int, ...],
+    scale: np.ndarray,
+    n_iter: int = 30,
 ) -> float:
     rng = np.random.default_rng(0)
     v = rng.random(shape)
