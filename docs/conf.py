@@ -31,6 +31,7 @@ extensions = [
     "numpydoc",
     "nnfit_cli",
     "nnfit_api",
+    "nnfit_toc",
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
