@@ -3,8 +3,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+LINT_PATHS := src tests docs noxfile.py $(wildcard bench)
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-fast lint typecheck docs format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,25 +15,34 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The extras (test, lint, docs) are the install path: plain pip reads them at any version.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,docs]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
 	$(BIN)/nnfit demo --out demo-output
 
-test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+test: lint typecheck docs
 	MPLBACKEND=Agg $(BIN)/python -m pytest
 
+test-fast: $(VENV)/.installed-test
+	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow"
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+# Strict on the shared layers listed under [tool.mypy] files in pyproject.toml.
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+docs: $(VENV)/.installed-test
+	MPLBACKEND=Agg $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format src tests $(wildcard bench)
-	$(BIN)/ruff check --fix src tests $(wildcard bench)
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) demo-output build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output build docs/_build docs/api/generated src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -78,10 +78,12 @@ class MatrixOperator(LinearOperator):
         self.dtype = np.result_type(self.matrix.dtype, np.float64)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.matrix @ np.ravel(x)
+        out: np.ndarray = self.matrix @ np.ravel(x)
+        return out
 
     def adjoint(self, r: np.ndarray) -> np.ndarray:
-        return self.matrix.T @ np.ravel(r)
+        out: np.ndarray = self.matrix.T @ np.ravel(r)
+        return out
 
 
 def dottest(op: LinearOperator, *, seed: int = 0) -> float:

@@ -264,7 +264,7 @@ def run_deconvolution(
     *,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, DeconvolutionInfo]:
-    """FISTA spike deconvolution, equal to ``catune.run_deconvolution`` (PyPI 0.1.0).
+    r"""FISTA spike deconvolution, equal to ``catune.run_deconvolution`` (PyPI 0.1.0).
 
     Solves ``min_{s >= 0} 0.5 ||K s - y||^2 + lam * sum(s)`` for every trace, where ``K``
     convolves with :func:`~nnfit.calcium.build_kernel`, by FISTA from ``s = 0`` with step
@@ -300,6 +300,38 @@ def run_deconvolution(
         Non-negative spike estimates, the shape of ``traces``.
     info : DeconvolutionInfo
         Only with ``return_info=True``.
+
+    Notes
+    -----
+    Each trace :math:`y \in \mathbb{R}^T` is solved on its own:
+
+    .. math::
+
+        \min_{s \ge 0} \; F(s) = \tfrac12 \lVert K s - y \rVert_2^2 + \lambda \sum_t s_t,
+
+    with :math:`K` the lower-triangular convolution by the truncated double-exponential kernel
+    :math:`h` (:func:`~nnfit.calcium.build_kernel`). FISTA [1]_ takes, from :math:`s_0 = v_1 = 0`
+    and :math:`t_1 = 1`, with step :math:`1/L` and :math:`L \ge \lVert K \rVert_2^2`,
+
+    .. math::
+
+        s_k = \max\bigl(v_k - \tfrac1L (K^\top (K v_k - y) + \lambda), 0\bigr), \quad
+        t_{k+1} = \tfrac12 \bigl(1 + \sqrt{1 + 4 t_k^2}\bigr), \quad
+        v_{k+1} = \max\bigl(s_k + \tfrac{t_k - 1}{t_{k+1}} (s_k - s_{k-1}), 0\bigr),
+
+    as catune forms them, and restarts the momentum (:math:`t_k \leftarrow 1`, so that
+    :math:`v_{k+1} = s_k`) whenever :math:`F(s_k) > F(s_{k-1})`, the function scheme of
+    adaptive restart [2]_. A cell stops after iteration 5 once
+    :math:`|F(s_{k-1}) - F(s_k)| < \text{tolerance} \cdot (|F(s_{k-1})| + 10^{-10})`,
+    CaTune's rule. ``K`` and ``K^T`` are applied in O(T) by the kernel's AR(2) recursion.
+
+    References
+    ----------
+    .. [1] A. Beck and M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for
+       linear inverse problems", SIAM J. Imaging Sci. 2(1), 183-202 (2009).
+       https://doi.org/10.1137/080716542
+    .. [2] B. O'Donoghue and E. Candes, "Adaptive restart for accelerated gradient schemes",
+       Found. Comput. Math. 15, 715-732 (2015). https://doi.org/10.1007/s10208-013-9150-3
 
     Examples
     --------

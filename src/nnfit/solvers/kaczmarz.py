@@ -41,7 +41,16 @@ __all__ = [
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows_kernel(x, rows, y, wgt, rho, lr, project, norm_weighted):  # pragma: no cover
+def _rows_kernel(  # pragma: no cover
+    x: np.ndarray,
+    rows: np.ndarray,
+    y: np.ndarray,
+    wgt: np.ndarray,
+    rho: np.ndarray,
+    lr: float,
+    project: bool,
+    norm_weighted: bool,
+) -> float:
     n_rows, n = rows.shape
     sse = 0.0
     for i in range(n_rows):
@@ -76,7 +85,9 @@ def _rows_kernel(x, rows, y, wgt, rho, lr, project, norm_weighted):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_sse(x, rows, y, wgt):  # pragma: no cover - compiled
+def _residual_sse(  # pragma: no cover - compiled
+    x: np.ndarray, rows: np.ndarray, y: np.ndarray, wgt: np.ndarray
+) -> float:
     n_rows, n = rows.shape
     sse = 0.0
     for i in range(n_rows):
@@ -99,7 +110,7 @@ def kaczmarz_rows(
     project_nonneg: bool = True,
     norm_weighted: bool = False,
 ) -> float:
-    """Apply one projected Kaczmarz step per row, in order, updating ``x`` in place.
+    r"""Apply one projected Kaczmarz step per row, in order, updating ``x`` in place.
 
     Parameters
     ----------
@@ -125,6 +136,34 @@ def kaczmarz_rows(
     -------
     float
         ``sum_i (w_i r_i)^2`` of the a-priori residuals (before each row's own update).
+
+    Notes
+    -----
+    The rows approach the non-negative least-squares problem
+
+    .. math::
+
+        \min_{x \ge 0} \; \sum_i w_i^2 (y_i - a_i^\top x)^2
+
+    one row at a time. Row :math:`i` projects :math:`x` towards the hyperplane
+    :math:`a_i^\top x = y_i`, relaxed by :math:`\text{lr} \, \rho_i`, and then onto the
+    orthant:
+
+    .. math::
+
+        x \leftarrow \max\Bigl(x + \text{lr} \, \rho_i \,
+        \frac{y_i - a_i^\top x}{\lVert a_i \rVert_2^2} \, a_i, \; 0\Bigr).
+
+    With rows drawn at random this is the randomized Kaczmarz method [1]_ (which samples rows
+    with probability proportional to :math:`\lVert a_i \rVert^2` and converges in
+    expectation for consistent systems); the caller chooses the order. With a fixed step on
+    noisy problems it stalls at a noise horizon rather than at the exact optimum.
+
+    References
+    ----------
+    .. [1] T. Strohmer and R. Vershynin, "A randomized Kaczmarz algorithm with exponential
+       convergence", J. Fourier Anal. Appl. 15, 262-278 (2009).
+       https://doi.org/10.1007/s00041-008-9030-4
 
     Examples
     --------

@@ -79,13 +79,13 @@ def _solve_spd(M: np.ndarray, r: np.ndarray) -> np.ndarray:
         z = sla.cho_solve(c, r, check_finite=False)
         z += sla.cho_solve(c, r - M @ z, check_finite=False)  # one refinement step
         if np.all(np.isfinite(z)):
-            return z
+            return np.asarray(z)
     except (np.linalg.LinAlgError, sla.LinAlgError):
         pass
     vals, vecs = np.linalg.eigh(M)
     cut = max(vals.max(), 0.0) * M.shape[0] * np.finfo(float).eps
     inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
-    return vecs @ (inv * (vecs.T @ r))
+    return np.asarray(vecs @ (inv * (vecs.T @ r)))
 
 
 def _nnls_scaled(
@@ -196,7 +196,7 @@ def nnls_gram(
     eq_tol: float = 1e-12,
     rho: float | None = None,
 ) -> NNLSResult:
-    """Minimise ``0.5 x^T G x - b^T x`` over ``x >= 0`` (and ``E x = 0``) exactly.
+    r"""Minimise ``0.5 x^T G x - b^T x`` over ``x >= 0`` (and ``E x = 0``) exactly.
 
     Parameters
     ----------
@@ -227,6 +227,41 @@ def nnls_gram(
     Returns
     -------
     NNLSResult
+
+    Notes
+    -----
+    The problem is
+
+    .. math::
+
+        \min_{x \ge 0} \; \tfrac12 x^\top G x - b^\top x
+        \quad (\text{and } E x = 0 \text{ when } \texttt{equality} \text{ is given}),
+
+    which for :math:`G = A^\top W^2 A`, :math:`b = A^\top W^2 y` is
+    :math:`\min_{x \ge 0} \tfrac12 \lVert W (A x - y) \rVert_2^2` up to a constant. The
+    optimum satisfies the KKT conditions
+
+    .. math::
+
+        x \ge 0, \qquad w = b - G x \le 0 \text{ where } x_j = 0, \qquad
+        w_j = 0 \text{ where } x_j > 0.
+
+    The active-set method of Lawson and Hanson [1]_ moves variables with :math:`w_j > 0` into
+    the free set, solves the unconstrained subproblem on it, and steps back to the boundary
+    when a free variable would turn negative; working on :math:`G` and :math:`b` instead of
+    :math:`A` is the fast NNLS of Bro and De Jong [2]_. Here the Gram is scaled to unit
+    diagonal and a block of the worst violators enters per iteration (one, Lawson and Hanson's
+    rule, when a block makes no progress). Equality constraints are enforced by the method of
+    multipliers around this exact solve.
+
+    References
+    ----------
+    .. [1] C. L. Lawson and R. J. Hanson, "Solving Least Squares Problems", Prentice-Hall
+       (1974), ch. 23; SIAM Classics in Applied Mathematics 15 (1995).
+       https://doi.org/10.1137/1.9781611971217
+    .. [2] R. Bro and S. De Jong, "A fast non-negativity-constrained least squares
+       algorithm", J. Chemometrics 11(5), 393-401 (1997).
+       https://doi.org/10.1002/(SICI)1099-128X(199709/10)11:5<393::AID-CEM483>3.0.CO;2-L
 
     Examples
     --------

@@ -43,7 +43,7 @@ class PGDResult:
 
 def operator_objective(
     op: LinearOperator, y: np.ndarray, weights: np.ndarray | None = None
-) -> tuple[Callable, Callable]:
+) -> tuple[Callable[[np.ndarray], tuple[float, np.ndarray]], Callable[[np.ndarray], np.ndarray]]:
     """``fun_grad(x) -> (f, grad)`` and ``hess_vec(v)`` for ``f = ||W (A x - y)||^2``.
 
     Examples
@@ -70,7 +70,10 @@ def operator_objective(
 
 
 def _power_lipschitz(
-    hess_vec: Callable, shape: tuple, scale: np.ndarray, n_iter: int = 30
+    hess_vec: Callable[[np.ndarray], np.ndarray],
+    shape: tuple[int, ...],
+    scale: np.ndarray,
+    n_iter: int = 30,
 ) -> float:
     rng = np.random.default_rng(0)
     v = rng.random(shape)
@@ -101,7 +104,7 @@ def pgd(
     restart: bool = True,
     stop: Callable[[int, np.ndarray, float, np.ndarray], bool] | None = None,
 ) -> PGDResult:
-    """Minimise a smooth convex ``f`` over ``x >= 0`` with preconditioned FISTA.
+    r"""Minimise a smooth convex ``f`` over ``x >= 0`` with preconditioned FISTA.
 
     Parameters
     ----------
@@ -127,6 +130,38 @@ def pgd(
     Returns
     -------
     PGDResult
+
+    Notes
+    -----
+    With the diagonal preconditioner :math:`D` (``scale``) the solver works on
+    :math:`x = D z`,
+
+    .. math::
+
+        \min_{z \ge 0} \; f(D z),
+
+    which has the same feasible orthant, so the projection stays a clip. For
+    :func:`operator_objective`, :math:`f(x) = \lVert W (A x - y) \rVert_2^2`. FISTA [1]_ steps
+    with :math:`1/L`, :math:`L` the Lipschitz constant of :math:`z \mapsto D \nabla f(D z)`
+    (given, or estimated by power iteration on ``hess_vec``):
+
+    .. math::
+
+        z_k = \max\bigl(v_k - \tfrac1L D \nabla f(D v_k), 0\bigr), \quad
+        t_{k+1} = \tfrac12 \bigl(1 + \sqrt{1 + 4 t_k^2}\bigr), \quad
+        v_{k+1} = z_k + \tfrac{t_k - 1}{t_{k+1}} (z_k - z_{k-1}).
+
+    With ``restart`` the momentum is reset (:math:`t \leftarrow 1`, :math:`v \leftarrow z`)
+    whenever :math:`\langle D \nabla f(D v_k), z_k - z_{k-1} \rangle > 0`, the gradient scheme
+    of adaptive restart [2]_, which restores linear convergence on strongly convex pieces.
+
+    References
+    ----------
+    .. [1] A. Beck and M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for
+       linear inverse problems", SIAM J. Imaging Sci. 2(1), 183-202 (2009).
+       https://doi.org/10.1137/080716542
+    .. [2] B. O'Donoghue and E. Candes, "Adaptive restart for accelerated gradient schemes",
+       Found. Comput. Math. 15, 715-732 (2015). https://doi.org/10.1007/s10208-013-9150-3
 
     Examples
     --------
