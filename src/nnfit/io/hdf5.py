@@ -15,6 +15,7 @@ import fcntl
 import os
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,7 @@ class _WriterLock:
             self.fd = None
 
 
-class H5File(h5py.File):
+class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
     """An ``h5py.File`` that also releases nnfit's writer lock when it closes."""
 
     _nnfit_lock: _WriterLock | None = None
@@ -216,7 +217,7 @@ class H5File(h5py.File):
 
 
 @contextlib.contextmanager
-def writer_lock(path: str | os.PathLike[str]):
+def writer_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold nnfit's writer lock on ``path`` (and repair it after a killed writer) meanwhile.
 
     For maintenance that rewrites the whole file (copy to a temporary file, then

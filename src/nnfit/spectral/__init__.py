@@ -12,9 +12,9 @@ from typing import Any
 # Public name -> defining module.
 _LAZY = {
     "CubeProblem": "nnfit.spectral.store",
-    "H5Manager": "nnfit.spectral.store",
+    "H5Manager": "nnfit.spectral.manager",
     "load_problem": "nnfit.spectral.store",
-    "open_h5": "nnfit.spectral.store",
+    "open_h5": "nnfit.io.hdf5",
     "SimulatedCube": "nnfit.spectral.simulate",
     "simulate_cube": "nnfit.spectral.simulate",
     "build_hypercube": "nnfit.spectral.hypercube",
