@@ -40,7 +40,8 @@ __all__ = [
 from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
-from nnfit.calcium.exact import DeconvolutionResult, deconvolve
+from nnfit.calcium.exact import DeconvolutionResult
+from nnfit.calcium.pipeline import deconvolve
 
 __all__ += [
     "AR2Convolution",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, signal
 
+from nnfit.calcium.exact import solve_exact
 from nnfit.calcium.kernel import build_kernel, check_kinetics
 from nnfit.validate import as_float_array, check_real
 
@@ -157,10 +158,10 @@ def residual_whiteness(y: np.ndarray, fs: float, tau_rise: float, tau_decay: flo
     (white) noise; a decay too short leaves the tails of the transients in the residual, one
     too long leaves the overshoot after them, and both correlate the residual over many lags.
     """
-    from nnfit.calcium.exact import deconvolve
-
-    res = deconvolve(y, fs, tau_rise, tau_decay, baseline="constant")
-    r = y - res.baseline - res.calcium
+    y2 = np.asarray(y, dtype=np.float64)[None, :]
+    lam = lam_from_noise(estimate_noise(y2, fs), tau_rise, tau_decay, fs)
+    res = solve_exact(y2, fs, tau_rise, tau_decay, lam, "constant")
+    r = y - res.baseline[0] - res.calcium[0]
     L = max(3, round(REFINE_LAGS_S * fs))
     ac = _autocov(r[None, :], L)[0]
     if not ac[0] > 0:

@@ -1,4 +1,4 @@
-"""``deconvolve``: CaTune's objective solved to the optimum, in O(T) per iteration.
+"""The certified solve behind ``deconvolve``: CaTune's objective to the optimum, O(T) per iteration.
 
 For each trace ``y`` this minimises exactly ``run_deconvolution``'s objective ::
 
@@ -36,9 +36,7 @@ from scipy import ndimage
 from nnfit.calcium._ipm import ipm_trace
 from nnfit.calcium.ar2 import AR2Coefficients, AR2Convolution, _forward
 from nnfit.calcium.baseline import running_baseline
-from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
-from nnfit.calcium.kernel import check_kinetics, spike_time_offset
-from nnfit.validate import as_float_array, check_int, check_real
+from nnfit.calcium.kernel import spike_time_offset
 
 BASELINES = ("auto", "none", "constant", "drift")
 #: "auto" picks "drift" when the variance of the smoothed residual of the constant-baseline fit
@@ -54,7 +52,7 @@ DRIFT_SMOOTH_TAU = 4.0
 
 @dataclass
 class DeconvolutionResult:
-    """What :func:`deconvolve` returns. Per-cell arrays have one entry per trace.
+    """What :func:`nnfit.calcium.deconvolve` returns. Per-cell arrays have one entry per trace.
 
     Attributes
     ----------
@@ -158,103 +156,55 @@ def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
     return s, slow + b0, kind, it, obj, gap, kkt
 
 
-def deconvolve(
+def solve_exact(
     traces: np.ndarray,
     fs: float,
-    tau_rise: float | None = None,
-    tau_decay: float | None = None,
-    lam: float | np.ndarray | None = None,
-    baseline: str = "auto",
+    tau_rise: float,
+    tau_decay: float,
+    lam: np.ndarray,
+    baseline: str = "constant",
     *,
+    noise: np.ndarray | None = None,
     tol: float = 1e-9,
     max_iter: int = 100,
     n_jobs: int = 1,
     drift_rounds: int = 2,
 ) -> DeconvolutionResult:
-    """Infer spikes: CaTune's objective, solved to a certified optimum in O(T) per iteration.
+    """The certified solve for given kinetics and ``lam``: what :func:`nnfit.calcium.deconvolve`
+    runs once it has every parameter.
 
     Parameters
     ----------
-    traces : array_like
-        ``(T,)`` or ``(cells, T)`` fluorescence.
-    fs : float
-        Sampling rate in Hz.
-    tau_rise, tau_decay : float, optional
-        Kernel time constants in seconds. Both ``None`` (default): estimated from the data
-        (pooled over cells, :func:`nnfit.calcium.estimate_parameters`).
-    lam : float or array_like, optional
-        Sparsity weight, as in ``run_deconvolution``: one value or one per cell. ``None``:
-        ``z noise ||h||_2`` per cell (independent of trace length).
+    traces : numpy.ndarray
+        ``(cells, T)`` float64, finite, ``T >= 8``.
+    fs, tau_rise, tau_decay : float
+        Checked kinetics (:func:`nnfit.calcium.kernel.check_kinetics`).
+    lam : numpy.ndarray
+        ``(cells,)`` sparsity weights, > 0.
     baseline : {"auto", "none", "constant", "drift"}
-        Baseline model; see the module docstring.
-    tol : float
-        Stop when the relative duality gap is at most ``tol``.
-    max_iter : int
-        Interior-point iterations per solve.
-    n_jobs : int
-        Threads over cells (the compiled solver releases the GIL); ``-1`` for all cores.
-    drift_rounds : int
-        Baseline refinement rounds for ``"drift"``.
+        Baseline model (module docstring).
+    noise : numpy.ndarray, optional
+        ``(cells,)`` noise levels; needed by ``"auto"``, reported otherwise (NaN if absent).
+    tol, max_iter, n_jobs, drift_rounds
+        As in :func:`nnfit.calcium.deconvolve`.
 
     Returns
     -------
     DeconvolutionResult
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> s_true = rng.poisson(0.02, 3000).astype(float)
-    >>> y = 0.5 + AR2Convolution(3000, 0.05, 0.5, 30.0).forward(s_true)
-    >>> y += 0.1 * rng.standard_normal(3000)
-    >>> res = deconvolve(y, 30.0, 0.05, 0.5, lam=0.3, baseline="constant")
-    >>> bool(res.converged[0]), bool(res.gap[0] <= 1e-9), round(float(res.baseline[0]), 1)
-    (True, True, 0.5)
+        Per-cell arrays; 2-D spikes, calcium and baseline.
     """
-    x = as_float_array("traces", traces, ndim=(1, 2))
-    fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
-    tol = check_real("tol", tol, low=0.0, low_inclusive=False)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    n_jobs = check_int("n_jobs", n_jobs, low=-1)
-    drift_rounds = check_int("drift_rounds", drift_rounds, low=0)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("traces contain NaN or infinite values; remove or interpolate them first")
-    x2 = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float64)
+    x2 = np.ascontiguousarray(traces, dtype=np.float64)
     n_cells, T = x2.shape
-    if T < 8:
-        raise ValueError(f"traces need at least 8 frames; got {T}")
-    estimated = {"kinetics": False, "lam": False}
-    if tau_rise is None and tau_decay is None:
-        _, _, tau_rise, tau_decay = estimate_kinetics(x2, fs)
-        estimated["kinetics"] = True
-    elif tau_rise is None or tau_decay is None:
-        raise ValueError(
-            "give both tau_rise and tau_decay, or neither (then both are estimated); "
-            f"got tau_rise={tau_rise!r}, tau_decay={tau_decay!r}"
-        )
-    tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
+    if noise is None:
+        if baseline == "auto":
+            raise ValueError("baseline='auto' needs the noise level of each trace")
+        noise = np.full(n_cells, np.nan)
     coef = AR2Coefficients(tau_rise, tau_decay, fs)
     h = coef.kernel()
     hsq = float(h @ h)
-    # the noise level is needed for lam's rule and for "auto"; skip the spectrum otherwise
-    noise = (
-        estimate_noise(x2, fs) if (lam is None or baseline == "auto") else np.full(n_cells, np.nan)
-    )
-    if lam is None:
-        lams = lam_from_noise(noise, tau_rise, tau_decay, fs)
-        estimated["lam"] = True
-    else:
-        lams = np.asarray(lam, dtype=float)
-        if lams.ndim == 0:
-            lams = np.full(n_cells, float(lams))
-        if lams.shape != (n_cells,):
-            raise ValueError(
-                f"lam must be a number or one value per cell ({n_cells}); got {lams.shape}"
-            )
-        if not np.all(np.isfinite(lams)) or np.any(lams <= 0):
-            raise ValueError(f"lam must be finite and > 0; got {lam!r}")
-    lams = np.maximum(lams, 1e-12)
+    lams = np.maximum(np.asarray(lam, dtype=float), 1e-12)
 
     def work(i: int):
         return _cell(x2[i], baseline, lams[i], noise[i], coef, hsq, fs, tol, max_iter, drift_rounds)
@@ -266,17 +216,11 @@ def deconvolve(
     else:
         out = [work(i) for i in range(n_cells)]
     spikes = np.stack([o[0] for o in out])
-    base = np.stack([o[1] for o in out])
-    calcium = AR2Convolution(T, tau_rise, tau_decay, fs, n_cells=n_cells).forward(spikes)
     gap = np.array([o[5] for o in out])
-
-    def shape(a: np.ndarray) -> np.ndarray:
-        return a if x.ndim == 2 else a[0]
-
     return DeconvolutionResult(
-        spikes=shape(spikes),
-        calcium=shape(calcium),
-        baseline=shape(base),
+        spikes=spikes,
+        calcium=AR2Convolution(T, tau_rise, tau_decay, fs, n_cells=n_cells).forward(spikes),
+        baseline=np.stack([o[1] for o in out]),
         lam=lams,
         objective=np.array([o[4] for o in out]),
         gap=gap,
@@ -288,5 +232,4 @@ def deconvolve(
         tau_decay=tau_decay,
         fs=fs,
         noise=noise,
-        estimated=estimated,
     )

@@ -1,6 +1,11 @@
-"""Whole recordings in bounded memory: cell blocks streamed, written as they finish, resumable.
+"""Deconvolution from traces to results: every missing parameter filled in, then the exact solve.
 
-:func:`deconvolve_recording` reads a ``(cells, T)`` ``.npy`` memory-mapped, cuts it into blocks of
+:func:`deconvolve` estimates what is not given (kinetics pooled over cells with
+:mod:`nnfit.calcium.estimate`, ``lam`` per cell from the noise), then runs the certified solve
+of :mod:`nnfit.calcium.exact`; this is the top of the calcium chain
+``pipeline -> estimate -> exact -> {_ipm, ar2, baseline} -> kernel``.
+
+Whole recordings in bounded memory: :func:`deconvolve_recording` reads a ``(cells, T)`` ``.npy`` memory-mapped, cuts it into blocks of
 cells and deconvolves each block (in this process with all cores, or on a Dask cluster with
 ``scheduler=``). Each finished block is written atomically to ``OUT/.partial/block_NNNNNN.npz``
 by whoever computed it, so a killed run loses at most the blocks in flight, and a rerun with the
@@ -27,12 +32,130 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
+from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
+from nnfit.calcium.kernel import check_kinetics
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.validate import as_float_array, check_int, check_real
 
-__all__ = ["BlockSettings", "deconvolve_recording", "open_traces", "read_rows"]
+__all__ = ["BlockSettings", "deconvolve", "deconvolve_recording", "open_traces", "read_rows"]
 
 SUMMARY_FIELDS = ("cell", "baseline_kind", "lam", "noise", "objective", "gap", "kkt", "iterations",
                   "converged")  # fmt: skip
+
+
+def deconvolve(
+    traces: np.ndarray,
+    fs: float,
+    tau_rise: float | None = None,
+    tau_decay: float | None = None,
+    lam: float | np.ndarray | None = None,
+    baseline: str = "auto",
+    *,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    n_jobs: int = 1,
+    drift_rounds: int = 2,
+) -> DeconvolutionResult:
+    """Infer spikes: CaTune's objective, solved to a certified optimum in O(T) per iteration.
+
+    Parameters
+    ----------
+    traces : array_like
+        ``(T,)`` or ``(cells, T)`` fluorescence.
+    fs : float
+        Sampling rate in Hz.
+    tau_rise, tau_decay : float, optional
+        Kernel time constants in seconds. Both ``None`` (default): estimated from the data
+        (pooled over cells, :func:`nnfit.calcium.estimate_parameters`).
+    lam : float or array_like, optional
+        Sparsity weight, as in ``run_deconvolution``: one value or one per cell. ``None``:
+        ``z noise ||h||_2`` per cell (independent of trace length).
+    baseline : {"auto", "none", "constant", "drift"}
+        Baseline model; see the module docstring.
+    tol : float
+        Stop when the relative duality gap is at most ``tol``.
+    max_iter : int
+        Interior-point iterations per solve.
+    n_jobs : int
+        Threads over cells (the compiled solver releases the GIL); ``-1`` for all cores.
+    drift_rounds : int
+        Baseline refinement rounds for ``"drift"``.
+
+    Returns
+    -------
+    DeconvolutionResult
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s_true = rng.poisson(0.02, 3000).astype(float)
+    >>> from nnfit.calcium.ar2 import AR2Convolution
+    >>> y = 0.5 + AR2Convolution(3000, 0.05, 0.5, 30.0).forward(s_true)
+    >>> y += 0.1 * rng.standard_normal(3000)
+    >>> res = deconvolve(y, 30.0, 0.05, 0.5, lam=0.3, baseline="constant")
+    >>> bool(res.converged[0]), bool(res.gap[0] <= 1e-9), round(float(res.baseline[0]), 1)
+    (True, True, 0.5)
+    """
+    x = as_float_array("traces", traces, ndim=(1, 2))
+    fs = check_real("fs", fs, low=0.0, low_inclusive=False)
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
+    tol = check_real("tol", tol, low=0.0, low_inclusive=False)
+    max_iter = check_int("max_iter", max_iter, low=1)
+    n_jobs = check_int("n_jobs", n_jobs, low=-1)
+    drift_rounds = check_int("drift_rounds", drift_rounds, low=0)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("traces contain NaN or infinite values; remove or interpolate them first")
+    x2 = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float64)
+    n_cells, T = x2.shape
+    if T < 8:
+        raise ValueError(f"traces need at least 8 frames; got {T}")
+    estimated = {"kinetics": False, "lam": False}
+    if tau_rise is None and tau_decay is None:
+        _, _, tau_rise, tau_decay = estimate_kinetics(x2, fs)
+        estimated["kinetics"] = True
+    elif tau_rise is None or tau_decay is None:
+        raise ValueError(
+            "give both tau_rise and tau_decay, or neither (then both are estimated); "
+            f"got tau_rise={tau_rise!r}, tau_decay={tau_decay!r}"
+        )
+    tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
+    # the noise level is needed for lam's rule and for "auto"; skip the spectrum otherwise
+    noise = (
+        estimate_noise(x2, fs) if (lam is None or baseline == "auto") else np.full(n_cells, np.nan)
+    )
+    if lam is None:
+        lams = lam_from_noise(noise, tau_rise, tau_decay, fs)
+        estimated["lam"] = True
+    else:
+        lams = np.asarray(lam, dtype=float)
+        if lams.ndim == 0:
+            lams = np.full(n_cells, float(lams))
+        if lams.shape != (n_cells,):
+            raise ValueError(
+                f"lam must be a number or one value per cell ({n_cells}); got {lams.shape}"
+            )
+        if not np.all(np.isfinite(lams)) or np.any(lams <= 0):
+            raise ValueError(f"lam must be finite and > 0; got {lam!r}")
+
+    res = solve_exact(
+        x2,
+        fs,
+        tau_rise,
+        tau_decay,
+        lams,
+        baseline,
+        noise=noise,
+        tol=tol,
+        max_iter=max_iter,
+        n_jobs=n_jobs,
+        drift_rounds=drift_rounds,
+    )
+    res.estimated = estimated
+    if x.ndim == 1:
+        res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
+    return res
 
 
 @dataclass(frozen=True)
@@ -102,8 +225,6 @@ def _block_path(out: str, i: int) -> Path:
 
 def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str, Any]:
     """Deconvolve rows ``start:stop`` and write the block file atomically; return its summary."""
-    from nnfit.calcium.exact import deconvolve
-
     i, start, stop = spec
     traces = read_rows(settings.path, start, stop)
     res = deconvolve(

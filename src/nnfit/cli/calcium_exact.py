@@ -59,7 +59,7 @@ def wants_exact(args: argparse.Namespace) -> bool:
 
 def solve_exact(traces: np.ndarray, s: Any):
     """``SOLVERS`` entry: the exact solver on an in-memory block (baseline from settings)."""
-    from nnfit.calcium.exact import deconvolve
+    from nnfit.calcium.pipeline import deconvolve
     from nnfit.calcium.results import SolveResult
 
     kw: dict[str, Any] = {}
@@ -123,7 +123,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         traces = open_traces(npy)
         input_hash = file_sha256(npy)
     else:
-        from nnfit.calcium.exact import deconvolve
+        from nnfit.calcium.pipeline import deconvolve
         from nnfit.calcium.recordings import read_input
 
         if args.scheduler is not None:
