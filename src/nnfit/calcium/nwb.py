@@ -114,8 +114,9 @@ def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[flo
     if series.rate is not None:
         rate = series.rate
         if not (isinstance(rate, int | float | np.number) and math.isfinite(rate) and rate > 0):
+            shown = f"{float(rate):g}" if isinstance(rate, int | float | np.number) else repr(rate)
             raise ValueError(
-                f"{where}/starting_time: rate = {rate!r} Hz; an imaging rate must be a positive "
+                f"{where}/starting_time: rate = {shown} Hz; an imaging rate must be a positive "
                 "number (fix the file)"
             )
         found, how = float(rate), "rate"
@@ -154,6 +155,20 @@ def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[flo
                 f"(from its {how}); drop {fs_label} or fix the file"
             )
     return found, how
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    """One line for pynwb's failure to open or build a file.
+
+    hdmf's ``ConstructError`` names the group it could not build; its text would be a dump of
+    the whole builder.
+    """
+    args = getattr(exc, "args", ())
+    if len(args) == 2 and hasattr(args[0], "path"):
+        inside = "/" + str(args[0].path).removeprefix("root").lstrip("/")
+        return ValueError(f"{path}: {inside}: {args[1]}")
+    text = (str(exc).splitlines() or [""])[0][:300]
+    return ValueError(f"{path}: not a readable NWB file ({type(exc).__name__}: {text})")
 
 
 def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float | None = None,
@@ -198,15 +213,16 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
         raise FileNotFoundError(f"input not found: {p}")
     try:
         io = pynwb.NWBHDF5IO(str(p), "r")
-    except Exception as exc:  # h5py/hdmf raise many types for a file that is not NWB
-        raise ValueError(f"{p}: not a readable NWB file ({type(exc).__name__}: {exc})") from None
-    with io:
+    except Exception as exc:  # h5py and hdmf raise many types for a file that is not NWB
+        raise _unreadable(p, exc) from None
+    with io, warnings.catch_warnings(record=True) as caught:
+        # pynwb warns about what it finds odd while reading (rate 0, transposed data); the
+        # checks below turn what matters into errors, the rest goes to the log.
+        warnings.simplefilter("always")
         try:
             nwbfile = io.read()
         except Exception as exc:
-            raise ValueError(
-                f"{p}: not a readable NWB file ({type(exc).__name__}: {exc})"
-            ) from None
+            raise _unreadable(p, exc) from None
         name, obj = _choose(list_series(nwbfile), series, p)
         module = name.split("/")[0] if name.count("/") == 2 else "ophys"
         where = f"/processing/{module}/{'/'.join(name.split('/')[-2:])}"
@@ -255,6 +271,8 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
             "roi_table": table.name,
             "identifier": nwbfile.identifier,
         }
+    for w in caught:
+        logger.info("pynwb reading %s: %s", p, w.message)
     logger.info("NWB %s: %s, %d ROIs, %g Hz (from %s)", p, where, n_cols, rate, how)
     return Recording(traces, rate, "nwb", p, rows, roi_ids=roi_ids,
                      dataset=None if traces is not None else dataset,
