@@ -39,7 +39,7 @@ def make_nwb(path, traces, *, fs=FS, timestamps=None, extra_rois=2, rois=None, m
     """
     nwb = pynwb.NWBFile(
         session_description="test", identifier="rec-1",
-        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
     )  # fmt: skip
     device = nwb.create_device(name="Microscope")
     channel = OpticalChannel(name="OpticalChannel", description="green", emission_lambda=510.0)
@@ -280,7 +280,7 @@ def test_bad_files_one_line_exit_2_nothing_written(tmp_path, rec, monkeypatch, c
 
 def test_missing_ophys_and_not_nwb(tmp_path, monkeypatch, capsys):
     nwb = pynwb.NWBFile(session_description="t", identifier="e",
-                        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))  # fmt: skip
+                        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))  # fmt: skip
     with pynwb.NWBHDF5IO(str(tmp_path / "empty.nwb"), "w") as io:
         io.write(nwb)
     (tmp_path / "text.nwb").write_text("not hdf5")
