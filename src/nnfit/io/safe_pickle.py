@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "load_object_npy"]
+__all__ = ["ALLOWED_GLOBALS", "Refused", "RestrictedUnpickler", "load_object_npy"]
 
 _NUMPY_RECONSTRUCT = {"_reconstruct", "scalar"}
 _PATHS = {
@@ -29,7 +29,8 @@ _PATHS = {
 
 #: ``(module, name)`` pairs a pickle may name. What ``np.save`` of a dict of Python scalars,
 #: strings, lists, tuples, sets, dates and numpy arrays/scalars pickles (protocols 2-5, numpy
-#: 1.x module names and 2.x ones), plus the path types some pipelines keep in their settings.
+#: 1.x module names and 2.x ones; protocol 2 spells ``bytes`` as ``_codecs.encode(text,
+#: "latin1")``, the only encoding allowed), plus the path types pipelines keep in settings.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype")}
     | {
@@ -39,26 +40,50 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     }
     | {("builtins", n) for n in ("complex", "set", "frozenset", "bytearray", "slice", "range")}
     | {("datetime", n) for n in ("datetime", "date", "time", "timedelta", "timezone")}
-    | {("collections", "OrderedDict")}
+    | {("collections", "OrderedDict"), ("_codecs", "encode")}
     | {(m, n) for m in ("pathlib", "pathlib._local") for n in _PATHS}
 )
+
+
+class Refused(pickle.UnpicklingError):
+    """A pickle names something :class:`RestrictedUnpickler` does not allow."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """A :class:`pickle.Unpickler` that resolves only :data:`ALLOWED_GLOBALS`.
 
     Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, a user class) is
-    refused with :class:`pickle.UnpicklingError` *before* it is looked up, so nothing the file
+    refused with :class:`Refused` (a :class:`pickle.UnpicklingError`) *before* it is looked up, so nothing the file
     names is ever called. Concrete path classes come back as their pure counterparts (they
     never touch the file system).
     """
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+            raise Refused(f"refusing to load {module}.{name}")
         if module.startswith("pathlib"):
             return _PATHS[name]
+        if module == "_codecs":
+            return _latin1_bytes
+        if module.endswith("core.multiarray"):
+            return getattr(_multiarray(), name)
         return super().find_class(module, name)
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for ``bytes``, and nothing else."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise Refused(f"refusing to load _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+def _multiarray() -> Any:
+    # numpy 2 moved numpy.core to numpy._core (the old name still imports, with a warning)
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    return multiarray
 
 
 def load_object_npy(path: str | os.PathLike[str]) -> Any:
@@ -98,13 +123,14 @@ def load_object_npy(path: str | os.PathLike[str]) -> Any:
             return np.load(p, allow_pickle=False)
         try:
             arr = RestrictedUnpickler(f).load()
-        except pickle.UnpicklingError as exc:
+        except Refused as exc:
             raise ValueError(
                 f"{p}: {exc}; this file holds more than plain data and is not loaded "
                 "(nnfit never runs code from a data file). Re-save it from a trusted session "
                 "with plain values only"
             ) from None
-        except (EOFError, AttributeError, TypeError, IndexError, KeyError) as exc:
+        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError,
+                KeyError, ValueError) as exc:  # fmt: skip
             raise ValueError(f"{p}: corrupt pickled .npy ({type(exc).__name__}: {exc})") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{p}: expected a pickled numpy array; found {type(arr).__name__}")
