@@ -128,7 +128,7 @@ def test_write_spks_checks(tmp_path):
     np.save(tmp_path / "p" / "F.npy", np.zeros((4, 10), np.float32))
     with pytest.raises(ValueError, match="2 spike trains for 3 ROI rows"):
         write_spks(tmp_path / "p", np.zeros((2, 10)), [0, 1, 2])
-    with pytest.raises(ValueError, match="ROI rows in 0..3"):
+    with pytest.raises(ValueError, match=r"ROI rows in 0\.\.3"):
         write_spks(tmp_path / "p", np.zeros((1, 10)), [4])
     path = write_spks(tmp_path / "p", np.ones((2, 10)), [3, 1])
     out = np.load(path)

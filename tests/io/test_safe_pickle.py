@@ -76,7 +76,7 @@ def suite2p_ops(now=None):
         "frames_per_file": np.array([750, 750]),
         "timing": {"registration": 12.5, "detection": 3.25},
         "snr_thresh": np.float64(1.2),
-        "date_proc": now or datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc),
+        "date_proc": now or datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC),
         "ignore_flyback": [],
         "diameter": (12, 12),
         "classes": {1, 2},
@@ -135,10 +135,10 @@ def test_plain_arrays_and_garbage(tmp_path):
     np.save(tmp_path / "a.npy", np.arange(3))
     assert load_object_npy(tmp_path / "a.npy").tolist() == [0, 1, 2]
     (tmp_path / "b.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(ValueError, match="not a readable .npy"):
+    with pytest.raises(ValueError, match=r"not a readable \.npy"):
         load_object_npy(tmp_path / "b.npy")
     good = tmp_path / "c.npy"
     np.save(good, {"fs": 1.0}, allow_pickle=True)
     good.write_bytes(good.read_bytes()[:-5])
-    with pytest.raises(ValueError, match="corrupt pickled .npy"):
+    with pytest.raises(ValueError, match=r"corrupt pickled \.npy"):
         load_object_npy(good)
