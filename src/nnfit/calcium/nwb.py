@@ -44,7 +44,14 @@ from nnfit.calcium.inputs import Recording
 from nnfit.io import atomic_path, file_sha256
 from nnfit.validate import as_float_array, check_real
 
-__all__ = ["DECONVOLVED", "TIMESTAMP_TOLERANCE", "list_series", "read_nwb", "write_nwb"]
+__all__ = [
+    "DECONVOLVED",
+    "TIMESTAMP_TOLERANCE",
+    "columns_from_npy",
+    "list_series",
+    "read_nwb",
+    "write_nwb",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -279,32 +286,37 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
                      provenance=provenance)  # fmt: skip
 
 
-class _SpikeColumns:
-    """Build the writer's chunk iterator lazily (hdmf is imported only when writing)."""
+def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
+    """An hdmf chunk iterator writing a ``(cells, T)`` ``.npy`` as a ``(T, cells)`` dataset.
 
-    @staticmethod
-    def make(spikes_npy: Path, n_cells: int, T: int) -> Any:
-        from hdmf.data_utils import GenericDataChunkIterator
+    NWB keeps traces as (frames, ROIs); this reads blocks of rows of the ``.npy`` (plain file
+    reads, see :func:`nnfit.calcium.blocks.read_rows`) and hands them over transposed, in
+    chunks of whole ROI traces (about 2 MB) and buffers of about 64 MB, so the array is never
+    in memory whole. Wrap it in ``H5DataIO`` to compress.
+    """
+    from hdmf.data_utils import GenericDataChunkIterator
 
-        from nnfit.calcium.blocks import read_rows
+    from nnfit.calcium.blocks import open_traces, read_rows
 
-        cols_per_chunk = max(1, min(n_cells, (2 << 20) // (8 * T)))
-        cols_per_buffer = cols_per_chunk * max(1, (64 << 20) // (8 * T * cols_per_chunk))
-        cols_per_buffer = min(cols_per_buffer, n_cells)
+    path = Path(npy)
+    n_cells, T = open_traces(path).shape
+    out = np.dtype(dtype)
+    per_chunk = max(1, min(n_cells, (2 << 20) // (out.itemsize * T)))
+    per_buffer = min(n_cells, per_chunk * max(1, (64 << 20) // (out.itemsize * T * per_chunk)))
 
-        class SpikeColumns(GenericDataChunkIterator):
-            def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-                t, c = selection
-                rows = read_rows(spikes_npy, c.start or 0, n_cells if c.stop is None else c.stop)
-                return np.ascontiguousarray(rows[:, t].T)
+    class _Columns(GenericDataChunkIterator):
+        def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+            t, c = selection
+            rows = read_rows(path, c.start or 0, n_cells if c.stop is None else c.stop)
+            return np.ascontiguousarray(rows[:, t].T, dtype=out)
 
-            def _get_maxshape(self) -> tuple[int, int]:
-                return (T, n_cells)
+        def _get_maxshape(self) -> tuple[int, int]:
+            return (T, n_cells)
 
-            def _get_dtype(self) -> np.dtype:
-                return np.dtype("<f8")
+        def _get_dtype(self) -> np.dtype:
+            return out
 
-        return SpikeColumns(buffer_shape=(T, cols_per_buffer), chunk_shape=(T, cols_per_chunk))
+    return _Columns(buffer_shape=(T, per_buffer), chunk_shape=(T, per_chunk))
 
 
 def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dict[str, Any],
@@ -344,9 +356,7 @@ def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dic
         )  # fmt: skip
         series = RoiResponseSeries(
             name=src.name,
-            data=H5DataIO(
-                _SpikeColumns.make(spikes_npy, n_cols, T), compression="gzip", compression_opts=4
-            ),
+            data=H5DataIO(columns_from_npy(spikes_npy), compression="gzip", compression_opts=4),
             rois=region,
             unit=src.unit,
             description=(
