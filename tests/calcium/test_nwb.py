@@ -323,3 +323,24 @@ def test_exact_path_estimates_kinetics_from_the_stream(tmp_path, rec):
     np.testing.assert_array_equal(
         np.load(tmp_path / "o" / "spikes.npy"), np.load(tmp_path / "n" / "spikes.npy")
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["rec.npy", "--fs", "30", "--series", "F/R"], "--series selects a series in an .nwb"),
+        (["rec.npy", "--fs", "30", "--write-nwb"], "--write-nwb and --write-suite2p need"),
+        (["rec.npy", "--fs", "30", *KIN, "--write-nwb"], "--write-nwb needs an .nwb INPUT"),
+        (["rec.nwb", "--write-suite2p"], "--write-suite2p needs a suite2p plane folder"),
+        (["rec.nwb", *KIN, "--write-nwb", "rec.nwb"], "is the input; give no file name"),
+    ],
+)
+def test_format_options_checked_before_any_work(tmp_path, rec, monkeypatch, capsys, args,
+                                                message):  # fmt: skip
+    make_nwb(tmp_path / "rec.nwb", rec.traces)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "deconvolve", *args, "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnfit: error:") and message in err, err
+    assert not (tmp_path / "x").exists()

@@ -61,6 +61,8 @@ _EXPORT_EPILOG = """\
 examples:
   nnfit calcium export traces.npy --fs 30 --out for_catune/session1
   nnfit calcium export suite2p/plane0 --out for_catune/plane0
+  nnfit calcium export rec.nwb --series Fluorescence/RoiResponseSeries --out for_catune/rec
+  nnfit calcium export caiman_results.hdf5 --out for_catune/session1
 
 writes STEM.npy (cells x time, <f8, the format the browser reads) and STEM_metadata.json.
 Load STEM.npy in the CaTune browser, tune the kernel, export the parameters, then run
