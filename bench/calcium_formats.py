@@ -156,9 +156,13 @@ def main() -> int:
           f"{os.cpu_count()} CPU(s); blocks of {args.block_cells} cells")  # fmt: skip
     print(f"inputs written in {t_npy:.0f} s (.npy, {size[npy]:.2f} GiB) and {t_nwb:.0f} s "
           f"(.nwb gzip, {size[nwb]:.2f} GiB); out.nwb {size[d / 'out.nwb']:.2f} GiB")  # fmt: skip
-    print(f"{'input':22s} {'wall s':>8s} {'peak RSS GiB':>13s}")
+    solve = {
+        name: json.loads((d / sub / "run.json").read_text())["seconds"]
+        for name, sub in zip(runs, ("a", "b"), strict=True)
+    }
+    print(f"{'input':22s} {'wall s':>8s} {'of which solve s':>17s} {'peak RSS GiB':>13s}")
     for name, (wall, rss) in runs.items():
-        print(f"{name:22s} {wall:8.1f} {rss:13.2f}")
+        print(f"{name:22s} {wall:8.1f} {solve[name]:17.1f} {rss:13.2f}")
     print(f"certified {run_b['converged']}/{run_b['cells']}; spikes .nwb == .npy: {same}; "
           f"spikes read back from out.nwb == .npy run: {written}")  # fmt: skip
     if not args.keep:

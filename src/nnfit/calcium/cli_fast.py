@@ -133,8 +133,11 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             block_cells=args.block_cells, scheduler=args.scheduler,
             progress=False if args.no_progress else None, dataset=dataset,
         )  # fmt: skip
-        traces = open_traces(npy) if r is None else r
-        input_hash = file_sha256(npy) if r is None else r.provenance.get("input_sha256")
+        if r is None:
+            traces = open_traces(npy)
+            input_hash = file_sha256(npy)
+        else:
+            input_hash = r.provenance.get("input_sha256")
     else:
         from nnfit.calcium.solver import deconvolve
 
