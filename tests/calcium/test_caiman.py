@@ -105,6 +105,7 @@ def test_equal_to_calab_loader_and_f_dff(tmp_path, traces):
     assert read_caiman(path).provenance["accepted_from"] == "all components"
 
 
+@pytest.mark.slow
 def test_cli_deconvolve_equals_in_memory(tmp_path, traces, monkeypatch, capsys):
     C, YrA = traces
     write_results(tmp_path / "res.hdf5", C=C, YrA=YrA, idx=np.arange(6))

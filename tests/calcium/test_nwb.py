@@ -119,6 +119,7 @@ def test_read_rate_or_timestamps_rows_and_ids(tmp_path, rec, timing):
     assert read_input(path, series="Fluorescence/RoiResponseSeries").fs == pytest.approx(FS)
 
 
+@pytest.mark.slow
 def test_lazy_read_streams_blocks_of_a_large_series(tmp_path):
     """A 10,000-ROI series is read a block of ROIs at a time, never whole."""
     import tracemalloc
@@ -135,6 +136,7 @@ def test_lazy_read_streams_blocks_of_a_large_series(tmp_path):
     assert peak < 0.1 * n * T * 8, peak  # the whole series as float64 would be 16 MB
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("timing", ["rate", "timestamps"])
 def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
     ts = 7.0 + np.arange(rec.traces.shape[1]) / FS if timing == "timestamps" else None
@@ -170,6 +172,7 @@ def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
     assert not list(tmp_path.glob(".rec.nwb.*"))  # no temporary file left
 
 
+@pytest.mark.slow
 def test_write_into_a_new_file_and_fista_path(tmp_path, rec, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     make_nwb(tmp_path / "rec.nwb", rec.traces)
@@ -198,6 +201,7 @@ def test_write_into_a_new_file_and_fista_path(tmp_path, rec, monkeypatch, capsys
     assert not (tmp_path / "i").exists()
 
 
+@pytest.mark.slow
 def test_several_series_need_a_choice(tmp_path, rec, monkeypatch, capsys):
     path = make_nwb(tmp_path / "rec.nwb", rec.traces, more=True)
     with pytest.raises(ValueError, match=r"holds 2 fluorescence series; choose one with --series: "
@@ -310,6 +314,7 @@ def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
         "rec.nwb", "s.npy"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_exact_path_estimates_kinetics_from_the_stream(tmp_path, rec):
     from nnfit.calcium.blocks import deconvolve_recording
 

@@ -89,6 +89,7 @@ def test_crafted_ops_npy_runs_nothing_exit_2(tmp_path, rec, monkeypatch, capsys,
         assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_crafted_ops_npy_in_a_real_process(run_cli, tmp_path, rec):
     make_plane(tmp_path / "plane0", rec)
     marker = tmp_path / "pwned"
@@ -99,6 +100,7 @@ def test_crafted_ops_npy_in_a_real_process(run_cli, tmp_path, rec):
     assert not marker.exists() and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_write_suite2p_spks(tmp_path, rec, monkeypatch, capsys):
     f, fneu = make_plane(tmp_path / "plane0", rec, ops={"fs": 30.0, "neucoeff": 0.7}, spks=True)
     own = (tmp_path / "plane0" / "spks.npy").read_bytes()
