@@ -63,6 +63,10 @@ class Recording:
     dataset: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if (self.traces is None) == (self.dataset is None):
+            raise ValueError("a Recording holds either traces or a dataset to stream, not both")
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_cells, n_timepoints)`` without reading the traces."""
@@ -87,6 +91,7 @@ class Recording:
             return np.asarray(self.traces[rows], dtype=np.float64)
         from nnfit.calcium.blocks import read_columns
 
+        assert self.dataset is not None  # __post_init__: one of the two
         return read_columns(self.source, self.dataset, np.asarray(rows))
 
     def load(self) -> np.ndarray:

@@ -170,7 +170,7 @@ def _unreadable(path: Path, exc: Exception) -> ValueError:
     hdmf's ``ConstructError`` names the group it could not build; its text would be a dump of
     the whole builder.
     """
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     if len(args) == 2 and hasattr(args[0], "path"):
         inside = "/" + str(args[0].path).removeprefix("root").lstrip("/")
         return ValueError(f"{path}: {inside}: {args[1]}")

@@ -79,11 +79,12 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 def _multiarray() -> Any:
     # numpy 2 moved numpy.core to numpy._core (the old name still imports, with a warning)
+    import importlib
+
     try:
-        from numpy._core import multiarray
+        return importlib.import_module("numpy._core.multiarray")
     except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
+        return importlib.import_module("numpy.core.multiarray")
 
 
 def load_object_npy(path: str | os.PathLike[str]) -> Any:
