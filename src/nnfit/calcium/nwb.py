@@ -233,22 +233,22 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
         name, obj = _choose(list_series(nwbfile), series, p)
         module = name.split("/")[0] if name.count("/") == 2 else "ophys"
         where = f"/processing/{module}/{'/'.join(name.split('/')[-2:])}"
+        at = f"{p}: {where}"  # errors name the file and the path inside it
         data = obj.data
         import h5py
 
         if not isinstance(data, h5py.Dataset):
-            raise ValueError(f"{where}/data: not an HDF5 dataset ({type(data).__name__})")
+            raise ValueError(f"{at}/data: not an HDF5 dataset ({type(data).__name__})")
         if Path(data.file.filename).resolve() != p.resolve():
             raise ValueError(
-                f"{where}/data is an external link into {data.file.filename}; read that file "
+                f"{at}/data is an external link into {data.file.filename}; read that file "
                 "instead (links out of an input are not followed)"
             )
         if data.dtype.kind not in "fiu":
-            raise ValueError(f"{where}/data: expected numbers; got dtype {data.dtype}")
+            raise ValueError(f"{at}/data: expected numbers; got dtype {data.dtype}")
         if data.ndim not in (1, 2) or data.shape[0] < 2 or (data.ndim == 2 and data.shape[1] < 1):
             raise ValueError(
-                f"{where}/data: expected (frames, ROIs) with at least 2 frames; got shape "
-                f"{data.shape}"
+                f"{at}/data: expected (frames, ROIs) with at least 2 frames; got shape {data.shape}"
             )
         n_cols = 1 if data.ndim == 1 else int(data.shape[1])
         rows = np.asarray(obj.rois.data[:], dtype=np.int64)
@@ -256,15 +256,13 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
         n_table = len(table)
         if rows.shape != (n_cols,):
             raise ValueError(
-                f"{where}/rois: the ROI region lists {rows.size} ROI(s) but data has {n_cols} "
+                f"{at}/rois: the ROI region lists {rows.size} ROI(s) but data has {n_cols} "
                 "column(s); they must match"
             )
         if rows.size and (rows.min() < 0 or rows.max() >= n_table):
-            raise ValueError(
-                f"{where}/rois: row {rows.max()} outside the ROI table ({n_table} rows)"
-            )
+            raise ValueError(f"{at}/rois: row {rows.max()} outside the ROI table ({n_table} rows)")
         roi_ids = np.asarray(table.id[:], dtype=np.int64)[rows]
-        rate, how = _rate(obj, where, fs, fs_label)
+        rate, how = _rate(obj, at, fs, fs_label)
         dataset = data.name
         traces = None
         if not lazy or data.ndim == 1:
