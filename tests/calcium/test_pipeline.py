@@ -1,4 +1,4 @@
-"""Streamed, resumable, distributed deconvolution of whole recordings (blocks.py, cli_fast.py)."""
+"""Streamed, resumable, distributed deconvolution of whole recordings (calcium/pipeline.py, cli/calcium_exact.py)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,10 @@ blocks are assembled into ``spikes.npy``, ``reconvolution.npy`` (calcium + basel
 
 On a cluster the workers read the input and write the blocks themselves: ``INPUT`` and ``OUT``
 must be on a file system they share (as with any Dask deployment over files).
+
+The input can also be a ``(T, cells)`` dataset inside an HDF5 file (an NWB
+``RoiResponseSeries``'s ``data``, chunked and compressed or not): ``dataset=`` names it, and
+each block reads its columns as one hyperslab, so such a file is never loaded whole either.
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ from nnfit.calcium.kernel import check_kinetics
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.validate import as_float_array, check_int, check_real
 
-__all__ = ["BlockSettings", "deconvolve", "deconvolve_recording", "open_traces", "read_rows"]
+__all__ = [
+    "BlockSettings",
+    "deconvolve",
+    "deconvolve_recording",
+    "open_traces",
+    "read_columns",
+    "read_rows",
+]
 
 SUMMARY_FIELDS = ("cell", "baseline_kind", "lam", "noise", "objective", "gap", "kkt", "iterations",
                   "converged")  # fmt: skip
@@ -171,6 +182,7 @@ class BlockSettings:
     baseline: str
     tol: float
     n_jobs: int
+    dataset: str | None = None
 
 
 def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
@@ -185,14 +197,20 @@ def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
     return arr
 
 
-def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
+def read_rows(path: str | os.PathLike[str], start: int, stop: int, *,
+              dataset: str | None = None) -> np.ndarray:  # fmt: skip
     """Rows ``start:stop`` of a ``(cells, T)`` ``.npy`` as float64, read with plain file reads.
+
+    With ``dataset``, ``path`` is an HDF5 file and the rows are columns ``start:stop`` of its
+    ``(T, cells)`` dataset ``dataset`` (one hyperslab read, transposed), checked finite.
 
     A memory map would leave every page it touched resident in this process (file-backed
     pages count in its RSS until the kernel evicts them); reading only the block's bytes keeps
     the process at a few blocks whatever the file size. Fortran-ordered files fall back to the
     memory map.
     """
+    if dataset is not None:
+        return read_columns(path, dataset, slice(start, stop))
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         readers = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -206,6 +224,31 @@ def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray
         f.seek(start * T * dtype.itemsize, os.SEEK_CUR)
         rows = np.fromfile(f, dtype=dtype, count=(stop - start) * T).reshape(stop - start, T)
     return rows.astype(np.float64)
+
+
+def read_columns(
+    path: str | os.PathLike[str], dataset: str, cols: slice | np.ndarray
+) -> np.ndarray:
+    """Columns ``cols`` (a slice or increasing indices) of an HDF5 ``(T, cells)`` dataset.
+
+    Returned as float64 ``(cells, T)`` rows, checked finite. One selection, so each chunk of a
+    chunked dataset is read and decompressed once.
+    """
+    import h5py
+
+    from nnfit.validate import as_float_array
+
+    with h5py.File(path, "r") as f:
+        block = f[dataset][:, cols]
+    return np.ascontiguousarray(as_float_array(f"{dataset} in {path}", block, ndim=(2,)).T)
+
+
+def _h5_shape(path: str | os.PathLike[str], dataset: str) -> tuple[int, int]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        T, n_cells = f[dataset].shape
+    return int(n_cells), int(T)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -226,7 +269,7 @@ def _block_path(out: str, i: int) -> Path:
 def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str, Any]:
     """Deconvolve rows ``start:stop`` and write the block file atomically; return its summary."""
     i, start, stop = spec
-    traces = read_rows(settings.path, start, stop)
+    traces = read_rows(settings.path, start, stop, dataset=settings.dataset)
     res = deconvolve(
         traces,
         settings.fs,
@@ -269,13 +312,14 @@ def deconvolve_recording(
     n_jobs: int = -1,
     progress: bool | None = None,
     estimate_cells: int = 200,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Deconvolve every cell of a ``.npy`` recording into ``out``, in blocks, resumably.
 
     Parameters
     ----------
     path : path-like
-        ``(cells, T)`` ``.npy`` (read memory-mapped).
+        ``(cells, T)`` ``.npy`` (read a block at a time), or an HDF5 file with ``dataset``.
     out : path-like
         Output folder: ``spikes.npy``, ``reconvolution.npy``, ``baseline.npy`` (cells x T,
         float64) and ``summary.csv``.
@@ -298,6 +342,11 @@ def deconvolve_recording(
         Threads per block (``-1``: all cores; on a cluster, the worker's).
     progress : bool, optional
         Progress bar over cells (``None``: when interactive).
+    estimate_cells : int
+        Cells the kinetics are estimated from when they are not given.
+    dataset : str, optional
+        HDF5 path, inside ``path``, of a ``(T, cells)`` dataset to read instead of a ``.npy``
+        (an NWB ``RoiResponseSeries``'s ``data``).
 
     Returns
     -------
@@ -326,19 +375,22 @@ def deconvolve_recording(
     out = Path(out).resolve()
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     block_cells = check_int("block_cells", block_cells, low=1)
-    traces = open_traces(path)
-    n_cells, T = traces.shape
+    n_cells, T = open_traces(path).shape if dataset is None else _h5_shape(path, dataset)
     estimated = False
     if tau_rise is None and tau_decay is None:
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
-        _, _, tau_rise, tau_decay = estimate_kinetics(np.asarray(traces[rows], dtype=float), fs)
+        if dataset is None:
+            sample = np.asarray(open_traces(path)[rows], dtype=float)
+        else:
+            sample = read_columns(path, dataset, rows)
+        _, _, tau_rise, tau_decay = estimate_kinetics(sample, fs)
         estimated = True
     elif tau_rise is None or tau_decay is None:
         raise ValueError("give both tau_rise and tau_decay, or neither (then both are estimated)")
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
     settings = BlockSettings(str(path), str(out), fs, tau_rise, tau_decay,
                              None if lam is None else float(lam), baseline, float(tol),
-                             int(n_jobs))  # fmt: skip
+                             int(n_jobs), dataset)  # fmt: skip
     partial = out / ".partial"
     state = {
         "input": str(path),

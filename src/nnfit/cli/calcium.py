@@ -9,6 +9,7 @@ Commands: ``deconvolve`` (a recording -> spikes, reconvolution, summary, figure)
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -18,12 +19,18 @@ from typing import Any
 import numpy as np
 
 from nnfit.cli import calcium_exact as _fast
+from nnfit.cli.calcium_formats import add_format_arguments, add_series_argument
 
 _DECONVOLVE_EPILOG = """\
 INPUT is one of
   traces.npy          (n_cells, n_timepoints) or (n_timepoints,); needs --fs
   rec  or  rec.npy    a CaTune stem: rec.npy + rec_metadata.json (fs from the sidecar)
-  suite2p/plane0/     F.npy - 0.7 * Fneu.npy for ROIs in iscell.npy, fs from ops.npy
+  suite2p/plane0/     F.npy - c * Fneu.npy for ROIs in iscell.npy; fs and c (neucoeff, default
+                      0.7) from ops.npy or settings.npy, read without unpickling any code
+  rec.nwb             a RoiResponseSeries in processing/ophys (--series Fluorescence/NAME when
+                      the file holds several); fs from its rate or timestamps; streamed
+  results.hdf5        CaImAn CNMF.save() results: C + YrA (or --series F_dff), accepted
+                      components, fs from params/data/fr
 
 Kinetics come either from --tau-rise/--tau-decay/--lam, or from the parameters file the CaTune
 browser exports (--params catune-params-*.json), which also selects the browser's own solver
@@ -39,16 +46,23 @@ examples:
   nnfit calcium deconvolve rec.npy --fs 30 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
   nnfit calcium deconvolve suite2p/plane0 --params catune-params-2025-01-01.json --out res/
   nnfit calcium deconvolve session1 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
+  nnfit calcium deconvolve rec.nwb --series Fluorescence/RoiResponseSeries --out res/ --write-nwb
+  nnfit calcium deconvolve caiman_results.hdf5 --out res/
+  nnfit calcium deconvolve suite2p/plane0 --out res/ --write-suite2p
 
 writes into --out: spikes.npy, reconvolution.npy (cells x time, float64), summary.csv
 (iterations, converged, objective, baseline per cell), run.json (settings, input hash) and
-cells.png (trace, reconvolution and spikes of the first cells).
+cells.png (trace, reconvolution and spikes of the first cells). --write-nwb adds the spikes to
+the NWB input (or a new copy of it) as processing/ophys/Deconvolved/<series>; --write-suite2p
+writes them as spks.npy into the plane folder (never over suite2p's own without --overwrite).
 """
 
 _EXPORT_EPILOG = """\
 examples:
   nnfit calcium export traces.npy --fs 30 --out for_catune/session1
   nnfit calcium export suite2p/plane0 --out for_catune/plane0
+  nnfit calcium export rec.nwb --series Fluorescence/RoiResponseSeries --out for_catune/rec
+  nnfit calcium export caiman_results.hdf5 --out for_catune/session1
 
 writes STEM.npy (cells x time, <f8, the format the browser reads) and STEM_metadata.json.
 Load STEM.npy in the CaTune browser, tune the kernel, export the parameters, then run
@@ -111,7 +125,7 @@ SOLVERS: dict[str, Callable[[np.ndarray, Settings], Any]] = {
     "fista": solve_fista,
     "browser": solve_browser,
 }
-SOLVERS["exact"] = _fast.solve_exact  # certified optimum, O(T); streamed path in cli_fast
+SOLVERS["exact"] = _fast.solve_exact  # certified optimum, O(T); streamed path in calcium_exact
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,7 +152,8 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         epilog=_DECONVOLVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    p.add_argument("input", metavar="INPUT",
+                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--tau-rise", type=float, metavar="S", help="rise time constant, seconds")
@@ -159,6 +174,7 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
                    help="cells in cells.png, 0 for none (default: %(default)s)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _fast.add_deconvolve_arguments(p)
+    add_format_arguments(p)
     p.set_defaults(func=deconvolve_command)
 
 
@@ -171,9 +187,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    p.add_argument("input", metavar="INPUT",
+                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--out", required=True, metavar="STEM", help="output stem, e.g. dir/session1")
+    add_series_argument(p)
     p.set_defaults(func=export_command)
 
 
@@ -233,7 +251,8 @@ def deconvolve_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.fista import check_solver_params
     from nnfit.calcium.recordings import read_input
     from nnfit.calcium.results import write_results
-    from nnfit.io import file_sha256
+    from nnfit.cli.calcium_formats import check_write_targets, write_back
+    from nnfit.io import atomic_write_json
 
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
@@ -247,23 +266,23 @@ def deconvolve_command(args: argparse.Namespace) -> int:
     label = (
         "--fs" if args.fs is not None or params_fs is None else f"sampling_rate_hz in {args.params}"
     )
-    rec = read_input(args.input, fs=fs_hint, fs_label=label)
+    rec = read_input(args.input, fs=fs_hint, fs_label=label, series=args.series)
+    check_write_targets(args, rec)
+    traces = rec.load()
     settings = replace(settings, fs=rec.fs)
     # Validate everything before any work or output.
     check_solver_params(rec.fs, settings.tau_rise, settings.tau_decay, settings.lam,
                         settings.tolerance or 1e-6, settings.max_iters or 1)  # fmt: skip
     t0 = time.perf_counter()
-    result = run_solver(rec.traces, settings, solver, progress=False if args.no_progress else None)
+    result = run_solver(traces, settings, solver, progress=False if args.no_progress else None)
     seconds = time.perf_counter() - t0
-    hashed = rec.source / "F.npy" if rec.kind == "suite2p" else Path(rec.source)
-    if not hashed.is_file():
-        hashed = hashed.with_name(hashed.name + ".npy")
     run = {
         "nnfit_version": __version__,
         "command": "nnfit calcium deconvolve",
         "input": str(Path(args.input).resolve()),
         "input_kind": rec.kind,
-        "input_sha256": file_sha256(hashed) if hashed.is_file() else None,
+        "input_sha256": rec.provenance.get("input_sha256"),
+        "input_provenance": rec.provenance,
         "solver": solver,
         "settings": asdict(settings),
         "seconds": round(seconds, 3),
@@ -271,16 +290,22 @@ def deconvolve_command(args: argparse.Namespace) -> int:
         f"{settings.tau_decay:g} s, lam {settings.lam:g}",
         **record,
     }
-    paths = write_results(args.out, rec.traces, result, rec.fs, run, cell_index=rec.cell_index,
+    paths = write_results(args.out, traces, result, rec.fs, run, cell_index=rec.cell_index,
                           n_plot=max(0, args.plot_cells))  # fmt: skip
-    n = rec.traces.shape[0]
+    written = write_back(args, rec, Path(args.out), run)
+    if written:
+        record = json.loads(paths["run"].read_text())
+        atomic_write_json(paths["run"], {**record, "written_back": written})
+    n = traces.shape[0]
     print(
-        f"deconvolved {n} cell(s) x {rec.traces.shape[1]} frames at {rec.fs:g} Hz with "
+        f"deconvolved {n} cell(s) x {traces.shape[1]} frames at {rec.fs:g} Hz with "
         f"'{solver}' in {seconds:.2f} s; {int(result.converged.sum())}/{n} converged, "
         f"median {int(np.median(result.iterations))} iterations"
     )
     for name, path in paths.items():
         print(f"  {name:14s} {path}")
+    for target in written:
+        print(f"  {'written back':14s} {target}")
     return 0
 
 
@@ -289,14 +314,18 @@ def export_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.browser_files import save_for_tuning
     from nnfit.calcium.recordings import read_input
 
-    rec = read_input(args.input, fs=args.fs, fs_label="--fs")
+    rec = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series)
+    traces = rec.load()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"source": str(Path(args.input).resolve()), "source_kind": rec.kind}
     if rec.kind == "suite2p":
         meta["suite2p_rows"] = [int(i) for i in rec.cell_index]
-        meta["neuropil_factor"] = 0.7
-    npy, sidecar = save_for_tuning(rec.traces, rec.fs, args.out, metadata=meta)
-    print(f"wrote {rec.traces.shape[0]} cell(s) x {rec.traces.shape[1]} frames at {rec.fs:g} Hz")
+        meta["neuropil_factor"] = rec.provenance["neuropil_factor"]
+    elif rec.kind in ("nwb", "caiman"):
+        meta["source_rows"] = [int(i) for i in rec.cell_index]
+        meta["source_series"] = rec.provenance.get("series", rec.provenance.get("traces"))
+    npy, sidecar = save_for_tuning(traces, rec.fs, args.out, metadata=meta)
+    print(f"wrote {traces.shape[0]} cell(s) x {traces.shape[1]} frames at {rec.fs:g} Hz")
     print(f"  traces   {npy}\n  metadata {sidecar}")
     print(f"load {npy.name} in the CaTune browser and set the sampling rate to {rec.fs:g} Hz")
     return 0

@@ -5,8 +5,9 @@ when ``--solver exact`` is given, or when the user leaves kinetics or lam to the
 baseline model or a cluster. A ``.npy`` input (plain or a CaTune stem) is streamed in blocks of
 cells from a memory map, each block written atomically as it finishes, so 10,000-cell recordings
 run in bounded memory and a killed run resumes where it stopped (:mod:`nnfit.calcium.pipeline`);
-``--scheduler ADDRESS`` spreads blocks over a Dask cluster. Other inputs (suite2p) are read
-whole and solved in memory.
+an NWB series is streamed the same way, a block of ROIs (a hyperslab of its dataset) at a time.
+``--scheduler ADDRESS`` spreads blocks over a Dask cluster. Other inputs (suite2p, CaImAn) are
+read whole and solved in memory.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def solve_exact(traces: np.ndarray, s: Any):
 def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
     """``(npy, fs, kind)`` when INPUT is a ``.npy`` that can be memory-mapped, else ``None``."""
     from nnfit.calcium.browser_files import tuning_paths
-    from nnfit.calcium.recordings import _resolve_fs
+    from nnfit.calcium.recordings import resolve_fs
 
     p = Path(path)
     if p.is_dir():
@@ -87,9 +88,9 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
     if npy.is_file() and sidecar.is_file():
         meta = json.loads(sidecar.read_text())
         found = meta.get("sampling_rate_hz")
-        return npy, _resolve_fs(found, fs, str(sidecar), "--fs"), "catune"
+        return npy, resolve_fs(found, fs, str(sidecar), "--fs"), "catune"
     if p.suffix == ".npy" and p.is_file():
-        return p, _resolve_fs(None, fs, str(p), "--fs"), "npy"
+        return p, resolve_fs(None, fs, str(p), "--fs"), "npy"
     return None
 
 
@@ -98,6 +99,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     from nnfit import __version__
     from nnfit.calcium.pipeline import deconvolve_recording, open_traces
     from nnfit.calcium.results import SolveResult, plot_cells
+    from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_json, file_sha256
     from nnfit.validate import check_real
 
@@ -111,24 +113,38 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     check_real("--tolerance", tol, low=0.0, low_inclusive=False)
     baseline = args.baseline or "auto"
     out = Path(args.out)
-    src = _npy_source(args.input, args.fs)
+    src = None if args.series is not None else _npy_source(args.input, args.fs)
+    r = None
+    if src is None:
+        from nnfit.calcium.recordings import read_input
+
+        r = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
+        check_write_targets(args, r)
+        if r.traces is None:
+            src = (r.source, r.fs, r.kind)
+    elif args.write_nwb is not None or args.write_suite2p:
+        raise ValueError("--write-nwb and --write-suite2p need an .nwb or suite2p INPUT")
     t0 = time.perf_counter()
     if src is not None:
         npy, fs, kind = src
+        dataset = None if r is None else r.dataset
         rec = deconvolve_recording(
             npy, out, fs, args.tau_rise, args.tau_decay, args.lam, baseline=baseline, tol=tol,
             block_cells=args.block_cells, scheduler=args.scheduler,
-            progress=False if args.no_progress else None,
+            progress=False if args.no_progress else None, dataset=dataset,
         )  # fmt: skip
-        traces = open_traces(npy)
-        input_hash = file_sha256(npy)
+        if r is None:
+            traces = open_traces(npy)
+            input_hash = file_sha256(npy)
+        else:
+            input_hash = r.provenance.get("input_sha256")
     else:
-        from nnfit.calcium.pipeline import deconvolve
-        from nnfit.calcium.recordings import read_input
+        from nnfit.calcium.exact import deconvolve
 
         if args.scheduler is not None:
-            raise ValueError("--scheduler needs a .npy INPUT (workers read it memory-mapped)")
-        r = read_input(args.input, fs=args.fs, fs_label="--fs")
+            raise ValueError(
+                "--scheduler needs a .npy or .nwb INPUT (workers read it from the shared disk)"
+            )
         fs, kind, traces = r.fs, r.kind, r.traces
         res = deconvolve(traces, fs, args.tau_rise, args.tau_decay, lam=args.lam,
                          baseline=baseline, tol=tol, n_jobs=-1)  # fmt: skip
@@ -153,8 +169,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             "kinetics_estimated": res.estimated["kinetics"], "lam": args.lam,
             "baseline": baseline, "tol": tol, "converged": int(res.converged.sum()),
         }  # fmt: skip
-        hashed = Path(args.input) / "F.npy" if kind == "suite2p" else Path(args.input)
-        input_hash = file_sha256(hashed) if hashed.is_file() else None
+        input_hash = r.provenance.get("input_sha256")
     seconds = time.perf_counter() - t0
     run = {
         "nnfit_version": __version__,
@@ -162,6 +177,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         "input": str(Path(args.input).resolve()),
         "input_kind": kind,
         "input_sha256": input_hash,
+        "input_provenance": {} if r is None else r.provenance,
         "solver": "exact",
         "seconds": round(seconds, 3),
         **rec,
@@ -180,9 +196,12 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         title = (
             f"{Path(args.input).name}: exact, tau {rec['tau_rise']:.3g}/{rec['tau_decay']:.3g} s"
         )
-        plot_cells(out / "cells.png", np.asarray(traces[:k], dtype=float), small, fs,
-                   n_cells=k, title=title)  # fmt: skip
+        shown = r.read_rows(0, k) if r is not None else np.asarray(traces[:k], dtype=float)
+        plot_cells(out / "cells.png", shown, small, fs, n_cells=k, title=title)
         run["outputs"].append("cells.png")
+    written = write_back(args, r, out, run) if r is not None else []
+    if written:
+        run["written_back"] = written
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
@@ -201,6 +220,8 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     )
     for name in run["outputs"]:
         print(f"  {name:18s} {out / name}")
+    for target in written:
+        print(f"  {'written back':18s} {target}")
     return 0
 
 
@@ -212,12 +233,17 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         description="Estimate noise (high-frequency spectrum), tau_rise and tau_decay "
         "(autocovariance fit) and lam (length-invariant rule) per cell and pooled.",
         epilog="examples:\n  nnfit calcium estimate traces.npy --fs 30\n"
-        "  nnfit calcium estimate suite2p/plane0 --json params.json\n",
+        "  nnfit calcium estimate suite2p/plane0 --json params.json\n"
+        "  nnfit calcium estimate rec.nwb --series Fluorescence/RoiResponseSeries\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT", help=".npy file, CaTune stem or suite2p folder")
+    from nnfit.cli.calcium_formats import add_series_argument
+
+    p.add_argument("input", metavar="INPUT",
+                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--json", metavar="FILE", help="also write the estimates as JSON")
+    add_series_argument(p)
     p.add_argument("--max-cells", type=int, default=2000, metavar="N",
                    help="estimate on at most N cells spread over the recording "
                    "(default: %(default)s)")  # fmt: skip
@@ -229,22 +255,23 @@ def estimate_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.estimate import estimate_parameters
     from nnfit.io import atomic_write_json
 
-    src = _npy_source(args.input, args.fs)
+    src = None if args.series is not None else _npy_source(args.input, args.fs)
     if src is not None:
         from nnfit.calcium.pipeline import open_traces
 
         npy, fs, _ = src
         traces = open_traces(npy)
+        n, T = traces.shape
+        take = traces.__getitem__
     else:
         from nnfit.calcium.recordings import read_input
 
-        r = read_input(args.input, fs=args.fs, fs_label="--fs")
-        traces, fs = r.traces, r.fs
-    n = traces.shape[0]
+        r = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
+        fs, (n, T), take = r.fs, r.shape, r.take
     rows = np.unique(np.linspace(0, n - 1, min(n, max(1, args.max_cells))).astype(int))
-    p = estimate_parameters(np.asarray(traces[rows], dtype=float), fs)
+    p = estimate_parameters(np.asarray(take(rows), dtype=float), fs)
     pooled = p["pooled"]
-    print(f"{len(rows)} of {n} cell(s) x {traces.shape[1]} frames at {fs:g} Hz")
+    print(f"{len(rows)} of {n} cell(s) x {T} frames at {fs:g} Hz")
     print(
         f"pooled: tau_rise {pooled['tau_rise']:.4g} s, tau_decay {pooled['tau_decay']:.4g} s, "
         f"noise {pooled['noise']:.4g}, lam {pooled['lam']:.4g}"

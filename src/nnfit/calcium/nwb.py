@@ -1,0 +1,428 @@
+"""Neurodata Without Borders (NWB) files: read ROI traces, write deconvolved spikes back.
+
+Reading
+    The traces are a ``RoiResponseSeries`` inside a ``Fluorescence`` or ``DfOverF`` container of
+    a processing module (``/processing/ophys`` in every pipeline's output), named
+    ``Container/Series`` (``Fluorescence/RoiResponseSeries``; ``module/Container/Series`` for
+    another module). The data are ``(frames, ROIs)``; column ``j`` is row ``rois[j]`` of the
+    ROI table (a ``PlaneSegmentation``). The sampling rate is the series' ``rate`` or, when it
+    keeps ``timestamps``, ``1 / median(diff(timestamps))`` (uniform to within
+    :data:`TIMESTAMP_TOLERANCE`). Read lazily, a series is never loaded whole: the
+    :class:`~nnfit.calcium.recording.Recording` names the HDF5 dataset behind the pynwb object's
+    ``data`` and blocks of ROIs are read as hyperslabs of it (chunked and compressed data
+    included).
+
+Writing
+    Spikes go where suite2p's NWB export and NeuroConv put deconvolved activity: a
+    ``Fluorescence`` container named ``Deconvolved`` in the same processing module, holding a
+    ``RoiResponseSeries`` with the source series' name, a region of the *same* ROI table rows,
+    and the source's timing (the same ``rate`` and ``starting_time``, or a link to its
+    timestamps). The run record (settings, kinetics, input sha256, nnfit version) is the series'
+    ``comments`` as JSON. :func:`write_nwb` either rewrites the input (a copy with the new
+    series, then ``os.replace``: the input is intact until the new file is complete) or writes a
+    new, self-contained file (``NWBHDF5IO.export``: the input's contents plus the new series).
+    A new file *linking* the input was considered and not taken: a ``DynamicTableRegion`` cannot
+    reference a ROI table in another file (HDF5 object references stay inside one file), so it
+    would need its own copy of the table anyway, and external links break as soon as the files
+    are moved apart (nnfit's own readers refuse to follow them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnfit.calcium.recording import Recording
+from nnfit.io import atomic_path, file_sha256
+from nnfit.validate import as_float_array, check_real
+
+__all__ = [
+    "DECONVOLVED",
+    "TIMESTAMP_TOLERANCE",
+    "columns_from_npy",
+    "list_series",
+    "read_nwb",
+    "write_nwb",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the container the spikes are written to (suite2p's and NeuroConv's convention).
+DECONVOLVED = "Deconvolved"
+#: Largest relative deviation of a frame interval from the median one accepted as uniform.
+TIMESTAMP_TOLERANCE = 0.01
+#: Containers holding traces that are not fluorescence to deconvolve (never chosen by default).
+_NOT_TRACES = (DECONVOLVED, "Neuropil")
+
+
+def _pynwb():
+    try:
+        import pynwb
+    except ImportError as exc:  # pragma: no cover - pynwb is a runtime dependency
+        raise ValueError(f"reading NWB files needs pynwb (pip install pynwb): {exc}") from None
+    return pynwb
+
+
+def list_series(nwbfile: Any) -> dict[str, Any]:
+    """``{name: RoiResponseSeries}`` of every series in a ``Fluorescence``/``DfOverF``.
+
+    Names are ``Container/Series`` in the ``ophys`` module and ``module/Container/Series``
+    elsewhere.
+    """
+    from pynwb.ophys import DfOverF, Fluorescence
+
+    found = {}
+    for mod_name, module in nwbfile.processing.items():
+        for cont_name, container in module.data_interfaces.items():
+            if not isinstance(container, Fluorescence | DfOverF):
+                continue
+            for s_name, series in container.roi_response_series.items():
+                prefix = "" if mod_name == "ophys" else f"{mod_name}/"
+                found[f"{prefix}{cont_name}/{s_name}"] = series
+    return found
+
+
+def _choose(candidates: dict[str, Any], series: str | None, path: Path) -> tuple[str, Any]:
+    listing = ", ".join(sorted(candidates)) or "none"
+    if series is not None:
+        key = series.strip("/")
+        for prefix in ("processing/ophys/", "processing/"):
+            if key.startswith(prefix) and key[len(prefix) :] in candidates:
+                key = key[len(prefix) :]
+        if key not in candidates:
+            raise ValueError(
+                f"{path}: no RoiResponseSeries {series!r} in a Fluorescence/DfOverF container; "
+                f"--series is one of: {listing}"
+            )
+        return key, candidates[key]
+    usable = {k: v for k, v in candidates.items() if k.split("/")[-2] not in _NOT_TRACES}
+    if len(usable) == 1:
+        return next(iter(usable.items()))
+    if not usable:
+        raise ValueError(
+            f"{path}: no RoiResponseSeries in a Fluorescence or DfOverF container of "
+            f"/processing (found: {listing}); is this an ophys file?"
+        )
+    raise ValueError(
+        f"{path} holds {len(usable)} fluorescence series; choose one with --series: "
+        + ", ".join(sorted(usable))
+    )
+
+
+def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[float, str]:
+    if series.rate is not None:
+        rate = series.rate
+        if not (isinstance(rate, int | float | np.number) and math.isfinite(rate) and rate > 0):
+            shown = f"{float(rate):g}" if isinstance(rate, int | float | np.number) else repr(rate)
+            raise ValueError(
+                f"{where}/starting_time: rate = {shown} Hz; an imaging rate must be a positive "
+                "number (fix the file)"
+            )
+        found, how = float(rate), "rate"
+    elif series.timestamps is not None:
+        ts = np.asarray(series.timestamps[:], dtype=np.float64)
+        tpath = f"{where}/timestamps"
+        if ts.ndim != 1 or ts.size < 2:
+            raise ValueError(f"{tpath}: expected at least 2 timestamps; got shape {ts.shape}")
+        bad = np.flatnonzero(~np.isfinite(ts))
+        if bad.size:
+            raise ValueError(
+                f"{tpath}: {bad.size} NaN/Inf timestamp(s), first at index {bad[0]}; fix the "
+                "file (or export the traces and pass --fs)"
+            )
+        dt = np.diff(ts)
+        step = float(np.median(dt))
+        if step <= 0:
+            raise ValueError(f"{tpath}: timestamps do not increase (median interval {step:g} s)")
+        off = np.flatnonzero(np.abs(dt - step) > TIMESTAMP_TOLERANCE * step)
+        if off.size:
+            i = int(off[0])
+            raise ValueError(
+                f"{tpath}: sampling is not uniform: interval {i} is {dt[i]:.6g} s, the median "
+                f"{step:.6g} s ({off.size} interval(s) off by more than "
+                f"{100 * TIMESTAMP_TOLERANCE:g} %); deconvolution needs evenly spaced frames"
+            )
+        found, how = 1.0 / step, "timestamps"
+    else:
+        raise ValueError(f"{where}: neither rate nor timestamps; the file is not valid NWB")
+    if fs is not None:
+        given = check_real(fs_label, fs, low=0.0, low_inclusive=False)
+        tol = 1e-9 if how == "rate" else TIMESTAMP_TOLERANCE
+        if not math.isclose(given, found, rel_tol=tol):
+            raise ValueError(
+                f"{fs_label} = {given:g} Hz contradicts the sampling rate {found:g} Hz of {where} "
+                f"(from its {how}); drop {fs_label} or fix the file"
+            )
+    return found, how
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    """One line for pynwb's failure to open or build a file.
+
+    hdmf's ``ConstructError`` names the group it could not build; its text would be a dump of
+    the whole builder.
+    """
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    if len(args) == 2 and hasattr(args[0], "path"):
+        inside = "/" + str(args[0].path).removeprefix("root").lstrip("/")
+        return ValueError(f"{path}: {inside}: {args[1]}")
+    text = (str(exc).splitlines() or [""])[0][:300]
+    return ValueError(f"{path}: not a readable NWB file ({type(exc).__name__}: {text})")
+
+
+def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float | None = None,
+             *, fs_label: str = "fs", lazy: bool = True) -> Recording:  # fmt: skip
+    """Read a ``RoiResponseSeries`` of an NWB file as a :class:`Recording`.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.nwb`` (HDF5) file.
+    series : str, optional
+        ``Container/Series`` (see :func:`list_series`); optional when the file holds one
+        fluorescence series (``Deconvolved`` and ``Neuropil`` containers are not counted).
+    fs : float, optional
+        Sampling rate in Hz; must agree with the file's (``rate``, or the timestamps to
+        within :data:`TIMESTAMP_TOLERANCE`).
+    fs_label : str
+        Name of ``fs`` in error messages.
+    lazy : bool
+        Stream the data (``Recording.traces`` is ``None``; rows are read on demand from
+        ``Recording.dataset``) instead of loading it. A lazy read checks values block by block
+        as they are read.
+
+    Returns
+    -------
+    Recording
+        ``cell_index``: the ROI table rows of the columns; ``roi_ids``: their ``id``;
+        ``provenance``: ``input_sha256``, ``series``, ``series_path``, ``rate_from``,
+        ``roi_table``, ``identifier``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file and the path inside it: no such series (the candidates are
+        listed), several and none chosen, rate 0, NaN or uneven timestamps, data that are not
+        ``(frames, ROIs)`` numbers, a ROI region that does not match the columns, data stored
+        in another file (external link).
+    """
+    pynwb = _pynwb()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"input not found: {p}")
+    try:
+        io = pynwb.NWBHDF5IO(str(p), "r")
+    except Exception as exc:  # h5py and hdmf raise many types for a file that is not NWB
+        raise _unreadable(p, exc) from None
+    with io, warnings.catch_warnings(record=True) as caught:
+        # pynwb warns about what it finds odd while reading (rate 0, transposed data); the
+        # checks below turn what matters into errors, the rest goes to the log.
+        warnings.simplefilter("always")
+        try:
+            nwbfile = io.read()
+        except Exception as exc:
+            raise _unreadable(p, exc) from None
+        name, obj = _choose(list_series(nwbfile), series, p)
+        module = name.split("/")[0] if name.count("/") == 2 else "ophys"
+        where = f"/processing/{module}/{'/'.join(name.split('/')[-2:])}"
+        at = f"{p}: {where}"  # errors name the file and the path inside it
+        data = obj.data
+        import h5py
+
+        if not isinstance(data, h5py.Dataset):
+            raise ValueError(f"{at}/data: not an HDF5 dataset ({type(data).__name__})")
+        if Path(data.file.filename).resolve() != p.resolve():
+            raise ValueError(
+                f"{at}/data is an external link into {data.file.filename}; read that file "
+                "instead (links out of an input are not followed)"
+            )
+        if data.dtype.kind not in "fiu":
+            raise ValueError(f"{at}/data: expected numbers; got dtype {data.dtype}")
+        if data.ndim not in (1, 2) or data.shape[0] < 2 or (data.ndim == 2 and data.shape[1] < 1):
+            raise ValueError(
+                f"{at}/data: expected (frames, ROIs) with at least 2 frames; got shape {data.shape}"
+            )
+        n_cols = 1 if data.ndim == 1 else int(data.shape[1])
+        rows = np.asarray(obj.rois.data[:], dtype=np.int64)
+        table = obj.rois.table
+        n_table = len(table)
+        if rows.shape != (n_cols,):
+            raise ValueError(
+                f"{at}/rois: the ROI region lists {rows.size} ROI(s) but data has {n_cols} "
+                "column(s); they must match"
+            )
+        if rows.size and (rows.min() < 0 or rows.max() >= n_table):
+            raise ValueError(f"{at}/rois: row {rows.max()} outside the ROI table ({n_table} rows)")
+        roi_ids = np.asarray(table.id[:], dtype=np.int64)[rows]
+        rate, how = _rate(obj, at, fs, fs_label)
+        dataset = data.name
+        traces = None
+        if not lazy or data.ndim == 1:
+            raw = np.asarray(data[:]).reshape(data.shape[0], -1)
+            traces = np.ascontiguousarray(as_float_array(f"{where}/data in {p}", raw, ndim=(2,)).T)
+        provenance = {
+            "input_sha256": file_sha256(p),
+            "series": name,
+            "series_path": where,
+            "rate_from": how,
+            "roi_table": table.name,
+            "identifier": nwbfile.identifier,
+        }
+    for w in caught:
+        logger.info("pynwb reading %s: %s", p, w.message)
+    logger.info("NWB %s: %s, %d ROIs, %g Hz (from %s)", p, where, n_cols, rate, how)
+    return Recording(traces, rate, "nwb", p, rows, roi_ids=roi_ids,
+                     dataset=None if traces is not None else dataset,
+                     provenance=provenance)  # fmt: skip
+
+
+def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
+    """An hdmf chunk iterator writing a ``(cells, T)`` ``.npy`` as a ``(T, cells)`` dataset.
+
+    NWB keeps traces as (frames, ROIs); this reads blocks of rows of the ``.npy`` (plain file
+    reads, see :func:`nnfit.calcium.pipeline.read_rows`) and hands them over transposed, in
+    chunks of whole ROI traces (about 2 MB) and buffers of about 64 MB, so the array is never
+    in memory whole. Wrap it in ``H5DataIO`` to compress.
+    """
+    from hdmf.data_utils import GenericDataChunkIterator
+
+    from nnfit.calcium.pipeline import open_traces, read_rows
+
+    path = Path(npy)
+    n_cells, T = open_traces(path).shape
+    out = np.dtype(dtype)
+    per_chunk = max(1, min(n_cells, (2 << 20) // (out.itemsize * T)))
+    per_buffer = min(n_cells, per_chunk * max(1, (64 << 20) // (out.itemsize * T * per_chunk)))
+
+    class _Columns(GenericDataChunkIterator):
+        def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+            t, c = selection
+            rows = read_rows(path, c.start or 0, n_cells if c.stop is None else c.stop)
+            return np.ascontiguousarray(rows[:, t].T, dtype=out)
+
+        def _get_maxshape(self) -> tuple[int, int]:
+            return (T, n_cells)
+
+        def _get_dtype(self) -> np.dtype:
+            return out
+
+    return _Columns(buffer_shape=(T, per_buffer), chunk_shape=(T, per_chunk))
+
+
+def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dict[str, Any],
+                where: Path) -> str:  # fmt: skip
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb.ophys import Fluorescence, RoiResponseSeries
+
+    key, src = _choose(list_series(nwbfile), rec_series, where)
+    module_name = key.split("/")[0] if key.count("/") == 2 else "ophys"
+    module = nwbfile.processing[module_name]
+    n_cols = 1 if src.data.ndim == 1 else int(src.data.shape[1])
+    T = int(src.data.shape[0])
+    shape = np.load(spikes_npy, mmap_mode="r").shape
+    if tuple(shape) != (n_cols, T):
+        raise ValueError(f"{spikes_npy} holds {shape}; {where} series {key} needs {(n_cols, T)}")
+    container = module.data_interfaces.get(DECONVOLVED)
+    if container is not None and src.name in container.roi_response_series:
+        raise ValueError(
+            f"{where}: /processing/{module_name}/{DECONVOLVED}/{src.name} exists; write into a "
+            "new file with --write-nwb NEW.nwb"
+        )
+    if container is None:
+        container = Fluorescence(name=DECONVOLVED)
+        module.add(container)
+    timing: dict[str, Any] = (
+        {"rate": float(src.rate), "starting_time": float(src.starting_time or 0.0)}
+        if src.rate is not None
+        else {"timestamps": src}
+    )
+    with warnings.catch_warnings():
+        # hdmf checks, as each new object gets its parent, that the region's table shares an
+        # ancestor with it; the table was read from the file, so the check cannot see that.
+        warnings.filterwarnings("ignore", message="The linked table for DynamicTableRegion")
+        region = src.rois.table.create_region(
+            name="rois", region=[int(i) for i in src.rois.data[:]],
+            description=f"the ROIs of {key}",
+        )  # fmt: skip
+        series = RoiResponseSeries(
+            name=src.name,
+            data=H5DataIO(columns_from_npy(spikes_npy), compression="gzip", compression_opts=4),
+            rois=region,
+            unit=src.unit,
+            description=(
+                f"non-negative spikes deconvolved from {key} by nnfit (trace = kernel * spikes + "
+                "baseline, in the units of the source); settings in comments (JSON)"
+            ),
+            comments=json.dumps(run, sort_keys=True, allow_nan=False, default=str),
+            **timing,
+        )
+        container.add_roi_response_series(series)
+    return f"/processing/{module_name}/{DECONVOLVED}/{src.name}"
+
+
+def write_nwb(source: str | os.PathLike[str], series: str | None,
+              spikes_npy: str | os.PathLike[str], run: dict[str, Any], *,
+              dest: str | os.PathLike[str] | None = None, overwrite: bool = False) -> tuple[Path, str]:  # fmt: skip
+    """Write spikes next to the traces they came from, in NWB.
+
+    Parameters
+    ----------
+    source : path-like
+        The NWB file the traces were read from.
+    series : str, optional
+        The series deconvolved (as for :func:`read_nwb`).
+    spikes_npy : path-like
+        ``(ROIs, frames)`` spikes (``spikes.npy`` of a deconvolve run), copied into the file a
+        block of ROIs at a time (gzip-compressed, chunks of whole ROI traces).
+    run : dict
+        The run record stored as the series' ``comments`` (JSON).
+    dest : path-like, optional
+        ``None``: rewrite ``source`` atomically (a full copy with the new series replaces it).
+        A path: a new, self-contained file: ``source``'s contents and the new series.
+    overwrite : bool
+        Replace an existing ``dest``.
+
+    Returns
+    -------
+    (Path, str)
+        The file written and the path of the new series inside it.
+    """
+    pynwb = _pynwb()
+    src_path = Path(source).resolve()
+    spikes_npy = Path(spikes_npy)
+    if dest is None:
+        target = src_path
+    else:
+        target = Path(dest).resolve()
+        if target == src_path:
+            raise ValueError(
+                f"--write-nwb {dest} is the input; pass --write-nwb without a file name to add "
+                "the spikes to the input"
+            )
+        if target.exists() and not overwrite:
+            raise ValueError(f"{target} exists; pass --overwrite to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, suffix=".nwb") as tmp:
+        if dest is None:
+            shutil.copyfile(src_path, tmp)
+            with pynwb.NWBHDF5IO(str(tmp), "a") as io:
+                nwbfile = io.read()
+                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path)
+                io.write(nwbfile)
+        else:
+            with pynwb.NWBHDF5IO(str(src_path), "r") as src_io:
+                nwbfile = src_io.read()
+                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path)
+                nwbfile.set_modified()
+                with pynwb.NWBHDF5IO(str(tmp), "w") as out_io:
+                    out_io.export(src_io=src_io, nwbfile=nwbfile, write_args={"link_data": False})
+    logger.info("wrote %s into %s", inside, target)
+    return target, inside

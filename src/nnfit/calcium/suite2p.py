@@ -1,0 +1,192 @@
+"""suite2p plane folders: read traces safely, write ``spks.npy``-compatible spikes back.
+
+A plane folder (``suite2p/plane0``) holds ``F.npy`` and ``Fneu.npy`` (ROIs x frames,
+float32), ``iscell.npy`` (ROIs x 2: is-cell flag, probability), ``spks.npy`` (suite2p's own
+deconvolution, ROIs x frames, float32) and its settings: ``ops.npy`` (a pickled dict; suite2p
+up to 0.14 keeps ``fs`` and ``neucoeff`` there) or, from suite2p 1.0, ``settings.npy``
+(``fs`` and ``extraction/neuropil_coefficient``). The pickled files are read with
+:func:`nnfit.io.load_object_npy`, which refuses anything but plain data: a crafted ``ops.npy``
+cannot run code. Every array file is read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
+from nnfit.io import atomic_path, file_sha256, load_object_npy
+from nnfit.validate import as_float_array, check_real
+
+__all__ = ["read_settings", "read_suite2p", "write_spks"]
+
+logger = logging.getLogger(__name__)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a plain numeric .npy ({exc})") from None
+
+
+def read_settings(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], Path | None]:
+    """The plane's settings dict (``ops.npy``, else ``settings.npy``) and the file read.
+
+    Returns ``({}, None)`` when neither file exists. Raises ``ValueError`` when the file
+    holds anything but plain data (see :func:`nnfit.io.load_object_npy`) or is not a dict.
+    """
+    root = Path(folder)
+    for name in ("ops.npy", "settings.npy"):
+        path = root / name
+        if path.is_file():
+            obj = load_object_npy(path)
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}: expected a pickled dict; found {type(obj).__name__}")
+            return obj, path
+    return {}, None
+
+
+def _neuropil_from(settings: dict[str, Any], where: Path | None) -> float | None:
+    value = settings.get("neucoeff")
+    if value is None and isinstance(settings.get("extraction"), dict):
+        value = settings["extraction"].get("neuropil_coefficient")
+    if value is None:
+        return None
+    return check_real(f"neucoeff in {where}", value, low=0.0, high=1.0)
+
+
+def read_suite2p(folder: str | os.PathLike[str], fs: float | None = None, *,
+                 neuropil_factor: float | None = None, fs_label: str = "fs") -> Recording:  # fmt: skip
+    """Read a suite2p plane folder: ``F - c * Fneu`` for the ROIs marked as cells.
+
+    ``F.npy`` and ``Fneu.npy`` are required; ``iscell.npy`` (first column > 0 selects) is
+    used when present. The sampling rate ``fs`` and the neuropil coefficient ``c`` come from
+    ``ops.npy`` (``fs``, ``neucoeff``) or ``settings.npy`` (``fs``,
+    ``extraction/neuropil_coefficient``) when present; ``c`` defaults to
+    :data:`~nnfit.calcium.recording.NEUROPIL_FACTOR` (suite2p's default) and an explicit
+    ``neuropil_factor`` wins over the file's.
+
+    Returns
+    -------
+    Recording
+        ``cell_index`` holds the ROI rows kept; ``provenance`` the neuropil coefficient used,
+        where it came from, and the sha256 of ``F.npy``, ``Fneu.npy`` and the settings file.
+
+    Raises
+    ------
+    ValueError
+        A settings file holding anything but plain data (nothing from it is executed),
+        mismatched shapes, NaN, or no ROI marked as a cell.
+    """
+    root = Path(folder)
+    files = {name: root / f"{name}.npy" for name in ("F", "Fneu", "iscell")}
+    for name in ("F", "Fneu"):
+        if not files[name].is_file():
+            raise FileNotFoundError(f"suite2p folder {root} has no {name}.npy ({files[name]})")
+    settings, settings_path = read_settings(root)
+    found_c = _neuropil_from(settings, settings_path)
+    if neuropil_factor is not None:
+        factor = check_real("neuropil_factor", neuropil_factor, low=0.0, high=1.0)
+        factor_from = "argument"
+    elif found_c is not None:
+        factor, factor_from = found_c, str(settings_path)
+    else:
+        factor, factor_from = NEUROPIL_FACTOR, "default"
+    f = as_float_array(f"traces in {files['F']}", _load_array(files["F"]), ndim=(2,))
+    fneu = as_float_array(f"traces in {files['Fneu']}", _load_array(files["Fneu"]), ndim=(2,))
+    if f.shape != fneu.shape:
+        raise ValueError(f"{files['Fneu']} has shape {fneu.shape} but {files['F']} has {f.shape}")
+    keep = np.arange(f.shape[0])
+    if files["iscell"].is_file():
+        iscell = _load_array(files["iscell"])
+        flags = iscell[:, 0] if iscell.ndim == 2 else iscell
+        if flags.ndim != 1 or flags.shape[0] != f.shape[0]:
+            raise ValueError(
+                f"{files['iscell']} has {flags.shape[0] if flags.ndim else 0} rows, "
+                f"F.npy {f.shape[0]}: they must list the same ROIs"
+            )
+        keep = np.flatnonzero(flags > 0)
+        if keep.size == 0:
+            raise ValueError(f"{files['iscell']} marks no ROI as a cell: nothing to deconvolve")
+    found = None
+    if "fs" in settings:
+        found = check_real(f"fs in {settings_path}", settings["fs"], low=0.0, low_inclusive=False)
+    fs_ = resolve_fs(found, fs, str(settings_path) if found is not None else str(root), fs_label)
+    traces = np.ascontiguousarray(f[keep] - factor * fneu[keep])
+    provenance = {
+        "input_sha256": file_sha256(files["F"]),
+        "files_sha256": {
+            p.name: file_sha256(p)
+            for p in (files["F"], files["Fneu"], files["iscell"], settings_path)
+            if p is not None and p.is_file()
+        },
+        "neuropil_factor": factor,
+        "neuropil_factor_from": factor_from,
+        "n_rois": int(f.shape[0]),
+    }
+    logger.info("suite2p %s: %d of %d ROIs, c = %g (%s)", root, keep.size, f.shape[0], factor,
+                factor_from)  # fmt: skip
+    return Recording(traces, fs_, "suite2p", root, keep, provenance=provenance)
+
+
+def write_spks(folder: str | os.PathLike[str], spikes: np.ndarray, cell_index: np.ndarray, *,
+               n_rois: int | None = None, overwrite: bool = False,
+               name: str = "spks.npy") -> Path:  # fmt: skip
+    """Write spikes as suite2p's ``spks.npy``: ``(n_rois, n_frames)`` float32, every ROI.
+
+    Row ``cell_index[i]`` gets ``spikes[i]``; ROIs that were not deconvolved (not marked as
+    cells) get zeros. ``spikes`` may be a memory map; it is copied a block of rows at a time.
+    The file is written atomically, and an existing one (suite2p's own deconvolution) is
+    kept unless ``overwrite``.
+
+    Parameters
+    ----------
+    folder : path-like
+        The plane folder (holds ``F.npy``; its row count is ``n_rois`` when not given).
+    spikes : array-like
+        ``(len(cell_index), n_frames)``.
+    cell_index : array-like of int
+        ROI row of each spike train.
+    n_rois : int, optional
+        Rows of the output; default: rows of ``F.npy``.
+    overwrite : bool
+        Replace an existing file.
+    name : str
+        File name inside ``folder``.
+    """
+    root = Path(folder)
+    dest = root / name
+    if dest.exists() and not overwrite:
+        raise ValueError(
+            f"{dest} exists (suite2p's own deconvolution?); pass --overwrite to replace it"
+        )
+    cell_index = np.asarray(cell_index, dtype=np.int64)
+    if n_rois is None:
+        n_rois = int(np.load(root / "F.npy", mmap_mode="r").shape[0])
+    n_cells, n_frames = spikes.shape
+    if n_cells != cell_index.size or (
+        n_cells and (cell_index.min() < 0 or cell_index.max() >= n_rois)
+    ):
+        raise ValueError(
+            f"{n_cells} spike trains for {cell_index.size} ROI rows in 0..{n_rois - 1}"
+        )
+    row_of = np.full(n_rois, -1, dtype=np.int64)
+    row_of[cell_index] = np.arange(n_cells)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (n_rois, n_frames)}
+    block = max(1, (32 << 20) // max(1, 4 * n_frames))
+    with atomic_path(dest, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for a in range(0, n_rois, block):
+            b = min(a + block, n_rois)
+            out = np.zeros((b - a, n_frames), dtype="<f4")
+            src = row_of[a:b]
+            have = src >= 0
+            if have.any():
+                out[have] = np.asarray(spikes[src[have]], dtype="<f4")
+            f.write(out.tobytes())
+    return dest

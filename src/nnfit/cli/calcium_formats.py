@@ -1,0 +1,112 @@
+"""The file-format options of ``nnfit calcium``: ``--series``, ``--write-nwb``, ``--write-suite2p``.
+
+Reading goes through :func:`nnfit.calcium.recordings.read_input`; writing back happens after the
+run's own outputs (``spikes.npy`` in ``--out``) are complete, from those files. Every target is
+checked before any work starts, so a refused write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_format_arguments", "add_series_argument", "check_write_targets", "write_back"]
+
+
+def add_series_argument(p: argparse.ArgumentParser) -> None:
+    """``--series`` (every command that reads INPUT)."""
+    p.add_argument(
+        "--series",
+        metavar="NAME",
+        help="which traces of an .nwb or CaImAn INPUT: an NWB RoiResponseSeries as "
+        "Container/Series (e.g. Fluorescence/RoiResponseSeries; listed when the file holds "
+        "several), or for CaImAn C+YrA (raw, default), C or F_dff",
+    )
+
+
+def add_format_arguments(p: argparse.ArgumentParser) -> None:
+    """``--series``, ``--write-nwb``, ``--write-suite2p`` and ``--overwrite`` for deconvolve."""
+    add_series_argument(p)
+    p.add_argument(
+        "--write-nwb",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="NEW.nwb",
+        help="also write the spikes into NWB, as processing/ophys/Deconvolved/<series> (same ROI "
+        "table rows and timing, settings as JSON comments): into INPUT itself (rewritten "
+        "atomically) or, given a file name, into a new self-contained copy of INPUT",
+    )
+    p.add_argument(
+        "--write-suite2p",
+        action="store_true",
+        help="also write the spikes as spks.npy (ROIs x frames, float32, zeros for ROIs that are "
+        "not cells) into the suite2p plane folder INPUT",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --write-suite2p replace an existing spks.npy (suite2p's own) and --write-nwb "
+        "an existing NEW.nwb",
+    )
+
+
+def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
+    """Refuse, before any work, write-back options that cannot be honoured."""
+    if getattr(args, "write_suite2p", False):
+        if rec.kind != "suite2p":
+            raise ValueError(f"--write-suite2p needs a suite2p plane folder INPUT; got {rec.kind}")
+        dest = Path(rec.source) / "spks.npy"
+        if dest.exists() and not args.overwrite:
+            raise ValueError(
+                f"{dest} exists (suite2p's own deconvolution); pass --overwrite to replace it"
+            )
+    write_nwb = getattr(args, "write_nwb", None)
+    if write_nwb is None:
+        return
+    if rec.kind != "nwb":
+        raise ValueError(f"--write-nwb needs an .nwb INPUT; got {rec.kind}")
+    import h5py
+
+    from nnfit.calcium.nwb import DECONVOLVED
+
+    if write_nwb is True:
+        module, _, name = rec.provenance["series_path"].rsplit("/", 2)
+        inside = f"{module}/{DECONVOLVED}/{name}"
+        with h5py.File(rec.source, "r") as f:
+            if inside in f:
+                raise ValueError(
+                    f"{rec.source}: {inside} exists; write into a new file with --write-nwb NEW.nwb"
+                )
+        return
+    dest = Path(write_nwb).resolve()
+    if dest == Path(rec.source).resolve():
+        raise ValueError(
+            f"--write-nwb {write_nwb} is the input; give no file name to add the spikes to it"
+        )
+    if dest.exists() and not args.overwrite:
+        raise ValueError(f"--write-nwb {write_nwb} exists; pass --overwrite to replace it")
+
+
+def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any]) -> list[str]:
+    """Write ``out/spikes.npy`` back into the input's format as asked; return what was written."""
+    written = []
+    spikes_npy = Path(out) / "spikes.npy"
+    if getattr(args, "write_suite2p", False):
+        from nnfit.calcium.suite2p import write_spks
+
+        spikes = np.load(spikes_npy, mmap_mode="r")
+        path = write_spks(rec.source, spikes, rec.cell_index,
+                          n_rois=rec.provenance.get("n_rois"), overwrite=args.overwrite)  # fmt: skip
+        written.append(str(path))
+    if getattr(args, "write_nwb", None) is not None:
+        from nnfit.calcium.nwb import write_nwb
+
+        dest = None if args.write_nwb is True else args.write_nwb
+        path, inside = write_nwb(rec.source, rec.provenance["series"], spikes_npy, run,
+                                 dest=dest, overwrite=args.overwrite)  # fmt: skip
+        written.append(f"{path}:{inside}")
+    return written

@@ -1,0 +1,351 @@
+"""NWB in and out (calcium/nwb.py): files written and read back by pynwb itself."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+pynwb = pytest.importorskip("pynwb")
+
+from hdmf.backends.hdf5 import H5DataIO  # noqa: E402
+from pynwb.ophys import (  # noqa: E402
+    DfOverF,
+    Fluorescence,
+    ImageSegmentation,
+    OpticalChannel,
+    RoiResponseSeries,
+)
+
+from nnfit.calcium import run_deconvolution, simulate_recording  # noqa: E402
+from nnfit.calcium.nwb import list_series, read_nwb, write_nwb  # noqa: E402
+from nnfit.calcium.recordings import read_input  # noqa: E402
+from nnfit.cli import main  # noqa: E402
+
+FS = 30.0
+KIN = ["--tau-rise", "0.05", "--tau-decay", "0.5", "--lam", "0.5"]
+
+
+def make_nwb(path, traces, *, fs=FS, timestamps=None, extra_rois=2, rois=None, more=False,
+             data=None, chunks=True):  # fmt: skip
+    """An ophys NWB file as a pipeline writes it: ROI table, Fluorescence/RoiResponseSeries.
+
+    ``traces`` is (cells, frames); the series keeps it as (frames, cells), float32, gzip
+    compressed in chunks. The ROI table has ``extra_rois`` more rows than cells (the series
+    refers to rows 1..n, ids 100 + row), as when some ROIs were rejected.
+    """
+    nwb = pynwb.NWBFile(
+        session_description="test", identifier="rec-1",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    )  # fmt: skip
+    device = nwb.create_device(name="Microscope")
+    channel = OpticalChannel(name="OpticalChannel", description="green", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(
+        name="ImagingPlane", optical_channel=channel, imaging_rate=fs, description="L2/3",
+        device=device, excitation_lambda=920.0, indicator="GCaMP6f", location="V1",
+    )  # fmt: skip
+    module = nwb.create_processing_module(name="ophys", description="optical physiology")
+    segmentation = ImageSegmentation()
+    module.add(segmentation)
+    table = segmentation.create_plane_segmentation(
+        name="PlaneSegmentation", description="ROIs", imaging_plane=plane
+    )
+    n, T = traces.shape
+    for i in range(n + extra_rois):
+        table.add_roi(pixel_mask=[(i, 0, 1.0)], id=100 + i)
+    first = min(1, extra_rois)
+    rows = list(range(first, first + n)) if rois is None else rois
+    region = table.create_roi_table_region(region=rows, description="cells")
+    timing = (
+        {"rate": fs, "starting_time": 2.0} if timestamps is None else {"timestamps": timestamps}
+    )
+    values = np.ascontiguousarray(traces.T.astype(np.float32)) if data is None else data
+    if chunks:
+        values = H5DataIO(values, compression="gzip", chunks=(min(T, 256), min(n, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pynwb warns about the deliberately bad files
+        series = RoiResponseSeries(name="RoiResponseSeries", data=values, rois=region,
+                                   unit="a.u.", **timing)  # fmt: skip
+        module.add(Fluorescence(name="Fluorescence", roi_response_series=series))
+        if more:
+            dff = RoiResponseSeries(name="RoiResponseSeries", data=values, rois=region,
+                                    unit="a.u.", **timing)  # fmt: skip
+            module.add(DfOverF(name="DfOverF", roi_response_series=dff))
+        with pynwb.NWBHDF5IO(str(path), "w") as io:
+            io.write(nwb)
+    return path
+
+
+@pytest.fixture
+def rec():
+    return simulate_recording(6, 1500, seed=4)
+
+
+def _spikes_in(path, name="RoiResponseSeries"):
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        series = io.read().processing["ophys"]["Deconvolved"][name]
+        return {
+            "spikes": series.data[:].T,
+            "rows": series.rois.data[:].tolist(),
+            "table": series.rois.table.name,
+            "rate": series.rate,
+            "starting_time": series.starting_time,
+            "timestamps": None if series.timestamps is None else series.timestamps[:],
+            "run": json.loads(series.comments),
+            "chunks": series.data.chunks,
+            "compression": series.data.compression,
+        }
+
+
+@pytest.mark.parametrize("timing", ["rate", "timestamps"])
+def test_read_rate_or_timestamps_rows_and_ids(tmp_path, rec, timing):
+    ts = 7.0 + np.arange(rec.traces.shape[1]) / FS if timing == "timestamps" else None
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts)
+    r = read_nwb(path)
+    assert r.kind == "nwb" and r.traces is None and r.shape == (6, 1500)
+    assert r.fs == pytest.approx(FS, rel=1e-12)
+    assert r.cell_index.tolist() == [1, 2, 3, 4, 5, 6]
+    assert r.roi_ids.tolist() == [101, 102, 103, 104, 105, 106]
+    assert r.provenance["rate_from"] == timing and r.provenance["input_sha256"].startswith(
+        "sha256:"
+    )
+    expected = rec.traces.astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(r.read_rows(2, 5), expected[2:5])
+    np.testing.assert_array_equal(r.take(np.array([0, 4])), expected[[0, 4]])
+    np.testing.assert_array_equal(read_nwb(path, lazy=False).traces, expected)
+    assert read_input(path, series="Fluorescence/RoiResponseSeries").fs == pytest.approx(FS)
+
+
+@pytest.mark.slow
+def test_lazy_read_streams_blocks_of_a_large_series(tmp_path):
+    """A 10,000-ROI series is read a block of ROIs at a time, never whole."""
+    import tracemalloc
+
+    n, T = 10_000, 200
+    traces = np.random.default_rng(0).standard_normal((n, T)).astype(np.float32)
+    path = make_nwb(tmp_path / "big.nwb", traces, extra_rois=0)
+    r = read_nwb(path)
+    tracemalloc.start()
+    block = r.read_rows(5000, 5256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(block, traces[5000:5256].astype(np.float64))
+    assert peak < 0.1 * n * T * 8, peak  # the whole series as float64 would be 16 MB
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("timing", ["rate", "timestamps"])
+def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
+    ts = 7.0 + np.arange(rec.traces.shape[1]) / FS if timing == "timestamps" else None
+    make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts)
+    np.save(tmp_path / "rec.npy", rec.traces.astype(np.float32))
+    common = ["--tau-rise", "0.05", "--tau-decay", "0.5", "--lam", "0.3", "--baseline",
+              "constant", "--block-cells", "4", "--plot-cells", "1", "--no-progress"]  # fmt: skip
+    # fs from timestamps is 1 / median interval: 30 Hz to 1e-12, not bit for bit; the .npy
+    # path gets the same number so that the spikes can be compared exactly
+    fs = read_nwb(tmp_path / "rec.nwb").fs
+    assert fs == pytest.approx(FS, rel=1e-12)
+    run_cli("calcium", "deconvolve", "rec.npy", "--fs", repr(fs), *common, "--out", "a", check=True)
+    proc = run_cli("calcium", "deconvolve", "rec.nwb", "--series",
+                   "Fluorescence/RoiResponseSeries", *common, "--out", "b", "--write-nwb",
+                   check=True)  # fmt: skip
+    assert "written back" in proc.stdout
+    ref = np.load(tmp_path / "a" / "spikes.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "spikes.npy"), ref)
+    got = _spikes_in(tmp_path / "rec.nwb")
+    np.testing.assert_array_equal(got["spikes"], ref)
+    assert got["rows"] == [1, 2, 3, 4, 5, 6] and got["table"] == "PlaneSegmentation"
+    if timing == "rate":
+        assert got["rate"] == FS and got["starting_time"] == 2.0
+    else:
+        np.testing.assert_array_equal(got["timestamps"], ts)
+    assert got["compression"] == "gzip" and got["chunks"][0] == rec.traces.shape[1]
+    assert got["run"]["tau_decay"] == 0.5 and got["run"]["input_sha256"].startswith("sha256:")
+    assert got["run"]["input_provenance"]["series"] == "Fluorescence/RoiResponseSeries"
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert run["input_kind"] == "nwb" and run["written_back"]
+    # the original traces are still there, untouched, beside the spikes
+    assert read_nwb(tmp_path / "rec.nwb").read_rows(0, 6).shape == (6, 1500)
+    assert not list(tmp_path.glob(".rec.nwb.*"))  # no temporary file left
+
+
+@pytest.mark.slow
+def test_write_into_a_new_file_and_fista_path(tmp_path, rec, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    make_nwb(tmp_path / "rec.nwb", rec.traces)
+    before = (tmp_path / "rec.nwb").read_bytes()
+    args = ["calcium", "deconvolve", "rec.nwb", *KIN, "--out", "f", "--plot-cells", "0"]
+    assert main([*args, "--write-nwb", "new.nwb"]) == 0
+    assert (tmp_path / "rec.nwb").read_bytes() == before  # the input is not touched
+    ref = run_deconvolution(rec.traces.astype(np.float32).astype(float), FS, 0.05, 0.5, 0.5)
+    got = _spikes_in(tmp_path / "new.nwb")
+    np.testing.assert_array_equal(got["spikes"], ref)
+    assert got["run"]["solver"] == "fista"
+    # the new file is self-contained: the traces are in it, not linked
+    with pynwb.NWBHDF5IO(str(tmp_path / "new.nwb"), "r") as io:
+        data = io.read().processing["ophys"]["Fluorescence"]["RoiResponseSeries"].data
+        assert data.file.filename.endswith("new.nwb") and data.shape == (1500, 6)
+    capsys.readouterr()
+    # a second run refuses to overwrite, before any work
+    assert main([*args[:-4], "--out", "g", "--write-nwb", "new.nwb"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+    assert main([*args[:-4], "--out", "g", "--write-nwb", "new.nwb", "--overwrite"]) == 0
+    # writing into the same file twice is refused (the series exists)
+    assert main([*args[:-4], "--out", "h", "--write-nwb"]) == 0
+    assert main([*args[:-4], "--out", "i", "--write-nwb"]) == 2
+    assert "Deconvolved/RoiResponseSeries exists" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+
+
+@pytest.mark.slow
+def test_several_series_need_a_choice(tmp_path, rec, monkeypatch, capsys):
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces, more=True)
+    with pytest.raises(ValueError, match=r"holds 2 fluorescence series; choose one with --series: "
+                       r"DfOverF/RoiResponseSeries, Fluorescence/RoiResponseSeries"):  # fmt: skip
+        read_nwb(path)
+    assert (
+        read_nwb(path, "DfOverF/RoiResponseSeries").provenance["series"]
+        == "DfOverF/RoiResponseSeries"
+    )
+    assert read_nwb(path, "/processing/ophys/DfOverF/RoiResponseSeries").shape == (6, 1500)
+    with pytest.raises(ValueError, match="--series is one of: DfOverF/RoiResponseSeries, Fluo"):
+        read_nwb(path, "Fluorescence/Nope")
+    assert sorted(list_series_of(path)) == ["DfOverF/RoiResponseSeries",
+                                            "Fluorescence/RoiResponseSeries"]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "estimate", "rec.nwb"]) == 2
+    assert "choose one with --series" in capsys.readouterr().err
+    assert main(["calcium", "estimate", "rec.nwb", "--series", "DfOverF/RoiResponseSeries"]) == 0
+
+
+def list_series_of(path):
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        return list(list_series(io.read()))
+
+
+BAD = {
+    "rate 0": (
+        {"fs": 0.0},
+        "/processing/ophys/Fluorescence/RoiResponseSeries/starting_time: rate = 0 Hz",
+    ),
+    "NaN timestamps": (
+        {"timestamps": np.r_[0.0, np.nan, 2 / FS + np.arange(1498) / FS]},
+        "RoiResponseSeries/timestamps: 1 NaN/Inf timestamp(s), first at index 1",
+    ),
+    "dropped frames": (
+        {"timestamps": np.r_[np.arange(700), np.arange(701, 1501)] / FS},
+        "RoiResponseSeries/timestamps: sampling is not uniform: interval 699",
+    ),
+    "ROI count mismatch": ({"rois": [0, 1, 2]}, "RoiResponseSeries/rois: the ROI region lists 3"),
+    "wrong shape": (
+        "3d",
+        "rec.nwb: /processing/ophys/Fluorescence/RoiResponseSeries: Could not construct "
+        "RoiResponseSeries object due to: RoiResponseSeries.__init__: incorrect shape for data",
+    ),
+    "NaN data": ("nan", "RoiResponseSeries/data in"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_files_one_line_exit_2_nothing_written(tmp_path, rec, monkeypatch, capsys, case):
+    kwargs, message = BAD[case]
+    if kwargs == "nan":
+        traces = rec.traces.copy()
+        traces[2, 10] = np.nan
+        make_nwb(tmp_path / "rec.nwb", traces)
+    elif kwargs == "3d":  # pynwb refuses to write it; another tool wrote it with h5py
+        import h5py
+
+        make_nwb(tmp_path / "rec.nwb", rec.traces, chunks=False)
+        with h5py.File(tmp_path / "rec.nwb", "a") as f:
+            group = f["processing/ophys/Fluorescence/RoiResponseSeries"]
+            attrs = dict(group["data"].attrs)
+            del group["data"]
+            group["data"] = np.ones((1500, 6, 2), np.float32)
+            group["data"].attrs.update(attrs)
+    else:
+        kwargs = dict(kwargs)
+        fs = kwargs.pop("fs", FS)
+        make_nwb(tmp_path / "rec.nwb", rec.traces, fs=fs, **kwargs)
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "rec.nwb").read_bytes()
+    for cmd in (["deconvolve", *KIN, "--out", "x", "--write-nwb"], ["export", "--out", "x/s"],
+                ["estimate", "--json", "x.json"]):  # fmt: skip
+        assert main(["calcium", cmd[0], "rec.nwb", *cmd[1:]]) == 2, cmd
+        err = capsys.readouterr().err
+        assert err.startswith("nnfit: error:") and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
+    assert (tmp_path / "rec.nwb").read_bytes() == before
+
+
+def test_missing_ophys_and_not_nwb(tmp_path, monkeypatch, capsys):
+    nwb = pynwb.NWBFile(session_description="t", identifier="e",
+                        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))  # fmt: skip
+    with pynwb.NWBHDF5IO(str(tmp_path / "empty.nwb"), "w") as io:
+        io.write(nwb)
+    (tmp_path / "text.nwb").write_text("not hdf5")
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "deconvolve", "empty.nwb", *KIN, "--out", "x"]) == 2
+    assert "no RoiResponseSeries in a Fluorescence or DfOverF container" in capsys.readouterr().err
+    assert main(["calcium", "deconvolve", "text.nwb", *KIN, "--out", "x"]) == 2
+    assert "text.nwb: not a readable NWB file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_fs_must_agree(tmp_path, rec):
+    ts = np.arange(rec.traces.shape[1]) / FS
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts)
+    assert read_nwb(path, fs=30.0).fs == pytest.approx(FS)
+    with pytest.raises(ValueError, match="fs = 20 Hz contradicts the sampling rate 30 Hz"):
+        read_nwb(path, fs=20.0)
+
+
+def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces)
+    np.save(tmp_path / "s.npy", np.zeros((5, 1500)))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"holds \(5, 1500\)"):
+        write_nwb(path, None, tmp_path / "s.npy", {})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "rec.nwb", "s.npy"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_exact_path_estimates_kinetics_from_the_stream(tmp_path, rec):
+    from nnfit.calcium.pipeline import deconvolve_recording
+
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces)
+    np.save(tmp_path / "rec.npy", rec.traces.astype(np.float32))
+    r = read_nwb(path)
+    kw = {"block_cells": 4, "progress": False}
+    info = deconvolve_recording(path, tmp_path / "o", r.fs, dataset=r.dataset, **kw)
+    ref = deconvolve_recording(tmp_path / "rec.npy", tmp_path / "n", FS, **kw)
+    assert info["kinetics_estimated"] and info["tau_decay"] == ref["tau_decay"]
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "o" / "spikes.npy"), np.load(tmp_path / "n" / "spikes.npy")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["rec.npy", "--fs", "30", "--series", "F/R"], "--series selects a series in an .nwb"),
+        (["rec.npy", "--fs", "30", "--write-nwb"], "--write-nwb and --write-suite2p need"),
+        (["rec.npy", "--fs", "30", *KIN, "--write-nwb"], "--write-nwb needs an .nwb INPUT"),
+        (["rec.nwb", "--write-suite2p"], "--write-suite2p needs a suite2p plane folder"),
+        (["rec.nwb", *KIN, "--write-nwb", "rec.nwb"], "is the input; give no file name"),
+    ],
+)
+def test_format_options_checked_before_any_work(tmp_path, rec, monkeypatch, capsys, args,
+                                                message):  # fmt: skip
+    make_nwb(tmp_path / "rec.nwb", rec.traces)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "deconvolve", *args, "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnfit: error:") and message in err, err
+    assert not (tmp_path / "x").exists()

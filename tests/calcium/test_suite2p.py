@@ -1,0 +1,161 @@
+"""suite2p plane folders (calcium/suite2p.py): safe settings, neuropil coefficient, spks.npy out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from nnfit.calcium import run_deconvolution, simulate_recording
+from nnfit.calcium.suite2p import read_suite2p, write_spks
+from nnfit.cli import main
+
+_spec = importlib.util.spec_from_file_location(
+    "_safe_pickle_cases", pathlib.Path(__file__).parents[1] / "io" / "test_safe_pickle.py"
+)
+_cases = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cases)
+
+KIN = ["--tau-rise", "0.05", "--tau-decay", "0.5", "--lam", "0.5"]
+
+
+@pytest.fixture
+def rec():
+    return simulate_recording(5, 1500, seed=7)
+
+
+def make_plane(folder, rec, *, ops=None, settings=None, spks=False):
+    """A plane folder with suite2p's files and dtypes; one extra ROI that is not a cell."""
+    folder.mkdir(parents=True)
+    f = np.concatenate([rec.traces + 3.0, np.full((1, rec.traces.shape[1]), 9.0)])
+    fneu = np.concatenate([np.full_like(rec.traces, 1.5), np.full((1, rec.traces.shape[1]), 2.0)])
+    np.save(folder / "F.npy", f.astype(np.float32))
+    np.save(folder / "Fneu.npy", fneu.astype(np.float32))
+    np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * rec.traces.shape[0] + [[0.0, 0.2]]))
+    if ops is not None:
+        np.save(folder / "ops.npy", ops, allow_pickle=True)
+    if settings is not None:
+        np.save(folder / "settings.npy", settings, allow_pickle=True)
+    if spks:
+        np.save(folder / "spks.npy", np.ones(f.shape, np.float32))
+    return f.astype(np.float32).astype(float), fneu.astype(np.float32).astype(float)
+
+
+def test_real_ops_give_fs_and_neuropil_coefficient(tmp_path, rec):
+    f, fneu = make_plane(tmp_path / "plane0", rec, ops=_cases.suite2p_ops())
+    r = read_suite2p(tmp_path / "plane0")
+    assert r.fs == 15.0 and r.cell_index.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(r.traces, f[:5] - 0.8 * fneu[:5])
+    assert r.provenance["neuropil_factor"] == 0.8
+    assert r.provenance["neuropil_factor_from"].endswith("ops.npy")
+    assert set(r.provenance["files_sha256"]) == {"F.npy", "Fneu.npy", "iscell.npy", "ops.npy"}
+    assert read_suite2p(tmp_path / "plane0", neuropil_factor=0.5).provenance[
+        "neuropil_factor"] == 0.5  # fmt: skip
+
+
+def test_suite2p_1_settings_npy(tmp_path, rec):
+    settings = {"fs": 20.0, "extraction": {"neuropil_coefficient": 0.6}, "tau": 1.0}
+    f, fneu = make_plane(tmp_path / "p", rec, settings=settings)
+    r = read_suite2p(tmp_path / "p")
+    assert r.fs == 20.0
+    np.testing.assert_array_equal(r.traces, f[:5] - 0.6 * fneu[:5])
+
+
+def test_defaults_without_settings(tmp_path, rec):
+    f, fneu = make_plane(tmp_path / "p", rec)
+    r = read_suite2p(tmp_path / "p", fs=30)
+    np.testing.assert_array_equal(r.traces, f[:5] - 0.7 * fneu[:5])
+    assert r.provenance["neuropil_factor_from"] == "default"
+
+
+@pytest.mark.parametrize("command", ["deconvolve", "export", "estimate"])
+@pytest.mark.parametrize("kind", sorted(_cases.EVIL))
+def test_crafted_ops_npy_runs_nothing_exit_2(tmp_path, rec, monkeypatch, capsys, command, kind):
+    make_plane(tmp_path / "plane0", rec)
+    marker = tmp_path / "pwned"
+    _cases.save_evil(tmp_path / "plane0" / "ops.npy", kind, marker)
+    monkeypatch.chdir(tmp_path)
+    extra = {"deconvolve": [*KIN, "--out", "x"], "export": ["--out", "x/s"],
+             "estimate": ["--json", "x.json"]}[command]  # fmt: skip
+    for fs in ([], ["--fs", "30"]):
+        assert main(["calcium", command, "plane0", *fs, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("nnfit: error: ") and err.count("\n") == 1, err
+        assert "ops.npy: refusing to load" in err and "never runs code" in err, err
+        assert not marker.exists()
+        assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_crafted_ops_npy_in_a_real_process(run_cli, tmp_path, rec):
+    make_plane(tmp_path / "plane0", rec)
+    marker = tmp_path / "pwned"
+    _cases.save_evil(tmp_path / "plane0" / "ops.npy", "os.system", marker)
+    proc = run_cli("calcium", "deconvolve", "plane0", "--fs", "30", "--out", "x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "refusing to load posix.system" in proc.stderr
+    assert not marker.exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_write_suite2p_spks(tmp_path, rec, monkeypatch, capsys):
+    f, fneu = make_plane(tmp_path / "plane0", rec, ops={"fs": 30.0, "neucoeff": 0.7}, spks=True)
+    own = (tmp_path / "plane0" / "spks.npy").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    args = ["calcium", "deconvolve", "plane0", *KIN, "--plot-cells", "0", "--write-suite2p"]
+    assert main([*args, "--out", "a"]) == 2
+    assert (
+        "spks.npy exists (suite2p's own deconvolution); pass --overwrite" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists()
+    assert (tmp_path / "plane0" / "spks.npy").read_bytes() == own
+    assert main([*args, "--out", "a", "--overwrite"]) == 0
+    spks = np.load(tmp_path / "plane0" / "spks.npy", allow_pickle=False)
+    assert spks.dtype == np.float32 and spks.shape == f.shape
+    ref = run_deconvolution(f[:5] - 0.7 * fneu[:5], 30.0, 0.05, 0.5, 0.5)
+    np.testing.assert_array_equal(spks[:5], ref.astype(np.float32))
+    np.testing.assert_array_equal(spks[5], 0.0)  # not a cell: not deconvolved
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["written_back"] == [str((tmp_path / "plane0" / "spks.npy").resolve())] or run[
+        "written_back"][0].endswith("spks.npy")  # fmt: skip
+    assert run["input_provenance"]["neuropil_factor"] == 0.7
+    assert not list((tmp_path / "plane0").glob(".spks*"))
+
+
+def test_write_spks_checks(tmp_path):
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "F.npy", np.zeros((4, 10), np.float32))
+    with pytest.raises(ValueError, match="2 spike trains for 3 ROI rows"):
+        write_spks(tmp_path / "p", np.zeros((2, 10)), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"ROI rows in 0\.\.3"):
+        write_spks(tmp_path / "p", np.zeros((1, 10)), [4])
+    path = write_spks(tmp_path / "p", np.ones((2, 10)), [3, 1])
+    out = np.load(path)
+    assert out[:, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda d: np.save(d / "iscell.npy", np.ones((3, 2))), "iscell.npy has 3 rows, F.npy 6"),
+        (lambda d: np.save(d / "Fneu.npy", np.ones((6, 10))), "Fneu.npy has shape (6, 10)"),
+        (lambda d: np.save(d / "ops.npy", {"fs": 0.0}, allow_pickle=True), "fs in "),
+        (
+            lambda d: np.save(d / "ops.npy", {"fs": 30.0, "neucoeff": 2.0}, allow_pickle=True),
+            "neucoeff in",
+        ),
+        (lambda d: np.save(d / "ops.npy", [1, 2], allow_pickle=True), "expected a pickled dict"),
+        (lambda d: np.save(d / "F.npy", np.array([{"a": 1}] * 6)), "F.npy: not a plain numeric"),
+    ],
+)
+def test_bad_plane_one_line_exit_2(tmp_path, rec, monkeypatch, capsys, break_it, message):
+    make_plane(tmp_path / "plane0", rec, ops={"fs": 30.0})
+    break_it(tmp_path / "plane0")
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "deconvolve", "plane0", *KIN, "--out", "x", "--write-suite2p"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnfit: error:") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "plane0" / "spks.npy").exists()
