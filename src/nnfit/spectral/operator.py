@@ -291,6 +291,22 @@ class CubeOperator(LinearOperator):
         Spaxels per block (default: all spaxels in blocks of at most 256).
     scheduler : None, str or dask Client
         Where blocks run (see :mod:`nnfit.parallel`).
+    kernel : {"linear", "fourier"}
+        ``"linear"``: each LOSVD bin split linearly over two template pixels and the overlap
+        rebin (the model of stores written before the exact one). ``"fourier"``: the exact
+        band-limited placement of :mod:`nnfit.spectral.placement` (pPXF's model).
+    convention : {"cz", "ppxf"}
+        Velocity convention of ``vel_pix``, ``moments`` and ``vsyst`` (``"fourier"`` only;
+        ``"linear"`` is ``"cz"``), see :mod:`nnfit.spectral.losvd`.
+    vsyst : float
+        Systemic velocity (km/s) added to every LOSVD bin (``"fourier"`` only): an
+        observed-frame fit with ``vsyst = cz`` costs what the rest-frame fit costs.
+    moments : array (S, C, m), optional
+        Gauss-Hermite ``(V, sigma[, h3[, h4]])`` per spaxel and component, instead of
+        ``losvd`` (pass ``losvd=None``); ``"fourier"`` only.
+    flux_scale : array (S,), optional
+        Multiplies every kernel of spaxel ``s`` (the spaxel's flux when the LOSVDs or moments
+        are unit-normalised).
 
     Examples
     --------
@@ -308,8 +324,8 @@ class CubeOperator(LinearOperator):
     def __init__(
         self,
         templates_PT: np.ndarray,
-        losvd: np.ndarray,
-        vel_pix: np.ndarray,
+        losvd: np.ndarray | None,
+        vel_pix: np.ndarray | None,
         tem_pix: np.ndarray,
         obs_pix: np.ndarray,
         *,
@@ -320,32 +336,70 @@ class CubeOperator(LinearOperator):
         weighted: bool = False,
         block_size: int | None = None,
         scheduler: Any = None,
+        kernel: str = "linear",
+        convention: str = "cz",
+        vsyst: float = 0.0,
+        moments: np.ndarray | None = None,
+        flux_scale: np.ndarray | None = None,
         _source: tuple | None = None,
     ) -> None:
         from nnfit.spectral.operators import rebin_matrix
+        from nnfit.spectral.placement import KERNELS, exact_model
 
         templates_PT = np.asarray(templates_PT, dtype=np.float64)
-        losvd = np.asarray(losvd, dtype=np.float64)
         tem_pix = np.asarray(tem_pix, dtype=np.float64)
         obs_pix = np.asarray(obs_pix, dtype=np.float64)
-        vel_pix = np.asarray(vel_pix, dtype=np.float64)
+        vel_pix = None if vel_pix is None else np.asarray(vel_pix, dtype=np.float64)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
         if templates_PT.ndim != 2 or templates_PT.shape[1] != tem_pix.size:
             raise ValueError(
                 f"templates_PT must be (P, T) with T = len(tem_pix) = {tem_pix.size}; "
                 f"got {templates_PT.shape}"
             )
-        if losvd.ndim != 3 or losvd.shape[1] != vel_pix.size:
-            raise ValueError(
-                f"losvd must be (S, V, C) with V = len(vel_pix) = {vel_pix.size}; got {losvd.shape}"
-            )
-        S, _, C = losvd.shape
+        if moments is not None:
+            if kernel != "fourier":
+                raise ValueError(
+                    "moments need kernel='fourier' (the analytic Gauss-Hermite kernel)"
+                )
+            moments = np.asarray(moments, dtype=np.float64)
+            if moments.ndim != 3:
+                raise ValueError(f"moments must be (S, C, m); got shape {moments.shape}")
+            S, C = moments.shape[:2]
+        else:
+            losvd = np.asarray(losvd, dtype=np.float64)
+            if vel_pix is None or losvd.ndim != 3 or losvd.shape[1] != vel_pix.size:
+                raise ValueError(
+                    f"losvd must be (S, V, C) with V = len(vel_pix); got {losvd.shape}"
+                )
+            S, _, C = losvd.shape
         P = templates_PT.shape[0]
         L = obs_pix.size
-        dlog = float((tem_pix[-1] - tem_pix[0]) / (tem_pix.size - 1))
-        Wk, center = kernel_matrix(vel_pix, dlog)
-        kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
-        R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
-        Y = shifted_template_dictionary(templates_PT, R, Wk.shape[1], center)
+        if kernel == "fourier":
+            templates_PT, kern, center, R, _ = exact_model(
+                templates_PT,
+                tem_pix,
+                obs_pix,
+                losvd=None if moments is not None else losvd,
+                vel_pix=vel_pix,
+                moments=moments,
+                convention=convention,
+                vsyst_kms=vsyst,
+                rebin=rebin,
+            )
+        else:
+            if convention != "cz" or vsyst:
+                raise ValueError("kernel='linear' supports convention='cz' and vsyst=0 only")
+            dlog = float((tem_pix[-1] - tem_pix[0]) / (tem_pix.size - 1))
+            Wk, center = kernel_matrix(vel_pix, dlog)
+            kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
+            R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
+        if flux_scale is not None:
+            fs = np.asarray(flux_scale, dtype=np.float64)
+            if fs.shape != (S,) or not np.all(np.isfinite(fs)):
+                raise ValueError(f"flux_scale must be finite with shape ({S},); got {fs.shape}")
+            kern = kern * fs[:, None, None]
+        Y = shifted_template_dictionary(templates_PT, R, kern.shape[-1], center)
         w = None
         if mask is not None or noise is not None:
             w = np.ones((S, L))
@@ -372,7 +426,8 @@ class CubeOperator(LinearOperator):
         self.model_shape = (C, P)
         self.data_shape = (S, L)
         self.n_spaxels, self.n_components, self.n_populations, self.n_obs = S, C, P, L
-        self.n_taps, self.center = Wk.shape[1], center
+        self.n_taps, self.center = kern.shape[-1], center
+        self.kernel = kernel
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
@@ -403,7 +458,7 @@ class CubeOperator(LinearOperator):
             mask=getattr(problem, "mask", None),
             noise=getattr(problem, "noise", None),
             datacube=getattr(problem, "datacube", None),
-            **kwargs,
+            **{**getattr(problem, "model_options", {}), **kwargs},
         )
 
     @classmethod
