@@ -62,6 +62,7 @@ __all__ = [
     "bin_kernel_matrix",
     "exact_model",
     "moment_kernels",
+    "nyquist_tail",
     "phase_shift",
     "place_grids",
 ]
@@ -196,18 +197,43 @@ def phase_shift(templates, frac: float, n_fft: int | None = None) -> np.ndarray:
     return sfft.irfft(sfft.rfft(T_, n=n, axis=-1) * ph, n=n, axis=-1)[..., :T]
 
 
-def _kaiser(x: np.ndarray, half_width: float, beta: float = 6.0) -> np.ndarray:
-    z = np.clip(1.0 - (x / (half_width + 1.0)) ** 2, 0.0, None)
-    return np.i0(beta * np.sqrt(z)) / np.i0(beta)
+def nyquist_tail(templates, half_width: int) -> np.ndarray:
+    """Templates convolved with the band-limited tail ``t[n] = (-1)^n / (pi n)``, ``|n| > hw``.
+
+    A kernel whose transform ``K`` is discontinuous at the Nyquist frequency (any fractional
+    shift) has taps that decay as ``Im K(pi) (-1)^n / (pi n)``; that slowly decaying part is
+    the same sequence for every kernel, so it is applied once per template here (over the
+    whole template length, by FFT) and enters the model as one extra dictionary entry with
+    coefficient ``Im K(pi)``. The kernel's taps beyond ``half_width`` then differ from the
+    exact ones only by ``O(n^-2)``.
+
+    Examples
+    --------
+    >>> out = nyquist_tail(np.ones((1, 41)), 4)
+    >>> out.shape, bool(abs(out[0, 20]) < 1e-12)  # the odd tail cancels on a flat spectrum
+    ((1, 41), True)
+    """
+    T_ = np.asarray(templates, dtype=np.float64)
+    T = T_.shape[-1]
+    n = np.arange(-T, T + 1, dtype=np.float64)
+    t = np.zeros_like(n)
+    far = np.abs(n) > half_width
+    t[far] = np.where(n[far].astype(np.int64) % 2 == 0, 1.0, -1.0) / (np.pi * n[far])
+    nfft = int(sfft.next_fast_len(3 * T + 1, real=True))
+    full = sfft.irfft(sfft.rfft(T_, n=nfft, axis=-1) * sfft.rfft(t, n=nfft), n=nfft, axis=-1)
+    return np.ascontiguousarray(full[..., T : 2 * T])  # t's index 0 sits at position T
 
 
 def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarray, int, int]:
-    """Taps of delta LOSVD bins at (fractional) template-pixel shifts: ``(W (V, K), center, o)``.
+    """Taps of delta LOSVD bins at (fractional) template-pixel shifts: ``(W, center, o)``.
 
     ``o`` is the common integer shift taken out of every bin (the caller moves it into the
-    selection); tap ``k`` is a shift of ``k - center + o`` pixels. An integer shift is one tap
-    of weight 1; a fractional shift ``d`` gives ``sinc(n - d)`` times a Kaiser window over
-    ``half_width`` pixels each side, renormalised to unit sum (a flat spectrum stays flat).
+    selection); tap ``k < K`` is a shift of ``k - center + o`` pixels. An integer shift is one
+    tap of weight 1. A fractional shift ``d`` is the band-limited delta ``sinc(n - d)``: its
+    taps on the kernel's support (all shifts plus ``half_width`` each side), and its ``1/n``
+    tail beyond ``half_width`` as the coefficient ``-sin(pi d)`` of :func:`nyquist_tail` in one
+    extra last column (present only when some shift is fractional): ``W`` is (V, K) or
+    (V, K + 1).
 
     Examples
     --------
@@ -225,14 +251,16 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     center = -lo
     K = hi - lo + 1
     n = np.arange(lo, hi + 1, dtype=np.float64)
-    W = np.zeros((d.size, K))
+    W = np.zeros((d.size, K + (1 if hw else 0)))
+    far = np.abs(n) > hw
+    tail = np.where(n.astype(np.int64) % 2 == 0, 1.0, -1.0)[far] / (np.pi * n[far])
     for j, dj in enumerate(d):
         if not frac_bins[j]:
             W[j, int(np.round(dj)) + center] = 1.0
             continue
-        x = n - dj
-        taps = np.sinc(x) * _kaiser(x, hw)
-        W[j] = taps / taps.sum()
+        W[j, :K] = np.sinc(n - dj)
+        W[j, K] = -np.sin(np.pi * dj)
+        W[j, :K][far] -= W[j, K] * tail  # nyquist_tail adds it back, to infinity
     return W, center, o
 
 
@@ -243,18 +271,24 @@ def moment_kernels(
     vsyst_kms: float = 0.0,
     n_sigma: float = 6.0,
     half_width: int | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Taps ``(kern (..., K), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
+    _return_hw: bool = False,
+) -> tuple:
+    """Taps ``(kern (..., K + 1), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
 
     ``moments[..., :]`` is ``(V, sigma[, h3[, h4]])`` in km/s, ``V`` relative to ``vsyst`` in
-    ``convention``; ``sigma`` becomes ``sigma / (c dlog)`` pixels (pPXF's definition). The
-    taps are the inverse FFT of :func:`~nnfit.spectral.losvd.gauss_hermite_rfft` on a common
-    support; ``o`` is the integer shift taken out (see :func:`bin_kernel_matrix`).
+    ``convention``; ``sigma`` becomes ``sigma / (c dlog)`` pixels (pPXF's definition). Taps
+    ``k < K`` are the inverse FFT of :func:`~nnfit.spectral.losvd.gauss_hermite_rfft` on
+    ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` (shift
+    ``k - center + o``); the last entry is the coefficient ``Im K(pi)`` of
+    :func:`nyquist_tail`, which carries the band-limited ``1/n`` tail of a fractional ``V``.
+
+    The default ``half_width`` keeps the remaining ``O(n^-2)`` tail below :data:`TAIL_TOL`:
+    4 pixels for ``sigma >~ 1`` pixel, up to :data:`MAX_HALF_WIDTH` near half a pixel.
 
     Examples
     --------
     >>> k, center, o = moment_kernels(np.array([[0.0, 150.0]]), 1e-4 / 3.0)
-    >>> k.shape[-1] == 2 * center + 1, o, round(float(k.sum()), 9)
+    >>> k.shape[-1] == 2 * center + 2, o, round(float(k[..., :-1].sum()), 9)
     (True, 0, 1.0)
     """
     from nnfit.spectral.operators import C_KMS
@@ -269,25 +303,35 @@ def moment_kernels(
     if np.any(~(sig > 0)):
         raise ValueError(f"moments sigma must be > 0 km/s; got min {float(full[..., 1].min())}")
     if half_width is None:
-        # the band-limited tail of a fractional shift is ~ |K(pi)| / (pi n): keep it to 1e-4
-        g_nyq = float(
-            np.max(np.abs(gauss_hermite_rfft(np.pi, 0.0, sig, full[..., 2], full[..., 3])))
-        )
-        half_width = int(np.clip(np.ceil(g_nyq / (np.pi * TAIL_TOL)), 4, MAX_HALF_WIDTH))
+        # remaining tail ~ |K(pi)| (pi sigma^2 + 1) / (pi n^2): keep it to TAIL_TOL
+        g = np.abs(gauss_hermite_rfft(np.pi, 0.0, sig, full[..., 2], full[..., 3]))[..., 0]
+        need = float(np.max(np.sqrt(g * (np.pi * sig**2 + 1.0) / (np.pi * TAIL_TOL))))
+        half_width = int(np.clip(np.ceil(need), 4, MAX_HALF_WIDTH))
     lo_all = float(np.min(V - n_sigma * sig))
     hi_all = float(np.max(V + n_sigma * sig))
     o = int(np.round(0.5 * (lo_all + hi_all)))
     lo = int(np.floor(lo_all)) - o - int(half_width)
     hi = int(np.ceil(hi_all)) - o + int(half_width)
     K = hi - lo + 1
-    n_fft = int(sfft.next_fast_len(max(4 * K, 1024), real=True))
+    n_fft = int(sfft.next_fast_len(max(8 * K, 4096), real=True))
     w = 2.0 * np.pi * sfft.rfftfreq(n_fft)
     G = gauss_hermite_rfft(w, V - o, sig, full[..., 2], full[..., 3])
-    if n_fft % 2 == 0:
-        G[..., -1] = G[..., -1].real  # irfft keeps only the real part at Nyquist
-    k = sfft.irfft(G, n=n_fft, axis=-1)
-    idx = np.arange(lo, hi + 1) % n_fft
-    return np.ascontiguousarray(k[..., idx]), -lo, o
+    tail = G[..., -1].imag.copy()
+    n = np.arange(lo, hi + 1)
+    # the exact taps minus the 1/n tail the extra entry adds beyond half_width
+    G[..., -1] = G[..., -1].real
+    k = sfft.irfft(G, n=n_fft, axis=-1)[..., n % n_fft]
+    out = np.empty((*k.shape[:-1], K + 1))
+    out[..., :K] = k
+    out[..., K] = tail
+    # the periodic FFT's taps already contain the tail; where nyquist_tail also acts
+    # (|n - 0| > half_width around the tap origin) take it out once
+    far = np.abs(n) > half_width
+    sgn = np.where(n % 2 == 0, 1.0, -1.0)
+    out[..., :K][..., far] -= tail[..., None] * (sgn[far] / (np.pi * n[far]))
+    if _return_hw:
+        return np.ascontiguousarray(out), -lo, o, int(half_width)
+    return np.ascontiguousarray(out), -lo, o
 
 
 def exact_model(
@@ -326,10 +370,12 @@ def exact_model(
 
     Returns
     -------
-    templates : ndarray (P, T)
-        Templates advanced by the grid phase.
-    kern : ndarray (S, C, K)
-        Kernel taps; tap ``k`` shifts by ``k - center`` template pixels.
+    Y : ndarray (P, K', L)
+        The dictionary of the operator: ``Y[p, k] = R shift_{k - center}(T_p advanced by the
+        grid phase)`` for the ``K`` taps, plus ``R (T_p (*) nyquist_tail)`` as a last entry when
+        the kernels have a band-limited tail (``K' = K + 1``).
+    kern : ndarray (S, C, K')
+        Kernel coefficients of the dictionary entries.
     center : int
     R : csr_matrix (L, T)
         Selection (or overlap rebin) from the convolved templates to the observed pixels.
@@ -338,10 +384,10 @@ def exact_model(
     Examples
     --------
     >>> tem = np.log(4000.0) + 1e-4 * np.arange(200)
-    >>> tp, kern, center, R, pl = exact_model(np.ones((2, 200)), tem, tem[60:140] + 0.4e-4,
-    ...                                        moments=np.array([[[30.0, 60.0]]]))
-    >>> kern.shape[:2], R.shape, pl.uniform
-    ((1, 1), (80, 200), True)
+    >>> Y, kern, center, R, pl = exact_model(np.ones((2, 200)), tem, tem[60:140] + 0.4e-4,
+    ...                                       moments=np.array([[[30.0, 60.0]]]))
+    >>> Y.shape[::2], kern.shape[-1] == Y.shape[1], R.shape, pl.uniform
+    ((2, 80), True, (80, 200), True)
     """
     T_ = np.asarray(templates_PT, dtype=np.float64)
     tem = np.asarray(tem_pix, dtype=np.float64)
@@ -355,11 +401,13 @@ def exact_model(
             np.atleast_1d(ln_shift(np.asarray(vel_pix, dtype=np.float64), convention, vsyst_kms))
             / dlog
         )
-        W, center, o = bin_kernel_matrix(shifts, HALF_WIDTH if half_width is None else half_width)
+        hw_used = HALF_WIDTH if half_width is None else int(half_width)
+        W, center, o = bin_kernel_matrix(shifts, hw_used)
+        tail_col = bool(np.any(np.abs(shifts - np.round(shifts)) > _INTEGER_TOL))
         kern = np.ascontiguousarray(np.matmul(lv.transpose(0, 2, 1), W))
     else:
-        kern, center, o = moment_kernels(
-            moments, dlog, convention, vsyst_kms, half_width=half_width
+        kern, center, o, hw_used = moment_kernels(
+            moments, dlog, convention, vsyst_kms, half_width=half_width, _return_hw=True
         )
     T, L = tem.size, obs.size
     pl = place_grids(tem, obs)
@@ -377,8 +425,9 @@ def exact_model(
             )
         R = sp.csr_matrix((coo.data, (coo.row, cols)), shape=(L, T))
         templates = T_
+    has_tail = moments is not None or tail_col
+    K = kern.shape[-1] - (1 if has_tail else 0)
     used = np.flatnonzero(np.asarray(abs(R).sum(axis=0)).ravel())
-    K = kern.shape[-1]
     lo_read = int(used.min()) - (K - 1 - center)
     hi_read = int(used.max()) + center
     if lo_read < 0 or hi_read >= T:
@@ -387,4 +436,10 @@ def exact_model(
             f"template pixels {lo_read}..{hi_read} of 0..{T - 1}. Extend the templates (or trim "
             "the observed range, or narrow the velocity grid)"
         )
-    return templates, kern, int(center), R, pl
+    from nnfit.spectral.operator import shifted_template_dictionary
+
+    Y = shifted_template_dictionary(templates, R, K, center)
+    if has_tail:
+        tail = (R @ nyquist_tail(templates, hw_used).T).T  # (P, L)
+        Y = np.ascontiguousarray(np.concatenate([Y, tail[:, None, :]], axis=1))
+    return Y, kern, int(center), R, pl
