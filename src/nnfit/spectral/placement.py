@@ -60,6 +60,7 @@ __all__ = [
     "UNIFORM_TOL_PX",
     "Placement",
     "bin_kernel_matrix",
+    "check_coverage",
     "exact_model",
     "moment_kernels",
     "nyquist_tail",
@@ -332,6 +333,35 @@ def moment_kernels(
     if _return_hw:
         return np.ascontiguousarray(out), -lo, o, int(half_width)
     return np.ascontiguousarray(out), -lo, o
+
+
+def check_coverage(
+    tem_pix, obs_pix, vel_pix, convention: str = "cz", vsyst_kms: float = 0.0, pad: int = 0
+) -> None:
+    """Refuse grids whose templates do not cover the observed range plus every LOSVD shift.
+
+    Uses the ``"fourier"`` model's support (:data:`HALF_WIDTH` of band-limited taps beyond the
+    extreme shifts plus ``pad`` pixels).
+
+    Examples
+    --------
+    >>> tem = np.log(4000.0) + 1e-4 * np.arange(200)
+    >>> check_coverage(tem, tem[60:140], np.array([-100.0, 100.0]))
+    """
+    tem = np.asarray(tem_pix, dtype=np.float64)
+    dlog = grid_step(tem)
+    shifts = np.atleast_1d(ln_shift(np.asarray(vel_pix, dtype=np.float64), convention, vsyst_kms))
+    shifts = shifts / dlog
+    u = (np.asarray(obs_pix, dtype=np.float64)[[0, -1]] - tem[0]) / dlog
+    lo = u[0] - shifts.max() - HALF_WIDTH - pad - 1
+    hi = u[1] - shifts.min() + HALF_WIDTH + pad + 1
+    if lo < 0 or hi > tem.size - 1:
+        raise ValueError(
+            f"templates do not cover the observed range plus the LOSVD shifts: the model reads "
+            f"template pixels {lo:.0f}..{hi:.0f} of 0..{tem.size - 1} (shifts {shifts.min():.1f}"
+            f"..{shifts.max():.1f} px with vsyst={vsyst_kms:g} km/s, {convention!r}). Extend "
+            "the templates, trim the observed range, or check vsyst / the velocity grid"
+        )
 
 
 def exact_model(
