@@ -99,7 +99,8 @@ class Placement:
     ratio : int
         Observed step / template step (1 when ``uniform`` is False).
     start : float
-        ``b``: template position of observed pixel 0's first sample (``uniform`` only).
+        ``b``: template position of observed pixel 0's first sample (``uniform`` only); in
+        :func:`exact_model`'s result it includes the systemic shift ``-ln_shift(vsyst)/dlog``.
     j0 : int
         ``round(start)``.
     frac : float
@@ -247,8 +248,11 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     d = d - o
     frac_bins = np.abs(d - np.round(d)) > _INTEGER_TOL
     hw = int(half_width) if frac_bins.any() else 0
-    lo = int(np.floor(d.min())) - hw
-    hi = int(np.ceil(d.max())) + hw
+    if hw:  # symmetric, so the number of taps does not depend on the bins' sub-pixel phase
+        half = int(np.ceil(0.5 * (d.max() - d.min()) + 0.5)) + hw
+        lo, hi = -half, half
+    else:
+        lo, hi = int(np.round(d.min())), int(np.round(d.max()))
     center = -lo
     K = hi - lo + 1
     n = np.arange(lo, hi + 1, dtype=np.float64)
@@ -311,8 +315,9 @@ def moment_kernels(
     lo_all = float(np.min(V - n_sigma * sig))
     hi_all = float(np.max(V + n_sigma * sig))
     o = int(np.round(0.5 * (lo_all + hi_all)))
-    lo = int(np.floor(lo_all)) - o - int(half_width)
-    hi = int(np.ceil(hi_all)) - o + int(half_width)
+    # symmetric about o, so the number of taps does not depend on where V falls in a pixel
+    half = int(np.ceil(0.5 * (hi_all - lo_all) + 0.5)) + int(half_width)
+    lo, hi = -half, half
     K = hi - lo + 1
     n_fft = int(sfft.next_fast_len(max(8 * K, 4096), real=True))
     w = 2.0 * np.pi * sfft.rfftfreq(n_fft)
@@ -425,23 +430,28 @@ def exact_model(
     dlog = grid_step(tem)
     if (losvd is None) == (moments is None):
         raise ValueError("give exactly one of losvd (S, V, C) histograms or moments (S, C, m)")
+    T, L = tem.size, obs.size
+    pl = place_grids(tem, obs)
+    # A systemic velocity shifts every kernel alike: on a log-uniform resampling it joins the
+    # grid phase (so observed- and rest-frame fits build identical kernels); otherwise it
+    # goes into the kernels.
+    v_kernel = 0.0 if pl.uniform else vsyst_kms
     if losvd is not None:
         lv = np.asarray(losvd, dtype=np.float64)
-        shifts = (
-            np.atleast_1d(ln_shift(np.asarray(vel_pix, dtype=np.float64), convention, vsyst_kms))
-            / dlog
-        )
+        vel = np.asarray(vel_pix, dtype=np.float64)
+        shifts = np.atleast_1d(ln_shift(vel, convention, v_kernel)) / dlog
         hw_used = HALF_WIDTH if half_width is None else int(half_width)
         W, center, o = bin_kernel_matrix(shifts, hw_used)
         tail_col = bool(np.any(np.abs(shifts - np.round(shifts)) > _INTEGER_TOL))
         kern = np.ascontiguousarray(np.matmul(lv.transpose(0, 2, 1), W))
     else:
         kern, center, o, hw_used = moment_kernels(
-            moments, dlog, convention, vsyst_kms, half_width=half_width, _return_hw=True
+            moments, dlog, convention, v_kernel, half_width=half_width, _return_hw=True
         )
-    T, L = tem.size, obs.size
-    pl = place_grids(tem, obs)
     if pl.uniform:
+        start = pl.start - float(ln_shift(0.0, convention, vsyst_kms)) / dlog
+        j0 = int(np.round(start))
+        pl = Placement(True, pl.ratio, start, j0, start - j0, pl.max_dev_px)
         R = pl.selection(T, L, offset=o)
         templates = phase_shift(T_, pl.frac)
     else:
