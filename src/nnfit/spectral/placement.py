@@ -199,15 +199,16 @@ def phase_shift(templates, frac: float, n_fft: int | None = None) -> np.ndarray:
     return sfft.irfft(sfft.rfft(T_, n=n, axis=-1) * ph, n=n, axis=-1)[..., :T]
 
 
-def nyquist_tail(templates, half_width: int) -> np.ndarray:
-    """Templates convolved with the band-limited tail ``t[n] = (-1)^n / (pi n)``, ``|n| > hw``.
+def nyquist_tail(templates, half_width: int, power: int = 1) -> np.ndarray:
+    """Templates convolved with ``t[n] = (-1)^n / (pi n^power)`` for ``|n| > half_width``.
 
-    A kernel whose transform ``K`` is discontinuous at the Nyquist frequency (any fractional
-    shift) has taps that decay as ``Im K(pi) (-1)^n / (pi n)``; that slowly decaying part is
-    the same sequence for every kernel, so it is applied once per template here (over the
-    whole template length, by FFT) and enters the model as one extra dictionary entry with
-    coefficient ``Im K(pi)``. The kernel's taps beyond ``half_width`` then differ from the
-    exact ones only by ``O(n^-2)``.
+    A kernel ``k`` whose transform ``K`` jumps at the Nyquist frequency (any fractional shift)
+    has taps ``k[n] = (-1)^n [Im K(pi) / (pi n) + Re K'(pi) / (pi n^2) + O(n^-3)]``
+    (integration by parts of the inverse transform). Those slowly decaying parts are the same
+    sequences for every kernel, so they are applied once per template here (over the whole
+    template length, by FFT) and enter the model as two extra dictionary entries with
+    coefficients ``Im K(pi)`` and ``Re K'(pi)``; a kernel's own taps then need only reach
+    ``half_width``, beyond which they differ from the exact ones by ``O(n^-3)``.
 
     Examples
     --------
@@ -217,13 +218,18 @@ def nyquist_tail(templates, half_width: int) -> np.ndarray:
     """
     T_ = np.asarray(templates, dtype=np.float64)
     T = T_.shape[-1]
-    n = np.arange(-T, T + 1, dtype=np.float64)
-    t = np.zeros_like(n)
-    far = np.abs(n) > half_width
-    t[far] = np.where(n[far].astype(np.int64) % 2 == 0, 1.0, -1.0) / (np.pi * n[far])
+    t = _tail_sequence(np.arange(-T, T + 1), half_width, power)
     nfft = int(sfft.next_fast_len(3 * T + 1, real=True))
     full = sfft.irfft(sfft.rfft(T_, n=nfft, axis=-1) * sfft.rfft(t, n=nfft), n=nfft, axis=-1)
     return np.ascontiguousarray(full[..., T : 2 * T])  # t's index 0 sits at position T
+
+
+def _tail_sequence(n: np.ndarray, half_width: int, power: int) -> np.ndarray:
+    n = np.asarray(n, dtype=np.int64)
+    far = np.abs(n) > half_width
+    out = np.zeros(n.shape)
+    out[far] = np.where(n[far] % 2 == 0, 1.0, -1.0) / (np.pi * n[far].astype(float) ** power)
+    return out
 
 
 def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarray, int, int]:
@@ -233,9 +239,9 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     selection); tap ``k < K`` is a shift of ``k - center + o`` pixels. An integer shift is one
     tap of weight 1. A fractional shift ``d`` is the band-limited delta ``sinc(n - d)``: its
     taps on the kernel's support (all shifts plus ``half_width`` each side), and its ``1/n``
-    tail beyond ``half_width`` as the coefficient ``-sin(pi d)`` of :func:`nyquist_tail` in one
-    extra last column (present only when some shift is fractional): ``W`` is (V, K) or
-    (V, K + 1).
+    and ``1/n^2`` tails beyond ``half_width`` as the coefficients ``-sin(pi d)`` and
+    ``-d sin(pi d)`` of :func:`nyquist_tail` in two extra last columns (present only when
+    some shift is fractional): ``W`` is (V, K) or (V, K + 2).
 
     Examples
     --------
@@ -256,16 +262,17 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     center = -lo
     K = hi - lo + 1
     n = np.arange(lo, hi + 1, dtype=np.float64)
-    W = np.zeros((d.size, K + (1 if hw else 0)))
-    far = np.abs(n) > hw
-    tail = np.where(n.astype(np.int64) % 2 == 0, 1.0, -1.0)[far] / (np.pi * n[far])
+    W = np.zeros((d.size, K + (2 if hw else 0)))
+    t1 = _tail_sequence(n, hw, 1)
+    t2 = _tail_sequence(n, hw, 2)
     for j, dj in enumerate(d):
         if not frac_bins[j]:
             W[j, int(np.round(dj)) + center] = 1.0
             continue
-        W[j, :K] = np.sinc(n - dj)
+        # K(w) = exp(-i w d): Im K(pi) = -sin(pi d), Re K'(pi) = -d sin(pi d)
         W[j, K] = -np.sin(np.pi * dj)
-        W[j, :K][far] -= W[j, K] * tail  # nyquist_tail adds it back, to infinity
+        W[j, K + 1] = -dj * np.sin(np.pi * dj)
+        W[j, :K] = np.sinc(n - dj) - W[j, K] * t1 - W[j, K + 1] * t2  # tails added back
     return W, center, o
 
 
@@ -278,22 +285,23 @@ def moment_kernels(
     half_width: int | None = None,
     _return_hw: bool = False,
 ) -> tuple:
-    """Taps ``(kern (..., K + 1), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
+    """Taps ``(kern (..., K + 2), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
 
     ``moments[..., :]`` is ``(V, sigma[, h3[, h4]])`` in km/s, ``V`` relative to ``vsyst`` in
     ``convention``; ``sigma`` becomes ``sigma / (c dlog)`` pixels (pPXF's definition). Taps
     ``k < K`` are the inverse FFT of :func:`~nnfit.spectral.losvd.gauss_hermite_rfft` on
     ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` (shift
-    ``k - center + o``); the last entry is the coefficient ``Im K(pi)`` of
-    :func:`nyquist_tail`, which carries the band-limited ``1/n`` tail of a fractional ``V``.
+    ``k - center + o``); the last two entries are the coefficients ``Im K(pi)`` and
+    ``Re K'(pi)`` of :func:`nyquist_tail`, which carry the band-limited ``1/n`` and ``1/n^2``
+    tails of a fractional ``V``.
 
-    The default ``half_width`` keeps the remaining ``O(n^-2)`` tail below :data:`TAIL_TOL`:
-    4 pixels for ``sigma >~ 1`` pixel, up to :data:`MAX_HALF_WIDTH` near half a pixel.
+    The default ``half_width`` keeps the neglected ``O(n^-3)`` tail below :data:`TAIL_TOL`:
+    4 pixels for ``sigma >~ 1`` pixel, more near half a pixel.
 
     Examples
     --------
     >>> k, center, o = moment_kernels(np.array([[0.0, 150.0]]), 1e-4 / 3.0)
-    >>> k.shape[-1] == 2 * center + 2, o, round(float(k[..., :-1].sum()), 9)
+    >>> k.shape[-1] == 2 * center + 3, o, round(float(k[..., :-2].sum()), 9)
     (True, 0, 1.0)
     """
     from nnfit.spectral.operators import C_KMS
@@ -308,9 +316,9 @@ def moment_kernels(
     if np.any(~(sig > 0)):
         raise ValueError(f"moments sigma must be > 0 km/s; got min {float(full[..., 1].min())}")
     if half_width is None:
-        # remaining tail ~ |K(pi)| (pi sigma^2 + 1) / (pi n^2): keep it to TAIL_TOL
+        # neglected tail ~ |K(pi)| (pi sigma^2 + 1)^2 / (pi n^3): keep it to TAIL_TOL
         g = np.abs(gauss_hermite_rfft(np.pi, 0.0, sig, full[..., 2], full[..., 3]))[..., 0]
-        need = float(np.max(np.sqrt(g * (np.pi * sig**2 + 1.0) / (np.pi * TAIL_TOL))))
+        need = float(np.max(np.cbrt(g * (np.pi * sig**2 + 1.0) ** 2 / (np.pi * TAIL_TOL))))
         half_width = int(np.clip(np.ceil(need), 4, MAX_HALF_WIDTH))
     lo_all = float(np.min(V - n_sigma * sig))
     hi_all = float(np.max(V + n_sigma * sig))
@@ -322,19 +330,25 @@ def moment_kernels(
     n_fft = int(sfft.next_fast_len(max(8 * K, 4096), real=True))
     w = 2.0 * np.pi * sfft.rfftfreq(n_fft)
     G = gauss_hermite_rfft(w, V - o, sig, full[..., 2], full[..., 3])
-    tail = G[..., -1].imag.copy()
+    h = 1e-6  # K'(pi) by a central difference of the analytic transform
+    dK = (
+        gauss_hermite_rfft(np.array([np.pi + h]), V - o, sig, full[..., 2], full[..., 3])
+        - gauss_hermite_rfft(np.array([np.pi - h]), V - o, sig, full[..., 2], full[..., 3])
+    )[..., 0] / (2 * h)
+    c1 = G[..., -1].imag.copy()
+    c2 = dK.real
     n = np.arange(lo, hi + 1)
-    # the exact taps minus the 1/n tail the extra entry adds beyond half_width
     G[..., -1] = G[..., -1].real
     k = sfft.irfft(G, n=n_fft, axis=-1)[..., n % n_fft]
-    out = np.empty((*k.shape[:-1], K + 1))
-    out[..., :K] = k
-    out[..., K] = tail
-    # the periodic FFT's taps already contain the tail; where nyquist_tail also acts
-    # (|n - 0| > half_width around the tap origin) take it out once
-    far = np.abs(n) > half_width
-    sgn = np.where(n % 2 == 0, 1.0, -1.0)
-    out[..., :K][..., far] -= tail[..., None] * (sgn[far] / (np.pi * n[far]))
+    out = np.empty((*k.shape[:-1], K + 2))
+    # the exact taps minus the tails that the two extra entries add back beyond half_width
+    out[..., :K] = (
+        k
+        - c1[..., None] * _tail_sequence(n, half_width, 1)
+        - c2[..., None] * _tail_sequence(n, half_width, 2)
+    )
+    out[..., K] = c1
+    out[..., K + 1] = c2
     if _return_hw:
         return np.ascontiguousarray(out), -lo, o, int(half_width)
     return np.ascontiguousarray(out), -lo, o
@@ -407,8 +421,8 @@ def exact_model(
     -------
     Y : ndarray (P, K', L)
         The dictionary of the operator: ``Y[p, k] = R shift_{k - center}(T_p advanced by the
-        grid phase)`` for the ``K`` taps, plus ``R (T_p (*) nyquist_tail)`` as a last entry when
-        the kernels have a band-limited tail (``K' = K + 1``).
+        grid phase)`` for the ``K`` taps, plus ``R (T_p (*) nyquist_tail)`` (``power`` 1 and 2)
+        as two last entries when the kernels have band-limited tails (``K' = K + 2``).
     kern : ndarray (S, C, K')
         Kernel coefficients of the dictionary entries.
     center : int
@@ -466,7 +480,7 @@ def exact_model(
         R = sp.csr_matrix((coo.data, (coo.row, cols)), shape=(L, T))
         templates = T_
     has_tail = moments is not None or tail_col
-    K = kern.shape[-1] - (1 if has_tail else 0)
+    K = kern.shape[-1] - (2 if has_tail else 0)
     used = np.flatnonzero(np.asarray(abs(R).sum(axis=0)).ravel())
     lo_read = int(used.min()) - (K - 1 - center)
     hi_read = int(used.max()) + center
@@ -480,6 +494,6 @@ def exact_model(
 
     Y = shifted_template_dictionary(templates, R, K, center)
     if has_tail:
-        tail = (R @ nyquist_tail(templates, hw_used).T).T  # (P, L)
-        Y = np.ascontiguousarray(np.concatenate([Y, tail[:, None, :]], axis=1))
+        tails = [(R @ nyquist_tail(templates, hw_used, pw).T).T[:, None, :] for pw in (1, 2)]
+        Y = np.ascontiguousarray(np.concatenate([Y, *tails], axis=1))
     return Y, kern, int(center), R, pl
