@@ -65,7 +65,7 @@ def test_multiplicative_polynomials_reach_the_joint_minimum():
     args, kw, base, y, mask, noise = _problem(S=1, seed=2)
     degree, mdegree = 1, 3
     op = CubeOperator(*args, **kw)
-    x, st = fit_cube(op, method="gram", tol=1e-10, degree=degree, mdegree=mdegree,
+    _, st = fit_cube(op, method="gram", tol=1e-10, degree=degree, mdegree=mdegree,
                      continuum_tol=1e-12)  # fmt: skip
     h = np.asarray(st["chi2_history"])
     assert np.all(np.diff(h) <= 1e-12 * h[0])
