@@ -110,3 +110,23 @@ def test_matrix_free_sees_the_continuum():
     op = CubeOperator(*args, **kw)
     _, st_m = fit_cube(op, method="matrix-free", degree=2, max_iter=3000)
     assert st_m["chi2"] == pytest.approx(st_g["chi2"], rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:chi\\^2/dof")  # simulated noise-free-ish data, any chi2
+def test_dask_cluster_gives_the_same_continuum_fit(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    from nnfit.spectral.simulate import simulate_cube
+
+    path = simulate_cube(6, 2, 4, seed=7).to_h5(tmp_path / "c.h5")
+    kw = dict(method="gram", x0=None, checkpoint=False, block_size=2, degree=2, mdegree=2)
+    x_local, st_local = fit_cube(path, **kw)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=None) as lc,  # fmt: skip
+        Client(lc) as client,
+    ):
+        x_dask, st_dask = fit_cube(path, scheduler=client, **kw)
+    assert np.abs(x_dask - x_local).max() <= 1e-10 * np.abs(x_local).max()
+    assert st_dask["chi2"] == pytest.approx(st_local["chi2"], rel=1e-10)
