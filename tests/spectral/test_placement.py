@@ -187,3 +187,8 @@ def test_store_records_the_model_and_old_stores_open_linear(tmp_path):
 
     with h5py.File(mgr.path) as f:
         assert f.attrs["medium_obs"] == "air" and f.attrs["kernel"] == "fourier"
+
+    from nnfit.spectral.hypercube import build_hypercube
+
+    with pytest.raises(ValueError, match=r"kernel='fourier'.*fit_cube"):
+        build_hypercube(mgr.path)
