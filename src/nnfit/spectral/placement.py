@@ -13,23 +13,31 @@ observed pixel 0's first sample, so ``b + r l + (r - 1)/2`` is observed pixel ``
 pPXF's ``velscale_ratio`` average and its ``vsyst`` phase. Nothing is interpolated linearly,
 so nothing broadens the lines.
 
-It is computed as: ``b = j0 + f`` (``j0`` integer, ``|f| <= 1/2``); each template is advanced
-by ``f`` once, exactly, in Fourier space (``T_f[m] = T(m + f)``); the kernel is a set of taps on
-integer template-pixel shifts; the observed pixels select (and average) template pixels
-``j0 + r l + i``. The taps are:
+It is computed as: ``b = j0 + f`` (``j0`` integer, ``|f| <= 1/2``, ``b`` including the
+systemic shift); each template is advanced by ``f`` once, exactly, in Fourier space
+(``T_f[m] = T(m + f)``); the kernel is a set of taps on integer template-pixel shifts; the
+observed pixels select (and average) template pixels ``j0 + r l + i``. The taps are:
 
 * LOSVD histograms: each bin is a delta at its shift ``d_v = ln_shift(v) / dlog`` pixels.
   A bin at an integer shift (bins at multiples of the template step in the ``"ppxf"``
   convention) is one tap, exactly. A fractional shift is the band-limited delta
-  ``sinc(n - d_v)``, tapered by a Kaiser window over ``half_width`` pixels on each side: the
-  only approximation in the model, whose size is measured against pPXF in the tests.
+  ``sinc(n - d_v)`` (:func:`bin_kernel_matrix`).
 * Gauss-Hermite moments ``(V, sigma, h3, h4)``: the taps are the inverse FFT of pPXF's
   analytic transform (:func:`nnfit.spectral.losvd.gauss_hermite_rfft`) on
-  ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` pixels.
+  ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` pixels
+  (:func:`moment_kernels`).
 
-A common integer shift of all taps (from ``vsyst`` or an observed-frame velocity grid) is moved
-into ``j0``, so the kernel covers only the LOSVD's own width: observed-frame and rest-frame fits
-have the same number of taps.
+A fractional shift makes a kernel's transform jump at the Nyquist frequency, so its taps decay
+only as ``1/n``. The ``1/n`` and ``1/n^2`` parts of that tail are the same sequences for every
+kernel: :func:`nyquist_tail` applies them to each template once, and they enter the dictionary
+as two extra entries with per-kernel coefficients, so the kernels' own taps stop
+``half_width`` pixels beyond their core with an ``O(n^-3)`` remainder. That remainder is the
+only approximation in the model; its size is measured against closed forms and pPXF in the
+tests.
+
+A common integer shift of all taps (from an observed-frame velocity grid) is moved into
+``j0`` and a systemic velocity ``vsyst`` joins the phase ``f``, so the kernel covers only the
+LOSVD's own width: observed-frame and rest-frame fits build identical kernels.
 
 When the observed grid is not a log-uniform resampling of the template grid (steps not an
 integer multiple of the template step, or a grid uniform in lambda such as MUSE's) to within
