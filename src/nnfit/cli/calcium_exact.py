@@ -139,7 +139,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         else:
             input_hash = r.provenance.get("input_sha256")
     else:
-        from nnfit.calcium.exact import deconvolve
+        from nnfit.calcium.pipeline import deconvolve
 
         if args.scheduler is not None:
             raise ValueError(

@@ -27,6 +27,11 @@ _LAZY = {
     "live_fit_dashboard": "nnfit.spectral.plots",
     "CubeOperator": "nnfit.spectral.cube_operator",
     "fit_cube": "nnfit.spectral.fit",
+    # The exact (band-limited) model, LOSVDs and velocity conventions.
+    "losvd_from_moments": "nnfit.spectral.losvd",
+    "convert_velocity": "nnfit.spectral.losvd",
+    "velocity_from_redshift": "nnfit.spectral.losvd",
+    "redshift_from_velocity": "nnfit.spectral.losvd",
 }
 
 __all__ = sorted(_LAZY)

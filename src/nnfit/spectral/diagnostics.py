@@ -95,7 +95,7 @@ def live_prefit_snapshot_from_models(
         losvd_to_kernel,
         model_rows,
     )
-    from nnfit.spectral.store import _read_rebin
+    from nnfit.spectral.store import read_rebin
 
     rng = np.random.default_rng(seed)
     with open_h5(path, "r") as f:
@@ -110,7 +110,7 @@ def live_prefit_snapshot_from_models(
         data = f["DataCube"][spax.tolist(), :]
         pops = np.unique(np.linspace(0, P - 1, min(n_spectra, P)).round().astype(int))
         tpl = f["Templates"][pops.tolist(), :].astype(np.float64)
-        R = _read_rebin(f, tem.size, obs.size)
+        R = read_rebin(f, tem.size, obs.size)
         pairs: list[tuple[int, int]] = []
         stored: list[np.ndarray] = []
         have_cube = "HyperCube/models" in f

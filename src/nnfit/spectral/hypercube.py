@@ -29,7 +29,7 @@ from nnfit.io import array_sha256, atomic_path
 from nnfit.io.hdf5 import LIBVER, open_h5, open_locked, writer_lock
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
-from nnfit.spectral.store import CubeProblem, _read_rebin, load_problem
+from nnfit.spectral.store import CubeProblem, load_problem, read_rebin
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
@@ -86,7 +86,7 @@ def _init_worker_from_file(path: str) -> None:
             f["VelPix"][()],
             tem,
             obs,
-            _read_rebin(f, tem.size, obs.size),
+            read_rebin(f, tem.size, obs.size),
         )
     _init_worker(*arrays)
 
@@ -280,6 +280,12 @@ def build_hypercube(
     n_workers = check_int("n_workers", n_workers, low=0)
     with writer_lock(p):
         prob = load_problem(p)
+        if prob.model_options.get("kernel", "linear") != "linear":
+            raise ValueError(
+                f"{p}: the store uses kernel={prob.model_options['kernel']!r}; the HyperCube "
+                "builder computes the 'linear' model only. Fit this store matrix-free with "
+                "fit_cube (nnfit cube fit), which uses the store's model"
+            )
         S, C, P, L = prob.S, prob.C, prob.P, prob.L
         chunks = (
             min(check_int("S_chunk", S_chunk, low=1), S),

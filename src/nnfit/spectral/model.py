@@ -62,9 +62,11 @@ __all__ = [
     "kernel_support",
     "losvd_kernel_matrix",
     "losvd_to_kernel",
+    "mean_flux",
     "model_rows",
     "pixel_edges",
     "rebin_matrix",
+    "shifted_template_dictionary",
     "velocity_to_shift",
 ]
 
@@ -504,3 +506,35 @@ class RebinOperator(LinearOperator):
 
     def adjoint(self, r: np.ndarray) -> np.ndarray:
         return self.R.T @ np.asarray(r, dtype=np.float64)
+
+
+def shifted_template_dictionary(
+    templates_PT: np.ndarray, rebin: sp.spmatrix, n_taps: int, center: int
+) -> np.ndarray:
+    """``Y[p, k, :] = rebin @ shift_{k-center}(T_p)`` as a C-contiguous (P, K, L) float64 array.
+
+    ``shift_d(f)[t] = f[t - d]`` with zeros outside the grid (linear, never circular).
+    """
+    T_ = np.asarray(templates_PT, dtype=np.float64)
+    P, T = T_.shape
+    R = sp.csr_matrix(rebin, dtype=np.float64)
+    L = R.shape[0]
+    if R.shape[1] != T:
+        raise ValueError(f"rebin must be (L, T) with T = {T}; got {R.shape}")
+    M = max(center, n_taps - 1 - center)
+    padded = np.zeros((T + 2 * M, P))
+    padded[M : M + T] = T_.T
+    Y = np.empty((P, n_taps, L))
+    for k in range(n_taps):
+        d = k - center
+        Y[:, k, :] = (R @ padded[M - d : M - d + T]).T
+    return Y
+
+
+def mean_flux(datacube: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean of each spaxel's spectrum over fitted, finite pixels (S,)."""
+    y = np.asarray(datacube, dtype=np.float64)
+    ok = np.isfinite(y)
+    if mask is not None:
+        ok &= np.asarray(mask, dtype=bool)[None, :]
+    return np.where(ok, y, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
