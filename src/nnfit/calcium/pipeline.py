@@ -39,6 +39,7 @@ import numpy as np
 from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
 from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.kernel import check_kinetics
+from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -50,9 +51,6 @@ __all__ = [
     "read_columns",
     "read_rows",
 ]
-
-SUMMARY_FIELDS = ("cell", "baseline_kind", "lam", "noise", "objective", "gap", "kkt", "iterations",
-                  "converged")  # fmt: skip
 
 
 def deconvolve(
@@ -289,6 +287,8 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
         "kkt": res.kkt,
         "iterations": res.iterations,
         "converged": res.converged,
+        "baseline_mean": res.baseline.mean(axis=1),
+        "spike_sum": res.spikes.sum(axis=1),
     }
     path = _block_path(settings.out, i)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
@@ -455,6 +455,7 @@ def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int
     }
     header = {"descr": "<f8", "fortran_order": False, "shape": (n_cells, T)}
     lines = [",".join(SUMMARY_FIELDS)]
+    fields = ("baseline_kind", "lam", "noise", "objective", "gap", "kkt", "iterations", "converged")
     converged = 0
     with (
         atomic_path(out / names["spikes"], suffix=".npy") as t1,
@@ -474,13 +475,10 @@ def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int
                     if block.shape != (b - a, T):
                         raise ValueError(f"block {i} holds {block.shape}; expected {(b - a, T)}")
                     f.write(block.tobytes())
-                for j in range(b - a):
-                    row = [str(a + j), str(z["baseline_kind"][j])]
-                    row += [
-                        repr(float(z[k][j])) for k in ("lam", "noise", "objective", "gap", "kkt")
-                    ]
-                    row += [str(int(z["iterations"][j])), str(bool(z["converged"][j]))]
-                    lines.append(",".join(row))
+                columns = {k: z[k] for k in fields}
+                columns["baseline"] = z["baseline_mean"]
+                columns["spike_sum"] = z["spike_sum"]
+                lines += summary_lines(columns, first_cell=a)
                 converged += int(z["converged"].sum())
     atomic_write_bytes(out / "summary.csv", ("\n".join(lines) + "\n").encode())
     return converged

@@ -5,8 +5,6 @@ Every file is written atomically (temporary file in the same folder, fsync, rena
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,15 @@ import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 
-__all__ = ["SolveResult", "plot_cells", "write_results"]
+__all__ = [
+    "SUMMARY_FIELDS",
+    "SolveResult",
+    "plot_cells",
+    "run_record",
+    "summary_csv",
+    "summary_lines",
+    "write_results",
+]
 
 
 @dataclass(frozen=True)
@@ -43,24 +49,113 @@ class SolveResult:
     objective: np.ndarray
 
 
-def _summary_csv(result: SolveResult, cell_index: np.ndarray) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["cell", "source_row", "iterations", "converged", "objective", "baseline", "spike_sum"]
-    )
-    for i in range(result.spikes.shape[0]):
-        writer.writerow([
-            i, int(cell_index[i]), int(result.iterations[i]), bool(result.converged[i]),
-            repr(float(result.objective[i])), repr(float(result.baseline[i])),
-            repr(float(result.spikes[i].sum())),
-        ])  # fmt: skip
-    return buf.getvalue().encode("utf-8")
+#: One ``summary.csv`` for every calcium solver, one row per cell. ``cell`` is the row in the
+#: outputs, ``source_row`` the trace's row in the input's ROI list, ``baseline`` the mean of
+#: the baseline under the fit; a column a solver does not report is left empty (the exact
+#: solver reports all; catune's FISTA has no baseline, noise, gap or kkt).
+SUMMARY_FIELDS = (
+    "cell",
+    "source_row",
+    "baseline_kind",
+    "baseline",
+    "lam",
+    "noise",
+    "objective",
+    "gap",
+    "kkt",
+    "iterations",
+    "converged",
+    "spike_sum",
+)
 
 
-def plot_cells(path: str | os.PathLike[str], traces: np.ndarray, result: SolveResult, fs: float,
-               *, n_cells: int = 4, truth: np.ndarray | None = None, title: str = "",
-               window_s: float = 60.0) -> Path:  # fmt: skip
+def summary_lines(columns: dict[str, Any], first_cell: int = 0) -> list[str]:
+    """``summary.csv`` rows (no header) from per-cell arrays named as in :data:`SUMMARY_FIELDS`.
+
+    ``cell`` counts from ``first_cell`` and ``source_row`` defaults to it; missing columns stay
+    empty. Floats are written with ``repr`` (they read back exactly).
+
+    Examples
+    --------
+    >>> summary_lines({"iterations": np.array([7]), "converged": np.array([True])})
+    ['0,0,,,,,,,,7,True,']
+    """
+    n = len(next(iter(columns.values())))
+    rows = []
+    for i in range(n):
+        row = []
+        for name in SUMMARY_FIELDS:
+            if name == "cell":
+                row.append(str(first_cell + i))
+            elif name == "source_row":
+                src = columns.get("source_row")
+                row.append(str(int(src[i]) if src is not None else first_cell + i))
+            elif name not in columns:
+                row.append("")
+            elif name == "baseline_kind":
+                row.append(str(columns[name][i]))
+            elif name == "iterations":
+                row.append(str(int(columns[name][i])))
+            elif name == "converged":
+                row.append(str(bool(columns[name][i])))
+            else:
+                row.append(repr(float(columns[name][i])))
+        rows.append(",".join(row))
+    return rows
+
+
+def summary_csv(columns: dict[str, Any]) -> bytes:
+    """The whole ``summary.csv`` (header and rows) for one in-memory result."""
+    return ("\n".join([",".join(SUMMARY_FIELDS), *summary_lines(columns)]) + "\n").encode()
+
+
+def run_record(
+    command: str,
+    input_path: str | os.PathLike[str],
+    input_kind: str,
+    provenance: dict[str, Any],
+    solver: str,
+    time_s: float,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The one ``run.json`` header every calcium command writes, then its own ``fields``.
+
+    ``nnfit_version``, ``command``, ``input`` (absolute path), ``input_kind``,
+    ``input_sha256`` and ``input_provenance`` (from the reader), ``solver``, ``time_s``.
+
+    Examples
+    --------
+    >>> rec = run_record("nnfit calcium deconvolve", "rec.npy", "npy", {}, "exact", 1.23456)
+    >>> rec["solver"], rec["time_s"]
+    ('exact', 1.235)
+    """
+    from nnfit import __version__
+
+    return {
+        "nnfit_version": __version__,
+        "command": command,
+        "input": str(Path(input_path).resolve()),
+        "input_kind": input_kind,
+        "input_sha256": provenance.get("input_sha256"),
+        "input_provenance": provenance,
+        "solver": solver,
+        "time_s": round(float(time_s), 3),
+        **fields,
+    }
+
+
+def plot_cells(
+    path: str | os.PathLike[str],
+    traces: np.ndarray,
+    spikes: np.ndarray,
+    reconvolution: np.ndarray,
+    fs: float,
+    *,
+    n_cells: int = 4,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    window_s: float = 60.0,
+) -> Path:
     """Save a PNG of the first ``n_cells``: trace, reconvolution, inferred (and true) spikes.
 
     Only the first ``window_s`` seconds are drawn, so single events stay visible.
@@ -72,19 +167,19 @@ def plot_cells(path: str | os.PathLike[str], traces: np.ndarray, result: SolveRe
 
     k = max(1, min(n_cells, traces.shape[0]))
     m = max(2, min(traces.shape[1], round(window_s * fs)))
-    traces = traces[:k, :m]
-    result = SolveResult(result.spikes[:k, :m], result.reconvolution[:k, :m], result.baseline,
-                         result.iterations, result.converged, result.objective)  # fmt: skip
+    traces = np.asarray(traces[:k, :m])
+    spikes = np.asarray(spikes[:k, :m])
+    reconvolution = np.asarray(reconvolution[:k, :m])
     truth = None if truth is None else truth[:k, :m]
     t = np.arange(m) / fs
     fig, axes = plt.subplots(k, 1, figsize=(11, 2.2 * k + 0.6), sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         ax.plot(t, traces[i], color="0.6", lw=0.6, label="trace")
-        ax.plot(t, result.reconvolution[i], color="C0", lw=0.9, label="reconvolution")
-        low = float(min(traces[i].min(), result.reconvolution[i].min()))
-        span = float(max(traces[i].max(), result.reconvolution[i].max())) - low or 1.0
-        top = float(result.spikes[i].max()) or 1.0
-        ax.vlines(t, low - 0.45 * span, low - 0.45 * span + 0.4 * span * result.spikes[i] / top,
+        ax.plot(t, reconvolution[i], color="C0", lw=0.9, label="reconvolution")
+        low = float(min(traces[i].min(), reconvolution[i].min()))
+        span = float(max(traces[i].max(), reconvolution[i].max())) - low or 1.0
+        top = float(spikes[i].max()) or 1.0
+        ax.vlines(t, low - 0.45 * span, low - 0.45 * span + 0.4 * span * spikes[i] / top,
                   color="C3", lw=0.8, label="inferred spikes")  # fmt: skip
         if truth is not None:
             hit = truth[i] > 0
@@ -130,7 +225,15 @@ def write_results(out_dir: str | os.PathLike[str], traces: np.ndarray, result: S
     for name in ("spikes", "reconvolution"):
         with atomic_path(paths[name], suffix=".npy") as tmp:
             np.save(tmp, np.ascontiguousarray(getattr(result, name), dtype="<f8"))
-    atomic_write_bytes(paths["summary"], _summary_csv(result, idx))
+    columns = {
+        "source_row": idx,
+        "baseline": result.baseline,
+        "objective": result.objective,
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "spike_sum": result.spikes.sum(axis=1),
+    }
+    atomic_write_bytes(paths["summary"], summary_csv(columns))
     record = dict(run)
     record["outputs"] = {k: p.name for k, p in paths.items()}
     record["n_cells"], record["n_timepoints"] = (int(v) for v in traces.shape)
@@ -138,7 +241,7 @@ def write_results(out_dir: str | os.PathLike[str], traces: np.ndarray, result: S
     if n_plot > 0:
         paths["figure"] = out / "cells.png"
         record["outputs"]["figure"] = "cells.png"
-        plot_cells(paths["figure"], traces, result, fs, n_cells=n_plot, truth=truth,
+        plot_cells(paths["figure"], traces, result.spikes, result.reconvolution, fs, n_cells=n_plot, truth=truth,
                    title=str(run.get("title", "")))  # fmt: skip
     atomic_write_json(paths["run"], record)
     return paths

@@ -68,14 +68,15 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _show_library_log() -> None:
-    """Library code logs (``logging.getLogger("nnfit....")``); the command line shows it."""
+    """Library code logs (``logging.getLogger("nnfit....")``); the command line shows its
+    warnings, and commands that report progress lower the level of their own loggers."""
     log = logging.getLogger("nnfit")
     if not any(getattr(h, "_nnfit_cli", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._nnfit_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,8 +78,8 @@ class Settings:
     tau_rise: float
     tau_decay: float
     lam: float
-    tolerance: float | None = None
-    max_iters: int | None = None
+    tol: float | None = None
+    max_iter: int | None = None
     filter_enabled: bool = False
 
 
@@ -90,10 +90,10 @@ def solve_fista(traces: np.ndarray, s: Settings):
     from nnfit.calcium.results import SolveResult
 
     kw: dict[str, Any] = {}
-    if s.tolerance is not None:
-        kw["tolerance"] = s.tolerance
-    if s.max_iters is not None:
-        kw["max_iters"] = s.max_iters
+    if s.tol is not None:  # run_deconvolution keeps catune's argument names
+        kw["tolerance"] = s.tol
+    if s.max_iter is not None:
+        kw["max_iters"] = s.max_iter
     spikes, info = run_deconvolution(
         traces, s.fs, s.tau_rise, s.tau_decay, s.lam, return_info=True, **kw
     )
@@ -109,10 +109,10 @@ def solve_browser(traces: np.ndarray, s: Settings):
 
     params = ExportParams(s.tau_rise, s.tau_decay, s.lam, s.fs, filter_enabled=s.filter_enabled)
     kw: dict[str, Any] = {}
-    if s.tolerance is not None:
-        kw["tol"] = s.tolerance
-    if s.max_iters is not None:
-        kw["max_iter"] = s.max_iters
+    if s.tol is not None:
+        kw["tol"] = s.tol
+    if s.max_iter is not None:
+        kw["max_iter"] = s.max_iter
     spikes, base, info = deconvolve_from_export(traces, params, return_info=True, **kw)
     return SolveResult(
         spikes, info.reconvolution, np.asarray(base), info.iterations, info.converged,
@@ -168,8 +168,16 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         "optimum, O(T), streamed; default when kinetics or lam are left to the data, or with "
         "--baseline/--scheduler)",
     )
-    p.add_argument("--tolerance", type=float, help="relative objective change that stops a cell")
-    p.add_argument("--max-iters", type=int, help="iteration limit per cell")
+    p.add_argument(
+        "--tol",
+        "--tolerance",
+        dest="tol",
+        type=float,
+        help="stop rule: relative objective change (fista, browser) or duality gap (exact)",
+    )
+    p.add_argument(
+        "--max-iter", "--max-iters", dest="max_iter", type=int, help="iteration limit per cell"
+    )
     p.add_argument("--plot-cells", type=int, default=4, metavar="N",
                    help="cells in cells.png, 0 for none (default: %(default)s)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -219,10 +227,10 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, dict[str, Any]]:
             )
         kin = (args.tau_rise, args.tau_decay, args.lam, False, None)
         solver = args.solver or "fista"
-    tol = None if args.tolerance is None else check_real(
-        "--tolerance", args.tolerance, low=0.0, low_inclusive=False
+    tol = None if args.tol is None else check_real(
+        "--tol", args.tol, low=0.0, low_inclusive=False
     )  # fmt: skip
-    iters = None if args.max_iters is None else check_int("--max-iters", args.max_iters, low=1)
+    iters = None if args.max_iter is None else check_int("--max-iter", args.max_iter, low=1)
     settings = Settings(0.0, kin[0], kin[1], kin[2], tol, iters, kin[3])
     return settings, solver, {**record, "params_fs": kin[4]}
 
@@ -247,10 +255,9 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
 
 def deconvolve_command(args: argparse.Namespace) -> int:
     """``nnfit calcium deconvolve``."""
-    from nnfit import __version__
     from nnfit.calcium.fista import check_solver_params
     from nnfit.calcium.recordings import read_input
-    from nnfit.calcium.results import write_results
+    from nnfit.calcium.results import run_record, write_results
     from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_json
 
@@ -272,24 +279,22 @@ def deconvolve_command(args: argparse.Namespace) -> int:
     settings = replace(settings, fs=rec.fs)
     # Validate everything before any work or output.
     check_solver_params(rec.fs, settings.tau_rise, settings.tau_decay, settings.lam,
-                        settings.tolerance or 1e-6, settings.max_iters or 1)  # fmt: skip
+                        settings.tol or 1e-6, settings.max_iter or 1)  # fmt: skip
     t0 = time.perf_counter()
     result = run_solver(traces, settings, solver, progress=False if args.no_progress else None)
     seconds = time.perf_counter() - t0
-    run = {
-        "nnfit_version": __version__,
-        "command": "nnfit calcium deconvolve",
-        "input": str(Path(args.input).resolve()),
-        "input_kind": rec.kind,
-        "input_sha256": rec.provenance.get("input_sha256"),
-        "input_provenance": rec.provenance,
-        "solver": solver,
-        "settings": asdict(settings),
-        "seconds": round(seconds, 3),
-        "title": f"{Path(args.input).name}: {solver}, tau {settings.tau_rise:g}/"
+    run = run_record(
+        "nnfit calcium deconvolve",
+        args.input,
+        rec.kind,
+        rec.provenance,
+        solver,
+        seconds,
+        settings=asdict(settings),
+        title=f"{Path(args.input).name}: {solver}, tau {settings.tau_rise:g}/"
         f"{settings.tau_decay:g} s, lam {settings.lam:g}",
         **record,
-    }
+    )
     paths = write_results(args.out, traces, result, rec.fs, run, cell_index=rec.cell_index,
                           n_plot=max(0, args.plot_cells))  # fmt: skip
     written = write_back(args, rec, Path(args.out), run)

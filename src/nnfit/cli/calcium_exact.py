@@ -64,10 +64,10 @@ def solve_exact(traces: np.ndarray, s: Any):
     from nnfit.calcium.results import SolveResult
 
     kw: dict[str, Any] = {}
-    if s.tolerance is not None:
-        kw["tol"] = s.tolerance
-    if s.max_iters is not None:
-        kw["max_iter"] = s.max_iters
+    if s.tol is not None:
+        kw["tol"] = s.tol
+    if s.max_iter is not None:
+        kw["max_iter"] = s.max_iter
     res = deconvolve(traces, s.fs, s.tau_rise, s.tau_decay, lam=s.lam,
                      baseline=getattr(s, "baseline", "auto"), n_jobs=-1, **kw)  # fmt: skip
     return SolveResult(
@@ -96,11 +96,10 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
 
 def deconvolve_exact_command(args: argparse.Namespace) -> int:
     """``nnfit calcium deconvolve`` with the exact solver."""
-    from nnfit import __version__
     from nnfit.calcium.pipeline import deconvolve_recording, open_traces
-    from nnfit.calcium.results import SolveResult, plot_cells
+    from nnfit.calcium.results import plot_cells, run_record, summary_csv
     from nnfit.cli.calcium_formats import check_write_targets, write_back
-    from nnfit.io import atomic_write_json, file_sha256
+    from nnfit.io import atomic_write_bytes, atomic_write_json, file_sha256
     from nnfit.validate import check_real
 
     if args.params is not None:
@@ -109,8 +108,8 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         raise ValueError("give both --tau-rise and --tau-decay, or neither (both are estimated)")
     if args.lam is not None:
         check_real("--lam", args.lam, low=0.0, low_inclusive=False)
-    tol = 1e-9 if args.tolerance is None else args.tolerance
-    check_real("--tolerance", tol, low=0.0, low_inclusive=False)
+    tol = 1e-9 if args.tol is None else args.tol
+    check_real("--tol", tol, low=0.0, low_inclusive=False)
     baseline = args.baseline or "auto"
     out = Path(args.out)
     src = None if args.series is not None else _npy_source(args.input, args.fs)
@@ -155,14 +154,16 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
                           ("baseline", res.baseline)):  # fmt: skip
             with atomic_path(out / f"{name}.npy", suffix=".npy") as tmp:
                 np.save(tmp, np.ascontiguousarray(arr, dtype="<f8"))
-        rows = ["cell,baseline_kind,lam,noise,objective,gap,kkt,iterations,converged"]
-        for i in range(traces.shape[0]):
-            rows.append(",".join([str(int(r.cell_index[i])), res.baseline_kind[i]] + [
-                repr(float(v[i])) for v in (res.lam, res.noise, res.objective, res.gap, res.kkt)
-            ] + [str(int(res.iterations[i])), str(bool(res.converged[i]))]))  # fmt: skip
-        from nnfit.io import atomic_write_bytes
-
-        atomic_write_bytes(out / "summary.csv", ("\n".join(rows) + "\n").encode())
+        columns = {
+            "source_row": r.cell_index,
+            "baseline_kind": res.baseline_kind,
+            "baseline": res.baseline.mean(axis=1),
+            **{k: getattr(res, k) for k in ("lam", "noise", "objective", "gap", "kkt")},
+            "iterations": res.iterations,
+            "converged": res.converged,
+            "spike_sum": res.spikes.sum(axis=1),
+        }
+        atomic_write_bytes(out / "summary.csv", summary_csv(columns))
         rec = {
             "cells": traces.shape[0], "frames": traces.shape[1], "fs": fs,
             "tau_rise": res.tau_rise, "tau_decay": res.tau_decay,
@@ -171,33 +172,30 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         }  # fmt: skip
         input_hash = r.provenance.get("input_sha256")
     seconds = time.perf_counter() - t0
-    run = {
-        "nnfit_version": __version__,
-        "command": "nnfit calcium deconvolve",
-        "input": str(Path(args.input).resolve()),
-        "input_kind": kind,
-        "input_sha256": input_hash,
-        "input_provenance": {} if r is None else r.provenance,
-        "solver": "exact",
-        "seconds": round(seconds, 3),
+    run = run_record(
+        "nnfit calcium deconvolve",
+        args.input,
+        kind,
+        {"input_sha256": input_hash} if r is None else r.provenance,
+        "exact",
+        seconds,
         **rec,
         # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
-        "spike_time_offset_s": spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
-        "lam_rule": None if args.lam is not None else "lam = z noise ||h||_2 per cell",
-        "outputs": ["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
-    }
+        spike_time_offset_s=spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
+        lam_rule=None if args.lam is not None else "lam = z noise ||h||_2 per cell",
+        outputs=["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
+    )
     n_plot = max(0, args.plot_cells)
     if n_plot:
         k = min(n_plot, rec["cells"])
+        # a streamed run holds no result in memory: its first rows come from the outputs
         spikes = np.load(out / "spikes.npy", mmap_mode="r")[:k]
         recon = np.load(out / "reconvolution.npy", mmap_mode="r")[:k]
-        small = SolveResult(np.asarray(spikes), np.asarray(recon), np.zeros(k),
-                            np.zeros(k, int), np.ones(k, bool), np.zeros(k))  # fmt: skip
         title = (
             f"{Path(args.input).name}: exact, tau {rec['tau_rise']:.3g}/{rec['tau_decay']:.3g} s"
         )
         shown = r.read_rows(0, k) if r is not None else np.asarray(traces[:k], dtype=float)
-        plot_cells(out / "cells.png", shown, small, fs, n_cells=k, title=title)
+        plot_cells(out / "cells.png", shown, spikes, recon, fs, n_cells=k, title=title)
         run["outputs"].append("cells.png")
     written = write_back(args, r, out, run) if r is not None else []
     if written:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,8 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    if not args.no_progress:  # the fits log their rounds and epochs at INFO
+        logging.getLogger("nnfit.spectral").setLevel(logging.INFO)
     if args.method != "kaczmarz":
         return _cmd_fit_exact(args)
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
