@@ -1,14 +1,15 @@
 """``nnfit cube``: spectral cube fitting (CubeFit).
 
 Commands are added by two modules so each stays small: ``cli_build`` (simulate, init, build,
-status, snapshot, compress) and ``cli_fit`` (fit, reconstruct, dashboard).
+status, snapshot, compress), ``cli_fit`` (fit, reconstruct, dashboard) and ``cli_ifu``
+(init from a FITS cube, maps).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from nnfit.spectral import cli_build, cli_fit
+from nnfit.spectral import cli_build, cli_fit, cli_ifu
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,3 +25,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
     cli_build.register(sub)
     cli_fit.register(sub)
+    cli_ifu.register(sub)

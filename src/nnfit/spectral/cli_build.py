@@ -105,8 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
-    p = _add(sub, "init", "create a store from your own arrays", _INIT_HELP, _init)
+    from nnfit.spectral import cli_ifu
+
+    p = _add(
+        sub, "init", "create a store from a FITS IFU cube or from your own arrays",
+        cli_ifu.INIT_FROM_CUBE_HELP + "\n" + _INIT_HELP, _init,
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="store to write (.h5)")
+    cli_ifu.add_init_arguments(p)
     p.add_argument("--npz", help="one .npz holding the arrays by the names above")
     for name in (
         "tem-pix",
@@ -121,7 +127,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ypix",
         "binnum",
     ):
-        p.add_argument(f"--{name}", help=f"{name.replace('-', '_')} as a .npy file")
+        p.add_argument(
+            f"--{name}",
+            help={
+                "templates": "template library (.npz or folder) with a FITS cube; else .npy",
+                "losvd": "losvd as .npy; with a FITS cube also .npz (losvd, vel_pix) or .h5 "
+                "(/LOSVD, /VelPix)",
+            }.get(name, f"{name.replace('-', '_')} as a .npy file"),
+        )
     p.add_argument(
         "--datacube-layout",
         choices=("SL", "LS"),
@@ -248,6 +261,11 @@ def _load_array(path: str | None, name: str):
 
 def _init(args: argparse.Namespace) -> int:
     from nnfit.spectral.store import H5Manager
+
+    if args.cube is not None:
+        from nnfit.spectral.cli_ifu import init_from_cube
+
+        return init_from_cube(args)
 
     names = (
         "tem_pix",
