@@ -3,11 +3,11 @@
 * init -> fit -> maps, one command each, on the real cube with kinematics from pPXF; every
   bin's chi^2/dof equals pPXF's with the same templates, kinematics and (no) polynomials;
 * a synthetic cube made of real templates on the real MUSE grid: noise-free, the light-weighted
-  mean lg age and [M/H] of every bin are recovered within 0.005 dex (the pipeline is exact);
-  with noise drawn from the real variance (Voronoi bins at S/N 60, no regularisation) 90% of
-  the bins are within 0.05 dex and all within 0.1 dex. The criterion for the noisy cube was
-  set after its first run (worst bin 0.0506 dex, 18 of 19 within 0.05): at this S/N the
-  scatter of unregularised NNLS, not the pipeline, sets the error.
+  mean lg age and [M/H] of every bin are recovered within 0.005 dex (the pipeline is exact).
+  With noise drawn from the real variance (Voronoi bins at S/N 60, no regularisation) the
+  first run missed 0.05 dex (worst bin 0.051 dex in lg age, 0.070 in [M/H]); pPXF on the same
+  bins misses it too (0.048, 0.075): at this S/N the scatter of unregularised NNLS sets the
+  error, so the noisy case asserts nnfit's worst error is within 0.01 dex of pPXF's.
 """
 
 from __future__ import annotations
@@ -189,5 +189,27 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
     if not noisy:
         assert np.abs(err_age).max() < 0.005 and np.abs(err_mh).max() < 0.005
     else:
-        for err in (err_age, err_mh):
-            assert np.mean(np.abs(err) < 0.05) >= 0.9 and np.abs(err).max() < 0.1
+        # pPXF on the same bins, templates and kinematics: the same means.
+        import h5py
+        from ppxf.ppxf import ppxf
+
+        with h5py.File(store, "r") as f:
+            T = f["Templates"][()].astype(np.float64).T
+            yb, nb = f["DataCube"][()], f["Noise"][()]
+            good = f["Mask"][()] & f["BinMask"][()]
+            vsyst = 299792.458 * (f["TemPix"][0] - f["ObsPix"][0])
+            ifu = json.loads(f.attrs["ifu_json"])
+        ages = np.repeat(np.log10(res["ages"]) + 9, res["metals"].size)
+        mets = np.tile(res["metals"], res["ages"].size)
+        ref_age, ref_mh = np.zeros(S), np.zeros(S)
+        for b in range(S):
+            pp = ppxf(T, yb[b], nb[b], ifu["velscale_kms"], [0.0, SIGMA_KMS], moments=-2,
+                      degree=-1, mdegree=0, goodpixels=np.flatnonzero(good[b]), vsyst=vsyst,
+                      velscale_ratio=ifu["velscale_ratio"], quiet=True)  # fmt: skip
+            w = pp.weights
+            ref_age[b], ref_mh[b] = w @ ages / w.sum(), w @ mets / w.sum()
+        print(f"pPXF: lg age error max {np.abs(ref_age - lg_true).max():.3f} dex, "
+              f"[M/H] {np.abs(ref_mh - mh_true).max():.3f} dex")  # fmt: skip
+        # As close to the truth as the field's reference, bin for bin's worst case.
+        assert np.abs(err_age).max() <= np.abs(ref_age - lg_true).max() + 0.01
+        assert np.abs(err_mh).max() <= np.abs(ref_mh - mh_true).max() + 0.01
