@@ -142,7 +142,7 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
     wave = real.wave
     data = np.asarray(real.flux, dtype=np.float64)
     var = np.asarray(real.variance, dtype=np.float64)
-    L, ny, nx = data.shape
+    _, ny, nx = data.shape
     old = _observed_spectrum(_ssp(*OLD), wave)
     young = _observed_spectrum(_ssp(*YOUNG), wave)
     sel = (wave >= 4800) & (wave <= 7000)

@@ -62,7 +62,8 @@ def test_variable_gaussian_filter_equals_ppxf():
     sig = np.linspace(0.3, 3.5, 2000)
     p = 14  # pPXF leaves the outer ceil(4 max sigma) pixels 0; ours zero-pads beyond the ends
     np.testing.assert_allclose(
-        gaussian_filter_variable(x, sig)[p:-p], ppxf_util.gaussian_filter1d(x, sig)[p:-p],
+        gaussian_filter_variable(x, sig)[p:-p],
+        ppxf_util.gaussian_filter1d(x, sig)[p:-p],
         rtol=1e-12,
     )
 

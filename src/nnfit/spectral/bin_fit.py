@@ -85,5 +85,7 @@ def fit_bins(
         g.create_dataset("model", data=model)
         g.create_dataset("chi2", data=chi2)
         g.create_dataset("n_good", data=n_good.astype(np.int64))
-        g.attrs["definition"] = "each bin fitted alone; chi2/dof = chi2 / n_good (pPXF, fixed LOSVD)"
+        g.attrs["definition"] = (
+            "each bin fitted alone; chi2/dof = chi2 / n_good (pPXF, fixed LOSVD)"
+        )
     return {"weights": weights, "chi2": chi2, "n_good": n_good, "chi2_dof": chi2 / n_good}

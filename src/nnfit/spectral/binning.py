@@ -167,7 +167,7 @@ def bin_spectra(
     for sl, f, v in cube.slabs(max_bytes):
         fs, vs = f[:, y, x], v[:, y, x]  # (nl, nPix)
         ok = np.isfinite(fs) & np.isfinite(vs) & (vs > 0)
-        n_ok = (B @ ok.T.astype(np.float64))  # (S, nl)
+        n_ok = B @ ok.T.astype(np.float64)  # (S, nl)
         fsum = B @ np.where(ok, fs, 0.0).T
         vsum = B @ np.where(ok, vs, 0.0).T
         with np.errstate(invalid="ignore", divide="ignore"):

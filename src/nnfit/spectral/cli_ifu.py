@@ -28,18 +28,28 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", nargs="?", help="FITS IFU cube (omit to build from arrays)")
     g = p.add_argument_group("from a FITS cube")
     g.add_argument("--redshift", type=float, default=0.0, help="de-redshift by 1+z (default 0)")
-    g.add_argument("--target-sn", type=float, help="Voronoi target S/N per pixel (default: no binning)")
-    g.add_argument("--min-sn", type=float, default=1.0, help="drop spaxels below this S/N (default 1)")
+    g.add_argument(
+        "--target-sn", type=float, help="Voronoi target S/N per pixel (default: no binning)"
+    )
+    g.add_argument(
+        "--min-sn", type=float, default=1.0, help="drop spaxels below this S/N (default 1)"
+    )
     g.add_argument("--bin-map", help="your own bins: .npy (ny, nx) of 0..S-1, -1 unused")
     g.add_argument("--lam-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="observed wavelengths to keep (Angstrom)")  # fmt: skip
     g.add_argument("--x-range", type=int, nargs=2, metavar=("X0", "X1"), help="spaxel columns")
     g.add_argument("--y-range", type=int, nargs=2, metavar=("Y0", "Y1"), help="spaxel rows")
-    g.add_argument("--velscale", type=float, help="log-rebinned pixel in km/s (default: the data's)")
-    g.add_argument("--velscale-ratio", type=int, default=2, help="template pixels per pixel (default 2)")
+    g.add_argument(
+        "--velscale", type=float, help="log-rebinned pixel in km/s (default: the data's)"
+    )
+    g.add_argument(
+        "--velscale-ratio", type=int, default=2, help="template pixels per pixel (default 2)"
+    )
     g.add_argument("--fwhm", default="muse",
                    help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default muse)")  # fmt: skip
-    g.add_argument("--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)")
+    g.add_argument(
+        "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
+    )
     g.add_argument("--normalise", choices=("light", "mass"), default="light",
                    help="template normalisation: light in --norm-range or mass (default light)")  # fmt: skip
     g.add_argument("--norm-range", type=float, nargs=2, default=(5070.0, 5950.0))
@@ -67,8 +77,12 @@ def init_from_cube(args: argparse.Namespace) -> int:
     kin = None
     if args.kinematics:
         kin = "ppxf" if args.kinematics == "ppxf" else read_kinematics_table(args.kinematics)
-    losvd = read_losvd_file(args.losvd, args.vel_pix and np.load(args.vel_pix)) if args.losvd else None
-    lines = [] if args.no_line_mask else (read_line_list(args.mask_lines) if args.mask_lines else None)
+    losvd = (
+        read_losvd_file(args.losvd, args.vel_pix and np.load(args.vel_pix)) if args.losvd else None
+    )
+    lines = (
+        [] if args.no_line_mask else (read_line_list(args.mask_lines) if args.mask_lines else None)
+    )
     bin_map = None
     if args.bin_map:
         if not Path(args.bin_map).exists():
@@ -81,7 +95,9 @@ def init_from_cube(args: argparse.Namespace) -> int:
         try:
             fwhm = float(fwhm)
         except ValueError:
-            raise ValueError(f"--fwhm must be a number (A), 'muse' or 'none'; got {fwhm!r}") from None
+            raise ValueError(
+                f"--fwhm must be a number (A), 'muse' or 'none'; got {fwhm!r}"
+            ) from None
     info = store_from_ifu_cube(
         args.cube, args.templates, args.out, redshift=args.redshift, target_sn=args.target_sn,
         bin_map=bin_map, min_sn=args.min_sn, lam_range=args.lam_range, x_range=args.x_range,

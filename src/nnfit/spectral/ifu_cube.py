@@ -101,7 +101,7 @@ def muse_lsf_fwhm(lam: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> np.round(muse_lsf_fwhm(np.array([4800.0, 7000.0, 9300.0])), 3).tolist()
-    [2.98, 2.483, 2.53]
+    [2.982, 2.483, 2.57]
     """
     lam = np.asarray(lam, dtype=np.float64)
     return 5.866e-8 * lam**2 - 9.187e-4 * lam + 6.040
@@ -146,9 +146,7 @@ class IFUCube:
         """``(L, ny, nx)``."""
         return tuple(int(n) for n in self.flux.shape)  # type: ignore[return-value]
 
-    def slabs(
-        self, max_bytes: float = 64e6
-    ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    def slabs(self, max_bytes: float = 64e6) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """Yield ``(wavelength slice, flux, variance)`` slabs as float64, ``max_bytes`` each.
 
         Only one slab of each extension is in memory at a time.
@@ -226,9 +224,7 @@ def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, 
     elif "CDELT3" in header:
         step = float(header["CDELT3"]) * float(header.get("PC3_3", 1.0))
     else:
-        raise ValueError(
-            f"{path}: no spectral WCS step: neither CD3_3 nor CDELT3 is in the header"
-        )
+        raise ValueError(f"{path}: no spectral WCS step: neither CD3_3 nor CDELT3 is in the header")
     if not np.isfinite(step) or step <= 0:
         raise ValueError(f"{path}: spectral step CD3_3/CDELT3 must be > 0; got {step!r}")
     crpix = float(header.get("CRPIX3", 0.0))  # FITS default for a missing CRPIXj
@@ -279,7 +275,7 @@ def _celestial_header(header, ys: slice, xs: slice) -> str:
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             w = WCS(header)
-        except Exception:  # noqa: BLE001 - a broken celestial WCS only costs the maps their WCS
+        except Exception:  # a broken celestial WCS only costs the maps their WCS
             log.warning("celestial WCS unreadable; maps will carry pixel coordinates only")
             return ""
     if not w.has_celestial:
@@ -417,4 +413,3 @@ def read_ifu_cube(
             f"({L2} x {cube.shape[1]} x {cube.shape[2]}; checked {probe.size} planes)"
         )
     return cube
-

@@ -142,7 +142,9 @@ def store_from_ifu_cube(
     if kinematics is None and losvd is None:
         kinematics = "ppxf"
     if isinstance(kinematics, dict):
-        margin_kms = max(margin_kms, float(np.max(np.abs(kinematics["V"]) + 6 * kinematics["sigma"])))
+        margin_kms = max(
+            margin_kms, float(np.max(np.abs(kinematics["V"]) + 6 * kinematics["sigma"]))
+        )
     elif losvd is not None:
         margin_kms = max(margin_kms, float(np.max(np.abs(losvd[1]))) + 300.0)
     zf = 1.0 + float(redshift)
@@ -151,7 +153,7 @@ def store_from_ifu_cube(
         cube_path, data_ext=data_ext, var_ext=var_ext, noise_ext=noise_ext,
         lam_range=lam_range, x_range=x_range, y_range=y_range,
     )  # fmt: skip
-    L_lin, ny, nx = cube.shape
+    _, ny, nx = cube.shape
     signal, noise, usable = spaxel_signal_noise(cube)
     if bin_map is not None:
         bins = BinMap.from_map(bin_map)
@@ -177,7 +179,9 @@ def store_from_ifu_cube(
     tem_edges = edge0 + j * dlog_t
     if isinstance(fwhm_gal, str):
         if fwhm_gal != "muse":
-            raise ValueError(f"fwhm_gal must be 'muse', a number, a function or None; got {fwhm_gal!r}")
+            raise ValueError(
+                f"fwhm_gal must be 'muse', a number, a function or None; got {fwhm_gal!r}"
+            )
         fwhm_rest = lambda lam: muse_lsf_fwhm(lam * zf) / zf  # noqa: E731
     elif callable(fwhm_gal):
         fwhm_rest = lambda lam: np.asarray(fwhm_gal(lam * zf)) / zf  # noqa: E731

@@ -43,7 +43,7 @@ def velocity_grid(dlog: float, vmax_kms: float) -> tuple[np.ndarray, np.ndarray]
     --------
     >>> cz, lv = velocity_grid(1e-4, 90.0)
     >>> cz.size, np.round(lv, 3).tolist()[:2]
-    (7, [-89.938, -59.958])
+    (9, [-119.917, -89.938])
     """
     if not dlog > 0 or not vmax_kms > 0:
         raise ValueError(f"dlog and vmax_kms must be > 0; got {dlog}, {vmax_kms}")
@@ -71,7 +71,7 @@ def read_kinematics_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
         raise FileNotFoundError(f"--kinematics: {p} does not exist")
     try:
         t = Table.read(p, format="ascii.csv" if p.suffix == ".csv" else None)
-    except Exception as exc:  # noqa: BLE001 - astropy raises many types for unreadable tables
+    except Exception as exc:  # astropy raises many types for unreadable tables
         raise ValueError(f"--kinematics: {p} is not a readable table ({exc})") from None
     cols = {c.upper(): c for c in t.colnames}
     for need in ("V", "SIGMA"):

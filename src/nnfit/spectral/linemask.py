@@ -71,7 +71,9 @@ def read_line_list(path: str | os.PathLike[str]) -> list[tuple[str, float, float
         try:
             out.append((line[0], float(line[1]), float(line[2]), line[3]))
         except ValueError:
-            raise ValueError(f"--mask-lines {p}:{i}: wavelength and width must be numbers") from None
+            raise ValueError(
+                f"--mask-lines {p}:{i}: wavelength and width must be numbers"
+            ) from None
     return out
 
 
@@ -90,7 +92,7 @@ def line_mask(
     >>> ln = np.log(np.linspace(6500.0, 6600.0, 101))
     >>> m = line_mask(ln, 0.0, [("Halpha", 6562.8, 300.0, "rest")])
     >>> int((~m).sum())
-    14
+    13
     """
     ln = np.asarray(ln_lam_rest, dtype=np.float64)
     keep = np.ones(ln.size, dtype=bool)

@@ -48,7 +48,7 @@ def log_grid(lam_lo: float, lam_hi: float, velscale: float) -> tuple[np.ndarray,
     --------
     >>> e, c = log_grid(5000.0, 5010.0, 60.0)
     >>> e.size, bool(np.allclose(np.diff(e), 60.0 / 299792.458))
-    (9, True)
+    (10, True)
     """
     if not (lam_hi > lam_lo > 0):
         raise ValueError(f"need 0 < lam_lo < lam_hi; got {lam_lo}, {lam_hi}")
@@ -151,7 +151,7 @@ def log_rebin(
     >>> wave = 5000.0 + 1.25 * np.arange(400)
     >>> out, _, ln_lam, vs = log_rebin(wave, np.ones(400))
     >>> bool(np.allclose(out, 1.0)), out.size, round(vs, 2)
-    (True, 400, 73.84)
+    (True, 400, 71.44)
     """
     w = np.asarray(wave, dtype=np.float64)
     edges = linear_pixel_edges(w)

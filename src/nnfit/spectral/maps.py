@@ -198,7 +198,9 @@ def write_maps(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) ->
         h["COMMENT"] = label
         hdus.append(fits.ImageHDU(images[name].astype(np.float32), h, name=name))
     bimg = img(np.arange(S))
-    hdus.append(fits.ImageHDU(np.nan_to_num(bimg, nan=-1).astype(np.int32), hdr.copy(), name="BINMAP"))
+    hdus.append(
+        fits.ImageHDU(np.nan_to_num(bimg, nan=-1).astype(np.int32), hdr.copy(), name="BINMAP")
+    )
     mf = np.stack([img(res["mass_fraction"][:, c]) for c in range(C)])
     hdus.append(fits.ImageHDU(mf.astype(np.float32), hdr.copy(), name="MASSFRAC"))
     grid_h = fits.Header()

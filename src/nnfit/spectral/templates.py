@@ -342,4 +342,3 @@ def load_template_library(
         fwhm_tem=None if np.ndim(ftem) else float(ftem),
         source=str(src),
     )
-
