@@ -7,6 +7,7 @@ memory is one slab plus the binned spectra, never the cube.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,17 +126,23 @@ def voronoi_bins(
     if target_sn is None or np.all(sn[keep] >= target_sn):
         binnum = np.arange(y.size)
     else:
-        from vorbin.voronoi_2d_binning import voronoi_2d_binning
-
         total = np.sqrt(np.sum(sn[keep] ** 2))
         if total < target_sn:
             raise ValueError(
                 f"the whole field reaches S/N {total:.1f} < target_sn {target_sn}; lower it"
             )
-        binnum = voronoi_2d_binning(
-            x.astype(float), y.astype(float), signal[keep], noise[keep], float(target_sn),
-            pixelsize=1.0, plot=False, quiet=True,
-        )[0]  # fmt: skip
+        # vorbin 3.2 announces its successor (PowerBin) on every import and call; the
+        # algorithm is the published one, so the notice is not the user's concern.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*VorBin is deprecated", category=UserWarning
+            )
+            from vorbin.voronoi_2d_binning import voronoi_2d_binning
+
+            binnum = voronoi_2d_binning(
+                x.astype(float), y.astype(float), signal[keep], noise[keep], float(target_sn),
+                pixelsize=1.0, plot=False, quiet=True,
+            )[0]  # fmt: skip
     bmap = np.full((ny, nx), -1, dtype=np.int64)
     bmap[y, x] = binnum
     return BinMap(bmap, x.astype(np.float64), y.astype(np.float64), binnum.astype(np.int64),
