@@ -234,6 +234,9 @@ def fit_cube(
     checkpoint: bool = True,
     progress: Callable[[str, dict], None] | None = None,
     verbose: bool = False,
+    degree: int = -1,
+    mdegree: int = 0,
+    continuum_tol: float = 1e-7,
 ) -> tuple[np.ndarray, dict]:
     """Fit one global non-negative weight array ``x (C, P)`` to every spaxel, exactly.
 
@@ -275,6 +278,14 @@ def fit_cube(
         ``progress(phase, info)`` after each phase/round.
     verbose : bool
         One line per phase/round on stderr (when no ``progress`` is given).
+    degree : int
+        Additive Legendre polynomial degree per spaxel (pPXF's ``degree``; -1: none),
+        eliminated exactly (:mod:`nnfit.spectral.continuum`).
+    mdegree : int
+        Multiplicative Legendre polynomial degree per spaxel (pPXF's ``mdegree``; 0: none),
+        fitted by alternating exact steps.
+    continuum_tol : float
+        Stop the alternation when a round lowers chi^2 by less than this, relative.
 
     Returns
     -------
@@ -282,7 +293,10 @@ def fit_cube(
     stats : dict
         ``method``, ``objective``, ``chi2``, ``chi2_zero`` (zero model), ``kkt_violation``,
         ``kkt_tol``, ``converged``, ``iterations``, ``rounds``, ``working_set``, ``nnz``,
-        ``equality_residual``, ``time_s`` and ``phases`` (seconds per phase).
+        ``equality_residual``, ``time_s``, ``phases`` (seconds per phase), ``dof`` and
+        ``chi2_dof`` (chi^2 per degree of freedom: fitted pixels minus non-zero weights and
+        polynomial coefficients). With ``degree``/``mdegree`` also ``mpoly`` and ``apoly``
+        (S, L), ``continuum_rounds``, ``chi2_history`` and ``continuum_converged``.
 
     Examples
     --------
@@ -302,6 +316,45 @@ def fit_cube(
     t = time.perf_counter()
     op, path = _as_operator(source, scheduler, block_size)
     phases["setup"] = time.perf_counter() - t
+    if op._wy0 is not None and not getattr(op, "_checked", False):
+        from nnfit.spectral.checks import check_flux_scaling, check_velocity_frame
+        from nnfit.spectral.operator import _mean_flux
+
+        S, L = op.data_shape
+        w0 = op._w0
+        y = np.zeros((S, L))
+        if w0 is None:
+            y = op._wy0
+        else:
+            np.divide(op._wy0, w0, out=y, where=w0 > 0)
+        fitted = None if w0 is None else (w0 > 0).any(axis=0)
+        check_flux_scaling(op.kernels.sum(axis=(1, 2)), _mean_flux(y, fitted))
+        check_velocity_frame(op)
+        op._checked = True
+    if degree >= 0 or mdegree > 0:
+        from nnfit.spectral.continuum import fit_continuum
+
+        op.template_meta = _template_meta(source)
+        inner = dict(
+            tol=tol, regul=regul, regul_order=regul_order, constraints=constraints,
+            max_iter=max_iter, memory_gb=memory_gb, batch=batch, checkpoint=False,
+            progress=progress, verbose=verbose,
+        )  # fmt: skip
+        if isinstance(x0, str):
+            x0 = read_warm_start(path, op.model_shape) if path is not None else None
+
+        def fit_once(x_init):
+            start = x0 if x_init is None else x_init
+            return fit_cube(op, method, x0=start, **inner)
+
+        x, stats, mpoly, apoly = fit_continuum(
+            op, fit_once, int(degree), int(mdegree), continuum_tol=continuum_tol
+        )
+        stats.update(_dof_stats(op, x, stats["chi2"], degree, mdegree), mpoly=mpoly, apoly=apoly)
+        if path is not None and checkpoint:
+            write_solution(path, x, {"method": stats["method"], "chi2": stats["chi2"]})
+        stats["time_s"] = time.perf_counter() - t_start
+        return x, stats
     C, P = op.model_shape
     n = C * P
     H = None
@@ -384,9 +437,24 @@ def fit_cube(
         write_solution(path, x, {"method": chosen, "chi2": float(chi2)})
         phases["write"] = time.perf_counter() - t
     stats["phases"] = phases
+    stats.update(_dof_stats(op, x, stats["chi2"], -1, 0))
     stats["time_s"] = time.perf_counter() - t_start
     report("done", **{k: v for k, v in stats.items() if k != "phases"})
     return x, stats
+
+
+def _dof_stats(op: CubeOperator, x: np.ndarray, chi2: float, degree: int, mdegree: int) -> dict:
+    """``dof`` and ``chi2_dof``; checks chi^2/dof when the noise was given (see ``checks``)."""
+    from nnfit.spectral.checks import check_chi2_dof
+
+    S, _ = op.data_shape
+    w0 = op._w0
+    n_fit = int(np.count_nonzero(w0)) if w0 is not None else int(np.prod(op.data_shape))
+    dof = n_fit - int(np.count_nonzero(x)) - S * (max(degree, -1) + 1) - S * max(mdegree, 0)
+    chi2_dof = float(chi2) / dof if dof > 0 else float("nan")
+    if getattr(op, "has_noise", False):
+        check_chi2_dof(chi2_dof)
+    return {"dof": dof, "chi2_dof": chi2_dof}
 
 
 def _fit_gram(op, H, E, x0, tol, phases, report):

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from nnfit.spectral.operator import CubeOperator, _add, _block_data, reduce_blocks
+from nnfit.spectral.operator import (
+    CubeOperator,
+    _add,
+    _block_data,
+    project_out,
+    reduce_blocks,
+)
 
 __all__ = ["block_columns", "cube_gram"]
 
@@ -60,13 +66,8 @@ def _task_gram(
     # keep the design block near 256 MB
     step = max(1, int(32e6 // max(1, m * d.Y.shape[2])))
     for a in range(0, s1 - s0, step):
-        sub = type(d)(
-            Y=d.Y,
-            kern=d.kern[a : a + step],
-            w=None if d.w is None else d.w[a : a + step],
-            wy=None if d.wy is None else d.wy[a : a + step],
-        )
-        B = block_columns(sub, columns, C, P).reshape(m, -1)  # (m, Sb*L)
+        sub = d.rows(a, a + step)
+        B = project_out(sub.q, block_columns(sub, columns, C, P)).reshape(m, -1)  # (m, Sb*L)
         if B.shape[1] == 0:
             continue
         if new_from == 0:

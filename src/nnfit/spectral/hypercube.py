@@ -287,6 +287,12 @@ def build_hypercube(
     n_workers = check_int("n_workers", n_workers, low=0)
     with writer_lock(p):
         prob = load_problem(p)
+        if prob.model_options.get("kernel", "linear") != "linear":
+            raise ValueError(
+                f"{p}: the store uses kernel={prob.model_options['kernel']!r}; the HyperCube "
+                "builder computes the 'linear' model only. Fit this store matrix-free with "
+                "fit_cube (nnfit cube fit), which uses the store's model"
+            )
         S, C, P, L = prob.S, prob.C, prob.P, prob.L
         chunks = (
             min(check_int("S_chunk", S_chunk, low=1), S),

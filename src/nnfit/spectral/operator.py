@@ -43,6 +43,17 @@ from nnfit.operators import LinearOperator
 
 __all__ = ["CubeOperator", "kernel_matrix", "shifted_template_dictionary"]
 
+C_KMS_ = 299792.458
+
+
+def _mean_flux(datacube: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean of each spaxel's spectrum over fitted, finite pixels (S,)."""
+    y = np.asarray(datacube, dtype=np.float64)
+    ok = np.isfinite(y)
+    if mask is not None:
+        ok &= np.asarray(mask, dtype=bool)[None, :]
+    return np.where(ok, y, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+
 
 def kernel_matrix(vel_pix: np.ndarray, dlog: float) -> tuple[np.ndarray, int]:
     """Dense map ``(V, K)`` from LOSVD bins to kernel taps, and the zero-shift index.
@@ -98,6 +109,34 @@ class _Data:
     w: np.ndarray | None  # (S_or_block, L) weights (mask / sigma), None = all ones
     wy: np.ndarray | None  # (S_or_block, L) weighted data W * y (None without data)
     s0: int = 0
+    q: np.ndarray | None = None  # (S_or_block, L, d+1) orthonormal basis of W * Legendre
+
+    def rows(self, a: int, b: int) -> _Data:
+        """The spaxels ``a:b`` of this block (views, no copies)."""
+
+        def cut(v: np.ndarray | None) -> np.ndarray | None:
+            return None if v is None else v[a:b]
+
+        return _Data(
+            Y=self.Y,
+            kern=self.kern[a:b],
+            w=cut(self.w),
+            wy=cut(self.wy),
+            s0=self.s0 + a,
+            q=cut(self.q),
+        )
+
+
+def project_out(q: np.ndarray | None, r: np.ndarray) -> np.ndarray:
+    """``r - q (q^T r)`` per spaxel: remove the additive polynomials' span from ``r``.
+
+    ``q`` (S, L, d+1) has orthonormal columns per spaxel; ``r`` is (S, L) or (m, S, L).
+    """
+    if q is None:
+        return r
+    if r.ndim == 2:
+        return r - np.einsum("sld,sd->sl", q, np.einsum("sld,sl->sd", q, r))
+    return r - np.einsum("msd,sld->msl", np.einsum("msl,sld->msd", r, q), q)
 
 
 _REGISTRY: dict[Any, _Data] = {}
@@ -121,13 +160,7 @@ def _h5_block(path: str, s0: int, s1: int, mtime: float) -> _Data:
         base = op._data
         with _REGISTRY_LOCK:
             _REGISTRY[key_full] = base
-    d = _Data(
-        Y=base.Y,
-        kern=base.kern[s0:s1],
-        w=None if base.w is None else base.w[s0:s1],
-        wy=None if base.wy is None else base.wy[s0:s1],
-        s0=s0,
-    )
+    d = base.rows(s0, s1)
     with _REGISTRY_LOCK:
         _REGISTRY[key] = d
     return d
@@ -140,13 +173,7 @@ def _block_data(source: tuple, s0: int, s1: int) -> _Data:
             d = _REGISTRY.get(source[1])
         if d is None:
             raise RuntimeError("operator data not in this process; use from_h5 for clusters")
-        return _Data(
-            Y=d.Y,
-            kern=d.kern[s0:s1],
-            w=None if d.w is None else d.w[s0:s1],
-            wy=None if d.wy is None else d.wy[s0:s1],
-            s0=s0,
-        )
+        return d.rows(s0, s1)
     if kind == "h5":
         return _h5_block(source[1], s0, s1, source[2])
     if kind == "arrays":  # block shipped with its arrays (cluster, in-memory operator)
@@ -259,6 +286,7 @@ def _task_gradient(block: tuple, x: np.ndarray) -> tuple[np.ndarray, float]:
         res *= d.w
     if d.wy is not None:
         res -= d.wy
+    res = project_out(d.q, res)
     chi2 = float(np.einsum("ij,ij->", res, res))
     if d.w is not None:
         res *= d.w
@@ -291,6 +319,22 @@ class CubeOperator(LinearOperator):
         Spaxels per block (default: all spaxels in blocks of at most 256).
     scheduler : None, str or dask Client
         Where blocks run (see :mod:`nnfit.parallel`).
+    kernel : {"linear", "fourier"}
+        ``"linear"``: each LOSVD bin split linearly over two template pixels and the overlap
+        rebin (the model of stores written before the exact one). ``"fourier"``: the exact
+        band-limited placement of :mod:`nnfit.spectral.placement` (pPXF's model).
+    convention : {"cz", "ppxf"}
+        Velocity convention of ``vel_pix``, ``moments`` and ``vsyst`` (``"fourier"`` only;
+        ``"linear"`` is ``"cz"``), see :mod:`nnfit.spectral.losvd`.
+    vsyst : float
+        Systemic velocity (km/s) added to every LOSVD bin (``"fourier"`` only): an
+        observed-frame fit with ``vsyst = cz`` costs what the rest-frame fit costs.
+    moments : array (S, C, m), optional
+        Gauss-Hermite ``(V, sigma[, h3[, h4]])`` per spaxel and component, instead of
+        ``losvd`` (pass ``losvd=None``); ``"fourier"`` only.
+    flux_scale : array (S,) or "data", optional
+        Multiplies every kernel of spaxel ``s``: the spaxel's flux when the LOSVDs or moments
+        are unit-normalised. ``"data"``: each spaxel's mean flux over fitted pixels.
 
     Examples
     --------
@@ -308,8 +352,8 @@ class CubeOperator(LinearOperator):
     def __init__(
         self,
         templates_PT: np.ndarray,
-        losvd: np.ndarray,
-        vel_pix: np.ndarray,
+        losvd: np.ndarray | None,
+        vel_pix: np.ndarray | None,
         tem_pix: np.ndarray,
         obs_pix: np.ndarray,
         *,
@@ -320,32 +364,82 @@ class CubeOperator(LinearOperator):
         weighted: bool = False,
         block_size: int | None = None,
         scheduler: Any = None,
+        kernel: str = "linear",
+        convention: str = "cz",
+        vsyst: float = 0.0,
+        moments: np.ndarray | None = None,
+        flux_scale: np.ndarray | str | None = None,
         _source: tuple | None = None,
     ) -> None:
         from nnfit.spectral.operators import rebin_matrix
+        from nnfit.spectral.placement import KERNELS, exact_model
 
         templates_PT = np.asarray(templates_PT, dtype=np.float64)
-        losvd = np.asarray(losvd, dtype=np.float64)
         tem_pix = np.asarray(tem_pix, dtype=np.float64)
         obs_pix = np.asarray(obs_pix, dtype=np.float64)
-        vel_pix = np.asarray(vel_pix, dtype=np.float64)
+        vel_pix = None if vel_pix is None else np.asarray(vel_pix, dtype=np.float64)
+        from nnfit.spectral.checks import check_ln_grid
+
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+        check_ln_grid("tem_pix", tem_pix)
+        check_ln_grid("obs_pix", obs_pix)
         if templates_PT.ndim != 2 or templates_PT.shape[1] != tem_pix.size:
             raise ValueError(
                 f"templates_PT must be (P, T) with T = len(tem_pix) = {tem_pix.size}; "
                 f"got {templates_PT.shape}"
             )
-        if losvd.ndim != 3 or losvd.shape[1] != vel_pix.size:
-            raise ValueError(
-                f"losvd must be (S, V, C) with V = len(vel_pix) = {vel_pix.size}; got {losvd.shape}"
-            )
-        S, _, C = losvd.shape
+        if moments is not None:
+            if kernel != "fourier":
+                raise ValueError(
+                    "moments need kernel='fourier' (the analytic Gauss-Hermite kernel)"
+                )
+            moments = np.asarray(moments, dtype=np.float64)
+            if moments.ndim != 3:
+                raise ValueError(f"moments must be (S, C, m); got shape {moments.shape}")
+            S, C = moments.shape[:2]
+        else:
+            losvd = np.asarray(losvd, dtype=np.float64)
+            if vel_pix is None or losvd.ndim != 3 or losvd.shape[1] != vel_pix.size:
+                raise ValueError(
+                    f"losvd must be (S, V, C) with V = len(vel_pix); got {losvd.shape}"
+                )
+            S, _, C = losvd.shape
         P = templates_PT.shape[0]
         L = obs_pix.size
-        dlog = float((tem_pix[-1] - tem_pix[0]) / (tem_pix.size - 1))
-        Wk, center = kernel_matrix(vel_pix, dlog)
-        kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
-        R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
-        Y = shifted_template_dictionary(templates_PT, R, Wk.shape[1], center)
+        if kernel == "fourier":
+            Y, kern, center, R, _ = exact_model(
+                templates_PT,
+                tem_pix,
+                obs_pix,
+                losvd=None if moments is not None else losvd,
+                vel_pix=vel_pix,
+                moments=moments,
+                convention=convention,
+                vsyst_kms=vsyst,
+                rebin=rebin,
+            )
+        else:
+            if convention != "cz" or vsyst:
+                raise ValueError("kernel='linear' supports convention='cz' and vsyst=0 only")
+            dlog = float((tem_pix[-1] - tem_pix[0]) / (tem_pix.size - 1))
+            Wk, center = kernel_matrix(vel_pix, dlog)
+            kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
+            R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
+        if isinstance(flux_scale, str):
+            if flux_scale != "data" or datacube is None:
+                raise ValueError(
+                    "flux_scale must be an array (S,) or 'data' (each spaxel's mean flux over "
+                    f"fitted pixels; needs datacube=); got {flux_scale!r}"
+                )
+            flux_scale = _mean_flux(datacube, mask)
+        if flux_scale is not None:
+            fs = np.asarray(flux_scale, dtype=np.float64)
+            if fs.shape != (S,) or not np.all(np.isfinite(fs)):
+                raise ValueError(f"flux_scale must be finite with shape ({S},); got {fs.shape}")
+            kern = kern * fs[:, None, None]
+        if kernel == "linear":
+            Y = shifted_template_dictionary(templates_PT, R, kern.shape[-1], center)
         w = None
         if mask is not None or noise is not None:
             w = np.ones((S, L))
@@ -372,11 +466,15 @@ class CubeOperator(LinearOperator):
         self.model_shape = (C, P)
         self.data_shape = (S, L)
         self.n_spaxels, self.n_components, self.n_populations, self.n_obs = S, C, P, L
-        self.n_taps, self.center = Wk.shape[1], center
+        self.n_taps, self.center = kern.shape[-1], center
+        self.kernel = kernel
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
         self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
+        self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
+        self.has_noise = noise is not None
+        self.obs_step_kms = float(C_KMS_ * np.median(np.diff(obs_pix))) if L > 1 else 0.0
         self._token = uuid.uuid4().hex
         with _REGISTRY_LOCK:
             _REGISTRY[self._token] = self._data
@@ -403,7 +501,7 @@ class CubeOperator(LinearOperator):
             mask=getattr(problem, "mask", None),
             noise=getattr(problem, "noise", None),
             datacube=getattr(problem, "datacube", None),
-            **kwargs,
+            **{**getattr(problem, "model_options", {}), **kwargs},
         )
 
     @classmethod
@@ -490,6 +588,32 @@ class CubeOperator(LinearOperator):
         """``||W y||^2``: the chi^2 of the zero model."""
         wy = self._data.wy
         return float(np.einsum("ij,ij->", wy, wy)) if wy is not None else 0.0
+
+    def set_continuum(self, degree: int = -1, mpoly: np.ndarray | None = None) -> None:
+        """Add pPXF-style Legendre continua per spaxel to the model the fit sees.
+
+        The model of spaxel ``s`` becomes ``mpoly[s] * (A x)[s] + sum_j a_sj P_j``: the
+        additive terms (``degree >= 0``, ``a_sj`` free) are eliminated exactly by projecting
+        ``W A x`` and ``W y`` onto the complement of ``W P`` per spaxel; ``mpoly`` (S, L) (a
+        fixed multiplicative continuum, see :mod:`nnfit.spectral.continuum`) multiplies the
+        model's weights. ``set_continuum()`` restores the plain model. Blocks then run from
+        memory (a cluster gets the arrays with each task).
+        """
+        from nnfit.spectral.continuum import weighted_basis
+
+        S, L = self.data_shape
+        d = self._data
+        w0 = self._w0
+        d.q = None if degree < 0 else weighted_basis(np.ones((S, L)) if w0 is None else w0, degree)
+        d.wy = None if self._wy0 is None else project_out(d.q, self._wy0)
+        if mpoly is None:
+            d.w = w0
+        else:
+            m = np.asarray(mpoly, dtype=np.float64)
+            if m.shape != (S, L):
+                raise ValueError(f"mpoly must be ({S}, {L}); got {m.shape}")
+            d.w = (np.ones((S, L)) if w0 is None else w0) * m
+        self._source = ("mem", self._token)
 
     def approx_column_norms2(self) -> np.ndarray:
         """Cheap estimate (C, P) of ``||W A e_j||^2``: exact when every kernel is one tap.

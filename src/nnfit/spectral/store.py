@@ -406,6 +406,9 @@ class CubeProblem:
     rebin: sp.csr_matrix
     guard_info: dict = field(default_factory=dict)
     path: Path | None = None
+    model_options: dict = field(default_factory=dict)
+    """``kernel``, ``convention``, ``vsyst`` and ``flux_scale`` for :class:`CubeOperator`
+    (empty for stores written before the exact model: the ``"linear"`` model)."""
 
     @property
     def S(self) -> int:
@@ -493,7 +496,20 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
             rebin=_read_rebin(f, tem.size, L),
             guard_info=json.loads(f.attrs.get("guard_info_json", "{}")),
             path=p,
+            model_options=_read_model_options(f),
         )
+
+
+def _read_model_options(f: h5py.File) -> dict:
+    """The model attributes of a store; stores without them keep the ``"linear"`` model."""
+    opts: dict[str, Any] = {}
+    if "kernel" in f.attrs:
+        opts["kernel"] = str(f.attrs["kernel"])
+        opts["convention"] = str(f.attrs.get("velocity_convention", "cz"))
+        opts["vsyst"] = float(f.attrs.get("vsyst_kms", 0.0))
+    if "FluxScale" in f:
+        opts["flux_scale"] = f["FluxScale"][()].astype(np.float64)
+    return opts
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,9 +518,12 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
 
 
 def _check_grid(name: str, pix: Any, *, uniform: bool) -> np.ndarray:
+    from nnfit.spectral.checks import check_ln_grid
+
     arr = as_float_array(name, pix, ndim=(1,))
     if arr.size < 2:
         raise ValueError(f"{name} must have at least 2 pixels; got {arr.size}")
+    check_ln_grid(name, arr)
     d = np.diff(arr)
     if not np.all(d > 0):
         i = int(np.argmax(~(d > 0)))
@@ -697,6 +716,12 @@ class H5Manager:
         *,
         template_meta: dict | None = None,
         safety_pad_px: int = 2,
+        kernel: str = "linear",
+        convention: str = "cz",
+        vsyst: float = 0.0,
+        flux_scale: Any = None,
+        medium_obs: str | None = None,
+        medium_templates: str | None = None,
     ) -> None:
         """Validate the problem's arrays and write the store in the canonical layout.
 
@@ -727,7 +752,36 @@ class H5Manager:
             ``template_meta_json``.
         safety_pad_px : int, optional
             Template pixels required beyond the largest LOSVD shift on each side.
+        kernel : {"linear", "fourier"}
+            The model (root attribute ``kernel``; see :class:`CubeOperator`). ``"fourier"`` is
+            the exact band-limited model of :mod:`nnfit.spectral.placement`; ``"linear"`` the
+            original one, which the HyperCube builder implements.
+        convention : {"cz", "ppxf"}
+            Velocity convention of ``/VelPix`` and ``vsyst`` (attribute
+            ``velocity_convention``); ``"fourier"`` only.
+        vsyst : float
+            Systemic velocity (km/s) added to every LOSVD bin (attribute ``vsyst_kms``).
+        flux_scale : array (S,) or "data", optional
+            Per-spaxel factor on the kernels (``/FluxScale``); ``"data"``: each spaxel's mean
+            flux over fitted pixels, for unit-normalised LOSVDs.
+        medium_obs, medium_templates : {"air", "vacuum"}, optional
+            Wavelength media, recorded as attributes; a mismatch is refused.
         """
+        from nnfit.spectral.checks import check_media
+        from nnfit.spectral.losvd import VELOCITY_CONVENTIONS
+        from nnfit.spectral.placement import KERNELS
+
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+        if convention not in VELOCITY_CONVENTIONS:
+            raise ValueError(
+                f"convention must be one of {VELOCITY_CONVENTIONS}; got {convention!r}"
+            )
+        if kernel == "linear" and (convention != "cz" or vsyst):
+            raise ValueError(
+                "kernel='linear' supports convention='cz' and vsyst=0 only; use kernel='fourier'"
+            )
+        check_media(medium_obs, medium_templates)
         if self.vel_pix is None:
             raise ValueError(
                 "velocity grid not set: call set_velocity_grid(vbins) before populate_from_arrays"
@@ -792,7 +846,11 @@ class H5Manager:
             nz[~np.isfinite(nz) | (nz <= 0)] = 1.0  # unused pixels: a harmless placeholder
 
         guard = guard_report(self.tem_pix, self.obs_pix, self.vel_pix, pad)
-        if not guard["safe"]:
+        if kernel == "fourier":
+            from nnfit.spectral.placement import check_coverage
+
+            check_coverage(self.tem_pix, self.obs_pix, self.vel_pix, convention, vsyst, pad)
+        elif not guard["safe"]:
             raise ValueError(
                 "template grid does not cover the observed range plus the largest LOSVD shift "
                 f"and a safety pad of {pad} px: expected margins >= {pad} template pixels on both "
@@ -802,6 +860,18 @@ class H5Manager:
                 f"{guard['tem_hi']:.6f}], observed [{guard['obs_lo']:.6f}, {guard['obs_hi']:.6f}] "
                 "in ln lambda). Extend the templates or trim the observed range"
             )
+
+        fs = None
+        if isinstance(flux_scale, str):
+            from nnfit.spectral.operator import _mean_flux
+
+            if flux_scale != "data":
+                raise ValueError(f"flux_scale must be an array (S,) or 'data'; got {flux_scale!r}")
+            fs = _mean_flux(dc, m)
+        elif flux_scale is not None:
+            fs = as_float_array("flux_scale", flux_scale, ndim=(1,))
+            if fs.shape != (S,):
+                raise ValueError(f"flux_scale must have shape (S,) = ({S},); got {fs.shape}")
 
         xp = yp = bn = None
         if xpix is not None or ypix is not None:
@@ -864,6 +934,13 @@ class H5Manager:
                 self._write_guard_attrs(f, guard)
                 f.attrs["masked_nonfinite_replaced"] = n_replaced
                 f.attrs["lambda_units"] = "natural log of wavelength"
+                f.attrs["kernel"] = kernel
+                f.attrs["velocity_convention"] = convention
+                f.attrs["vsyst_kms"] = float(vsyst)
+                f.attrs["medium_obs"] = medium_obs or "unknown"
+                f.attrs["medium_templates"] = medium_templates or "unknown"
+                if fs is not None:
+                    f.create_dataset("FluxScale", data=fs)
                 _write_rebin(f, rebin_matrix(self.tem_pix, self.obs_pix))
 
     @staticmethod
