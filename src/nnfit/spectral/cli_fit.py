@@ -108,6 +108,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics-interval", type=float, default=300.0, help="seconds between metrics rows"
     )
     fit.add_argument(
+        "--degree",
+        type=int,
+        default=-1,
+        help="additive Legendre polynomial degree per spaxel, pPXF's degree (exact methods; "
+        "default: -1, none)",
+    )
+    fit.add_argument(
+        "--mdegree",
+        type=int,
+        default=0,
+        help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (exact "
+        "methods; default: 0, none)",
+    )
+    fit.add_argument(
         "--per-bin",
         action="store_true",
         help="fit every bin on its own (pPXF/GIST style; exact methods) into /BinFit",
@@ -192,6 +206,8 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=on_phase,
         verbose=not args.quiet,
+        degree=args.degree,
+        mdegree=args.mdegree,
     )
     if bar is not None:
         bar.close()
@@ -222,7 +238,7 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
         raise ValueError("--per-bin uses the exact methods; drop --method kaczmarz")
     res = fit_bins(
         args.store, method=args.method, tol=args.tol, regul=args.regul,
-        regul_order=args.regul_order,
+        regul_order=args.regul_order, degree=args.degree, mdegree=args.mdegree,
     )  # fmt: skip
     chi = res["chi2_dof"]
     print(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.spectral.operators import C_KMS
+from nnfit.spectral.placement import HALF_WIDTH
 
 __all__ = ["store_from_ifu_cube"]
 
@@ -63,6 +64,7 @@ def store_from_ifu_cube(
     kinematics: dict[str, np.ndarray] | str | None = None,
     losvd: tuple[np.ndarray, np.ndarray] | None = None,
     margin_kms: float = 2000.0,
+    kernel: str = "fourier",
     data_ext: str | int | None = None,
     var_ext: str | int | None = None,
     noise_ext: str | int | None = None,
@@ -111,6 +113,10 @@ def store_from_ifu_cube(
         Histograms instead of moments (e.g. from an orbit model), velocities in cz km/s.
     margin_kms : float
         Template coverage beyond the observed range on each side (>= largest LOSVD shift).
+    kernel : {"fourier", "linear"}
+        The store's model (:class:`~nnfit.spectral.operator.CubeOperator`): ``"fourier"``,
+        the exact band-limited one (pPXF's), with LOSVDs from moments on pPXF's log-velocity
+        grid; ``"linear"`` the original one (needed by ``nnfit cube build``/Kaczmarz).
     data_ext, var_ext, noise_ext : optional
         FITS extensions (see ``read_ifu_cube``).
     overwrite : bool
@@ -173,7 +179,8 @@ def store_from_ifu_cube(
     dlog = vs / C_KMS
     dlog_t = dlog / ratio
     # Template grid: aligned with the observed pixel edges, `ratio` pixels per observed pixel.
-    m = int(np.ceil(margin_kms / C_KMS / dlog_t))
+    # ... plus the exact model's band-limited tail and the store's 2-pixel safety pad.
+    m = int(np.ceil(margin_kms / C_KMS / dlog_t)) + HALF_WIDTH + 4
     edge0 = ln_rest[0] - 0.5 * dlog
     j = np.arange(-m, ln_rest.size * ratio + m + 1)
     tem_edges = edge0 + j * dlog_t
@@ -214,6 +221,7 @@ def store_from_ifu_cube(
         if L_sv.shape[0] != S:
             raise ValueError(f"--losvd has {L_sv.shape[0]} spectra; the binning gives {S} bins")
         kin_source = "losvd histograms"
+        convention = "cz"
     else:
         if isinstance(kinematics, str):
             if kinematics != "ppxf":
@@ -230,7 +238,11 @@ def store_from_ifu_cube(
             raise ValueError(
                 f"kinematics has {kin['V'].size} rows; the binning gives {S} bins (BIN_ID 0..{S - 1})"
             )
-        L_sv, vel_pix = losvd_from_kinematics(kin, dlog_t)
+        L_sv, vel_cz = losvd_from_kinematics(kin, dlog_t)
+        if kernel == "fourier":  # the same bins in pPXF's log-velocity, where moments live
+            vel_pix, convention = C_KMS * np.log1p(vel_cz / C_KMS), "ppxf"
+        else:
+            vel_pix, convention = vel_cz, "cz"
 
     info_json = {
         "source": str(Path(cube_path).resolve()),
@@ -254,6 +266,11 @@ def store_from_ifu_cube(
         mgr.populate_from_arrays(
             L_sv, flux, lib.templates, mask=mask, xpix=bins.xpix, ypix=bins.ypix,
             binnum=bins.binnum, noise=sigma, datacube_layout="SL", template_meta=lib.meta(),
+            kernel=kernel, convention=convention, medium_obs=cube.medium,
+            medium_templates=lib.medium,
+            # Unit LOSVDs from moments: each bin's kernels carry its mean flux, so one global
+            # x can describe every bin; histograms from an orbit model carry their own light.
+            flux_scale="data" if kin is not None else None,
         )  # fmt: skip
         with open_h5(tmp, "a") as f:
             f.create_dataset("BinMask", data=bin_mask, dtype=bool)
@@ -264,6 +281,7 @@ def store_from_ifu_cube(
                 g.attrs["convention"] = "ppxf: V = c ln(1+z) relative to the store's redshift"
             f.attrs["ifu_json"] = json.dumps(info_json)
     return {
+        "kernel": kernel,
         "path": out, "S": S, "L": ln_rest.size, "T": tem_pix.size, "P": templates_TP.shape[1],
         "V": vel_pix.size, "velscale": vs, "n_masked": int((~mask).sum()),
         "kinematics": kin_source, "spaxels": int(bins.binnum.size),

@@ -66,24 +66,31 @@ def population_maps(path: str | os.PathLike[str]) -> dict[str, Any]:
         binnum = f["BinNum"][()] if "BinNum" in f else np.arange(S)
         xpix = f["XPix"][()] if "XPix" in f else np.arange(S, dtype=float)
         ypix = f["YPix"][()] if "YPix" in f else np.zeros(S)
+        dof = None
         if "BinFit" in f:
             g = f["BinFit"]
             w = g["weights"][()]
             model = g["model"][()].astype(np.float64)
+            dof = g["dof"][()]
             source = "bins"
         elif "X_global" in f:
             x = f["X_global"][()].reshape(C, P)
-            w = x[None] * prob.losvd.sum(axis=1)[:, :, None]
             source = "global"
-            from nnfit.spectral.operator import CubeOperator
-
-            model = CubeOperator.from_problem(prob).forward(x)
         else:
             raise ValueError(f"{path}: no fit results (/BinFit or /X_global); run 'nnfit cube fit'")
+    if source == "global":
+        from nnfit.spectral.operator import CubeOperator
+
+        fs = prob.model_options.get("flux_scale")
+        amp = prob.losvd.sum(axis=1) * (1.0 if fs is None else np.asarray(fs)[:, None])
+        w = x[None] * amp[:, :, None]
+        model = CubeOperator.from_problem(prob).forward(x)
     fitted = bin_mask & prob.mask[None, :]
     noise = prob.noise if prob.noise is not None else np.ones((S, L))
     r = np.where(fitted, (prob.datacube - model) / noise, 0.0)
-    chi2_dof = (r**2).sum(axis=1) / np.maximum(fitted.sum(axis=1), 1)
+    if dof is None:  # the global x: its non-zero weights shared by all bins
+        dof = fitted.sum(axis=1) - np.count_nonzero(x) / S
+    chi2_dof = (r**2).sum(axis=1) / np.maximum(dof, 1)
 
     if meta.get("normalisation") == "light":
         w_light = w
