@@ -107,18 +107,53 @@ def muse_lsf_fwhm(lam: np.ndarray) -> np.ndarray:
     return 5.866e-8 * lam**2 - 9.187e-4 * lam + 6.040
 
 
+@dataclass(frozen=True)
+class _Extension:
+    """Where an uncompressed image extension's data sits in the file, and how to scale it."""
+
+    name: str
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, int, int]
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+    def _scale(self, raw: np.ndarray) -> np.ndarray:
+        out = raw.astype(np.float64)
+        if self.blank is not None:
+            out[raw == self.blank] = np.nan
+        if self.bscale != 1.0 or self.bzero != 0.0:
+            out = out * self.bscale + self.bzero
+        return out
+
+    def read_planes(self, fh, l0: int, l1: int) -> np.ndarray:
+        """Planes ``l0:l1`` (full spatial extent) as float64, one contiguous file read."""
+        _, ny, nx = self.shape
+        fh.seek(self.offset + l0 * ny * nx * self.dtype.itemsize)
+        raw = np.fromfile(fh, dtype=self.dtype, count=(l1 - l0) * ny * nx)
+        return self._scale(raw.reshape(l1 - l0, ny, nx))
+
+    def memmap(self, path: Path) -> np.ndarray:
+        """The whole extension as a read-only memory map (scaled arrays are read whole)."""
+        mm = np.memmap(path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+        if self.blank is None and self.bscale == 1.0 and self.bzero == 0.0:
+            return mm
+        return self._scale(np.asarray(mm))
+
+
 @dataclass
 class IFUCube:
-    """A FITS cube opened for streaming.
+    """A FITS cube opened for streaming: nothing is read until asked for.
+
+    :meth:`slabs` reads wavelength slabs with plain file reads (one contiguous read per slab
+    and extension), so memory stays at one slab whatever the cube's size; ``flux`` and
+    ``variance`` give memory-mapped views of the selection for small cubes and tests.
 
     Attributes
     ----------
-    flux : ndarray (L, ny, nx)
-        The data, memory-mapped when the file allows it (read only where sliced).
-    variance : ndarray (L, ny, nx)
-        Variance of ``flux`` (memory-mapped; squared on the fly when the file stores noise).
     wave : ndarray (L,)
-        Wavelength of each pixel in Angstrom, in the medium of ``medium``.
+        Wavelength of each selected pixel in Angstrom, in the medium of ``medium``.
     medium : {"air", "vacuum"}
         From ``CTYPE3`` (``AWAV`` / ``WAVE``).
     celestial_header : str
@@ -129,37 +164,77 @@ class IFUCube:
     path : Path
         The file.
     noise_is_sigma : bool
-        True when the file stored a 1-sigma noise cube rather than a variance.
+        True when the file stores a 1-sigma noise cube rather than a variance.
     """
 
-    flux: np.ndarray
-    variance: np.ndarray
     wave: np.ndarray
     medium: str
     celestial_header: str
     bunit: str
     path: Path
-    noise_is_sigma: bool = False
+    noise_is_sigma: bool
+    _data: _Extension
+    _var: _Extension
+    _sel: tuple[slice, slice, slice]
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """``(L, ny, nx)``."""
-        return tuple(int(n) for n in self.flux.shape)  # type: ignore[return-value]
+        """``(L, ny, nx)`` of the selection."""
+        return tuple(len(range(*s.indices(n))) for s, n in zip(self._sel, self._data.shape,
+                                                               strict=True))  # type: ignore[return-value]  # fmt: skip
+
+    @property
+    def flux(self) -> np.ndarray:
+        """The selected data ``(L, ny, nx)``, memory-mapped."""
+        return self._data.memmap(self.path)[self._sel]
+
+    @property
+    def variance(self) -> np.ndarray:
+        """The selected variance ``(L, ny, nx)`` (memory-mapped; a noise file is squared)."""
+        v = self._var.memmap(self.path)[self._sel]
+        return np.square(v, dtype=np.float64) if self.noise_is_sigma else v
 
     def slabs(self, max_bytes: float = 64e6) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """Yield ``(wavelength slice, flux, variance)`` slabs as float64, ``max_bytes`` each.
-
-        Only one slab of each extension is in memory at a time.
-        """
-        L, ny, nx = self.shape
+        """Yield ``(wavelength slice, flux, variance)`` slabs as float64, about ``max_bytes``
+        of full planes per extension; slices index the selection."""
+        ls, ys, xs = self._sel
+        L = self.shape[0]
+        _, ny, nx = self._data.shape
         step = max(1, int(max_bytes // (8 * ny * nx)))
-        for l0 in range(0, L, step):
-            sl = slice(l0, min(L, l0 + step))
-            f = np.asarray(self.flux[sl], dtype=np.float64)
-            v = np.asarray(self.variance[sl], dtype=np.float64)
-            if self.noise_is_sigma:
-                v = v * v
-            yield sl, f, v
+        with open(self.path, "rb") as fh:
+            for l0 in range(0, L, step):
+                l1 = min(L, l0 + step)
+                a, b = ls.start + l0, ls.start + l1
+                f = self._data.read_planes(fh, a, b)[:, ys, xs]
+                v = self._var.read_planes(fh, a, b)[:, ys, xs]
+                if self.noise_is_sigma:
+                    v = v * v
+                yield slice(l0, l1), f, v
+
+
+def _extension(hdul, hdu, path: Path) -> _Extension:
+    from astropy.io import fits
+
+    if isinstance(hdu, fits.CompImageHDU) or hdu.header.get("ZIMAGE", False):
+        raise ValueError(
+            f"{path}: extension {hdu.name!r} is tile-compressed; decompress it first "
+            "(e.g. funpack) so it can be streamed"
+        )
+    h = hdu.header
+    bitpix = int(h["BITPIX"])
+    kind = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}.get(bitpix)
+    if kind is None:
+        raise ValueError(f"{path}: extension {hdu.name!r}: BITPIX = {bitpix} is not a FITS type")
+    shape = tuple(int(h[f"NAXIS{k}"]) for k in (3, 2, 1))
+    return _Extension(
+        name=hdu.name,
+        offset=int(hdul.fileinfo(hdul.index(hdu))["datLoc"]),
+        dtype=np.dtype(kind),
+        shape=shape,  # type: ignore[arg-type]
+        bscale=float(h.get("BSCALE", 1.0)),
+        bzero=float(h.get("BZERO", 0.0)),
+        blank=int(h["BLANK"]) if bitpix > 0 and "BLANK" in h else None,
+    )
 
 
 def _hdu_by_name(hdul, name: str | int, path: Path, what: str):
@@ -359,7 +434,7 @@ def read_ifu_cube(
     if medium is not None and medium not in ("air", "vacuum"):
         raise ValueError(f"medium must be 'air' or 'vacuum'; got {medium!r}")
     try:
-        hdul = fits.open(p, memmap=True, mode="readonly")
+        hdul = fits.open(p, memmap=False, lazy_load_hdus=True)
     except OSError as exc:
         raise ValueError(f"{p}: not a readable FITS file ({exc})") from None
     with hdul:
@@ -372,15 +447,19 @@ def read_ifu_cube(
             )
         vh, is_sigma = _find_var_hdu(hdul, dh, var_ext, noise_ext, p)
         wave, found_medium = _spectral_axis(hdr, p, medium)
-        flux = dh.data
-        var = vh.data
-        if var is None or var.shape != flux.shape:
+        d_ext = _extension(hdul, dh, p)
+        if vh.header.get("NAXIS", 0) != 3:
+            raise ValueError(
+                f"{p}: {'noise' if is_sigma else 'variance'} extension {vh.name!r} has NAXIS = "
+                f"{vh.header.get('NAXIS', 0)}; it must be a cube shaped like {dh.name!r}"
+            )
+        v_ext = _extension(hdul, vh, p)
+        if v_ext.shape != d_ext.shape:
             raise ValueError(
                 f"{p}: {'noise' if is_sigma else 'variance'} extension {vh.name!r} has shape "
-                f"{None if var is None else var.shape}, the data {dh.name!r} {flux.shape}; "
-                "they must match"
+                f"{v_ext.shape}, the data {dh.name!r} {d_ext.shape}; they must match"
             )
-        L, ny, nx = flux.shape
+        L, ny, nx = d_ext.shape
         if lam_range is not None:
             lo, hi = (float(v) for v in lam_range)
             keep = np.flatnonzero((wave >= lo) & (wave <= hi))
@@ -395,19 +474,25 @@ def read_ifu_cube(
         xs = _as_slice(x_range, nx, "x_range")
         ys = _as_slice(y_range, ny, "y_range")
         cube = IFUCube(
-            flux=flux[ls, ys, xs],
-            variance=var[ls, ys, xs],
             wave=wave[ls],
             medium=found_medium,
             celestial_header=_celestial_header(hdr, ys, xs),
             bunit=str(hdr.get("BUNIT", hdul[0].header.get("BUNIT", ""))),
             path=p,
             noise_is_sigma=is_sigma,
+            _data=d_ext,
+            _var=v_ext,
+            _sel=(ls, ys, xs),
         )
-    # An all-NaN cube is refused here, not after binning: one streamed pass over a few planes.
+    # An all-NaN cube is refused here, not after binning: a few planes are read.
     L2 = cube.shape[0]
     probe = np.unique(np.linspace(0, L2 - 1, min(L2, 16)).astype(int))
-    if not any(np.isfinite(np.asarray(cube.flux[i], dtype=np.float64)).any() for i in probe):
+    with open(p, "rb") as fh:
+        finite = any(
+            np.isfinite(d_ext.read_planes(fh, ls.start + i, ls.start + i + 1)[:, ys, xs]).any()
+            for i in probe
+        )
+    if not finite:
         raise ValueError(
             f"{p}: no finite data in extension {dh.name!r} over the selection "
             f"({L2} x {cube.shape[1]} x {cube.shape[2]}; checked {probe.size} planes)"
