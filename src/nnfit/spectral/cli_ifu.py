@@ -64,8 +64,18 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--noise-ext", help="1-sigma noise extension instead of a variance")
 
 
+def _require(*modules: str) -> None:
+    """Refuse, with the install command, when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"this command needs {', '.join(missing)}: pip install 'nnfit[spectral]'")
+
+
 def init_from_cube(args: argparse.Namespace) -> int:
     """Run ``nnfit cube init CUBE.fits ...``."""
+    _require("astropy", *(["vorbin"] if args.target_sn is not None else []))
     from nnfit.spectral.ifu_store import store_from_ifu_cube
     from nnfit.spectral.kinematics import read_kinematics_table, read_losvd_file
     from nnfit.spectral.linemask import read_line_list
@@ -137,6 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _maps(args: argparse.Namespace) -> int:
     from nnfit.spectral.maps import write_maps
 
+    _require("astropy")
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
     res = write_maps(args.store, args.out)
