@@ -82,6 +82,17 @@ def init_from_cube(args: argparse.Namespace) -> int:
 
     if not args.templates:
         raise ValueError("--templates: give the template library (.npz or a folder of FITS)")
+    mixed = [
+        f"--{n.replace('_', '-')}"
+        for n in ("npz", "tem_pix", "obs_pix", "datacube", "mask", "noise", "xpix", "ypix",
+                  "binnum", "template_meta")
+        if getattr(args, n, None)
+    ]  # fmt: skip
+    if mixed:
+        raise ValueError(
+            f"{', '.join(mixed)}: these build a store from arrays; with a FITS cube the cube, "
+            "--templates and --kinematics/--losvd say everything"
+        )
     if args.kinematics and args.losvd:
         raise ValueError("give --kinematics or --losvd, not both")
     kin = None
