@@ -75,12 +75,19 @@ def run_nnfit(path: str, target_sn: float) -> dict:
     from nnfit.spectral.ifu_cube import read_ifu_cube
     from nnfit.spectral.logrebin import log_rebin
 
+    t = [time.perf_counter()]
     cube = read_ifu_cube(path)
     s, n, ok = spaxel_signal_noise(cube)
+    t.append(time.perf_counter())
     bins = voronoi_bins(s, n, ok, target_sn)
+    t.append(time.perf_counter())
     flux, var = bin_spectra(cube, bins)
     out, _, _, _ = log_rebin(cube.wave, flux, variance=var)
-    return {"bins": bins.n_bins, "checksum": float(np.nansum(out[:, out.shape[1] // 2]))}
+    t.append(time.perf_counter())
+    return {
+        "bins": bins.n_bins, "checksum": float(np.nansum(out[:, out.shape[1] // 2])),
+        "split": "read+S/N {:.0f} s, vorbin {:.0f} s, bin+rebin {:.0f} s".format(*np.diff(t)),
+    }  # fmt: skip
 
 
 def run_astropy(path: str, target_sn: float) -> dict:
@@ -99,11 +106,16 @@ def run_astropy(path: str, target_sn: float) -> dict:
         n = np.sqrt(np.nanmean(v, axis=0))
         ok = (s / n) >= 1.0
         y, x = np.nonzero(ok)
+        t1 = time.perf_counter()
         binnum = voronoi_2d_binning(x.astype(float), y.astype(float), s[ok], n[ok], target_sn,
-                                    plot=False, quiet=True)[0]  # fmt: skip
+                                    pixelsize=1.0, plot=False, quiet=True)[0]  # fmt: skip
+        t2 = time.perf_counter()
     B = sp.csr_matrix((np.ones(y.size), (binnum, np.arange(y.size))))
     flux = B @ d[:, y, x].T
-    return {"bins": int(binnum.max()) + 1, "checksum": float(flux[:, flux.shape[1] // 2].sum())}
+    return {
+        "bins": int(binnum.max()) + 1, "checksum": float(flux[:, flux.shape[1] // 2].sum()),
+        "split": f"vorbin {t2 - t1:.0f} s",
+    }  # fmt: skip
 
 
 def run_mpdaf(path: str, target_sn: float) -> dict:
@@ -130,18 +142,24 @@ def main() -> None:
     ap.add_argument("--target-sn", type=float, default=40.0)
     ap.add_argument("--dir", default=None, help="where to write the cube (default: a temp dir)")
     ap.add_argument("--peers", default="nnfit,astropy,mpdaf")
+    ap.add_argument("--cube", help="reuse this cube instead of writing one")
+    ap.add_argument("--keep", action="store_true", help="keep the written cube")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], a.child[1], float(a.child[2]))
         return
-    folder = Path(a.dir or tempfile.mkdtemp())
-    path = folder / f"muse_{a.nx}x{a.ny}x{a.nl}.fits"
-    t = time.perf_counter()
-    write_cube(path, a.nx, a.ny, a.nl)
-    gb = path.stat().st_size / 1e9
-    print(f"cube {a.nx} x {a.ny} x {a.nl} float32, DATA + STAT: {gb:.2f} GB written in "
-          f"{time.perf_counter() - t:.0f} s")  # fmt: skip
+    if a.cube:
+        path = Path(a.cube)
+        print(f"cube {path}: {path.stat().st_size / 1e9:.2f} GB")
+    else:
+        folder = Path(a.dir or tempfile.mkdtemp())
+        path = folder / f"muse_{a.nx}x{a.ny}x{a.nl}.fits"
+        t = time.perf_counter()
+        write_cube(path, a.nx, a.ny, a.nl)
+        gb = path.stat().st_size / 1e9
+        print(f"cube {a.nx} x {a.ny} x {a.nl} float32, DATA + STAT: {gb:.2f} GB written in "
+              f"{time.perf_counter() - t:.0f} s")  # fmt: skip
     rows = []
     for mode in a.peers.split(","):
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -152,12 +170,14 @@ def main() -> None:
             continue
         r = json.loads(p.stdout.strip().splitlines()[-1])
         rows.append(
-            (mode, f"{r['peak_rss_gib']:6.2f} GiB  {r['seconds']:7.1f} s  bins {r['bins']}")
-        )
+            (mode, f"{r['peak_rss_gib']:6.2f} GiB  {r['seconds']:7.1f} s  bins {r['bins']}  "
+                   f"{r.get('split', '')}")
+        )  # fmt: skip
     print(f"{'reader':<10} peak RSS     time       result")
     for mode, text in rows:
         print(f"{mode:<10} {text}")
-    path.unlink()
+    if not (a.cube or a.keep):
+        path.unlink()
 
 
 if __name__ == "__main__":

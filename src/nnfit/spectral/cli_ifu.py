@@ -152,6 +152,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="fitted cube store (.h5)")
     p.add_argument("--out", default="maps", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--degree", type=int, default=-1,
+        help="global fits only: the additive polynomial degree the fit used (default -1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mdegree", type=int, default=0,
+        help="global fits only: the multiplicative polynomial degree the fit used (default 0)",
+    )  # fmt: skip
     p.set_defaults(func=_maps)
 
 
@@ -161,7 +169,7 @@ def _maps(args: argparse.Namespace) -> int:
     _require("astropy")
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
-    res = write_maps(args.store, args.out)
+    res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree)
     chi = res["chi2_dof"]
     print(
         f"wrote {len(res['files'])} files to {args.out} ({res['source']} fit, {chi.size} bins, "

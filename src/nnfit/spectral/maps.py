@@ -31,8 +31,19 @@ def _spaxel_image(values: np.ndarray, binnum, xpix, ypix, shape) -> np.ndarray:
     return img
 
 
-def population_maps(path: str | os.PathLike[str]) -> dict[str, Any]:
+def population_maps(
+    path: str | os.PathLike[str], *, degree: int = -1, mdegree: int = 0
+) -> dict[str, Any]:
     """Per-bin population quantities of a fitted store.
+
+    Parameters
+    ----------
+    path : path
+        A store with ``/BinFit`` or ``/X_global``.
+    degree, mdegree : int
+        For a global fit (``/X_global``) made with continuum polynomials: their degrees, so the
+        model is rebuilt with each spaxel's polynomials at their optimum for that ``x``
+        (:func:`nnfit.spectral.continuum.mpoly_step`). ``/BinFit`` stores its model.
 
     Returns
     -------
@@ -87,9 +98,14 @@ def population_maps(path: str | os.PathLike[str]) -> dict[str, Any]:
         model = CubeOperator.from_problem(prob).forward(x)
     fitted = bin_mask & prob.mask[None, :]
     noise = prob.noise if prob.noise is not None else np.ones((S, L))
+    if source == "global" and (degree >= 0 or mdegree > 0):
+        from nnfit.spectral.continuum import legendre_basis, mpoly_step
+
+        coef, apoly, _ = mpoly_step(model, prob.datacube, fitted / noise, degree, mdegree)
+        model = model * (1.0 + coef @ legendre_basis(L, mdegree)[:, 1:].T) + apoly
     r = np.where(fitted, (prob.datacube - model) / noise, 0.0)
-    if dof is None:  # the global x: its non-zero weights shared by all bins
-        dof = fitted.sum(axis=1) - np.count_nonzero(x) / S
+    if dof is None:  # the global x: its non-zero weights shared by all bins, the polynomials
+        dof = fitted.sum(axis=1) - np.count_nonzero(x) / S - (degree + 1) - max(mdegree, 0)
     chi2_dof = (r**2).sum(axis=1) / np.maximum(dof, 1)
 
     if meta.get("normalisation") == "light":
@@ -144,7 +160,13 @@ _MAPS = (
 )
 
 
-def write_maps(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def write_maps(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    degree: int = -1,
+    mdegree: int = 0,
+) -> dict[str, Any]:
     """Write ``maps.fits`` (per-spaxel images with the celestial WCS, per-bin table) and PNGs.
 
     Files in ``out_dir``:
@@ -162,6 +184,8 @@ def write_maps(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) ->
     ``residuals.png``
         Data, model and normalised residuals of the worst and the median-chi^2 bin.
 
+    ``degree``/``mdegree``: see :func:`population_maps`.
+
     Returns
     -------
     dict
@@ -176,7 +200,7 @@ def write_maps(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) ->
 
     from nnfit.io import atomic_path
 
-    res = population_maps(path)
+    res = population_maps(path, degree=degree, mdegree=mdegree)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ifu = res["ifu"]
