@@ -45,3 +45,24 @@ def test_demo_files_through_init_global_fit_and_maps(run_cli, tmp_path):
     truth = (light @ lg) / light.sum(axis=1)
     got = age.ravel()  # spaxel s = y * 5 + x
     assert np.abs(got - truth).max() < 0.1
+
+
+@pytest.mark.slow
+def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
+    """maps' chi^2 of a global fit with additive polynomials equals the fit's own chi^2."""
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import population_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None, lines=[], min_sn=0.0,
+    )  # fmt: skip
+    _, stats = fit_cube(store, degree=3)
+    res = population_maps(store, degree=3)
+    assert res["source"] == "global"
+    assert res["chi2"].sum() == pytest.approx(stats["chi2"], rel=1e-8)
+    np.testing.assert_allclose(res["mass_fraction"], 1.0)

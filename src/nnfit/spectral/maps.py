@@ -48,7 +48,7 @@ def population_maps(
     Returns
     -------
     dict
-        Per bin (S,): ``chi2_dof``, ``lg_age_light``, ``lg_age_mass`` (lg yr),
+        Per bin (S,): ``chi2``, ``chi2_dof``, ``lg_age_light``, ``lg_age_mass`` (lg yr),
         ``metal_light``, ``metal_mass`` ([M/H]); ``mass_fraction (S, C)``;
         ``light_grid (C, n_ages, n_metals)`` (light fractions summed over bins, total 1);
         ``ages``, ``metals``; ``model (S, L)``, ``data``, ``noise``, ``fitted (S, L)``,
@@ -128,6 +128,7 @@ def population_maps(
     grid = w_light.sum(axis=0).reshape(C, ages.size, metals.size)
     grid = grid / max(grid.sum(), np.finfo(float).tiny)
     return {
+        "chi2": (r**2).sum(axis=1),
         "chi2_dof": chi2_dof,
         "lg_age_light": mean(w_light, lg_age),
         "lg_age_mass": mean(w_mass, lg_age),
