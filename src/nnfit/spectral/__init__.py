@@ -29,6 +29,11 @@ _LAZY = {
     # The exact fit without the HyperCube (issue 6).
     "CubeOperator": "nnfit.spectral.operator",
     "fit_cube": "nnfit.spectral.fit",
+    # The exact (band-limited) model, LOSVDs and velocity conventions.
+    "losvd_from_moments": "nnfit.spectral.losvd",
+    "convert_velocity": "nnfit.spectral.losvd",
+    "velocity_from_redshift": "nnfit.spectral.losvd",
+    "redshift_from_velocity": "nnfit.spectral.losvd",
     # From a FITS IFU cube to population maps.
     "read_ifu_cube": "nnfit.spectral.ifu_cube",
     "spaxel_signal_noise": "nnfit.spectral.binning",

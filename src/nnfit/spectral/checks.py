@@ -124,8 +124,8 @@ def check_chi2_dof(chi2_dof: float, bounds: tuple[float, float] = CHI2_DOF_RANGE
         )
     else:
         hint = (
-            "the noise is overestimated: if you passed a standard deviation where a variance's "
-            "square root was meant, or noise in other flux units than the data, rescale it"
+            "the noise is overestimated (or the spectra were smoothed): pass the 1-sigma error "
+            "of each pixel, in the data's flux units"
         )
     _warn(f"chi^2/dof = {chi2_dof:.4g}, far from 1: {hint}")
 

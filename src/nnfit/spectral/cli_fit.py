@@ -66,6 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
     fit.add_argument(
+        "--degree", type=int, default=-1,
+        help="additive Legendre polynomial degree per spaxel, pPXF's degree (-1: none)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--mdegree", type=int, default=0,
+        help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (0: none)",
+    )  # fmt: skip
+    fit.add_argument(
         "--tol",
         type=float,
         default=1e-6,
@@ -106,20 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--metrics-interval", type=float, default=300.0, help="seconds between metrics rows"
-    )
-    fit.add_argument(
-        "--degree",
-        type=int,
-        default=-1,
-        help="additive Legendre polynomial degree per spaxel, pPXF's degree (exact methods; "
-        "default: -1, none)",
-    )
-    fit.add_argument(
-        "--mdegree",
-        type=int,
-        default=0,
-        help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (exact "
-        "methods; default: 0, none)",
     )
     fit.add_argument(
         "--per-bin",
@@ -219,10 +213,12 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     if args.stats:
         from nnfit.io import atomic_write_json
 
-        atomic_write_json(args.stats, _jsonable(stats))
+        kept = {k: v for k, v in stats.items() if k not in ("mpoly", "apoly")}
+        atomic_write_json(args.stats, _jsonable(kept))
     state = "optimum" if stats["converged"] else "NOT converged"
     print(
-        f"fit ({stats['method']}): {state}, chi2 {stats['chi2']:.10g}, KKT violation "
+        f"fit ({stats['method']}): {state}, chi2 {stats['chi2']:.10g} "
+        f"(chi2/dof {stats['chi2_dof']:.4g}), KKT violation "
         f"{stats['kkt_violation']:.2e} (tol {stats['kkt_tol']:.0e}), {stats['nnz']} non-zero "
         f"weights, {stats['time_s']:.2f} s; /X_global updated"
     )
@@ -284,7 +280,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.stats:
         from nnfit.io import atomic_write_json
 
-        atomic_write_json(args.stats, _jsonable(stats))
+        kept = {k: v for k, v in stats.items() if k not in ("mpoly", "apoly")}
+        atomic_write_json(args.stats, _jsonable(kept))
     start = stats.get("start", {})
     rmse = stats.get("rmse", math.nan)
     print(

@@ -43,8 +43,6 @@ from nnfit.operators import LinearOperator
 
 __all__ = ["CubeOperator", "kernel_matrix", "shifted_template_dictionary"]
 
-C_KMS_ = 299792.458
-
 
 def _mean_flux(datacube: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Mean of each spaxel's spectrum over fitted, finite pixels (S,)."""
@@ -371,7 +369,7 @@ class CubeOperator(LinearOperator):
         flux_scale: np.ndarray | str | None = None,
         _source: tuple | None = None,
     ) -> None:
-        from nnfit.spectral.operators import rebin_matrix
+        from nnfit.spectral.operators import C_KMS, rebin_matrix
         from nnfit.spectral.placement import KERNELS, exact_model
 
         templates_PT = np.asarray(templates_PT, dtype=np.float64)
@@ -474,7 +472,7 @@ class CubeOperator(LinearOperator):
         self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None
-        self.obs_step_kms = float(C_KMS_ * np.median(np.diff(obs_pix))) if L > 1 else 0.0
+        self.obs_step_kms = float(C_KMS * np.median(np.diff(obs_pix))) if L > 1 else 0.0
         self._token = uuid.uuid4().hex
         with _REGISTRY_LOCK:
             _REGISTRY[self._token] = self._data

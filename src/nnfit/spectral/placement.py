@@ -13,23 +13,31 @@ observed pixel 0's first sample, so ``b + r l + (r - 1)/2`` is observed pixel ``
 pPXF's ``velscale_ratio`` average and its ``vsyst`` phase. Nothing is interpolated linearly,
 so nothing broadens the lines.
 
-It is computed as: ``b = j0 + f`` (``j0`` integer, ``|f| <= 1/2``); each template is advanced
-by ``f`` once, exactly, in Fourier space (``T_f[m] = T(m + f)``); the kernel is a set of taps on
-integer template-pixel shifts; the observed pixels select (and average) template pixels
-``j0 + r l + i``. The taps are:
+It is computed as: ``b = j0 + f`` (``j0`` integer, ``|f| <= 1/2``, ``b`` including the
+systemic shift); each template is advanced by ``f`` once, exactly, in Fourier space
+(``T_f[m] = T(m + f)``); the kernel is a set of taps on integer template-pixel shifts; the
+observed pixels select (and average) template pixels ``j0 + r l + i``. The taps are:
 
 * LOSVD histograms: each bin is a delta at its shift ``d_v = ln_shift(v) / dlog`` pixels.
   A bin at an integer shift (bins at multiples of the template step in the ``"ppxf"``
   convention) is one tap, exactly. A fractional shift is the band-limited delta
-  ``sinc(n - d_v)``, tapered by a Kaiser window over ``half_width`` pixels on each side: the
-  only approximation in the model, whose size is measured against pPXF in the tests.
+  ``sinc(n - d_v)`` (:func:`bin_kernel_matrix`).
 * Gauss-Hermite moments ``(V, sigma, h3, h4)``: the taps are the inverse FFT of pPXF's
   analytic transform (:func:`nnfit.spectral.losvd.gauss_hermite_rfft`) on
-  ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` pixels.
+  ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` pixels
+  (:func:`moment_kernels`).
 
-A common integer shift of all taps (from ``vsyst`` or an observed-frame velocity grid) is moved
-into ``j0``, so the kernel covers only the LOSVD's own width: observed-frame and rest-frame fits
-have the same number of taps.
+A fractional shift makes a kernel's transform jump at the Nyquist frequency, so its taps decay
+only as ``1/n``. The ``1/n`` and ``1/n^2`` parts of that tail are the same sequences for every
+kernel: :func:`nyquist_tail` applies them to each template once, and they enter the dictionary
+as two extra entries with per-kernel coefficients, so the kernels' own taps stop
+``half_width`` pixels beyond their core with an ``O(n^-3)`` remainder. That remainder is the
+only approximation in the model; its size is measured against closed forms and pPXF in the
+tests.
+
+A common integer shift of all taps (from an observed-frame velocity grid) is moved into
+``j0`` and a systemic velocity ``vsyst`` joins the phase ``f``, so the kernel covers only the
+LOSVD's own width: observed-frame and rest-frame fits build identical kernels.
 
 When the observed grid is not a log-uniform resampling of the template grid (steps not an
 integer multiple of the template step, or a grid uniform in lambda such as MUSE's) to within
@@ -99,7 +107,8 @@ class Placement:
     ratio : int
         Observed step / template step (1 when ``uniform`` is False).
     start : float
-        ``b``: template position of observed pixel 0's first sample (``uniform`` only).
+        ``b``: template position of observed pixel 0's first sample (``uniform`` only); in
+        :func:`exact_model`'s result it includes the systemic shift ``-ln_shift(vsyst)/dlog``.
     j0 : int
         ``round(start)``.
     frac : float
@@ -198,15 +207,16 @@ def phase_shift(templates, frac: float, n_fft: int | None = None) -> np.ndarray:
     return sfft.irfft(sfft.rfft(T_, n=n, axis=-1) * ph, n=n, axis=-1)[..., :T]
 
 
-def nyquist_tail(templates, half_width: int) -> np.ndarray:
-    """Templates convolved with the band-limited tail ``t[n] = (-1)^n / (pi n)``, ``|n| > hw``.
+def nyquist_tail(templates, half_width: int, power: int = 1) -> np.ndarray:
+    """Templates convolved with ``t[n] = (-1)^n / (pi n^power)`` for ``|n| > half_width``.
 
-    A kernel whose transform ``K`` is discontinuous at the Nyquist frequency (any fractional
-    shift) has taps that decay as ``Im K(pi) (-1)^n / (pi n)``; that slowly decaying part is
-    the same sequence for every kernel, so it is applied once per template here (over the
-    whole template length, by FFT) and enters the model as one extra dictionary entry with
-    coefficient ``Im K(pi)``. The kernel's taps beyond ``half_width`` then differ from the
-    exact ones only by ``O(n^-2)``.
+    A kernel ``k`` whose transform ``K`` jumps at the Nyquist frequency (any fractional shift)
+    has taps ``k[n] = (-1)^n [Im K(pi) / (pi n) + Re K'(pi) / (pi n^2) + O(n^-3)]``
+    (integration by parts of the inverse transform). Those slowly decaying parts are the same
+    sequences for every kernel, so they are applied once per template here (over the whole
+    template length, by FFT) and enter the model as two extra dictionary entries with
+    coefficients ``Im K(pi)`` and ``Re K'(pi)``; a kernel's own taps then need only reach
+    ``half_width``, beyond which they differ from the exact ones by ``O(n^-3)``.
 
     Examples
     --------
@@ -216,13 +226,18 @@ def nyquist_tail(templates, half_width: int) -> np.ndarray:
     """
     T_ = np.asarray(templates, dtype=np.float64)
     T = T_.shape[-1]
-    n = np.arange(-T, T + 1, dtype=np.float64)
-    t = np.zeros_like(n)
-    far = np.abs(n) > half_width
-    t[far] = np.where(n[far].astype(np.int64) % 2 == 0, 1.0, -1.0) / (np.pi * n[far])
+    t = _tail_sequence(np.arange(-T, T + 1), half_width, power)
     nfft = int(sfft.next_fast_len(3 * T + 1, real=True))
     full = sfft.irfft(sfft.rfft(T_, n=nfft, axis=-1) * sfft.rfft(t, n=nfft), n=nfft, axis=-1)
     return np.ascontiguousarray(full[..., T : 2 * T])  # t's index 0 sits at position T
+
+
+def _tail_sequence(n: np.ndarray, half_width: int, power: int) -> np.ndarray:
+    n = np.asarray(n, dtype=np.int64)
+    far = np.abs(n) > half_width
+    out = np.zeros(n.shape)
+    out[far] = np.where(n[far] % 2 == 0, 1.0, -1.0) / (np.pi * n[far].astype(float) ** power)
+    return out
 
 
 def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarray, int, int]:
@@ -232,9 +247,9 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     selection); tap ``k < K`` is a shift of ``k - center + o`` pixels. An integer shift is one
     tap of weight 1. A fractional shift ``d`` is the band-limited delta ``sinc(n - d)``: its
     taps on the kernel's support (all shifts plus ``half_width`` each side), and its ``1/n``
-    tail beyond ``half_width`` as the coefficient ``-sin(pi d)`` of :func:`nyquist_tail` in one
-    extra last column (present only when some shift is fractional): ``W`` is (V, K) or
-    (V, K + 1).
+    and ``1/n^2`` tails beyond ``half_width`` as the coefficients ``-sin(pi d)`` and
+    ``-d sin(pi d)`` of :func:`nyquist_tail` in two extra last columns (present only when
+    some shift is fractional): ``W`` is (V, K) or (V, K + 2).
 
     Examples
     --------
@@ -247,21 +262,25 @@ def bin_kernel_matrix(shifts_px, half_width: int = HALF_WIDTH) -> tuple[np.ndarr
     d = d - o
     frac_bins = np.abs(d - np.round(d)) > _INTEGER_TOL
     hw = int(half_width) if frac_bins.any() else 0
-    lo = int(np.floor(d.min())) - hw
-    hi = int(np.ceil(d.max())) + hw
+    if hw:  # symmetric, so the number of taps does not depend on the bins' sub-pixel phase
+        half = int(np.ceil(0.5 * (d.max() - d.min()) + 0.5)) + hw
+        lo, hi = -half, half
+    else:
+        lo, hi = int(np.round(d.min())), int(np.round(d.max()))
     center = -lo
     K = hi - lo + 1
     n = np.arange(lo, hi + 1, dtype=np.float64)
-    W = np.zeros((d.size, K + (1 if hw else 0)))
-    far = np.abs(n) > hw
-    tail = np.where(n.astype(np.int64) % 2 == 0, 1.0, -1.0)[far] / (np.pi * n[far])
+    W = np.zeros((d.size, K + (2 if hw else 0)))
+    t1 = _tail_sequence(n, hw, 1)
+    t2 = _tail_sequence(n, hw, 2)
     for j, dj in enumerate(d):
         if not frac_bins[j]:
             W[j, int(np.round(dj)) + center] = 1.0
             continue
-        W[j, :K] = np.sinc(n - dj)
+        # K(w) = exp(-i w d): Im K(pi) = -sin(pi d), Re K'(pi) = -d sin(pi d)
         W[j, K] = -np.sin(np.pi * dj)
-        W[j, :K][far] -= W[j, K] * tail  # nyquist_tail adds it back, to infinity
+        W[j, K + 1] = -dj * np.sin(np.pi * dj)
+        W[j, :K] = np.sinc(n - dj) - W[j, K] * t1 - W[j, K + 1] * t2  # tails added back
     return W, center, o
 
 
@@ -274,22 +293,23 @@ def moment_kernels(
     half_width: int | None = None,
     _return_hw: bool = False,
 ) -> tuple:
-    """Taps ``(kern (..., K + 1), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
+    """Taps ``(kern (..., K + 2), center, o)`` of Gauss-Hermite kernels from moments ``(..., m)``.
 
     ``moments[..., :]`` is ``(V, sigma[, h3[, h4]])`` in km/s, ``V`` relative to ``vsyst`` in
     ``convention``; ``sigma`` becomes ``sigma / (c dlog)`` pixels (pPXF's definition). Taps
     ``k < K`` are the inverse FFT of :func:`~nnfit.spectral.losvd.gauss_hermite_rfft` on
     ``[V - n_sigma sigma - half_width, V + n_sigma sigma + half_width]`` (shift
-    ``k - center + o``); the last entry is the coefficient ``Im K(pi)`` of
-    :func:`nyquist_tail`, which carries the band-limited ``1/n`` tail of a fractional ``V``.
+    ``k - center + o``); the last two entries are the coefficients ``Im K(pi)`` and
+    ``Re K'(pi)`` of :func:`nyquist_tail`, which carry the band-limited ``1/n`` and ``1/n^2``
+    tails of a fractional ``V``.
 
-    The default ``half_width`` keeps the remaining ``O(n^-2)`` tail below :data:`TAIL_TOL`:
-    4 pixels for ``sigma >~ 1`` pixel, up to :data:`MAX_HALF_WIDTH` near half a pixel.
+    The default ``half_width`` keeps the neglected ``O(n^-3)`` tail below :data:`TAIL_TOL`:
+    4 pixels for ``sigma >~ 1`` pixel, more near half a pixel.
 
     Examples
     --------
     >>> k, center, o = moment_kernels(np.array([[0.0, 150.0]]), 1e-4 / 3.0)
-    >>> k.shape[-1] == 2 * center + 2, o, round(float(k[..., :-1].sum()), 9)
+    >>> k.shape[-1] == 2 * center + 3, o, round(float(k[..., :-2].sum()), 9)
     (True, 0, 1.0)
     """
     from nnfit.spectral.operators import C_KMS
@@ -304,32 +324,39 @@ def moment_kernels(
     if np.any(~(sig > 0)):
         raise ValueError(f"moments sigma must be > 0 km/s; got min {float(full[..., 1].min())}")
     if half_width is None:
-        # remaining tail ~ |K(pi)| (pi sigma^2 + 1) / (pi n^2): keep it to TAIL_TOL
+        # neglected tail ~ |K(pi)| (pi sigma^2 + 1)^2 / (pi n^3): keep it to TAIL_TOL
         g = np.abs(gauss_hermite_rfft(np.pi, 0.0, sig, full[..., 2], full[..., 3]))[..., 0]
-        need = float(np.max(np.sqrt(g * (np.pi * sig**2 + 1.0) / (np.pi * TAIL_TOL))))
+        need = float(np.max(np.cbrt(g * (np.pi * sig**2 + 1.0) ** 2 / (np.pi * TAIL_TOL))))
         half_width = int(np.clip(np.ceil(need), 4, MAX_HALF_WIDTH))
     lo_all = float(np.min(V - n_sigma * sig))
     hi_all = float(np.max(V + n_sigma * sig))
     o = int(np.round(0.5 * (lo_all + hi_all)))
-    lo = int(np.floor(lo_all)) - o - int(half_width)
-    hi = int(np.ceil(hi_all)) - o + int(half_width)
+    # symmetric about o, so the number of taps does not depend on where V falls in a pixel
+    half = int(np.ceil(0.5 * (hi_all - lo_all) + 0.5)) + int(half_width)
+    lo, hi = -half, half
     K = hi - lo + 1
     n_fft = int(sfft.next_fast_len(max(8 * K, 4096), real=True))
     w = 2.0 * np.pi * sfft.rfftfreq(n_fft)
     G = gauss_hermite_rfft(w, V - o, sig, full[..., 2], full[..., 3])
-    tail = G[..., -1].imag.copy()
+    h = 1e-6  # K'(pi) by a central difference of the analytic transform
+    dK = (
+        gauss_hermite_rfft(np.array([np.pi + h]), V - o, sig, full[..., 2], full[..., 3])
+        - gauss_hermite_rfft(np.array([np.pi - h]), V - o, sig, full[..., 2], full[..., 3])
+    )[..., 0] / (2 * h)
+    c1 = G[..., -1].imag.copy()
+    c2 = dK.real
     n = np.arange(lo, hi + 1)
-    # the exact taps minus the 1/n tail the extra entry adds beyond half_width
     G[..., -1] = G[..., -1].real
     k = sfft.irfft(G, n=n_fft, axis=-1)[..., n % n_fft]
-    out = np.empty((*k.shape[:-1], K + 1))
-    out[..., :K] = k
-    out[..., K] = tail
-    # the periodic FFT's taps already contain the tail; where nyquist_tail also acts
-    # (|n - 0| > half_width around the tap origin) take it out once
-    far = np.abs(n) > half_width
-    sgn = np.where(n % 2 == 0, 1.0, -1.0)
-    out[..., :K][..., far] -= tail[..., None] * (sgn[far] / (np.pi * n[far]))
+    out = np.empty((*k.shape[:-1], K + 2))
+    # the exact taps minus the tails that the two extra entries add back beyond half_width
+    out[..., :K] = (
+        k
+        - c1[..., None] * _tail_sequence(n, half_width, 1)
+        - c2[..., None] * _tail_sequence(n, half_width, 2)
+    )
+    out[..., K] = c1
+    out[..., K + 1] = c2
     if _return_hw:
         return np.ascontiguousarray(out), -lo, o, int(half_width)
     return np.ascontiguousarray(out), -lo, o
@@ -402,8 +429,8 @@ def exact_model(
     -------
     Y : ndarray (P, K', L)
         The dictionary of the operator: ``Y[p, k] = R shift_{k - center}(T_p advanced by the
-        grid phase)`` for the ``K`` taps, plus ``R (T_p (*) nyquist_tail)`` as a last entry when
-        the kernels have a band-limited tail (``K' = K + 1``).
+        grid phase)`` for the ``K`` taps, plus ``R (T_p (*) nyquist_tail)`` (``power`` 1 and 2)
+        as two last entries when the kernels have band-limited tails (``K' = K + 2``).
     kern : ndarray (S, C, K')
         Kernel coefficients of the dictionary entries.
     center : int
@@ -425,23 +452,28 @@ def exact_model(
     dlog = grid_step(tem)
     if (losvd is None) == (moments is None):
         raise ValueError("give exactly one of losvd (S, V, C) histograms or moments (S, C, m)")
+    T, L = tem.size, obs.size
+    pl = place_grids(tem, obs)
+    # A systemic velocity shifts every kernel alike: on a log-uniform resampling it joins the
+    # grid phase (so observed- and rest-frame fits build identical kernels); otherwise it
+    # goes into the kernels.
+    v_kernel = 0.0 if pl.uniform else vsyst_kms
     if losvd is not None:
         lv = np.asarray(losvd, dtype=np.float64)
-        shifts = (
-            np.atleast_1d(ln_shift(np.asarray(vel_pix, dtype=np.float64), convention, vsyst_kms))
-            / dlog
-        )
+        vel = np.asarray(vel_pix, dtype=np.float64)
+        shifts = np.atleast_1d(ln_shift(vel, convention, v_kernel)) / dlog
         hw_used = HALF_WIDTH if half_width is None else int(half_width)
         W, center, o = bin_kernel_matrix(shifts, hw_used)
         tail_col = bool(np.any(np.abs(shifts - np.round(shifts)) > _INTEGER_TOL))
         kern = np.ascontiguousarray(np.matmul(lv.transpose(0, 2, 1), W))
     else:
         kern, center, o, hw_used = moment_kernels(
-            moments, dlog, convention, vsyst_kms, half_width=half_width, _return_hw=True
+            moments, dlog, convention, v_kernel, half_width=half_width, _return_hw=True
         )
-    T, L = tem.size, obs.size
-    pl = place_grids(tem, obs)
     if pl.uniform:
+        start = pl.start - float(ln_shift(0.0, convention, vsyst_kms)) / dlog
+        j0 = int(np.round(start))
+        pl = Placement(True, pl.ratio, start, j0, start - j0, pl.max_dev_px)
         R = pl.selection(T, L, offset=o)
         templates = phase_shift(T_, pl.frac)
     else:
@@ -456,7 +488,7 @@ def exact_model(
         R = sp.csr_matrix((coo.data, (coo.row, cols)), shape=(L, T))
         templates = T_
     has_tail = moments is not None or tail_col
-    K = kern.shape[-1] - (1 if has_tail else 0)
+    K = kern.shape[-1] - (2 if has_tail else 0)
     used = np.flatnonzero(np.asarray(abs(R).sum(axis=0)).ravel())
     lo_read = int(used.min()) - (K - 1 - center)
     hi_read = int(used.max()) + center
@@ -470,6 +502,6 @@ def exact_model(
 
     Y = shifted_template_dictionary(templates, R, K, center)
     if has_tail:
-        tail = (R @ nyquist_tail(templates, hw_used).T).T  # (P, L)
-        Y = np.ascontiguousarray(np.concatenate([Y, tail[:, None, :]], axis=1))
+        tails = [(R @ nyquist_tail(templates, hw_used, pw).T).T[:, None, :] for pw in (1, 2)]
+        Y = np.ascontiguousarray(np.concatenate([Y, *tails], axis=1))
     return Y, kern, int(center), R, pl
