@@ -1,5 +1,6 @@
 """``nnfit spectral`` (alias ``cube``): the group, and its commands simulate, init, build,
-status, snapshot, compress (fit, reconstruct and dashboard are in :mod:`nnfit.cli.spectral_fit`).
+status, snapshot, compress (fit, reconstruct and dashboard are in :mod:`nnfit.cli.spectral_fit`,
+init from a FITS cube and maps in :mod:`nnfit.cli.spectral_ifu`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _add(sub, name, help_, desc, func):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``spectral`` command group (alias ``cube``) to the top-level parser."""
-    from nnfit.cli import spectral_fit
+    from nnfit.cli import spectral_fit, spectral_ifu
 
     parser = subparsers.add_parser(
         "spectral",
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
     add_commands(sub)
     spectral_fit.add_commands(sub)
+    spectral_ifu.add_commands(sub)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -125,8 +127,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
-    p = _add(sub, "init", "create a store from your own arrays", _INIT_HELP, _init)
+    from nnfit.cli import spectral_ifu as cli_ifu
+
+    p = _add(
+        sub, "init", "create a store from a FITS IFU cube or from your own arrays",
+        cli_ifu.INIT_FROM_CUBE_HELP + "\n" + _INIT_HELP, _init,
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="store to write (.h5)")
+    cli_ifu.add_init_arguments(p)
     p.add_argument("--npz", help="one .npz holding the arrays by the names above")
     for name in (
         "tem-pix",
@@ -141,7 +149,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "ypix",
         "binnum",
     ):
-        p.add_argument(f"--{name}", help=f"{name.replace('-', '_')} as a .npy file")
+        p.add_argument(
+            f"--{name}",
+            help={
+                "templates": "template library (.npz or folder) with a FITS cube; else .npy",
+                "losvd": "losvd as .npy; with a FITS cube also .npz (losvd, vel_pix) or .h5 "
+                "(/LOSVD, /VelPix)",
+            }.get(name, f"{name.replace('-', '_')} as a .npy file"),
+        )
     p.add_argument(
         "--datacube-layout",
         choices=("SL", "LS"),
@@ -268,6 +283,11 @@ def _load_array(path: str | None, name: str):
 
 def _init(args: argparse.Namespace) -> int:
     from nnfit.spectral.manager import H5Manager
+
+    if args.cube is not None:
+        from nnfit.cli.spectral_ifu import init_from_cube
+
+        return init_from_cube(args)
 
     names = (
         "tem_pix",

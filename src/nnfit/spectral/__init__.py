@@ -32,6 +32,22 @@ _LAZY = {
     "convert_velocity": "nnfit.spectral.losvd",
     "velocity_from_redshift": "nnfit.spectral.losvd",
     "redshift_from_velocity": "nnfit.spectral.losvd",
+    # From a FITS IFU cube to population maps.
+    "read_ifu_cube": "nnfit.spectral.ifu_cube",
+    "spaxel_signal_noise": "nnfit.spectral.binning",
+    "voronoi_bins": "nnfit.spectral.binning",
+    "bin_spectra": "nnfit.spectral.binning",
+    "log_rebin": "nnfit.spectral.logrebin",
+    "load_template_library": "nnfit.spectral.templates",
+    "line_mask": "nnfit.spectral.linemask",
+    "read_kinematics_table": "nnfit.spectral.kinematics",
+    "losvd_from_kinematics": "nnfit.spectral.kinematics",
+    "read_losvd_file": "nnfit.spectral.kinematics",
+    "store_from_ifu_cube": "nnfit.spectral.ifu_store",
+    "fit_bins": "nnfit.spectral.bin_fit",
+    "population_maps": "nnfit.spectral.maps",
+    "write_maps": "nnfit.spectral.maps",
+    "write_ifu_demo": "nnfit.spectral.simulate_ifu",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,0 +1,178 @@
+"""``nnfit cube init CUBE.fits ...`` (a store from a FITS IFU cube) and ``nnfit cube maps``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+INIT_FROM_CUBE_HELP = """\
+From a FITS IFU cube (MUSE DATA + STAT, or a variance/noise extension), give the cube as the
+first argument and --templates a library (pPXF SPS .npz, or a folder of MILES/E-MILES FITS):
+the cube is read in slabs, Voronoi-binned to --target-sn (vorbin), log-rebinned to the data's
+velocity step (or --velscale), de-redshifted by --redshift, the templates matched to the
+MUSE line-spread function (or --fwhm), emission and sky lines masked, and the kinematics
+(--kinematics TABLE with V, SIGMA[, H3, H4, BIN_ID] per bin in pPXF's convention; --losvd
+histograms; default: measured with pPXF) turned into LOSVDs.
+
+  nnfit cube init cube.fits --templates miles_models/ --redshift 0.0863 --target-sn 30 \\
+      --lam-range 4800 7000 --out store.h5
+  nnfit cube fit store.h5 --per-bin
+  nnfit cube maps store.h5 --out maps/
+"""
+
+
+def add_init_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``nnfit cube init`` for the FITS-cube path (the array path keeps its own)."""
+    p.add_argument("cube", nargs="?", help="FITS IFU cube (omit to build from arrays)")
+    g = p.add_argument_group("from a FITS cube")
+    g.add_argument("--redshift", type=float, default=0.0, help="de-redshift by 1+z (default 0)")
+    g.add_argument(
+        "--target-sn", type=float, help="Voronoi target S/N per pixel (default: no binning)"
+    )
+    g.add_argument(
+        "--min-sn", type=float, default=1.0, help="drop spaxels below this S/N (default 1)"
+    )
+    g.add_argument("--bin-map", help="your own bins: .npy (ny, nx) of 0..S-1, -1 unused")
+    g.add_argument("--lam-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="observed wavelengths to keep (Angstrom)")  # fmt: skip
+    g.add_argument("--x-range", type=int, nargs=2, metavar=("X0", "X1"), help="spaxel columns")
+    g.add_argument("--y-range", type=int, nargs=2, metavar=("Y0", "Y1"), help="spaxel rows")
+    g.add_argument(
+        "--velscale", type=float, help="log-rebinned pixel in km/s (default: the data's)"
+    )
+    g.add_argument(
+        "--velscale-ratio", type=int, default=2, help="template pixels per pixel (default 2)"
+    )
+    g.add_argument("--fwhm", default="muse",
+                   help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default muse)")  # fmt: skip
+    g.add_argument(
+        "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
+    )
+    g.add_argument("--normalise", choices=("light", "mass"), default="light",
+                   help="template normalisation: light in --norm-range or mass (default light)")  # fmt: skip
+    g.add_argument("--norm-range", type=float, nargs=2, default=(5070.0, 5950.0))
+    g.add_argument("--age-range", type=float, nargs=2, help="keep templates with ages in Gyr")
+    g.add_argument("--metal-range", type=float, nargs=2, help="keep templates with [M/H] in")
+    g.add_argument("--template-pattern", default="*.fits", help="glob in a template folder")
+    g.add_argument("--kinematics", help="per-bin table (fits/ecsv/csv) or 'ppxf' (default)")
+    g.add_argument("--mask-lines", help="line list: name wavelength_A half_width_kms rest|observed")
+    g.add_argument("--no-line-mask", action="store_true", help="mask no lines")
+    g.add_argument("--data-ext", help="data extension (default DATA)")
+    g.add_argument("--var-ext", help="variance extension (default ERRDATA/STAT/VAR)")
+    g.add_argument("--noise-ext", help="1-sigma noise extension instead of a variance")
+
+
+def _require(*modules: str) -> None:
+    """Refuse, with the install command, when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"this command needs {', '.join(missing)}: pip install 'nnfit[spectral]'")
+
+
+def init_from_cube(args: argparse.Namespace) -> int:
+    """Run ``nnfit cube init CUBE.fits ...``."""
+    _require("astropy", *(["vorbin"] if args.target_sn is not None else []))
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_kinematics_table, read_losvd_file
+    from nnfit.spectral.linemask import read_line_list
+
+    if not args.templates:
+        raise ValueError("--templates: give the template library (.npz or a folder of FITS)")
+    mixed = [
+        f"--{n.replace('_', '-')}"
+        for n in ("npz", "tem_pix", "obs_pix", "datacube", "mask", "noise", "xpix", "ypix",
+                  "binnum", "template_meta")
+        if getattr(args, n, None)
+    ]  # fmt: skip
+    if mixed:
+        raise ValueError(
+            f"{', '.join(mixed)}: these build a store from arrays; with a FITS cube the cube, "
+            "--templates and --kinematics/--losvd say everything"
+        )
+    if args.kinematics and args.losvd:
+        raise ValueError("give --kinematics or --losvd, not both")
+    kin = None
+    if args.kinematics:
+        kin = "ppxf" if args.kinematics == "ppxf" else read_kinematics_table(args.kinematics)
+    losvd = (
+        read_losvd_file(args.losvd, args.vel_pix and np.load(args.vel_pix)) if args.losvd else None
+    )
+    lines = (
+        [] if args.no_line_mask else (read_line_list(args.mask_lines) if args.mask_lines else None)
+    )
+    bin_map = None
+    if args.bin_map:
+        if not Path(args.bin_map).exists():
+            raise FileNotFoundError(f"--bin-map: {args.bin_map} does not exist")
+        bin_map = np.load(args.bin_map, allow_pickle=False)
+    fwhm = args.fwhm
+    if fwhm == "none":
+        fwhm = None
+    elif fwhm != "muse":
+        try:
+            fwhm = float(fwhm)
+        except ValueError:
+            raise ValueError(
+                f"--fwhm must be a number (A), 'muse' or 'none'; got {fwhm!r}"
+            ) from None
+    info = store_from_ifu_cube(
+        args.cube, args.templates, args.out, redshift=args.redshift, target_sn=args.target_sn,
+        bin_map=bin_map, min_sn=args.min_sn, lam_range=args.lam_range, x_range=args.x_range,
+        y_range=args.y_range, velscale=args.velscale, velscale_ratio=args.velscale_ratio,
+        fwhm_gal=fwhm, fwhm_tem=args.fwhm_templates, normalisation=args.normalise,
+        norm_range=tuple(args.norm_range), age_range=args.age_range,
+        metal_range=args.metal_range, template_pattern=args.template_pattern, lines=lines,
+        kinematics=kin, losvd=losvd, data_ext=args.data_ext, var_ext=args.var_ext,
+        noise_ext=args.noise_ext, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(
+        f"wrote {info['path']}: {info['S']} bins from {info['spaxels']} spaxels, L={info['L']} "
+        f"pixels at {info['velscale']:.2f} km/s ({info['n_masked']} masked), P={info['P']} "
+        f"templates, V={info['V']} LOSVD bins; kinematics from {info['kinematics']}"
+    )
+    print(f"next: nnfit cube fit {info['path']} --per-bin, then nnfit cube maps {info['path']}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``maps`` to the ``cube`` group."""
+    p = sub.add_parser(
+        "maps",
+        help="population maps (FITS with WCS + PNG) of a fitted store",
+        description="Per-bin and per-spaxel maps of chi^2/dof, light- and mass-weighted age "
+        "and [M/H], component mass fractions and the bin map (maps.fits, with the cube's "
+        "celestial WCS), the age x [M/H] weight grid of each component, and residual spectra "
+        "of the worst and a typical bin. Reads /BinFit (nnfit cube fit --per-bin) or "
+        "/X_global.\n\nexample:\n  nnfit cube maps store.h5 --out maps/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("store", help="fitted cube store (.h5)")
+    p.add_argument("--out", default="maps", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--degree", type=int, default=-1,
+        help="global fits only: the additive polynomial degree the fit used (default -1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mdegree", type=int, default=0,
+        help="global fits only: the multiplicative polynomial degree the fit used (default 0)",
+    )  # fmt: skip
+    p.set_defaults(func=_maps)
+
+
+def _maps(args: argparse.Namespace) -> int:
+    from nnfit.spectral.maps import write_maps
+
+    _require("astropy")
+    if not Path(args.store).exists():
+        raise FileNotFoundError(f"{args.store}: no such file")
+    res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree)
+    chi = res["chi2_dof"]
+    print(
+        f"wrote {len(res['files'])} files to {args.out} ({res['source']} fit, {chi.size} bins, "
+        f"chi2/dof median {np.median(chi):.3f}, max {chi.max():.3f})"
+    )
+    return 0

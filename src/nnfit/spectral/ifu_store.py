@@ -1,0 +1,289 @@
+"""From an IFU cube in FITS to a populated cube store, in one call.
+
+:func:`store_from_ifu_cube` chains the single-purpose steps: read the cube
+(:mod:`~nnfit.spectral.ifu_cube`), bin it (:mod:`~nnfit.spectral.binning`), log-rebin the bin
+spectra to a velocity step (:mod:`~nnfit.spectral.logrebin`), de-redshift, load and
+resolution-match the templates on an aligned finer grid (:mod:`~nnfit.spectral.templates`),
+mask lines (:mod:`~nnfit.spectral.linemask`), turn kinematics into LOSVDs
+(:mod:`~nnfit.spectral.kinematics`), and writes the store with
+:class:`~nnfit.spectral.store.H5Manager` plus what the maps need:
+
+    /BinNum, /XPix, /YPix     spaxel -> bin (from the binning)
+    /BinMask (S, L) bool      per-bin fitted pixels (False where no spaxel of the bin had data)
+    /Kinematics/{V,sigma,h3,h4} (S,)  when the LOSVDs came from moments (pPXF convention)
+    attrs ifu_json            source file, redshift, frame "rest", medium, flux unit, velscale,
+                              velscale ratio, spatial shape and the celestial WCS header
+
+Pixels a bin lacks are stored as data 0 with a noise ``1e10`` times the bin's largest, so they
+carry no weight in any fit; ``/BinMask`` says which they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnfit.spectral.model import C_KMS
+from nnfit.spectral.placement import HALF_WIDTH
+
+__all__ = ["store_from_ifu_cube"]
+
+log = logging.getLogger(__name__)
+
+_MISSING_NOISE = 1e10
+
+
+def store_from_ifu_cube(
+    cube_path: str | os.PathLike[str],
+    templates: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    redshift: float = 0.0,
+    target_sn: float | None = None,
+    bin_map: np.ndarray | None = None,
+    min_sn: float = 1.0,
+    lam_range: tuple[float, float] | None = None,
+    x_range: tuple[int, int] | None = None,
+    y_range: tuple[int, int] | None = None,
+    velscale: float | None = None,
+    velscale_ratio: int = 2,
+    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | None = "muse",
+    fwhm_tem: float | None = None,
+    normalisation: str = "light",
+    norm_range: tuple[float, float] = (5070.0, 5950.0),
+    age_range: tuple[float, float] | None = None,
+    metal_range: tuple[float, float] | None = None,
+    template_pattern: str = "*.fits",
+    lines: Any = None,
+    kinematics: dict[str, np.ndarray] | str | None = None,
+    losvd: tuple[np.ndarray, np.ndarray] | None = None,
+    margin_kms: float = 2000.0,
+    kernel: str = "fourier",
+    data_ext: str | int | None = None,
+    var_ext: str | int | None = None,
+    noise_ext: str | int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write a cube store from a FITS IFU cube and an SSP library.
+
+    Parameters
+    ----------
+    cube_path : path
+        FITS cube (see :func:`nnfit.spectral.ifu_cube.read_ifu_cube`).
+    templates : path
+        pPXF SPS ``.npz`` or folder of MILES/E-MILES FITS.
+    out : path
+        Store to write (``.h5``); written whole or not at all.
+    redshift : float
+        Spectra are de-redshifted by ``1 + redshift`` (the store is in the rest frame).
+    target_sn : float, optional
+        Voronoi target S/N per pixel; None = one bin per usable spaxel.
+    bin_map : array (ny, nx), optional
+        Your own bins (0..S-1, -1 unused) instead of Voronoi binning.
+    min_sn : float
+        Spaxels below this mean S/N per pixel are not used.
+    lam_range : (float, float), optional
+        Observed wavelengths (A) to keep.
+    x_range, y_range : (int, int), optional
+        Spaxel columns / rows to keep.
+    velscale : float, optional
+        Log-rebinned pixel (km/s); default the data's (same pixel count over the range).
+    velscale_ratio : int
+        Template pixels per observed pixel (pPXF's ``velscale_ratio``).
+    fwhm_gal : "muse", float, callable or None
+        Instrumental FWHM in A at observed wavelengths: ``"muse"`` =
+        :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; None = no
+        resolution matching.
+    fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
+        See :func:`nnfit.spectral.templates.load_template_library`.
+    lines : list, optional
+        Line list for the mask (default :data:`nnfit.spectral.linemask.DEFAULT_LINES`);
+        ``[]`` masks nothing.
+    kinematics : dict, "ppxf" or None
+        Per-bin moments (:func:`~nnfit.spectral.kinematics.read_kinematics_table`), or
+        ``"ppxf"`` to measure them with pPXF (moments 2, additive degree 4); None means
+        ``"ppxf"`` unless ``losvd`` is given.
+    losvd : (losvd (S, V, C), vel_pix (V,)), optional
+        Histograms instead of moments (e.g. from an orbit model), velocities in cz km/s.
+    margin_kms : float
+        Template coverage beyond the observed range on each side (>= largest LOSVD shift).
+    kernel : {"fourier", "linear"}
+        The store's model (:class:`~nnfit.spectral.cube_operator.CubeOperator`): ``"fourier"``,
+        the exact band-limited one (pPXF's), with LOSVDs from moments on pPXF's log-velocity
+        grid; ``"linear"`` the original one (needed by ``nnfit cube build``/Kaczmarz).
+    data_ext, var_ext, noise_ext : optional
+        FITS extensions (see ``read_ifu_cube``).
+    overwrite : bool
+        Replace ``out`` if it exists.
+
+    Returns
+    -------
+    dict
+        ``S`` bins, ``L`` pixels, ``T``, ``P``, ``V``, ``velscale``, ``n_masked``,
+        ``kinematics`` (source) and ``path``.
+    """
+    from nnfit.io import atomic_path
+    from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.binning import BinMap, bin_spectra, spaxel_signal_noise, voronoi_bins
+    from nnfit.spectral.ifu_cube import muse_lsf_fwhm, read_ifu_cube
+    from nnfit.spectral.kinematics import losvd_from_kinematics, ppxf_kinematics
+    from nnfit.spectral.linemask import DEFAULT_LINES, line_mask
+    from nnfit.spectral.logrebin import log_rebin
+    from nnfit.spectral.manager import H5Manager
+    from nnfit.spectral.templates import load_template_library
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if kinematics is not None and losvd is not None:
+        raise ValueError("give kinematics or losvd, not both")
+    if int(velscale_ratio) < 1:
+        raise ValueError(f"velscale_ratio must be an integer >= 1; got {velscale_ratio}")
+    ratio = int(velscale_ratio)
+    if kinematics is None and losvd is None:
+        kinematics = "ppxf"
+    if isinstance(kinematics, dict):
+        margin_kms = max(
+            margin_kms, float(np.max(np.abs(kinematics["V"]) + 6 * kinematics["sigma"]))
+        )
+    elif losvd is not None:
+        margin_kms = max(margin_kms, float(np.max(np.abs(losvd[1]))) + 300.0)
+    zf = 1.0 + float(redshift)
+
+    cube = read_ifu_cube(
+        cube_path, data_ext=data_ext, var_ext=var_ext, noise_ext=noise_ext,
+        lam_range=lam_range, x_range=x_range, y_range=y_range,
+    )  # fmt: skip
+    _, ny, nx = cube.shape
+    signal, noise, usable = spaxel_signal_noise(cube)
+    if bin_map is not None:
+        bins = BinMap.from_map(bin_map)
+        if bins.bin_map.shape != (ny, nx):
+            raise ValueError(
+                f"bin map shape {bins.bin_map.shape} differs from the selected cube's {(ny, nx)}"
+            )
+    else:
+        bins = voronoi_bins(signal, noise, usable, target_sn, min_sn=min_sn)
+    flux_lin, var_lin = bin_spectra(cube, bins)
+    S = bins.n_bins
+    log.info("%d bins from %d spaxels", S, bins.binnum.size)
+
+    flux, var, ln_obs, vs = log_rebin(cube.wave, flux_lin, velscale=velscale, variance=var_lin)
+    del flux_lin, var_lin
+    ln_rest = ln_obs - np.log(zf)
+    dlog = vs / C_KMS
+    dlog_t = dlog / ratio
+    # Template grid: aligned with the observed pixel edges, `ratio` pixels per observed pixel.
+    # ... plus the exact model's band-limited tail and the store's 2-pixel safety pad.
+    m = int(np.ceil(margin_kms / C_KMS / dlog_t)) + HALF_WIDTH + 4
+    edge0 = ln_rest[0] - 0.5 * dlog
+    j = np.arange(-m, ln_rest.size * ratio + m + 1)
+    tem_edges = edge0 + j * dlog_t
+    if isinstance(fwhm_gal, str):
+        if fwhm_gal != "muse":
+            raise ValueError(
+                f"fwhm_gal must be 'muse', a number, a function or None; got {fwhm_gal!r}"
+            )
+        fwhm_rest = lambda lam: muse_lsf_fwhm(lam * zf) / zf  # noqa: E731
+    elif callable(fwhm_gal):
+        fwhm_rest = lambda lam: np.asarray(fwhm_gal(lam * zf)) / zf  # noqa: E731
+    elif fwhm_gal is None:
+        fwhm_rest = None
+    else:
+        fwhm_rest = float(fwhm_gal) / zf
+    lib = load_template_library(
+        templates, tem_edges, fwhm_gal=fwhm_rest, fwhm_tem=fwhm_tem,
+        normalisation=normalisation, norm_range=norm_range, age_range=age_range,
+        metal_range=metal_range, medium=cube.medium, pattern=template_pattern,
+    )  # fmt: skip
+    tem_pix = lib.ln_lam
+    templates_TP = lib.templates.reshape(tem_pix.size, -1)
+
+    bad = ~(np.isfinite(flux) & np.isfinite(var) & (var > 0))
+    mask = line_mask(ln_rest, float(redshift), DEFAULT_LINES if lines is None else lines)
+    mask &= ~bad.all(axis=0)
+    if not mask.any():
+        raise ValueError("every pixel is masked (lines or missing data); widen --lam-range")
+    bin_mask = ~bad & mask[None, :]
+    sigma = np.sqrt(np.where(bad, 0.0, var))
+    flux = np.where(bad, 0.0, flux)
+    top = np.max(np.where(bad, 0.0, sigma), axis=1, keepdims=True)
+    sigma = np.where(bad, _MISSING_NOISE * np.where(top > 0, top, 1.0), sigma)
+
+    kin = None
+    if losvd is not None:
+        L_sv, vel_pix = losvd
+        if L_sv.shape[0] != S:
+            raise ValueError(f"--losvd has {L_sv.shape[0]} spectra; the binning gives {S} bins")
+        kin_source = "losvd histograms"
+        convention = "cz"
+    else:
+        if isinstance(kinematics, str):
+            if kinematics != "ppxf":
+                raise ValueError(f"kinematics must be a table or 'ppxf'; got {kinematics!r}")
+            kin = ppxf_kinematics(
+                flux, sigma, templates_TP, vs, mask, velscale_ratio=ratio,
+                vsyst=C_KMS * (tem_pix[0] - ln_rest[0]),
+            )  # fmt: skip
+            kin_source = "ppxf (moments 2, degree 4)"
+        else:
+            kin = kinematics
+            kin_source = "table"
+        if kin["V"].size != S:
+            raise ValueError(
+                f"kinematics has {kin['V'].size} rows; the binning gives {S} bins (BIN_ID 0..{S - 1})"
+            )
+        L_sv, vel_cz = losvd_from_kinematics(kin, dlog_t)
+        if kernel == "fourier":  # the same bins in pPXF's log-velocity, where moments live
+            vel_pix, convention = C_KMS * np.log1p(vel_cz / C_KMS), "ppxf"
+        else:
+            vel_pix, convention = vel_cz, "cz"
+
+    info_json = {
+        "source": str(Path(cube_path).resolve()),
+        "redshift": float(redshift),
+        "frame": "rest",
+        "medium": cube.medium,
+        "bunit": cube.bunit,
+        "velscale_kms": vs,
+        "velscale_ratio": ratio,
+        "spatial_shape": [ny, nx],
+        "celestial_header": cube.celestial_header,
+        "lam_range_observed": [float(np.exp(ln_obs[0])), float(np.exp(ln_obs[-1]))],
+        "kinematics": kin_source,
+        "target_sn": target_sn,
+        "fwhm_gal": fwhm_gal if isinstance(fwhm_gal, str | float | int | None) else "function",
+    }
+    with atomic_path(out, suffix=".h5") as tmp:
+        tmp.unlink(missing_ok=True)  # H5Manager creates the file itself
+        mgr = H5Manager(tmp, tem_pix, ln_rest)
+        mgr.set_velocity_grid(vel_pix)
+        mgr.populate_from_arrays(
+            L_sv, flux, lib.templates, mask=mask, xpix=bins.xpix, ypix=bins.ypix,
+            binnum=bins.binnum, noise=sigma, datacube_layout="SL", template_meta=lib.meta(),
+            kernel=kernel, convention=convention, medium_obs=cube.medium,
+            medium_templates=lib.medium,
+            # Unit LOSVDs from moments: each bin's kernels carry its mean flux, so one global
+            # x can describe every bin; histograms from an orbit model carry their own light.
+            flux_scale="data" if kin is not None else None,
+        )  # fmt: skip
+        with open_h5(tmp, "a") as f:
+            f.create_dataset("BinMask", data=bin_mask, dtype=bool)
+            if kin is not None:
+                g = f.create_group("Kinematics")
+                for k in ("V", "sigma", "h3", "h4"):
+                    g.create_dataset(k, data=np.asarray(kin[k], dtype=np.float64))
+                g.attrs["convention"] = "ppxf: V = c ln(1+z) relative to the store's redshift"
+            f.attrs["ifu_json"] = json.dumps(info_json)
+    return {
+        "kernel": kernel,
+        "path": out, "S": S, "L": ln_rest.size, "T": tem_pix.size, "P": templates_TP.shape[1],
+        "V": vel_pix.size, "velscale": vs, "n_masked": int((~mask).sum()),
+        "kinematics": kin_source, "spaxels": int(bins.binnum.size),
+    }  # fmt: skip

@@ -1,0 +1,339 @@
+"""Population maps of a fitted cube store: FITS with the cube's celestial WCS, and figures.
+
+Weights come from ``/BinFit`` (bins fitted one by one, :mod:`nnfit.spectral.bin_fit`) or, when
+absent, from the global fit ``/X_global`` (C, P): then bin ``s`` holds
+``w[s, c, p] = x[c, p] * sum_v LOSVD[s, v, c]``, the light its LOSVDs carry.
+
+With templates normalised to light in a band (``template_meta_json`` ``normalisation``
+"light") the weights are light fractions there; mass weights are ``w / flux`` per template
+(the ``flux`` it was divided by). Means follow pPXF's ``mean_age_metal``:
+``<lg age> = sum w lg(age / yr) / sum w`` and ``<[M/H]> = sum w [M/H] / sum w``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["population_maps", "write_maps"]
+
+log = logging.getLogger(__name__)
+
+
+def _spaxel_image(values: np.ndarray, binnum, xpix, ypix, shape) -> np.ndarray:
+    img = np.full(shape, np.nan)
+    img[np.asarray(ypix, int), np.asarray(xpix, int)] = values[np.asarray(binnum, int)]
+    return img
+
+
+def population_maps(
+    path: str | os.PathLike[str], *, degree: int = -1, mdegree: int = 0
+) -> dict[str, Any]:
+    """Per-bin population quantities of a fitted store.
+
+    Parameters
+    ----------
+    path : path
+        A store with ``/BinFit`` or ``/X_global``.
+    degree, mdegree : int
+        For a global fit (``/X_global``) made with continuum polynomials: their degrees, so the
+        model is rebuilt with each spaxel's polynomials at their optimum for that ``x``
+        (:func:`nnfit.spectral.continuum.mpoly_step`). ``/BinFit`` stores its model.
+
+    Returns
+    -------
+    dict
+        Per bin (S,): ``chi2``, ``chi2_dof``, ``lg_age_light``, ``lg_age_mass`` (lg yr),
+        ``metal_light``, ``metal_mass`` ([M/H]); ``mass_fraction (S, C)``;
+        ``light_grid (C, n_ages, n_metals)`` (light fractions summed over bins, total 1);
+        ``ages``, ``metals``; ``model (S, L)``, ``data``, ``noise``, ``fitted (S, L)``,
+        ``lam_rest (L,)``; ``source`` ("bins" or "global"); the store's ``ifu`` record;
+        ``binnum``, ``xpix``, ``ypix``.
+    """
+    from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.store import load_problem
+
+    prob = load_problem(path)
+    meta = prob.template_meta
+    if "axis_values" not in meta or "age" not in meta.get("axis_values", {}):
+        raise ValueError(
+            f"{path}: template_meta_json has no age/metal grid; maps need a store written by "
+            "'nnfit cube init CUBE.fits --templates ...'"
+        )
+    ages = np.asarray(meta["axis_values"]["age"], dtype=np.float64)
+    metals = np.asarray(meta["axis_values"]["metal"], dtype=np.float64)
+    flux = np.asarray(meta["flux"], dtype=np.float64).ravel()
+    band = np.asarray(meta["band_flux"], dtype=np.float64).ravel()
+    S, C, P, L = prob.S, prob.C, prob.P, prob.L
+    if ages.size * metals.size != P:
+        raise ValueError(f"{path}: grid {ages.size} x {metals.size} != P = {P} templates")
+    with open_h5(path, "r") as f:
+        ifu = json.loads(f.attrs.get("ifu_json", "{}"))
+        bin_mask = f["BinMask"][()] if "BinMask" in f else np.ones((S, L), bool)
+        binnum = f["BinNum"][()] if "BinNum" in f else np.arange(S)
+        xpix = f["XPix"][()] if "XPix" in f else np.arange(S, dtype=float)
+        ypix = f["YPix"][()] if "YPix" in f else np.zeros(S)
+        dof = None
+        if "BinFit" in f:
+            g = f["BinFit"]
+            w = g["weights"][()]
+            model = g["model"][()].astype(np.float64)
+            dof = g["dof"][()]
+            source = "bins"
+        elif "X_global" in f:
+            x = f["X_global"][()].reshape(C, P)
+            source = "global"
+        else:
+            raise ValueError(f"{path}: no fit results (/BinFit or /X_global); run 'nnfit cube fit'")
+    if source == "global":
+        from nnfit.spectral.cube_operator import CubeOperator
+
+        fs = prob.model_options.get("flux_scale")
+        amp = prob.losvd.sum(axis=1) * (1.0 if fs is None else np.asarray(fs)[:, None])
+        w = x[None] * amp[:, :, None]
+        model = CubeOperator.from_problem(prob).forward(x)
+    fitted = bin_mask & prob.mask[None, :]
+    noise = prob.noise if prob.noise is not None else np.ones((S, L))
+    if source == "global" and (degree >= 0 or mdegree > 0):
+        from nnfit.spectral.continuum import legendre_basis, mpoly_step
+
+        coef, apoly, _ = mpoly_step(model, prob.datacube, fitted / noise, degree, mdegree)
+        model = model * (1.0 + coef @ legendre_basis(L, mdegree)[:, 1:].T) + apoly
+    r = np.where(fitted, (prob.datacube - model) / noise, 0.0)
+    if dof is None:  # the global x: its non-zero weights shared by all bins, the polynomials
+        dof = fitted.sum(axis=1) - np.count_nonzero(x) / S - (degree + 1) - max(mdegree, 0)
+    chi2_dof = (r**2).sum(axis=1) / np.maximum(dof, 1)
+
+    if meta.get("normalisation") == "light":
+        w_light = w
+    else:
+        w_light = w * (band / flux)[None, None, :]
+    w_mass = w / flux[None, None, :]
+    lg_age = (np.log10(ages) + 9.0)[:, None] * np.ones(metals.size)[None, :]
+    met = np.ones(ages.size)[:, None] * metals[None, :]
+    lg_age, met = lg_age.ravel(), met.ravel()
+
+    def mean(wt, q):
+        tot = wt.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, (wt * q).sum(axis=(1, 2)) / tot, np.nan)
+
+    mass_c = w_mass.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mass_fraction = mass_c / mass_c.sum(axis=1, keepdims=True)
+    grid = w_light.sum(axis=0).reshape(C, ages.size, metals.size)
+    grid = grid / max(grid.sum(), np.finfo(float).tiny)
+    return {
+        "chi2": (r**2).sum(axis=1),
+        "chi2_dof": chi2_dof,
+        "lg_age_light": mean(w_light, lg_age),
+        "lg_age_mass": mean(w_mass, lg_age),
+        "metal_light": mean(w_light, met),
+        "metal_mass": mean(w_mass, met),
+        "mass_fraction": mass_fraction,
+        "light_grid": grid,
+        "ages": ages,
+        "metals": metals,
+        "model": model,
+        "data": prob.datacube,
+        "noise": noise,
+        "fitted": fitted,
+        "lam_rest": np.exp(prob.obs_pix),
+        "source": source,
+        "ifu": ifu,
+        "binnum": binnum,
+        "xpix": xpix,
+        "ypix": ypix,
+        "normalisation": meta.get("normalisation", "unknown"),
+    }
+
+
+_MAPS = (
+    ("CHI2DOF", "chi2_dof", r"$\chi^2$/dof", "viridis"),
+    ("LGAGE_L", "lg_age_light", "light-weighted lg(age / yr)", "magma"),
+    ("LGAGE_M", "lg_age_mass", "mass-weighted lg(age / yr)", "magma"),
+    ("MH_L", "metal_light", "light-weighted [M/H] (dex)", "cividis"),
+    ("MH_M", "metal_mass", "mass-weighted [M/H] (dex)", "cividis"),
+)
+
+
+def write_maps(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    degree: int = -1,
+    mdegree: int = 0,
+) -> dict[str, Any]:
+    """Write ``maps.fits`` (per-spaxel images with the celestial WCS, per-bin table) and PNGs.
+
+    Files in ``out_dir``:
+
+    ``maps.fits``
+        Image extensions ``CHI2DOF, LGAGE_L, LGAGE_M, MH_L, MH_M, BINMAP`` and
+        ``MASSFRAC`` (C, ny, nx) on the cube's spaxel grid with its celestial WCS; ``LIGHTGRID``
+        (C, n_metals, n_ages) light fractions; table ``BINS`` with one row per bin.
+    ``maps.png``
+        The five maps and the bin map.
+    ``weights_grid.png``
+        Light fraction over age x [M/H], one panel per component.
+    ``mass_fractions.png``
+        Mass fraction of each component per spaxel.
+    ``residuals.png``
+        Data, model and normalised residuals of the worst and the median-chi^2 bin.
+
+    ``degree``/``mdegree``: see :func:`population_maps`.
+
+    Returns
+    -------
+    dict
+        ``files`` written and the per-bin arrays (see :func:`population_maps`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from nnfit.io import atomic_path
+
+    res = population_maps(path, degree=degree, mdegree=mdegree)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ifu = res["ifu"]
+    S = res["chi2_dof"].size
+    C = res["mass_fraction"].shape[1]
+    if "spatial_shape" in ifu:
+        shape = tuple(ifu["spatial_shape"])
+    else:
+        shape = (int(np.max(res["ypix"])) + 1, int(np.max(res["xpix"])) + 1)
+    hdr = fits.Header.fromstring(ifu.get("celestial_header", "")) if ifu.get(
+        "celestial_header") else fits.Header()  # fmt: skip
+
+    def img(v):
+        return _spaxel_image(np.asarray(v, dtype=np.float64), res["binnum"], res["xpix"],
+                             res["ypix"], shape)  # fmt: skip
+
+    hdus = [fits.PrimaryHDU()]
+    hdus[0].header["NNFITSRC"] = (res["source"], "bins: fitted one by one; global: one x")
+    hdus[0].header["TPLNORM"] = (res["normalisation"], "template normalisation")
+    hdus[0].header["FRAME"] = (ifu.get("frame", "unknown"), "spectral frame of the fit")
+    images = {}
+    for name, key, label, _ in _MAPS:
+        images[name] = img(res[key])
+        h = hdr.copy()
+        h["BUNIT"] = {"CHI2DOF": "", "LGAGE_L": "lg(yr)", "LGAGE_M": "lg(yr)"}.get(name, "dex")
+        h["COMMENT"] = label
+        hdus.append(fits.ImageHDU(images[name].astype(np.float32), h, name=name))
+    bimg = img(np.arange(S))
+    hdus.append(
+        fits.ImageHDU(np.nan_to_num(bimg, nan=-1).astype(np.int32), hdr.copy(), name="BINMAP")
+    )
+    mf = np.stack([img(res["mass_fraction"][:, c]) for c in range(C)])
+    hdus.append(fits.ImageHDU(mf.astype(np.float32), hdr.copy(), name="MASSFRAC"))
+    grid_h = fits.Header()
+    grid_h["COMMENT"] = "light fraction (C, n_metals, n_ages); ages/metals in table GRIDAXES"
+    hdus.append(fits.ImageHDU(res["light_grid"].transpose(0, 2, 1), grid_h, name="LIGHTGRID"))
+    t = Table({"BIN_ID": np.arange(S)})
+    for name, key, _, _ in _MAPS:
+        t[name] = res[key]
+    for c in range(C):
+        t[f"MASSFRAC{c}"] = res["mass_fraction"][:, c]
+    hdus.append(fits.BinTableHDU(t, name="BINS"))
+    ax_t = Table({"AGE_GYR": res["ages"]})
+    hdus.append(fits.BinTableHDU(ax_t, name="AGES"))
+    hdus.append(fits.BinTableHDU(Table({"MH": res["metals"]}), name="METALS"))
+    files = []
+    with atomic_path(out / "maps.fits", suffix=".fits") as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    files.append(out / "maps.fits")
+
+    frame = "rest frame" if ifu.get("frame") == "rest" else "observed frame"
+    axis_lab = ("x (spaxel)", "y (spaxel)")
+
+    def panel(ax, im, label, cmap, vmin=None, vmax=None):
+        m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+                      interpolation="nearest")  # fmt: skip
+        ax.set_xlabel(axis_lab[0])
+        ax.set_ylabel(axis_lab[1])
+        fig.colorbar(m, ax=ax, label=label, shrink=0.85)
+
+    def save(fig, name):
+        with atomic_path(out / name, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        files.append(out / name)
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8.5), constrained_layout=True)
+    for ax, (name, _key, label, cmap) in zip(axes.flat, _MAPS, strict=False):
+        panel(ax, images[name], label, cmap)
+        ax.set_title(label)
+    panel(axes.flat[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
+    axes.flat[5].set_title(f"{S} bins")
+    fig.suptitle(f"{Path(path).name}: population maps ({res['source']} fit, {frame})")
+    save(fig, "maps.png")
+
+    lg = np.log10(res["ages"]) + 9.0
+    fig, axes = plt.subplots(1, C, figsize=(5.5 * C + 0.5, 4.2), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for c, ax in enumerate(axes[0]):
+        g = res["light_grid"][c].T  # (n_metals, n_ages)
+        m = ax.pcolormesh(_centres_to_edges(lg), _centres_to_edges(res["metals"]), g,
+                          cmap="Blues", vmin=0.0, vmax=max(float(g.max()), 1e-12))  # fmt: skip
+        ax.set_xlabel("lg(age / yr)")
+        ax.set_ylabel("[M/H] (dex)")
+        ax.set_title(f"component {c}: light fraction (all bins)")
+        fig.colorbar(m, ax=ax, label="fraction of total light")
+    save(fig, "weights_grid.png")
+
+    fig, axes = plt.subplots(1, C, figsize=(5.0 * C + 0.5, 4.2), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for c, ax in enumerate(axes[0]):
+        panel(ax, mf[c], "mass fraction", "viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"component {c}")
+    save(fig, "mass_fractions.png")
+
+    chi = res["chi2_dof"]
+    order = np.argsort(chi)
+    picks = [("worst", int(order[-1])), ("typical (median)", int(order[S // 2]))]
+    fig, axes = plt.subplots(4, 1, figsize=(12, 10), sharex=True, constrained_layout=True,
+                             gridspec_kw={"height_ratios": [3, 1, 3, 1]})  # fmt: skip
+    lam = res["lam_rest"]
+    unit = ifu.get("bunit", "") or "flux"
+    for k, (what, s) in enumerate(picks):
+        ax, axr = axes[2 * k], axes[2 * k + 1]
+        fit = res["fitted"][s]
+        ax.plot(lam, np.where(fit, res["data"][s], np.nan), "k", lw=0.6, label="data")
+        ax.plot(lam, res["model"][s], "r", lw=0.8, label="model")
+        _shade(ax, lam, ~fit)
+        _shade(axr, lam, ~fit)
+        ax.set_ylabel(unit)
+        ax.set_title(f"{what} bin {s}: chi2/dof = {chi[s]:.3f}")
+        ax.legend(loc="upper right", fontsize=8)
+        rr = np.where(fit, (res["data"][s] - res["model"][s]) / res["noise"][s], np.nan)
+        axr.plot(lam, rr, "b", lw=0.5)
+        axr.axhline(0, color="k", lw=0.5)
+        axr.set_ylabel("(data-model)/noise")
+    axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Angstrom]")
+    save(fig, "residuals.png")
+    return {"files": files, **res}
+
+
+def _centres_to_edges(c: np.ndarray) -> np.ndarray:
+    c = np.asarray(c, dtype=np.float64)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = 0.5 * (c[1:] + c[:-1])
+    return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+
+
+def _shade(ax, lam: np.ndarray, masked: np.ndarray) -> None:
+    """Grey spans over runs of masked pixels."""
+    idx = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
+    for a, b in zip(idx[::2], idx[1::2], strict=True):
+        ax.axvspan(lam[a], lam[b - 1], color="0.85", lw=0)

@@ -1,0 +1,119 @@
+"""FITS IFU cube reading against MPDAF on the real MUSE minicube; malformed files refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnfit.spectral.ifu_cube import (
+    air_to_vacuum,
+    muse_lsf_fwhm,
+    read_ifu_cube,
+    vacuum_to_air,
+)
+
+mpdaf = pytest.importorskip("mpdaf", reason="the real MUSE cube ships with mpdaf (test extra)")
+fits = pytest.importorskip("astropy.io.fits")
+
+MINICUBE = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
+
+
+def test_reads_the_real_muse_cube_like_mpdaf():
+    from mpdaf.obj import Cube
+
+    ref = Cube(str(MINICUBE))
+    cube = read_ifu_cube(MINICUBE)
+    assert cube.shape == ref.shape and cube.medium == "air"
+    np.testing.assert_allclose(cube.wave, ref.wave.coord(), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(cube.flux), ref.data.filled(np.nan))
+    np.testing.assert_array_equal(np.asarray(cube.variance), ref.var.filled(np.nan))
+    assert cube.bunit == "10**(-20)*erg/s/cm**2/Angstrom"
+
+
+def test_sub_selection_and_celestial_wcs_match_mpdaf():
+    from astropy.wcs import WCS
+    from mpdaf.obj import Cube
+
+    ref = Cube(str(MINICUBE))[:, 5:25, 10:30]
+    cube = read_ifu_cube(MINICUBE, lam_range=(5000, 6000), x_range=(10, 30), y_range=(5, 25))
+    keep = (ref.wave.coord() >= 5000) & (ref.wave.coord() <= 6000)
+    np.testing.assert_allclose(cube.wave, ref.wave.coord()[keep], atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(cube.flux), ref.data.filled(np.nan)[keep])
+    w = WCS(fits.Header.fromstring(cube.celestial_header))
+    yx = np.array([[0, 0], [3, 17], [19, 19]])
+    dec_ra = ref.wcs.pix2sky(yx)  # MPDAF: (dec, ra) of (y, x) pixels
+    ra, dec = w.pixel_to_world_values(yx[:, 1], yx[:, 0])
+    np.testing.assert_allclose(np.c_[dec, ra], dec_ra, rtol=0, atol=1e-10)
+
+
+def test_slabs_stream_the_selection():
+    cube = read_ifu_cube(MINICUBE, lam_range=(4800, 5000))
+    parts = list(cube.slabs(max_bytes=8 * 40 * 40 * 7))
+    assert len(parts) > 1 and all(f.shape[0] <= 7 for _, f, _ in parts)
+    np.testing.assert_array_equal(np.concatenate([f for _, f, _ in parts]), np.asarray(cube.flux))
+
+
+def test_air_vacuum_against_ppxf_and_lsf_range():
+    util = pytest.importorskip("ppxf.ppxf_util", reason="ppxf is the reference (test extra)")
+    lam = np.linspace(3600.0, 9400.0, 50)
+    np.testing.assert_allclose(vacuum_to_air(lam), util.vac_to_air(lam), rtol=0, atol=1e-12)
+    # pPXF's air_to_vac is the one-step approximation lam * n(lam_air); ours inverts exactly.
+    np.testing.assert_allclose(air_to_vacuum(lam), util.air_to_vac(lam), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(vacuum_to_air(air_to_vacuum(lam)), lam, rtol=0, atol=1e-9)
+    f = muse_lsf_fwhm(np.linspace(4750, 9350, 100))
+    assert 2.4 < f.min() and f.max() < 3.0
+
+
+# ------------------------------------------------------------------ malformed files
+def _write(path, *, data_shape=(20, 3, 4), var_shape=None, header=None, names=("DATA", "STAT"),
+           nan=False):  # fmt: skip
+    h = fits.Header({"CTYPE3": "AWAV", "CRVAL3": 5000.0, "CD3_3": 1.25, "CRPIX3": 1.0,
+                     "CUNIT3": "Angstrom"})  # fmt: skip
+    for k, v in (header or {}).items():
+        if v is None:
+            del h[k]
+        else:
+            h[k] = v
+    d = np.ones(data_shape, dtype=np.float32) * (np.nan if nan else 1.0)
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(d, h, name=names[0])]
+    if len(names) > 1:
+        v = np.ones(var_shape or data_shape, dtype=np.float32)
+        hdus.append(fits.ImageHDU(v, h, name=names[1]))
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+BAD = {
+    "missing extension": ({"names": ("DATA",)}, "no variance extension"),
+    "no spectral WCS": ({"header": {"CRVAL3": None}}, "CRVAL3"),
+    "no spectral step": ({"header": {"CD3_3": None}}, "CD3_3"),
+    "unknown CTYPE3": ({"header": {"CTYPE3": "FREQ"}}, "CTYPE3"),
+    "bad CUNIT3": ({"header": {"CUNIT3": "Jy"}}, "CUNIT3"),
+    "all-NaN cube": ({"nan": True}, "no finite data"),
+    "1-D file": ({"data_shape": (20,)}, "NAXIS = 1"),
+    "mismatched variance": ({"var_shape": (20, 3, 5)}, "must match"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_reader_refuses_malformed_files(tmp_path, case):
+    kw, words = BAD[case]
+    p = _write(tmp_path / "bad.fits", **kw)
+    with pytest.raises(ValueError, match=words):
+        read_ifu_cube(p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["missing extension", "no spectral WCS", "all-NaN cube",
+                                  "1-D file", "mismatched variance"])  # fmt: skip
+def test_cli_refuses_malformed_files_exit_2_nothing_written(run_cli, tmp_path, case):
+    kw, words = BAD[case]
+    p = _write(tmp_path / "bad.fits", **kw)
+    out = tmp_path / "store.h5"
+    proc = run_cli("cube", "init", p, "--templates", tmp_path, "--out", out)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnfit: error: ") and words in lines[0]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.fits"]

@@ -1,0 +1,146 @@
+"""The single steps of the FITS path: binning, kinematics into LOSVDs, LOSVD files, masks."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from nnfit.spectral.binning import BinMap, bin_spectra, spaxel_signal_noise, voronoi_bins
+from nnfit.spectral.ifu_cube import read_ifu_cube
+from nnfit.spectral.kinematics import (
+    losvd_from_kinematics,
+    read_kinematics_table,
+    read_losvd_file,
+)
+from nnfit.spectral.linemask import DEFAULT_LINES, line_mask, read_line_list
+from nnfit.spectral.model import C_KMS
+
+fits = pytest.importorskip("astropy.io.fits")
+
+
+@pytest.fixture
+def small_cube(tmp_path):
+    """A 30 x 6 x 7 cube with a few NaN pixels and one all-NaN spaxel."""
+    rng = np.random.default_rng(3)
+    d = (rng.random((30, 6, 7)) + 1.0).astype(np.float32)
+    v = (rng.random((30, 6, 7)) * 0.1 + 0.01).astype(np.float32)
+    d[:, 0, 0] = np.nan
+    d[4, 2, 3] = np.nan
+    d[5, 2, 3] = np.nan
+    d[5, 2, 4] = np.nan
+    h = fits.Header({"CTYPE3": "WAVE", "CRVAL3": 5000.0, "CD3_3": 2.0, "CRPIX3": 1.0,
+                     "CUNIT3": "Angstrom"})  # fmt: skip
+    p = tmp_path / "c.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(d, h, name="DATA"), fits.ImageHDU(v, h, name="STAT")]
+    ).writeto(p)
+    return p, d.astype(np.float64), v.astype(np.float64)
+
+
+def test_bin_spectra_equals_brute_force_sums_streamed(small_cube):
+    p, d, v = small_cube
+    cube = read_ifu_cube(p)
+    assert cube.medium == "vacuum"
+    sig, _, ok = spaxel_signal_noise(cube, max_bytes=8 * 42 * 4)
+    assert not ok[0, 0] and ok.sum() == 41
+    bmap = np.full((6, 7), -1)
+    bmap[ok] = np.arange(41) % 5
+    bins = BinMap.from_map(bmap)
+    flux, var = bin_spectra(cube, bins, max_bytes=8 * 42 * 3)  # slabs of 3 planes
+    for b in range(5):
+        sel = bmap == b
+        f, vv = d[:, sel], v[:, sel]
+        good = np.isfinite(f)
+        scale = sel.sum() / good.sum(axis=1)
+        np.testing.assert_allclose(flux[b], np.where(good, f, 0).sum(1) * scale, rtol=1e-12)
+        np.testing.assert_allclose(var[b], np.where(good, vv, 0).sum(1) * scale**2, rtol=1e-12)
+    np.testing.assert_allclose(sig[ok], np.nanmean(d[:, ok], axis=0), rtol=1e-12)
+
+
+def test_voronoi_bins_reach_the_target_with_vorbin(small_cube):
+    p, _, _ = small_cube
+    cube = read_ifu_cube(p)
+    s, n, ok = spaxel_signal_noise(cube)
+    sn = s / n
+    bins = voronoi_bins(s, n, ok, target_sn=3 * np.nanmedian(sn))
+    assert 1 < bins.n_bins < 41 and (bins.bin_map[~ok] == -1).all()
+    # S/N of each bin (quadrature sum) is near the target for most bins (vorbin's goal).
+    per_bin = np.sqrt(
+        np.bincount(bins.binnum, sn[bins.ypix.astype(int), bins.xpix.astype(int)] ** 2)
+    )
+    assert np.median(per_bin) > 0.8 * 3 * np.nanmedian(sn)
+    none = voronoi_bins(s, n, ok, target_sn=None)
+    assert none.n_bins == 41
+    with pytest.raises(ValueError, match="target_sn"):
+        voronoi_bins(s, n, ok, target_sn=1e6)
+    with pytest.raises(ValueError, match=r"0\.\.S-1"):
+        BinMap.from_map(np.array([[0, 2], [2, -1]]))
+
+
+def test_kinematics_table_to_losvds(tmp_path):
+    from astropy.table import Table
+
+    t = Table({"BIN_ID": [1, 0], "V": [50.0, -20.0], "SIGMA": [180.0, 220.0], "H3": [0.0, 0.05],
+               "H4": [0.02, 0.0]})  # fmt: skip
+    t.write(tmp_path / "kin.fits")
+    t.write(tmp_path / "kin.csv", format="ascii.csv")
+    a = read_kinematics_table(tmp_path / "kin.fits")
+    b = read_kinematics_table(tmp_path / "kin.csv")
+    np.testing.assert_array_equal(a["V"], [-20.0, 50.0])
+    for k in ("V", "sigma", "h3", "h4"):
+        np.testing.assert_array_equal(a[k], b[k])
+    dlog = 20.0 / C_KMS
+    L, vel = losvd_from_kinematics(a, dlog)
+    assert L.shape == (2, vel.size, 1) and (L >= 0).all()
+    np.testing.assert_allclose(L.sum(axis=1), 1.0)
+    # Bins are whole template pixels in ln(lambda): VelPix (cz) maps to integer shifts.
+    shifts = np.log1p(vel / C_KMS) / dlog
+    np.testing.assert_allclose(shifts, np.round(shifts), atol=1e-9)
+    # Gaussian moments: the LOSVD's mean and dispersion in pPXF's log-velocity.
+    g = losvd_from_kinematics(
+        {"V": np.array([35.0]), "sigma": np.array([150.0]), "h3": np.zeros(1), "h4": np.zeros(1)},
+        dlog,
+    )
+    u = C_KMS * np.log1p(g[1] / C_KMS)
+    w = g[0][0, :, 0]
+    # (sampled every 20 km/s and cut at |V| + 5 sigma: the moments hold to 1e-4)
+    assert w @ u == pytest.approx(35.0, abs=1e-3)
+    assert np.sqrt(w @ (u - 35.0) ** 2) == pytest.approx(150.0, rel=1e-4)
+    (tmp_path / "bad.csv").write_text("V,S\n1,2\n")
+    with pytest.raises(ValueError, match="SIGMA"):
+        read_kinematics_table(tmp_path / "bad.csv")
+
+
+def test_losvd_files_npz_h5_npy(tmp_path):
+    L = np.random.default_rng(0).random((4, 9, 2))
+    vel = np.linspace(-400, 400, 9)
+    np.savez(tmp_path / "l.npz", losvd=L, vel_pix=vel)
+    with h5py.File(tmp_path / "orbits.h5", "w") as f:
+        f["LOSVD"] = L
+        f["VelPix"] = vel
+    np.save(tmp_path / "l.npy", L)
+    for path, v in (("l.npz", None), ("orbits.h5", None), ("l.npy", vel)):
+        got, gv = read_losvd_file(tmp_path / path, v)
+        np.testing.assert_array_equal(got, L)
+        np.testing.assert_array_equal(gv, vel)
+    with pytest.raises(ValueError, match="vel-pix"):
+        read_losvd_file(tmp_path / "l.npy")
+
+
+def test_line_mask_default_and_edited(tmp_path):
+    z = 0.0863
+    ln = np.log(np.linspace(4400.0, 6500.0, 4000))
+    m = line_mask(ln, z)
+    lam = np.exp(ln)
+    assert not m[np.argmin(np.abs(lam - 5006.84))]  # [OIII] at rest
+    assert not m[np.argmin(np.abs(lam - 5577.34 / (1 + z)))]  # sky line, observed frame
+    assert m[np.argmin(np.abs(lam - 5400.0))]
+    p = tmp_path / "lines.txt"
+    p.write_text("\n".join(f"{n} {w} {h} {fr}" for n, w, h, fr in DEFAULT_LINES[:3]) + "\n")
+    np.testing.assert_array_equal(
+        line_mask(ln, z, read_line_list(p)), line_mask(ln, z, DEFAULT_LINES[:3])
+    )
+    p.write_text("Halpha 6562.8 800\n")
+    with pytest.raises(ValueError, match=r"lines.txt:1"):
+        read_line_list(p)

@@ -1,0 +1,68 @@
+"""The demo's FITS path: a simulated cube written as FITS + pPXF npz + LOSVD histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+fits = pytest.importorskip("astropy.io.fits")
+
+
+@pytest.mark.slow
+def test_demo_files_through_init_global_fit_and_maps(run_cli, tmp_path):
+    from astropy.wcs import WCS
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=5, n_components=2, seed=4)
+    store = tmp_path / "store.h5"
+    run_cli(
+        "cube", "init", info["cube"], "--templates", info["templates"], "--losvd",
+        info["losvd"], "--fwhm", "none", "--no-line-mask", "--min-sn", "0", "--out", store,
+        check=True,
+    )  # fmt: skip
+    run_cli("cube", "fit", store, check=True)
+    out = run_cli("cube", "maps", store, "--out", tmp_path / "maps", check=True)
+    assert "global fit, 25 bins" in out.stdout
+    with fits.open(tmp_path / "maps" / "maps.fits") as h:
+        chi = h["CHI2DOF"].data
+        mf = h["MASSFRAC"].data
+        wcs = WCS(h["LGAGE_L"].header)
+        age = h["LGAGE_L"].data
+    # The simulated noise is the stored noise: chi^2/dof of the global optimum is about 1.
+    assert 0.8 < np.median(chi) < 1.2
+    np.testing.assert_allclose(mf.sum(axis=0), 1.0, rtol=1e-6)
+    ra, dec = wcs.pixel_to_world_values(2.0, 2.0)  # the cube's reference pixel (3, 3) 1-based
+    assert (ra, dec) == pytest.approx((150.0, 2.0), abs=1e-9)
+    # Light-weighted mean age per spaxel against the truth (templates in the band's light).
+    t = np.load(info["truth"])
+    tpl = np.load(info["templates"])
+    lam = tpl["lam"]
+    band = (lam >= 5070) & (lam <= 5950)
+    band_mean = tpl["templates"][band].mean(axis=0).ravel()  # (n_ages * n_metals,)
+    lg = np.repeat(np.log10(t["ages"]) + 9, t["metals"].size)
+    light = np.einsum("cp,p,sc->sp", t["x_true"], band_mean, t["amplitude"])
+    truth = (light @ lg) / light.sum(axis=1)
+    got = age.ravel()  # spaxel s = y * 5 + x
+    assert np.abs(got - truth).max() < 0.1
+
+
+@pytest.mark.slow
+def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
+    """maps' chi^2 of a global fit with additive polynomials equals the fit's own chi^2."""
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import population_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None, lines=[], min_sn=0.0,
+    )  # fmt: skip
+    _, stats = fit_cube(store, degree=3)
+    res = population_maps(store, degree=3)
+    assert res["source"] == "global"
+    assert res["chi2"].sum() == pytest.approx(stats["chi2"], rel=1e-8)
+    np.testing.assert_allclose(res["mass_fraction"], 1.0)
