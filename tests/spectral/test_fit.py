@@ -175,3 +175,18 @@ def test_sigkill_mid_fit_then_resume(small_store, tmp_path):
     assert resumed["converged"]
     assert abs(resumed["chi2"] - cold["chi2"]) <= 1e-10 * cold["chi2"]
     assert resumed["rounds"] < cold["rounds"]
+
+
+def test_callback_receives_each_round_and_replaces_the_file_commit(small_store):
+    with h5py.File(small_store, "r") as f:
+        before = f["X_global"][()].copy() if "X_global" in f else None
+    seen = []
+    x, stats = fit_cube(
+        small_store, method="active-set", x0=None, callback=lambda x, info: seen.append((x, info))
+    )
+    assert len(seen) >= 2 and seen[-1][1]["method"] == "active-set"
+    np.testing.assert_array_equal(np.ravel(seen[-1][0]), x.ravel())  # the last call is the result
+    assert all(np.all(np.ravel(v) >= 0) for v, _ in seen)
+    with h5py.File(small_store, "r") as f:  # the callback replaced the commit to the file
+        after = f["X_global"][()] if "X_global" in f else None
+    assert (before is None and after is None) or np.array_equal(before, after)

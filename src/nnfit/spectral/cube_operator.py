@@ -446,8 +446,9 @@ class CubeOperator(LinearOperator):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_problem(cls, problem: Any, **kwargs: Any) -> CubeOperator:
-        """Build from a :class:`nnfit.spectral.store.CubeProblem` (datacube, mask, noise...)."""
-        return cls(
+        """Build from a :class:`nnfit.spectral.store.CubeProblem` (datacube, mask, noise...);
+        the problem's ``template_meta`` (population grid) rides along as ``op.template_meta``."""
+        op = cls(
             problem.templates_PT,
             problem.losvd,
             problem.vel_pix,
@@ -459,6 +460,8 @@ class CubeOperator(LinearOperator):
             datacube=getattr(problem, "datacube", None),
             **{**getattr(problem, "model_options", {}), **kwargs},
         )
+        op.template_meta = getattr(problem, "template_meta", None)
+        return op
 
     @classmethod
     def from_h5(cls, path: str | os.PathLike, **kwargs: Any) -> CubeOperator:

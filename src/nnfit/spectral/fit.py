@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.io.hdf5 import open_h5
 from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.gram import cube_gram
@@ -65,10 +66,8 @@ def read_warm_start(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarr
     Vectors with a digest record (``/Fit/state/<name>_sha``, the Kaczmarz tracker's
     convention) are used only when the digest verifies, so a torn write is skipped.
     """
-    import h5py
-
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, "r") as f:
             st = f.get("Fit/state")
             for name, key in (("X_global", "X_global"), ("x_best", "Fit/x_best")):
                 if key not in f or f[key].size != shape[0] * shape[1]:
@@ -94,8 +93,6 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
     that does not verify and the vector is skipped on resume. Otherwise it is written under a
     temporary name and moved into place, so a kill leaves the old or the new one.
     """
-    from nnfit.io.hdf5 import open_h5
-
     flat = np.asarray(x, dtype=np.float64).ravel()
     attrs = attrs or {}
     with open_h5(path, "a") as f:
@@ -139,16 +136,6 @@ def _as_operator(source: Any, scheduler: Any, block_size: int | None) -> tuple[C
         op = CubeOperator.from_h5(source, scheduler=scheduler, block_size=block_size)
         return op, Path(source)
     return CubeOperator.from_problem(source, scheduler=scheduler, block_size=block_size), None
-
-
-def _template_meta(source: Any) -> Any:
-    meta = getattr(source, "template_meta", None)
-    if meta is None and isinstance(source, (str, os.PathLike)):
-        import h5py
-
-        with h5py.File(source, "r") as f:
-            meta = f.attrs.get("template_meta_json")
-    return meta
 
 
 class _Objective:
@@ -235,6 +222,7 @@ def fit_cube(
     memory_gb: float = 8.0,
     batch: int | None = None,
     checkpoint: bool = True,
+    callback: Callable[[np.ndarray, dict], None] | None = None,
     progress: Callable[[str, dict], None] | None = None,
     verbose: bool = False,
     degree: int = -1,
@@ -276,7 +264,12 @@ def fit_cube(
     batch : int, optional
         Variables added to the working set per round (default ``max(64, m/2)``).
     checkpoint : bool
-        Write ``/X_global`` after each working-set round and at the end (files only).
+        For a file ``source`` without ``callback``: commit ``/X_global`` to the file after each
+        working-set round and at the end (:func:`write_solution`).
+    callback : callable, optional
+        ``callback(x, info)`` with the weights ``x`` (C*P values) after each working-set round and at the end
+        (``info``: ``method`` and ``round`` or ``chi2``): how the solution leaves the solver.
+        Replaces the file commit of ``checkpoint``.
     progress : callable, optional
         ``progress(phase, info)`` after each phase/round.
     verbose : bool
@@ -319,6 +312,12 @@ def fit_cube(
     t = time.perf_counter()
     op, path = _as_operator(source, scheduler, block_size)
     phases["setup"] = time.perf_counter() - t
+    commit = callback
+    if commit is None and path is not None and checkpoint:
+
+        def commit(x: np.ndarray, info: dict) -> None:
+            write_solution(path, x, info)
+
     if op._wy0 is not None and not getattr(op, "_checked", False):
         from nnfit.spectral.checks import check_flux_scaling, check_velocity_frame
         from nnfit.spectral.model import mean_flux
@@ -337,10 +336,9 @@ def fit_cube(
     if degree >= 0 or mdegree > 0:
         from nnfit.spectral.continuum import fit_continuum
 
-        op.template_meta = _template_meta(source)
         inner = dict(
             tol=tol, regul=regul, regul_order=regul_order, constraints=constraints,
-            max_iter=max_iter, memory_gb=memory_gb, batch=batch, checkpoint=False,
+            max_iter=max_iter, memory_gb=memory_gb, batch=batch, checkpoint=False, callback=None,
             progress=progress, verbose=verbose,
         )  # fmt: skip
         if isinstance(x0, str):
@@ -358,15 +356,15 @@ def fit_cube(
         finally:
             op._in_continuum = False
         stats.update(_dof_stats(op, x, stats["chi2"], degree, mdegree), mpoly=mpoly, apoly=apoly)
-        if path is not None and checkpoint:
-            write_solution(path, x, {"method": stats["method"], "chi2": stats["chi2"]})
+        if commit is not None:
+            commit(x, {"method": stats["method"], "chi2": stats["chi2"]})
         stats["time_s"] = time.perf_counter() - t_start
         return x, stats
     C, P = op.model_shape
     n = C * P
     H = None
     if regul:
-        shape = grid_shape_from_meta(_template_meta(source), P)
+        shape = grid_shape_from_meta(getattr(op, "template_meta", None), P)
         H = regularizer(C, shape, regul, regul_order)
     E = None
     if constraints is not None:
@@ -402,7 +400,7 @@ def fit_cube(
         x, st = _fit_gram(op, H, E, x0, tol, phases, report)
     elif chosen == "active-set":
         x, st = _fit_working_set(
-            op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, path, checkpoint
+            op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit
         )
     else:
         x, st = _fit_pgd(op, obj, x0, norms2, phases, report, max_iter)
@@ -433,9 +431,9 @@ def fit_cube(
             else float(np.abs(E @ x.ravel()).max() / max(np.abs(x).max(), np.finfo(float).tiny))
         ),
     )
-    if path is not None and checkpoint:
+    if commit is not None:
         t = time.perf_counter()
-        write_solution(path, x, {"method": chosen, "chi2": float(chi2)})
+        commit(x, {"method": chosen, "chi2": float(chi2)})
         phases["write"] = time.perf_counter() - t
     stats["phases"] = phases
     stats.update(_dof_stats(op, x, stats["chi2"], -1, 0))
@@ -483,9 +481,7 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
     }
 
 
-def _fit_working_set(
-    op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, path, checkpoint
-):
+def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit):
     C, P = op.model_shape
     n = C * P
     x = np.zeros(n) if x0 is None else x0.ravel().copy()
@@ -570,8 +566,8 @@ def _fit_working_set(
             J, G, b = J[keep], G[np.ix_(keep, keep)], b[keep]
         phases["solve"] += time.perf_counter() - t
         rounds += 1
-        if path is not None and checkpoint:
-            write_solution(path, x, {"method": "active-set", "round": rounds})
+        if commit is not None:
+            commit(x, {"method": "active-set", "round": rounds})
     exact_idx = J
     exact_vals = np.diag(G).copy() if J.size else np.zeros(0)
     if H is not None and J.size:
