@@ -181,7 +181,7 @@ def test_callback_receives_each_round_and_replaces_the_file_commit(small_store):
     with h5py.File(small_store, "r") as f:
         before = f["X_global"][()].copy() if "X_global" in f else None
     seen = []
-    x, stats = fit_cube(
+    x, _ = fit_cube(
         small_store, method="active-set", x0=None, callback=lambda x, info: seen.append((x, info))
     )
     assert len(seen) >= 2 and seen[-1][1]["method"] == "active-set"
