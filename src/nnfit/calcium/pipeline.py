@@ -95,6 +95,33 @@ def deconvolve(
     -------
     DeconvolutionResult
 
+    Notes
+    -----
+    For each trace ``y`` (length ``T``) the problem is
+
+    .. math::
+
+        \min_{s \ge 0,\; b} \; \tfrac12 \lVert y - b - K s \rVert_2^2
+        + \lambda \sum_t s_t ,
+
+    with ``K`` CaTune's truncated double-exponential kernel (the convolution matrix of
+    :func:`~nnfit.calcium.build_kernel`) and ``b`` the baseline model chosen by ``baseline``
+    (zero, one constant, or a slow curve plus a constant). It is solved by a primal-dual
+    interior-point method with Mehrotra's predictor-corrector [1]_; each Newton system is
+    pentadiagonal through the kernel's AR(2) form (as in OASIS [2]_), so an iteration costs
+    O(T). The returned ``gap`` is the relative duality gap of a feasible dual point [3]_:
+    ``F(s) - F* <= gap F(s)`` holds for the returned ``s``.
+
+    References
+    ----------
+    .. [1] S. Mehrotra, "On the implementation of a primal-dual interior point method",
+       SIAM J. Optim. 2(4), 575-601 (1992). https://doi.org/10.1137/0802028
+    .. [2] J. Friedrich, P. Zhou, L. Paninski, "Fast online deconvolution of calcium imaging
+       data", PLoS Comput. Biol. 13(3), e1005423 (2017).
+       https://doi.org/10.1371/journal.pcbi.1005423
+    .. [3] S. Boyd, L. Vandenberghe, *Convex Optimization*, Cambridge University Press
+       (2004), chapter 5. https://doi.org/10.1017/CBO9780511804441
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)

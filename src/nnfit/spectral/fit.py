@@ -294,6 +294,35 @@ def fit_cube(
         polynomial coefficients). With ``degree``/``mdegree`` also ``mpoly`` and ``apoly``
         (S, L), ``continuum_rounds``, ``chi2_history`` and ``continuum_converged``.
 
+    Notes
+    -----
+    With ``A_s`` the model of spaxel ``s`` (templates ``T_p`` convolved with the spaxel's
+    LOSVD of component ``c`` and rebinned to the observed pixels), ``W_s`` its inverse-noise
+    weights on the fitted pixels and ``D`` the finite differences over the population grid,
+    the problem is
+
+    .. math::
+
+        \min_{x \ge 0} \; \sum_s \lVert W_s (y_s - A_s x) \rVert_2^2
+        + \mathrm{regul}^2 \lVert D x \rVert_2^2
+        \quad \text{s.t.} \quad \textstyle\sum_p x_{cp} = \alpha w_c
+
+    (the constraint only with ``constraints``). ``"gram"`` and ``"active-set"`` solve it with
+    a Lawson-Hanson active-set NNLS [1]_ on the normal equations, the latter on a working set
+    of columns grown by the gradient's largest violators; every round is checked against the
+    KKT conditions over all ``C P`` weights, computed matrix-free. The model, its
+    regularisation and its polynomials follow pPXF [2]_ [3]_.
+
+    References
+    ----------
+    .. [1] C. L. Lawson, R. J. Hanson, *Solving Least Squares Problems*, SIAM (1995),
+       chapter 23. https://doi.org/10.1137/1.9781611971217
+    .. [2] M. Cappellari, E. Emsellem, "Parametric recovery of line-of-sight velocity
+       distributions from absorption-line spectra of galaxies via penalized likelihood",
+       PASP 116, 138-147 (2004). https://doi.org/10.1086/381875
+    .. [3] M. Cappellari, "Improving the full spectrum fitting method: accurate convolution
+       with Gauss-Hermite functions", MNRAS 466, 798-811 (2017). https://doi.org/10.1093/mnras/stw3020
+
     Examples
     --------
     >>> tem = np.log(5000.0) + 1e-4 * np.arange(120)
