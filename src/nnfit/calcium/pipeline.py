@@ -66,7 +66,7 @@ def deconvolve(
     n_jobs: int = 1,
     drift_rounds: int = 2,
 ) -> DeconvolutionResult:
-    """Infer spikes: CaTune's objective, solved to a certified optimum in O(T) per iteration.
+    r"""Infer spikes: CaTune's objective, solved to a certified optimum in O(T) per iteration.
 
     Parameters
     ----------

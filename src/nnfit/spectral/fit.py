@@ -229,7 +229,7 @@ def fit_cube(
     mdegree: int = 0,
     continuum_tol: float = 1e-7,
 ) -> tuple[np.ndarray, dict]:
-    """Fit one global non-negative weight array ``x (C, P)`` to every spaxel, exactly.
+    r"""Fit one global non-negative weight array ``x (C, P)`` to every spaxel, exactly.
 
     Parameters
     ----------
