@@ -1,9 +1,11 @@
 """``nnfit calcium``: calcium spike deconvolution (CaTune companion).
 
 Commands: ``deconvolve`` (a recording -> spikes, reconvolution, summary, figure) and
-``export`` (a recording -> the files the CaTune browser loads). Solvers are looked up in
-:data:`SOLVERS` by name; each takes a block of traces and the settings and returns a
-:class:`~nnfit.calcium.results.SolveResult`, so adding one is adding an entry.
+``export`` (a recording -> the files the CaTune browser loads); ``estimate`` and the exact
+solver's path are in :mod:`nnfit.cli.calcium_exact`. ``deconvolve`` calls one of three library
+functions: :func:`~nnfit.calcium.run_deconvolution` (``--solver fista``, CaTune's problem),
+:func:`~nnfit.calcium.deconvolve_from_export` (``--solver browser``, the browser's problem) or
+:func:`~nnfit.calcium.deconvolve` / its streamed form (``--solver exact``).
 """
 
 from __future__ import annotations
@@ -120,12 +122,11 @@ def solve_browser(traces: np.ndarray, s: Settings):
     )  # fmt: skip
 
 
-#: name -> solver(traces (n_cells, T), settings) -> SolveResult
-SOLVERS: dict[str, Callable[[np.ndarray, Settings], Any]] = {
+#: the in-memory solvers by ``--solver`` name (``exact`` takes its own, streamed path)
+_IN_MEMORY: dict[str, Callable[[np.ndarray, Settings], Any]] = {
     "fista": solve_fista,
     "browser": solve_browser,
 }
-SOLVERS["exact"] = _fast.solve_exact  # certified optimum, O(T); streamed path in calcium_exact
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -162,7 +163,7 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", metavar="FILE", help="catune-params-*.json exported by the browser")
     p.add_argument(
         "--solver",
-        choices=sorted(SOLVERS),
+        choices=("fista", "browser", "exact"),
         help="'fista' (catune's problem and iterations; default when --tau-rise, --tau-decay "
         "and --lam are all given), 'browser' (default with --params) or 'exact' (certified "
         "optimum, O(T), streamed; default when kinetics or lam are left to the data, or with "
@@ -231,18 +232,26 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, dict[str, Any]]:
         "--tol", args.tol, low=0.0, low_inclusive=False
     )  # fmt: skip
     iters = None if args.max_iter is None else check_int("--max-iter", args.max_iter, low=1)
-    settings = Settings(0.0, kin[0], kin[1], kin[2], tol, iters, kin[3])
+    settings = Settings(
+        fs=0.0,  # from the recording, once read
+        tau_rise=kin[0],
+        tau_decay=kin[1],
+        lam=kin[2],
+        tol=tol,
+        max_iter=iters,
+        filter_enabled=kin[3],
+    )
     return settings, solver, {**record, "params_fs": kin[4]}
 
 
 def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress: bool | None):
-    """Run ``SOLVERS[solver]`` over blocks of cells, with a progress bar over cells."""
+    """Run an in-memory solver over blocks of cells, with a progress bar over cells."""
     import numba
 
     from nnfit.calcium.results import SolveResult
     from nnfit.progress import progress as bar
 
-    fn = SOLVERS[solver]
+    fn = _IN_MEMORY[solver]
     block = max(8, 4 * numba.get_num_threads())
     parts = []
     with bar(traces.shape[0], desc=f"deconvolving ({solver})", unit="cell", enabled=progress) as pb:

@@ -16,7 +16,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,6 @@ __all__ = [
     "add_estimate",
     "deconvolve_exact_command",
     "estimate_command",
-    "solve_exact",
     "wants_exact",
 ]
 
@@ -56,24 +54,6 @@ def wants_exact(args: argparse.Namespace) -> bool:
         return False
     missing = args.tau_rise is None or args.tau_decay is None or args.lam is None
     return missing or args.baseline is not None or args.scheduler is not None
-
-
-def solve_exact(traces: np.ndarray, s: Any):
-    """``SOLVERS`` entry: the exact solver on an in-memory block (baseline from settings)."""
-    from nnfit.calcium.pipeline import deconvolve
-    from nnfit.calcium.results import SolveResult
-
-    kw: dict[str, Any] = {}
-    if s.tol is not None:
-        kw["tol"] = s.tol
-    if s.max_iter is not None:
-        kw["max_iter"] = s.max_iter
-    res = deconvolve(traces, s.fs, s.tau_rise, s.tau_decay, lam=s.lam,
-                     baseline=getattr(s, "baseline", "auto"), n_jobs=-1, **kw)  # fmt: skip
-    return SolveResult(
-        res.spikes, res.calcium + res.baseline, res.baseline.mean(axis=1), res.iterations,
-        res.converged, res.objective,
-    )  # fmt: skip
 
 
 def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
