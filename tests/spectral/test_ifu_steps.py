@@ -144,3 +144,12 @@ def test_line_mask_default_and_edited(tmp_path):
     p.write_text("Halpha 6562.8 800\n")
     with pytest.raises(ValueError, match=r"lines.txt:1"):
         read_line_list(p)
+
+
+def test_resolution_matching_needs_the_instrument(small_cube, tmp_path):
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    p, _, _ = small_cube
+    with pytest.raises(ValueError, match="INSTRUME"):
+        store_from_ifu_cube(p, tmp_path, tmp_path / "s.h5", min_sn=0.0)
+    assert not (tmp_path / "s.h5").exists()

@@ -45,8 +45,9 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--velscale-ratio", type=int, default=2, help="template pixels per pixel (default 2)"
     )
-    g.add_argument("--fwhm", default="muse",
-                   help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default muse)")  # fmt: skip
+    g.add_argument("--fwhm", default="auto",
+                   help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default: "
+                        "muse when INSTRUME = MUSE, else required)")  # fmt: skip
     g.add_argument(
         "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
     )
@@ -112,12 +113,12 @@ def init_from_cube(args: argparse.Namespace) -> int:
     fwhm = args.fwhm
     if fwhm == "none":
         fwhm = None
-    elif fwhm != "muse":
+    elif fwhm not in ("muse", "auto"):
         try:
             fwhm = float(fwhm)
         except ValueError:
             raise ValueError(
-                f"--fwhm must be a number (A), 'muse' or 'none'; got {fwhm!r}"
+                f"--fwhm must be a number (A), 'muse', 'auto' or 'none'; got {fwhm!r}"
             ) from None
     info = store_from_ifu_cube(
         args.cube, args.templates, args.out, redshift=args.redshift, target_sn=args.target_sn,

@@ -84,6 +84,7 @@ def fit_bins(
             model_options={**opts, **({} if fs is None else {"flux_scale": fs[s : s + 1]})},
         )
         op = CubeOperator.from_problem(sub)
+        op.template_meta = prob.template_meta  # the population grid for ``regul``
         x, st = fit_cube(op, checkpoint=False, x0=None, **fit_kwargs)
         weights[s] = x * amp[s][:, None]
         mp = st["mpoly"][0] if "mpoly" in st else 1.0

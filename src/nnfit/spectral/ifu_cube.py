@@ -161,6 +161,8 @@ class IFUCube:
         none); ``astropy.wcs.WCS(astropy.io.fits.Header.fromstring(...))`` reads it back.
     bunit : str
         Flux unit (``BUNIT``), "" when absent.
+    instrument : str
+        ``INSTRUME`` of the data or primary header ("" when absent).
     path : Path
         The file.
     noise_is_sigma : bool
@@ -171,6 +173,7 @@ class IFUCube:
     medium: str
     celestial_header: str
     bunit: str
+    instrument: str
     path: Path
     noise_is_sigma: bool
     _data: _Extension
@@ -478,6 +481,7 @@ def read_ifu_cube(
             medium=found_medium,
             celestial_header=_celestial_header(hdr, ys, xs),
             bunit=str(hdr.get("BUNIT", hdul[0].header.get("BUNIT", ""))),
+            instrument=str(hdr.get("INSTRUME", hdul[0].header.get("INSTRUME", ""))).strip(),
             path=p,
             noise_is_sigma=is_sigma,
             _data=d_ext,

@@ -53,7 +53,7 @@ def store_from_ifu_cube(
     y_range: tuple[int, int] | None = None,
     velscale: float | None = None,
     velscale_ratio: int = 2,
-    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | None = "muse",
+    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | None = "auto",
     fwhm_tem: float | None = None,
     normalisation: str = "light",
     norm_range: tuple[float, float] = (5070.0, 5950.0),
@@ -96,10 +96,11 @@ def store_from_ifu_cube(
         Log-rebinned pixel (km/s); default the data's (same pixel count over the range).
     velscale_ratio : int
         Template pixels per observed pixel (pPXF's ``velscale_ratio``).
-    fwhm_gal : "muse", float, callable or None
+    fwhm_gal : "auto", "muse", float, callable or None
         Instrumental FWHM in A at observed wavelengths: ``"muse"`` =
         :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; None = no
-        resolution matching.
+        resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
+        else refused (give the instrument's FWHM).
     fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
         See :func:`nnfit.spectral.templates.load_template_library`.
     lines : list, optional
@@ -185,6 +186,13 @@ def store_from_ifu_cube(
     edge0 = ln_rest[0] - 0.5 * dlog
     j = np.arange(-m, ln_rest.size * ratio + m + 1)
     tem_edges = edge0 + j * dlog_t
+    if fwhm_gal == "auto":
+        if cube.instrument.upper() != "MUSE":
+            raise ValueError(
+                f"--fwhm: the cube's INSTRUME is {cube.instrument or 'missing'!r}, not MUSE; give "
+                "the instrument's FWHM in Angstrom (--fwhm 2.5), or --fwhm none to skip matching"
+            )
+        fwhm_gal = "muse"
     if isinstance(fwhm_gal, str):
         if fwhm_gal != "muse":
             raise ValueError(
@@ -259,6 +267,7 @@ def store_from_ifu_cube(
         "kinematics": kin_source,
         "target_sn": target_sn,
         "fwhm_gal": fwhm_gal if isinstance(fwhm_gal, str | float | int | None) else "function",
+        "instrument": cube.instrument,
     }
     with atomic_path(out, suffix=".h5") as tmp:
         tmp.unlink(missing_ok=True)  # H5Manager creates the file itself

@@ -193,12 +193,9 @@ def write_maps(
     dict
         ``files`` written and the per-bin arrays (see :func:`population_maps`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from astropy.io import fits
     from astropy.table import Table
+    from matplotlib.figure import Figure
 
     from nnfit.io import atomic_path
 
@@ -266,10 +263,10 @@ def write_maps(
     def save(fig, name):
         with atomic_path(out / name, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
         files.append(out / name)
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8.5), constrained_layout=True)
+    fig = Figure(figsize=(14, 8.5), layout="constrained")
+    axes = fig.subplots(2, 3)
     for ax, (name, _key, label, cmap) in zip(axes.flat, _MAPS, strict=False):
         panel(ax, images[name], label, cmap)
         ax.set_title(label)
@@ -279,8 +276,8 @@ def write_maps(
     save(fig, "maps.png")
 
     lg = np.log10(res["ages"]) + 9.0
-    fig, axes = plt.subplots(1, C, figsize=(5.5 * C + 0.5, 4.2), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig = Figure(figsize=(5.5 * C + 0.5, 4.2), layout="constrained")
+    axes = fig.subplots(1, C, squeeze=False)
     for c, ax in enumerate(axes[0]):
         g = res["light_grid"][c].T  # (n_metals, n_ages)
         m = ax.pcolormesh(_centres_to_edges(lg), _centres_to_edges(res["metals"]), g,
@@ -291,8 +288,8 @@ def write_maps(
         fig.colorbar(m, ax=ax, label="fraction of total light")
     save(fig, "weights_grid.png")
 
-    fig, axes = plt.subplots(1, C, figsize=(5.0 * C + 0.5, 4.2), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig = Figure(figsize=(5.0 * C + 0.5, 4.2), layout="constrained")
+    axes = fig.subplots(1, C, squeeze=False)
     for c, ax in enumerate(axes[0]):
         panel(ax, mf[c], "mass fraction", "viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"component {c}")
@@ -301,8 +298,8 @@ def write_maps(
     chi = res["chi2_dof"]
     order = np.argsort(chi)
     picks = [("worst", int(order[-1])), ("typical (median)", int(order[S // 2]))]
-    fig, axes = plt.subplots(4, 1, figsize=(12, 10), sharex=True, constrained_layout=True,
-                             gridspec_kw={"height_ratios": [3, 1, 3, 1]})  # fmt: skip
+    fig = Figure(figsize=(12, 10), layout="constrained")
+    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1, 3, 1]})
     lam = res["lam_rest"]
     unit = ifu.get("bunit", "") or "flux"
     for k, (what, s) in enumerate(picks):
