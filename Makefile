@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The demo reads a FITS cube: the spectral extra (astropy, vorbin) comes with it.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[spectral]'
 	touch $@
 
 # The extras (test, lint, docs) are the install path: plain pip reads them at any version.

@@ -39,6 +39,9 @@ def test_demo_writes_every_capability_output(run_cli, tmp_path):
         "spectral/cube.h5",
         "spectral/prefit_overlay.png",
         "spectral/fit_dashboard.png",
+        "spectral/ifu/cube.fits",
+        "spectral/maps/maps.fits",
+        "spectral/maps/maps.png",
     ]
     for rel in expected:
         assert (tmp_path / "demo" / rel).stat().st_size > 0, rel

@@ -1,4 +1,4 @@
-"""``nnfit cube simulate | init | build | status | snapshot | compress`` in real subprocesses."""
+"""``nnfit spectral simulate | init | build | status | snapshot | compress`` in real subprocesses."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_simulate_build_status_snapshot_compress(run_cli, tmp_path):
         "0.1",
         check=True,
     )
-    assert "next: nnfit cube build" in out.stdout
+    assert "next: nnfit spectral build" in out.stdout
     assert run_cli("cube", "simulate", "--out", store).returncode == 2  # exists
     out = run_cli(
         "cube", "build", store, "--s-chunk", "4", "--workers", "0", "--no-progress", check=True

@@ -1,4 +1,4 @@
-"""``nnfit cube fit | reconstruct | dashboard`` in real subprocesses."""
+"""``nnfit spectral fit | reconstruct | dashboard`` in real subprocesses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nnfit cube fit --degree/--mdegree`` reaches fit_cube's continuum and reports chi^2/dof."""
+"""``nnfit spectral fit --degree/--mdegree`` reaches fit_cube's continuum and reports chi^2/dof."""
 
 import json
 

@@ -24,10 +24,16 @@ from nnfit.io import atomic_path
 def run_all(out: str | Path, *, seed: int = 0) -> int:
     """Run every capability's demo under ``out/<capability>`` and report where results are."""
     root = Path(out)
-    for name, run in (("calcium", run_calcium), ("ptycho", run_ptycho), ("spectral", run_spectral)):
+    demos = (
+        ("calcium", run_calcium),
+        ("ptycho", run_ptycho),
+        ("spectral", run_spectral),
+        ("spectral: FITS cube to maps", run_spectral_ifu),
+    )
+    for name, run in demos:
         t0 = time.perf_counter()
         print(f"== {name} demo ==", flush=True)
-        run(root / name, seed=seed)
+        run(root / name.split(":")[0], seed=seed)
         print(f"   ({time.perf_counter() - t0:.1f} s)\n", flush=True)
     print(f"All demo outputs are under {root.resolve()}")
     return 0
@@ -199,7 +205,7 @@ def run_fit_demo(
     Parameters
     ----------
     h5_path : path-like
-        A store with a complete HyperCube (``nnfit cube simulate`` + ``nnfit cube build``).
+        A store with a complete HyperCube (``nnfit spectral simulate`` + ``nnfit spectral build``).
     out_dir : path-like
         Folder for ``fit_dashboard.png`` and ``x_fit.npy``.
     epochs, pixels_per_aperture, lr, seed, orbit_weights
@@ -240,3 +246,35 @@ def run_fit_demo(
             f"model cube in /ModelCube; dashboard {png}"
         )
     return {"x": x, "stats": stats, "reconstruct": rec, "dashboard": png}
+
+
+def run_spectral_ifu(out_dir: Path, *, seed: int = 0) -> None:
+    """The astronomer's path on a simulated IFU cube written as real files: FITS cube ->
+    ``nnfit spectral init`` -> ``fit`` -> ``maps`` (each command run as from the shell)."""
+    import shutil
+
+    from nnfit.cli import main
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    out = Path(out_dir)
+    folder = out / "ifu"
+    for old in (folder, out / "ifu_store.h5", out / "maps"):
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    info = write_ifu_demo(folder, n_side=5, n_components=2, seed=seed)
+    print(f"   wrote a simulated 5 x 5 spaxel FITS cube {info['cube']} with its template")
+    print(f"   library {info['templates']} (pPXF's npz format) and LOSVDs {info['losvd']}")
+    store = out / "ifu_store.h5"
+    steps = (
+        ["spectral", "init", str(info["cube"]), "--templates", str(info["templates"]),
+         "--losvd", str(info["losvd"]), "--fwhm", "none", "--no-line-mask", "--min-sn", "0",
+         "--out", str(store)],
+        ["spectral", "fit", str(store), "--no-progress"],
+        ["spectral", "maps", str(store), "--out", str(out / "maps")],
+    )  # fmt: skip
+    for argv in steps:
+        print(f"   $ nnfit {' '.join(argv)}", flush=True)
+        if main(argv) != 0:
+            raise RuntimeError(f"the demo step 'nnfit {' '.join(argv)}' failed")

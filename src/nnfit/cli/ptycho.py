@@ -1,4 +1,4 @@
-"""``nnfit fixture``: ptychography dataset fixtures (simulate, make, verify)."""
+"""``nnfit ptycho``: ptychography dataset fixtures (simulate, make, verify)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,30 @@ from pathlib import Path
 _MAKE_EPILOG = """\
 examples:
   # the default 64-scan fixture (first 64 scans), sidecar next to it
-  nnfit fixture make --source datasets/Run1084_recon3_postPC_shrunk_3.npz \\
+  nnfit ptycho make --source datasets/Run1084_recon3_postPC_shrunk_3.npz \\
       --output tests/fixtures/pytorch_integration/minimal_dataset_v1.npz
 
   # 128 scans spread over the scanned area, explicit sidecar path
-  nnfit fixture make --source big.npz --output fx/spread.npz --subset-size 128 \\
+  nnfit ptycho make --source big.npz --output fx/spread.npz --subset-size 128 \\
       --strategy stratified --metadata-out fx/spread.json
 
   # a seeded random subset, replacing an earlier one
-  nnfit fixture make --source big.npz --output fx/rand.npz --strategy random --seed 7 --overwrite
+  nnfit ptycho make --source big.npz --output fx/rand.npz --strategy random --seed 7 --overwrite
 
   # a stack whose layout is ambiguous (N == H): say which it is
-  nnfit fixture make --source square.npz --output fx/sq.npz --layout legacy
+  nnfit ptycho make --source square.npz --output fx/sq.npz --layout legacy
 """
 
 _SIMULATE_EPILOG = """\
 examples:
-  nnfit fixture simulate --out run1084_like.npz                 # 1087 scans, (H, W, N) legacy
-  nnfit fixture simulate --out small.npz --n-scans 200 --layout canonical --seed 3
+  nnfit ptycho simulate --out run1084_like.npz                 # 1087 scans, (H, W, N) legacy
+  nnfit ptycho simulate --out small.npz --n-scans 200 --layout canonical --seed 3
 """
 
 _VERIFY_EPILOG = """\
 examples:
-  nnfit fixture verify tests/fixtures/pytorch_integration/minimal_dataset_v1.npz
-  nnfit fixture verify fx/spread.npz --metadata fx/spread.json --alignment
+  nnfit ptycho verify tests/fixtures/pytorch_integration/minimal_dataset_v1.npz
+  nnfit ptycho verify fx/spread.npz --metadata fx/spread.json --alignment
 
 Exit status: 0 when every check passes, 1 when any fails, 2 for unusable input.
 """
@@ -177,7 +177,7 @@ def _make(args: argparse.Namespace) -> int:
     from nnfit.ptycho.subset import _generate
 
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("nnfit", "__main__.py")) else []
-    command = f"nnfit {shlex.join(argv)}" if argv else "nnfit fixture make"
+    command = f"nnfit {shlex.join(argv)}" if argv else "nnfit ptycho make"
     out, meta, checksum = _generate(
         args.source,
         args.output,

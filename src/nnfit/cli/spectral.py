@@ -21,8 +21,8 @@ grid uniform in wavelength, noise at the given S/N. The true weights go to /Trut
 (C, P) and the noise-free model to /Truth/model (S, L).
 
 examples:
-  nnfit cube simulate --out cube.h5
-  nnfit cube simulate --out big.h5 --spaxels 256 --components 8 --populations 96 \\
+  nnfit spectral simulate --out cube.h5
+  nnfit spectral simulate --out big.h5 --spaxels 256 --components 8 --populations 96 \\
       --tem-pix 4000 --obs-pix 1000 --mask-fraction 0.15
 """
 
@@ -41,8 +41,8 @@ the observed range plus the largest LOSVD shift); errors say which array, what w
 and what was found.
 
 examples:
-  nnfit cube init --npz problem.npz --out cube.h5
-  nnfit cube init --tem-pix tem.npy --obs-pix obs.npy --vel-pix vel.npy --losvd losvd.npy \\
+  nnfit spectral init --npz problem.npz --out cube.h5
+  nnfit spectral init --tem-pix tem.npy --obs-pix obs.npy --vel-pix vel.npy --losvd losvd.npy \\
       --datacube cube.npy --templates tpl.npy --mask mask.npy --out cube.h5
 """
 
@@ -50,16 +50,16 @@ _BUILD_HELP = """\
 Compute every model spectrum models[s, c, p, :] = Rebin(LOSVD[s, :, c] (*) T_p) into
 /HyperCube/models (S, C, P, L) float32, one tile (S_chunk x C_chunk x P_chunk x L) at a time.
 Worker processes compute tiles; this process is the only writer and keeps the file readable
-(SWMR) for 'nnfit cube status' and 'nnfit cube snapshot' meanwhile.
+(SWMR) for 'nnfit spectral status' and 'nnfit spectral snapshot' meanwhile.
 
 Interrupt it any way you like (Ctrl-C, kill -9, a node failure): running the same command
 again finishes only the missing tiles, and the result is identical to an uninterrupted build.
 Changing the tile sizes of a partial build is refused unless you pass --overwrite.
 
 examples:
-  nnfit cube build cube.h5
-  nnfit cube build cube.h5 --s-chunk 64 --workers 8
-  nnfit cube build cube.h5 --scheduler tcp://10.0.0.5:8786     # tiles on a Dask cluster
+  nnfit spectral build cube.h5
+  nnfit spectral build cube.h5 --s-chunk 64 --workers 8
+  nnfit spectral build cube.h5 --scheduler tcp://10.0.0.5:8786     # tiles on a Dask cluster
 """
 
 
@@ -194,7 +194,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--compression",
         choices=("gzip", "lzf"),
         default=None,
-        help="compress while building (slower; default: none, use 'nnfit cube compress' after)",
+        help="compress while building (slower; default: none, use 'nnfit spectral compress' after)",
     )
     p.add_argument(
         "--scheduler", default=None, help="Dask scheduler address for the tiles (default: local)"
@@ -210,7 +210,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sub, "status", "tiles done and template-coverage margins of a store",
         "Print the HyperCube's shape, chunks and tiles done, and the template coverage report "
         "(safe, margins on both sides). Safe to run while a build writes the file.\n\n"
-        "example:\n  nnfit cube status cube.h5", _status,
+        "example:\n  nnfit spectral status cube.h5", _status,
     )  # fmt: skip
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -220,8 +220,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Write a PNG with: observed spectra (masked pixels shaded), templates rebinned before "
         "convolution, LOSVDs with their kernels on ln(lambda) offsets, and stored models of "
         "finished tiles overlaid with the same rows recomputed from the inputs. Reads the file "
-        "in SWMR mode, so it works while 'nnfit cube build' runs.\n\n"
-        "example:\n  nnfit cube snapshot cube.h5 --out prefit_overlay.png", _snapshot,
+        "in SWMR mode, so it works while 'nnfit spectral build' runs.\n\n"
+        "example:\n  nnfit spectral snapshot cube.h5 --out prefit_overlay.png", _snapshot,
     )  # fmt: skip
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument(
@@ -236,7 +236,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Rewrite the store with /HyperCube/models compressed. The compressed copy is written "
         "next to the store and moved over it at the end, so an interruption leaves the "
         "uncompressed store intact (needs free space for the copy).\n\n"
-        "example:\n  nnfit cube compress cube.h5 --codec gzip --level 2", _compress,
+        "example:\n  nnfit spectral compress cube.h5 --codec gzip --level 2", _compress,
     )  # fmt: skip
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument(
@@ -268,7 +268,7 @@ def _simulate(args: argparse.Namespace) -> int:
         f"wrote {out}: S={sh['S']} C={sh['C']} P={sh['P']} L={sh['L']} T={sh['T']} V={sh['V']}, "
         f"{int((~sim.mask).sum())} pixels masked; truth in /Truth/x_true"
     )
-    print(f"next: nnfit cube build {out}")
+    print(f"next: nnfit spectral build {out}")
     return 0
 
 
@@ -338,7 +338,7 @@ def _init(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}; template margins {rep['left_margin_px']} / {rep['right_margin_px']} px (safe)"
     )
-    print(f"next: nnfit cube build {out}")
+    print(f"next: nnfit spectral build {out}")
     return 0
 
 
@@ -352,7 +352,9 @@ def _build(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, progress=False if args.no_progress else None,
         )  # fmt: skip
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished tiles are kept. Resume with: nnfit cube build {args.store}")
+        print(
+            f"\ninterrupted; finished tiles are kept. Resume with: nnfit spectral build {args.store}"
+        )
         return 130
     S, C, P, L = info["shape"]
     sS, sC, sP = info["chunks"]

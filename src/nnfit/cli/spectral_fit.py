@@ -1,4 +1,4 @@
-"""``nnfit cube`` commands: fit, reconstruct, dashboard."""
+"""``nnfit spectral`` commands: fit, reconstruct, dashboard."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 
 _FIT_EPILOG = """\
 examples:
-  nnfit cube fit cube.h5                      # exact optimum, no HyperCube needed (auto)
-  nnfit cube fit cube.h5 --regul 30           # pPXF-style smooth weights
-  nnfit cube fit cube.h5 --scheduler tcp://head:8786   # spaxel blocks on a Dask cluster
-  nnfit cube fit cube.h5 --method kaczmarz --epochs 5 -K 256 --lr 0.25
-  nnfit cube fit cube.h5 --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
-  nnfit cube reconstruct cube.h5              # A x with x from /X_global
-  nnfit cube dashboard cube.h5 --out fit.png  # safe while a fit runs
+  nnfit spectral fit cube.h5                      # exact optimum, no HyperCube needed (auto)
+  nnfit spectral fit cube.h5 --regul 30           # pPXF-style smooth weights
+  nnfit spectral fit cube.h5 --scheduler tcp://head:8786   # spaxel blocks on a Dask cluster
+  nnfit spectral fit cube.h5 --method kaczmarz --epochs 5 -K 256 --lr 0.25
+  nnfit spectral fit cube.h5 --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
+  nnfit spectral reconstruct cube.h5              # A x with x from /X_global
+  nnfit spectral dashboard cube.h5 --out fit.png  # safe while a fit runs
 
 A killed fit is resumed by running the same command again: it continues from the last
 checkpoint stored in the file (/Fit/x_best, /X_global, /Fit/x_latest).
@@ -321,7 +321,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if x is None:
         with open_h5(args.store, "r") as f:
             if "X_global" not in f:
-                raise ValueError(f"{args.store} has no /X_global; run `nnfit cube fit` or pass --x")
+                raise ValueError(
+                    f"{args.store} has no /X_global; run `nnfit spectral fit` or pass --x"
+                )
             x = np.asarray(f["X_global"], dtype=np.float64)
     info = reconstruct_model_cube_single(
         args.store,

@@ -1,4 +1,4 @@
-"""``nnfit cube init CUBE.fits ...`` (a store from a FITS IFU cube) and ``nnfit cube maps``."""
+"""``nnfit spectral init CUBE.fits ...`` (a store from a FITS IFU cube) and ``nnfit spectral maps``."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ MUSE line-spread function (or --fwhm), emission and sky lines masked, and the ki
 (--kinematics TABLE with V, SIGMA[, H3, H4, BIN_ID] per bin in pPXF's convention; --losvd
 histograms; default: measured with pPXF) turned into LOSVDs.
 
-  nnfit cube init cube.fits --templates miles_models/ --redshift 0.0863 --target-sn 30 \\
+  nnfit spectral init cube.fits --templates miles_models/ --redshift 0.0863 --target-sn 30 \\
       --lam-range 4800 7000 --out store.h5
-  nnfit cube fit store.h5 --per-bin
-  nnfit cube maps store.h5 --out maps/
+  nnfit spectral fit store.h5 --per-bin
+  nnfit spectral maps store.h5 --out maps/
 """
 
 
 def add_init_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``nnfit cube init`` for the FITS-cube path (the array path keeps its own)."""
+    """Arguments of ``nnfit spectral init`` for the FITS-cube path (the array path keeps its own)."""
     p.add_argument("cube", nargs="?", help="FITS IFU cube (omit to build from arrays)")
     g = p.add_argument_group("from a FITS cube")
     g.add_argument("--redshift", type=float, default=0.0, help="de-redshift by 1+z (default 0)")
@@ -75,7 +75,7 @@ def _require(*modules: str) -> None:
 
 
 def init_from_cube(args: argparse.Namespace) -> int:
-    """Run ``nnfit cube init CUBE.fits ...``."""
+    """Run ``nnfit spectral init CUBE.fits ...``."""
     _require("astropy", *(["vorbin"] if args.target_sn is not None else []))
     from nnfit.spectral.ifu_store import store_from_ifu_cube
     from nnfit.spectral.kinematics import read_kinematics_table, read_losvd_file
@@ -135,7 +135,9 @@ def init_from_cube(args: argparse.Namespace) -> int:
         f"pixels at {info['velscale']:.2f} km/s ({info['n_masked']} masked), P={info['P']} "
         f"templates, V={info['V']} LOSVD bins; kinematics from {info['kinematics']}"
     )
-    print(f"next: nnfit cube fit {info['path']} --per-bin, then nnfit cube maps {info['path']}")
+    print(
+        f"next: nnfit spectral fit {info['path']} --per-bin, then nnfit spectral maps {info['path']}"
+    )
     return 0
 
 
@@ -147,8 +149,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Per-bin and per-spaxel maps of chi^2/dof, light- and mass-weighted age "
         "and [M/H], component mass fractions and the bin map (maps.fits, with the cube's "
         "celestial WCS), the age x [M/H] weight grid of each component, and residual spectra "
-        "of the worst and a typical bin. Reads /BinFit (nnfit cube fit --per-bin) or "
-        "/X_global.\n\nexample:\n  nnfit cube maps store.h5 --out maps/",
+        "of the worst and a typical bin. Reads /BinFit (nnfit spectral fit --per-bin) or "
+        "/X_global.\n\nexample:\n  nnfit spectral maps store.h5 --out maps/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="fitted cube store (.h5)")

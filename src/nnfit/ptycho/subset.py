@@ -404,7 +404,7 @@ def _generate(
             f"Compliant with {CONTRACT.id} (nnfit.ptycho.contract): the source passed the "
             "source rules and the fixture the fixture rules with no violations"
             + (f"; dropped keys outside the contract: {', '.join(dropped)}" if dropped else "")
-            + ". Check with: nnfit fixture verify <fixture>"
+            + ". Check with: nnfit ptycho verify <fixture>"
         ),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

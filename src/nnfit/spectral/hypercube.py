@@ -266,7 +266,7 @@ def build_hypercube(
     p = Path(path)
     t0 = time.perf_counter()
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such cube store (create it with 'nnfit cube init')")
+        raise FileNotFoundError(f"{p}: no such cube store (create it with 'nnfit spectral init')")
     if compression in (False, "none"):
         compression = None
     if compression is not None and compression not in ("gzip", "lzf"):
@@ -284,7 +284,7 @@ def build_hypercube(
             raise ValueError(
                 f"{p}: the store uses kernel={prob.model_options['kernel']!r}; the HyperCube "
                 "builder computes the 'linear' model only. Fit this store matrix-free with "
-                "fit_cube (nnfit cube fit), which uses the store's model"
+                "fit_cube (nnfit spectral fit), which uses the store's model"
             )
         S, C, P, L = prob.S, prob.C, prob.P, prob.L
         chunks = (

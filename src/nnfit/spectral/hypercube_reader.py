@@ -117,7 +117,7 @@ class HyperCubeReader:
                 self.file.close()
             raise ValueError(
                 f"{name} has no /HyperCube/models; build it first "
-                "(build_hypercube or `nnfit cube build`)"
+                "(build_hypercube or `nnfit spectral build`)"
             )
         self.models = self.file["HyperCube/models"]
         self.S, self.C, self.P, self.L = (int(v) for v in self.models.shape)

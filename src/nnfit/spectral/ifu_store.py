@@ -117,7 +117,7 @@ def store_from_ifu_cube(
     kernel : {"fourier", "linear"}
         The store's model (:class:`~nnfit.spectral.cube_operator.CubeOperator`): ``"fourier"``,
         the exact band-limited one (pPXF's), with LOSVDs from moments on pPXF's log-velocity
-        grid; ``"linear"`` the original one (needed by ``nnfit cube build``/Kaczmarz).
+        grid; ``"linear"`` the original one (needed by ``nnfit spectral build``/Kaczmarz).
     data_ext, var_ext, noise_ext : optional
         FITS extensions (see ``read_ifu_cube``).
     overwrite : bool

@@ -77,7 +77,7 @@ class _Problem:
         with open_h5_read(path) as f:
             if "HyperCube/models" not in f:
                 raise ValueError(
-                    f"{path} has no /HyperCube/models; build it first (`nnfit cube build`)"
+                    f"{path} has no /HyperCube/models; build it first (`nnfit spectral build`)"
                 )
             m = f["HyperCube/models"]
             self.S, self.C, self.P, self.L = (int(v) for v in m.shape)

@@ -63,7 +63,7 @@ def population_maps(
     if "axis_values" not in meta or "age" not in meta.get("axis_values", {}):
         raise ValueError(
             f"{path}: template_meta_json has no age/metal grid; maps need a store written by "
-            "'nnfit cube init CUBE.fits --templates ...'"
+            "'nnfit spectral init CUBE.fits --templates ...'"
         )
     ages = np.asarray(meta["axis_values"]["age"], dtype=np.float64)
     metals = np.asarray(meta["axis_values"]["metal"], dtype=np.float64)
@@ -89,7 +89,9 @@ def population_maps(
             x = f["X_global"][()].reshape(C, P)
             source = "global"
         else:
-            raise ValueError(f"{path}: no fit results (/BinFit or /X_global); run 'nnfit cube fit'")
+            raise ValueError(
+                f"{path}: no fit results (/BinFit or /X_global); run 'nnfit spectral fit'"
+            )
     if source == "global":
         from nnfit.spectral.cube_operator import CubeOperator
 

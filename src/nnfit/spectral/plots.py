@@ -49,7 +49,7 @@ def live_fit_dashboard(
 
     Examples
     --------
-    See ``tests/spectral/test_dashboard.py``; from the shell: ``nnfit cube dashboard cube.h5``.
+    See ``tests/spectral/test_dashboard.py``; from the shell: ``nnfit spectral dashboard cube.h5``.
     """
     path = Path(path)
     with open_h5(path, "r") as f:
@@ -92,7 +92,7 @@ def live_fit_dashboard(
     fig = Figure(figsize=(15, 8.5), layout="constrained")
     FigureCanvasAgg(fig)
     axs = fig.subplots(2, 3)
-    fig.suptitle(f"nnfit cube fit: {path.name}  (S={S}, C={C}, P={P}, L={L})")
+    fig.suptitle(f"nnfit spectral fit: {path.name}  (S={S}, C={C}, P={P}, L={L})")
 
     ax = axs[0, 0]
     ax.set_title("convergence")

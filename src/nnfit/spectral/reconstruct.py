@@ -121,7 +121,7 @@ def reconstruct_model_cube_single(
         if done is not None and "complete" in models.parent.attrs:
             if not bool(models.parent.attrs["complete"]):
                 raise ValueError(
-                    f"{path}: the HyperCube build is not complete; finish `nnfit cube build`"
+                    f"{path}: the HyperCube build is not complete; finish `nnfit spectral build`"
                 )
         chunk_S = int((models.chunks or models.shape)[0])
         tile_S = chunk_S if S_tile is None else check_int("S_tile", S_tile, low=1)

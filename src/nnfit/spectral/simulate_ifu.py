@@ -8,8 +8,8 @@
 * ``losvd.npz``: the true LOSVD histograms of every spaxel (``losvd``, ``vel_pix``),
 * ``truth.npz``: the true weights ``x_true (C, P)`` and the spaxel light ``amplitude (S, C)``,
 
-so that the whole FITS path (``nnfit cube init cube.fits --templates templates.npz --losvd
-losvd.npz ...``, ``nnfit cube fit``, ``nnfit cube maps``) runs on data with a known answer.
+so that the whole FITS path (``nnfit spectral init cube.fits --templates templates.npz --losvd
+losvd.npz ...``, ``nnfit spectral fit``, ``nnfit spectral maps``) runs on data with a known answer.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def write_ifu_demo(
     -------
     dict
         Paths (``cube``, ``templates``, ``losvd``, ``truth``) and ``lam_range`` (A) of the
-        cube; pass ``--fwhm none --no-line-mask`` to ``nnfit cube init`` (the templates carry
+        cube; pass ``--fwhm none --no-line-mask`` to ``nnfit spectral init`` (the templates carry
         no instrumental resolution and the spectra no emission lines).
 
     Examples
