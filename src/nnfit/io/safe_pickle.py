@@ -94,6 +94,16 @@ def load_object_npy(path: str | os.PathLike[str]) -> Any:
     ``np.load(path, allow_pickle=True).item()``; other object arrays come back as arrays.
     Arrays without objects are read with ``allow_pickle=False``.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file, e.g. suite2p's ``ops.npy``.
+
+    Returns
+    -------
+    object
+        The stored object (a dict for ``ops.npy``) or array.
+
     Raises
     ------
     ValueError

@@ -69,7 +69,11 @@ def spaxel_signal_noise(
     """Mean signal, noise ``sqrt(mean variance)`` and usability of every spaxel, streamed.
 
     A spaxel is usable when data and variance are finite (variance > 0) on at least
-    ``min_finite`` of its pixels. Returns ``(signal, noise, usable)``, each (ny, nx).
+    ``min_finite`` of its pixels.
+
+    Returns
+    -------
+    signal, noise, usable : ndarray (ny, nx)
     """
     L, ny, nx = cube.shape
     s_sum = np.zeros((ny, nx))

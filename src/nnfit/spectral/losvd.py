@@ -153,7 +153,7 @@ def losvd_from_moments(velocity_kms, V, sigma, h3=0.0, h4=0.0) -> np.ndarray:
 
     Returns
     -------
-    ndarray (*B, N)
+    ndarray ``(*B, N)``
         ``L(v_n)`` sampled at the bin centres and divided by its sum. Gauss-Hermite profiles
         with ``h3, h4 != 0`` go slightly negative in the wings; the values are kept (pPXF keeps
         them too).
