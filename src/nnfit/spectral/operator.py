@@ -406,7 +406,7 @@ class CubeOperator(LinearOperator):
         P = templates_PT.shape[0]
         L = obs_pix.size
         if kernel == "fourier":
-            Y, kern, center, R, _ = exact_model(
+            Y, kern, center, R, _, n_shift_taps = exact_model(
                 templates_PT,
                 tem_pix,
                 obs_pix,
@@ -424,6 +424,7 @@ class CubeOperator(LinearOperator):
             Wk, center = kernel_matrix(vel_pix, dlog)
             kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
             R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
+            n_shift_taps = kern.shape[-1]
         if isinstance(flux_scale, str):
             if flux_scale != "data" or datacube is None:
                 raise ValueError(
@@ -465,6 +466,7 @@ class CubeOperator(LinearOperator):
         self.data_shape = (S, L)
         self.n_spaxels, self.n_components, self.n_populations, self.n_obs = S, C, P, L
         self.n_taps, self.center = kern.shape[-1], center
+        self.n_shift_taps = n_shift_taps  # entries >= this are the band-limited tails
         self.kernel = kernel
         self.weighted = bool(weighted)
         self.scheduler = scheduler
@@ -549,6 +551,11 @@ class CubeOperator(LinearOperator):
     def dictionary(self) -> np.ndarray:
         """The shifted, rebinned templates ``Y`` (P, K, L)."""
         return self._data.Y
+
+    @property
+    def kernel_amplitude(self) -> np.ndarray:
+        """Sum of each spaxel's kernel taps over components (S,): its LOSVD's flux scale."""
+        return self._data.kern[..., : self.n_shift_taps].sum(axis=(1, 2))
 
     @property
     def kernels(self) -> np.ndarray:
