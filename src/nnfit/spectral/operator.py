@@ -369,6 +369,7 @@ class CubeOperator(LinearOperator):
         flux_scale: np.ndarray | str | None = None,
         _source: tuple | None = None,
     ) -> None:
+        from nnfit.spectral.checks import check_ln_grid
         from nnfit.spectral.operators import C_KMS, rebin_matrix
         from nnfit.spectral.placement import KERNELS, exact_model
 
@@ -376,8 +377,6 @@ class CubeOperator(LinearOperator):
         tem_pix = np.asarray(tem_pix, dtype=np.float64)
         obs_pix = np.asarray(obs_pix, dtype=np.float64)
         vel_pix = None if vel_pix is None else np.asarray(vel_pix, dtype=np.float64)
-        from nnfit.spectral.checks import check_ln_grid
-
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
         check_ln_grid("tem_pix", tem_pix)
