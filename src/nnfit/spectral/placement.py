@@ -502,8 +502,8 @@ def exact_model(
         )
     from nnfit.spectral.operator import shifted_template_dictionary
 
-    Y = shifted_template_dictionary(templates, R, K, center)
+    Y = shifted_template_dictionary(templates, R, K, center, n_extra=2 if has_tail else 0)
     if has_tail:
-        tails = [(R @ nyquist_tail(templates, hw_used, pw).T).T[:, None, :] for pw in (1, 2)]
-        Y = np.ascontiguousarray(np.concatenate([Y, *tails], axis=1))
+        for i, pw in enumerate((1, 2)):
+            Y[:, K + i, :] = (R @ nyquist_tail(templates, hw_used, pw).T).T
     return Y, kern, int(center), R, pl, K
