@@ -171,6 +171,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--template-meta", help="JSON with template axis names/values, stored in template_meta_json"
     )
+    p.add_argument(
+        "--kernel", choices=("linear", "fourier"), default="linear",
+        help="model: 'fourier' = exact band-limited placement (pPXF's); 'linear' = the "
+        "HyperCube builder's (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--convention", choices=("cz", "ppxf"), default="cz",
+        help="velocity convention of vel_pix and --vsyst: 'cz' (v = c z) or 'ppxf' "
+        "(V = c ln(1+z)) (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--vsyst", type=float, default=0.0, help="systemic velocity, km/s (fourier)")
+    p.add_argument(
+        "--flux-scale", choices=("data",), default=None,
+        help="'data': scale each spaxel's LOSVD by its mean flux (unit-normalised LOSVDs)",
+    )  # fmt: skip
+    p.add_argument("--medium-obs", choices=("air", "vacuum"), help="wavelength medium of the data")
+    p.add_argument("--medium-templates", choices=("air", "vacuum"), help="... of the templates")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     p = _add(sub, "build", "build (or resume) the HyperCube of a store", _BUILD_HELP, _build)
@@ -332,11 +349,15 @@ def _init(args: argparse.Namespace) -> int:
         xpix=arrays.get("xpix"), ypix=arrays.get("ypix"), binnum=arrays.get("binnum"),
         noise=arrays.get("noise"), datacube_layout=args.datacube_layout,
         template_meta=meta, safety_pad_px=args.safety_pad_px,
+        kernel=args.kernel, convention=args.convention, vsyst=args.vsyst,
+        flux_scale=args.flux_scale, medium_obs=args.medium_obs,
+        medium_templates=args.medium_templates,
     )  # fmt: skip
     mgr.ensure_rebin_and_resample()
     rep = H5Manager.diagnose_rebin_edges(out, verbose=False)
     print(
-        f"wrote {out}; template margins {rep['left_margin_px']} / {rep['right_margin_px']} px (safe)"
+        f"wrote {out} (kernel={args.kernel}); template margins {rep['left_margin_px']} / "
+        f"{rep['right_margin_px']} px (safe)"
     )
     print(f"next: nnfit spectral build {out}")
     return 0

@@ -327,6 +327,7 @@ class CubeOperator(LinearOperator):
         flux_scale: np.ndarray | str | None = None,
         _source: tuple | None = None,
     ) -> None:
+        from nnfit.spectral.checks import check_ln_grid
         from nnfit.spectral.model import C_KMS, rebin_matrix
         from nnfit.spectral.placement import KERNELS, exact_model
 
@@ -334,8 +335,6 @@ class CubeOperator(LinearOperator):
         tem_pix = np.asarray(tem_pix, dtype=np.float64)
         obs_pix = np.asarray(obs_pix, dtype=np.float64)
         vel_pix = None if vel_pix is None else np.asarray(vel_pix, dtype=np.float64)
-        from nnfit.spectral.checks import check_ln_grid
-
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
         check_ln_grid("tem_pix", tem_pix)
@@ -364,7 +363,7 @@ class CubeOperator(LinearOperator):
         P = templates_PT.shape[0]
         L = obs_pix.size
         if kernel == "fourier":
-            Y, kern, center, R, _ = exact_model(
+            Y, kern, center, R, _, n_shift_taps = exact_model(
                 templates_PT,
                 tem_pix,
                 obs_pix,
@@ -382,6 +381,7 @@ class CubeOperator(LinearOperator):
             Wk, center = kernel_matrix(vel_pix, dlog)
             kern = np.ascontiguousarray(np.matmul(losvd.transpose(0, 2, 1), Wk))  # (S, C, K)
             R = rebin_matrix(tem_pix, obs_pix) if rebin is None else sp.csr_matrix(rebin)
+            n_shift_taps = kern.shape[-1]
         if isinstance(flux_scale, str):
             if flux_scale != "data" or datacube is None:
                 raise ValueError(
@@ -423,6 +423,7 @@ class CubeOperator(LinearOperator):
         self.data_shape = (S, L)
         self.n_spaxels, self.n_components, self.n_populations, self.n_obs = S, C, P, L
         self.n_taps, self.center = kern.shape[-1], center
+        self.n_shift_taps = n_shift_taps  # entries >= this are the band-limited tails
         self.kernel = kernel
         self.weighted = bool(weighted)
         self.scheduler = scheduler
@@ -510,6 +511,11 @@ class CubeOperator(LinearOperator):
     def dictionary(self) -> np.ndarray:
         """The shifted, rebinned templates ``Y`` (P, K, L)."""
         return self._data.Y
+
+    @property
+    def kernel_amplitude(self) -> np.ndarray:
+        """Sum of each spaxel's kernel taps over components (S,): its LOSVD's flux scale."""
+        return self._data.kern[..., : self.n_shift_taps].sum(axis=(1, 2))
 
     @property
     def kernels(self) -> np.ndarray:

@@ -359,7 +359,7 @@ def fit_cube(
         else:
             np.divide(op._wy0, w0, out=y, where=w0 > 0)
         fitted = None if w0 is None else (w0 > 0).any(axis=0)
-        check_flux_scaling(op.kernels.sum(axis=(1, 2)), mean_flux(y, fitted))
+        check_flux_scaling(op.kernel_amplitude, mean_flux(y, fitted))
         check_velocity_frame(op)
         op._checked = True
     if degree >= 0 or mdegree > 0:

@@ -509,11 +509,13 @@ class RebinOperator(LinearOperator):
 
 
 def shifted_template_dictionary(
-    templates_PT: np.ndarray, rebin: sp.spmatrix, n_taps: int, center: int
+    templates_PT: np.ndarray, rebin: sp.spmatrix, n_taps: int, center: int, n_extra: int = 0
 ) -> np.ndarray:
     """``Y[p, k, :] = rebin @ shift_{k-center}(T_p)`` as a C-contiguous (P, K, L) float64 array.
 
     ``shift_d(f)[t] = f[t - d]`` with zeros outside the grid (linear, never circular).
+    ``n_extra`` more entries ``Y[:, K:K + n_extra]`` are allocated (uninitialised) for the
+    caller to fill, so the dictionary never needs a second copy.
     """
     T_ = np.asarray(templates_PT, dtype=np.float64)
     P, T = T_.shape
@@ -524,7 +526,7 @@ def shifted_template_dictionary(
     M = max(center, n_taps - 1 - center)
     padded = np.zeros((T + 2 * M, P))
     padded[M : M + T] = T_.T
-    Y = np.empty((P, n_taps, L))
+    Y = np.empty((P, n_taps + int(n_extra), L))
     for k in range(n_taps):
         d = k - center
         Y[:, k, :] = (R @ padded[M - d : M - d + T]).T

@@ -403,7 +403,7 @@ def exact_model(
     vsyst_kms: float = 0.0,
     half_width: int | None = None,
     rebin=None,
-) -> tuple[np.ndarray, np.ndarray, int, sp.csr_matrix, Placement]:
+) -> tuple[np.ndarray, np.ndarray, int, sp.csr_matrix, Placement, int]:
     """Everything the matrix-free operator needs for the ``"fourier"`` model.
 
     Parameters
@@ -437,12 +437,14 @@ def exact_model(
     R : csr_matrix (L, T)
         Selection (or overlap rebin) from the convolved templates to the observed pixels.
     placement : Placement
+    n_taps : int
+        ``K``: the entries ``< K`` are shifts; ``K'`` - ``K`` (0 or 2) are the tails.
 
     Examples
     --------
     >>> tem = np.log(4000.0) + 1e-4 * np.arange(200)
-    >>> Y, kern, center, R, pl = exact_model(np.ones((2, 200)), tem, tem[60:140] + 0.4e-4,
-    ...                                       moments=np.array([[[30.0, 60.0]]]))
+    >>> Y, kern, center, R, pl, K = exact_model(np.ones((2, 200)), tem, tem[60:140] + 0.4e-4,
+    ...                                          moments=np.array([[[30.0, 60.0]]]))
     >>> Y.shape[::2], kern.shape[-1] == Y.shape[1], R.shape, pl.uniform
     ((2, 80), True, (80, 200), True)
     """
@@ -498,8 +500,8 @@ def exact_model(
             f"template pixels {lo_read}..{hi_read} of 0..{T - 1}. Extend the templates (or trim "
             "the observed range, or narrow the velocity grid)"
         )
-    Y = shifted_template_dictionary(templates, R, K, center)
+    Y = shifted_template_dictionary(templates, R, K, center, n_extra=2 if has_tail else 0)
     if has_tail:
-        tails = [(R @ nyquist_tail(templates, hw_used, pw).T).T[:, None, :] for pw in (1, 2)]
-        Y = np.ascontiguousarray(np.concatenate([Y, *tails], axis=1))
-    return Y, kern, int(center), R, pl
+        for i, pw in enumerate((1, 2)):
+            Y[:, K + i, :] = (R @ nyquist_tail(templates, hw_used, pw).T).T
+    return Y, kern, int(center), R, pl, K
