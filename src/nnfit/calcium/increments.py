@@ -41,7 +41,7 @@ INCREMENT_SMOOTH_S = 0.02
 INCREMENT_ROUNDS = 4
 #: at most this many traces, of at most this many frames each (cost bounded in frames)
 INCREMENT_MAX_TRACES = 8
-INCREMENT_MAX_FRAMES = 20000
+INCREMENT_MAX_FRAMES = 12000
 
 
 def increment_proxy(y: np.ndarray, fs: float, gamma: float) -> np.ndarray:
@@ -54,7 +54,9 @@ def increment_proxy(y: np.ndarray, fs: float, gamma: float) -> np.ndarray:
     >>> int(np.argmax(p))
     50
     """
-    g = ndimage.gaussian_filter1d(np.asarray(y, dtype=np.float64), max(0.5, INCREMENT_SMOOTH_S * fs))
+    g = ndimage.gaussian_filter1d(
+        np.asarray(y, dtype=np.float64), max(0.5, INCREMENT_SMOOTH_S * fs)
+    )
     e = g - gamma * np.r_[g[0], g[:-1]]
     e = e - np.median(e)
     mad = 1.4826 * float(np.median(np.abs(e)))
@@ -96,12 +98,12 @@ def decay_from_increments(
     if not ys:
         raise ValueError("traces need at least 64 frames to estimate the kinetics")
     gamma, tr, td = 1.0, float(tau_rise), float(tau_decay)
-    for _ in range(INCREMENT_ROUNDS):
+    for k in range(INCREMENT_ROUNDS):
         recs = []
         for y in ys:
             t = np.arange(y.shape[0]) / fs
             recs.append((y, t, t, increment_proxy(y, fs, gamma)))
-        fit = fit_kernel(recs, fs, tau_rise=tr, tau_decay=td)
+        fit = fit_kernel(recs, fs, tau_rise=tr, tau_decay=td, search=k == 0)
         tr, td = fit.tau_rise, fit.tau_decay
         gamma = float(np.exp(-1.0 / (fs * td)))
         logger.debug("increment fit round: tau_decay %.4g s", td)

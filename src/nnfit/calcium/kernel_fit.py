@@ -104,6 +104,7 @@ def fit_kernel(
     tau_decay: float = 0.5,
     fit_delay: bool = True,
     slow_s: float = SLOW_S,
+    search: bool = True,
 ) -> KernelFit:
     """Least-squares kinetics (and delay) from spikes to fluorescence, pooled over recordings.
 
@@ -121,6 +122,8 @@ def fit_kernel(
         Fit a delay between spikes and transients (else 0).
     slow_s : float
         Baseline components slower than this many seconds are fitted per recording.
+    search : bool
+        Start from the best point of a coarse grid around the start (else from the start).
 
     Returns
     -------
@@ -173,10 +176,11 @@ def fit_kernel(
         return min(tr, 0.95 * td), td, (float(p[2]) if fit_delay else 0.0)
 
     # coarse grid for the start (the objective has local minima in the rise/delay trade-off)
-    best = (np.inf, None)
-    for td in np.geomspace(max(TAU_DECAY_BOUNDS[0], tau_decay / 4), tau_decay * 4, 9):
-        for tr in np.geomspace(max(TAU_RISE_BOUNDS[0], 0.2 / fs), 0.3 * td, 5):
-            for dl in (np.linspace(-1.0, 2.0, 4) / fs if fit_delay else (0.0,)):
+    best = (np.inf, (np.log(min(tau_rise, 0.5 * tau_decay)), np.log(tau_decay), 0.0))
+    grid_td = np.geomspace(max(TAU_DECAY_BOUNDS[0], tau_decay / 4), tau_decay * 4, 7)
+    for td in grid_td if search else ():
+        for tr in np.geomspace(max(TAU_RISE_BOUNDS[0], 0.2 / fs), 0.3 * td, 3):
+            for dl in np.linspace(-1.0, 1.0, 3) / fs if fit_delay else (0.0,):
                 v = float(np.sum(resid(tr, td, dl)[0] ** 2))
                 if v < best[0]:
                     best = (v, (np.log(tr), np.log(td), dl))
@@ -186,7 +190,14 @@ def fit_kernel(
     if not fit_delay:
         lo[2], hi[2], p0[2] = -1e-9, 1e-9, 0.0
     sol = optimize.least_squares(
-        lambda p: resid(*unpack(p))[0], p0, bounds=(lo, hi), diff_step=1e-3, x_scale=[1, 1, 1 / fs]
+        lambda p: resid(*unpack(p))[0],
+        p0,
+        bounds=(lo, hi),
+        diff_step=1e-3,
+        x_scale=[1, 1, 1 / fs],
+        xtol=1e-4,
+        ftol=1e-6,
+        max_nfev=60,
     )
     tr, td, dl = unpack(sol.x)
     r, amps = resid(tr, td, dl)
