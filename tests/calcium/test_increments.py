@@ -33,9 +33,10 @@ def test_shorter_decay_plus_extra_spikes_reproduces_a_longer_kernel():
     assert np.all(g >= 0) and g[1:].sum() > 0.5  # the tail is carried by extra spikes
 
 
+@pytest.mark.slow
 def test_cost_is_bounded_in_frames():
-    """Only the first INCREMENT_MAX_FRAMES frames of a trace are read."""
-    rec = simulate_recording(2, INCREMENT_MAX_FRAMES, fs=120.0, tau_decay=0.5, seed=5)
+    """Only the first INCREMENT_MAX_FRAMES frames (after averaging 120 Hz to 40 Hz) are read."""
+    rec = simulate_recording(2, 3 * INCREMENT_MAX_FRAMES, fs=120.0, tau_decay=0.5, seed=5)
     tail = np.full((2, 5000), 1e6)
     a = decay_from_increments(list(rec.traces), 120.0)
     b = decay_from_increments(list(np.hstack([rec.traces, tail])), 120.0)

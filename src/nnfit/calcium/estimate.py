@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, signal
 
-from nnfit.calcium.increments import decay_from_increments
 from nnfit.calcium.kernel import build_kernel, check_kinetics
 from nnfit.validate import as_float_array, check_real
 
@@ -249,8 +248,9 @@ def estimate_kinetics(traces: np.ndarray, fs: float) -> tuple[np.ndarray, np.nda
     acn = normalized_autocov(traces, fs)
     taus = np.array([_fit_roots(a, fs) for a in acn])
     ac = acn.mean(axis=0)
+    tr_p, td_p = _fit_roots(ac, fs)
     x = np.atleast_2d(as_float_array("traces", traces, ndim=(1, 2)))
-    _, td_p = decay_from_increments(list(x), fs)
+    tr_p, td_p = refine_kinetics(list(x), fs, tr_p, td_p)
     tr_p = rise_at_short_lags(ac, fs, td_p)
     return taus[:, 0], taus[:, 1], tr_p, td_p
 
@@ -271,7 +271,7 @@ def estimate_kinetics_pooled(traces: list[np.ndarray], fs: float) -> tuple[float
     acs = [normalized_autocov(t, fs, n_lags)[0] for t in traces]
     L = min(len(a) for a in acs)
     ac = np.mean([a[:L] for a in acs], axis=0)
-    _, td = decay_from_increments(list(traces), fs)
+    _, td = refine_kinetics(list(traces), fs, *_fit_roots(ac, fs))
     return rise_at_short_lags(ac, fs, td), td
 
 
