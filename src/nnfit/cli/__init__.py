@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from nnfit import __version__
+from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV
 
 # Command-group modules, in the order --help lists them.
 _GROUPS = (
@@ -83,12 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_library_log()
+    saved = os.environ.get(ALLOW_EXTERNAL_ENV)
+    if getattr(args, "allow_external", False):
+        os.environ[ALLOW_EXTERNAL_ENV] = "1"  # an environment variable reaches worker processes
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if saved is None:
+            os.environ.pop(ALLOW_EXTERNAL_ENV, None)
+        else:
+            os.environ[ALLOW_EXTERNAL_ENV] = saved
 
 
 if __name__ == "__main__":

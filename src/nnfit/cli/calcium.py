@@ -9,6 +9,7 @@ Commands: ``deconvolve`` (a recording -> spikes, reconvolution, summary, figure)
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -18,6 +19,10 @@ from typing import Any
 import numpy as np
 
 from nnfit.cli import calcium_exact as _fast
+
+# Every file deconvolve may write into --out (both solvers); none may be an input.
+RESULT_FILES = ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json",
+                "cells.png")  # fmt: skip
 
 _DECONVOLVE_EPILOG = """\
 INPUT is one of
@@ -234,7 +239,9 @@ def deconvolve_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.recordings import read_input
     from nnfit.calcium.results import write_results
     from nnfit.io import file_sha256
+    from nnfit.io.paths import input_files, refuse_output_over_input
 
+    refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
@@ -286,16 +293,22 @@ def deconvolve_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """``nnfit calcium export``."""
-    from nnfit.calcium.browser_files import save_for_tuning
+    from nnfit.calcium.browser_files import save_for_tuning, tuning_paths
     from nnfit.calcium.recordings import read_input
+    from nnfit.io.paths import input_files, refuse_output_over_input
 
+    stem = Path(args.out)
+    if args.out.endswith(("/", os.sep)) or stem.is_dir():
+        # A folder gets the input's name, never the hidden files "folder/.npy".
+        stem = stem / tuning_paths(Path(args.input).name)[0].stem
+    refuse_output_over_input(tuning_paths(stem), input_files(args.input))
     rec = read_input(args.input, fs=args.fs, fs_label="--fs")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {"source": str(Path(args.input).resolve()), "source_kind": rec.kind}
     if rec.kind == "suite2p":
         meta["suite2p_rows"] = [int(i) for i in rec.cell_index]
         meta["neuropil_factor"] = 0.7
-    npy, sidecar = save_for_tuning(rec.traces, rec.fs, args.out, metadata=meta)
+    npy, sidecar = save_for_tuning(rec.traces, rec.fs, stem, metadata=meta)
     print(f"wrote {rec.traces.shape[0]} cell(s) x {rec.traces.shape[1]} frames at {rec.fs:g} Hz")
     print(f"  traces   {npy}\n  metadata {sidecar}")
     print(f"load {npy.name} in the CaTune browser and set the sampling rate to {rec.fs:g} Hz")

@@ -176,6 +176,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
 
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
+    _refuse_outputs_over_store(args)
     x0 = _load_vector(args.x0, "--x0")
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
@@ -218,6 +219,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 
+    _refuse_outputs_over_store(args)
     cfg = TrackerConfig(
         ckpt_interval_sec=args.ckpt_interval, metrics_interval_sec=args.metrics_interval
     )
@@ -255,6 +257,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"{stats.get('time_s', 0.0):.2f} s; /X_global updated"
     )
     return 0
+
+
+def _refuse_outputs_over_store(args: argparse.Namespace) -> None:
+    from nnfit.io.paths import refuse_output_over_input
+
+    inputs = [args.store] + [v for v in (args.x0, args.orbit_weights) if v and v.endswith(".npy")]
+    for flag, value in (("--out", args.out), ("--stats", args.stats)):
+        if value:
+            refuse_output_over_input([value], inputs, what=flag)
 
 
 def _jsonable(obj):
@@ -301,8 +312,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from nnfit.io.paths import refuse_output_over_input
     from nnfit.spectral.plots import live_fit_dashboard
 
+    refuse_output_over_input([args.out], [args.store], what="--out")
     info = live_fit_dashboard(args.store, args.out)
     print(f"wrote {args.out} ({info['n_metrics']} metric rows, weights from {info['x_source']})")
     return 0

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from nnfit.io import array_sha256
@@ -135,6 +136,12 @@ def reconstruct_model_cube_single(
         }
         if array_name in f:
             out = f[array_name]
+            if not isinstance(out, h5py.Dataset) or "x_sha256" not in out.attrs:
+                raise ValueError(
+                    f"{path}: /{array_name.lstrip('/')} is not a model cube written by "
+                    "reconstruct (it holds input data); choose another array_name "
+                    "(--array-name), e.g. the default ModelCube"
+                )
             if (
                 not force
                 and out.shape == (S, L)
