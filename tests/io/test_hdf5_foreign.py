@@ -45,8 +45,11 @@ def _external_raw(path, other):
 
 @pytest.mark.parametrize(
     ("make", "what"),
-    [(_external_link, "external link"), (_virtual, "virtual dataset"),
-     (_external_raw, "external file")],  # fmt: skip
+    [
+        (_external_link, "external link"),
+        (_virtual, "virtual dataset"),
+        (_external_raw, "external file"),
+    ],  # fmt: skip
 )
 @pytest.mark.parametrize("mode", ["r", "a"])
 def test_foreign_data_refused_unless_allowed(tmp_path, other, make, what, mode, monkeypatch):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes
+from nnfit.io.arrays import load_npy
 from nnfit.validate import as_float_array, check_real
 
 __all__ = [
@@ -172,7 +173,7 @@ def load_tuning_data(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
             f"{npy_path.name})"
         )
     try:
-        raw = np.load(npy_path, allow_pickle=False)
+        raw = load_npy(npy_path)
     except ValueError as exc:
         raise ValueError(f"{npy_path}: not a readable .npy array ({exc})") from exc
     try:

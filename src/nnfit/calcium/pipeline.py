@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io.arrays import load_npy
 
 __all__ = ["BlockSettings", "deconvolve_recording", "open_traces", "read_rows"]
 
@@ -52,7 +53,7 @@ class BlockSettings:
 
 def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
     """Memory-map a ``.npy`` of traces as ``(cells, T)`` (1-D files become one cell)."""
-    arr = np.load(path, mmap_mode="r")
+    arr = load_npy(path, mmap_mode="r")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:

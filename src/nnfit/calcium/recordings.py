@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnfit.calcium.browser_files import load_tuning_data, tuning_paths
+from nnfit.io.arrays import load_npy
 from nnfit.validate import as_float_array, check_real
 
 __all__ = ["NEUROPIL_FACTOR", "Recording", "read_input", "read_suite2p"]
@@ -132,7 +133,7 @@ def read_input(
     if p.suffix != ".npy":
         raise ValueError(f"input {p} is not a .npy file, a CaTune stem or a suite2p folder")
     try:
-        raw = np.load(p, allow_pickle=False)
+        raw = load_npy(p)
     except ValueError as exc:
         raise ValueError(f"{p}: not a readable .npy array ({exc})") from exc
     traces = as_float_array(f"traces in {p}", raw, ndim=(1, 2))

@@ -8,8 +8,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 _F = argparse.RawDescriptionHelpFormatter
 
 _SIMULATE_HELP = """\
@@ -268,10 +266,12 @@ def _simulate(args: argparse.Namespace) -> int:
 def _load_array(path: str | None, name: str):
     if path is None:
         return None
+    from nnfit.io.arrays import load_npy
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--{name.replace('_', '-')}: {p} does not exist")
-    return np.load(p, allow_pickle=False)
+    return load_npy(p)
 
 
 def _read_template_meta(text: str | None) -> dict | None:
@@ -312,8 +312,9 @@ def _init(args: argparse.Namespace) -> int:
     if args.npz:
         if not Path(args.npz).exists():
             raise FileNotFoundError(f"--npz: {args.npz} does not exist")
-        with np.load(args.npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k in names}
+        from nnfit.io.npz import read_npz
+
+        arrays = {k: v for k, v in read_npz(args.npz).items() if k in names}
     for name in names:
         arr = _load_array(getattr(args, name), name)
         if arr is not None:

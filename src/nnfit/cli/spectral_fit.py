@@ -30,9 +30,11 @@ def _load_vector(text: str | None, name: str) -> np.ndarray | None:
         return None
     p = Path(text)
     if p.suffix == ".npy":
+        from nnfit.io.arrays import load_npy
+
         if not p.exists():
             raise FileNotFoundError(f"{name}: no such file {p}")
-        return np.load(p)
+        return load_npy(p)
     try:
         return np.array([float(v) for v in text.split(",")])
     except ValueError:

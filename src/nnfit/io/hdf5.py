@@ -25,6 +25,7 @@ __all__ = [
     "LIBVER",
     "H5File",
     "check_complete",
+    "check_declared",
     "check_no_external",
     "clear_swmr_status",
     "open_h5",
@@ -195,6 +196,44 @@ def check_complete(path: str | os.PathLike[str]) -> None:
             f"{path}: truncated HDF5 file ({info['eof']} of {info['eoa']} bytes; an interrupted "
             "copy or a full disk?); restore it from the original or re-create it"
         )
+
+
+def check_declared(
+    f: h5py.File,
+    path: str | os.PathLike[str],
+    names: tuple[str, ...],
+    *,
+    itemsize: int = 8,
+    budget: int | None = None,
+) -> None:
+    """Check the declared shapes of datasets against what the file stores and a memory budget.
+
+    A dataset can declare any shape in a few bytes (its chunks never written, read back as
+    fill values). Before datasets ``names`` (those present) are read into memory as
+    ``itemsize``-byte values: an unfiltered dataset must store all its bytes, and the total
+    must fit :func:`nnfit.io.arrays.memory_budget`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the dataset, its declared shape and what it stores.
+    """
+    from nnfit.io.arrays import check_memory
+
+    total = 0
+    for name in names:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            continue
+        stored = ds.id.get_storage_size()
+        if ds.size and not ds.compression and stored < ds.size * ds.dtype.itemsize:
+            raise ValueError(
+                f"{path}: /{name} declares shape {ds.shape} ({ds.size * ds.dtype.itemsize} "
+                f"bytes) but stores {stored} bytes (never written, or a lying header); "
+                "re-create the store"
+            )
+        total += ds.size * max(itemsize, ds.dtype.itemsize)
+    check_memory(total, f"{path}: reading /{', /'.join(n for n in names if n in f)}", budget=budget)
 
 
 def _allow_external_default() -> bool:

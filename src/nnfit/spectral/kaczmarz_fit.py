@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.io.hdf5 import check_declared
 from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
+from nnfit.spectral.checks import check_fitted_data, check_hypercube_shape
 from nnfit.spectral.hypercube_reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.hypercube_reader import warm_up as warm_up_reader
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
@@ -75,7 +77,8 @@ class _Problem:
                     f"{path} has no /HyperCube/models; build it first (`nnfit cube build`)"
                 )
             m = f["HyperCube/models"]
-            self.S, self.C, self.P, self.L = (int(v) for v in m.shape)
+            self.S, self.C, self.P, self.L = check_hypercube_shape(f, path)
+            check_declared(f, path, ("DataCube", "Noise", "Mask"))
             self.S_chunk = int((m.chunks or m.shape)[0])
             if "DataCube" not in f:
                 raise ValueError(f"{path} has no /DataCube")
@@ -88,6 +91,9 @@ class _Problem:
             if mask.shape != (self.L,):
                 raise ValueError(f"/Mask has shape {mask.shape}, expected ({self.L},)")
             noise = np.asarray(f["Noise"], dtype=np.float64) if "Noise" in f else None
+            if noise is not None and noise.shape != data.shape:
+                raise ValueError(f"/Noise has shape {noise.shape}, expected {data.shape}")
+            check_fitted_data(path, data, mask, noise)
             self.checkpoints = read_checkpoints(f)
             self.sample = None
             if "Fit/sample/spaxels" in f:
