@@ -15,7 +15,7 @@ def _lying_npy(path, shape=(100000, 100000)):
     """A .npy whose header declares ``shape`` float64 in front of 4 values (a few bytes)."""
     np.save(path, np.zeros((2, 2)))
     raw = path.read_bytes()
-    text = "{'descr': '<f8', 'fortran_order': False, 'shape': %s, }" % (shape,)
+    text = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}"
     block = b"\x93NUMPY\x01\x00" + (118).to_bytes(2, "little") + text.encode().ljust(117) + b"\n"
     assert len(raw[:128]) == len(block) == 128
     path.write_bytes(block + raw[128:])
@@ -31,17 +31,17 @@ def _lying_npy(path, shape=(100000, 100000)):
                 or p.with_suffix(".tmp.npz").rename(p)
             ),
             "is an .npz archive",
-        ),  # fmt: skip
+        ),
         (lambda p: p.write_bytes(b"hello world, not numpy"), "not a .npy file"),
         (_lying_npy, r"header declares float64 \(100000, 100000\)"),
         (
             lambda p: p.write_bytes(np.lib.format.magic(1, 0) + b"\x10\x00{'descr': garbage"),
             "damaged .npy header",
-        ),  # fmt: skip
+        ),
         (
             lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
             r"object \(pickled\)",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_npy_files_are_clear_errors(tmp_path, make, message):
@@ -85,7 +85,7 @@ def test_header_within_the_file_and_budget(tmp_path, monkeypatch):
             "--out",
             "{d}/o",
             "--no-progress",
-        ],  # fmt: skip
+        ],
         ["calcium", "export", "{p}", "--fs", "30", "--out", "{d}/o"],
         ["calcium", "estimate", "{p}", "--fs", "30"],
     ],
@@ -110,8 +110,22 @@ def test_calcium_kernel_length_is_limited(tmp_path, capsys):
     p = tmp_path / "rec.npy"
     np.save(p, np.random.default_rng(0).normal(size=(2, 300)))
     for solver in ([], ["--solver", "fista"]):
-        argv = ["calcium", "deconvolve", str(p), "--fs", "30", "--tau-rise", "0.05",
-                "--tau-decay", "1e9", "--lam", "0.5", *solver, "--out", str(tmp_path / "o")]  # fmt: skip
+        argv = [
+            "calcium",
+            "deconvolve",
+            str(p),
+            "--fs",
+            "30",
+            "--tau-rise",
+            "0.05",
+            "--tau-decay",
+            "1e9",
+            "--lam",
+            "0.5",
+            *solver,
+            "--out",
+            str(tmp_path / "o"),
+        ]
         assert main(argv) == 2
         assert "needs a kernel of" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -13,8 +13,6 @@ import pytest
 from nnfit.cli import main
 from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV, open_h5
 
-from ..spectral.conftest import _small_store_master, small_sim, small_store  # noqa: F401
-
 
 @pytest.fixture
 def other(tmp_path):
@@ -49,7 +47,7 @@ def _external_raw(path, other):
         (_external_link, "external link"),
         (_virtual, "virtual dataset"),
         (_external_raw, "external file"),
-    ],  # fmt: skip
+    ],
 )
 @pytest.mark.parametrize("mode", ["r", "a"])
 def test_foreign_data_refused_unless_allowed(tmp_path, other, make, what, mode, monkeypatch):
@@ -74,7 +72,7 @@ def test_external_link_to_missing_file_is_a_clear_error_even_when_allowed(tmp_pa
         f["x"] = np.arange(3.0)
     _external_link(p, other)
     other.unlink()
-    with pytest.raises(ValueError, match="external link to .*other.h5:/mask, which cannot be"):
+    with pytest.raises(ValueError, match=r"external link to .*other\.h5:/mask, which cannot be"):
         open_h5(p, allow_external=True)
 
 
