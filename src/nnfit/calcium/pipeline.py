@@ -17,10 +17,13 @@ must be on a file system they share (as with any Dask deployment over files).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.io.arrays import load_npy
+from nnfit.io.lock import output_folder
 
 __all__ = ["BlockSettings", "deconvolve_recording", "open_traces", "read_rows"]
 
@@ -134,7 +138,7 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     return {"block": i, "converged": int(res.converged.sum()), "cells": stop - start}
 
 
-def deconvolve_recording(
+def _deconvolve_recording(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     fs: float,
@@ -241,7 +245,7 @@ def deconvolve_recording(
     specs = [
         (i, a, min(a + block_cells, n_cells)) for i, a in enumerate(range(0, n_cells, block_cells))
     ]
-    todo = [s for s in specs if not _block_path(str(out), s[0]).is_file()]
+    todo = [s for s in specs if not _block_ok(_block_path(str(out), s[0]))]
     resumed = len(specs) - len(todo)
     with bar(n_cells, desc="deconvolving (exact)", unit="cell", enabled=progress) as pb:
         pb.update(sum(s[2] - s[1] for s in specs if s not in todo))
@@ -268,6 +272,37 @@ def deconvolve_recording(
         "converged": converged,
     }
 
+
+@functools.wraps(_deconvolve_recording)
+def deconvolve_recording(path, out, *args, **kwargs):
+    # One run per output folder (a second is refused, naming the first); temporary files of
+    # an assembly killed by a signal are removed first; an error before any block finished
+    # leaves no .partial behind.
+    with output_folder(Path(out).resolve()) as folder:
+        for name in ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv"):
+            for stale in folder.glob(f".{name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+        try:
+            return _deconvolve_recording(path, out, *args, **kwargs)
+        except BaseException:
+            partial = folder / ".partial"
+            if not any(partial.glob("block_*.npz")):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _block_ok(path: Path) -> bool:
+    """Whether a finished block file is whole; a damaged one is removed and recomputed."""
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if zf.testzip() is None and "spikes.npy" in zf.namelist():
+                return True
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+        pass
+    path.unlink(missing_ok=True)
+    return False
 
 def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:
     """Append the block files, in order, to the final arrays and write ``summary.csv``.

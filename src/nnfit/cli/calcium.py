@@ -233,15 +233,22 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
 
 
 def deconvolve_command(args: argparse.Namespace) -> int:
-    """``nnfit calcium deconvolve``."""
+    """``nnfit calcium deconvolve``: one run at a time per output folder."""
+    from nnfit.io.lock import output_folder
+    from nnfit.io.paths import input_files, refuse_output_over_input
+
+    refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
+    with output_folder(args.out):
+        return _deconvolve(args)
+
+
+def _deconvolve(args: argparse.Namespace) -> int:
     from nnfit import __version__
     from nnfit.calcium.fista import check_solver_params
     from nnfit.calcium.recordings import read_input
     from nnfit.calcium.results import write_results
     from nnfit.io import file_sha256
-    from nnfit.io.paths import input_files, refuse_output_over_input
 
-    refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
