@@ -253,10 +253,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         atomic_write_json(args.stats, _jsonable(stats))
     start = stats.get("start", {})
     rmse = stats.get("rmse", math.nan)
+    kept = stats.get("kept", {})
+    result = "/X_global updated"
+    if kept.get("kept") == "start":
+        result = (
+            f"kept the start ({kept['start_source']}, chi2 {kept['sse_start']:.10g}) in "
+            f"/X_global: the epochs ended worse (chi2 {kept['sse_fit']:.10g})"
+        )
     print(
         f"fit: {stats.get('epochs_run', 0)} epoch(s) run from {start.get('source')} "
         f"(epoch {start.get('epoch')}), train RMSE {rmse:.6g}, "
-        f"{stats.get('time_s', 0.0):.2f} s; /X_global updated"
+        f"{stats.get('time_s', 0.0):.2f} s; {result}"
     )
     return 0
 

@@ -346,6 +346,19 @@ class PipelineRunner:
         if x is not None and x.size != n:
             raise ValueError(f"stored start vector has {x.size} values, expected {n}")
         continuing = start_src in ("x_best", "X_global", "x_latest") and start_pos != (0, 0)
+        # A warm start from another solution (an exact fit's /X_global, x0) must not end
+        # worse than it started, nor may a resumed run overwrite another solver's /X_global
+        # with something worse: remember the candidate to compare at the end.
+        keep_src, x_start = start_src, (x.copy() if x is not None and not continuing else None)
+        other = prob.checkpoints.get("X_global")
+        if (
+            x_start is None
+            and warm_start != "seed"
+            and other is not None
+            and other["fp"] != fp.encode()
+        ):
+            keep_src, x_start = "X_global", other["x"].copy()
+        start_ck = prob.checkpoints.get(keep_src) if x_start is not None else None
 
         stats: dict[str, Any] = {
             "method": "kaczmarz",
@@ -543,7 +556,38 @@ class PipelineRunner:
         stats["best_val_rmse"] = trk.best_val
         stats["time_s"] = time.perf_counter() - t_start
         stats["rmse"] = stats["train_rmse"][-1] if stats["train_rmse"] else math.nan
+        if x_start is not None and stats["epochs_run"]:
+            x = _keep_better(self.path, x_start, x, keep_src, start_ck, stats)
         return x, stats
+
+
+def _keep_better(path: Path, x_start, x_fit, source: str, ck, stats: dict) -> np.ndarray:
+    """Of the warm start and the fitted vector, keep the one with the smaller objective.
+
+    Kaczmarz epochs are not monotone: started from an exact optimum they can only move away
+    from it. The full objective of both is computed (one pass over the HyperCube each); if the
+    start is better it is written back as ``/X_global`` (with its stored position and
+    fingerprint when it came from the store) and returned. ``stats["kept"]`` says which.
+    """
+    from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.tracker import _write_vector
+
+    sse_start = evaluate_objective(path, x_start)["sse"]
+    sse_fit = evaluate_objective(path, x_fit)["sse"]
+    kept = "fit" if sse_fit <= sse_start else "start"
+    stats["kept"] = {"kept": kept, "start_source": source, "sse_start": sse_start,
+                     "sse_fit": sse_fit}  # fmt: skip
+    if kept == "fit":
+        return x_fit
+    pos = ck["pos"] if ck is not None and ck["pos"] is not None else (0, 0)
+    fp = ck["fp"] if ck is not None else b""
+    with open_h5(path, "a") as f:
+        _write_vector(f, "X_global", np.asarray(x_start, dtype=np.float64), pos, fp)
+    logger.info(
+        "kept the starting vector (%s): its objective %.10g is below the fit's %.10g",
+        source, sse_start, sse_fit,
+    )  # fmt: skip
+    return x_start
 
 
 def _nonzero(x: np.ndarray) -> bool:
