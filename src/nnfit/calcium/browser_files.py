@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from nnfit.io import atomic_path, atomic_write_bytes
+from nnfit.io.arrays import load_npy
+from nnfit.io.jsonfile import read_json_object
 from nnfit.validate import as_float_array, check_real
 
 __all__ = [
@@ -172,15 +174,10 @@ def load_tuning_data(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
             f"{npy_path.name})"
         )
     try:
-        raw = np.load(npy_path, allow_pickle=False)
+        raw = load_npy(npy_path)
     except ValueError as exc:
         raise ValueError(f"{npy_path}: not a readable .npy array ({exc})") from exc
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(meta_path)
     for key in _RESERVED:
         if key not in meta:
             raise ValueError(f"{meta_path}: missing field {key!r}")

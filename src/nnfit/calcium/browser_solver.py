@@ -15,7 +15,6 @@ saw in the browser is what they get for the whole recording.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 
 from nnfit.calcium.fista import _fista_cell, kernel_recursion
 from nnfit.calcium.kernel import build_kernel, check_kinetics, compute_lipschitz, tau_to_ar2
+from nnfit.io.jsonfile import read_json_object
 from nnfit.validate import as_float_array, check_int, check_real
 
 __all__ = [
@@ -145,12 +145,7 @@ def load_export_params(path: str | os.PathLike[str]) -> ExportParams:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"export file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a JSON object at the top level")
+    data = read_json_object(p)
     version = _field(data, "schema_version", "", p)
     if version not in SUPPORTED_SCHEMAS:
         raise ValueError(

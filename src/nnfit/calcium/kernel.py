@@ -27,7 +27,18 @@ def check_kinetics(tau_rise: object, tau_decay: object, fs: object) -> tuple[flo
             f"tau_rise must be smaller than tau_decay; got tau_rise={tr:g} s, tau_decay={td:g} s "
             "(swap them if they were given in the wrong order)"
         )
+    n = kernel_length(td, fs_)
+    if n > MAX_KERNEL_LENGTH:
+        raise ValueError(
+            f"tau_decay={td:g} s at fs={fs_:g} Hz needs a kernel of {n} samples, more than "
+            f"{MAX_KERNEL_LENGTH}; calcium indicators decay within seconds (is tau_decay in "
+            "seconds, and fs in Hz?)"
+        )
     return tr, td, fs_
+
+
+MAX_KERNEL_LENGTH = 10_000_000
+"""Longest kernel accepted (samples): ~23 min of decay at 1 kHz, far beyond any indicator."""
 
 
 def kernel_length(tau_decay: float, fs: float) -> int:

@@ -26,10 +26,13 @@ each block reads its columns as one hyperslab, so such a file is never loaded wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io.arrays import load_npy
+from nnfit.io.lock import output_folder
 from nnfit.validate import as_float_array, check_int, check_real
 
 __all__ = [
@@ -212,7 +217,7 @@ class BlockSettings:
 
 def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
     """Memory-map a ``.npy`` of traces as ``(cells, T)`` (1-D files become one cell)."""
-    arr = np.load(path, mmap_mode="r")
+    arr = load_npy(path, mmap_mode="r")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
@@ -324,7 +329,7 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     return {"block": i, "converged": int(res.converged.sum()), "cells": stop - start}
 
 
-def deconvolve_recording(
+def _deconvolve_recording(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     fs: float,
@@ -440,7 +445,7 @@ def deconvolve_recording(
     specs = [
         (i, a, min(a + block_cells, n_cells)) for i, a in enumerate(range(0, n_cells, block_cells))
     ]
-    todo = [s for s in specs if not _block_path(str(out), s[0]).is_file()]
+    todo = [s for s in specs if not _block_ok(_block_path(str(out), s[0]))]
     resumed = len(specs) - len(todo)
     with bar(n_cells, desc="deconvolving (exact)", unit="cell", enabled=progress) as pb:
         pb.update(sum(s[2] - s[1] for s in specs if s not in todo))
@@ -466,6 +471,38 @@ def deconvolve_recording(
         "blocks_resumed": resumed,
         "converged": converged,
     }
+
+
+@functools.wraps(_deconvolve_recording)
+def deconvolve_recording(path, out, *args, **kwargs):
+    # One run per output folder (a second is refused, naming the first); temporary files of
+    # an assembly killed by a signal are removed first; an error before any block finished
+    # leaves no .partial behind.
+    with output_folder(Path(out).resolve()) as folder:
+        for name in ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv"):
+            for stale in folder.glob(f".{name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+        try:
+            return _deconvolve_recording(path, out, *args, **kwargs)
+        except BaseException:
+            partial = folder / ".partial"
+            if not any(partial.glob("block_*.npz")):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _block_ok(path: Path) -> bool:
+    """Whether a finished block file is whole; a damaged one is removed and recomputed."""
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if zf.testzip() is None and "spikes.npy" in zf.namelist():
+                return True
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+        pass
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:

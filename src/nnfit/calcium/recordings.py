@@ -12,6 +12,7 @@ import numpy as np
 
 from nnfit.calcium.browser_files import load_tuning_data, tuning_paths
 from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
+from nnfit.io.arrays import load_npy
 from nnfit.validate import as_float_array
 
 __all__ = ["NEUROPIL_FACTOR", "Recording", "read_input"]
@@ -88,7 +89,7 @@ def read_input(
             "CaImAn .hdf5 results"
         )
     try:
-        raw = np.load(p, allow_pickle=False)
+        raw = load_npy(p)
     except ValueError as exc:
         raise ValueError(f"{p}: not a readable .npy array ({exc})") from exc
     traces = as_float_array(f"traces in {p}", raw, ndim=(1, 2))

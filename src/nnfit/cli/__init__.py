@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from nnfit import __version__
+from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV
 
 # Command-group modules, in the order --help lists them.
 _GROUPS = (
@@ -79,17 +83,43 @@ def _show_library_log() -> None:
     log.setLevel(logging.WARNING)
 
 
+def _terminate_as_exit() -> Callable[[], None]:
+    """Turn SIGTERM into ``SystemExit(143)`` so cleanup code (temporary files, worker pools,
+    locks) runs as it does for Ctrl-C; return a function that restores the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_library_log()
+    saved = os.environ.get(ALLOW_EXTERNAL_ENV)
+    if getattr(args, "allow_external", False):
+        os.environ[ALLOW_EXTERNAL_ENV] = "1"  # an environment variable reaches worker processes
+    restore = _terminate_as_exit()
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nnfit: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore()
+        if saved is None:
+            os.environ.pop(ALLOW_EXTERNAL_ENV, None)
+        else:
+            os.environ[ALLOW_EXTERNAL_ENV] = saved
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -22,6 +23,10 @@ import numpy as np
 
 from nnfit.cli import calcium_exact as _fast
 from nnfit.cli.calcium_formats import add_format_arguments, add_series_argument
+
+# Every file deconvolve may write into --out (both solvers); none may be an input.
+RESULT_FILES = ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json",
+                "cells.png")  # fmt: skip
 
 _DECONVOLVE_EPILOG = """\
 INPUT is one of
@@ -263,7 +268,16 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
 
 
 def deconvolve_command(args: argparse.Namespace) -> int:
-    """``nnfit calcium deconvolve``."""
+    """``nnfit calcium deconvolve``: one run at a time per output folder."""
+    from nnfit.io.lock import output_folder
+    from nnfit.io.paths import input_files, refuse_output_over_input
+
+    refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
+    with output_folder(args.out):
+        return _deconvolve(args)
+
+
+def _deconvolve(args: argparse.Namespace) -> int:
     from nnfit.calcium.fista import check_solver_params
     from nnfit.calcium.recordings import read_input
     from nnfit.calcium.results import run_record, write_results
@@ -325,12 +339,18 @@ def deconvolve_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """``nnfit calcium export``."""
-    from nnfit.calcium.browser_files import save_for_tuning
+    from nnfit.calcium.browser_files import save_for_tuning, tuning_paths
     from nnfit.calcium.recordings import read_input
+    from nnfit.io.paths import input_files, refuse_output_over_input
 
+    stem = Path(args.out)
+    if args.out.endswith(("/", os.sep)) or stem.is_dir():
+        # A folder gets the input's name, never the hidden files "folder/.npy".
+        stem = stem / tuning_paths(Path(args.input).name)[0].stem
+    refuse_output_over_input(tuning_paths(stem), input_files(args.input))
     rec = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series)
     traces = rec.load()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {"source": str(Path(args.input).resolve()), "source_kind": rec.kind}
     if rec.kind == "suite2p":
         meta["suite2p_rows"] = [int(i) for i in rec.cell_index]
@@ -338,7 +358,7 @@ def export_command(args: argparse.Namespace) -> int:
     elif rec.kind in ("nwb", "caiman"):
         meta["source_rows"] = [int(i) for i in rec.cell_index]
         meta["source_series"] = rec.provenance.get("series", rec.provenance.get("traces"))
-    npy, sidecar = save_for_tuning(traces, rec.fs, args.out, metadata=meta)
+    npy, sidecar = save_for_tuning(traces, rec.fs, stem, metadata=meta)
     print(f"wrote {traces.shape[0]} cell(s) x {traces.shape[1]} frames at {rec.fs:g} Hz")
     print(f"  traces   {npy}\n  metadata {sidecar}")
     print(f"load {npy.name} in the CaTune browser and set the sampling rate to {rec.fs:g} Hz")

@@ -13,7 +13,6 @@ read whole and solved in memory.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -66,7 +65,9 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
         return None
     npy, sidecar = tuning_paths(p)
     if npy.is_file() and sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
+        from nnfit.io.jsonfile import read_json_object
+
+        meta = read_json_object(sidecar)
         found = meta.get("sampling_rate_hz")
         return npy, resolve_fs(found, fs, str(sidecar), "--fs"), "catune"
     if p.suffix == ".npy" and p.is_file():

@@ -9,8 +9,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 _F = argparse.RawDescriptionHelpFormatter
 
 _SIMULATE_HELP = """\
@@ -86,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_commands(sub)
     spectral_fit.add_commands(sub)
     spectral_ifu.add_commands(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--allow-external",
+            action="store_true",
+            help="follow HDF5 external links, virtual datasets and external raw storage in the "
+            "store (refused by default: a store's data must live inside it)",
+        )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -264,7 +269,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from nnfit.io.hdf5 import open_h5
+    from nnfit.io.hdf5 import open_h5, staged_h5
     from nnfit.spectral.simulate import simulate_cube
 
     out = Path(args.out)
@@ -275,11 +280,12 @@ def _simulate(args: argparse.Namespace) -> int:
         n_obs_pix=args.obs_pix, n_vel=args.vel, templates=args.templates, snr=args.snr,
         mask_fraction=args.mask_fraction, noise=not args.no_noise, seed=args.seed,
     )  # fmt: skip
-    sim.to_h5(out)
-    with open_h5(out, "a") as f:
-        g = f.create_group("Truth")
-        g.create_dataset("x_true", data=sim.x_true)
-        g.create_dataset("model", data=sim.model)
+    with staged_h5(out) as tmp:
+        sim.to_h5(tmp)
+        with open_h5(tmp, "a") as f:
+            g = f.create_group("Truth")
+            g.create_dataset("x_true", data=sim.x_true)
+            g.create_dataset("model", data=sim.model)
     sh = sim.shape
     print(
         f"wrote {out}: S={sh['S']} C={sh['C']} P={sh['P']} L={sh['L']} T={sh['T']} V={sh['V']}, "
@@ -292,13 +298,29 @@ def _simulate(args: argparse.Namespace) -> int:
 def _load_array(path: str | None, name: str):
     if path is None:
         return None
+    from nnfit.io.arrays import load_npy
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--{name.replace('_', '-')}: {p} does not exist")
-    return np.load(p, allow_pickle=False)
+    return load_npy(p)
+
+
+def _read_template_meta(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"--template-meta: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"--template-meta must be a JSON object; got {type(meta).__name__}")
+    return meta
 
 
 def _init(args: argparse.Namespace) -> int:
+    from nnfit.io.hdf5 import staged_h5
+    from nnfit.io.paths import refuse_output_over_input
     from nnfit.spectral.manager import H5Manager
 
     if args.cube is not None:
@@ -319,12 +341,17 @@ def _init(args: argparse.Namespace) -> int:
         "ypix",
         "binnum",
     )
+    out = Path(args.out)
+    refuse_output_over_input(
+        [out], [v for n in ("npz", *names) if (v := getattr(args, n)) is not None]
+    )
     arrays = {}
     if args.npz:
         if not Path(args.npz).exists():
             raise FileNotFoundError(f"--npz: {args.npz} does not exist")
-        with np.load(args.npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k in names}
+        from nnfit.io.npz import read_npz
+
+        arrays = {k: v for k, v in read_npz(args.npz).items() if k in names}
     for name in names:
         arr = _load_array(getattr(args, name), name)
         if arr is not None:
@@ -334,26 +361,25 @@ def _init(args: argparse.Namespace) -> int:
         raise ValueError(
             f"missing required arrays: {', '.join(missing)} (give --npz or --{missing[0].replace('_', '-')})"
         )
-    out = Path(args.out)
-    if out.exists():
-        if not args.overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        out.unlink()
-    meta = json.loads(args.template_meta) if args.template_meta else None
-    mgr = H5Manager(out, arrays["tem_pix"], arrays["obs_pix"])
-    mgr.set_velocity_grid(arrays["vel_pix"])
-    mask = arrays.get("mask")
-    mgr.populate_from_arrays(
-        arrays["losvd"], arrays["datacube"], arrays["templates"],
-        mask=mask,
-        xpix=arrays.get("xpix"), ypix=arrays.get("ypix"), binnum=arrays.get("binnum"),
-        noise=arrays.get("noise"), datacube_layout=args.datacube_layout,
-        template_meta=meta, safety_pad_px=args.safety_pad_px,
-        kernel=args.kernel, convention=args.convention, vsyst=args.vsyst,
-        flux_scale=args.flux_scale, medium_obs=args.medium_obs,
-        medium_templates=args.medium_templates,
-    )  # fmt: skip
-    mgr.ensure_rebin_and_resample()
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    meta = _read_template_meta(args.template_meta)
+    # Staged: a rejected array or an interruption leaves the old store (or none), never a stub.
+    with staged_h5(out) as tmp:
+        mgr = H5Manager(tmp, arrays["tem_pix"], arrays["obs_pix"])
+        mgr.set_velocity_grid(arrays["vel_pix"])
+        mask = arrays.get("mask")
+        mgr.populate_from_arrays(
+            arrays["losvd"], arrays["datacube"], arrays["templates"],
+            mask=mask,
+            xpix=arrays.get("xpix"), ypix=arrays.get("ypix"), binnum=arrays.get("binnum"),
+            noise=arrays.get("noise"), datacube_layout=args.datacube_layout,
+            template_meta=meta, safety_pad_px=args.safety_pad_px,
+            kernel=args.kernel, convention=args.convention, vsyst=args.vsyst,
+            flux_scale=args.flux_scale, medium_obs=args.medium_obs,
+            medium_templates=args.medium_templates,
+        )  # fmt: skip
+        mgr.ensure_rebin_and_resample()
     rep = H5Manager.diagnose_rebin_edges(out, verbose=False)
     print(
         f"wrote {out} (kernel={args.kernel}); template margins {rep['left_margin_px']} / "
@@ -405,8 +431,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
+    from nnfit.io.paths import refuse_output_over_input
     from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
 
+    refuse_output_over_input([args.out], [args.store], what="--out")
     out = live_prefit_snapshot_from_models(args.store, out_png=args.out, seed=args.seed)
     print(f"wrote {out}")
     return 0

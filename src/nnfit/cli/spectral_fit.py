@@ -31,9 +31,11 @@ def _load_vector(text: str | None, name: str) -> np.ndarray | None:
         return None
     p = Path(text)
     if p.suffix == ".npy":
+        from nnfit.io.arrays import load_npy
+
         if not p.exists():
             raise FileNotFoundError(f"{name}: no such file {p}")
-        return np.load(p)
+        return load_npy(p)
     try:
         return np.array([float(v) for v in text.split(",")])
     except ValueError:
@@ -190,6 +192,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
 
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
+    _refuse_outputs_over_store(args)
     x0 = _load_vector(args.x0, "--x0")
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
@@ -259,6 +262,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 
+    _refuse_outputs_over_store(args)
     cfg = TrackerConfig(
         ckpt_interval_sec=args.ckpt_interval, metrics_interval_sec=args.metrics_interval
     )
@@ -291,12 +295,28 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         atomic_write_json(args.stats, _jsonable(kept))
     start = stats.get("start", {})
     rmse = stats.get("rmse", math.nan)
+    kept = stats.get("kept", {})
+    result = "/X_global updated"
+    if kept.get("kept") == "start":
+        result = (
+            f"kept the start ({kept['start_source']}, chi2 {kept['sse_start']:.10g}) in "
+            f"/X_global: the epochs ended worse (chi2 {kept['sse_fit']:.10g})"
+        )
     print(
         f"fit: {stats.get('epochs_run', 0)} epoch(s) run from {start.get('source')} "
         f"(epoch {start.get('epoch')}), train RMSE {rmse:.6g}, "
-        f"{stats.get('time_s', 0.0):.2f} s; /X_global updated"
+        f"{stats.get('time_s', 0.0):.2f} s; {result}"
     )
     return 0
+
+
+def _refuse_outputs_over_store(args: argparse.Namespace) -> None:
+    from nnfit.io.paths import refuse_output_over_input
+
+    inputs = [args.store] + [v for v in (args.x0, args.orbit_weights) if v and v.endswith(".npy")]
+    for flag, value in (("--out", args.out), ("--stats", args.stats)):
+        if value:
+            refuse_output_over_input([value], inputs, what=flag)
 
 
 def _jsonable(obj):
@@ -345,8 +365,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from nnfit.io.paths import refuse_output_over_input
     from nnfit.spectral.plots import live_fit_dashboard
 
+    refuse_output_over_input([args.out], [args.store], what="--out")
     info = live_fit_dashboard(args.store, args.out)
     print(f"wrote {args.out} ({info['n_metrics']} metric rows, weights from {info['x_source']})")
     return 0

@@ -22,14 +22,23 @@ from typing import Any
 import h5py
 
 __all__ = [
+    "ALLOW_EXTERNAL_ENV",
     "LIBVER",
     "H5File",
+    "check_complete",
+    "check_declared",
+    "check_no_external",
     "clear_swmr_status",
     "open_h5",
     "open_locked",
     "read_superblock",
+    "staged_h5",
     "writer_lock",
 ]
+
+ALLOW_EXTERNAL_ENV = "NNFIT_HDF5_ALLOW_EXTERNAL"
+"""Environment variable: ``1`` makes :func:`open_h5` follow external links, virtual datasets
+and external raw storage by default (the command line's ``--allow-external`` sets it)."""
 
 LIBVER = ("v110", "v110")
 """HDF5 format bounds for files we create: SWMR-capable, readable by HDF5 >= 1.10."""
@@ -113,9 +122,14 @@ def read_superblock(path: str | os.PathLike[str]) -> dict[str, int]:
         eof = os.fstat(fh.fileno()).st_size
     if head[:8] != _SIGNATURE:
         raise ValueError(f"{path}: not an HDF5 file with a superblock at offset 0")
-    version = head[8]
-    if version < 2:
+    version = head[8] if len(head) > 8 else -1
+    if 0 <= version < 2:
         return {"version": version, "flags": 0, "eoa": eof, "eof": eof, "checksum_ok": True}
+    if len(head) < 48:
+        raise ValueError(
+            f"{path}: truncated HDF5 file ({eof} bytes, shorter than its superblock); "
+            "restore it from the original or re-create it"
+        )
     if head[9] != 8:
         raise ValueError(f"{path}: only 8-byte file offsets are supported; found {head[9]}")
     eoa = struct.unpack_from("<Q", head, 28)[0]
@@ -163,6 +177,116 @@ def clear_swmr_status(path: str | os.PathLike[str], *, increment: int = 1 << 20)
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def check_complete(path: str | os.PathLike[str]) -> None:
+    """Refuse an HDF5 file that is shorter than its superblock says (a cut-short copy).
+
+    HDF5 itself notices a truncated file only outside SWMR mode; an SWMR reader keeps
+    retrying reads past the end of the file for a very long time. A cleanly closed file
+    (status flags 0) whose end-of-allocation address lies beyond its size was cut short.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, its size and the size it declares.
+    """
+    info = read_superblock(path)
+    if info["version"] >= 2 and info["flags"] == 0 and info["eoa"] > info["eof"]:
+        raise ValueError(
+            f"{path}: truncated HDF5 file ({info['eof']} of {info['eoa']} bytes; an interrupted "
+            "copy or a full disk?); restore it from the original or re-create it"
+        )
+
+
+def check_declared(
+    f: h5py.File,
+    path: str | os.PathLike[str],
+    names: tuple[str, ...],
+    *,
+    itemsize: int = 8,
+    budget: int | None = None,
+) -> None:
+    """Check the declared shapes of datasets against what the file stores and a memory budget.
+
+    A dataset can declare any shape in a few bytes (its chunks never written, read back as
+    fill values). Before datasets ``names`` (those present) are read into memory as
+    ``itemsize``-byte values: an unfiltered dataset must store all its bytes, and the total
+    must fit :func:`nnfit.io.arrays.memory_budget`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the dataset, its declared shape and what it stores.
+    """
+    from nnfit.io.arrays import check_memory
+
+    total = 0
+    for name in names:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            continue
+        stored = ds.id.get_storage_size()
+        if ds.size and not ds.compression and stored < ds.size * ds.dtype.itemsize:
+            raise ValueError(
+                f"{path}: /{name} declares shape {ds.shape} ({ds.size * ds.dtype.itemsize} "
+                f"bytes) but stores {stored} bytes (never written, or a lying header); "
+                "re-create the store"
+            )
+        total += ds.size * max(itemsize, ds.dtype.itemsize)
+    check_memory(total, f"{path}: reading /{', /'.join(n for n in names if n in f)}", budget=budget)
+
+
+def _allow_external_default() -> bool:
+    return os.environ.get(ALLOW_EXTERNAL_ENV, "") == "1"
+
+
+def check_no_external(f: h5py.File, path: str | os.PathLike[str], *, allow: bool) -> None:
+    """Refuse data that lives outside the file: external links, virtual datasets, external storage.
+
+    A store is one file; anything it pulls in from other files is read without the user
+    seeing it (a mask could come from any file's bytes), so it is refused unless ``allow``.
+    With ``allow``, an external link whose target cannot be opened is still an error here,
+    naming the link, rather than a ``KeyError`` later.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the object inside it and how to opt in.
+    """
+    problems: list[str] = []
+    links: list[tuple[str, str]] = []
+
+    def visit(name: str, link: Any) -> None:
+        # No exceptions in here: h5py cannot unwind them through the C visitor.
+        if isinstance(link, h5py.ExternalLink):
+            links.append((name, f"/{name} is an external link to {link.filename}:{link.path}"))
+        elif isinstance(link, h5py.HardLink) and not allow:
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    problems.append(f"/{name} is a virtual dataset (data from other files)")
+                elif obj.external:
+                    problems.append(f"/{name} keeps its data in external file(s)")
+
+    f.visititems_links(visit)
+    for name, where in links:
+        if not allow:
+            problems.append(where)
+            continue
+        try:
+            f[name]
+        except (KeyError, OSError):
+            raise ValueError(
+                f"{path}: {where}, which cannot be opened (missing file or object)"
+            ) from None
+    if problems:
+        raise ValueError(
+            f"{path}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + "; nnfit reads only data inside the file unless you opt in "
+            f"(--allow-external, allow_external=True or {ALLOW_EXTERNAL_ENV}=1)"
+        )
 
 
 class _WriterLock:
@@ -233,6 +357,7 @@ def writer_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
                 stale.unlink()
         if p.exists() and p.stat().st_size > 0:
             clear_swmr_status(p)
+            check_complete(p)
         yield p
     finally:
         lock.release()
@@ -277,8 +402,30 @@ def _open_retrying(p: Path, mode: str, lock_timeout: float, **kwargs: Any) -> H5
             delay = min(2 * delay, 0.5)
 
 
+def _checked(f: H5File, p: Path, allow_external: bool | None) -> H5File:
+    try:
+        check_no_external(
+            f, p, allow=_allow_external_default() if allow_external is None else allow_external
+        )
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _not_hdf5(p: Path, exc: OSError) -> OSError:
+    """HDF5's open errors do not name the file; this one does, on one line."""
+    msg = str(exc).replace("Unable to synchronously open file", "").strip(" ()")
+    return OSError(f"{p}: cannot open as an HDF5 file ({msg or type(exc).__name__})")
+
+
 def open_h5(
-    path: str | os.PathLike[str], mode: str = "r", *, lock_timeout: float = 60.0, **kwargs: Any
+    path: str | os.PathLike[str],
+    mode: str = "r",
+    *,
+    lock_timeout: float = 60.0,
+    allow_external: bool | None = None,
+    **kwargs: Any,
 ) -> H5File:
     """Open an HDF5 file: SWMR-safe for readers, exclusive and self-repairing for the writer.
 
@@ -294,6 +441,10 @@ def open_h5(
     lock_timeout : float
         Seconds to keep retrying while another process holds HDF5's own file lock (a reader
         keeps a writer out and vice versa, except in SWMR mode).
+    allow_external : bool, optional
+        Follow external links, virtual datasets and external raw storage in an existing file.
+        Default (``None``): refused unless the environment variable
+        :data:`ALLOW_EXTERNAL_ENV` is ``1`` (see :func:`check_no_external`).
     **kwargs
         Passed to ``h5py.File`` (e.g. ``rdcc_nbytes`` for a larger chunk cache).
 
@@ -317,12 +468,23 @@ def open_h5(
     if mode in _READ_MODES:
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such HDF5 file")
+        if p.is_dir():
+            raise IsADirectoryError(f"{p}: is a folder, not an HDF5 file")
+        check_complete(p)
         try:
-            return _open_retrying(p, "r", lock_timeout, swmr=True, **kwargs)
-        except OSError:
-            if read_superblock(p)["version"] >= 3:
+            f = _open_retrying(p, "r", lock_timeout, swmr=True, **kwargs)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
                 raise
-            return _open_retrying(p, "r", lock_timeout, **kwargs)
+            if read_superblock(p)["version"] >= 3:
+                raise _not_hdf5(p, exc) from None
+            try:
+                f = _open_retrying(p, "r", lock_timeout, **kwargs)
+            except FileExistsError:
+                raise
+            except OSError as exc2:
+                raise _not_hdf5(p, exc2) from None
+        return _checked(f, p, allow_external)
     if mode not in _WRITE_MODES:
         raise ValueError(f"mode must be one of {sorted(_READ_MODES | _WRITE_MODES)}; got {mode!r}")
     h5mode = {"writer": "r+"}.get(mode, mode)
@@ -335,9 +497,66 @@ def open_h5(
             clear_swmr_status(p)
         if h5mode == "r+" and not p.exists():
             raise FileNotFoundError(f"{p}: no such HDF5 file")
-        f = _open_retrying(p, h5mode, lock_timeout, libver=LIBVER, **kwargs)
+        existing = h5mode in ("r+", "a") and p.exists() and p.stat().st_size > 0
+        if existing:
+            check_complete(p)
+        try:
+            f = _open_retrying(p, h5mode, lock_timeout, libver=LIBVER, **kwargs)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise _not_hdf5(p, exc) from None
     except BaseException:
         lock.release()
         raise
     f._nnfit_lock = lock
-    return f
+    return _checked(f, p, allow_external) if existing else f
+
+
+@contextlib.contextmanager
+def staged_h5(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a whole new HDF5 file at a temporary path; replace ``path`` only on success.
+
+    Holds nnfit's writer lock on ``path`` meanwhile. The body gets a temporary path (not yet
+    created) in the same folder and writes the file there, through any writer; when it
+    returns, the file is moved over ``path`` atomically. If it raises (a rejected input, a
+    full disk, Ctrl-C), the temporary file and its lock file are removed and ``path`` is
+    untouched, so a refused or interrupted run leaves no stub behind. Temporary files left by
+    a killed run are removed on the next one.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.h5"
+    >>> with staged_h5(p) as tmp:
+    ...     with open_h5(tmp, "w") as f:
+    ...         _ = f.create_dataset("x", data=[1.0])
+    >>> sorted(q.name for q in p.parent.iterdir())
+    ['s.h5', 's.h5.lock']
+    """
+    p = Path(path)
+    lock = _WriterLock(p)
+    lock.acquire()
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.staged.tmp.h5")
+    try:
+        for stale in p.parent.glob(f".{p.name}.*.tmp*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        with contextlib.suppress(OSError):
+            dfd = os.open(p.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    finally:
+        leftovers = [tmp, Path(str(tmp) + ".lock")]
+        if not p.exists():
+            leftovers.append(lock.path)  # nothing was written: no lock file for a missing store
+        for leftover in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        lock.release()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nnfit.io import array_sha256, file_sha256
+from nnfit.io.jsonfile import read_json_object
 from nnfit.io.npz import read_npz, zip_layout_problems
 from nnfit.ptycho.contract import CONTRACT
 
@@ -150,14 +150,16 @@ def verify_fixture(
         report.add("sidecar", False, f"missing: {meta_p}")
     else:
         try:
-            meta = json.loads(meta_p.read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+            meta = read_json_object(meta_p)
+        except ValueError as exc:
             report.add("sidecar", False, f"unreadable JSON: {exc}")
             meta = None
     if meta is not None:
         missing = [f for f in SIDECAR_FIELDS if f not in meta]
+        steps = meta.get("transformations", [])
+        if not isinstance(steps, list) or not all(isinstance(t, str) for t in steps):
+            missing.append(f"transformations (a list of strings; found {type(steps).__name__})")
+            meta["transformations"] = []
         report.add(
             "sidecar",
             not missing,

@@ -76,6 +76,9 @@ def _init_worker(templates_PT, losvd, vel_pix, tem_pix, obs_pix, rebin) -> None:
 
 
 def _init_worker_from_file(path: str) -> None:
+    from nnfit.parallel import die_with_parent
+
+    die_with_parent()
     # Workers read the inputs themselves (SWMR read while the parent writes tiles) rather than
     # receiving them pickled through the spawn pipe: cheaper, and start-up stays small.
     with open_h5(path, "r") as f:
@@ -388,22 +391,34 @@ def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
         max_workers=n_workers, mp_context=ctx, initializer=_init_worker_from_file,
         initargs=(str(path),),
     ) as ex:  # fmt: skip
-        it: Iterator = iter(todo)
-        pending: dict[cf.Future, tuple[int, int, int]] = {}
-        for key in it:
-            pending[ex.submit(_compute_tile, key, chunks)] = key
-            # Each worker busy plus two tiles waiting for the writer: memory stays near
-            # (2 n_workers + 2) tiles (the worker's tile and its pickled copy) at most.
-            if len(pending) >= n_workers + 2:
-                break
-        while pending:
-            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                key = pending.pop(fut)
-                write(key, fut.result())
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
+        try:
+            _feed(ex, todo, chunks, n_workers, write)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than let
+            # them finish the queued tiles; finished tiles are already in the file.
+            ex.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                proc.terminate()
+            raise
+
+
+def _feed(ex, todo, chunks, n_workers, write) -> None:
+    it: Iterator = iter(todo)
+    pending: dict[cf.Future, tuple[int, int, int]] = {}
+    for key in it:
+        pending[ex.submit(_compute_tile, key, chunks)] = key
+        # Each worker busy plus two tiles waiting for the writer: memory stays near
+        # (2 n_workers + 2) tiles (the worker's tile and its pickled copy) at most.
+        if len(pending) >= n_workers + 2:
+            break
+    while pending:
+        finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+        for fut in finished:
+            key = pending.pop(fut)
+            write(key, fut.result())
+            nxt = next(it, None)
+            if nxt is not None:
+                pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
 
 
 def _run_dask(todo, chunks, arrays, token, scheduler, write) -> None:

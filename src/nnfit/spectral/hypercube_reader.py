@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from nnfit.io.hdf5 import open_h5
+from nnfit.spectral.store_checks import check_tile_finite
 
 __all__ = ["HyperCubeReader", "open_h5_read"]
 
@@ -204,6 +205,7 @@ class HyperCubeReader:
             if buf is None or buf.shape != shape:
                 buf = np.empty(shape, dtype=np.float32)
             self.models.read_direct(buf, source_sel=np.s_[s0:s1, c0:c1, p0:p1, :])
+            check_tile_finite(self.file.filename, buf, np.s_[s0:s1, c0:c1, p0:p1])
             self.chunk_reads += 1
             self.bytes_read += buf.nbytes
             # (dS, dc, dp, L) -> rows (dS_sel, K, C, P) at the selected pixels, no temporaries

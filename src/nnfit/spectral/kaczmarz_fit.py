@@ -40,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.io.hdf5 import check_declared
 from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.hypercube_reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.hypercube_reader import warm_up as warm_up_reader
+from nnfit.spectral.store_checks import check_fitted_data, check_hypercube_shape
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -80,7 +82,8 @@ class _Problem:
                     f"{path} has no /HyperCube/models; build it first (`nnfit spectral build`)"
                 )
             m = f["HyperCube/models"]
-            self.S, self.C, self.P, self.L = (int(v) for v in m.shape)
+            self.S, self.C, self.P, self.L = check_hypercube_shape(f, path)
+            check_declared(f, path, ("DataCube", "Noise", "Mask"))
             self.S_chunk = int((m.chunks or m.shape)[0])
             if "DataCube" not in f:
                 raise ValueError(f"{path} has no /DataCube")
@@ -93,6 +96,9 @@ class _Problem:
             if mask.shape != (self.L,):
                 raise ValueError(f"/Mask has shape {mask.shape}, expected ({self.L},)")
             noise = np.asarray(f["Noise"], dtype=np.float64) if "Noise" in f else None
+            if noise is not None and noise.shape != data.shape:
+                raise ValueError(f"/Noise has shape {noise.shape}, expected {data.shape}")
+            check_fitted_data(path, data, mask, noise)
             self.checkpoints = read_checkpoints(f)
             self.sample = None
             if "Fit/sample/spaxels" in f:
@@ -275,7 +281,12 @@ class PipelineRunner:
             if run.reader is not None:
                 run.reader.close()
             run.trk.close()
-        return run.x, self._finalize(run)
+        stats = self._finalize(run)
+        if run.x_start is not None and stats["epochs_run"]:
+            return _keep_better(
+                self.path, run.x_start, run.x, run.keep_src, run.start_ck, stats
+            ), stats
+        return run.x, stats
 
     # -- the solver's anatomy: setup (validate, fingerprint, start), open (tracker, reader,
     # -- seed), one epoch, finalize (stats) ------------------------------------------------
@@ -403,6 +414,19 @@ class PipelineRunner:
         if x is not None and x.size != n:
             raise ValueError(f"stored start vector has {x.size} values, expected {n}")
         continuing = start_src in ("x_best", "X_global", "x_latest") and start_pos != (0, 0)
+        # A warm start from another solution (an exact fit's /X_global, x0) must not end
+        # worse than it started, nor may a resumed run overwrite another solver's /X_global
+        # with something worse: remember the candidate to compare at the end.
+        keep_src, x_start = start_src, (x.copy() if x is not None and not continuing else None)
+        other = prob.checkpoints.get("X_global")
+        if (
+            x_start is None
+            and warm_start != "seed"
+            and other is not None
+            and other["fp"] != fp.encode()
+        ):
+            keep_src, x_start = "X_global", other["x"].copy()
+        start_ck = prob.checkpoints.get(keep_src) if x_start is not None else None
 
         stats: dict[str, Any] = {
             "method": "kaczmarz",
@@ -444,6 +468,9 @@ class PipelineRunner:
             trk=trk,
             max_bytes_rows=max_bytes_rows,
             t_start=time.perf_counter(),
+            x_start=x_start,
+            keep_src=keep_src,
+            start_ck=start_ck,
         )
 
     def _open(self, run: _Run) -> None:
@@ -621,6 +648,9 @@ class _Run:
     trk: FitTracker
     max_bytes_rows: int
     t_start: float
+    x_start: np.ndarray | None = None  # a start to keep if the fit ends worse (see _keep_better)
+    keep_src: str = ""
+    start_ck: dict | None = None
     reader: HyperCubeReader | None = None
     nu_inv: float = 0.0
     sample_s: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -644,6 +674,35 @@ class _Run:
         y = np.concatenate([self.prob.data[s, self.val_pix] for s in self.sample_s])
         w = np.concatenate([self.prob.weights(int(s), self.val_pix) for s in self.sample_s])
         self.trk.set_validation(rows, y, w)
+
+
+def _keep_better(path: Path, x_start, x_fit, source: str, ck, stats: dict) -> np.ndarray:
+    """Of the warm start and the fitted vector, keep the one with the smaller objective.
+
+    Kaczmarz epochs are not monotone: started from an exact optimum they can only move away
+    from it. The full objective of both is computed (one pass over the HyperCube each); if the
+    start is better it is written back as ``/X_global`` (with its stored position and
+    fingerprint when it came from the store) and returned. ``stats["kept"]`` says which.
+    """
+    from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.tracker import _write_vector
+
+    sse_start = evaluate_objective(path, x_start)["sse"]
+    sse_fit = evaluate_objective(path, x_fit)["sse"]
+    kept = "fit" if sse_fit <= sse_start else "start"
+    stats["kept"] = {"kept": kept, "start_source": source, "sse_start": sse_start,
+                     "sse_fit": sse_fit}  # fmt: skip
+    if kept == "fit":
+        return x_fit
+    pos = ck["pos"] if ck is not None and ck["pos"] is not None else (0, 0)
+    fp = ck["fp"] if ck is not None else b""
+    with open_h5(path, "a") as f:
+        _write_vector(f, "X_global", np.asarray(x_start, dtype=np.float64), pos, fp)
+    logger.info(
+        "kept the starting vector (%s): its objective %.10g is below the fit's %.10g",
+        source, sse_start, sse_fit,
+    )  # fmt: skip
+    return x_start
 
 
 def _nonzero(x: np.ndarray) -> bool:

@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from nnfit.io import array_sha256
 from nnfit.io.hdf5 import open_h5
 from nnfit.spectral.kaczmarz_fit import blas_limit
+from nnfit.spectral.store_checks import check_hypercube_shape, check_tile_finite
 from nnfit.validate import as_float_array, check_int
 
 __all__ = ["plan_tiles", "reconstruct_model_cube_single"]
@@ -114,7 +116,7 @@ def reconstruct_model_cube_single(
         if "HyperCube/models" not in f:
             raise ValueError(f"{path} has no /HyperCube/models; build it first")
         models = f["HyperCube/models"]
-        S, C, P, L = (int(v) for v in models.shape)
+        S, C, P, L = check_hypercube_shape(f, path)
         if x.size != C * P:
             raise ValueError(f"x_global must have C*P = {C * P} values; got {x.size}")
         done = models.parent.get("_done")
@@ -135,6 +137,12 @@ def reconstruct_model_cube_single(
         }
         if array_name in f:
             out = f[array_name]
+            if not isinstance(out, h5py.Dataset) or "x_sha256" not in out.attrs:
+                raise ValueError(
+                    f"{path}: /{array_name.lstrip('/')} is not a model cube written by "
+                    "reconstruct (it holds input data); choose another array_name "
+                    "(--array-name), e.g. the default ModelCube"
+                )
             if (
                 not force
                 and out.shape == (S, L)
@@ -164,6 +172,7 @@ def reconstruct_model_cube_single(
                         shape = (n, c1 - c0, p1 - p0, L)
                         view = flat[: int(np.prod(shape))].reshape(shape)
                         models.read_direct(view, source_sel=np.s_[s0:s1, c0:c1, p0:p1, :])
+                        check_tile_finite(path, view, np.s_[s0:s1, c0:c1, p0:p1])
                         info["slab_bytes_max"] = max(info["slab_bytes_max"], view.nbytes)
                         np.einsum(
                             "dcpl,cp->dl",

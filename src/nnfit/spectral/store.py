@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
+from nnfit.io.hdf5 import LIBVER, check_declared, open_h5, writer_lock
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -46,6 +46,7 @@ from nnfit.spectral.model import (
     pixel_edges,
     rebin_matrix,
 )
+from nnfit.spectral.store_checks import check_fitted_data
 from nnfit.validate import as_float_array, check_int
 
 __all__ = ["CubeProblem", "StoreWriter", "describe_rebin_edges", "guard_report", "load_problem"]
@@ -152,19 +153,24 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
                 f"{p}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
                 "Run StoreWriter.populate_from_arrays (or 'nnfit spectral init') first"
             )
+        check_declared(f, p, ("DataCube", "Templates", "LOSVD", "Noise", "Mask", "TemPix"))
         tem = f["TemPix"][()].astype(np.float64)
         obs = f["ObsPix"][()].astype(np.float64)
         L = obs.size
         mask = f["Mask"][()].astype(bool) if "Mask" in f else np.ones(L, dtype=bool)
+        datacube = f["DataCube"][()].astype(np.float64)
+        noise = f["Noise"][()].astype(np.float64) if "Noise" in f else None
+        if datacube.ndim == 2 and datacube.shape[1] == mask.size:
+            check_fitted_data(p, datacube, mask, noise)
         return CubeProblem(
-            datacube=f["DataCube"][()].astype(np.float64),
+            datacube=datacube,
             templates_PT=f["Templates"][()].astype(np.float64),
             losvd=f["LOSVD"][()].astype(np.float64),
             tem_pix=tem,
             obs_pix=obs,
             vel_pix=f["VelPix"][()].astype(np.float64),
             mask=mask,
-            noise=f["Noise"][()].astype(np.float64) if "Noise" in f else None,
+            noise=noise,
             template_meta=json.loads(f.attrs.get("template_meta_json", "{}")),
             rebin=read_rebin(f, tem.size, L),
             guard_info=json.loads(f.attrs.get("guard_info_json", "{}")),

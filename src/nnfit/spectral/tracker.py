@@ -58,6 +58,7 @@ __all__ = [
     "METRIC_NAMES",
     "FitTracker",
     "TrackerConfig",
+    "TrackerWriterError",
     "choose_validation_sample",
     "read_checkpoints",
 ]
@@ -76,6 +77,13 @@ METRIC_NAMES = (
 )
 _VECTORS = ("x_best", "X_global", "x_latest")
 _STR = "S96"
+
+
+class TrackerWriterError(RuntimeError, OSError):
+    """The tracker's writer process died or failed: what it was sent may not be in the file.
+
+    An ``OSError`` too, so the command line reports it in one line.
+    """
 
 
 @dataclass(frozen=True)
@@ -535,8 +543,9 @@ class FitTracker:
 
     def _check(self) -> None:
         if self._error is not None or self._proc.poll() is not None:
-            raise RuntimeError(
-                f"fit tracker writer died (exit code {self._proc.poll()}): {self._error!r}"
+            raise TrackerWriterError(
+                f"{self.path}: fit tracker writer died (exit code {self._proc.poll()}): "
+                f"{self._error!r}; rerun the fit to resume from the last checkpoint"
             )
 
     # -- public API ----------------------------------------------------------------------
@@ -684,19 +693,32 @@ class FitTracker:
             sender.join(timeout)
         with contextlib.suppress(Exception):
             self._proc.stdin.close()
+        confirmed = not self._ready
         if self._ready:
             # the writer replies once the file is closed (lock released); its interpreter
             # shutdown after that does not concern us
             with contextlib.suppress(Exception):
                 while self._read_reply(timeout)[0] != "closed":
                     pass
+                confirmed = True
         else:
             with contextlib.suppress(Exception):
                 self._proc.wait(timeout)
         with contextlib.suppress(Exception):
             self._proc.stdout.close()
         if self._error is not None:
-            raise RuntimeError(f"fit tracker writer failed: {self._error!r}")
+            raise TrackerWriterError(
+                f"{self.path}: fit tracker writer failed: {self._error!r}; /X_global and /Fit "
+                "may hold an earlier state. Rerun the fit to resume from the last checkpoint"
+            )
+        if not confirmed:
+            # Without the writer's "closed" reply nothing says the last vectors reached the
+            # file: a caller must not report /X_global as updated.
+            raise TrackerWriterError(
+                f"{self.path}: the fit tracker's writer process ended (exit code "
+                f"{self._proc.poll()}) before confirming its writes; /X_global and /Fit may "
+                "hold an earlier state. Rerun the fit to resume from the last checkpoint"
+            )
 
     def __enter__(self) -> FitTracker:
         return self

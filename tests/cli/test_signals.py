@@ -1,0 +1,108 @@
+"""Signals: build workers die with their parent; SIGTERM cleans up like Ctrl-C; a second
+``calcium deconvolve`` into the same folder is refused, naming the first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nnfit.calcium import simulate_recording
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start(args, cwd):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.Popen([sys.executable, "-m", "nnfit", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for_workers(proc, n, timeout=60.0) -> list[int]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        kids = [k for k in _children(proc.pid) if _alive(k)]
+        # spawn start-up: a resource tracker plus the workers
+        if len(kids) >= n:
+            return kids
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    pytest.fail(f"workers did not start: {proc.communicate()}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_build_workers_die_with_their_parent(tmp_path, sig):
+    store = tmp_path / "c.h5"
+    sim = _start(["spectral", "simulate", "--out", store, "--spaxels", "48", "--populations",
+                  "48", "--tem-pix", "4000", "--obs-pix", "900"], tmp_path)  # fmt: skip
+    assert sim.wait(timeout=300) == 0, sim.communicate()
+    proc = _start(["spectral", "build", store, "--workers", "2", "--s-chunk", "1",
+                   "--p-chunk", "4", "--no-progress"], tmp_path)  # fmt: skip
+    kids = _wait_for_workers(proc, 3)
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        pytest.skip("the build finished before the signal; machine too fast for this size")
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    t0 = time.monotonic()
+    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 20:
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids), "worker processes outlived their parent"
+    # The store is still good and the build resumes to completion.
+    done = _start(["spectral", "build", store, "--workers", "0", "--s-chunk", "1",
+                   "--p-chunk", "4", "--no-progress"], tmp_path)  # fmt: skip
+    out, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err
+    assert "complete" in out
+
+
+@pytest.mark.parametrize("solver", ["exact", "fista"])
+def test_second_deconvolve_into_the_same_folder_is_refused(tmp_path, solver):
+    from nnfit.cli import main
+    from nnfit.io.lock import run_lock
+
+    np.save(tmp_path / "rec.npy", simulate_recording(2, 300, seed=1).traces)
+    out = tmp_path / "res"
+    out.mkdir()
+    argv = ["calcium", "deconvolve", str(tmp_path / "rec.npy"), "--fs", "30", "--tau-rise",
+            "0.05", "--tau-decay", "0.5", "--lam", "0.5", "--out", str(out), "--no-progress", "--solver", solver]  # fmt: skip
+    with run_lock(out / ".nnfit-run.lock", what=f"output folder {out}"):
+        proc = subprocess.run([sys.executable, "-m", "nnfit", *argv], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "is in use by another nnfit run (pid" in err[0], err
+    assert str(os.getpid()) in err[0]
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert main(argv) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"spikes.npy", "reconvolution.npy", "run.json", "summary.csv"} <= names
+    assert not [n for n in names if n.startswith(".")]

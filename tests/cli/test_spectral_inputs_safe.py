@@ -1,0 +1,130 @@
+"""Spectral commands never destroy their inputs, never hang on a cut-short store, and leave
+no stub behind when they refuse."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nnfit.cli import main
+from nnfit.io.hdf5 import open_h5
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("nnfit: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["spectral", "snapshot", "{store}", "--out", "{store}"],
+        ["spectral", "dashboard", "{store}", "--out", "{store}"],
+        ["spectral", "fit", "{store}", "--out", "{store}"],
+        ["spectral", "fit", "{store}", "--stats", "{store}"],
+        ["spectral", "fit", "{store}", "--method", "kaczmarz", "--out", "{store}"],
+        ["spectral", "reconstruct", "{store}", "--x", "{x}", "--array-name", "DataCube"],
+        ["spectral", "reconstruct", "{store}", "--x", "{x}", "--array-name", "HyperCube"],
+    ],
+)
+def test_output_that_is_the_store_is_refused_up_front(argv, built_store, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    with open_h5(built_store) as f:
+        n = int(np.prod(f["HyperCube/models"].shape[1:3]))
+    np.save(x, np.ones(n))
+    before = _digest(built_store)
+    assert main([a.format(store=built_store, x=x) for a in argv]) == 2
+    msg = _one_line_error(capsys)
+    assert "input" in msg and ("--out" in msg or "--stats" in msg or "array_name" in msg)
+    assert _digest(built_store) == before
+
+
+def test_reconstruct_may_replace_its_own_model_cube(built_store, tmp_path, capsys):
+    with open_h5(built_store) as f:
+        n = int(np.prod(f["HyperCube/models"].shape[1:3]))
+    for value in (1.0, 2.0):
+        np.save(tmp_path / "x.npy", np.full(n, value))
+        args = ["spectral", "reconstruct", str(built_store), "--x", str(tmp_path / "x.npy")]
+        assert main([*args, "--array-name", "Mine"]) == 0
+    with open_h5(built_store) as f:
+        assert f["Mine"].attrs["complete"]
+
+
+def _init_arrays(sim, folder):
+    arrays = dict(tem_pix=sim.tem_pix, obs_pix=sim.obs_pix, vel_pix=sim.vel_pix,
+                  losvd=sim.losvd, datacube=sim.datacube, templates=sim.templates)  # fmt: skip
+    np.savez(folder / "good.npz", **arrays)
+    bad = dict(arrays, losvd=-arrays["losvd"])
+    np.savez(folder / "bad.npz", **bad)
+
+
+def test_rejected_init_overwrite_keeps_the_good_store_and_leaves_no_stub(
+    small_sim, tmp_path, capsys
+):
+    _init_arrays(small_sim, tmp_path)
+    store = tmp_path / "cube.h5"
+    # A rejected first init leaves nothing, so the rerun is not refused as "exists".
+    assert main(["spectral", "init", "--npz", str(tmp_path / "bad.npz"), "--out", str(store)]) == 2
+    assert "losvd must be >= 0" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "good.npz"]
+    assert main(["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out", str(store)]) == 0
+    before = _digest(store)
+    bad = ["spectral", "init", "--npz", str(tmp_path / "bad.npz"), "--out", str(store)]
+    assert main([*bad, "--overwrite"]) == 2
+    _one_line_error(capsys)
+    assert _digest(store) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.npz", "cube.h5", "cube.h5.lock", "good.npz"
+    ]  # fmt: skip
+    # --out naming an input array is refused before anything is read or written.
+    assert main(["spectral", "init", "--npz", str(store), "--out", str(store), "--overwrite"]) == 2
+    assert "is an input" in _one_line_error(capsys)
+    assert _digest(store) == before
+
+
+def test_template_meta_that_is_not_a_json_object_is_a_clear_error(small_sim, tmp_path, capsys):
+    _init_arrays(small_sim, tmp_path)
+    base = ["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out",
+            str(tmp_path / "c.h5")]  # fmt: skip
+    for meta in ("[" * 100000, "[1, 2]", "{"):
+        assert main([*base, "--template-meta", meta]) == 2
+        assert "--template-meta" in _one_line_error(capsys)
+    assert not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.slow
+def test_truncated_store_is_refused_within_seconds_by_every_command(built_store, tmp_path):
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(built_store.read_bytes()[: built_store.stat().st_size // 3])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from nnfit.cli import main
+        for cmd in ("status", "build", "fit", "reconstruct", "dashboard", "snapshot",
+                    "compress"):
+            extra = ["--out", {str(tmp_path / "o.png")!r}] if cmd in ("dashboard", "snapshot") else []
+            rc = main(["spectral", cmd, {str(cut)!r}, *extra])
+            print(cmd, rc, flush=True)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    lines = proc.stdout.split()
+    assert proc.returncode == 0, proc.stderr
+    assert lines[1::2] == ["2"] * 7, proc.stdout
+    errors = [e for e in proc.stderr.splitlines() if e.startswith("nnfit: error")]
+    assert len(errors) == 7 and all("truncated HDF5 file" in e and "cut.h5" in e for e in errors)
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.png").exists()
