@@ -123,8 +123,9 @@ def test_dask_cluster_gives_the_same_continuum_fit(tmp_path):
     kw = dict(method="gram", x0=None, checkpoint=False, block_size=2, degree=2, mdegree=2)
     x_local, st_local = fit_cube(path, **kw)
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=None) as lc,  # fmt: skip
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,  # fmt: skip
         Client(lc) as client,
     ):
         x_dask, st_dask = fit_cube(path, scheduler=client, **kw)
