@@ -467,7 +467,11 @@ def exact_model(
         hw_used = HALF_WIDTH if half_width is None else int(half_width)
         W, center, o = bin_kernel_matrix(shifts, hw_used)
         tail_col = bool(np.any(np.abs(shifts - np.round(shifts)) > _INTEGER_TOL))
-        kern = np.ascontiguousarray(np.matmul(lv.transpose(0, 2, 1), W))
+        S_, V_, C_ = lv.shape
+        # one 2-D BLAS product: a stacked matmul on the transposed view is ~30x slower
+        kern = (np.ascontiguousarray(lv.transpose(0, 2, 1)).reshape(S_ * C_, V_) @ W).reshape(
+            S_, C_, W.shape[1]
+        )
     else:
         kern, center, o, hw_used = moment_kernels(
             moments, dlog, convention, v_kernel, half_width=half_width, _return_hw=True
