@@ -37,8 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.io.hdf5 import LIBVER, check_declared, open_h5, writer_lock
-from nnfit.spectral.checks import check_fitted_data
+from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
+from nnfit.spectral.checks import check_fitted_data, check_inputs
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -149,7 +149,7 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
                 f"{p}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
                 "Run StoreWriter.populate_from_arrays (or 'nnfit spectral init') first"
             )
-        check_declared(f, p, ("DataCube", "Templates", "LOSVD", "Noise", "Mask", "TemPix"))
+        check_inputs(f, p)
         tem = f["TemPix"][()].astype(np.float64)
         obs = f["ObsPix"][()].astype(np.float64)
         L = obs.size
@@ -582,6 +582,7 @@ class StoreWriter:
         :func:`describe_rebin_edges` puts it in one line.
         """
         with open_h5(path, "r") as f:
+            check_inputs(f, path)
             tem, obs, vel = f["TemPix"][()], f["ObsPix"][()], f["VelPix"][()]
             pad = int(f.attrs.get("guard.safety_pad_px", 0))
             R = _read_rebin(f, tem.size, obs.size)
