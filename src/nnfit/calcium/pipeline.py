@@ -304,6 +304,7 @@ def _block_ok(path: Path) -> bool:
     path.unlink(missing_ok=True)
     return False
 
+
 def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:
     """Append the block files, in order, to the final arrays and write ``summary.csv``.
 
