@@ -155,3 +155,13 @@ def test_corrupt_files_are_named(tmp_path):
     np.save(tmp_path / "rec.npy", np.ones(8))
     with pytest.raises(ValueError, match=r"rec\.npy: expected a 2-D"):
         load_tuning_data(tmp_path / "rec")
+
+
+def test_metadata_returned_by_load_tuning_data_can_be_saved_again(tmp_path):
+    # catune accepts its own loaded metadata back; reserved fields must only agree.
+    save_for_tuning(np.ones((2, 5)), 30.0, tmp_path / "a", metadata={"indicator": "GCaMP6f"})
+    traces, meta = load_tuning_data(tmp_path / "a")
+    save_for_tuning(traces, 30.0, tmp_path / "b", metadata=meta)
+    assert load_tuning_data(tmp_path / "b")[1] == meta
+    with pytest.raises(ValueError, match=r"may not set sampling_rate_hz=30\.0"):
+        save_for_tuning(traces, 20.0, tmp_path / "c", metadata=meta)

@@ -43,6 +43,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def _agrees(key: str, given: Any, written: Any) -> bool:
+    if key == "schema_version":
+        return str(given).split(".")[0] == str(written).split(".")[0]
+    try:
+        if key == "dtype":
+            return isinstance(given, str) and np.dtype(given) == np.dtype(written)
+        return float(given) == float(written)
+    except (TypeError, ValueError):
+        return False
+
+
 def tuning_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """The ``(npy, sidecar)`` paths of a stem; a trailing ``.npy`` on the stem is dropped.
 
@@ -108,19 +119,22 @@ def save_for_tuning(
     extra = {} if metadata is None else metadata
     if not isinstance(extra, dict):
         raise ValueError(f"metadata must be a dict or None; got {type(extra).__name__}")
-    clash = sorted(set(extra) & set(_RESERVED))
-    if clash:
-        raise ValueError(
-            f"metadata may not set {', '.join(clash)}: save_for_tuning writes these itself"
-        )
-    meta = {
-        **extra,
+    own = {
         "schema_version": SCHEMA_VERSION,
         "sampling_rate_hz": fs_,
         "num_cells": int(arr.shape[0]),
         "num_timepoints": int(arr.shape[1]),
         "dtype": "<f8",
     }
+    # The metadata load_tuning_data returned may come back unchanged (as catune allows):
+    # reserved fields are refused only when they contradict what is written.
+    clash = sorted(k for k in set(extra) & set(_RESERVED) if not _agrees(k, extra[k], own[k]))
+    if clash:
+        raise ValueError(
+            f"metadata may not set {', '.join(f'{k}={extra[k]!r}' for k in clash)}: "
+            f"save_for_tuning writes these itself ({', '.join(f'{k}={own[k]!r}' for k in clash)})"
+        )
+    meta = {**extra, **own}
     try:
         text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
         text += "\n"

@@ -8,13 +8,16 @@ package is the only place that prints; nothing else in nnfit imports it.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from nnfit import __version__
 from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV
@@ -96,6 +99,31 @@ def _terminate_as_exit() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
+def _quiet_h5py_dealloc(unraisable: Any) -> None:
+    """h5py reports a failed flush of an HDF5 handle being garbage-collected (a full disk)
+    as an "Exception ignored" traceback; the same failure reaches the user as one line from
+    the write that raised it, so these are not printed."""
+    if isinstance(unraisable.exc_value, OSError) and "h5py" in repr(unraisable.object):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+_DISK_FULL = re.compile(r"No space left on device|errno = 28|\d+ requested and \d+ written")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: a full disk said as such (numpy and HDF5 word it their own way)."""
+    text = " ".join(str(exc).split())
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or _DISK_FULL.search(text):
+        where = getattr(exc, "filename", None)
+        return (
+            f"disk full{f' writing {where}' if where else ''}: free some space or write "
+            f"elsewhere; outputs are written in full or not at all ({text})"
+        )
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
     parser = build_parser()
@@ -105,14 +133,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "allow_external", False):
         os.environ[ALLOW_EXTERNAL_ENV] = "1"  # an environment variable reaches worker processes
     restore = _terminate_as_exit()
+    sys.unraisablehook = _quiet_h5py_dealloc
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnfit: interrupted", file=sys.stderr)
         return 130
+    except KeyError as exc:
+        # h5py reports a missing or unreadable object inside a file as KeyError("Unable to
+        # ..."); any other KeyError is a bug and keeps its traceback.
+        if "Unable to" not in str(exc):
+            raise
+        print(f"nnfit: error: in the input HDF5 file: {describe_error(exc)}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
-        print(f"nnfit: error: {exc}", file=sys.stderr)
+        print(f"nnfit: error: {describe_error(exc)}", file=sys.stderr)
         return 2
     finally:
         restore()

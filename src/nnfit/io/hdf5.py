@@ -269,7 +269,12 @@ def check_no_external(f: h5py.File, path: str | os.PathLike[str], *, allow: bool
                 elif obj.external:
                     problems.append(f"/{name} keeps its data in external file(s)")
 
-    f.visititems_links(visit)
+    try:
+        f.visititems_links(visit)
+    except (KeyError, OSError, RuntimeError) as exc:
+        raise ValueError(
+            f"{path}: damaged HDF5 file; its groups cannot be listed ({exc})"
+        ) from None
     for name, where in links:
         if not allow:
             problems.append(where)
@@ -433,8 +438,8 @@ def open_h5(
     ----------
     path : path-like
     mode : {"r", "reader", "r+", "writer", "a", "w", "w-", "x"}
-        ``"r"``/``"reader"`` opens read-only with ``swmr=True`` (falls back to a plain read for
-        files older than the 1.10 format), safe while a SWMR writer works. Write modes take
+        ``"r"``/``"reader"`` opens read-only, with ``swmr=True`` while a writer has the file
+        open (its superblock status flags are set), so it is safe while a SWMR writer works. Write modes take
         nnfit's writer lock (``<path>.lock``; a second writer gets ``FileExistsError``), then
         repair a file left by a killed writer (:func:`clear_swmr_status`) and open it with the
         SWMR-capable format bounds :data:`LIBVER`.
@@ -471,19 +476,17 @@ def open_h5(
         if p.is_dir():
             raise IsADirectoryError(f"{p}: is a folder, not an HDF5 file")
         check_complete(p)
+        info = read_superblock(p)
+        # SWMR reading only while a writer has the file open (status flags set): an SWMR
+        # reader retries every metadata read that fails its checksum, for minutes on a
+        # damaged file, where a plain reader reports the damage at once.
+        swmr = info["version"] >= 3 and info["flags"] != 0
         try:
-            f = _open_retrying(p, "r", lock_timeout, swmr=True, **kwargs)
+            f = _open_retrying(p, "r", lock_timeout, **({"swmr": True} if swmr else {}), **kwargs)
+        except FileExistsError:
+            raise
         except OSError as exc:
-            if isinstance(exc, FileExistsError):
-                raise
-            if read_superblock(p)["version"] >= 3:
-                raise _not_hdf5(p, exc) from None
-            try:
-                f = _open_retrying(p, "r", lock_timeout, **kwargs)
-            except FileExistsError:
-                raise
-            except OSError as exc2:
-                raise _not_hdf5(p, exc2) from None
+            raise _not_hdf5(p, exc) from None
         return _checked(f, p, allow_external)
     if mode not in _WRITE_MODES:
         raise ValueError(f"mode must be one of {sorted(_READ_MODES | _WRITE_MODES)}; got {mode!r}")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.io.hdf5 import open_h5
+from nnfit.spectral.store_checks import check_inputs, check_tiles_layout
 
 __all__ = ["describe_hypercube_status", "hypercube_status", "live_prefit_snapshot_from_models"]
 
@@ -24,6 +25,7 @@ def hypercube_status(path: str | os.PathLike[str]) -> dict[str, Any]:
             return {"present": False, "tiles_done": 0, "tiles_total": 0, "complete": False}
         g = f["HyperCube"]
         m = g["models"]
+        check_tiles_layout(f, path)
         done_ds = g["_done"]
         done_ds.refresh()
         done = np.asarray(done_ds[()], dtype=bool)
@@ -99,6 +101,7 @@ def live_prefit_snapshot_from_models(
 
     rng = np.random.default_rng(seed)
     with open_h5(path, "r") as f:
+        check_inputs(f, path)
         obs = f["ObsPix"][()]
         tem = f["TemPix"][()]
         vel = f["VelPix"][()]
@@ -115,6 +118,7 @@ def live_prefit_snapshot_from_models(
         stored: list[np.ndarray] = []
         have_cube = "HyperCube/models" in f
         if have_cube:
+            check_tiles_layout(f, path)
             models = f["HyperCube/models"]
             done_ds = f["HyperCube/_done"]
             models.refresh()

@@ -30,6 +30,7 @@ from nnfit.io.hdf5 import LIBVER, open_h5, open_locked, writer_lock
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
 from nnfit.spectral.store import CubeProblem, load_problem, read_rebin
+from nnfit.spectral.store_checks import check_hypercube_shape
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
@@ -133,7 +134,7 @@ def _inspect(path: Path, shape4, chunk4, digest: str) -> dict[str, Any]:
         m = g.get("models")
         done = np.asarray(g["_done"][()], dtype=bool) if "_done" in g else np.zeros(0, bool)
         found_shape = tuple(m.shape) if m is not None else None
-        found_chunks = tuple(m.chunks) if m is not None else None
+        found_chunks = tuple(m.chunks) if m is not None and m.chunks else None
         found_digest = g.attrs.get("inputs_sha256", "")
         why = []
         if found_shape != shape4:
@@ -473,7 +474,7 @@ def compress_hypercube_inplace(
     if codec not in ("gzip", "lzf"):
         raise ValueError(f"codec must be 'gzip' or 'lzf'; got {codec!r}")
     level = check_int("level", level, low=0, high=9)
-    with writer_lock(p), h5py.File(p, "r") as src:
+    with writer_lock(p), open_h5(p, "r") as src:
         if "HyperCube/models" not in src:
             raise ValueError(f"{p}: no /HyperCube/models to compress; build it first")
         g = src["HyperCube"]
@@ -481,6 +482,7 @@ def compress_hypercube_inplace(
             raise ValueError(
                 f"{p}: the HyperCube is not complete; finish the build before compressing"
             )
+        check_hypercube_shape(src, p)
         m = g["models"]
         with atomic_path(p, suffix=".h5") as tmp, h5py.File(tmp, "w", libver=LIBVER) as dst:
             _copy_store(src, dst, skip=("HyperCube",))

@@ -40,12 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.io.hdf5 import check_declared
 from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.hypercube_reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.hypercube_reader import warm_up as warm_up_reader
-from nnfit.spectral.store_checks import check_fitted_data, check_hypercube_shape
+from nnfit.spectral.store_checks import check_fitted_data, check_hypercube_shape, check_inputs
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -83,7 +82,7 @@ class _Problem:
                 )
             m = f["HyperCube/models"]
             self.S, self.C, self.P, self.L = check_hypercube_shape(f, path)
-            check_declared(f, path, ("DataCube", "Noise", "Mask"))
+            check_inputs(f, path, required=("DataCube",))
             self.S_chunk = int((m.chunks or m.shape)[0])
             if "DataCube" not in f:
                 raise ValueError(f"{path} has no /DataCube")
@@ -414,10 +413,11 @@ class PipelineRunner:
         if x is not None and x.size != n:
             raise ValueError(f"stored start vector has {x.size} values, expected {n}")
         continuing = start_src in ("x_best", "X_global", "x_latest") and start_pos != (0, 0)
-        # A warm start from another solution (an exact fit's /X_global, x0) must not end
+        # A warm start from a stored solution (an exact fit's /X_global) must not end
         # worse than it started, nor may a resumed run overwrite another solver's /X_global
         # with something worse: remember the candidate to compare at the end.
-        keep_src, x_start = start_src, (x.copy() if x is not None and not continuing else None)
+        stored = start_src in ("x_best", "X_global", "x_latest") and not continuing
+        keep_src, x_start = start_src, (x.copy() if x is not None and stored else None)
         other = prob.checkpoints.get("X_global")
         if (
             x_start is None

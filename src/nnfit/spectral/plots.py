@@ -13,6 +13,7 @@ from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from nnfit.io import atomic_path
 from nnfit.io.hdf5 import open_h5
+from nnfit.spectral.store_checks import check_hypercube_shape, check_inputs
 from nnfit.spectral.tracker import METRIC_NAMES, read_checkpoints
 
 __all__ = ["live_fit_dashboard"]
@@ -55,8 +56,9 @@ def live_fit_dashboard(
     with open_h5(path, "r") as f:
         if "HyperCube/models" not in f:
             raise ValueError(f"{path} has no /HyperCube/models; build it first")
+        check_inputs(f, path, required=())
+        S, C, P, L = check_hypercube_shape(f, path)
         models = f["HyperCube/models"]
-        S, C, P, L = (int(v) for v in models.shape)
         met = {}
         if "Fit/metrics" in f:
             for name in METRIC_NAMES:

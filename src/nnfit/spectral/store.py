@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.io.hdf5 import LIBVER, check_declared, open_h5, writer_lock
+from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -46,7 +46,7 @@ from nnfit.spectral.model import (
     pixel_edges,
     rebin_matrix,
 )
-from nnfit.spectral.store_checks import check_fitted_data
+from nnfit.spectral.store_checks import check_fitted_data, check_inputs
 from nnfit.validate import as_float_array, check_int
 
 __all__ = ["CubeProblem", "StoreWriter", "describe_rebin_edges", "guard_report", "load_problem"]
@@ -153,7 +153,7 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
                 f"{p}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
                 "Run StoreWriter.populate_from_arrays (or 'nnfit spectral init') first"
             )
-        check_declared(f, p, ("DataCube", "Templates", "LOSVD", "Noise", "Mask", "TemPix"))
+        check_inputs(f, p)
         tem = f["TemPix"][()].astype(np.float64)
         obs = f["ObsPix"][()].astype(np.float64)
         L = obs.size
@@ -658,6 +658,7 @@ class StoreWriter:
         :func:`describe_rebin_edges` puts it in one line.
         """
         with open_h5(path, "r") as f:
+            check_inputs(f, path)
             tem, obs, vel = f["TemPix"][()], f["ObsPix"][()], f["VelPix"][()]
             pad = int(f.attrs.get("guard.safety_pad_px", 0))
             R = read_rebin(f, tem.size, obs.size)

@@ -13,7 +13,66 @@ import os
 import h5py
 import numpy as np
 
-__all__ = ["check_fitted_data", "check_hypercube_shape", "check_tile_finite"]
+__all__ = [
+    "check_fitted_data",
+    "check_hypercube_shape",
+    "check_inputs",
+    "check_tile_finite",
+    "check_tiles_layout",
+]
+
+INPUTS = ("DataCube", "Templates", "LOSVD", "Noise", "Mask", "TemPix", "ObsPix", "VelPix")
+"""The store's input datasets: read whole into memory by every reader."""
+
+# (dataset, axis) pairs that must agree: each row names one length of the problem.
+_AXES = {
+    "L": (("ObsPix", 0), ("DataCube", 1), ("Mask", 0), ("Noise", 1)),
+    "S": (("DataCube", 0), ("LOSVD", 0), ("Noise", 0)),
+    "T": (("TemPix", 0), ("Templates", 1)),
+    "V": (("VelPix", 0), ("LOSVD", 1)),
+}
+
+
+REQUIRED = ("DataCube", "Templates", "LOSVD", "TemPix", "ObsPix", "VelPix")
+"""Inputs every populated store holds."""
+
+
+def check_inputs(
+    f: h5py.File, path: str | os.PathLike[str], *, required: tuple[str, ...] = REQUIRED
+) -> None:
+    """Before reading a store's inputs: their declared sizes against the file and the memory
+    budget (:func:`nnfit.io.hdf5.check_declared`), and their lengths against each other.
+    ``required``: the datasets this reader needs (a HyperCube reader needs only
+    ``/DataCube``).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the datasets that disagree.
+    """
+    from nnfit.io.hdf5 import check_declared
+
+    missing = [n for n in required if not isinstance(f.get(n), h5py.Dataset)]
+    if missing:
+        raise ValueError(
+            f"{path}: not a populated cube store; missing {', '.join('/' + m for m in missing)}. "
+            "Create it with 'nnfit spectral init' (or StoreWriter.populate_from_arrays)"
+        )
+    check_declared(f, path, INPUTS)
+    for axis, members in _AXES.items():
+        seen = {}
+        for name, k in members:
+            ds = f.get(name)
+            if isinstance(ds, h5py.Dataset):
+                if ds.ndim <= k:
+                    raise ValueError(f"{path}: /{name} has shape {ds.shape}; too few axes")
+                seen[name] = int(ds.shape[k])
+        if len(set(seen.values())) > 1:
+            found = ", ".join(f"/{n} {v}" for n, v in seen.items())
+            raise ValueError(
+                f"{path}: the {axis} axis disagrees between datasets ({found}); the store was "
+                "changed after it was written; re-create it (nnfit spectral init)"
+            )
 
 
 def check_fitted_data(
@@ -87,4 +146,21 @@ def check_tile_finite(path: str | os.PathLike[str], tile: np.ndarray, sel: tuple
         raise ValueError(
             f"{path}: /HyperCube/models[{where}] holds NaN/Inf values; rebuild it "
             "(nnfit cube build --overwrite)"
+        )
+
+
+def check_tiles_layout(f: h5py.File, path: str | os.PathLike[str]) -> None:
+    """Refuse a ``/HyperCube`` not laid out by a build: shape against the inputs, tile
+    chunks, and a ``_done`` grid of one flag per tile."""
+    check_hypercube_shape(f, path)
+    g = f["HyperCube"]
+    m = g["models"]
+    done = g.get("_done")
+    grid = None
+    if m.chunks is not None:
+        grid = tuple(-(-n // c) for n, c in zip(m.shape[:3], m.chunks[:3], strict=True))
+    if grid is None or not isinstance(done, h5py.Dataset) or tuple(done.shape) != grid:
+        raise ValueError(
+            f"{path}: /HyperCube was not laid out by a build (tile chunks and /HyperCube/_done "
+            "disagree or are missing); rebuild it (nnfit cube build --overwrite)"
         )
