@@ -62,10 +62,15 @@ def load(name: str, quick: bool) -> list[dict]:
     recs = []
     for i in idx:
         t = z[f"time_{i}"]
-        recs.append({
-            "y": z[f"fluo_{i}"].astype(np.float64), "t": t, "spikes": z[f"spikes_{i}"],
-            "fs": float(z["fs"][i]), "cell": int(z["cell_id"][i]),
-        })  # fmt: skip
+        recs.append(
+            {
+                "y": z[f"fluo_{i}"].astype(np.float64),
+                "t": t,
+                "spikes": z[f"spikes_{i}"],
+                "fs": float(z["fs"][i]),
+                "cell": int(z["cell_id"][i]),
+            }
+        )
     return recs
 
 
@@ -138,9 +143,7 @@ def run_ar1_suite2p(rec, tau_decay):
 
 def mean_scores(recs, spikes_list, offsets=None):
     offsets = [0.0] * len(recs) if offsets is None else offsets
-    sc = np.array([
-        score(r, s, o) for r, s, o in zip(recs, spikes_list, offsets, strict=True)
-    ])  # fmt: skip
+    sc = np.array([score(r, s, o) for r, s, o in zip(recs, spikes_list, offsets, strict=True)])
     return float(sc[:, 0].mean()), float(sc[:, 1].mean())
 
 
@@ -246,10 +249,11 @@ def part_drift(quick: bool) -> dict:
         ]
         row["OASIS AR(2)"] = float(np.mean([r40(oas[i], rec.spikes[i]) for i in range(n)]))
         oas_true = [
-            np.asarray(oasis_deconvolve(y[i].copy(), tau_d=0.5, tau_r=0.05, framerate=fs,
-                                        penalty=1)[1])
+            np.asarray(
+                oasis_deconvolve(y[i].copy(), tau_d=0.5, tau_r=0.05, framerate=fs, penalty=1)[1]
+            )
             for i in range(n)
-        ]  # fmt: skip
+        ]
         row["OASIS AR(2), true kinetics"] = float(
             np.mean([r40(oas_true[i], rec.spikes[i]) for i in range(n)])
         )

@@ -42,8 +42,17 @@ def write_npy(path: Path, cells: int, frames: int, fs: float, chunk: int = 250) 
         np.lib.format.write_array_header_1_0(f, header)
         for i, c0 in enumerate(range(0, cells, chunk)):
             n = min(chunk, cells - c0)
-            rec = simulate_recording(n, frames, fs=fs, tau_rise=0.05, tau_decay=0.5, rate_hz=0.5,
-                                     noise=0.15, baseline=1.0, seed=1000 + i)  # fmt: skip
+            rec = simulate_recording(
+                n,
+                frames,
+                fs=fs,
+                tau_rise=0.05,
+                tau_decay=0.5,
+                rate_hz=0.5,
+                noise=0.15,
+                baseline=1.0,
+                seed=1000 + i,
+            )
             f.write(rec.traces.astype("<f4").tobytes())
 
 
@@ -56,26 +65,38 @@ def write_nwb(path: Path, npy: Path, fs: float) -> None:
     from nnfit.calcium.nwb import columns_from_npy
 
     cells = np.load(npy, mmap_mode="r").shape[0]
-    nwb = pynwb.NWBFile(session_description="bench", identifier="bench",
-                        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))  # fmt: skip
+    nwb = pynwb.NWBFile(
+        session_description="bench",
+        identifier="bench",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    )
     device = nwb.create_device(name="Microscope")
     plane = nwb.create_imaging_plane(
-        name="ImagingPlane", device=device, imaging_rate=fs, description="", indicator="GCaMP6f",
-        location="V1", excitation_lambda=920.0,
-        optical_channel=OpticalChannel(name="OpticalChannel", description="", emission_lambda=510.0),
-    )  # fmt: skip
+        name="ImagingPlane",
+        device=device,
+        imaging_rate=fs,
+        description="",
+        indicator="GCaMP6f",
+        location="V1",
+        excitation_lambda=920.0,
+        optical_channel=OpticalChannel(
+            name="OpticalChannel", description="", emission_lambda=510.0
+        ),
+    )
     module = nwb.create_processing_module(name="ophys", description="")
     segmentation = ImageSegmentation()
     module.add(segmentation)
-    table = segmentation.create_plane_segmentation(name="PlaneSegmentation", description="",
-                                                   imaging_plane=plane)  # fmt: skip
+    table = segmentation.create_plane_segmentation(
+        name="PlaneSegmentation", description="", imaging_plane=plane
+    )
     table.add_column(name="roi_index", description="row of the ROI in the .npy")
     for i in range(cells):
         table.add_row(pixel_mask=[(i % 512, i // 512, 1.0)], roi_index=i)
     region = table.create_roi_table_region(region=list(range(cells)), description="all ROIs")
     data = H5DataIO(columns_from_npy(npy, dtype="<f4"), compression="gzip", compression_opts=4)
-    series = RoiResponseSeries(name="RoiResponseSeries", data=data, rois=region, unit="a.u.",
-                               rate=fs)  # fmt: skip
+    series = RoiResponseSeries(
+        name="RoiResponseSeries", data=data, rois=region, unit="a.u.", rate=fs
+    )
     with warnings.catch_warnings():
         # hdmf's check that a region and its table share an ancestor runs before both are in
         # the file; it is noise here
@@ -119,9 +140,21 @@ def main() -> int:
     t0 = time.perf_counter()
     write_nwb(nwb, npy, args.fs)
     t_nwb = time.perf_counter() - t0
-    common = ["--solver", "exact", "--tau-rise", "0.05", "--tau-decay", "0.5", "--baseline",
-              "constant", "--block-cells", str(args.block_cells), "--no-progress",
-              "--plot-cells", "0"]  # fmt: skip
+    common = [
+        "--solver",
+        "exact",
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.5",
+        "--baseline",
+        "constant",
+        "--block-cells",
+        str(args.block_cells),
+        "--no-progress",
+        "--plot-cells",
+        "0",
+    ]
     nnfit = [sys.executable, "-m", "nnfit", "calcium", "deconvolve"]
     runs = {
         ".npy": run([*nnfit, str(npy), "--fs", str(args.fs), *common, "--out", str(d / "a")]),
@@ -152,10 +185,14 @@ def main() -> int:
             written &= np.array_equal(back[:, a:b].T, ref)
     run_b = json.loads((d / "b" / "run.json").read_text())
     size = {p: p.stat().st_size / 2**30 for p in (npy, nwb, d / "out.nwb")}
-    print(f"{args.cells:,} cells x {args.frames:,} frames at {args.fs:g} Hz, float32; "
-          f"{os.cpu_count()} CPU(s); blocks of {args.block_cells} cells")  # fmt: skip
-    print(f"inputs written in {t_npy:.0f} s (.npy, {size[npy]:.2f} GiB) and {t_nwb:.0f} s "
-          f"(.nwb gzip, {size[nwb]:.2f} GiB); out.nwb {size[d / 'out.nwb']:.2f} GiB")  # fmt: skip
+    print(
+        f"{args.cells:,} cells x {args.frames:,} frames at {args.fs:g} Hz, float32; "
+        f"{os.cpu_count()} CPU(s); blocks of {args.block_cells} cells"
+    )
+    print(
+        f"inputs written in {t_npy:.0f} s (.npy, {size[npy]:.2f} GiB) and {t_nwb:.0f} s "
+        f"(.nwb gzip, {size[nwb]:.2f} GiB); out.nwb {size[d / 'out.nwb']:.2f} GiB"
+    )
     solve = {
         name: json.loads((d / sub / "run.json").read_text())["seconds"]
         for name, sub in zip(runs, ("a", "b"), strict=True)
@@ -163,8 +200,10 @@ def main() -> int:
     print(f"{'input':22s} {'wall s':>8s} {'of which solve s':>17s} {'peak RSS GiB':>13s}")
     for name, (wall, rss) in runs.items():
         print(f"{name:22s} {wall:8.1f} {solve[name]:17.1f} {rss:13.2f}")
-    print(f"certified {run_b['converged']}/{run_b['cells']}; spikes .nwb == .npy: {same}; "
-          f"spikes read back from out.nwb == .npy run: {written}")  # fmt: skip
+    print(
+        f"certified {run_b['converged']}/{run_b['cells']}; spikes .nwb == .npy: {same}; "
+        f"spikes read back from out.nwb == .npy run: {written}"
+    )
     if not args.keep:
         shutil.rmtree(d)
     return 0 if same and written else 1

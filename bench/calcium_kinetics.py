@@ -91,9 +91,11 @@ def timing(n_cells: int, n_frames: int) -> int:
         np.random.seed(0)  # noqa: NPY002 - OASIS draws from the global generator (AR(2) roots)
         oasis_deconvolve(y.copy(), tau_d=None, tau_r=None, penalty=1)
     t_oa = time.perf_counter() - t0
-    print(f"{n_cells} cells x {n_frames} frames at {fs:g} Hz: nnfit deconvolve (kinetics and lam "
-          f"estimated, n_jobs=-1) {t_nn:.1f} s (tau {res.tau_rise:.3f}/{res.tau_decay:.3f} s); "
-          f"OASIS AR(2) (own estimates, one process) {t_oa:.1f} s")  # fmt: skip
+    print(
+        f"{n_cells} cells x {n_frames} frames at {fs:g} Hz: nnfit deconvolve (kinetics and lam "
+        f"estimated, n_jobs=-1) {t_nn:.1f} s (tau {res.tau_rise:.3f}/{res.tau_decay:.3f} s); "
+        f"OASIS AR(2) (own estimates, one process) {t_oa:.1f} s"
+    )
     return 0
 
 
@@ -112,8 +114,10 @@ def main() -> int:
     if args.timing_cells:
         return timing(args.timing_cells, args.timing_frames)
     rates = (30.0, 158.0) if args.quick else (30.0, 60.0, 122.0, 158.0)
-    print("| fs | indicator | condition | decay new/true | rise new/true | new s | "
-          "decay prev/true | rise prev/true | prev s |")  # fmt: skip
+    print(
+        "| fs | indicator | condition | decay new/true | rise new/true | new s | "
+        "decay prev/true | rise prev/true | prev s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     seed = 0
     for fs in rates:

@@ -37,8 +37,17 @@ def write_recording(path: Path, cells: int, frames: int, fs: float, chunk: int =
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(cells, frames))
     for i, c0 in enumerate(range(0, cells, chunk)):
         n = min(chunk, cells - c0)
-        rec = simulate_recording(n, frames, fs=fs, tau_rise=0.05, tau_decay=0.5, rate_hz=0.5,
-                                 noise=0.15, baseline=1.0, seed=1000 + i)  # fmt: skip
+        rec = simulate_recording(
+            n,
+            frames,
+            fs=fs,
+            tau_rise=0.05,
+            tau_decay=0.5,
+            rate_hz=0.5,
+            noise=0.15,
+            baseline=1.0,
+            seed=1000 + i,
+        )
         arr[c0 : c0 + n] = rec.traces
     arr.flush()
     del arr
@@ -84,14 +93,30 @@ def main() -> int:
     npy, out = a.dir / "recording.npy", a.dir / "out"
     shutil.rmtree(out, ignore_errors=True)
     t_gen = write_recording(npy, a.cells, a.frames, a.fs)
-    print(f"wrote {npy} ({npy.stat().st_size / 2**30:.2f} GiB float32) in {t_gen:.0f} s",
-          flush=True)  # fmt: skip
-    cmd = [sys.executable, "-m", "nnfit", "calcium", "deconvolve", str(npy), "--fs", str(a.fs),
-           "--out", str(out), "--block-cells", str(a.block_cells), "--no-progress"]  # fmt: skip
+    print(
+        f"wrote {npy} ({npy.stat().st_size / 2**30:.2f} GiB float32) in {t_gen:.0f} s", flush=True
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnfit",
+        "calcium",
+        "deconvolve",
+        str(npy),
+        "--fs",
+        str(a.fs),
+        "--out",
+        str(out),
+        "--block-cells",
+        str(a.block_cells),
+        "--no-progress",
+    ]
     n_blocks = -(-a.cells // a.block_cells)
     first = run(cmd, a.kill_after, out / ".partial")
-    print(f"run 1: SIGKILL with {first[3]} of {n_blocks} blocks on disk after {first[0]:.0f} s",
-          flush=True)  # fmt: skip
+    print(
+        f"run 1: SIGKILL with {first[3]} of {n_blocks} blocks on disk after {first[0]:.0f} s",
+        flush=True,
+    )
     second = run(cmd, None, out / ".partial")
     meta = json.loads((out / "run.json").read_text())
     with open(out / "summary.csv") as f:
@@ -110,17 +135,23 @@ def main() -> int:
 
     out_gib = sum(p.stat().st_size for p in out.glob("*.npy")) / 2**30
     in_gib = npy.stat().st_size / 2**30
-    print(f"\n{a.cells} cells x {a.frames} frames at {a.fs:g} Hz, blocks of {a.block_cells} cells, "
-          f"{os.cpu_count()} cores; kinetics estimated: tau_rise {meta['tau_rise']:.4f} s, "
-          f"tau_decay {meta['tau_decay']:.4f} s (simulated 0.05 / 0.5)\n")  # fmt: skip
+    print(
+        f"\n{a.cells} cells x {a.frames} frames at {a.fs:g} Hz, blocks of {a.block_cells} cells, "
+        f"{os.cpu_count()} cores; kinetics estimated: tau_rise {meta['tau_rise']:.4f} s, "
+        f"tau_decay {meta['tau_decay']:.4f} s (simulated 0.05 / 0.5)\n"
+    )
     print("| run | wall s | peak RSS GiB | blocks |")
     print("|---|---|---|---|")
     print(f"| 1 (SIGKILLed) | {first[0]:.0f} | {first[1]:.2f} | {first[3]} written |")
-    print(f"| 2 (resumed) | {second[0]:.0f} | {second[1]:.2f} | "
-          f"{meta.get('blocks_resumed', 0)} reused, {n_blocks} total |")  # fmt: skip
-    print(f"\ninput {in_gib:.2f} GiB (float32); outputs {out_gib:.2f} GiB (float64: spikes, "
-          f"reconvolution, baseline); certified {certified}/{a.cells}; 5 cells re-solved in "
-          f"process: max |diff| / max spike {diff:.1e}")  # fmt: skip
+    print(
+        f"| 2 (resumed) | {second[0]:.0f} | {second[1]:.2f} | "
+        f"{meta.get('blocks_resumed', 0)} reused, {n_blocks} total |"
+    )
+    print(
+        f"\ninput {in_gib:.2f} GiB (float32); outputs {out_gib:.2f} GiB (float64: spikes, "
+        f"reconvolution, baseline); certified {certified}/{a.cells}; 5 cells re-solved in "
+        f"process: max |diff| / max spike {diff:.1e}"
+    )
     if not a.keep:
         shutil.rmtree(a.dir, ignore_errors=True)
     return 0

@@ -73,8 +73,9 @@ def run_nnfit_exact(traces: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray
     """nnfit.calcium.deconvolve (certified optimum), catune's objective, all cores."""
     from nnfit.calcium import deconvolve
 
-    res = deconvolve(traces, p["fs"], p["tau_r"], p["tau_d"], lam=p["lam"], baseline="none",
-                     n_jobs=-1)  # fmt: skip
+    res = deconvolve(
+        traces, p["fs"], p["tau_r"], p["tau_d"], lam=p["lam"], baseline="none", n_jobs=-1
+    )
     return res.spikes, res.iterations
 
 
@@ -96,8 +97,9 @@ def objectives(traces: np.ndarray, spikes: np.ndarray, p: dict) -> np.ndarray:
     """catune's objective per cell, with its truncated kernel."""
     from nnfit.calcium.ar2 import AR2Convolution
 
-    r = traces - AR2Convolution(traces.shape[1], p["tau_r"], p["tau_d"], p["fs"],
-                                n_cells=traces.shape[0]).forward(spikes)  # fmt: skip
+    r = traces - AR2Convolution(
+        traces.shape[1], p["tau_r"], p["tau_d"], p["fs"], n_cells=traces.shape[0]
+    ).forward(spikes)
     return 0.5 * np.sum(r * r, axis=1) + p["lam"] * spikes.sum(axis=1)
 
 
@@ -113,22 +115,38 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", type=int, default=50)
     ap.add_argument("--frames", type=int, default=30_000)
-    ap.add_argument("--catune-cells", type=int, default=None,
-                    help="time catune on only the first N cells (default: all)")  # fmt: skip
+    ap.add_argument(
+        "--catune-cells",
+        type=int,
+        default=None,
+        help="time catune on only the first N cells (default: all)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="nnfit timings: best of N")
     args = ap.parse_args()
 
     from nnfit.calcium import simulate_recording
 
     p = {"fs": 30.0, "tau_r": 0.05, "tau_d": 0.5, "lam": 0.5}
-    rec = simulate_recording(args.cells, args.frames, fs=p["fs"], tau_rise=p["tau_r"],
-                             tau_decay=p["tau_d"], noise=0.2, rate_hz=0.5, seed=0)  # fmt: skip
+    rec = simulate_recording(
+        args.cells,
+        args.frames,
+        fs=p["fs"],
+        tau_rise=p["tau_r"],
+        tau_decay=p["tau_d"],
+        noise=0.2,
+        rate_hz=0.5,
+        seed=0,
+    )
     traces = rec.traces
     n_cat = args.cells if args.catune_cells is None else min(args.catune_cells, args.cells)
-    print(f"{args.cells} cells x {args.frames} frames, fs {p['fs']:g} Hz, tau "
-          f"{p['tau_r']:g}/{p['tau_d']:g} s, noise 0.2, lam {p['lam']:g}")  # fmt: skip
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"numpy {np.__version__}")  # fmt: skip
+    print(
+        f"{args.cells} cells x {args.frames} frames, fs {p['fs']:g} Hz, tau "
+        f"{p['tau_r']:g}/{p['tau_d']:g} s, noise 0.2, lam {p['lam']:g}"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"numpy {np.__version__}"
+    )
 
     t0 = time.perf_counter()
     ref, ref_iters = run_catune(traces[:n_cat], p)
@@ -139,8 +157,9 @@ def main() -> None:
     rows = [("catune 0.1.0", t_cat_full, 1.0, "-", "-", f"median {int(np.median(ref_iters))}")]
     from nnfit.calcium import deconvolve
 
-    f_star = deconvolve(traces, p["fs"], p["tau_r"], p["tau_d"], lam=p["lam"], baseline="none",
-                        n_jobs=-1).objective  # fmt: skip
+    f_star = deconvolve(
+        traces, p["fs"], p["tau_r"], p["tau_d"], lam=p["lam"], baseline="none", n_jobs=-1
+    ).objective
     gaps = {"catune 0.1.0": (objectives(traces[:n_cat], ref, p) - f_star[:n_cat]) / f_star[:n_cat]}
 
     for name, (fn, same_problem) in SOLVERS.items():
@@ -162,16 +181,34 @@ def main() -> None:
             rows.append((name, best, t_cat_full / best, "other problem", "-", "-"))
 
     print(f"\ncatune: {t_cat:.1f} s for {n_cat} cells, {per_cell_cat:.2f} s per cell{note}")
-    print("OASIS: run on y[1:] with lam / alpha (its h[0] = 1, catune's h[0] = 0; alpha = 1 / peak "
-          "of its response), spikes / alpha; objective on catune's truncated kernel")  # fmt: skip
-    head = ("solver", "seconds", "speed-up", "max rel diff", "allclose 1e-10", "iterations",
-            "(F-F*)/F* median", "max")  # fmt: skip
+    print(
+        "OASIS: run on y[1:] with lam / alpha (its h[0] = 1, catune's h[0] = 0; alpha = 1 / peak "
+        "of its response), spikes / alpha; objective on catune's truncated kernel"
+    )
+    head = (
+        "solver",
+        "seconds",
+        "speed-up",
+        "max rel diff",
+        "allclose 1e-10",
+        "iterations",
+        "(F-F*)/F* median",
+        "max",
+    )
     widths = (26, 9, 9, 13, 15, 12, 17, 9)
     print(" ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     for name, sec, ratio, rel, ok, agree in rows:
         g = gaps[name]
-        cells = (name, f"{sec:.2f}", f"{ratio:.1f}x", rel, ok, agree, f"{np.median(g):.1e}",
-                 f"{np.max(g):.1e}")  # fmt: skip
+        cells = (
+            name,
+            f"{sec:.2f}",
+            f"{ratio:.1f}x",
+            rel,
+            ok,
+            agree,
+            f"{np.median(g):.1e}",
+            f"{np.max(g):.1e}",
+        )
         print(" ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
 
 

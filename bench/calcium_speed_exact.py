@@ -84,10 +84,14 @@ def main() -> int:
 
     rec = simulate_recording(args.traces, args.frames, rate_hz=0.5, noise=0.2, seed=0)
     cores = os.cpu_count() or 1
-    print(f"{args.traces} traces x {args.frames} frames, tau {TAU_R}/{TAU_D} s, {FS:g} Hz, "
-          f"lam {LAM}; {cores} cores; timings are medians of 5 runs")  # fmt: skip
-    print("OASIS AR(2): run on y[1:] with lam / alpha (alpha = 1 / peak of its response: its "
-          "h[0] = 1, ours h[0] = 0), spikes / alpha; scored on the identical objective")  # fmt: skip
+    print(
+        f"{args.traces} traces x {args.frames} frames, tau {TAU_R}/{TAU_D} s, {FS:g} Hz, "
+        f"lam {LAM}; {cores} cores; timings are medians of 5 runs"
+    )
+    print(
+        "OASIS AR(2): run on y[1:] with lam / alpha (alpha = 1 / peak of its response: its "
+        "h[0] = 1, ours h[0] = 0), spikes / alpha; scored on the identical objective"
+    )
     nnfit_solve(rec.traces[0][:500])  # compile / load the cache
     oasis_solve(rec.traces[0][:500])
     numba.set_num_threads(1)
@@ -100,13 +104,15 @@ def main() -> int:
         f_star = float(res.objective[0])
         row = {
             "trace": i,
-            "nnfit_ms": 1e3 * tn, "nnfit_min_ms": 1e3 * tn_min,
-            "oasis_ms": 1e3 * to, "oasis_min_ms": 1e3 * to_min,
+            "nnfit_ms": 1e3 * tn,
+            "nnfit_min_ms": 1e3 * tn_min,
+            "oasis_ms": 1e3 * to,
+            "oasis_min_ms": 1e3 * to_min,
             "nnfit_rel_gap_certificate": float(res.gap[0]),
             "nnfit_obj_minus_opt": (objective(y, s_n) - f_star) / f_star,
             "oasis_obj_minus_opt": (objective(y, s_o) - f_star) / f_star,
             "iterations": int(res.iterations[0]),
-        }  # fmt: skip
+        }
         if i == 0 and not args.skip_catune:
             import catune
 
@@ -115,13 +121,16 @@ def main() -> int:
             t_long, _, s_long = timeit(
                 run_deconvolution, y, FS, TAU_R, TAU_D, LAM, 1e-15, 200000, repeat=1
             )
-            row.update({
-                "catune_ms": 1e3 * tc, "catune_obj_minus_opt": (objective(y, s_c) - f_star) / f_star,
-                "nnfit_fista_ms": 1e3 * tf,
-                "nnfit_fista_obj_minus_opt": (objective(y, s_f) - f_star) / f_star,
-                "fista_200k_obj_minus_opt": (objective(y, s_long) - f_star) / f_star,
-                "fista_200k_s": t_long,
-            })  # fmt: skip
+            row.update(
+                {
+                    "catune_ms": 1e3 * tc,
+                    "catune_obj_minus_opt": (objective(y, s_c) - f_star) / f_star,
+                    "nnfit_fista_ms": 1e3 * tf,
+                    "nnfit_fista_obj_minus_opt": (objective(y, s_f) - f_star) / f_star,
+                    "fista_200k_obj_minus_opt": (objective(y, s_long) - f_star) / f_star,
+                    "fista_200k_s": t_long,
+                }
+            )
         rows.append(row)
         print(
             f"trace {i}: nnfit {row['nnfit_ms']:.1f} ms (min {row['nnfit_min_ms']:.1f}, "
@@ -157,21 +166,30 @@ def main() -> int:
         run_deconvolution(big[:sub], FS, TAU_R, TAU_D, LAM)
         t_f = (time.perf_counter() - t0) * args.cells / sub
         report["large"] = {
-            "cells": args.cells, "frames": args.frames, "nnfit_s": t_n, "oasis_s": t_o,
+            "cells": args.cells,
+            "frames": args.frames,
+            "nnfit_s": t_n,
+            "oasis_s": t_o,
             "nnfit_certified": int(res.converged.sum()),
             "nnfit_max_gap": float(res.gap.max()),
             "oasis_median_obj_minus_opt": float(np.median((f_o - f_n) / f_n)),
             "nnfit_fista_s_extrapolated": t_f,
-        }  # fmt: skip
+        }
         print(f"\n{args.cells} cells x {args.frames} frames, all {cores} cores:")
         print("| solver | wall time | objective vs certified optimum |")
         print("|---|---|---|")
-        print(f"| nnfit deconvolve (exact) | {t_n:.1f} s | optimum; {int(res.converged.sum())}/"
-              f"{args.cells} cells certified to 1e-9, max gap {res.gap.max():.1e} |")  # fmt: skip
-        print(f"| OASIS oasisAR2 (process pool) | {t_o:.1f} s | median "
-              f"+{report['large']['oasis_median_obj_minus_opt']:.1e} |")  # fmt: skip
-        print(f"| nnfit run_deconvolution (CaTune FISTA) | ~{t_f:.0f} s (from {sub} cells) | "
-              "stops at 1e-6 objective change |")  # fmt: skip
+        print(
+            f"| nnfit deconvolve (exact) | {t_n:.1f} s | optimum; {int(res.converged.sum())}/"
+            f"{args.cells} cells certified to 1e-9, max gap {res.gap.max():.1e} |"
+        )
+        print(
+            f"| OASIS oasisAR2 (process pool) | {t_o:.1f} s | median "
+            f"+{report['large']['oasis_median_obj_minus_opt']:.1e} |"
+        )
+        print(
+            f"| nnfit run_deconvolution (CaTune FISTA) | ~{t_f:.0f} s (from {sub} cells) | "
+            "stops at 1e-6 objective change |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -33,8 +33,11 @@ def main() -> int:
                 try:
                     proc = subprocess.run(
                         [sys.executable, str(CASES), cap, str(args.cases), str(seed), work],
-                        capture_output=True, text=True, timeout=args.timeout, env=env,
-                    )  # fmt: skip
+                        capture_output=True,
+                        text=True,
+                        timeout=args.timeout,
+                        env=env,
+                    )
                 except subprocess.TimeoutExpired:
                     print(f"{cap:<10} {seed:>5} {'-':>6} {'HANG':>8}")
                     bad += 1

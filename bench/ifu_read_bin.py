@@ -39,7 +39,9 @@ def write_cube(path: Path, nx: int, ny: int, nl: int, seed: int = 0) -> None:
     yy, xx = np.mgrid[:ny, :nx]
     light = 200.0 * np.exp(-np.hypot(xx - nx / 2, yy - ny / 2) / (nx / 8)) + 2.0
     wave = 4750.0 + 1.25 * np.arange(nl)
-    spec = 1.0 - 0.3 * np.exp(-0.5 * ((wave[:, None] - np.array([5175.0, 5270.0, 5890.0, 6563.0])) / 4.0) ** 2).sum(1)  # fmt: skip
+    spec = 1.0 - 0.3 * np.exp(
+        -0.5 * ((wave[:, None] - np.array([5175.0, 5270.0, 5890.0, 6563.0])) / 4.0) ** 2
+    ).sum(1)
     var_img = (light + 20.0).astype(np.float32)
     h = fits.Header()
     h["CTYPE1"], h["CTYPE2"], h["CTYPE3"] = "RA---TAN", "DEC--TAN", "AWAV"
@@ -85,9 +87,10 @@ def run_nnfit(path: str, target_sn: float) -> dict:
     out, _, _, _ = log_rebin(cube.wave, flux, variance=var)
     t.append(time.perf_counter())
     return {
-        "bins": bins.n_bins, "checksum": float(np.nansum(out[:, out.shape[1] // 2])),
+        "bins": bins.n_bins,
+        "checksum": float(np.nansum(out[:, out.shape[1] // 2])),
         "split": "read+S/N {:.0f} s, vorbin {:.0f} s, bin+rebin {:.0f} s".format(*np.diff(t)),
-    }  # fmt: skip
+    }
 
 
 def run_astropy(path: str, target_sn: float) -> dict:
@@ -107,15 +110,24 @@ def run_astropy(path: str, target_sn: float) -> dict:
         ok = (s / n) >= 1.0
         y, x = np.nonzero(ok)
         t1 = time.perf_counter()
-        binnum = voronoi_2d_binning(x.astype(float), y.astype(float), s[ok], n[ok], target_sn,
-                                    pixelsize=1.0, plot=False, quiet=True)[0]  # fmt: skip
+        binnum = voronoi_2d_binning(
+            x.astype(float),
+            y.astype(float),
+            s[ok],
+            n[ok],
+            target_sn,
+            pixelsize=1.0,
+            plot=False,
+            quiet=True,
+        )[0]
         t2 = time.perf_counter()
     B = sp.csr_matrix((np.ones(y.size), (binnum, np.arange(y.size))))
     flux = B @ d[:, y, x].T
     return {
-        "bins": int(binnum.max()) + 1, "checksum": float(flux[:, flux.shape[1] // 2].sum()),
+        "bins": int(binnum.max()) + 1,
+        "checksum": float(flux[:, flux.shape[1] // 2].sum()),
         "split": f"vorbin {t2 - t1:.0f} s",
-    }  # fmt: skip
+    }
 
 
 def run_mpdaf(path: str, target_sn: float) -> dict:
@@ -158,21 +170,30 @@ def main() -> None:
         t = time.perf_counter()
         write_cube(path, a.nx, a.ny, a.nl)
         gb = path.stat().st_size / 1e9
-        print(f"cube {a.nx} x {a.ny} x {a.nl} float32, DATA + STAT: {gb:.2f} GB written in "
-              f"{time.perf_counter() - t:.0f} s")  # fmt: skip
+        print(
+            f"cube {a.nx} x {a.ny} x {a.nl} float32, DATA + STAT: {gb:.2f} GB written in "
+            f"{time.perf_counter() - t:.0f} s"
+        )
     rows = []
     for mode in a.peers.split(","):
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        p = subprocess.run([sys.executable, __file__, "--child", mode, str(path),
-                            str(a.target_sn)], capture_output=True, text=True, env=env)  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, __file__, "--child", mode, str(path), str(a.target_sn)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if p.returncode != 0:
             rows.append((mode, "failed: " + p.stderr.strip().splitlines()[-1]))
             continue
         r = json.loads(p.stdout.strip().splitlines()[-1])
         rows.append(
-            (mode, f"{r['peak_rss_gib']:6.2f} GiB  {r['seconds']:7.1f} s  bins {r['bins']}  "
-                   f"{r.get('split', '')}")
-        )  # fmt: skip
+            (
+                mode,
+                f"{r['peak_rss_gib']:6.2f} GiB  {r['seconds']:7.1f} s  bins {r['bins']}  "
+                f"{r.get('split', '')}",
+            )
+        )
     print(f"{'reader':<10} peak RSS     time       result")
     for mode, text in rows:
         print(f"{mode:<10} {text}")

@@ -46,18 +46,29 @@ def main() -> None:
     sp = _real.load_sdss(n_templates=args.templates, frac=0.37)
     mask = np.zeros(sp.galaxy.size, bool)
     mask[sp.goodpixels] = True
-    print(f"NGC4636 SDSS DR12: {sp.galaxy.size} pixels ({mask.sum()} fitted), velscale "
-          f"{sp.velscale:.2f} km/s, {sp.templates.shape[1]} E-MILES SSPs x {sp.templates.shape[0]} "
-          "pixels, grids 0.37 px apart")  # fmt: skip
+    print(
+        f"NGC4636 SDSS DR12: {sp.galaxy.size} pixels ({mask.sum()} fitted), velscale "
+        f"{sp.velscale:.2f} km/s, {sp.templates.shape[1]} E-MILES SSPs x {sp.templates.shape[0]} "
+        "pixels, grids 0.37 px apart"
+    )
 
     def chi2_of(model):
         return float(np.sum(((sp.galaxy - model) / sp.noise)[mask] ** 2))
 
     def op_fourier(V, sig):
-        return CubeOperator(sp.templates.T, None, None, sp.ln_lam_temp, sp.ln_lam_gal,
-                            mask=mask, noise=sp.noise[None], datacube=sp.galaxy[None],
-                            kernel="fourier", convention="ppxf",
-                            moments=np.array([[[V, sig]]]))  # fmt: skip
+        return CubeOperator(
+            sp.templates.T,
+            None,
+            None,
+            sp.ln_lam_temp,
+            sp.ln_lam_gal,
+            mask=mask,
+            noise=sp.noise[None],
+            datacube=sp.galaxy[None],
+            kernel="fourier",
+            convention="ppxf",
+            moments=np.array([[[V, sig]]]),
+        )
 
     def op_linear(V, sig):
         vcz = convert_velocity(V, "ppxf", "cz")
@@ -113,10 +124,13 @@ def main() -> None:
     for name, make in (("nnfit fourier", op_fourier), ("nnfit linear", op_linear)):
         t = time.perf_counter()
         res = minimize(
-            lambda p, make=make: fit_cube(make(p[0], p[1]), method="gram", tol=1e-9,
-                                          degree=4)[1]["chi2"],
-            x0=[V - 20.0, 180.0], method="Nelder-Mead", options={"xatol": 0.02, "fatol": 1e-4},
-        )  # fmt: skip
+            lambda p, make=make: fit_cube(make(p[0], p[1]), method="gram", tol=1e-9, degree=4)[1][
+                "chi2"
+            ],
+            x0=[V - 20.0, 180.0],
+            method="Nelder-Mead",
+            options={"xatol": 0.02, "fatol": 1e-4},
+        )
         dt = time.perf_counter() - t
         dv = (res.x[0] - pp.sol[0]) / pp.error[0]
         ds = (res.x[1] - pp.sol[1]) / pp.error[1]
@@ -130,8 +144,9 @@ def main() -> None:
         pp = _real.run_ppxf(sp, [V, 216.0], fixed=True, degree=degree, mdegree=mdegree)
         t_pp = time.perf_counter() - t
         t = time.perf_counter()
-        _, st = fit_cube(op_fourier(V, 216.0), method="gram", tol=1e-10, degree=degree,
-                         mdegree=mdegree)  # fmt: skip
+        _, st = fit_cube(
+            op_fourier(V, 216.0), method="gram", tol=1e-10, degree=degree, mdegree=mdegree
+        )
         dt = time.perf_counter() - t
         print(
             f"| {degree} | {mdegree} | {st['chi2'] / chi2_of(pp.bestfit) - 1:+.1e} | "

@@ -21,8 +21,18 @@ from nnfit.calcium import (
 from nnfit.calcium.ar2 import AR2Convolution
 
 
-def write_export(path, *, version="1.2.0", tau_rise=0.05, tau_decay=0.5, lam=0.02, fs=30.0,
-                 filter_enabled=False, drop=None, **extra_params):  # fmt: skip
+def write_export(
+    path,
+    *,
+    version="1.2.0",
+    tau_rise=0.05,
+    tau_decay=0.5,
+    lam=0.02,
+    fs=30.0,
+    filter_enabled=False,
+    drop=None,
+    **extra_params,
+):
     try:
         g1, g2, d, r = tau_to_ar2(tau_rise, tau_decay, fs)
         ar2 = {"g1": g1, "g2": g2, "decayRoot": d, "riseRoot": r, "dt": 1 / fs}
@@ -116,8 +126,11 @@ def test_baseline_solver_recovers_offset_and_scales_lambda():
     rec = simulate_recording(3, 2000, noise=0.05, baseline=4.0, seed=2)
     spikes, base, info = solve_with_baseline(rec.traces, 30.0, 0.05, 0.5, 0.01)
     assert np.all(np.abs(base - 4.0) < 0.05) and np.all(info.converged)
-    np.testing.assert_allclose(info.reconvolution, AR2Convolution(2000, 0.05, 0.5, 30.0, n_cells=3)
-                               .forward(spikes) + base[:, None], rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        info.reconvolution,
+        AR2Convolution(2000, 0.05, 0.5, 30.0, n_cells=3).forward(spikes) + base[:, None],
+        rtol=1e-12,
+    )
     # Optimality (KKT) of the profiled problem: gradient >= -lam G everywhere, = on the support.
     g = float(build_kernel(0.05, 0.5, 30.0).sum())
     op = AR2Convolution(2000, 0.05, 0.5, 30.0, n_cells=3)

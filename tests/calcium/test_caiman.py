@@ -53,18 +53,32 @@ def cnmf_dict(C, YrA, *, F_dff=None, idx=None, fr=FR):
         "skip_refinement": False,
         "estimates": {
             "A": scipy.sparse.random(1024, K, density=0.02, random_state=1, format="csc"),
-            "C": C, "YrA": YrA, "S": np.maximum(C - 0.5, 0), "F_dff": F_dff,
-            "b": rng.random((1024, 1)), "f": rng.random((1, T)), "g": np.full((K, 1), 0.9),
-            "sn": rng.random(1024), "bl": None, "idx_components": idx,
+            "C": C,
+            "YrA": YrA,
+            "S": np.maximum(C - 0.5, 0),
+            "F_dff": F_dff,
+            "b": rng.random((1024, 1)),
+            "f": rng.random((1, T)),
+            "g": np.full((K, 1), 0.9),
+            "sn": rng.random(1024),
+            "bl": None,
+            "idx_components": idx,
             "idx_components_bad": None if idx is None else np.setdiff1d(np.arange(K), idx),
-            "SNR_comp": rng.random(K), "dims": (32, 32),
+            "SNR_comp": rng.random(K),
+            "dims": (32, 32),
         },
         "params": {
-            "data": {"fnames": ["/data/mov.tif"], "dims": (32, 32), "fr": fr, "decay_time": 0.4,
-                     "caiman_version": "1.11.3", "last_commit": None},
+            "data": {
+                "fnames": ["/data/mov.tif"],
+                "dims": (32, 32),
+                "fr": fr,
+                "decay_time": 0.4,
+                "caiman_version": "1.11.3",
+                "last_commit": None,
+            },
             "temporal": {"p": 1, "method_deconvolution": "oasis"},
         },
-    }  # fmt: skip
+    }
 
 
 def write_results(path, **kw):
@@ -110,8 +124,23 @@ def test_cli_deconvolve_equals_in_memory(tmp_path, traces, monkeypatch, capsys):
     C, YrA = traces
     write_results(tmp_path / "res.hdf5", C=C, YrA=YrA, idx=np.arange(6))
     monkeypatch.chdir(tmp_path)
-    args = ["calcium", "deconvolve", "res.hdf5", "--tau-rise", "0.05", "--tau-decay", "0.4",
-            "--baseline", "constant", "--lam", "0.3", "--out", "o", "--plot-cells", "0"]  # fmt: skip
+    args = [
+        "calcium",
+        "deconvolve",
+        "res.hdf5",
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.4",
+        "--baseline",
+        "constant",
+        "--lam",
+        "0.3",
+        "--out",
+        "o",
+        "--plot-cells",
+        "0",
+    ]
     assert main(args) == 0
     ref = deconvolve(C + YrA, FR, 0.05, 0.4, lam=0.3, baseline="constant")
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes)

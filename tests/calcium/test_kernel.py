@@ -72,9 +72,14 @@ def _continuous_spike_trace(tr, td, fs, n_spikes, seed):
 
 @pytest.mark.parametrize(
     ("tr", "td", "fs"),
-    [(0.005, 0.5, 30.0), (0.02, 0.5, 30.0), (0.002, 0.25, 122.0), (0.012, 0.38, 60.0),
-     (0.18, 0.74, 60.0)],
-)  # fmt: skip
+    [
+        (0.005, 0.5, 30.0),
+        (0.02, 0.5, 30.0),
+        (0.002, 0.25, 122.0),
+        (0.012, 0.38, 60.0),
+        (0.18, 0.74, 60.0),
+    ],
+)
 def test_spike_time_offset_is_the_solvers_measured_delay(tr, td, fs):
     """Brute force: spikes at random sub-frame times, deconvolved without noise by the exact
     solver; the mass-weighted delay from the reported frames to the true times is the offset."""

@@ -29,8 +29,18 @@ FS = 30.0
 KIN = ["--tau-rise", "0.05", "--tau-decay", "0.5", "--lam", "0.5"]
 
 
-def make_nwb(path, traces, *, fs=FS, timestamps=None, extra_rois=2, rois=None, more=False,
-             data=None, chunks=True):  # fmt: skip
+def make_nwb(
+    path,
+    traces,
+    *,
+    fs=FS,
+    timestamps=None,
+    extra_rois=2,
+    rois=None,
+    more=False,
+    data=None,
+    chunks=True,
+):
     """An ophys NWB file as a pipeline writes it: ROI table, Fluorescence/RoiResponseSeries.
 
     ``traces`` is (cells, frames); the series keeps it as (frames, cells), float32, gzip
@@ -38,15 +48,22 @@ def make_nwb(path, traces, *, fs=FS, timestamps=None, extra_rois=2, rois=None, m
     refers to rows 1..n, ids 100 + row), as when some ROIs were rejected.
     """
     nwb = pynwb.NWBFile(
-        session_description="test", identifier="rec-1",
+        session_description="test",
+        identifier="rec-1",
         session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
-    )  # fmt: skip
+    )
     device = nwb.create_device(name="Microscope")
     channel = OpticalChannel(name="OpticalChannel", description="green", emission_lambda=510.0)
     plane = nwb.create_imaging_plane(
-        name="ImagingPlane", optical_channel=channel, imaging_rate=fs, description="L2/3",
-        device=device, excitation_lambda=920.0, indicator="GCaMP6f", location="V1",
-    )  # fmt: skip
+        name="ImagingPlane",
+        optical_channel=channel,
+        imaging_rate=fs,
+        description="L2/3",
+        device=device,
+        excitation_lambda=920.0,
+        indicator="GCaMP6f",
+        location="V1",
+    )
     module = nwb.create_processing_module(name="ophys", description="optical physiology")
     segmentation = ImageSegmentation()
     module.add(segmentation)
@@ -67,12 +84,14 @@ def make_nwb(path, traces, *, fs=FS, timestamps=None, extra_rois=2, rois=None, m
         values = H5DataIO(values, compression="gzip", chunks=(min(T, 256), min(n, 4)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pynwb warns about the deliberately bad files
-        series = RoiResponseSeries(name="RoiResponseSeries", data=values, rois=region,
-                                   unit="a.u.", **timing)  # fmt: skip
+        series = RoiResponseSeries(
+            name="RoiResponseSeries", data=values, rois=region, unit="a.u.", **timing
+        )
         module.add(Fluorescence(name="Fluorescence", roi_response_series=series))
         if more:
-            dff = RoiResponseSeries(name="RoiResponseSeries", data=values, rois=region,
-                                    unit="a.u.", **timing)  # fmt: skip
+            dff = RoiResponseSeries(
+                name="RoiResponseSeries", data=values, rois=region, unit="a.u.", **timing
+            )
             module.add(DfOverF(name="DfOverF", roi_response_series=dff))
         with pynwb.NWBHDF5IO(str(path), "w") as io:
             io.write(nwb)
@@ -142,16 +161,38 @@ def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
     ts = 7.0 + np.arange(rec.traces.shape[1]) / FS if timing == "timestamps" else None
     make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts)
     np.save(tmp_path / "rec.npy", rec.traces.astype(np.float32))
-    common = ["--tau-rise", "0.05", "--tau-decay", "0.5", "--lam", "0.3", "--baseline",
-              "constant", "--block-cells", "4", "--plot-cells", "1", "--no-progress"]  # fmt: skip
+    common = [
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.5",
+        "--lam",
+        "0.3",
+        "--baseline",
+        "constant",
+        "--block-cells",
+        "4",
+        "--plot-cells",
+        "1",
+        "--no-progress",
+    ]
     # fs from timestamps is 1 / median interval: 30 Hz to 1e-12, not bit for bit; the .npy
     # path gets the same number so that the spikes can be compared exactly
     fs = read_nwb(tmp_path / "rec.nwb").fs
     assert fs == pytest.approx(FS, rel=1e-12)
     run_cli("calcium", "deconvolve", "rec.npy", "--fs", repr(fs), *common, "--out", "a", check=True)
-    proc = run_cli("calcium", "deconvolve", "rec.nwb", "--series",
-                   "Fluorescence/RoiResponseSeries", *common, "--out", "b", "--write-nwb",
-                   check=True)  # fmt: skip
+    proc = run_cli(
+        "calcium",
+        "deconvolve",
+        "rec.nwb",
+        "--series",
+        "Fluorescence/RoiResponseSeries",
+        *common,
+        "--out",
+        "b",
+        "--write-nwb",
+        check=True,
+    )
     assert "written back" in proc.stdout
     ref = np.load(tmp_path / "a" / "spikes.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "b" / "spikes.npy"), ref)
@@ -204,8 +245,11 @@ def test_write_into_a_new_file_and_fista_path(tmp_path, rec, monkeypatch, capsys
 @pytest.mark.slow
 def test_several_series_need_a_choice(tmp_path, rec, monkeypatch, capsys):
     path = make_nwb(tmp_path / "rec.nwb", rec.traces, more=True)
-    with pytest.raises(ValueError, match=r"holds 2 fluorescence series; choose one with --series: "
-                       r"DfOverF/RoiResponseSeries, Fluorescence/RoiResponseSeries"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"holds 2 fluorescence series; choose one with --series: "
+        r"DfOverF/RoiResponseSeries, Fluorescence/RoiResponseSeries",
+    ):
         read_nwb(path)
     assert (
         read_nwb(path, "DfOverF/RoiResponseSeries").provenance["series"]
@@ -214,8 +258,10 @@ def test_several_series_need_a_choice(tmp_path, rec, monkeypatch, capsys):
     assert read_nwb(path, "/processing/ophys/DfOverF/RoiResponseSeries").shape == (6, 1500)
     with pytest.raises(ValueError, match="--series is one of: DfOverF/RoiResponseSeries, Fluo"):
         read_nwb(path, "Fluorescence/Nope")
-    assert sorted(list_series_of(path)) == ["DfOverF/RoiResponseSeries",
-                                            "Fluorescence/RoiResponseSeries"]  # fmt: skip
+    assert sorted(list_series_of(path)) == [
+        "DfOverF/RoiResponseSeries",
+        "Fluorescence/RoiResponseSeries",
+    ]
     monkeypatch.chdir(tmp_path)
     assert main(["calcium", "estimate", "rec.nwb"]) == 2
     assert "choose one with --series" in capsys.readouterr().err
@@ -273,8 +319,11 @@ def test_bad_files_one_line_exit_2_nothing_written(tmp_path, rec, monkeypatch, c
         make_nwb(tmp_path / "rec.nwb", rec.traces, fs=fs, **kwargs)
     monkeypatch.chdir(tmp_path)
     before = (tmp_path / "rec.nwb").read_bytes()
-    for cmd in (["deconvolve", *KIN, "--out", "x", "--write-nwb"], ["export", "--out", "x/s"],
-                ["estimate", "--json", "x.json"]):  # fmt: skip
+    for cmd in (
+        ["deconvolve", *KIN, "--out", "x", "--write-nwb"],
+        ["export", "--out", "x/s"],
+        ["estimate", "--json", "x.json"],
+    ):
         assert main(["calcium", cmd[0], "rec.nwb", *cmd[1:]]) == 2, cmd
         err = capsys.readouterr().err
         assert err.startswith("nnfit: error:") and message in err and err.count("\n") == 1, err
@@ -283,8 +332,11 @@ def test_bad_files_one_line_exit_2_nothing_written(tmp_path, rec, monkeypatch, c
 
 
 def test_missing_ophys_and_not_nwb(tmp_path, monkeypatch, capsys):
-    nwb = pynwb.NWBFile(session_description="t", identifier="e",
-                        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))  # fmt: skip
+    nwb = pynwb.NWBFile(
+        session_description="t",
+        identifier="e",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    )
     with pynwb.NWBHDF5IO(str(tmp_path / "empty.nwb"), "w") as io:
         io.write(nwb)
     (tmp_path / "text.nwb").write_text("not hdf5")
@@ -311,7 +363,9 @@ def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
     with pytest.raises(ValueError, match=r"holds \(5, 1500\)"):
         write_nwb(path, None, tmp_path / "s.npy", {})
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
-        "rec.nwb", "s.npy"]  # fmt: skip
+        "rec.nwb",
+        "s.npy",
+    ]
 
 
 @pytest.mark.slow
@@ -340,8 +394,7 @@ def test_exact_path_estimates_kinetics_from_the_stream(tmp_path, rec):
         (["rec.nwb", *KIN, "--write-nwb", "rec.nwb"], "is the input; give no file name"),
     ],
 )
-def test_format_options_checked_before_any_work(tmp_path, rec, monkeypatch, capsys, args,
-                                                message):  # fmt: skip
+def test_format_options_checked_before_any_work(tmp_path, rec, monkeypatch, capsys, args, message):
     make_nwb(tmp_path / "rec.nwb", rec.traces)
     np.save(tmp_path / "rec.npy", rec.traces)
     monkeypatch.chdir(tmp_path)

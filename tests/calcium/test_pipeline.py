@@ -84,10 +84,29 @@ def test_cli_survives_a_kill_and_resumes(tmp_path):
     rec = simulate_recording(120, 3000, rate_hz=1.0, noise=0.15, seed=3)
     path = tmp_path / "rec.npy"
     np.save(path, rec.traces)
-    args = [sys.executable, "-m", "nnfit", "calcium", "deconvolve", str(path), "--fs", "30",
-            "--tau-rise", "0.05", "--tau-decay", "0.5", "--baseline", "constant",
-            "--block-cells", "2", "--out", str(tmp_path / "out"), "--no-progress",
-            "--plot-cells", "0"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "nnfit",
+        "calcium",
+        "deconvolve",
+        str(path),
+        "--fs",
+        "30",
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.5",
+        "--baseline",
+        "constant",
+        "--block-cells",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--plot-cells",
+        "0",
+    ]
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = tmp_path / "out" / ".partial"
@@ -122,8 +141,16 @@ def test_dask_local_cluster_gives_identical_output(recording, tmp_path):
         ) as cl,
         Client(cl) as client,
     ):
-        deconvolve_recording(path, tmp_path / "dask", 30.0, *KIN, block_cells=6,
-                             scheduler=client, n_jobs=1, progress=False)  # fmt: skip
+        deconvolve_recording(
+            path,
+            tmp_path / "dask",
+            30.0,
+            *KIN,
+            block_cells=6,
+            scheduler=client,
+            n_jobs=1,
+            progress=False,
+        )
     for name in ("spikes.npy", "baseline.npy", "reconvolution.npy", "summary.csv"):
         a, b = tmp_path / "local" / name, tmp_path / "dask" / name
         assert a.read_bytes() == b.read_bytes(), name
@@ -136,8 +163,18 @@ def test_cli_estimates_and_reports_kinetics(run_cli, tmp_path):
     assert "pooled: tau_rise" in proc.stdout
     p = json.loads((tmp_path / "p.json").read_text())
     assert abs(p["pooled"]["tau_decay"] - 0.6) < 0.1 and len(p["noise"]) == 4
-    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", "--out", "o",
-                   "--plot-cells", "1", check=True)  # fmt: skip
+    proc = run_cli(
+        "calcium",
+        "deconvolve",
+        "rec.npy",
+        "--fs",
+        "30",
+        "--out",
+        "o",
+        "--plot-cells",
+        "1",
+        check=True,
+    )
     assert "estimated from the data" in proc.stdout and "4/4 certified" in proc.stdout
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["kinetics_estimated"] and abs(run["tau_decay"] - p["pooled"]["tau_decay"]) < 1e-12
@@ -150,8 +187,9 @@ def test_cli_estimates_and_reports_kinetics(run_cli, tmp_path):
 
 def test_cli_exact_refuses_half_kinetics(run_cli, tmp_path):
     np.save(tmp_path / "rec.npy", np.zeros((2, 100)))
-    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", "--tau-rise", "0.05",
-                   "--out", "o")  # fmt: skip
+    proc = run_cli(
+        "calcium", "deconvolve", "rec.npy", "--fs", "30", "--tau-rise", "0.05", "--out", "o"
+    )
     assert proc.returncode != 0 and "tau" in proc.stderr
 
 
@@ -163,9 +201,26 @@ def test_cli_exact_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
     np.save(folder / "Fneu.npy", np.ones_like(rec.traces, dtype=np.float32))
     np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * 3))
     np.save(folder / "ops.npy", np.array({"fs": 30.0, "nframes": 3000}, dtype=object))
-    proc = run_cli("calcium", "deconvolve", "plane0", "--solver", "exact", "--tau-rise", "0.05",
-                   "--tau-decay", "0.5", "--lam", "0.3", "--baseline", "constant", "--out", "o",
-                   "--plot-cells", "0", check=True)  # fmt: skip
+    proc = run_cli(
+        "calcium",
+        "deconvolve",
+        "plane0",
+        "--solver",
+        "exact",
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.5",
+        "--lam",
+        "0.3",
+        "--baseline",
+        "constant",
+        "--out",
+        "o",
+        "--plot-cells",
+        "0",
+        check=True,
+    )
     assert "3/3 certified" in proc.stdout and "kinetics (given)" in proc.stdout
     y = (rec.traces + 2.0).astype(np.float32).astype(float) - 0.7
     ref = deconvolve(y, 30.0, *KIN, lam=0.3, baseline="constant")

@@ -26,8 +26,11 @@ def test_temp_files_of_a_killed_assembly_are_removed_on_rerun(rec, tmp_path):
         s.write_bytes(b"\0" * 1000)
     deconvolve_recording(rec, out, 30.0, **KIN)
     assert sorted(p.name for p in out.iterdir()) == [
-        "baseline.npy", "reconvolution.npy", "spikes.npy", "summary.csv"
-    ]  # fmt: skip
+        "baseline.npy",
+        "reconvolution.npy",
+        "spikes.npy",
+        "summary.csv",
+    ]
 
 
 def test_early_error_leaves_no_partial_state(rec, tmp_path, monkeypatch):

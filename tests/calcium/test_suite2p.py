@@ -52,8 +52,9 @@ def test_real_ops_give_fs_and_neuropil_coefficient(tmp_path, rec):
     assert r.provenance["neuropil_factor"] == 0.8
     assert r.provenance["neuropil_factor_from"].endswith("ops.npy")
     assert set(r.provenance["files_sha256"]) == {"F.npy", "Fneu.npy", "iscell.npy", "ops.npy"}
-    assert read_suite2p(tmp_path / "plane0", neuropil_factor=0.5).provenance[
-        "neuropil_factor"] == 0.5  # fmt: skip
+    assert (
+        read_suite2p(tmp_path / "plane0", neuropil_factor=0.5).provenance["neuropil_factor"] == 0.5
+    )
 
 
 def test_suite2p_1_settings_npy(tmp_path, rec):
@@ -78,8 +79,11 @@ def test_crafted_ops_npy_runs_nothing_exit_2(tmp_path, rec, monkeypatch, capsys,
     marker = tmp_path / "pwned"
     _cases.save_evil(tmp_path / "plane0" / "ops.npy", kind, marker)
     monkeypatch.chdir(tmp_path)
-    extra = {"deconvolve": [*KIN, "--out", "x"], "export": ["--out", "x/s"],
-             "estimate": ["--json", "x.json"]}[command]  # fmt: skip
+    extra = {
+        "deconvolve": [*KIN, "--out", "x"],
+        "export": ["--out", "x/s"],
+        "estimate": ["--json", "x.json"],
+    }[command]
     for fs in ([], ["--fs", "30"]):
         assert main(["calcium", command, "plane0", *fs, *extra]) == 2
         err = capsys.readouterr().err
@@ -120,7 +124,8 @@ def test_write_suite2p_spks(tmp_path, rec, monkeypatch, capsys):
     np.testing.assert_array_equal(spks[5], 0.0)  # not a cell: not deconvolved
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["written_back"] == [str((tmp_path / "plane0" / "spks.npy").resolve())] or run[
-        "written_back"][0].endswith("spks.npy")  # fmt: skip
+        "written_back"
+    ][0].endswith("spks.npy")
     assert run["input_provenance"]["neuropil_factor"] == 0.7
     assert not list((tmp_path / "plane0").glob(".spks*"))
 

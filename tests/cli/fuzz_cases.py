@@ -132,10 +132,25 @@ def calcium_case(rng, folder: Path) -> str | None:
     if cmd == "estimate":
         return _run(["calcium", "estimate", str(src), "--fs", fs], folder, [])
     if cmd == "export":
-        return _run(["calcium", "export", str(src), "--fs", fs, "--out", str(out / "s")], folder,
-                    [out / "s.npy", out / "s_metadata.json"])  # fmt: skip
-    argv = ["calcium", "deconvolve", str(src), "--fs", fs, "--out", str(out), "--no-progress",
-            "--plot-cells", "0", "--solver", str(rng.choice(["exact", "fista"]))]  # fmt: skip
+        return _run(
+            ["calcium", "export", str(src), "--fs", fs, "--out", str(out / "s")],
+            folder,
+            [out / "s.npy", out / "s_metadata.json"],
+        )
+    argv = [
+        "calcium",
+        "deconvolve",
+        str(src),
+        "--fs",
+        fs,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--plot-cells",
+        "0",
+        "--solver",
+        str(rng.choice(["exact", "fista"])),
+    ]
     if rng.random() < 0.8:
         tr, td = rng.choice(["0.05", "0.5", "-1", "0", "1e9", "nan"], size=2)
         argv += ["--tau-rise", str(tr), "--tau-decay", str(td)]
@@ -162,8 +177,21 @@ def _damage_store(master: Path, dst: Path, rng) -> None:
         dst.write_bytes(BYTE_DAMAGE[int(rng.integers(len(BYTE_DAMAGE)))](dst.read_bytes(), rng))
         return
     with h5py.File(dst, "a") as f:
-        name = str(rng.choice(["DataCube", "LOSVD", "Templates", "Mask", "HyperCube/models",
-                               "ObsPix", "TemPix", "VelPix", "Noise"]))  # fmt: skip
+        name = str(
+            rng.choice(
+                [
+                    "DataCube",
+                    "LOSVD",
+                    "Templates",
+                    "Mask",
+                    "HyperCube/models",
+                    "ObsPix",
+                    "TemPix",
+                    "VelPix",
+                    "Noise",
+                ]
+            )
+        )
         if name not in f:
             return
         d = f[name][()]
@@ -177,8 +205,9 @@ def _damage_store(master: Path, dst: Path, rng) -> None:
         elif kind == 5:
             f[name] = h5py.ExternalLink(str(master), "/" + name)
         elif kind == 6:
-            f.create_dataset(name, shape=(10**7, *d.shape[1:]), dtype=d.dtype,
-                             chunks=(1, *d.shape[1:]))  # fmt: skip
+            f.create_dataset(
+                name, shape=(10**7, *d.shape[1:]), dtype=d.dtype, chunks=(1, *d.shape[1:])
+            )
         # kind 7: the dataset is simply missing
 
 
@@ -187,8 +216,9 @@ def spectral_case(rng, folder: Path) -> str | None:
     store = folder / "s.h5"
     _damage_store(master, store, rng)
     png = folder / f"p{int(rng.integers(1 << 30))}.png"
-    cmd = str(rng.choice(["status", "fit", "reconstruct", "snapshot", "dashboard", "build",
-                          "compress"]))  # fmt: skip
+    cmd = str(
+        rng.choice(["status", "fit", "reconstruct", "snapshot", "dashboard", "build", "compress"])
+    )
     argv = ["spectral", cmd, str(store)]
     new: list[Path] = []
     if cmd in ("snapshot", "dashboard"):
@@ -207,16 +237,24 @@ def ptycho_case(rng, folder: Path) -> str | None:
     src = folder / "src.npz"
     good = folder / "good.npz"
     if not good.exists():
-        write_npz(good, simulate_dataset(n_scans=40, probe_size=16, object_shape=(48, 48),
-                                         seed=2, layout="legacy"), compress=False)  # fmt: skip
+        write_npz(
+            good,
+            simulate_dataset(
+                n_scans=40, probe_size=16, object_shape=(48, 48), seed=2, layout="legacy"
+            ),
+            compress=False,
+        )
     data = good.read_bytes()
     if rng.random() < 0.8:
         data = BYTE_DAMAGE[int(rng.integers(len(BYTE_DAMAGE)))](data, rng)
     src.write_bytes(data)
     out = folder / f"fx{int(rng.integers(1 << 30))}.npz"
     size = str(rng.choice(["16", "16", "0", "-3", "1000"]))
-    err = _run(["ptycho", "make", "--source", str(src), "--output", str(out), "--subset-size",
-                size], folder, [out, out.with_suffix(".json")])  # fmt: skip
+    err = _run(
+        ["ptycho", "make", "--source", str(src), "--output", str(out), "--subset-size", size],
+        folder,
+        [out, out.with_suffix(".json")],
+    )
     if err or not out.exists():
         return err
     meta = out.with_suffix(".json")
@@ -258,8 +296,13 @@ def run(capability: str, n: int, seed: int, workdir: Path) -> dict:
         if problem:
             failures.append(problem)
         shutil.rmtree(case_dir, ignore_errors=True)
-    return {"capability": capability, "cases": n, "failures": len(failures),
-            "first": failures[:5], "time_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    return {
+        "capability": capability,
+        "cases": n,
+        "failures": len(failures),
+        "first": failures[:5],
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def test_help_teaches(run_cli):
 
 def test_deconvolve_npy_writes_everything(run_cli, tmp_path, rec):
     np.save(tmp_path / "rec.npy", rec.traces)
-    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "30", *KIN, "--out", "res",
-                   check=True)  # fmt: skip
+    proc = run_cli(
+        "calcium", "deconvolve", "rec.npy", "--fs", "30", *KIN, "--out", "res", check=True
+    )
     assert "6/6 converged" in proc.stdout
     out = tmp_path / "res"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -53,7 +54,7 @@ def test_deconvolve_npy_writes_everything(run_cli, tmp_path, rec):
         "run.json",
         "spikes.npy",
         "summary.csv",
-    ]  # fmt: skip  (no temporary files left behind)
+    ]  # (no temporary files left behind)
     spikes = np.load(out / "spikes.npy")
     ref, info = run_deconvolution(rec.traces, 30.0, 0.05, 0.5, 0.5, return_info=True)
     assert np.array_equal(spikes, ref)
@@ -68,8 +69,9 @@ def test_deconvolve_npy_writes_everything(run_cli, tmp_path, rec):
 
 def test_deconvolve_catune_stem_and_suite2p(run_cli, tmp_path, rec):
     save_for_tuning(rec.traces, 30.0, tmp_path / "session1")
-    run_cli("calcium", "deconvolve", "session1", *KIN, "--out", "a", "--plot-cells", "0",
-            check=True)  # fmt: skip
+    run_cli(
+        "calcium", "deconvolve", "session1", *KIN, "--out", "a", "--plot-cells", "0", check=True
+    )
     np.testing.assert_array_equal(
         np.load(tmp_path / "a" / "spikes.npy"), run_deconvolution(rec.traces, 30, 0.05, 0.5, 0.5)
     )
@@ -85,12 +87,27 @@ def test_deconvolve_catune_stem_and_suite2p(run_cli, tmp_path, rec):
 
 def test_deconvolve_with_browser_params(run_cli, tmp_path, rec):
     np.save(tmp_path / "rec.npy", rec.traces + 3.0)
-    params = {"schema_version": "1.2.0", "parameters": {
-        "tau_rise_s": 0.05, "tau_decay_s": 0.5, "lambda": 0.02, "sampling_rate_hz": 30.0,
-        "filter_enabled": False}}  # fmt: skip
+    params = {
+        "schema_version": "1.2.0",
+        "parameters": {
+            "tau_rise_s": 0.05,
+            "tau_decay_s": 0.5,
+            "lambda": 0.02,
+            "sampling_rate_hz": 30.0,
+            "filter_enabled": False,
+        },
+    }
     (tmp_path / "catune-params.json").write_text(json.dumps(params))
-    run_cli("calcium", "deconvolve", "rec.npy", "--params", "catune-params.json", "--out", "r",
-            check=True)  # fmt: skip
+    run_cli(
+        "calcium",
+        "deconvolve",
+        "rec.npy",
+        "--params",
+        "catune-params.json",
+        "--out",
+        "r",
+        check=True,
+    )
     rows = list(csv.DictReader((tmp_path / "r" / "summary.csv").open()))
     assert all(abs(float(r["baseline"]) - 3.0) < 0.1 for r in rows)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["solver"] == "browser"
@@ -128,8 +145,9 @@ def test_deconvolve_with_browser_params(run_cli, tmp_path, rec):
         (["rec.npy", "--params", "p.json", "--lam", "1", "--out", "x"], "drop --lam"),
     ],
 )
-def test_deconvolve_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, args,
-                                                         message):  # fmt: skip
+def test_deconvolve_bad_input_exits_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, args, message
+):
     # In-process through the same main() the console script runs (a subprocess each would
     # cost ~2 s of interpreter start); test_bad_input_in_a_real_process covers the process.
     monkeypatch.chdir(tmp_path)

@@ -42,9 +42,7 @@ def test_export_into_a_folder_uses_the_input_name(tmp_path, monkeypatch, capsys,
     np.save("rec.npy", simulate_recording(2, 200, seed=2).traces)
     (tmp_path / "dir").mkdir()
     assert main(["calcium", "export", "rec.npy", "--fs", "30", "--out", out]) == 0
-    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == [
-        "rec.npy", "rec_metadata.json"
-    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["rec.npy", "rec_metadata.json"]
 
 
 def test_export_over_its_own_input_is_refused(tmp_path, capsys):

@@ -21,8 +21,11 @@ def test_fuzz_capability(tmp_path, capability, n):
     # A subprocess with a timeout: a hang inside HDF5's C code never returns to Python.
     proc = subprocess.run(
         [sys.executable, str(CASES), capability, str(n), "20261206", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["cases"] == n

@@ -39,8 +39,14 @@ def _alive(pid: int) -> bool:
 
 def _start(args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg")
-    return subprocess.Popen([sys.executable, "-m", "nnfit", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "nnfit", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_workers(proc, n, timeout=60.0) -> list[int]:
@@ -61,11 +67,39 @@ def _wait_for_workers(proc, n, timeout=60.0) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_build_workers_die_with_their_parent(tmp_path, sig):
     store = tmp_path / "c.h5"
-    sim = _start(["spectral", "simulate", "--out", store, "--spaxels", "48", "--populations",
-                  "48", "--tem-pix", "4000", "--obs-pix", "900"], tmp_path)  # fmt: skip
+    sim = _start(
+        [
+            "spectral",
+            "simulate",
+            "--out",
+            store,
+            "--spaxels",
+            "48",
+            "--populations",
+            "48",
+            "--tem-pix",
+            "4000",
+            "--obs-pix",
+            "900",
+        ],
+        tmp_path,
+    )
     assert sim.wait(timeout=300) == 0, sim.communicate()
-    proc = _start(["spectral", "build", store, "--workers", "2", "--s-chunk", "1",
-                   "--p-chunk", "4", "--no-progress"], tmp_path)  # fmt: skip
+    proc = _start(
+        [
+            "spectral",
+            "build",
+            store,
+            "--workers",
+            "2",
+            "--s-chunk",
+            "1",
+            "--p-chunk",
+            "4",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     kids = _wait_for_workers(proc, 3)
     time.sleep(1.0)
     if proc.poll() is not None:
@@ -77,8 +111,21 @@ def test_build_workers_die_with_their_parent(tmp_path, sig):
         time.sleep(0.1)
     assert not any(_alive(k) for k in kids), "worker processes outlived their parent"
     # The store is still good and the build resumes to completion.
-    done = _start(["spectral", "build", store, "--workers", "0", "--s-chunk", "1",
-                   "--p-chunk", "4", "--no-progress"], tmp_path)  # fmt: skip
+    done = _start(
+        [
+            "spectral",
+            "build",
+            store,
+            "--workers",
+            "0",
+            "--s-chunk",
+            "1",
+            "--p-chunk",
+            "4",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     out, err = done.communicate(timeout=600)
     assert done.returncode == 0, err
     assert "complete" in out
@@ -92,11 +139,28 @@ def test_second_deconvolve_into_the_same_folder_is_refused(tmp_path, solver):
     np.save(tmp_path / "rec.npy", simulate_recording(2, 300, seed=1).traces)
     out = tmp_path / "res"
     out.mkdir()
-    argv = ["calcium", "deconvolve", str(tmp_path / "rec.npy"), "--fs", "30", "--tau-rise",
-            "0.05", "--tau-decay", "0.5", "--lam", "0.5", "--out", str(out), "--no-progress", "--solver", solver]  # fmt: skip
+    argv = [
+        "calcium",
+        "deconvolve",
+        str(tmp_path / "rec.npy"),
+        "--fs",
+        "30",
+        "--tau-rise",
+        "0.05",
+        "--tau-decay",
+        "0.5",
+        "--lam",
+        "0.5",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--solver",
+        solver,
+    ]
     with run_lock(out / ".nnfit-run.lock", what=f"output folder {out}"):
-        proc = subprocess.run([sys.executable, "-m", "nnfit", *argv], capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "nnfit", *argv], capture_output=True, text=True, timeout=300
+        )
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "is in use by another nnfit run (pid" in err[0], err

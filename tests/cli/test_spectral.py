@@ -51,9 +51,15 @@ def test_init_from_npz_and_errors(run_cli, tmp_path, small_sim):
     sim = small_sim
     npz = tmp_path / "problem.npz"
     np.savez(
-        npz, tem_pix=sim.tem_pix, obs_pix=sim.obs_pix, vel_pix=sim.vel_pix, losvd=sim.losvd,
-        datacube=sim.datacube.T, templates=sim.templates, mask=sim.mask,
-    )  # fmt: skip
+        npz,
+        tem_pix=sim.tem_pix,
+        obs_pix=sim.obs_pix,
+        vel_pix=sim.vel_pix,
+        losvd=sim.losvd,
+        datacube=sim.datacube.T,
+        templates=sim.templates,
+        mask=sim.mask,
+    )
     store = tmp_path / "mine.h5"
     out = run_cli("cube", "init", "--npz", npz, "--out", store, check=True)
     assert "safe" in out.stdout

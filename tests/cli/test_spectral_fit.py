@@ -16,9 +16,25 @@ from ..spectral._kaczmarz_fixtures import make_store
 def test_fit_reconstruct_dashboard(tmp_path, run_cli):
     st = make_store(tmp_path / "c.h5", S=8, C=2, P=3, L=30, S_chunk=4)
     r = run_cli(
-        "cube", "fit", st.path, "--method", "kaczmarz", "--epochs", "3", "-K", "20", "--lr", "0.8",
-        "--orbit-weights", "1,2", "--out", "x.npy", "--stats", "stats.json", check=True,
-    )  # fmt: skip
+        "cube",
+        "fit",
+        st.path,
+        "--method",
+        "kaczmarz",
+        "--epochs",
+        "3",
+        "-K",
+        "20",
+        "--lr",
+        "0.8",
+        "--orbit-weights",
+        "1,2",
+        "--out",
+        "x.npy",
+        "--stats",
+        "stats.json",
+        check=True,
+    )
     assert "3 epoch(s) run from seed" in r.stdout
     assert "epoch 3/3: train RMSE" in r.stderr
     x = np.load(tmp_path / "x.npy")

@@ -62,8 +62,14 @@ def test_reconstruct_may_replace_its_own_model_cube(built_store, tmp_path, capsy
 
 
 def _init_arrays(sim, folder):
-    arrays = dict(tem_pix=sim.tem_pix, obs_pix=sim.obs_pix, vel_pix=sim.vel_pix,
-                  losvd=sim.losvd, datacube=sim.datacube, templates=sim.templates)  # fmt: skip
+    arrays = dict(
+        tem_pix=sim.tem_pix,
+        obs_pix=sim.obs_pix,
+        vel_pix=sim.vel_pix,
+        losvd=sim.losvd,
+        datacube=sim.datacube,
+        templates=sim.templates,
+    )
     np.savez(folder / "good.npz", **arrays)
     bad = dict(arrays, losvd=-arrays["losvd"])
     np.savez(folder / "bad.npz", **bad)
@@ -85,8 +91,11 @@ def test_rejected_init_overwrite_keeps_the_good_store_and_leaves_no_stub(
     _one_line_error(capsys)
     assert _digest(store) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "bad.npz", "cube.h5", "cube.h5.lock", "good.npz"
-    ]  # fmt: skip
+        "bad.npz",
+        "cube.h5",
+        "cube.h5.lock",
+        "good.npz",
+    ]
     # --out naming an input array is refused before anything is read or written.
     assert main(["spectral", "init", "--npz", str(store), "--out", str(store), "--overwrite"]) == 2
     assert "is an input" in _one_line_error(capsys)
@@ -95,8 +104,14 @@ def test_rejected_init_overwrite_keeps_the_good_store_and_leaves_no_stub(
 
 def test_template_meta_that_is_not_a_json_object_is_a_clear_error(small_sim, tmp_path, capsys):
     _init_arrays(small_sim, tmp_path)
-    base = ["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out",
-            str(tmp_path / "c.h5")]  # fmt: skip
+    base = [
+        "spectral",
+        "init",
+        "--npz",
+        str(tmp_path / "good.npz"),
+        "--out",
+        str(tmp_path / "c.h5"),
+    ]
     for meta in ("[" * 100000, "[1, 2]", "{"):
         assert main([*base, "--template-meta", meta]) == 2
         assert "--template-meta" in _one_line_error(capsys)

@@ -44,8 +44,11 @@ EVIL = {"write_text": _WritesAFile, "os.system": _RunsAShell, "eval": _Evals}
 
 def save_evil(path, kind, marker):
     """An ops.npy as a crafted suite2p folder holds it: a dict with one hostile value."""
-    np.save(path, np.array({"fs": 30.0, "neucoeff": 0.7, "x": EVIL[kind](marker)}, dtype=object),
-            allow_pickle=True)  # fmt: skip
+    np.save(
+        path,
+        np.array({"fs": 30.0, "neucoeff": 0.7, "x": EVIL[kind](marker)}, dtype=object),
+        allow_pickle=True,
+    )
     assert not marker.exists()
 
 

@@ -14,8 +14,21 @@ from nnfit.cli import main
 @pytest.fixture
 def fixture(tmp_path, small_source, capsys):
     out = tmp_path / "fx.npz"
-    assert main(["ptycho", "make", "--source", str(small_source), "--output", str(out),
-                 "--subset-size", "16"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "ptycho",
+                "make",
+                "--source",
+                str(small_source),
+                "--output",
+                str(out),
+                "--subset-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     return out, out.with_suffix(".json")
 

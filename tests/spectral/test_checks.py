@@ -16,8 +16,14 @@ def _sim():
 
 
 def _op(sim, **kw):
-    return CubeOperator(sim.templates_PT, kw.pop("losvd", sim.losvd), sim.vel_pix, sim.tem_pix,
-                        kw.pop("obs_pix", sim.obs_pix), **kw)  # fmt: skip
+    return CubeOperator(
+        sim.templates_PT,
+        kw.pop("losvd", sim.losvd),
+        sim.vel_pix,
+        sim.tem_pix,
+        kw.pop("obs_pix", sim.obs_pix),
+        **kw,
+    )
 
 
 def test_log10_or_angstrom_grid_is_refused(tmp_path):
@@ -33,8 +39,9 @@ def test_air_templates_for_vacuum_data_are_refused(tmp_path):
     mgr = H5Manager(tmp_path / "m.h5", sim.tem_pix, sim.obs_pix)
     mgr.set_velocity_grid(sim.vel_pix)
     with pytest.raises(ValueError, match=r"vacuum.*air.*ppxf\.ppxf_util\.air_to_vac"):
-        mgr.populate_from_arrays(sim.losvd, sim.datacube, sim.templates,
-                                 medium_obs="vacuum", medium_templates="air")  # fmt: skip
+        mgr.populate_from_arrays(
+            sim.losvd, sim.datacube, sim.templates, medium_obs="vacuum", medium_templates="air"
+        )
     assert not mgr.path.exists() or "DataCube" not in __import__("h5py").File(mgr.path)
 
 
@@ -77,10 +84,20 @@ def test_velocity_in_the_wrong_frame_is_warned():
     mask[sp.goodpixels] = True
 
     def op(vsyst):
-        return CubeOperator(sp.templates.T, None, None, sp.ln_lam_temp, sp.ln_lam_gal,
-                            mask=mask, noise=sp.noise[None], datacube=sp.galaxy[None],
-                            kernel="fourier", convention="ppxf", vsyst=vsyst,
-                            moments=np.array([[[0.0, 216.0]]]))  # fmt: skip
+        return CubeOperator(
+            sp.templates.T,
+            None,
+            None,
+            sp.ln_lam_temp,
+            sp.ln_lam_gal,
+            mask=mask,
+            noise=sp.noise[None],
+            datacube=sp.galaxy[None],
+            kernel="fourier",
+            convention="ppxf",
+            vsyst=vsyst,
+            moments=np.array([[[0.0, 216.0]]]),
+        )
 
     # the spectrum is in its observed frame (cz ~ 1000 km/s): fitted as if at rest
     with pytest.warns(UserWarning, match=r"sit \+\d+ km/s from where the model.*pass vsyst"):

@@ -65,8 +65,9 @@ def test_multiplicative_polynomials_reach_the_joint_minimum():
     args, kw, base, y, mask, noise = _problem(S=1, seed=2)
     degree, mdegree = 1, 3
     op = CubeOperator(*args, **kw)
-    _, st = fit_cube(op, method="gram", tol=1e-10, degree=degree, mdegree=mdegree,
-                     continuum_tol=1e-12)  # fmt: skip
+    _, st = fit_cube(
+        op, method="gram", tol=1e-10, degree=degree, mdegree=mdegree, continuum_tol=1e-12
+    )
     h = np.asarray(st["chi2_history"])
     assert np.all(np.diff(h) <= 1e-12 * h[0])
     assert st["kkt_violation"] <= 1e-8 and st["continuum_converged"]
@@ -85,8 +86,12 @@ def test_multiplicative_polynomials_reach_the_joint_minimum():
         r = lsq_linear(M, y[0] * w, bounds=(lb, np.inf), tol=1e-14, lsmr_tol="auto")
         return float(np.sum((M @ r.x - y[0] * w) ** 2))
 
-    best = minimize(inner, np.zeros(mdegree), method="Nelder-Mead",
-                    options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})  # fmt: skip
+    best = minimize(
+        inner,
+        np.zeros(mdegree),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000},
+    )
     assert st["chi2"] <= best.fun * (1 + 1e-6)
     assert st["chi2"] == pytest.approx(best.fun, rel=1e-5)
 
@@ -125,7 +130,7 @@ def test_dask_cluster_gives_the_same_continuum_fit(tmp_path):
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,  # fmt: skip
+        ) as lc,
         Client(lc) as client,
     ):
         x_dask, st_dask = fit_cube(path, scheduler=client, **kw)

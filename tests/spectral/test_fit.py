@@ -120,9 +120,20 @@ def test_cli_and_runner_route_to_fit_cube(built_store, run_cli, tmp_path):
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
 
     r = run_cli(
-        "cube", "fit", built_store, "--method", "gram", "--regul", "10", "--stats", "s.json",
-        "--out", "x.npy", "--quiet", check=True,
-    )  # fmt: skip
+        "cube",
+        "fit",
+        built_store,
+        "--method",
+        "gram",
+        "--regul",
+        "10",
+        "--stats",
+        "s.json",
+        "--out",
+        "x.npy",
+        "--quiet",
+        check=True,
+    )
     assert "fit (gram): optimum" in r.stdout
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["converged"] and stats["kkt_violation"] <= stats["kkt_tol"]

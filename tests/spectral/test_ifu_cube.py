@@ -67,10 +67,12 @@ def test_air_vacuum_against_ppxf_and_lsf_range():
 
 
 # ------------------------------------------------------------------ malformed files
-def _write(path, *, data_shape=(20, 3, 4), var_shape=None, header=None, names=("DATA", "STAT"),
-           nan=False):  # fmt: skip
-    h = fits.Header({"CTYPE3": "AWAV", "CRVAL3": 5000.0, "CD3_3": 1.25, "CRPIX3": 1.0,
-                     "CUNIT3": "Angstrom"})  # fmt: skip
+def _write(
+    path, *, data_shape=(20, 3, 4), var_shape=None, header=None, names=("DATA", "STAT"), nan=False
+):
+    h = fits.Header(
+        {"CTYPE3": "AWAV", "CRVAL3": 5000.0, "CD3_3": 1.25, "CRPIX3": 1.0, "CUNIT3": "Angstrom"}
+    )
     for k, v in (header or {}).items():
         if v is None:
             del h[k]
@@ -106,8 +108,10 @@ def test_reader_refuses_malformed_files(tmp_path, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing extension", "no spectral WCS", "all-NaN cube",
-                                  "1-D file", "mismatched variance"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    ["missing extension", "no spectral WCS", "all-NaN cube", "1-D file", "mismatched variance"],
+)
 def test_cli_refuses_malformed_files_exit_2_nothing_written(run_cli, tmp_path, case):
     kw, words = BAD[case]
     p = _write(tmp_path / "bad.fits", **kw)

@@ -46,9 +46,20 @@ def _ppxf_chi2(store: Path, degree: int, mdegree: int) -> tuple[np.ndarray, np.n
         ifu = json.loads(f.attrs["ifu_json"])
     ref = np.zeros(y.shape[0])
     for s in range(y.shape[0]):
-        pp = ppxf(T, y[s], noise[s], ifu["velscale_kms"], [V[s], sig[s]], moments=-2,
-                  degree=degree, mdegree=mdegree, goodpixels=np.flatnonzero(good[s]),
-                  vsyst=c * (tem[0] - obs[0]), velscale_ratio=ifu["velscale_ratio"], quiet=True)  # fmt: skip
+        pp = ppxf(
+            T,
+            y[s],
+            noise[s],
+            ifu["velscale_kms"],
+            [V[s], sig[s]],
+            moments=-2,
+            degree=degree,
+            mdegree=mdegree,
+            goodpixels=np.flatnonzero(good[s]),
+            vsyst=c * (tem[0] - obs[0]),
+            velscale_ratio=ifu["velscale_ratio"],
+            quiet=True,
+        )
         ref[s] = pp.chi2 * pp.dof
     return ours, ref
 
@@ -59,10 +70,29 @@ def test_minicube_init_fit_maps_against_ppxf(run_cli, tmp_path):
 
     store = tmp_path / "store.h5"
     out = run_cli(
-        "cube", "init", MINICUBE, "--templates", MILES, "--template-pattern", PATTERN,
-        "--age-range", "1", "16", "--redshift", Z, "--target-sn", "15",
-        "--lam-range", "4800", "7000", "--kinematics", "ppxf", "--out", store, check=True,
-    )  # fmt: skip
+        "cube",
+        "init",
+        MINICUBE,
+        "--templates",
+        MILES,
+        "--template-pattern",
+        PATTERN,
+        "--age-range",
+        "1",
+        "16",
+        "--redshift",
+        Z,
+        "--target-sn",
+        "15",
+        "--lam-range",
+        "4800",
+        "7000",
+        "--kinematics",
+        "ppxf",
+        "--out",
+        store,
+        check=True,
+    )
     assert "bins from" in out.stdout and "kinematics from ppxf" in out.stdout
     run_cli("cube", "fit", store, "--per-bin", "--degree", "4", check=True)
     run_cli("cube", "maps", store, "--out", tmp_path / "maps", check=True)
@@ -74,8 +104,17 @@ def test_minicube_init_fit_maps_against_ppxf(run_cli, tmp_path):
     # The maps carry the cube's celestial WCS: same sky position for the same spaxel.
     with fits.open(tmp_path / "maps" / "maps.fits") as h:
         names = {x.name for x in h}
-        assert {"CHI2DOF", "LGAGE_L", "LGAGE_M", "MH_L", "MH_M", "BINMAP", "MASSFRAC",
-                "LIGHTGRID", "BINS"} <= names  # fmt: skip
+        assert {
+            "CHI2DOF",
+            "LGAGE_L",
+            "LGAGE_M",
+            "MH_L",
+            "MH_M",
+            "BINMAP",
+            "MASSFRAC",
+            "LIGHTGRID",
+            "BINS",
+        } <= names
         w = WCS(h["LGAGE_L"].header)
         chi_img = h["CHI2DOF"].data
         binmap = h["BINMAP"].data
@@ -100,9 +139,17 @@ def test_minicube_multiplicative_polynomials_against_ppxf(tmp_path):
 
     store = tmp_path / "centre.h5"
     info = store_from_ifu_cube(
-        MINICUBE, MILES, store, redshift=Z, target_sn=14, lam_range=(4800, 7000),
-        x_range=(15, 25), y_range=(14, 24), template_pattern=PATTERN, age_range=(1, 16),
-    )  # fmt: skip
+        MINICUBE,
+        MILES,
+        store,
+        redshift=Z,
+        target_sn=14,
+        lam_range=(4800, 7000),
+        x_range=(15, 25),
+        y_range=(14, 24),
+        template_pattern=PATTERN,
+        age_range=(1, 16),
+    )
     assert 2 <= info["S"] <= 4
     fit_bins(store, mdegree=8)
     ours, ref = _ppxf_chi2(store, degree=-1, mdegree=8)
@@ -177,10 +224,13 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
     synth[~np.isfinite(data)] = np.nan
     hdr = fits.getheader(MINICUBE, "DATA")
     cube_path = tmp_path / "synthetic.fits"
-    fits.HDUList([
-        fits.PrimaryHDU(), fits.ImageHDU(synth.astype(np.float32), hdr, name="DATA"),
-        fits.ImageHDU(var.astype(np.float32), hdr, name="STAT"),
-    ]).writeto(cube_path)  # fmt: skip
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(synth.astype(np.float32), hdr, name="DATA"),
+            fits.ImageHDU(var.astype(np.float32), hdr, name="STAT"),
+        ]
+    ).writeto(cube_path)
 
     cube = read_ifu_cube(cube_path, lam_range=(4800, 7000))
     s, n, ok = spaxel_signal_noise(cube)
@@ -189,9 +239,17 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
     kin = {"V": np.zeros(S), "sigma": np.full(S, SIGMA_KMS), "h3": np.zeros(S), "h4": np.zeros(S)}
     store = tmp_path / "synthetic.h5"
     store_from_ifu_cube(
-        cube_path, MILES, store, redshift=Z, bin_map=bins.bin_map, lam_range=(4800, 7000),
-        fwhm_gal=FWHM_MUSE, template_pattern=PATTERN, age_range=(1, 16), kinematics=kin,
-    )  # fmt: skip
+        cube_path,
+        MILES,
+        store,
+        redshift=Z,
+        bin_map=bins.bin_map,
+        lam_range=(4800, 7000),
+        fwhm_gal=FWHM_MUSE,
+        template_pattern=PATTERN,
+        age_range=(1, 16),
+        kinematics=kin,
+    )
     fit_bins(store)
     res = population_maps(store)
 
@@ -205,8 +263,10 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
     assert S >= 10
     err_age = res["lg_age_light"] - lg_true
     err_mh = res["metal_light"] - mh_true
-    print(f"S={S} bins; lg age error max {np.abs(err_age).max():.3f} dex, "
-          f"[M/H] error max {np.abs(err_mh).max():.3f} dex")  # fmt: skip
+    print(
+        f"S={S} bins; lg age error max {np.abs(err_age).max():.3f} dex, "
+        f"[M/H] error max {np.abs(err_mh).max():.3f} dex"
+    )
     if not noisy:
         assert np.abs(err_age).max() < 0.005 and np.abs(err_mh).max() < 0.005
     else:
@@ -223,13 +283,26 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
         mets = np.tile(res["metals"], res["ages"].size)
         ref_age, ref_mh = np.zeros(S), np.zeros(S)
         for b in range(S):
-            pp = ppxf(T, yb[b], nb[b], ifu["velscale_kms"], [0.0, SIGMA_KMS], moments=-2,
-                      degree=-1, mdegree=0, goodpixels=np.flatnonzero(good[b]), vsyst=vsyst,
-                      velscale_ratio=ifu["velscale_ratio"], quiet=True)  # fmt: skip
+            pp = ppxf(
+                T,
+                yb[b],
+                nb[b],
+                ifu["velscale_kms"],
+                [0.0, SIGMA_KMS],
+                moments=-2,
+                degree=-1,
+                mdegree=0,
+                goodpixels=np.flatnonzero(good[b]),
+                vsyst=vsyst,
+                velscale_ratio=ifu["velscale_ratio"],
+                quiet=True,
+            )
             w = pp.weights
             ref_age[b], ref_mh[b] = w @ ages / w.sum(), w @ mets / w.sum()
-        print(f"pPXF: lg age error max {np.abs(ref_age - lg_true).max():.3f} dex, "
-              f"[M/H] {np.abs(ref_mh - mh_true).max():.3f} dex")  # fmt: skip
+        print(
+            f"pPXF: lg age error max {np.abs(ref_age - lg_true).max():.3f} dex, "
+            f"[M/H] {np.abs(ref_mh - mh_true).max():.3f} dex"
+        )
         # As close to the truth as the field's reference, bin for bin's worst case.
         assert np.abs(err_age).max() <= np.abs(ref_age - lg_true).max() + 0.01
         assert np.abs(err_mh).max() <= np.abs(ref_mh - mh_true).max() + 0.01

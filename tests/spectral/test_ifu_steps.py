@@ -29,8 +29,9 @@ def small_cube(tmp_path):
     d[4, 2, 3] = np.nan
     d[5, 2, 3] = np.nan
     d[5, 2, 4] = np.nan
-    h = fits.Header({"CTYPE3": "WAVE", "CRVAL3": 5000.0, "CD3_3": 2.0, "CRPIX3": 1.0,
-                     "CUNIT3": "Angstrom"})  # fmt: skip
+    h = fits.Header(
+        {"CTYPE3": "WAVE", "CRVAL3": 5000.0, "CD3_3": 2.0, "CRPIX3": 1.0, "CUNIT3": "Angstrom"}
+    )
     p = tmp_path / "c.fits"
     fits.HDUList(
         [fits.PrimaryHDU(), fits.ImageHDU(d, h, name="DATA"), fits.ImageHDU(v, h, name="STAT")]
@@ -81,8 +82,15 @@ def test_voronoi_bins_reach_the_target_with_vorbin(small_cube):
 def test_kinematics_table_to_losvds(tmp_path):
     from astropy.table import Table
 
-    t = Table({"BIN_ID": [1, 0], "V": [50.0, -20.0], "SIGMA": [180.0, 220.0], "H3": [0.0, 0.05],
-               "H4": [0.02, 0.0]})  # fmt: skip
+    t = Table(
+        {
+            "BIN_ID": [1, 0],
+            "V": [50.0, -20.0],
+            "SIGMA": [180.0, 220.0],
+            "H3": [0.0, 0.05],
+            "H4": [0.02, 0.0],
+        }
+    )
     t.write(tmp_path / "kin.fits")
     t.write(tmp_path / "kin.csv", format="ascii.csv")
     a = read_kinematics_table(tmp_path / "kin.fits")

@@ -17,8 +17,20 @@ def test_exact_x_global_is_kept_when_epochs_make_it_worse(built_store, tmp_path,
     with h5py.File(built_store) as f:
         exact = f["X_global"][()]
     capsys.readouterr()
-    argv = ["spectral", "fit", str(built_store), "--method", "kaczmarz", "--epochs", "1",
-            "--lr", "1.0", "--no-progress", "--stats", str(tmp_path / "s.json")]  # fmt: skip
+    argv = [
+        "spectral",
+        "fit",
+        str(built_store),
+        "--method",
+        "kaczmarz",
+        "--epochs",
+        "1",
+        "--lr",
+        "1.0",
+        "--no-progress",
+        "--stats",
+        str(tmp_path / "s.json"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "kept the start (X_global" in out and "/X_global updated" not in out
@@ -30,8 +42,16 @@ def test_exact_x_global_is_kept_when_epochs_make_it_worse(built_store, tmp_path,
 
 
 def test_improving_fit_from_seed_is_committed(built_store, capsys):
-    argv = ["spectral", "fit", str(built_store), "--method", "kaczmarz", "--epochs", "2",
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "spectral",
+        "fit",
+        str(built_store),
+        "--method",
+        "kaczmarz",
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "/X_global updated" in capsys.readouterr().out
 
@@ -47,8 +67,16 @@ def test_dead_tracker_writer_is_one_line_error_without_updated(built_store, caps
         return real_close(self, *a, **k)
 
     monkeypatch.setattr(tracker.FitTracker, "close", close_after_crash)
-    argv = ["spectral", "fit", str(built_store), "--method", "kaczmarz", "--epochs", "1",
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "spectral",
+        "fit",
+        str(built_store),
+        "--method",
+        "kaczmarz",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert "/X_global updated" not in out

@@ -86,16 +86,18 @@ def test_miles_folder_matches_ppxf_recipe():
     sigma = np.sqrt(fwhm_gal**2 - 2.51**2) / np.sqrt(8 * np.log(2)) / h["CDELT1"]
     refs = {}
     for f in files:
-        ssp = gaussian_filter1d(fits.getdata(f).astype(np.float64), sigma,
-                                radius=int(np.ceil(4 * sigma)))  # fmt: skip
+        ssp = gaussian_filter1d(
+            fits.getdata(f).astype(np.float64), sigma, radius=int(np.ceil(4 * sigma))
+        )
         t, ln_ref, vs = ppxf_util.log_rebin(lam[[0, -1]], ssp)
         refs[miles_util.age_metal(str(f))] = t
     keep = (ln_ref > np.log(4200)) & (ln_ref < np.log(7000))
     d = vs / 299792.458
     ln_c = ln_ref[keep]
     edges = np.concatenate([ln_c - d / 2, [ln_c[-1] + d / 2]])
-    lib = load_template_library(MILES, edges, fwhm_gal=fwhm_gal, pattern=SUBSET,
-                                norm_range=(5070, 5950))  # fmt: skip
+    lib = load_template_library(
+        MILES, edges, fwhm_gal=fwhm_gal, pattern=SUBSET, norm_range=(5070, 5950)
+    )
     np.testing.assert_allclose(lib.ln_lam, ln_c, rtol=0, atol=1e-9)
     band = (np.exp(ln_c) >= 5070) & (np.exp(ln_c) <= 5950)
     for i, age in enumerate(lib.ages):
@@ -120,8 +122,15 @@ def test_ppxf_npz_library_equals_the_same_spectra_as_fits(tmp_path):
         a, m = miles_util.age_metal(str(f))
         t[:, ages.index(a), metals.index(m)] = fits.getdata(f)
     npz = tmp_path / "spectra_emiles_9.0.npz"
-    np.savez_compressed(npz, templates=t, lam=lam, ages=ages, metals=metals,
-                        masses=np.ones(t.shape[1:]), fwhm=np.full(n, 2.51))  # fmt: skip
+    np.savez_compressed(
+        npz,
+        templates=t,
+        lam=lam,
+        ages=ages,
+        metals=metals,
+        masses=np.ones(t.shape[1:]),
+        fwhm=np.full(n, 2.51),
+    )
     edges, _ = log_grid(4500.0, 6500.0, 30.0)
     a = load_template_library(npz, edges, fwhm_gal=2.8, normalisation="mass")
     b = load_template_library(MILES, edges, fwhm_gal=2.8, pattern=SUBSET, normalisation="mass")

@@ -32,10 +32,18 @@ def _mask(sp):
 
 def _op(sp, **kw):
     return CubeOperator(
-        sp.templates.T, kw.pop("losvd", None), kw.pop("vel_pix", None), sp.ln_lam_temp,
-        sp.ln_lam_gal, mask=_mask(sp), noise=sp.noise[None], datacube=sp.galaxy[None],
-        kernel="fourier", convention="ppxf", **kw,
-    )  # fmt: skip
+        sp.templates.T,
+        kw.pop("losvd", None),
+        kw.pop("vel_pix", None),
+        sp.ln_lam_temp,
+        sp.ln_lam_gal,
+        mask=_mask(sp),
+        noise=sp.noise[None],
+        datacube=sp.galaxy[None],
+        kernel="fourier",
+        convention="ppxf",
+        **kw,
+    )
 
 
 def _chi2(sp, model):
@@ -79,8 +87,9 @@ def test_fitted_kinematics_within_ppxf_formal_error(spec):
         op = _op(spec, moments=np.array([[[p[0], p[1]]]]))
         return fit_cube(op, method="gram", tol=1e-9, degree=4)[1]["chi2"]
 
-    res = minimize(chi2, x0=[V_REF - 20.0, 180.0], method="Nelder-Mead",
-                   options={"xatol": 0.02, "fatol": 1e-4})  # fmt: skip
+    res = minimize(
+        chi2, x0=[V_REF - 20.0, 180.0], method="Nelder-Mead", options={"xatol": 0.02, "fatol": 1e-4}
+    )
     err = pp.error  # pPXF's formal 1-sigma errors
     assert abs(res.x[0] - pp.sol[0]) <= err[0]
     assert abs(res.x[1] - pp.sol[1]) <= err[1]
@@ -105,10 +114,18 @@ def test_observed_and_rest_frame_fits_of_a_real_spectrum_agree(spec):
     vsys = 1003.5
     sig = 216.0
     rest = CubeOperator(
-        spec.templates.T, None, None, spec.ln_lam_temp, spec.ln_lam_gal - vsys / C_KMS,
-        mask=_mask(spec), noise=spec.noise[None], datacube=spec.galaxy[None],
-        kernel="fourier", convention="ppxf", moments=np.array([[[0.0, sig]]]),
-    )  # fmt: skip
+        spec.templates.T,
+        None,
+        None,
+        spec.ln_lam_temp,
+        spec.ln_lam_gal - vsys / C_KMS,
+        mask=_mask(spec),
+        noise=spec.noise[None],
+        datacube=spec.galaxy[None],
+        kernel="fourier",
+        convention="ppxf",
+        moments=np.array([[[0.0, sig]]]),
+    )
     obs = _op(spec, moments=np.array([[[0.0, sig]]]), vsyst=vsys)
     assert rest.n_taps == obs.n_taps
     x_r, _ = fit_cube(rest, method="gram", tol=1e-12)

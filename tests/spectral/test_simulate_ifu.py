@@ -17,10 +17,22 @@ def test_demo_files_through_init_global_fit_and_maps(run_cli, tmp_path):
     info = write_ifu_demo(tmp_path / "demo", n_side=5, n_components=2, seed=4)
     store = tmp_path / "store.h5"
     run_cli(
-        "cube", "init", info["cube"], "--templates", info["templates"], "--losvd",
-        info["losvd"], "--fwhm", "none", "--no-line-mask", "--min-sn", "0", "--out", store,
+        "cube",
+        "init",
+        info["cube"],
+        "--templates",
+        info["templates"],
+        "--losvd",
+        info["losvd"],
+        "--fwhm",
+        "none",
+        "--no-line-mask",
+        "--min-sn",
+        "0",
+        "--out",
+        store,
         check=True,
-    )  # fmt: skip
+    )
     run_cli("cube", "fit", store, check=True)
     out = run_cli("cube", "maps", store, "--out", tmp_path / "maps", check=True)
     assert "global fit, 25 bins" in out.stdout
@@ -58,9 +70,14 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
     info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
     store = tmp_path / "s.h5"
     store_from_ifu_cube(
-        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
-        fwhm_gal=None, lines=[], min_sn=0.0,
-    )  # fmt: skip
+        info["cube"],
+        info["templates"],
+        store,
+        losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None,
+        lines=[],
+        min_sn=0.0,
+    )
     _, stats = fit_cube(store, degree=3)
     res = population_maps(store, degree=3)
     assert res["source"] == "global"

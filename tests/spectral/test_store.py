@@ -41,9 +41,15 @@ def test_layout_matches_spec(tmp_path, sim):
     S, L = sim.datacube.shape
     xp = np.arange(2 * S, dtype=float)
     _populate(
-        m, sim, datacube=sim.datacube.T, noise=sim.noise_sigma, xpix=xp, ypix=xp + 1,
-        binnum=np.repeat(np.arange(S), 2), template_meta=sim.template_meta,
-    )  # fmt: skip
+        m,
+        sim,
+        datacube=sim.datacube.T,
+        noise=sim.noise_sigma,
+        xpix=xp,
+        ypix=xp + 1,
+        binnum=np.repeat(np.arange(S), 2),
+        template_meta=sim.template_meta,
+    )
     m.ensure_rebin_and_resample()
     with open_h5(m.path, "r") as f:
         shapes = {k: (f[k].shape, f[k].dtype.str) for k in f if isinstance(f[k], h5py.Dataset)}

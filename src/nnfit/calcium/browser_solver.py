@@ -344,9 +344,26 @@ def solve_with_baseline(
     iters, conv = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.bool_)
     objs, base = np.zeros(c), np.zeros(c)
     _profiled_batch(
-        y, out, recon, iters, conv, objs, base, A, d, r, d**K, r**K, K, step, step * lam_eff,
-        lam_eff, tol, max_iter, bool(fit_baseline),
-    )  # fmt: skip
+        y,
+        out,
+        recon,
+        iters,
+        conv,
+        objs,
+        base,
+        A,
+        d,
+        r,
+        d**K,
+        r**K,
+        K,
+        step,
+        step * lam_eff,
+        lam_eff,
+        tol,
+        max_iter,
+        bool(fit_baseline),
+    )
     params = ExportParams(tau_rise=tau_rise, tau_decay=tau_decay, lam=lam, fs=fs)
     if arr.ndim == 1:
         info = ExportResult(recon[0], iters, conv, objs, params)
@@ -405,19 +422,26 @@ def deconvolve_from_export(
     >>> int(np.argmax(spikes)), round(float(baseline), 2)
     (200, 1.5)
     """
-    params = params_path if isinstance(params_path, ExportParams) else load_export_params(
-        params_path
-    )  # fmt: skip
+    params = (
+        params_path if isinstance(params_path, ExportParams) else load_export_params(params_path)
+    )
     arr = as_float_array("traces", traces, ndim=(1, 2))
     if params.filter_enabled:
         arr = bandpass_filter(arr, params.tau_rise, params.tau_decay, params.fs)
     # On band-passed traces (no constant left) the browser's solver fits no baseline.
     spikes, baseline, info = solve_with_baseline(
-        arr, params.fs, params.tau_rise, params.tau_decay, params.lam,
-        tol=tol, max_iter=max_iter, fit_baseline=not params.filter_enabled,
-    )  # fmt: skip
+        arr,
+        params.fs,
+        params.tau_rise,
+        params.tau_decay,
+        params.lam,
+        tol=tol,
+        max_iter=max_iter,
+        fit_baseline=not params.filter_enabled,
+    )
     if return_info:
-        info = ExportResult(info.reconvolution, info.iterations, info.converged, info.objective,
-                            params)  # fmt: skip
+        info = ExportResult(
+            info.reconvolution, info.iterations, info.converged, info.objective, params
+        )
         return spikes, baseline, info
     return spikes, baseline

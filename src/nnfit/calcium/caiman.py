@@ -69,8 +69,13 @@ def _traces(f: Any, key: str, path: Path) -> np.ndarray:
     return as_float_array(f"/{key} in {path}", np.atleast_2d(item[()]), ndim=(2,))
 
 
-def read_caiman(path: str | os.PathLike[str], fs: float | None = None, *, fs_label: str = "fs",
-                traces: str = "C+YrA") -> Recording:  # fmt: skip
+def read_caiman(
+    path: str | os.PathLike[str],
+    fs: float | None = None,
+    *,
+    fs_label: str = "fs",
+    traces: str = "C+YrA",
+) -> Recording:
     """Read CaImAn ``CNMF.save`` results as a :class:`Recording`.
 
     Parameters
@@ -147,8 +152,9 @@ def read_caiman(path: str | os.PathLike[str], fs: float | None = None, *, fs_lab
         fr = _dataset(f, "params/data/fr")
         found = None
         if fr is not None:
-            found = check_real(f"/params/data/fr in {p}", np.asarray(fr[()]).item(), low=0.0,
-                               low_inclusive=False)  # fmt: skip
+            found = check_real(
+                f"/params/data/fr in {p}", np.asarray(fr[()]).item(), low=0.0, low_inclusive=False
+            )
     fs_ = resolve_fs(found, fs, f"{p}:/params/data/fr" if found is not None else str(p), fs_label)
     provenance = {
         "input_sha256": file_sha256(p),
@@ -157,5 +163,6 @@ def read_caiman(path: str | os.PathLike[str], fs: float | None = None, *, fs_lab
         "accepted_from": "estimates/idx_components" if idx is not None else "all components",
     }
     logger.info("CaImAn %s: %s of %d of %d components at %g Hz", p, traces, keep.size, n, fs_)
-    return Recording(np.ascontiguousarray(data[keep]), fs_, "caiman", p, keep,
-                     provenance=provenance)  # fmt: skip
+    return Recording(
+        np.ascontiguousarray(data[keep]), fs_, "caiman", p, keep, provenance=provenance
+    )

@@ -361,9 +361,23 @@ def run_deconvolution(
     conv = np.zeros(n_cells, dtype=np.bool_)
     objs = np.zeros(n_cells)
     _fista_batch(
-        y, out, iters, conv, objs, A, d, r, d**K, r**K, K, step_size, threshold, lam, tolerance,
+        y,
+        out,
+        iters,
+        conv,
+        objs,
+        A,
+        d,
+        r,
+        d**K,
+        r**K,
+        K,
+        step_size,
+        threshold,
+        lam,
+        tolerance,
         max_iters,
-    )  # fmt: skip
+    )
     spikes = out[0] if single else out
     if return_info:
         return spikes, DeconvolutionInfo(iters, conv, objs)

@@ -67,8 +67,9 @@ def _one_pole(t, fs, spike_t, w, tau):
     """``sum_k w_k exp(-(t_j - s_k)/tau)`` over ``s_k < t_j``, at each frame time ``t_j``."""
     j = np.searchsorted(t, spike_t, side="right")
     ok = j < t.shape[0]
-    c = np.bincount(j[ok], weights=w[ok] * np.exp(-(t[j[ok]] - spike_t[ok]) / tau),
-                    minlength=t.shape[0])  # fmt: skip
+    c = np.bincount(
+        j[ok], weights=w[ok] * np.exp(-(t[j[ok]] - spike_t[ok]) / tau), minlength=t.shape[0]
+    )
     return signal.lfilter([1.0], [1.0, -np.exp(-1.0 / (fs * tau))], c)
 
 

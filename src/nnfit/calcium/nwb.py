@@ -178,8 +178,14 @@ def _unreadable(path: Path, exc: Exception) -> ValueError:
     return ValueError(f"{path}: not a readable NWB file ({type(exc).__name__}: {text})")
 
 
-def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float | None = None,
-             *, fs_label: str = "fs", lazy: bool = True) -> Recording:  # fmt: skip
+def read_nwb(
+    path: str | os.PathLike[str],
+    series: str | None = None,
+    fs: float | None = None,
+    *,
+    fs_label: str = "fs",
+    lazy: bool = True,
+) -> Recording:
     """Read a ``RoiResponseSeries`` of an NWB file as a :class:`Recording`.
 
     Parameters
@@ -279,9 +285,16 @@ def read_nwb(path: str | os.PathLike[str], series: str | None = None, fs: float 
     for w in caught:
         logger.info("pynwb reading %s: %s", p, w.message)
     logger.info("NWB %s: %s, %d ROIs, %g Hz (from %s)", p, where, n_cols, rate, how)
-    return Recording(traces, rate, "nwb", p, rows, roi_ids=roi_ids,
-                     dataset=None if traces is not None else dataset,
-                     provenance=provenance)  # fmt: skip
+    return Recording(
+        traces,
+        rate,
+        "nwb",
+        p,
+        rows,
+        roi_ids=roi_ids,
+        dataset=None if traces is not None else dataset,
+        provenance=provenance,
+    )
 
 
 def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
@@ -317,8 +330,9 @@ def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
     return _Columns(buffer_shape=(T, per_buffer), chunk_shape=(T, per_chunk))
 
 
-def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dict[str, Any],
-                where: Path) -> str:  # fmt: skip
+def _add_spikes(
+    nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dict[str, Any], where: Path
+) -> str:
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb.ophys import Fluorescence, RoiResponseSeries
 
@@ -349,9 +363,10 @@ def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dic
         # ancestor with it; the table was read from the file, so the check cannot see that.
         warnings.filterwarnings("ignore", message="The linked table for DynamicTableRegion")
         region = src.rois.table.create_region(
-            name="rois", region=[int(i) for i in src.rois.data[:]],
+            name="rois",
+            region=[int(i) for i in src.rois.data[:]],
             description=f"the ROIs of {key}",
-        )  # fmt: skip
+        )
         series = RoiResponseSeries(
             name=src.name,
             data=H5DataIO(columns_from_npy(spikes_npy), compression="gzip", compression_opts=4),
@@ -368,9 +383,15 @@ def _add_spikes(nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dic
     return f"/processing/{module_name}/{DECONVOLVED}/{src.name}"
 
 
-def write_nwb(source: str | os.PathLike[str], series: str | None,
-              spikes_npy: str | os.PathLike[str], run: dict[str, Any], *,
-              dest: str | os.PathLike[str] | None = None, overwrite: bool = False) -> tuple[Path, str]:  # fmt: skip
+def write_nwb(
+    source: str | os.PathLike[str],
+    series: str | None,
+    spikes_npy: str | os.PathLike[str],
+    run: dict[str, Any],
+    *,
+    dest: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, str]:
     """Write spikes next to the traces they came from, in NWB.
 
     Parameters

@@ -227,8 +227,9 @@ def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
     return arr
 
 
-def read_rows(path: str | os.PathLike[str], start: int, stop: int, *,
-              dataset: str | None = None) -> np.ndarray:  # fmt: skip
+def read_rows(
+    path: str | os.PathLike[str], start: int, stop: int, *, dataset: str | None = None
+) -> np.ndarray:
     """Rows ``start:stop`` of a ``(cells, T)`` ``.npy`` as float64, read with plain file reads.
 
     With ``dataset``, ``path`` is an HDF5 file and the rows are columns ``start:stop`` of its
@@ -243,8 +244,10 @@ def read_rows(path: str | os.PathLike[str], start: int, stop: int, *,
         return read_columns(path, dataset, slice(start, stop))
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}  # fmt: skip
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
         if version not in readers:
             return np.asarray(open_traces(path)[start:stop], dtype=np.float64)
         shape, fortran, dtype = readers[version](f)
@@ -324,8 +327,13 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     }
     path = _block_path(settings.out, i)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, spikes=res.spikes, reconvolution=res.calcium + res.baseline,
-                 baseline=res.baseline, **summary)  # fmt: skip
+        np.savez(
+            f,
+            spikes=res.spikes,
+            reconvolution=res.calcium + res.baseline,
+            baseline=res.baseline,
+            **summary,
+        )
     return {"block": i, "converged": int(res.converged.sum()), "cells": stop - start}
 
 
@@ -420,9 +428,18 @@ def _deconvolve_recording(
     elif tau_rise is None or tau_decay is None:
         raise ValueError("give both tau_rise and tau_decay, or neither (then both are estimated)")
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
-    settings = BlockSettings(str(path), str(out), fs, tau_rise, tau_decay,
-                             None if lam is None else float(lam), baseline, float(tol),
-                             int(n_jobs), dataset)  # fmt: skip
+    settings = BlockSettings(
+        str(path),
+        str(out),
+        fs,
+        tau_rise,
+        tau_decay,
+        None if lam is None else float(lam),
+        baseline,
+        float(tol),
+        int(n_jobs),
+        dataset,
+    )
     partial = out / ".partial"
     state = {
         "input": str(path),

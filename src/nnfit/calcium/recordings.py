@@ -76,8 +76,14 @@ def read_input(
     if npy.is_file() and sidecar.is_file():
         traces, meta = load_tuning_data(npy)
         fs_ = resolve_fs(float(meta["sampling_rate_hz"]), fs, str(sidecar), fs_label)
-        return Recording(traces, fs_, "catune", p, np.arange(traces.shape[0]),
-                         provenance={"input_sha256": file_sha256(npy)})  # fmt: skip
+        return Recording(
+            traces,
+            fs_,
+            "catune",
+            p,
+            np.arange(traces.shape[0]),
+            provenance={"input_sha256": file_sha256(npy)},
+        )
     if not p.is_file():
         raise FileNotFoundError(
             f"input not found: {p} (expected a .npy file, a CaTune stem, a suite2p folder, "
@@ -95,8 +101,14 @@ def read_input(
     traces = as_float_array(f"traces in {p}", raw, ndim=(1, 2))
     traces = np.ascontiguousarray(np.atleast_2d(traces))
     fs_ = resolve_fs(None, fs, str(p), fs_label)
-    return Recording(traces, fs_, "npy", p, np.arange(traces.shape[0]),
-                     provenance={"input_sha256": file_sha256(p)})  # fmt: skip
+    return Recording(
+        traces,
+        fs_,
+        "npy",
+        p,
+        np.arange(traces.shape[0]),
+        provenance={"input_sha256": file_sha256(p)},
+    )
 
 
 def _no_series(series: str | None, path: Path) -> None:

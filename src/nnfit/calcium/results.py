@@ -179,8 +179,14 @@ def plot_cells(
         low = float(min(traces[i].min(), reconvolution[i].min()))
         span = float(max(traces[i].max(), reconvolution[i].max())) - low or 1.0
         top = float(spikes[i].max()) or 1.0
-        ax.vlines(t, low - 0.45 * span, low - 0.45 * span + 0.4 * span * spikes[i] / top,
-                  color="C3", lw=0.8, label="inferred spikes")  # fmt: skip
+        ax.vlines(
+            t,
+            low - 0.45 * span,
+            low - 0.45 * span + 0.4 * span * spikes[i] / top,
+            color="C3",
+            lw=0.8,
+            label="inferred spikes",
+        )
         if truth is not None:
             hit = truth[i] > 0
             ax.plot(t[hit], np.full(hit.sum(), low - 0.5 * span), "k|", ms=5, label="true spikes")
@@ -197,9 +203,17 @@ def plot_cells(
     return Path(path)
 
 
-def write_results(out_dir: str | os.PathLike[str], traces: np.ndarray, result: SolveResult,
-                  fs: float, run: dict[str, Any], *, cell_index: np.ndarray | None = None,
-                  n_plot: int = 4, truth: np.ndarray | None = None) -> dict[str, Path]:  # fmt: skip
+def write_results(
+    out_dir: str | os.PathLike[str],
+    traces: np.ndarray,
+    result: SolveResult,
+    fs: float,
+    run: dict[str, Any],
+    *,
+    cell_index: np.ndarray | None = None,
+    n_plot: int = 4,
+    truth: np.ndarray | None = None,
+) -> dict[str, Path]:
     """Write ``spikes.npy``, ``reconvolution.npy``, ``summary.csv``, ``run.json``, ``cells.png``.
 
     Returns the paths by name. ``run`` (settings, input, versions) goes into ``run.json``.
@@ -241,7 +255,15 @@ def write_results(out_dir: str | os.PathLike[str], traces: np.ndarray, result: S
     if n_plot > 0:
         paths["figure"] = out / "cells.png"
         record["outputs"]["figure"] = "cells.png"
-        plot_cells(paths["figure"], traces, result.spikes, result.reconvolution, fs, n_cells=n_plot, truth=truth,
-                   title=str(run.get("title", "")))  # fmt: skip
+        plot_cells(
+            paths["figure"],
+            traces,
+            result.spikes,
+            result.reconvolution,
+            fs,
+            n_cells=n_plot,
+            truth=truth,
+            title=str(run.get("title", "")),
+        )
     atomic_write_json(paths["run"], record)
     return paths

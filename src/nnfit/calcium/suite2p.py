@@ -60,8 +60,13 @@ def _neuropil_from(settings: dict[str, Any], where: Path | None) -> float | None
     return check_real(f"neucoeff in {where}", value, low=0.0, high=1.0)
 
 
-def read_suite2p(folder: str | os.PathLike[str], fs: float | None = None, *,
-                 neuropil_factor: float | None = None, fs_label: str = "fs") -> Recording:  # fmt: skip
+def read_suite2p(
+    folder: str | os.PathLike[str],
+    fs: float | None = None,
+    *,
+    neuropil_factor: float | None = None,
+    fs_label: str = "fs",
+) -> Recording:
     """Read a suite2p plane folder: ``F - c * Fneu`` for the ROIs marked as cells.
 
     ``F.npy`` and ``Fneu.npy`` are required; ``iscell.npy`` (first column > 0 selects) is
@@ -129,14 +134,21 @@ def read_suite2p(folder: str | os.PathLike[str], fs: float | None = None, *,
         "neuropil_factor_from": factor_from,
         "n_rois": int(f.shape[0]),
     }
-    logger.info("suite2p %s: %d of %d ROIs, c = %g (%s)", root, keep.size, f.shape[0], factor,
-                factor_from)  # fmt: skip
+    logger.info(
+        "suite2p %s: %d of %d ROIs, c = %g (%s)", root, keep.size, f.shape[0], factor, factor_from
+    )
     return Recording(traces, fs_, "suite2p", root, keep, provenance=provenance)
 
 
-def write_spks(folder: str | os.PathLike[str], spikes: np.ndarray, cell_index: np.ndarray, *,
-               n_rois: int | None = None, overwrite: bool = False,
-               name: str = "spks.npy") -> Path:  # fmt: skip
+def write_spks(
+    folder: str | os.PathLike[str],
+    spikes: np.ndarray,
+    cell_index: np.ndarray,
+    *,
+    n_rois: int | None = None,
+    overwrite: bool = False,
+    name: str = "spks.npy",
+) -> Path:
     """Write spikes as suite2p's ``spks.npy``: ``(n_rois, n_frames)`` float32, every ROI.
 
     Row ``cell_index[i]`` gets ``spikes[i]``; ROIs that were not deconvolved (not marked as

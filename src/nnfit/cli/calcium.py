@@ -25,8 +25,14 @@ from nnfit.cli import calcium_exact as _fast
 from nnfit.cli.calcium_formats import add_format_arguments, add_series_argument
 
 # Every file deconvolve may write into --out (both solvers); none may be an input.
-RESULT_FILES = ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json",
-                "cells.png")  # fmt: skip
+RESULT_FILES = (
+    "spikes.npy",
+    "reconvolution.npy",
+    "baseline.npy",
+    "summary.csv",
+    "run.json",
+    "cells.png",
+)
 
 _DECONVOLVE_EPILOG = """\
 INPUT is one of
@@ -122,9 +128,13 @@ def solve_browser(traces: np.ndarray, s: Settings):
         kw["max_iter"] = s.max_iter
     spikes, base, info = deconvolve_from_export(traces, params, return_info=True, **kw)
     return SolveResult(
-        spikes, info.reconvolution, np.asarray(base), info.iterations, info.converged,
+        spikes,
+        info.reconvolution,
+        np.asarray(base),
+        info.iterations,
+        info.converged,
         info.objective,
-    )  # fmt: skip
+    )
 
 
 #: the in-memory solvers by ``--solver`` name (``exact`` takes its own, streamed path)
@@ -158,8 +168,9 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         epilog=_DECONVOLVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT",
-                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
+    p.add_argument(
+        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--tau-rise", type=float, metavar="S", help="rise time constant, seconds")
@@ -184,8 +195,13 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-iter", "--max-iters", dest="max_iter", type=int, help="iteration limit per cell"
     )
-    p.add_argument("--plot-cells", type=int, default=4, metavar="N",
-                   help="cells in cells.png, 0 for none (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--plot-cells",
+        type=int,
+        default=4,
+        metavar="N",
+        help="cells in cells.png, 0 for none (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _fast.add_deconvolve_arguments(p)
     add_format_arguments(p)
@@ -201,8 +217,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT",
-                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
+    p.add_argument(
+        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+    )
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--out", required=True, metavar="STEM", help="output stem, e.g. dir/session1")
     add_series_argument(p)
@@ -233,9 +250,7 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, dict[str, Any]]:
             )
         kin = (args.tau_rise, args.tau_decay, args.lam, False, None)
         solver = args.solver or "fista"
-    tol = None if args.tol is None else check_real(
-        "--tol", args.tol, low=0.0, low_inclusive=False
-    )  # fmt: skip
+    tol = None if args.tol is None else check_real("--tol", args.tol, low=0.0, low_inclusive=False)
     iters = None if args.max_iter is None else check_int("--max-iter", args.max_iter, low=1)
     settings = Settings(
         fs=0.0,  # from the recording, once read
@@ -263,8 +278,12 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
         for start in range(0, traces.shape[0], block):
             parts.append(fn(traces[start : start + block], settings))
             pb.update(parts[-1].spikes.shape[0])
-    return SolveResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
-        "spikes", "reconvolution", "baseline", "iterations", "converged", "objective")))  # fmt: skip
+    return SolveResult(
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("spikes", "reconvolution", "baseline", "iterations", "converged", "objective")
+        )
+    )
 
 
 def deconvolve_command(args: argparse.Namespace) -> int:
@@ -301,8 +320,14 @@ def _deconvolve(args: argparse.Namespace) -> int:
     traces = rec.load()
     settings = replace(settings, fs=rec.fs)
     # Validate everything before any work or output.
-    check_solver_params(rec.fs, settings.tau_rise, settings.tau_decay, settings.lam,
-                        settings.tol or 1e-6, settings.max_iter or 1)  # fmt: skip
+    check_solver_params(
+        rec.fs,
+        settings.tau_rise,
+        settings.tau_decay,
+        settings.lam,
+        settings.tol or 1e-6,
+        settings.max_iter or 1,
+    )
     t0 = time.perf_counter()
     result = run_solver(traces, settings, solver, progress=False if args.no_progress else None)
     seconds = time.perf_counter() - t0
@@ -318,8 +343,15 @@ def _deconvolve(args: argparse.Namespace) -> int:
         f"{settings.tau_decay:g} s, lam {settings.lam:g}",
         **record,
     )
-    paths = write_results(args.out, traces, result, rec.fs, run, cell_index=rec.cell_index,
-                          n_plot=max(0, args.plot_cells))  # fmt: skip
+    paths = write_results(
+        args.out,
+        traces,
+        result,
+        rec.fs,
+        run,
+        cell_index=rec.cell_index,
+        n_plot=max(0, args.plot_cells),
+    )
     written = write_back(args, rec, Path(args.out), run)
     if written:
         record = json.loads(paths["run"].read_text())

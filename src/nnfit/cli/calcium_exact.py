@@ -38,11 +38,19 @@ def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
         help="baseline model of the exact solver (default: auto = constant, or drift where the "
         "data drift); 'none' is catune's problem",
     )
-    p.add_argument("--block-cells", type=int, default=256, metavar="N",
-                   help="cells per streamed block (default: %(default)s)")  # fmt: skip
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler address (tcp://host:8786): spread blocks over a cluster "
-                   "(INPUT and --out on a shared file system)")  # fmt: skip
+    p.add_argument(
+        "--block-cells",
+        type=int,
+        default=256,
+        metavar="N",
+        help="cells per streamed block (default: %(default)s)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786): spread blocks over a cluster "
+        "(INPUT and --out on a shared file system)",
+    )
 
 
 def wants_exact(args: argparse.Namespace) -> bool:
@@ -109,10 +117,19 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         npy, fs, kind = src
         dataset = None if r is None else r.dataset
         rec = deconvolve_recording(
-            npy, out, fs, args.tau_rise, args.tau_decay, args.lam, baseline=baseline, tol=tol,
-            block_cells=args.block_cells, scheduler=args.scheduler,
-            progress=False if args.no_progress else None, dataset=dataset,
-        )  # fmt: skip
+            npy,
+            out,
+            fs,
+            args.tau_rise,
+            args.tau_decay,
+            args.lam,
+            baseline=baseline,
+            tol=tol,
+            block_cells=args.block_cells,
+            scheduler=args.scheduler,
+            progress=False if args.no_progress else None,
+            dataset=dataset,
+        )
         if r is None:
             traces = open_traces(npy)
             input_hash = file_sha256(npy)
@@ -126,13 +143,24 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
                 "--scheduler needs a .npy or .nwb INPUT (workers read it from the shared disk)"
             )
         fs, kind, traces = r.fs, r.kind, r.traces
-        res = deconvolve(traces, fs, args.tau_rise, args.tau_decay, lam=args.lam,
-                         baseline=baseline, tol=tol, n_jobs=-1)  # fmt: skip
+        res = deconvolve(
+            traces,
+            fs,
+            args.tau_rise,
+            args.tau_decay,
+            lam=args.lam,
+            baseline=baseline,
+            tol=tol,
+            n_jobs=-1,
+        )
         out.mkdir(parents=True, exist_ok=True)
         from nnfit.io import atomic_path
 
-        for name, arr in (("spikes", res.spikes), ("reconvolution", res.calcium + res.baseline),
-                          ("baseline", res.baseline)):  # fmt: skip
+        for name, arr in (
+            ("spikes", res.spikes),
+            ("reconvolution", res.calcium + res.baseline),
+            ("baseline", res.baseline),
+        ):
             with atomic_path(out / f"{name}.npy", suffix=".npy") as tmp:
                 np.save(tmp, np.ascontiguousarray(arr, dtype="<f8"))
         columns = {
@@ -146,11 +174,17 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         }
         atomic_write_bytes(out / "summary.csv", summary_csv(columns))
         rec = {
-            "cells": traces.shape[0], "frames": traces.shape[1], "fs": fs,
-            "tau_rise": res.tau_rise, "tau_decay": res.tau_decay,
-            "kinetics_estimated": res.estimated["kinetics"], "lam": args.lam,
-            "baseline": baseline, "tol": tol, "converged": int(res.converged.sum()),
-        }  # fmt: skip
+            "cells": traces.shape[0],
+            "frames": traces.shape[1],
+            "fs": fs,
+            "tau_rise": res.tau_rise,
+            "tau_decay": res.tau_decay,
+            "kinetics_estimated": res.estimated["kinetics"],
+            "lam": args.lam,
+            "baseline": baseline,
+            "tol": tol,
+            "converged": int(res.converged.sum()),
+        }
         input_hash = r.provenance.get("input_sha256")
     seconds = time.perf_counter() - t0
     run = run_record(
@@ -218,14 +252,19 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
     )
     from nnfit.cli.calcium_formats import add_series_argument
 
-    p.add_argument("input", metavar="INPUT",
-                   help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5")  # fmt: skip
+    p.add_argument(
+        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+    )
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--json", metavar="FILE", help="also write the estimates as JSON")
     add_series_argument(p)
-    p.add_argument("--max-cells", type=int, default=2000, metavar="N",
-                   help="estimate on at most N cells spread over the recording "
-                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--max-cells",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="estimate on at most N cells spread over the recording (default: %(default)s)",
+    )
     p.set_defaults(func=estimate_command)
 
 
@@ -266,9 +305,14 @@ def estimate_command(args: argparse.Namespace) -> int:
         f"--tau-decay {pooled['tau_decay']:.4g} --out DIR   (lam per cell from the noise)"
     )
     if args.json:
-        atomic_write_json(args.json, {
-            "cells": [int(i) for i in rows], "fs": fs, "pooled": pooled,
-            **{k: [float(x) for x in p[k]] for k in ("noise", "tau_rise", "tau_decay", "lam")},
-        })  # fmt: skip
+        atomic_write_json(
+            args.json,
+            {
+                "cells": [int(i) for i in rows],
+                "fs": fs,
+                "pooled": pooled,
+                **{k: [float(x) for x in p[k]] for k in ("noise", "tau_rise", "tau_decay", "lam")},
+            },
+        )
         print(f"  wrote {args.json}")
     return 0

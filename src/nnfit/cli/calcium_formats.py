@@ -99,14 +99,25 @@ def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any
         from nnfit.calcium.suite2p import write_spks
 
         spikes = np.load(spikes_npy, mmap_mode="r")
-        path = write_spks(rec.source, spikes, rec.cell_index,
-                          n_rois=rec.provenance.get("n_rois"), overwrite=args.overwrite)  # fmt: skip
+        path = write_spks(
+            rec.source,
+            spikes,
+            rec.cell_index,
+            n_rois=rec.provenance.get("n_rois"),
+            overwrite=args.overwrite,
+        )
         written.append(str(path))
     if getattr(args, "write_nwb", None) is not None:
         from nnfit.calcium.nwb import write_nwb
 
         dest = None if args.write_nwb is True else args.write_nwb
-        path, inside = write_nwb(rec.source, rec.provenance["series"], spikes_npy, run,
-                                 dest=dest, overwrite=args.overwrite)  # fmt: skip
+        path, inside = write_nwb(
+            rec.source,
+            rec.provenance["series"],
+            spikes_npy,
+            run,
+            dest=dest,
+            overwrite=args.overwrite,
+        )
         written.append(f"{path}:{inside}")
     return written

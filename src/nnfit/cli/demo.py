@@ -70,8 +70,16 @@ def run_calcium(out_dir: Path, *, seed: int = 0) -> None:
     """Simulate, deconvolve (catune's problem, compiled), write outputs and figure to out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rec = simulate_recording(N_CELLS, N_FRAMES, fs=FS, tau_rise=TAU_RISE, tau_decay=TAU_DECAY,
-                             noise=NOISE, rate_hz=0.5, seed=seed)  # fmt: skip
+    rec = simulate_recording(
+        N_CELLS,
+        N_FRAMES,
+        fs=FS,
+        tau_rise=TAU_RISE,
+        tau_decay=TAU_DECAY,
+        noise=NOISE,
+        rate_hz=0.5,
+        seed=seed,
+    )
     save_for_tuning(rec.traces, FS, out / "simulated", metadata={"seed": seed, "simulated": True})
     with atomic_path(out / "true_spikes.npy", suffix=".npy") as tmp:
         np.save(tmp, rec.spikes)
@@ -80,8 +88,9 @@ def run_calcium(out_dir: Path, *, seed: int = 0) -> None:
     result = run_solver(rec.traces, settings, "fista", progress=False)
     seconds = time.perf_counter() - t0
     corr = spike_correlation(result.spikes, rec.spikes, FS)
-    frame_corr = float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in
-                                zip(result.spikes, rec.spikes, strict=True)]))  # fmt: skip
+    frame_corr = float(
+        np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(result.spikes, rec.spikes, strict=True)])
+    )
     run_record = {
         "command": "nnfit demo (calcium)",
         "seed": seed,
@@ -93,11 +102,15 @@ def run_calcium(out_dir: Path, *, seed: int = 0) -> None:
         "title": f"simulated (seed {seed}): inferred vs true spikes, correlation {corr:.3f}",
     }
     paths = write_results(out, rec.traces, result, FS, run_record, truth=rec.spikes)
-    print(f"   simulated {N_CELLS} cells x {N_FRAMES} frames ({N_FRAMES / FS / 60:.0f} min at "
-          f"{FS:g} Hz, noise {NOISE}), seed {seed}")  # fmt: skip
+    print(
+        f"   simulated {N_CELLS} cells x {N_FRAMES} frames ({N_FRAMES / FS / 60:.0f} min at "
+        f"{FS:g} Hz, noise {NOISE}), seed {seed}"
+    )
     print(f"   deconvolved in {seconds:.2f} s; {int(result.converged.sum())}/{N_CELLS} converged")
-    print(f"   correlation of inferred with simulated spikes: {corr:.3f} (both smoothed by a "
-          f"100 ms Gaussian), {frame_corr:.3f} frame by frame")  # fmt: skip
+    print(
+        f"   correlation of inferred with simulated spikes: {corr:.3f} (both smoothed by a "
+        f"100 ms Gaussian), {frame_corr:.3f} frame by frame"
+    )
     print(f"   figure:  {paths['figure']}")
     print(f"   results: {out} (spikes.npy, reconvolution.npy, summary.csv, run.json,")
     print("            simulated.npy + simulated_metadata.json for the CaTune browser)")
@@ -268,12 +281,25 @@ def run_spectral_ifu(out_dir: Path, *, seed: int = 0) -> None:
     print(f"   library {info['templates']} (pPXF's npz format) and LOSVDs {info['losvd']}")
     store = out / "ifu_store.h5"
     steps = (
-        ["spectral", "init", str(info["cube"]), "--templates", str(info["templates"]),
-         "--losvd", str(info["losvd"]), "--fwhm", "none", "--no-line-mask", "--min-sn", "0",
-         "--out", str(store)],
+        [
+            "spectral",
+            "init",
+            str(info["cube"]),
+            "--templates",
+            str(info["templates"]),
+            "--losvd",
+            str(info["losvd"]),
+            "--fwhm",
+            "none",
+            "--no-line-mask",
+            "--min-sn",
+            "0",
+            "--out",
+            str(store),
+        ],
         ["spectral", "fit", str(store), "--no-progress"],
         ["spectral", "maps", str(store), "--out", str(out / "maps")],
-    )  # fmt: skip
+    )
     for argv in steps:
         print(f"   $ nnfit {' '.join(argv)}", flush=True)
         if main(argv) != 0:

@@ -135,9 +135,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from nnfit.cli import spectral_ifu as cli_ifu
 
     p = _add(
-        sub, "init", "create a store from a FITS IFU cube or from your own arrays",
-        cli_ifu.INIT_FROM_CUBE_HELP + "\n" + _INIT_HELP, _init,
-    )  # fmt: skip
+        sub,
+        "init",
+        "create a store from a FITS IFU cube or from your own arrays",
+        cli_ifu.INIT_FROM_CUBE_HELP + "\n" + _INIT_HELP,
+        _init,
+    )
     p.add_argument("--out", required=True, help="store to write (.h5)")
     cli_ifu.add_init_arguments(p)
     p.add_argument("--npz", help="one .npz holding the arrays by the names above")
@@ -177,20 +180,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--template-meta", help="JSON with template axis names/values, stored in template_meta_json"
     )
     p.add_argument(
-        "--kernel", choices=("linear", "fourier"), default="linear",
+        "--kernel",
+        choices=("linear", "fourier"),
+        default="linear",
         help="model: 'fourier' = exact band-limited placement (pPXF's); 'linear' = the "
         "HyperCube builder's (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--convention", choices=("cz", "ppxf"), default="cz",
+        "--convention",
+        choices=("cz", "ppxf"),
+        default="cz",
         help="velocity convention of vel_pix and --vsyst: 'cz' (v = c z) or 'ppxf' "
         "(V = c ln(1+z)) (default: %(default)s)",
-    )  # fmt: skip
+    )
     p.add_argument("--vsyst", type=float, default=0.0, help="systemic velocity, km/s (fourier)")
     p.add_argument(
-        "--flux-scale", choices=("data",), default=None,
+        "--flux-scale",
+        choices=("data",),
+        default=None,
         help="'data': scale each spaxel's LOSVD by its mean flux (unit-normalised LOSVDs)",
-    )  # fmt: skip
+    )
     p.add_argument("--medium-obs", choices=("air", "vacuum"), help="wavelength medium of the data")
     p.add_argument("--medium-templates", choices=("air", "vacuum"), help="... of the templates")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -229,22 +238,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(
-        sub, "status", "tiles done and template-coverage margins of a store",
+        sub,
+        "status",
+        "tiles done and template-coverage margins of a store",
         "Print the HyperCube's shape, chunks and tiles done, and the template coverage report "
         "(safe, margins on both sides). Safe to run while a build writes the file.\n\n"
-        "example:\n  nnfit spectral status cube.h5", _status,
-    )  # fmt: skip
+        "example:\n  nnfit spectral status cube.h5",
+        _status,
+    )
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
 
     p = _add(
-        sub, "snapshot", "four-panel sanity figure (works during a build)",
+        sub,
+        "snapshot",
+        "four-panel sanity figure (works during a build)",
         "Write a PNG with: observed spectra (masked pixels shaded), templates rebinned before "
         "convolution, LOSVDs with their kernels on ln(lambda) offsets, and stored models of "
         "finished tiles overlaid with the same rows recomputed from the inputs. Reads the file "
         "in SWMR mode, so it works while 'nnfit spectral build' runs.\n\n"
-        "example:\n  nnfit spectral snapshot cube.h5 --out prefit_overlay.png", _snapshot,
-    )  # fmt: skip
+        "example:\n  nnfit spectral snapshot cube.h5 --out prefit_overlay.png",
+        _snapshot,
+    )
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument(
         "--out", default="prefit_overlay.png", help="PNG to write (default: %(default)s)"
@@ -254,12 +269,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
 
     p = _add(
-        sub, "compress", "compress a finished HyperCube, crash-safely",
+        sub,
+        "compress",
+        "compress a finished HyperCube, crash-safely",
         "Rewrite the store with /HyperCube/models compressed. The compressed copy is written "
         "next to the store and moved over it at the end, so an interruption leaves the "
         "uncompressed store intact (needs free space for the copy).\n\n"
-        "example:\n  nnfit spectral compress cube.h5 --codec gzip --level 2", _compress,
-    )  # fmt: skip
+        "example:\n  nnfit spectral compress cube.h5 --codec gzip --level 2",
+        _compress,
+    )
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument(
         "--codec", choices=("gzip", "lzf"), default="gzip", help="(default: %(default)s)"
@@ -276,10 +294,18 @@ def _simulate(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     sim = simulate_cube(
-        args.spaxels, args.components, args.populations, n_tem_pix=args.tem_pix,
-        n_obs_pix=args.obs_pix, n_vel=args.vel, templates=args.templates, snr=args.snr,
-        mask_fraction=args.mask_fraction, noise=not args.no_noise, seed=args.seed,
-    )  # fmt: skip
+        args.spaxels,
+        args.components,
+        args.populations,
+        n_tem_pix=args.tem_pix,
+        n_obs_pix=args.obs_pix,
+        n_vel=args.vel,
+        templates=args.templates,
+        snr=args.snr,
+        mask_fraction=args.mask_fraction,
+        noise=not args.no_noise,
+        seed=args.seed,
+    )
     with staged_h5(out) as tmp:
         sim.to_h5(tmp)
         with open_h5(tmp, "a") as f:
@@ -370,15 +396,24 @@ def _init(args: argparse.Namespace) -> int:
         mgr.set_velocity_grid(arrays["vel_pix"])
         mask = arrays.get("mask")
         mgr.populate_from_arrays(
-            arrays["losvd"], arrays["datacube"], arrays["templates"],
+            arrays["losvd"],
+            arrays["datacube"],
+            arrays["templates"],
             mask=mask,
-            xpix=arrays.get("xpix"), ypix=arrays.get("ypix"), binnum=arrays.get("binnum"),
-            noise=arrays.get("noise"), datacube_layout=args.datacube_layout,
-            template_meta=meta, safety_pad_px=args.safety_pad_px,
-            kernel=args.kernel, convention=args.convention, vsyst=args.vsyst,
-            flux_scale=args.flux_scale, medium_obs=args.medium_obs,
+            xpix=arrays.get("xpix"),
+            ypix=arrays.get("ypix"),
+            binnum=arrays.get("binnum"),
+            noise=arrays.get("noise"),
+            datacube_layout=args.datacube_layout,
+            template_meta=meta,
+            safety_pad_px=args.safety_pad_px,
+            kernel=args.kernel,
+            convention=args.convention,
+            vsyst=args.vsyst,
+            flux_scale=args.flux_scale,
+            medium_obs=args.medium_obs,
             medium_templates=args.medium_templates,
-        )  # fmt: skip
+        )
         mgr.ensure_rebin_and_resample()
     rep = H5Manager.diagnose_rebin_edges(out, verbose=False)
     print(
@@ -394,10 +429,16 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         info = build_hypercube(
-            args.store, S_chunk=args.s_chunk, C_chunk=args.c_chunk, P_chunk=args.p_chunk,
-            n_workers=args.workers, compression=args.compression, overwrite=args.overwrite,
-            scheduler=args.scheduler, progress=False if args.no_progress else None,
-        )  # fmt: skip
+            args.store,
+            S_chunk=args.s_chunk,
+            C_chunk=args.c_chunk,
+            P_chunk=args.p_chunk,
+            n_workers=args.workers,
+            compression=args.compression,
+            overwrite=args.overwrite,
+            scheduler=args.scheduler,
+            progress=False if args.no_progress else None,
+        )
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; finished tiles are kept. Resume with: nnfit spectral build {args.store}"

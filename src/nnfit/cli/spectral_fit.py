@@ -69,13 +69,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
     fit.add_argument(
-        "--degree", type=int, default=-1,
+        "--degree",
+        type=int,
+        default=-1,
         help="additive Legendre polynomial degree per spaxel, pPXF's degree (-1: none)",
-    )  # fmt: skip
+    )
     fit.add_argument(
-        "--mdegree", type=int, default=0,
+        "--mdegree",
+        type=int,
+        default=0,
         help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (0: none)",
-    )  # fmt: skip
+    )
     fit.add_argument(
         "--tol",
         type=float,
@@ -241,9 +245,14 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
     if args.method == "kaczmarz":
         raise ValueError("--per-bin uses the exact methods; drop --method kaczmarz")
     res = fit_bins(
-        args.store, method=args.method, tol=args.tol, regul=args.regul,
-        regul_order=args.regul_order, degree=args.degree, mdegree=args.mdegree,
-    )  # fmt: skip
+        args.store,
+        method=args.method,
+        tol=args.tol,
+        regul=args.regul,
+        regul_order=args.regul_order,
+        degree=args.degree,
+        mdegree=args.mdegree,
+    )
     chi = res["chi2_dof"]
     print(
         f"fit: {chi.size} bins fitted one by one; chi2/dof median {np.median(chi):.4g} "

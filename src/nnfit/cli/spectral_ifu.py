@@ -35,8 +35,13 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         "--min-sn", type=float, default=1.0, help="drop spaxels below this S/N (default 1)"
     )
     g.add_argument("--bin-map", help="your own bins: .npy (ny, nx) of 0..S-1, -1 unused")
-    g.add_argument("--lam-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="observed wavelengths to keep (Angstrom)")  # fmt: skip
+    g.add_argument(
+        "--lam-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="observed wavelengths to keep (Angstrom)",
+    )
     g.add_argument("--x-range", type=int, nargs=2, metavar=("X0", "X1"), help="spaxel columns")
     g.add_argument("--y-range", type=int, nargs=2, metavar=("Y0", "Y1"), help="spaxel rows")
     g.add_argument(
@@ -45,14 +50,21 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--velscale-ratio", type=int, default=2, help="template pixels per pixel (default 2)"
     )
-    g.add_argument("--fwhm", default="auto",
-                   help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default: "
-                        "muse when INSTRUME = MUSE, else required)")  # fmt: skip
+    g.add_argument(
+        "--fwhm",
+        default="auto",
+        help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default: "
+        "muse when INSTRUME = MUSE, else required)",
+    )
     g.add_argument(
         "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
     )
-    g.add_argument("--normalise", choices=("light", "mass"), default="light",
-                   help="template normalisation: light in --norm-range or mass (default light)")  # fmt: skip
+    g.add_argument(
+        "--normalise",
+        choices=("light", "mass"),
+        default="light",
+        help="template normalisation: light in --norm-range or mass (default light)",
+    )
     g.add_argument("--norm-range", type=float, nargs=2, default=(5070.0, 5950.0))
     g.add_argument("--age-range", type=float, nargs=2, help="keep templates with ages in Gyr")
     g.add_argument("--metal-range", type=float, nargs=2, help="keep templates with [M/H] in")
@@ -85,10 +97,20 @@ def init_from_cube(args: argparse.Namespace) -> int:
         raise ValueError("--templates: give the template library (.npz or a folder of FITS)")
     mixed = [
         f"--{n.replace('_', '-')}"
-        for n in ("npz", "tem_pix", "obs_pix", "datacube", "mask", "noise", "xpix", "ypix",
-                  "binnum", "template_meta")
+        for n in (
+            "npz",
+            "tem_pix",
+            "obs_pix",
+            "datacube",
+            "mask",
+            "noise",
+            "xpix",
+            "ypix",
+            "binnum",
+            "template_meta",
+        )
         if getattr(args, n, None)
-    ]  # fmt: skip
+    ]
     if mixed:
         raise ValueError(
             f"{', '.join(mixed)}: these build a store from arrays; with a FITS cube the cube, "
@@ -121,15 +143,33 @@ def init_from_cube(args: argparse.Namespace) -> int:
                 f"--fwhm must be a number (A), 'muse', 'auto' or 'none'; got {fwhm!r}"
             ) from None
     info = store_from_ifu_cube(
-        args.cube, args.templates, args.out, redshift=args.redshift, target_sn=args.target_sn,
-        bin_map=bin_map, min_sn=args.min_sn, lam_range=args.lam_range, x_range=args.x_range,
-        y_range=args.y_range, velscale=args.velscale, velscale_ratio=args.velscale_ratio,
-        fwhm_gal=fwhm, fwhm_tem=args.fwhm_templates, normalisation=args.normalise,
-        norm_range=tuple(args.norm_range), age_range=args.age_range,
-        metal_range=args.metal_range, template_pattern=args.template_pattern, lines=lines,
-        kinematics=kin, losvd=losvd, data_ext=args.data_ext, var_ext=args.var_ext,
-        noise_ext=args.noise_ext, overwrite=args.overwrite,
-    )  # fmt: skip
+        args.cube,
+        args.templates,
+        args.out,
+        redshift=args.redshift,
+        target_sn=args.target_sn,
+        bin_map=bin_map,
+        min_sn=args.min_sn,
+        lam_range=args.lam_range,
+        x_range=args.x_range,
+        y_range=args.y_range,
+        velscale=args.velscale,
+        velscale_ratio=args.velscale_ratio,
+        fwhm_gal=fwhm,
+        fwhm_tem=args.fwhm_templates,
+        normalisation=args.normalise,
+        norm_range=tuple(args.norm_range),
+        age_range=args.age_range,
+        metal_range=args.metal_range,
+        template_pattern=args.template_pattern,
+        lines=lines,
+        kinematics=kin,
+        losvd=losvd,
+        data_ext=args.data_ext,
+        var_ext=args.var_ext,
+        noise_ext=args.noise_ext,
+        overwrite=args.overwrite,
+    )
     print(
         f"wrote {info['path']}: {info['S']} bins from {info['spaxels']} spaxels, L={info['L']} "
         f"pixels at {info['velscale']:.2f} km/s ({info['n_masked']} masked), P={info['P']} "
@@ -156,13 +196,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", help="fitted cube store (.h5)")
     p.add_argument("--out", default="maps", help="output folder (default: %(default)s)")
     p.add_argument(
-        "--degree", type=int, default=-1,
+        "--degree",
+        type=int,
+        default=-1,
         help="global fits only: the additive polynomial degree the fit used (default -1)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--mdegree", type=int, default=0,
+        "--mdegree",
+        type=int,
+        default=0,
         help="global fits only: the multiplicative polynomial degree the fit used (default 0)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_maps)
 
 

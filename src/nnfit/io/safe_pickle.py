@@ -121,8 +121,10 @@ def load_object_npy(path: str | os.PathLike[str]) -> Any:
     """
     p = Path(path)
     with open(p, "rb") as f:
-        readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}  # fmt: skip
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
         try:
             version = np.lib.format.read_magic(f)
             if version not in readers:
@@ -140,8 +142,15 @@ def load_object_npy(path: str | os.PathLike[str]) -> Any:
                 "(nnfit never runs code from a data file). Re-save it from a trusted session "
                 "with plain values only"
             ) from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError,
-                KeyError, ValueError) as exc:  # fmt: skip
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            AttributeError,
+            TypeError,
+            IndexError,
+            KeyError,
+            ValueError,
+        ) as exc:
             raise ValueError(f"{p}: corrupt pickled .npy ({type(exc).__name__}: {exc})") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{p}: expected a pickled numpy array; found {type(arr).__name__}")

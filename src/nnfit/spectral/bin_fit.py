@@ -110,5 +110,9 @@ def fit_bins(
         g.attrs["definition"] = "each bin fitted alone with fit_cube; chi2/dof = chi2 / dof"
         g.attrs["fit_options"] = json.dumps({k: v for k, v in fit_kwargs.items()})
     return {
-        "weights": weights, "chi2": chi2, "dof": dof, "n_good": n_good, "chi2_dof": chi2 / dof,
-    }  # fmt: skip
+        "weights": weights,
+        "chi2": chi2,
+        "dof": dof,
+        "n_good": n_good,
+        "chi2_dof": chi2 / dof,
+    }

@@ -144,13 +144,24 @@ def voronoi_bins(
             from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
             binnum = voronoi_2d_binning(
-                x.astype(float), y.astype(float), signal[keep], noise[keep], float(target_sn),
-                pixelsize=1.0, plot=False, quiet=True,
-            )[0]  # fmt: skip
+                x.astype(float),
+                y.astype(float),
+                signal[keep],
+                noise[keep],
+                float(target_sn),
+                pixelsize=1.0,
+                plot=False,
+                quiet=True,
+            )[0]
     bmap = np.full((ny, nx), -1, dtype=np.int64)
     bmap[y, x] = binnum
-    return BinMap(bmap, x.astype(np.float64), y.astype(np.float64), binnum.astype(np.int64),
-                  int(binnum.max()) + 1)  # fmt: skip
+    return BinMap(
+        bmap,
+        x.astype(np.float64),
+        y.astype(np.float64),
+        binnum.astype(np.int64),
+        int(binnum.max()) + 1,
+    )
 
 
 def bin_spectra(

@@ -366,10 +366,18 @@ def fit_cube(
         from nnfit.spectral.continuum import fit_continuum
 
         inner = dict(
-            tol=tol, regul=regul, regul_order=regul_order, constraints=constraints,
-            max_iter=max_iter, memory_gb=memory_gb, batch=batch, checkpoint=False, callback=None,
-            progress=progress, verbose=verbose,
-        )  # fmt: skip
+            tol=tol,
+            regul=regul,
+            regul_order=regul_order,
+            constraints=constraints,
+            max_iter=max_iter,
+            memory_gb=memory_gb,
+            batch=batch,
+            checkpoint=False,
+            callback=None,
+            progress=progress,
+            verbose=verbose,
+        )
         if isinstance(x0, str):
             x0 = read_warm_start(path, op.model_shape) if path is not None else None
 

@@ -329,9 +329,13 @@ def build_hypercube(
 
             # LOSVDs travel as float32 (their stored, exact values): half the bytes per worker.
             arrays = (
-                prob.templates_PT, prob.losvd.astype(np.float32), prob.vel_pix, prob.tem_pix,
-                prob.obs_pix, prob.rebin,
-            )  # fmt: skip
+                prob.templates_PT,
+                prob.losvd.astype(np.float32),
+                prob.vel_pix,
+                prob.tem_pix,
+                prob.obs_pix,
+                prob.rebin,
+            )
             if scheduler is not None:
                 try:
                     _run_dask(todo, chunks, arrays, digest, scheduler, write)
@@ -389,9 +393,11 @@ def _run_pool(todo, chunks, path: Path, n_workers, write) -> None:
 
 def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
     with cf.ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_init_worker_from_file,
+        max_workers=n_workers,
+        mp_context=ctx,
+        initializer=_init_worker_from_file,
         initargs=(str(path),),
-    ) as ex:  # fmt: skip
+    ) as ex:
         try:
             _feed(ex, todo, chunks, n_workers, write)
         except BaseException:

@@ -183,8 +183,9 @@ class IFUCube:
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(L, ny, nx)`` of the selection."""
-        return tuple(len(range(*s.indices(n))) for s, n in zip(self._sel, self._data.shape,
-                                                               strict=True))  # type: ignore[return-value]  # fmt: skip
+        return tuple(
+            len(range(*s.indices(n))) for s, n in zip(self._sel, self._data.shape, strict=True)
+        )  # type: ignore[return-value]
 
     @property
     def flux(self) -> np.ndarray:

@@ -158,9 +158,14 @@ def store_from_ifu_cube(
     zf = 1.0 + float(redshift)
 
     cube = read_ifu_cube(
-        cube_path, data_ext=data_ext, var_ext=var_ext, noise_ext=noise_ext,
-        lam_range=lam_range, x_range=x_range, y_range=y_range,
-    )  # fmt: skip
+        cube_path,
+        data_ext=data_ext,
+        var_ext=var_ext,
+        noise_ext=noise_ext,
+        lam_range=lam_range,
+        x_range=x_range,
+        y_range=y_range,
+    )
     _, ny, nx = cube.shape
     signal, noise, usable = spaxel_signal_noise(cube)
     if bin_map is not None:
@@ -206,10 +211,17 @@ def store_from_ifu_cube(
     else:
         fwhm_rest = float(fwhm_gal) / zf
     lib = load_template_library(
-        templates, tem_edges, fwhm_gal=fwhm_rest, fwhm_tem=fwhm_tem,
-        normalisation=normalisation, norm_range=norm_range, age_range=age_range,
-        metal_range=metal_range, medium=cube.medium, pattern=template_pattern,
-    )  # fmt: skip
+        templates,
+        tem_edges,
+        fwhm_gal=fwhm_rest,
+        fwhm_tem=fwhm_tem,
+        normalisation=normalisation,
+        norm_range=norm_range,
+        age_range=age_range,
+        metal_range=metal_range,
+        medium=cube.medium,
+        pattern=template_pattern,
+    )
     tem_pix = lib.ln_lam
     templates_TP = lib.templates.reshape(tem_pix.size, -1)
 
@@ -236,9 +248,14 @@ def store_from_ifu_cube(
             if kinematics != "ppxf":
                 raise ValueError(f"kinematics must be a table or 'ppxf'; got {kinematics!r}")
             kin = ppxf_kinematics(
-                flux, sigma, templates_TP, vs, mask, velscale_ratio=ratio,
+                flux,
+                sigma,
+                templates_TP,
+                vs,
+                mask,
+                velscale_ratio=ratio,
                 vsyst=C_KMS * (tem_pix[0] - ln_rest[0]),
-            )  # fmt: skip
+            )
             kin_source = "ppxf (moments 2, degree 4)"
         else:
             kin = kinematics
@@ -274,14 +291,24 @@ def store_from_ifu_cube(
         mgr = H5Manager(tmp, tem_pix, ln_rest)
         mgr.set_velocity_grid(vel_pix)
         mgr.populate_from_arrays(
-            L_sv, flux, lib.templates, mask=mask, xpix=bins.xpix, ypix=bins.ypix,
-            binnum=bins.binnum, noise=sigma, datacube_layout="SL", template_meta=lib.meta(),
-            kernel=kernel, convention=convention, medium_obs=cube.medium,
+            L_sv,
+            flux,
+            lib.templates,
+            mask=mask,
+            xpix=bins.xpix,
+            ypix=bins.ypix,
+            binnum=bins.binnum,
+            noise=sigma,
+            datacube_layout="SL",
+            template_meta=lib.meta(),
+            kernel=kernel,
+            convention=convention,
+            medium_obs=cube.medium,
             medium_templates=lib.medium,
             # Unit LOSVDs from moments: each bin's kernels carry its mean flux, so one global
             # x can describe every bin; histograms from an orbit model carry their own light.
             flux_scale="data" if kin is not None else None,
-        )  # fmt: skip
+        )
         with open_h5(tmp, "a") as f:
             f.create_dataset("BinMask", data=bin_mask, dtype=bool)
             if kin is not None:
@@ -292,7 +319,14 @@ def store_from_ifu_cube(
             f.attrs["ifu_json"] = json.dumps(info_json)
     return {
         "kernel": kernel,
-        "path": out, "S": S, "L": ln_rest.size, "T": tem_pix.size, "P": templates_TP.shape[1],
-        "V": vel_pix.size, "velscale": vs, "n_masked": int((~mask).sum()),
-        "kinematics": kin_source, "spaxels": int(bins.binnum.size),
-    }  # fmt: skip
+        "path": out,
+        "S": S,
+        "L": ln_rest.size,
+        "T": tem_pix.size,
+        "P": templates_TP.shape[1],
+        "V": vel_pix.size,
+        "velscale": vs,
+        "n_masked": int((~mask).sum()),
+        "kinematics": kin_source,
+        "spaxels": int(bins.binnum.size),
+    }

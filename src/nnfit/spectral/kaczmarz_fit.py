@@ -690,8 +690,12 @@ def _keep_better(path: Path, x_start, x_fit, source: str, ck, stats: dict) -> np
     sse_start = evaluate_objective(path, x_start)["sse"]
     sse_fit = evaluate_objective(path, x_fit)["sse"]
     kept = "fit" if sse_fit <= sse_start else "start"
-    stats["kept"] = {"kept": kept, "start_source": source, "sse_start": sse_start,
-                     "sse_fit": sse_fit}  # fmt: skip
+    stats["kept"] = {
+        "kept": kept,
+        "start_source": source,
+        "sse_start": sse_start,
+        "sse_fit": sse_fit,
+    }
     if kept == "fit":
         return x_fit
     pos = ck["pos"] if ck is not None and ck["pos"] is not None else (0, 0)
@@ -700,8 +704,10 @@ def _keep_better(path: Path, x_start, x_fit, source: str, ck, stats: dict) -> np
         _write_vector(f, "X_global", np.asarray(x_start, dtype=np.float64), pos, fp)
     logger.info(
         "kept the starting vector (%s): its objective %.10g is below the fit's %.10g",
-        source, sse_start, sse_fit,
-    )  # fmt: skip
+        source,
+        sse_start,
+        sse_fit,
+    )
     return x_start
 
 

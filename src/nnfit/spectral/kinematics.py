@@ -227,10 +227,18 @@ def ppxf_kinematics(
     res = {k: np.zeros(S) for k in ("V", "sigma", "h3", "h4", "chi2")}
     for s in range(S):
         pp = ppxf(
-            templates, spectra[s], noise[s], velscale, list(start), moments=moments,
-            degree=degree, goodpixels=good, vsyst=vsyst, velscale_ratio=velscale_ratio,
+            templates,
+            spectra[s],
+            noise[s],
+            velscale,
+            list(start),
+            moments=moments,
+            degree=degree,
+            goodpixels=good,
+            vsyst=vsyst,
+            velscale_ratio=velscale_ratio,
             quiet=True,
-        )  # fmt: skip
+        )
         sol = np.asarray(pp.sol, dtype=np.float64)
         res["V"][s], res["sigma"][s] = sol[0], sol[1]
         if moments >= 4:

@@ -211,12 +211,16 @@ def write_maps(
         shape = tuple(ifu["spatial_shape"])
     else:
         shape = (int(np.max(res["ypix"])) + 1, int(np.max(res["xpix"])) + 1)
-    hdr = fits.Header.fromstring(ifu.get("celestial_header", "")) if ifu.get(
-        "celestial_header") else fits.Header()  # fmt: skip
+    hdr = (
+        fits.Header.fromstring(ifu.get("celestial_header", ""))
+        if ifu.get("celestial_header")
+        else fits.Header()
+    )
 
     def img(v):
-        return _spaxel_image(np.asarray(v, dtype=np.float64), res["binnum"], res["xpix"],
-                             res["ypix"], shape)  # fmt: skip
+        return _spaxel_image(
+            np.asarray(v, dtype=np.float64), res["binnum"], res["xpix"], res["ypix"], shape
+        )
 
     hdus = [fits.PrimaryHDU()]
     hdus[0].header["NNFITSRC"] = (res["source"], "bins: fitted one by one; global: one x")
@@ -256,8 +260,7 @@ def write_maps(
     axis_lab = ("x (spaxel)", "y (spaxel)")
 
     def panel(ax, im, label, cmap, vmin=None, vmax=None):
-        m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
-                      interpolation="nearest")  # fmt: skip
+        m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_xlabel(axis_lab[0])
         ax.set_ylabel(axis_lab[1])
         fig.colorbar(m, ax=ax, label=label, shrink=0.85)
@@ -282,8 +285,14 @@ def write_maps(
     axes = fig.subplots(1, C, squeeze=False)
     for c, ax in enumerate(axes[0]):
         g = res["light_grid"][c].T  # (n_metals, n_ages)
-        m = ax.pcolormesh(_centres_to_edges(lg), _centres_to_edges(res["metals"]), g,
-                          cmap="Blues", vmin=0.0, vmax=max(float(g.max()), 1e-12))  # fmt: skip
+        m = ax.pcolormesh(
+            _centres_to_edges(lg),
+            _centres_to_edges(res["metals"]),
+            g,
+            cmap="Blues",
+            vmin=0.0,
+            vmax=max(float(g.max()), 1e-12),
+        )
         ax.set_xlabel("lg(age / yr)")
         ax.set_ylabel("[M/H] (dex)")
         ax.set_title(f"component {c}: light fraction (all bins)")

@@ -79,9 +79,16 @@ def write_ifu_demo(
     nZ, nA = population_grid
     S = n_side * n_side
     sim = simulate_cube(
-        S, n_components, nZ * nA, n_tem_pix=4000, n_obs_pix=600, snr=snr, seed=seed,
-        population_grid=(nZ, nA), vmax=600.0,
-    )  # fmt: skip
+        S,
+        n_components,
+        nZ * nA,
+        n_tem_pix=4000,
+        n_obs_pix=600,
+        snr=snr,
+        seed=seed,
+        population_grid=(nZ, nA),
+        vmax=600.0,
+    )
     lam = np.exp(sim.obs_pix)
     dlam = float(np.mean(np.diff(lam)))
     keep = (sim.obs_pix >= sim.obs_pix[0] + trim_kms / C_KMS) & (
@@ -99,27 +106,41 @@ def write_ifu_demo(
     hdr["CTYPE3"], hdr["CUNIT3"] = "AWAV", "Angstrom"
     hdr["CRVAL3"], hdr["CRPIX3"], hdr["CD3_3"] = float(lam[i0]), 1.0, dlam
     hdr["BUNIT"] = "10**(-20)*erg/s/cm**2/Angstrom"
-    paths = {k: out / f"{k}.{ext}" for k, ext in
-             (("cube", "fits"), ("templates", "npz"), ("losvd", "npz"), ("truth", "npz"))}  # fmt: skip
+    paths = {
+        k: out / f"{k}.{ext}"
+        for k, ext in (("cube", "fits"), ("templates", "npz"), ("losvd", "npz"), ("truth", "npz"))
+    }
     with atomic_path(paths["cube"], suffix=".fits") as tmp:
-        fits.HDUList([
-            fits.PrimaryHDU(), fits.ImageHDU(data.astype(np.float32), hdr, name="DATA"),
-            fits.ImageHDU(var.astype(np.float32), hdr, name="STAT"),
-        ]).writeto(tmp, overwrite=True)  # fmt: skip
+        fits.HDUList(
+            [
+                fits.PrimaryHDU(),
+                fits.ImageHDU(data.astype(np.float32), hdr, name="DATA"),
+                fits.ImageHDU(var.astype(np.float32), hdr, name="STAT"),
+            ]
+        ).writeto(tmp, overwrite=True)
     meta = sim.template_meta["axis_values"]
     ages = 10.0 ** np.asarray(meta["log_age"])  # Gyr
     tpl = np.ascontiguousarray(sim.templates.transpose(0, 2, 1))  # (T, n_ages, n_metals)
     with atomic_path(paths["templates"], suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(
-            fh, templates=tpl, lam=np.exp(sim.tem_pix), ages=ages,
-            metals=np.asarray(meta["metallicity"]), masses=np.ones(tpl.shape[1:]),
+            fh,
+            templates=tpl,
+            lam=np.exp(sim.tem_pix),
+            ages=ages,
+            metals=np.asarray(meta["metallicity"]),
+            masses=np.ones(tpl.shape[1:]),
             fwhm=np.full(sim.tem_pix.size, 0.01),
-        )  # fmt: skip
+        )
     with atomic_path(paths["losvd"], suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, losvd=sim.losvd, vel_pix=sim.vel_pix)
     with atomic_path(paths["truth"], suffix=".npz") as tmp, open(tmp, "wb") as fh:
         # x_true is over the simulator's (metallicity, age) order; ours is (age, metallicity).
         x = sim.x_true.reshape(n_components, nZ, nA).transpose(0, 2, 1).reshape(n_components, -1)
-        np.savez(fh, x_true=x, amplitude=sim.gh_params["amplitude"], ages=ages,
-                 metals=np.asarray(meta["metallicity"]))  # fmt: skip
+        np.savez(
+            fh,
+            x_true=x,
+            amplitude=sim.gh_params["amplitude"],
+            ages=ages,
+            metals=np.asarray(meta["metallicity"]),
+        )
     return {**paths, "lam_range": (float(lam[keep][0]), float(lam[keep][-1]))}
