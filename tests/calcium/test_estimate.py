@@ -9,6 +9,7 @@ from nnfit.calcium import deconvolve, estimate_parameters, simulate_recording
 from nnfit.calcium.estimate import estimate_noise, lam_from_noise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tr", "td", "fs"), [(0.05, 0.7, 30.0), (0.02, 0.2, 120.0), (0.1, 1.5, 60.0)]
 )
@@ -85,6 +86,7 @@ def test_whiteness_is_smallest_near_the_true_decay():
     assert q[0.5] < q[0.25] and q[0.5] < q[1.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tr", "td", "fs", "noise"),
     [(0.05, 0.7, 30.0, 0.1), (0.01, 0.4, 60.0, 0.2), (0.03, 0.5, 60.0, 0.3)],
@@ -103,6 +105,7 @@ def test_rise_from_short_lags_recovers_simulated_rise(tr, td, fs, noise):
     assert td_est == pytest.approx(td, rel=0.15)
 
 
+@pytest.mark.slow
 def test_rise_from_short_lags_with_a_two_component_decay():
     """Real indicators decay with more than one exponential: fitted over all lags, the misfit
     drives the rise to its floor whatever it is; over lags up to the decay it tracks it."""
