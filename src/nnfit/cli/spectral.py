@@ -11,6 +11,21 @@ from pathlib import Path
 
 _F = argparse.RawDescriptionHelpFormatter
 
+#: the arrays ``init`` takes (the first six are required), as ``--tem-pix`` ... flags or .npz keys
+_INIT_ARRAYS = (
+    "tem_pix",
+    "obs_pix",
+    "vel_pix",
+    "losvd",
+    "datacube",
+    "templates",
+    "mask",
+    "noise",
+    "xpix",
+    "ypix",
+    "binnum",
+)
+
 _SIMULATE_HELP = """\
 Write a synthetic cube store with a known answer: templates with absorption lines on a
 continuum over an age x metallicity grid ("ssp", nearly collinear like real libraries) or
@@ -144,26 +159,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="store to write (.h5)")
     cli_ifu.add_init_arguments(p)
     p.add_argument("--npz", help="one .npz holding the arrays by the names above")
-    for name in (
-        "tem-pix",
-        "obs-pix",
-        "vel-pix",
-        "losvd",
-        "datacube",
-        "templates",
-        "mask",
-        "noise",
-        "xpix",
-        "ypix",
-        "binnum",
-    ):
+    for name in _INIT_ARRAYS:
         p.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
             help={
                 "templates": "template library (.npz or folder) with a FITS cube; else .npy",
                 "losvd": "losvd as .npy; with a FITS cube also .npz (losvd, vel_pix) or .h5 "
                 "(/LOSVD, /VelPix)",
-            }.get(name, f"{name.replace('-', '_')} as a .npy file"),
+            }.get(name, f"{name} as a .npy file"),
         )
     p.add_argument(
         "--datacube-layout",
@@ -354,19 +357,7 @@ def _init(args: argparse.Namespace) -> int:
 
         return init_from_cube(args)
 
-    names = (
-        "tem_pix",
-        "obs_pix",
-        "vel_pix",
-        "losvd",
-        "datacube",
-        "templates",
-        "mask",
-        "noise",
-        "xpix",
-        "ypix",
-        "binnum",
-    )
+    names = _INIT_ARRAYS
     out = Path(args.out)
     refuse_output_over_input(
         [out], [v for n in ("npz", *names) if (v := getattr(args, n)) is not None]
