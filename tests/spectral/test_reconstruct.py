@@ -67,3 +67,19 @@ def test_checks(tmp_path):
     with pytest.raises(ValueError, match="below one model row"):
         reconstruct_model_cube_single(st.path, np.ones(2), max_bytes_per_slab=8)
     assert plan_tiles(4, 1, 2, 10, S_tile=9, max_bytes_per_slab=10**9) == (4, 1, 2)
+
+
+def test_without_a_hypercube_the_model_is_applied_matrix_free(small_store, built_store, rng):
+    """After the exact fit there is no HyperCube: the model cube comes from the operator and
+    equals the one summed from the HyperCube of the same store (float32 tiles: 1e-5)."""
+    x = rng.random(3 * 8)
+    info = reconstruct_model_cube_single(small_store, x)
+    assert info["matrix_free"] and not info["skipped"]
+    reconstruct_model_cube_single(built_store, x)
+    with h5py.File(small_store, "r") as a, h5py.File(built_store, "r") as b:
+        free, summed = a["ModelCube"][()], b["ModelCube"][()]
+        assert "HyperCube" not in a and a["ModelCube"].attrs["complete"]
+    np.testing.assert_allclose(free, summed, rtol=1e-5, atol=1e-6 * np.abs(summed).max())
+    assert reconstruct_model_cube_single(small_store, x)["skipped"]  # same x: nothing to do
+    with pytest.raises(ValueError, match="holds input data"):
+        reconstruct_model_cube_single(small_store, x, array_name="DataCube")

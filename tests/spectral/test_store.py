@@ -106,7 +106,7 @@ def test_masked_nonfinite_pixels_are_zeroed_used_ones_rejected(tmp_path, sim):
         ),
         ({"datacube": "shape"}, r"datacube must have shape \(S, L\) = \(6, 300\) or \(L, S\)"),
         ({"templates": "T"}, r"templates must have T = len\(tem_pix\) = 1500 pixels along axis 0"),
-        ({"mask": "int"}, r"mask must be a boolean array"),
+        ({"mask": "int"}, r"mask must be boolean or 0/1 .* values other than 0 and 1"),
         ({"mask": "len"}, r"mask must have shape \(L,\) = \(300,\); got \(299,\)"),
         ({"mask": "none"}, r"mask must leave at least one pixel fitted"),
         (
@@ -140,7 +140,7 @@ def test_populate_errors_name_array_expected_found(tmp_path, sim, change, match)
             kw["templates"] = t[:-1]
     elif key == "mask":
         kw["mask"] = {
-            "int": sim.mask.astype(int),
+            "int": 2 * sim.mask.astype(int),
             "len": sim.mask[:-1],
             "none": np.zeros(300, bool),
         }[what]
@@ -269,3 +269,13 @@ def test_repopulating_drops_the_old_hypercube_and_its_space(built_store, small_s
     with open_h5(built_store, "r") as f:
         assert "HyperCube" not in f and "RebinCSR" in f and f["R_T"].shape == (1500, 300)
     assert built_store.stat().st_size < size_built - 12 * 3 * 8 * 300 * 4 // 2
+
+
+def test_a_0_1_mask_is_taken_as_boolean(tmp_path, sim):
+    """CubeFit's scripts pass 0/1 masks; they mean the same as the boolean mask."""
+    a, b = _mgr(tmp_path, sim, "a.h5"), _mgr(tmp_path, sim, "b.h5")
+    _populate(a, sim, mask=sim.mask)
+    _populate(b, sim, mask=sim.mask.astype(np.int8))
+    with open_h5(a.path, "r") as fa, open_h5(b.path, "r") as fb:
+        assert fb["Mask"].dtype == bool
+        np.testing.assert_array_equal(fa["Mask"][()], fb["Mask"][()])

@@ -365,6 +365,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     )
     if info["skipped"]:
         print(f"/{args.array_name} is up to date for this x ({info['x_sha256'][:19]}...); skipped")
+    elif info.get("matrix_free"):
+        print(
+            f"wrote /{args.array_name}: no HyperCube, so the model was applied matrix-free "
+            f"from the templates and LOSVDs in {info['time_s']:.2f} s"
+        )
     else:
         print(
             f"wrote /{args.array_name}: {info['tiles']} slab(s) of {info['tile']} "

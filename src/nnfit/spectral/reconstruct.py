@@ -71,8 +71,10 @@ def reconstruct_model_cube_single(
     Parameters
     ----------
     h5_path : path-like
-        Store with a complete ``/HyperCube/models``. Opened as the single writer: no fit may
-        be running on it.
+        A store. With a complete ``/HyperCube/models`` the model is summed from it tile by
+        tile; without one (e.g. after the exact fit) it is applied matrix-free from the
+        templates and LOSVDs (:meth:`CubeOperator.unweighted_forward`). Opened as the single
+        writer: no fit may be running on it.
     x_global : array, (C*P,) or (C, P)
         Weights.
     array_name : str
@@ -112,9 +114,11 @@ def reconstruct_model_cube_single(
     x = as_float_array("x_global", x_global, ndim=(1, 2)).reshape(-1)
     budget = check_int("max_bytes_per_slab", int(max_bytes_per_slab), low=1)
     digest = array_sha256(x)
+    with open_h5(path, "r") as f:
+        has_cube = "HyperCube/models" in f
+    if not has_cube:
+        return _reconstruct_matrix_free(path, x, array_name, digest, force, t0)
     with open_h5(path, "a") as f:
-        if "HyperCube/models" not in f:
-            raise ValueError(f"{path} has no /HyperCube/models; build it first")
         models = f["HyperCube/models"]
         S, C, P, L = check_hypercube_shape(f, path)
         if x.size != C * P:
@@ -135,24 +139,10 @@ def reconstruct_model_cube_single(
             "slab_bytes_max": 0,
             "x_sha256": digest,
         }
-        if array_name in f:
-            out = f[array_name]
-            if not isinstance(out, h5py.Dataset) or "x_sha256" not in out.attrs:
-                raise ValueError(
-                    f"{path}: /{array_name.lstrip('/')} is not a model cube written by "
-                    "reconstruct (it holds input data); choose another array_name "
-                    "(--array-name), e.g. the default ModelCube"
-                )
-            if (
-                not force
-                and out.shape == (S, L)
-                and bool(out.attrs.get("complete", False))
-                and out.attrs.get("x_sha256", "") == digest
-            ):
-                info["skipped"] = True
-                info["time_s"] = time.perf_counter() - t0
-                return info
-            del f[array_name]
+        if _up_to_date(f, path, array_name, (S, L), digest, force):
+            info["skipped"] = True
+            info["time_s"] = time.perf_counter() - t0
+            return info
         out = f.create_dataset(array_name, shape=(S, L), dtype="f8", chunks=(min(dS, S), L))
         out.attrs["complete"] = False
         out.attrs["x_sha256"] = ""
@@ -187,5 +177,61 @@ def reconstruct_model_cube_single(
         out.attrs["x_sha256"] = digest
         out.attrs["complete"] = True
         f.flush()
+    info["time_s"] = time.perf_counter() - t0
+    return info
+
+
+def _up_to_date(
+    f: h5py.File, path: Path, array_name: str, shape: tuple[int, int], digest: str, force: bool
+) -> bool:
+    """Whether ``/array_name`` already holds the complete model of ``x`` (else it is removed).
+
+    Refuses a dataset that reconstruct did not write (input data), naming the fix.
+    """
+    if array_name not in f:
+        return False
+    out = f[array_name]
+    if not isinstance(out, h5py.Dataset) or "x_sha256" not in out.attrs:
+        raise ValueError(
+            f"{path}: /{array_name.lstrip('/')} is not a model cube written by "
+            "reconstruct (it holds input data); choose another array_name "
+            "(--array-name), e.g. the default ModelCube"
+        )
+    if (
+        not force
+        and out.shape == shape
+        and bool(out.attrs.get("complete", False))
+        and out.attrs.get("x_sha256", "") == digest
+    ):
+        return True
+    del f[array_name]
+    return False
+
+
+def _reconstruct_matrix_free(
+    path: Path, x: np.ndarray, array_name: str, digest: str, force: bool, t0: float
+) -> dict[str, Any]:
+    """``/array_name = A x`` without a HyperCube: the operator applied to ``x`` once."""
+    from nnfit.spectral.cube_operator import CubeOperator
+
+    op = CubeOperator.from_h5(path)
+    C, P = op.model_shape
+    if x.size != C * P:
+        raise ValueError(f"x_global must have C*P = {C * P} values; got {x.size}")
+    model = op.unweighted_forward(x.reshape(C, P))
+    info: dict[str, Any] = {"skipped": False, "tiles": 0, "tile": None, "slab_bytes_max": 0}
+    info["x_sha256"] = digest
+    info["matrix_free"] = True
+    with open_h5(path, "a") as f:
+        if _up_to_date(f, path, array_name, model.shape, digest, force):
+            info["skipped"] = True
+        else:
+            out = f.create_dataset(array_name, shape=model.shape, dtype="f8")
+            out.attrs["complete"] = False  # marked as ours before any data goes in
+            out.attrs["x_sha256"] = ""
+            out[...] = model
+            out.attrs["x_sha256"] = digest
+            out.attrs["complete"] = True
+            f.flush()
     info["time_s"] = time.perf_counter() - t0
     return info

@@ -496,9 +496,13 @@ class StoreWriter:
         else:
             m = np.asarray(mask)
             if m.dtype != bool:
-                raise ValueError(
-                    f"mask must be a boolean array (True = fitted); got dtype {m.dtype}"
-                )
+                # CubeFit's scripts pass 0/1 masks: take them, but nothing else
+                if m.dtype.kind not in "iuf" or not np.isin(m, (0, 1)).all():
+                    raise ValueError(
+                        "mask must be boolean or 0/1 (True or 1 = fitted); got dtype "
+                        f"{m.dtype} with values other than 0 and 1"
+                    )
+                m = m.astype(bool)
             if m.shape != (L,):
                 raise ValueError(f"mask must have shape (L,) = ({L},); got {m.shape}")
             if not m.any():
