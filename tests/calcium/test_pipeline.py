@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -39,6 +40,10 @@ def test_blocks_equal_one_call_in_memory(recording, tmp_path):
     assert info["blocks"] == 5 and info["converged"] == 24 and not (out / ".partial").exists()
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0] == ",".join(SUMMARY_FIELDS) and len(rows) == 25
+    table = list(csv.DictReader((out / "summary.csv").open()))
+    np.testing.assert_array_equal([float(r["spike_sum"]) for r in table], ref.spikes.sum(axis=1))
+    np.testing.assert_array_equal([float(r["baseline"]) for r in table], ref.baseline.mean(axis=1))
+    np.testing.assert_array_equal([float(r["gap"]) for r in table], ref.gap)
 
 
 def test_bounded_memory(tmp_path):

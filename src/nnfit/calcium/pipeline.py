@@ -322,8 +322,6 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
         "kkt": res.kkt,
         "iterations": res.iterations,
         "converged": res.converged,
-        "baseline_mean": res.baseline.mean(axis=1),
-        "spike_sum": res.spikes.sum(axis=1),
     }
     path = _block_path(settings.out, i)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
@@ -551,14 +549,17 @@ def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int
             np.lib.format.write_array_header_1_0(f, header)
         for i, a, b in sorted(specs, key=lambda spec: spec[1]):
             with np.load(_block_path(str(out), i)) as z:
+                columns = {k: z[k] for k in fields}
                 for key, f in files.items():
                     block = np.ascontiguousarray(z[key], dtype="<f8")
                     if block.shape != (b - a, T):
                         raise ValueError(f"block {i} holds {block.shape}; expected {(b - a, T)}")
                     f.write(block.tobytes())
-                columns = {k: z[k] for k in fields}
-                columns["baseline"] = z["baseline_mean"]
-                columns["spike_sum"] = z["spike_sum"]
+                    # per-cell columns derived from the block's arrays, not stored beside them
+                    if key == "baseline":
+                        columns["baseline"] = block.mean(axis=1)
+                    elif key == "spikes":
+                        columns["spike_sum"] = block.sum(axis=1)
                 lines += summary_lines(columns, first_cell=a)
                 converged += int(z["converged"].sum())
     atomic_write_bytes(out / "summary.csv", ("\n".join(lines) + "\n").encode())
