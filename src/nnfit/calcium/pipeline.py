@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ def deconvolve(
     >>> bool(res.converged[0]), bool(res.gap[0] <= 1e-9), round(float(res.baseline[0]), 1)
     (True, True, 0.5)
     """
+    start = time.perf_counter()
     x = as_float_array("traces", traces, ndim=(1, 2))
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     if baseline not in BASELINES:
@@ -196,6 +198,7 @@ def deconvolve(
     res.estimated = estimated
     if x.ndim == 1:
         res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
+    res.time_s = time.perf_counter() - start
     return res
 
 
