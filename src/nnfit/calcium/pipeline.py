@@ -22,6 +22,10 @@ must be on a file system they share (as with any Dask deployment over files).
 The input can also be a ``(T, cells)`` dataset inside an HDF5 file (an NWB
 ``RoiResponseSeries``'s ``data``, chunked and compressed or not): ``dataset=`` names it, and
 each block reads its columns as one hyperslab, so such a file is never loaded whole either.
+
+One module, though long: ``deconvolve`` (fill in what is missing, then solve) and the
+streamed, resumable ``deconvolve_recording`` are one pipeline at two scales; the block reading,
+fingerprinting and assembly helpers below serve only the streamed path.
 """
 
 from __future__ import annotations
