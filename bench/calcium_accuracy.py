@@ -47,6 +47,7 @@ from scipy import ndimage
 
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
+from nnfit.calcium.ground_truth import open_ground_truth
 from nnfit.calcium.kernel_fit import fit_kernel
 
 GT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "calcium-ground-truth"
@@ -56,7 +57,7 @@ LAGS = range(-2, 3)
 
 
 def load(name: str, quick: bool) -> list[dict]:
-    z = np.load(GT / f"{name}.npz")
+    z = open_ground_truth(name, GT)
     n = len(z["fs"])
     idx = range(n) if not quick else range(0, n, max(1, n // 6))
     recs = []

@@ -1,9 +1,13 @@
-"""nnfit on real simultaneous imaging + electrophysiology (CASCADE DS09, GCaMP6f, mouse V1)."""
+"""nnfit on real simultaneous imaging + electrophysiology (CASCADE DS09, GCaMP6f, mouse V1),
+read through the hash-checked loader."""
+
+import shutil
 
 import numpy as np
 import pytest
 
 from nnfit.calcium import deconvolve
+from nnfit.calcium.ground_truth import DATASETS, REGISTRY, ground_truth_file, open_ground_truth
 
 
 def _best_lag_r(t, fs, inferred, spikes):
@@ -25,7 +29,7 @@ def _best_lag_r(t, fs, inferred, spikes):
 @pytest.mark.slow
 @pytest.mark.parametrize("recording", [0, 1, 2, 3])
 def test_inferred_spikes_follow_real_electrophysiology(ground_truth_dir, recording):
-    z = np.load(ground_truth_dir / "DS09-GCaMP6f-m-V1.npz")
+    z = open_ground_truth("DS09-GCaMP6f-m-V1", ground_truth_dir)
     t = z[f"time_{recording}"]
     y = z[f"fluo_{recording}"].astype(np.float64)
     fs = float(z["fs"][recording])
@@ -34,3 +38,28 @@ def test_inferred_spikes_follow_real_electrophysiology(ground_truth_dir, recordi
     assert np.all(res.gap <= 1e-8)  # the optimum of the estimated problem, certified
     # A shuffled-spike control sits near 0 (the dataset README reports |r| < 0.07).
     assert _best_lag_r(t, fs, res.spikes, z[f"spikes_{recording}"]) > 0.35
+
+
+def test_registry_covers_the_folder_and_every_file_verifies(ground_truth_dir):
+    assert sorted(p.name for p in ground_truth_dir.glob("*.npz")) == sorted(REGISTRY)
+    for name in DATASETS:
+        with open_ground_truth(name, ground_truth_dir) as z:
+            n = len(z["fs"])
+            assert z["cell_id"].shape == (n,) and f"fluo_{n - 1}" in z.files
+
+
+def test_a_changed_file_is_refused_in_one_line(ground_truth_dir, tmp_path):
+    shutil.copyfile(
+        ground_truth_dir / "DS06-GCaMP6f-zf-aDp.npz", tmp_path / "DS06-GCaMP6f-zf-aDp.npz"
+    )
+    assert ground_truth_file("DS06-GCaMP6f-zf-aDp", tmp_path).exists()
+    with (tmp_path / "DS06-GCaMP6f-zf-aDp.npz").open("r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ValueError, match="does not match the registry") as err:
+        ground_truth_file("DS06-GCaMP6f-zf-aDp", tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"DS09-GCaMP6f-m-V1\.npz"):
+        ground_truth_file("DS09-GCaMP6f-m-V1", tmp_path)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,13 @@ import numpy as np
 
 from nnfit.calcium.fista import _fista_cell, kernel_recursion
 from nnfit.calcium.kernel import build_kernel, check_kinetics, compute_lipschitz, tau_to_ar2
+from nnfit.calcium.result import DeconvolutionResult
 from nnfit.io.jsonfile import read_json_object
 from nnfit.validate import as_float_array, check_int, check_real
 
 __all__ = [
     "SUPPORTED_SCHEMAS",
     "ExportParams",
-    "ExportResult",
     "bandpass_filter",
     "deconvolve_from_export",
     "load_export_params",
@@ -76,27 +78,6 @@ class ExportParams:
     fwhm: float | None = None
     ar2: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """Per-cell diagnostics of :func:`deconvolve_from_export` (``return_info=True``).
-
-    Attributes
-    ----------
-    reconvolution : numpy.ndarray
-        ``K s + b``, in the frame of the (filtered, if enabled) traces.
-    iterations, converged, objective : numpy.ndarray
-        Per cell, as in :class:`~nnfit.calcium.DeconvolutionInfo`.
-    params : ExportParams
-        The parameters applied.
-    """
-
-    reconvolution: np.ndarray
-    iterations: np.ndarray
-    converged: np.ndarray
-    objective: np.ndarray
-    params: ExportParams
 
 
 def _field(container: dict, key: str, where: str, path: Path) -> Any:
@@ -301,7 +282,7 @@ def solve_with_baseline(
     tol: float = 1e-12,
     max_iter: int = 20000,
     fit_baseline: bool = True,
-) -> tuple[np.ndarray, np.ndarray, ExportResult]:
+) -> tuple[np.ndarray, np.ndarray | float, DeconvolutionResult]:
     """Solve the browser's problem: ``min 0.5||y - K s - b||^2 + lam G sum(s)``, ``s >= 0``.
 
     ``G = sum(h)`` scales ``lam`` (the slider value) by the kernel's DC gain; the constant
@@ -316,9 +297,10 @@ def solve_with_baseline(
         Shape of ``traces``, non-negative.
     baseline : numpy.ndarray or float
         ``b`` per cell (a float for 1-D input).
-    info : ExportResult
-        Reconvolution ``K s + b`` and per-cell iterations, converged flags, objectives
-        (``params`` holds the kinetics used, ``filter_enabled=False``).
+    info : DeconvolutionResult
+        ``reconvolution`` (``K s + b``), per-cell iterations, converged flags, objectives,
+        ``lam`` the weight ``lam G`` of ``sum(s)``, ``time_s``; ``params`` holds the kinetics
+        used (``filter_enabled=False``).
 
     Examples
     --------
@@ -329,6 +311,7 @@ def solve_with_baseline(
     >>> round(float(b), 2), sorted(np.argsort(spikes)[-2:].tolist())
     (2.0, [100, 300])
     """
+    start = time.perf_counter()
     arr = as_float_array("traces", traces, ndim=(1, 2))
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
     lam = check_real("lam", lam, low=0.0)
@@ -365,10 +348,29 @@ def solve_with_baseline(
         bool(fit_baseline),
     )
     params = ExportParams(tau_rise=tau_rise, tau_decay=tau_decay, lam=lam, fs=fs)
+    baseline = np.broadcast_to(base[:, None], y.shape)
+    nan = np.full(c, np.nan)
+    info = DeconvolutionResult(
+        spikes=out[0] if arr.ndim == 1 else out,
+        calcium=(recon - baseline)[0] if arr.ndim == 1 else recon - baseline,
+        baseline=baseline[0] if arr.ndim == 1 else baseline,
+        lam=np.full(c, lam_eff),
+        objective=objs,
+        gap=nan,
+        kkt=nan.copy(),
+        iterations=iters,
+        converged=conv,
+        baseline_kind=["constant" if fit_baseline else "none"] * c,
+        tau_rise=tau_rise,
+        tau_decay=tau_decay,
+        fs=fs,
+        noise=nan.copy(),
+        time_s=time.perf_counter() - start,
+        params=params,
+    )
     if arr.ndim == 1:
-        info = ExportResult(recon[0], iters, conv, objs, params)
         return out[0], float(base[0]), info
-    return out, base, ExportResult(recon, iters, conv, objs, params)
+    return out, base, info
 
 
 def deconvolve_from_export(
@@ -378,7 +380,10 @@ def deconvolve_from_export(
     tol: float = 1e-12,
     max_iter: int = 20000,
     return_info: bool = False,
-) -> tuple[np.ndarray, np.ndarray | float] | tuple[np.ndarray, np.ndarray | float, ExportResult]:
+) -> (
+    tuple[np.ndarray, np.ndarray | float]
+    | tuple[np.ndarray, np.ndarray | float, DeconvolutionResult]
+):
     """Apply a CaTune browser export to a whole recording, as the browser solves it.
 
     Differs from :func:`~nnfit.calcium.run_deconvolution` (catune's problem) in three ways:
@@ -398,7 +403,8 @@ def deconvolve_from_export(
     tol, max_iter : optional
         Stop rule per cell (relative objective change, iteration limit).
     return_info : bool, optional
-        Also return an :class:`ExportResult`.
+        Also return a :class:`~nnfit.calcium.DeconvolutionResult` (``params`` the export
+        applied).
 
     Returns
     -------
@@ -406,7 +412,7 @@ def deconvolve_from_export(
         Non-negative, the shape of ``traces``.
     baseline : numpy.ndarray or float
         Fitted constant per cell (0 with ``filter_enabled``, see above).
-    info : ExportResult
+    info : DeconvolutionResult
         Only with ``return_info=True``.
 
     Examples
@@ -422,6 +428,7 @@ def deconvolve_from_export(
     >>> int(np.argmax(spikes)), round(float(baseline), 2)
     (200, 1.5)
     """
+    start = time.perf_counter()
     params = (
         params_path if isinstance(params_path, ExportParams) else load_export_params(params_path)
     )
@@ -440,8 +447,18 @@ def deconvolve_from_export(
         fit_baseline=not params.filter_enabled,
     )
     if return_info:
-        info = ExportResult(
-            info.reconvolution, info.iterations, info.converged, info.objective, params
-        )
+        info.params = params
+        info.time_s = time.perf_counter() - start
         return spikes, baseline, info
     return spikes, baseline
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExportResult":
+        warnings.warn(
+            "ExportResult is now DeconvolutionResult (nnfit.calcium.DeconvolutionResult)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DeconvolutionResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,8 +27,8 @@ violation of the optimality conditions (``kkt``, in units of ``lam``) are report
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -36,7 +36,7 @@ from scipy import ndimage
 from nnfit.calcium._ipm import ipm_trace
 from nnfit.calcium.ar2 import AR2Coefficients, AR2Convolution, _forward
 from nnfit.calcium.baseline import running_baseline
-from nnfit.calcium.kernel import spike_time_offset
+from nnfit.calcium.result import DeconvolutionResult
 
 BASELINES = ("auto", "none", "constant", "drift")
 #: "auto" picks "drift" when the variance of the smoothed residual of the constant-baseline fit
@@ -48,67 +48,6 @@ AUTO_DRIFT_RATIO = 3.0
 AUTO_MIN_SAMPLES = 5.0
 #: smoothing of the drift refinement: Gaussian sigma = max(DRIFT_SMOOTH_TAU tau_decay, 1 s)
 DRIFT_SMOOTH_TAU = 4.0
-
-
-@dataclass
-class DeconvolutionResult:
-    """What :func:`nnfit.calcium.deconvolve` returns. Per-cell arrays have one entry per trace.
-
-    Attributes
-    ----------
-    spikes : numpy.ndarray
-        Inferred spikes ``s >= 0``, shape of the input.
-    calcium : numpy.ndarray
-        ``K s``: the fitted calcium (without baseline), shape of the input.
-    baseline : numpy.ndarray
-        The baseline under the fit (``y ~ baseline + calcium``), shape of the input.
-    lam : numpy.ndarray
-        The sparsity weight used per cell.
-    objective : numpy.ndarray
-        Objective value per cell (with the baseline it used).
-    gap : numpy.ndarray
-        Relative duality gap per cell: a proof that ``objective`` is within ``gap * objective``
-        of the optimum.
-    kkt : numpy.ndarray
-        Largest violation of the optimality conditions per cell, in units of ``lam``.
-    iterations : numpy.ndarray
-        Interior-point iterations (of the last solve, for ``"drift"``).
-    converged : numpy.ndarray
-        ``gap <= tol``.
-    baseline_kind : list of str
-        ``"none"``, ``"constant"`` or ``"drift"`` per cell (what ``"auto"`` chose).
-    tau_rise, tau_decay, fs : float
-        Kinetics and sampling rate used.
-    noise : numpy.ndarray
-        Noise estimate per cell (from the spectrum); NaN when neither lam's rule nor
-        ``"auto"`` needed it.
-    estimated : dict
-        Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
-    time_offset : float
-        Seconds from a frame's time to the spikes reported at that frame, on average
-        (:func:`nnfit.calcium.kernel.spike_time_offset` over ``fs``): spike ``spikes[..., j]``
-        is best placed at ``frame_time[j] + time_offset``.
-    """
-
-    spikes: np.ndarray
-    calcium: np.ndarray
-    baseline: np.ndarray
-    lam: np.ndarray
-    objective: np.ndarray
-    gap: np.ndarray
-    kkt: np.ndarray
-    iterations: np.ndarray
-    converged: np.ndarray
-    baseline_kind: list
-    tau_rise: float
-    tau_decay: float
-    fs: float
-    noise: np.ndarray
-    estimated: dict = field(default_factory=dict)
-
-    @property
-    def time_offset(self) -> float:
-        return spike_time_offset(self.tau_rise, self.tau_decay, self.fs) / self.fs
 
 
 def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
@@ -193,6 +132,7 @@ def solve_exact(
     DeconvolutionResult
         Per-cell arrays; 2-D spikes, calcium and baseline.
     """
+    start = time.perf_counter()
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
     x2 = np.ascontiguousarray(traces, dtype=np.float64)
@@ -232,4 +172,5 @@ def solve_exact(
         tau_decay=tau_decay,
         fs=fs,
         noise=noise,
+        time_s=time.perf_counter() - start,
     )

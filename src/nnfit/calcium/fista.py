@@ -20,40 +20,23 @@ cell keeps its own iteration count, restart state and stop rule (a converged cel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+import warnings
+from typing import Any
 
 import numba
 import numpy as np
 
+from nnfit.calcium.ar2 import convolve_kernel
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, kernel_length
+from nnfit.calcium.result import DeconvolutionResult
 from nnfit.validate import as_float_array, check_int, check_real
 
 __all__ = [
-    "DeconvolutionInfo",
     "check_solver_params",
     "kernel_recursion",
     "run_deconvolution",
 ]
-
-
-@dataclass(frozen=True)
-class DeconvolutionInfo:
-    """Per-cell diagnostics of :func:`run_deconvolution` (arrays of length ``n_cells``).
-
-    Attributes
-    ----------
-    iterations : numpy.ndarray of int
-        FISTA iterations each cell ran (the count ``catune`` would run).
-    converged : numpy.ndarray of bool
-        True where the relative objective change fell below ``tolerance`` before
-        ``max_iters``.
-    objective : numpy.ndarray of float
-        ``0.5 ||K s - y||^2 + lam sum(s)`` at the returned spikes.
-    """
-
-    iterations: np.ndarray
-    converged: np.ndarray
-    objective: np.ndarray
 
 
 def check_solver_params(
@@ -263,7 +246,7 @@ def run_deconvolution(
     max_iters: int = 2000,
     *,
     return_info: bool = False,
-) -> np.ndarray | tuple[np.ndarray, DeconvolutionInfo]:
+) -> np.ndarray | tuple[np.ndarray, DeconvolutionResult]:
     r"""FISTA spike deconvolution, equal to ``catune.run_deconvolution`` (PyPI 0.1.0).
 
     Solves ``min_{s >= 0} 0.5 ||K s - y||^2 + lam * sum(s)`` for every trace, where ``K``
@@ -292,14 +275,16 @@ def run_deconvolution(
     max_iters : int, optional
         Iteration limit per cell, >= 1.
     return_info : bool, optional
-        Also return a :class:`DeconvolutionInfo` (iterations, converged, objective per cell).
+        Also return a :class:`~nnfit.calcium.DeconvolutionResult` (iterations, converged,
+        objective per cell, the fitted calcium ``K s``, ``time_s``; no baseline, gap or
+        noise: zeros and NaN there).
 
     Returns
     -------
     spikes : numpy.ndarray
         Non-negative spike estimates, the shape of ``traces``.
-    info : DeconvolutionInfo
-        Only with ``return_info=True``.
+    info : DeconvolutionResult
+        Only with ``return_info=True``; its ``spikes`` are the returned array.
 
     Notes
     -----
@@ -343,6 +328,7 @@ def run_deconvolution(
     >>> int(np.argmax(s)), bool(s.min() >= 0), bool(info.converged[0])
     (50, True, True)
     """
+    start = time.perf_counter()
     arr = as_float_array("traces", traces, ndim=(1, 2))
     fs, tau_r, tau_d, lam, tolerance, max_iters = check_solver_params(
         fs, tau_r, tau_d, lam, tolerance, max_iters
@@ -379,6 +365,36 @@ def run_deconvolution(
         max_iters,
     )
     spikes = out[0] if single else out
-    if return_info:
-        return spikes, DeconvolutionInfo(iters, conv, objs)
-    return spikes
+    if not return_info:
+        return spikes
+    nan = np.full(n_cells, np.nan)
+    calcium = convolve_kernel(spikes, tau_r, tau_d, fs)
+    info = DeconvolutionResult(
+        spikes=spikes,
+        calcium=calcium,
+        baseline=np.zeros_like(calcium),
+        lam=np.full(n_cells, lam),
+        objective=objs,
+        gap=nan,
+        kkt=nan.copy(),
+        iterations=iters,
+        converged=conv,
+        baseline_kind=["none"] * n_cells,
+        tau_rise=tau_r,
+        tau_decay=tau_d,
+        fs=fs,
+        noise=nan.copy(),
+        time_s=time.perf_counter() - start,
+    )
+    return spikes, info
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DeconvolutionInfo":
+        warnings.warn(
+            "DeconvolutionInfo is now DeconvolutionResult (nnfit.calcium.DeconvolutionResult)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DeconvolutionResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

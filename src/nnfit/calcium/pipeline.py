@@ -22,6 +22,10 @@ must be on a file system they share (as with any Dask deployment over files).
 The input can also be a ``(T, cells)`` dataset inside an HDF5 file (an NWB
 ``RoiResponseSeries``'s ``data``, chunked and compressed or not): ``dataset=`` names it, and
 each block reads its columns as one hyperslab, so such a file is never loaded whole either.
+
+One module, though long: ``deconvolve`` (fill in what is missing, then solve) and the
+streamed, resumable ``deconvolve_recording`` are one pipeline at two scales; the block reading,
+fingerprinting and assembly helpers below serve only the streamed path.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -138,6 +143,7 @@ def deconvolve(
     >>> bool(res.converged[0]), bool(res.gap[0] <= 1e-9), round(float(res.baseline[0]), 1)
     (True, True, 0.5)
     """
+    start = time.perf_counter()
     x = as_float_array("traces", traces, ndim=(1, 2))
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     if baseline not in BASELINES:
@@ -196,6 +202,7 @@ def deconvolve(
     res.estimated = estimated
     if x.ndim == 1:
         res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
+    res.time_s = time.perf_counter() - start
     return res
 
 

@@ -6,47 +6,22 @@ Every file is written atomically (temporary file in the same folder, fsync, rena
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nnfit.calcium.result import DeconvolutionResult
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "SUMMARY_FIELDS",
-    "SolveResult",
     "plot_cells",
     "run_record",
     "summary_csv",
     "summary_lines",
     "write_results",
 ]
-
-
-@dataclass(frozen=True)
-class SolveResult:
-    """What every calcium solver returns to the CLI and the demo (arrays over cells).
-
-    Attributes
-    ----------
-    spikes, reconvolution : numpy.ndarray
-        ``(n_cells, n_timepoints)``; ``reconvolution`` includes the baseline.
-    baseline, objective : numpy.ndarray
-        ``(n_cells,)`` float (baseline is 0 for solvers without one).
-    iterations : numpy.ndarray
-        ``(n_cells,)`` int.
-    converged : numpy.ndarray
-        ``(n_cells,)`` bool.
-    """
-
-    spikes: np.ndarray
-    reconvolution: np.ndarray
-    baseline: np.ndarray
-    iterations: np.ndarray
-    converged: np.ndarray
-    objective: np.ndarray
 
 
 #: One ``summary.csv`` for every calcium solver, one row per cell. ``cell`` is the row in the
@@ -206,7 +181,7 @@ def plot_cells(
 def write_results(
     out_dir: str | os.PathLike[str],
     traces: np.ndarray,
-    result: SolveResult,
+    result: DeconvolutionResult,
     fs: float,
     run: dict[str, Any],
     *,
@@ -221,8 +196,9 @@ def write_results(
     Examples
     --------
     >>> import tempfile
-    >>> r = SolveResult(np.zeros((1, 5)), np.zeros((1, 5)), np.zeros(1), np.array([6]),
-    ...                 np.array([True]), np.zeros(1))
+    >>> z, nan = np.zeros((1, 5)), np.full(1, np.nan)
+    >>> r = DeconvolutionResult(z, z, z, np.ones(1), np.zeros(1), nan, nan, np.array([6]),
+    ...                         np.array([True]), ["none"], 0.05, 0.5, 30.0, nan)
     >>> paths = write_results(tempfile.mkdtemp(), np.zeros((1, 5)), r, 30.0, {}, n_plot=0)
     >>> sorted(paths)
     ['reconvolution', 'run', 'spikes', 'summary']
@@ -236,12 +212,13 @@ def write_results(
         "summary": out / "summary.csv",
         "run": out / "run.json",
     }
-    for name in ("spikes", "reconvolution"):
+    reconvolution = result.reconvolution
+    for name, values in (("spikes", result.spikes), ("reconvolution", reconvolution)):
         with atomic_path(paths[name], suffix=".npy") as tmp:
-            np.save(tmp, np.ascontiguousarray(getattr(result, name), dtype="<f8"))
+            np.save(tmp, np.ascontiguousarray(values, dtype="<f8"))
     columns = {
         "source_row": idx,
-        "baseline": result.baseline,
+        "baseline": result.baseline.mean(axis=1),
         "objective": result.objective,
         "iterations": result.iterations,
         "converged": result.converged,
@@ -259,7 +236,7 @@ def write_results(
             paths["figure"],
             traces,
             result.spikes,
-            result.reconvolution,
+            reconvolution,
             fs,
             n_cells=n_plot,
             truth=truth,

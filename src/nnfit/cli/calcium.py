@@ -98,27 +98,22 @@ class Settings:
 
 def solve_fista(traces: np.ndarray, s: Settings):
     """catune's problem (``run_deconvolution``): no baseline, ``lam`` as given."""
-    from nnfit.calcium.ar2 import convolve_kernel
     from nnfit.calcium.fista import run_deconvolution
-    from nnfit.calcium.results import SolveResult
 
     kw: dict[str, Any] = {}
     if s.tol is not None:  # run_deconvolution keeps catune's argument names
         kw["tolerance"] = s.tol
     if s.max_iter is not None:
         kw["max_iters"] = s.max_iter
-    spikes, info = run_deconvolution(
+    _, result = run_deconvolution(
         traces, s.fs, s.tau_rise, s.tau_decay, s.lam, return_info=True, **kw
     )
-    recon = convolve_kernel(spikes, s.tau_rise, s.tau_decay, s.fs)
-    zeros = np.zeros(traces.shape[0])
-    return SolveResult(spikes, recon, zeros, info.iterations, info.converged, info.objective)
+    return result
 
 
 def solve_browser(traces: np.ndarray, s: Settings):
     """The CaTune browser's problem (``deconvolve_from_export``): DC-gain lambda, baseline."""
     from nnfit.calcium.browser_solver import ExportParams, deconvolve_from_export
-    from nnfit.calcium.results import SolveResult
 
     params = ExportParams(s.tau_rise, s.tau_decay, s.lam, s.fs, filter_enabled=s.filter_enabled)
     kw: dict[str, Any] = {}
@@ -126,15 +121,8 @@ def solve_browser(traces: np.ndarray, s: Settings):
         kw["tol"] = s.tol
     if s.max_iter is not None:
         kw["max_iter"] = s.max_iter
-    spikes, base, info = deconvolve_from_export(traces, params, return_info=True, **kw)
-    return SolveResult(
-        spikes,
-        info.reconvolution,
-        np.asarray(base),
-        info.iterations,
-        info.converged,
-        info.objective,
-    )
+    _, _, result = deconvolve_from_export(traces, params, return_info=True, **kw)
+    return result
 
 
 #: the in-memory solvers by ``--solver`` name (``exact`` takes its own, streamed path)
@@ -268,7 +256,7 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
     """Run an in-memory solver over blocks of cells, with a progress bar over cells."""
     import numba
 
-    from nnfit.calcium.results import SolveResult
+    from nnfit.calcium.result import DeconvolutionResult
     from nnfit.progress import progress as bar
 
     fn = _IN_MEMORY[solver]
@@ -278,12 +266,7 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
         for start in range(0, traces.shape[0], block):
             parts.append(fn(traces[start : start + block], settings))
             pb.update(parts[-1].spikes.shape[0])
-    return SolveResult(
-        *(
-            np.concatenate([getattr(p, f) for p in parts])
-            for f in ("spikes", "reconvolution", "baseline", "iterations", "converged", "objective")
-        )
-    )
+    return DeconvolutionResult.concatenate(parts)
 
 
 def deconvolve_command(args: argparse.Namespace) -> int:

@@ -163,7 +163,7 @@ def run_spectral(out_dir: Path, *, seed: int = 0) -> None:
     """Simulate a small SSP-like cube, build its HyperCube, fit it and write the figures."""
     from nnfit.spectral.cube_operator import CubeOperator
     from nnfit.spectral.diagnostics import live_prefit_snapshot_from_models
-    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.fit import fit_store
     from nnfit.spectral.hypercube import build_hypercube
     from nnfit.spectral.manager import H5Manager
     from nnfit.spectral.simulate import simulate_cube
@@ -194,7 +194,7 @@ def run_spectral(out_dir: Path, *, seed: int = 0) -> None:
     print(f"   snapshot: {png}")
     kz = run_fit_demo(store, out_dir, orbit_weights=sim.x_true.sum(axis=1), seed=seed)
     # The exact optimum needs no HyperCube; its chi^2 is the floor the Kaczmarz fit approaches.
-    _, st = fit_cube(store)
+    _, st = fit_store(store)
     _, chi2_kz = CubeOperator.from_h5(store).gradient(kz["x"])
     print(
         f"   exact fit ({st['method']}, no HyperCube): chi2 {st['chi2']:.6g} "

@@ -192,7 +192,7 @@ def _round_bar(quiet: bool) -> tuple[Any, Any]:
 
 
 def _cmd_fit_exact(args: argparse.Namespace) -> int:
-    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.fit import fit_store
 
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
@@ -201,7 +201,7 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
     bar, on_phase = _round_bar(args.no_progress)
-    x, stats = fit_cube(
+    x, stats = fit_store(
         args.store,
         method=args.method,
         tol=args.tol,

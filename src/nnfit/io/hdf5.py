@@ -5,6 +5,9 @@ holds an advisory ``fcntl`` lock on a sidecar lock file, readers open in SWMR mo
 left behind by a writer killed in SWMR mode has its superblock's status flags cleared and its
 end-of-file address extended before it is opened again (what ``h5clear -s --increment`` does).
 Nothing here knows what the file holds.
+
+One module, though long: the writer lock, the SWMR reader and the superblock repair are the
+three parts :func:`open_h5` composes, and none is used apart from it.
 """
 
 from __future__ import annotations

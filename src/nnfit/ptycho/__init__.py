@@ -9,6 +9,7 @@
 
 from nnfit.io.npz import encode_npz, open_npz, read_npz, write_npz
 from nnfit.ptycho.contract import CONTRACT, DataContract, KeySpec, Violation, resolve_layout
+from nnfit.ptycho.result import FixtureResult
 from nnfit.ptycho.simulate import (
     alignment_residuals,
     extract_patches,
@@ -32,6 +33,7 @@ __all__ = [
     "STRATEGIES",
     "ContractViolationError",
     "DataContract",
+    "FixtureResult",
     "KeySpec",
     "VerifyReport",
     "Violation",

@@ -14,6 +14,7 @@ import datetime as _dt
 import os
 import re
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from nnfit import __version__
 from nnfit.io import array_sha256, atomic_path, atomic_write_json, bytes_sha256, file_sha256
 from nnfit.io.npz import encode_npz, open_npz
 from nnfit.ptycho.contract import CONTRACT, LAYOUT_AXES, Violation, resolve_layout
+from nnfit.ptycho.result import FixtureResult
 from nnfit.validate import check_int
 
 STRATEGIES = ("first", "stratified", "random")
@@ -273,7 +275,7 @@ def generate_fixture(
     layout: str | None = None,
     *,
     overwrite: bool = False,
-) -> tuple[Path, Path, str]:
+) -> FixtureResult:
     """Cut a deterministic DATA-001 fixture from ``source_path``.
 
     Parameters
@@ -297,8 +299,9 @@ def generate_fixture(
 
     Returns
     -------
-    (Path, Path, str)
-        Fixture path, sidecar path, and the fixture's ``sha256:<hex>``.
+    FixtureResult
+        Fixture path, sidecar path and the fixture's ``sha256:<hex>`` (it unpacks as that
+        triple, the design's return value), the sidecar and ``time_s``.
 
     Raises
     ------
@@ -340,7 +343,8 @@ def _generate(
     *,
     overwrite: bool,
     command: str | None,
-) -> tuple[Path, Path, str]:
+) -> FixtureResult:
+    start = time.perf_counter()
     src = Path(source_path)
     out = Path(output_path)
     meta_path = Path(metadata_out) if metadata_out is not None else out.with_suffix(".json")
@@ -418,4 +422,4 @@ def _generate(
         if not meta_existed:  # the sidecar landed but the fixture did not: take it back
             meta_path.unlink(missing_ok=True)
         raise
-    return out, meta_path, checksum
+    return FixtureResult(out, meta_path, checksum, meta, time.perf_counter() - start)

@@ -1,7 +1,8 @@
 """Spectral cube fitting (CubeFit): LOSVD-convolved templates, HyperCube, global NNLS.
 
 Public names are imported lazily, so ``nnfit --help`` and other command groups do not pay
-for importing h5py and SciPy.
+for importing h5py and SciPy: ``__all__`` lists them, ``_HOME`` says which module defines
+each, and the module is imported on first access.
 """
 
 from __future__ import annotations
@@ -9,51 +10,90 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Public name -> defining module.
-_LAZY = {
-    "CubeProblem": "nnfit.spectral.store",
-    "H5Manager": "nnfit.spectral.manager",
-    "load_problem": "nnfit.spectral.store",
-    "open_h5": "nnfit.io.hdf5",
-    "SimulatedCube": "nnfit.spectral.simulate",
-    "simulate_cube": "nnfit.spectral.simulate",
-    "build_hypercube": "nnfit.spectral.hypercube",
-    "compress_hypercube_inplace": "nnfit.spectral.hypercube",
-    "HyperCubeReader": "nnfit.spectral.hypercube_reader",
-    "PipelineRunner": "nnfit.spectral.kaczmarz_fit",
-    "FitTracker": "nnfit.spectral.tracker",
-    "TrackerConfig": "nnfit.spectral.tracker",
-    "reconstruct_model_cube_single": "nnfit.spectral.reconstruct",
-    "live_fit_dashboard": "nnfit.spectral.plots",
-    "CubeOperator": "nnfit.spectral.cube_operator",
-    "fit_cube": "nnfit.spectral.fit",
-    # The exact (band-limited) model, LOSVDs and velocity conventions.
-    "losvd_from_moments": "nnfit.spectral.losvd",
-    "convert_velocity": "nnfit.spectral.losvd",
-    "velocity_from_redshift": "nnfit.spectral.losvd",
-    "redshift_from_velocity": "nnfit.spectral.losvd",
-    # From a FITS IFU cube to population maps.
-    "read_ifu_cube": "nnfit.spectral.ifu_cube",
-    "spaxel_signal_noise": "nnfit.spectral.binning",
-    "voronoi_bins": "nnfit.spectral.binning",
-    "bin_spectra": "nnfit.spectral.binning",
-    "log_rebin": "nnfit.spectral.logrebin",
-    "load_template_library": "nnfit.spectral.templates",
-    "line_mask": "nnfit.spectral.linemask",
-    "read_kinematics_table": "nnfit.spectral.kinematics",
-    "losvd_from_kinematics": "nnfit.spectral.kinematics",
-    "read_losvd_file": "nnfit.spectral.kinematics",
-    "store_from_ifu_cube": "nnfit.spectral.ifu_store",
-    "fit_bins": "nnfit.spectral.bin_fit",
-    "population_maps": "nnfit.spectral.maps",
-    "write_maps": "nnfit.spectral.maps",
-    "write_ifu_demo": "nnfit.spectral.simulate_ifu",
-}
+__all__ = [
+    "CubeOperator",
+    "CubeProblem",
+    "FitResult",
+    "FitTracker",
+    "H5Manager",
+    "HyperCubeReader",
+    "PipelineRunner",
+    "SimulatedCube",
+    "TrackerConfig",
+    "bin_spectra",
+    "build_hypercube",
+    "compress_hypercube_inplace",
+    "convert_velocity",
+    "fit_bins",
+    "fit_cube",
+    "fit_store",
+    "line_mask",
+    "live_fit_dashboard",
+    "load_problem",
+    "load_template_library",
+    "log_rebin",
+    "losvd_from_kinematics",
+    "losvd_from_moments",
+    "open_h5",
+    "population_maps",
+    "read_ifu_cube",
+    "read_kinematics_table",
+    "read_losvd_file",
+    "reconstruct_model_cube_single",
+    "redshift_from_velocity",
+    "simulate_cube",
+    "spaxel_signal_noise",
+    "store_from_ifu_cube",
+    "velocity_from_redshift",
+    "voronoi_bins",
+    "write_ifu_demo",
+    "write_maps",
+]
 
-__all__ = sorted(_LAZY)
+# Defining module -> the public names it holds.
+_HOME = {
+    "nnfit.io.hdf5": ("open_h5",),
+    "nnfit.spectral.binning": ("bin_spectra", "spaxel_signal_noise", "voronoi_bins"),
+    "nnfit.spectral.bin_fit": ("fit_bins",),
+    "nnfit.spectral.cube_operator": ("CubeOperator",),
+    "nnfit.spectral.fit": ("fit_cube", "fit_store"),
+    "nnfit.spectral.hypercube": ("build_hypercube", "compress_hypercube_inplace"),
+    "nnfit.spectral.hypercube_reader": ("HyperCubeReader",),
+    "nnfit.spectral.ifu_cube": ("read_ifu_cube",),
+    "nnfit.spectral.ifu_store": ("store_from_ifu_cube",),
+    "nnfit.spectral.kaczmarz_fit": ("PipelineRunner",),
+    "nnfit.spectral.kinematics": (
+        "losvd_from_kinematics",
+        "read_kinematics_table",
+        "read_losvd_file",
+    ),
+    "nnfit.spectral.linemask": ("line_mask",),
+    "nnfit.spectral.logrebin": ("log_rebin",),
+    "nnfit.spectral.losvd": (
+        "convert_velocity",
+        "losvd_from_moments",
+        "redshift_from_velocity",
+        "velocity_from_redshift",
+    ),
+    "nnfit.spectral.manager": ("H5Manager",),
+    "nnfit.spectral.maps": ("population_maps", "write_maps"),
+    "nnfit.spectral.plots": ("live_fit_dashboard",),
+    "nnfit.spectral.reconstruct": ("reconstruct_model_cube_single",),
+    "nnfit.spectral.result": ("FitResult",),
+    "nnfit.spectral.simulate": ("SimulatedCube", "simulate_cube"),
+    "nnfit.spectral.simulate_ifu": ("write_ifu_demo",),
+    "nnfit.spectral.store": ("CubeProblem", "load_problem"),
+    "nnfit.spectral.templates": ("load_template_library",),
+    "nnfit.spectral.tracker": ("FitTracker", "TrackerConfig"),
+}
+_WHERE = {name: module for module, names in _HOME.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'nnfit.spectral' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,6 +25,10 @@ with the HyperCube to rounding. Weights follow the Kaczmarz path: ``W = mask / s
 Spaxels are processed in blocks; with a Dask ``scheduler`` the blocks run on the workers, which
 read their own slice of an HDF5 problem (``from_h5``), so only ``x``, residual blocks and the
 small ``(C, P)`` or Gram accumulators cross the network.
+
+One module, though long: the operator, the block tasks it maps over spaxels and the
+per-process cache those tasks read from are one object's machinery; the tasks must be
+module-level functions for Dask to ship them.
 """
 
 from __future__ import annotations
@@ -106,14 +110,11 @@ def _h5_block(path: str, s0: int, s1: int, mtime: float) -> _Data:
     with _REGISTRY_LOCK:
         if key in _REGISTRY:
             return _REGISTRY[key]
-    from nnfit.spectral.store import load_problem
-
-    prob = load_problem(path)
-    with _REGISTRY_LOCK:
         base = _REGISTRY.get(key_full)
-    if base is None:
-        op = CubeOperator.from_problem(prob)
-        base = op._data
+    if base is None:  # a worker that has not read the file yet (the building process has)
+        from nnfit.spectral.store import load_problem
+
+        base = CubeOperator.from_problem(load_problem(path))._data
         with _REGISTRY_LOCK:
             _REGISTRY[key_full] = base
     d = base.rows(s0, s1)
@@ -465,13 +466,19 @@ class CubeOperator(LinearOperator):
         return op
 
     @classmethod
-    def from_h5(cls, path: str | os.PathLike, **kwargs: Any) -> CubeOperator:
-        """Build from a cube HDF5 file; cluster workers re-read their own spaxel blocks."""
+    def from_h5(cls, path: str | os.PathLike, problem: Any = None, **kwargs: Any) -> CubeOperator:
+        """Build from a cube HDF5 file; cluster workers re-read their own spaxel blocks.
+
+        ``problem``: the file's :class:`~nnfit.spectral.store.CubeProblem` when the caller has
+        already loaded it (the file is then not read again here).
+        """
         from nnfit.spectral.store import load_problem
 
         p = str(Path(path).resolve())
         source = ("h5", p, os.stat(p).st_mtime)
-        op = cls.from_problem(load_problem(p), _source=source, **kwargs)
+        if problem is None:
+            problem = load_problem(p)
+        op = cls.from_problem(problem, _source=source, **kwargs)
         with _REGISTRY_LOCK:  # blocks run here find the data without re-reading the file
             _REGISTRY[source] = op._data
         return op

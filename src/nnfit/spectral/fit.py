@@ -1,4 +1,5 @@
-"""``fit_cube``: the exact global non-negative fit of a spectral cube, with no HyperCube.
+"""``fit_cube``: the exact global non-negative fit of a spectral cube, with no HyperCube;
+``fit_store``: the same fit on a store, which it reads once and writes ``/X_global`` to.
 
 Minimises ``chi2(x) = ||W (A x - y)||^2 + regul^2 sum_c ||D x[c]||^2`` over ``x >= 0`` (and the
 component-mass equalities when ``constraints`` is given), where ``A`` is the matrix-free
@@ -27,6 +28,10 @@ Methods (``method=``):
 Exactness is measured, not assumed: ``stats`` reports the scaled KKT violation over all ``n``
 variables (with the gradient recomputed matrix-free at the returned ``x``), the objective, chi^2,
 iterations and time per phase.
+
+One module, though long (about 700 lines): the three methods share the objective, the KKT
+check and the working-set candidate rule, and are chosen among by one function; splitting them
+apart would export those private parts.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,43 +49,29 @@ from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.gram import cube_gram
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
+from nnfit.spectral.result import FitResult
+from nnfit.spectral.store import load_problem, read_warm_start_from, solution_sha
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "fit_cube", "read_warm_start", "write_solution"]
+__all__ = ["METHODS", "fit_cube", "fit_store", "read_warm_start", "write_solution"]
 
 METHODS = ("auto", "gram", "active-set", "matrix-free")
 
 
 # ----------------------------------------------------------------------------- HDF5 glue
-def _sha(x: np.ndarray) -> bytes:
-    from nnfit.io import array_sha256
-
-    return array_sha256(np.asarray(x, dtype=np.float64)).encode("ascii")
-
-
 def read_warm_start(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray | None:
     """``/X_global`` (else ``/Fit/x_best``) of a cube file reshaped to ``shape``, or ``None``.
 
     Vectors with a digest record (``/Fit/state/<name>_sha``, the Kaczmarz tracker's
-    convention) are used only when the digest verifies, so a torn write is skipped.
+    convention) are used only when the digest verifies, so a torn write is skipped
+    (:func:`nnfit.spectral.store.read_warm_start_from`).
     """
     try:
         with open_h5(path, "r") as f:
-            st = f.get("Fit/state")
-            for name, key in (("X_global", "X_global"), ("x_best", "Fit/x_best")):
-                if key not in f or f[key].size != shape[0] * shape[1]:
-                    continue
-                x = np.asarray(f[key][...], dtype=np.float64)
-                if st is not None and f"{name}_sha" in st:
-                    sha = bytes(st[f"{name}_sha"][0])
-                    if sha not in (b"untracked", _sha(x)):
-                        continue
-                if np.all(np.isfinite(x)) and np.any(x != 0):
-                    return np.clip(x, 0.0, None).reshape(shape)
+            return read_warm_start_from(f, shape)
     except OSError:
         return None
-    return None
 
 
 def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = None) -> None:
@@ -109,7 +99,7 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
                 st["X_global_pos"][...] = -1
             if "X_global_fp" in st:
                 st["X_global_fp"][0] = f"fit_cube:{attrs.get('method', '')}".encode()
-            st["X_global_sha"][0] = _sha(flat)
+            st["X_global_sha"][0] = solution_sha(flat)
             f.flush()
             return
         tmp = "X_global__tmp"
@@ -126,16 +116,12 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
 
 
 # ----------------------------------------------------------------------------- helpers
-def _as_operator(source: Any, scheduler: Any, block_size: int | None) -> tuple[CubeOperator, Any]:
-    """(operator, path or None, template_meta)."""
+def _as_operator(source: Any, scheduler: Any, block_size: int | None) -> CubeOperator:
     if isinstance(source, CubeOperator):
         if scheduler is not None:
             source.scheduler = scheduler
-        return source, None
-    if isinstance(source, (str, os.PathLike)):
-        op = CubeOperator.from_h5(source, scheduler=scheduler, block_size=block_size)
-        return op, Path(source)
-    return CubeOperator.from_problem(source, scheduler=scheduler, block_size=block_size), None
+        return source
+    return CubeOperator.from_problem(source, scheduler=scheduler, block_size=block_size)
 
 
 class _Objective:
@@ -228,14 +214,14 @@ def fit_cube(
     degree: int = -1,
     mdegree: int = 0,
     continuum_tol: float = 1e-7,
-) -> tuple[np.ndarray, dict]:
+) -> FitResult:
     r"""Fit one global non-negative weight array ``x (C, P)`` to every spaxel, exactly.
 
     Parameters
     ----------
-    source : path, CubeProblem or CubeOperator
-        The cube (an HDF5 file written by :class:`nnfit.spectral.store.H5Manager`, a loaded
-        problem, or an operator built with ``datacube=``).
+    source : CubeOperator, CubeProblem or path
+        The cube: an operator built with ``datacube=``, a loaded problem, or (kept for
+        existing callers) the path of a store, which is handed to :func:`fit_store`.
     method : {"auto", "gram", "active-set", "matrix-free"}
         See the module docstring.
     tol : float
@@ -252,7 +238,8 @@ def fit_cube(
     constraints : sequence of C floats, optional
         Component mass weights ``w_c``: enforce ``sum_p x[c, p] = alpha * w_c``, ``alpha`` free.
     x0 : array (C, P), "auto" or None
-        Warm start; ``"auto"`` reads ``/X_global`` from the file when present.
+        Warm start; ``"auto"``: a problem's ``warm_start`` (the store's verified
+        ``/X_global``), none for an operator.
     scheduler : None, str or dask Client
         Where spaxel blocks run (:mod:`nnfit.parallel`).
     block_size : int, optional
@@ -264,12 +251,12 @@ def fit_cube(
     batch : int, optional
         Variables added to the working set per round (default ``max(64, m/2)``).
     checkpoint : bool
-        For a file ``source`` without ``callback``: commit ``/X_global`` to the file after each
-        working-set round and at the end (:func:`write_solution`).
+        For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
+        ``/X_global`` to the store after each working-set round and at the end.
     callback : callable, optional
-        ``callback(x, info)`` with the weights ``x`` (C*P values) after each working-set round and at the end
-        (``info``: ``method`` and ``round`` or ``chi2``): how the solution leaves the solver.
-        Replaces the file commit of ``checkpoint``.
+        ``callback(x, info)`` with the weights ``x`` (C*P values) after each working-set
+        round and at the end (``info``: ``method`` and ``round`` or ``chi2``): how the
+        solution leaves the solver.
     progress : callable, optional
         ``progress(phase, info)`` after each phase/round.
     verbose : bool
@@ -285,8 +272,8 @@ def fit_cube(
 
     Returns
     -------
-    x : ndarray (C, P)
-    stats : dict
+    FitResult
+        ``x`` (C, P) and ``stats``; it unpacks as ``x, stats = fit_cube(...)``. ``stats``:
         ``method``, ``objective``, ``chi2``, ``chi2_zero`` (zero model), ``kkt_violation``,
         ``kkt_tol``, ``converged``, ``iterations``, ``rounds``, ``working_set``, ``nnz``,
         ``equality_residual``, ``time_s``, ``phases`` (seconds per phase), ``dof`` and
@@ -334,19 +321,40 @@ def fit_cube(
     >>> stats["converged"], stats["chi2"] < 1e-20 * stats["chi2_zero"]
     (True, True)
     """
+    if isinstance(source, (str, os.PathLike)):
+        return fit_store(
+            source,
+            method,
+            x0=x0,
+            checkpoint=checkpoint,
+            callback=callback,
+            scheduler=scheduler,
+            block_size=block_size,
+            tol=tol,
+            regul=regul,
+            regul_order=regul_order,
+            constraints=constraints,
+            max_iter=max_iter,
+            memory_gb=memory_gb,
+            batch=batch,
+            progress=progress,
+            verbose=verbose,
+            degree=degree,
+            mdegree=mdegree,
+            continuum_tol=continuum_tol,
+        )
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if isinstance(x0, str):
+        if x0 != "auto":
+            raise ValueError(f"x0 must be an array, 'auto' or None; got {x0!r}")
+        x0 = getattr(source, "warm_start", None)
     t = time.perf_counter()
-    op, path = _as_operator(source, scheduler, block_size)
+    op = _as_operator(source, scheduler, block_size)
     phases["setup"] = time.perf_counter() - t
     commit = callback
-    if commit is None and path is not None and checkpoint:
-
-        def commit(x: np.ndarray, info: dict) -> None:
-            write_solution(path, x, info)
-
     if op._wy0 is not None and not getattr(op, "_checked", False):
         from nnfit.spectral.checks import check_flux_scaling, check_velocity_frame
         from nnfit.spectral.model import mean_flux
@@ -378,8 +386,6 @@ def fit_cube(
             progress=progress,
             verbose=verbose,
         )
-        if isinstance(x0, str):
-            x0 = read_warm_start(path, op.model_shape) if path is not None else None
 
         def fit_once(x_init):
             start = x0 if x_init is None else x_init
@@ -396,7 +402,7 @@ def fit_cube(
         if commit is not None:
             commit(x, {"method": stats["method"], "chi2": stats["chi2"]})
         stats["time_s"] = time.perf_counter() - t_start
-        return x, stats
+        return FitResult(x, stats)
     C, P = op.model_shape
     n = C * P
     H = None
@@ -409,10 +415,6 @@ def fit_cube(
         if w.size != C:
             raise ValueError(f"constraints must give {C} component weights; got {w.size}")
         E = mass_constraints(w, P)
-    if isinstance(x0, str):
-        if x0 != "auto":
-            raise ValueError(f"x0 must be an array, 'auto' or None; got {x0!r}")
-        x0 = read_warm_start(path, (C, P)) if path is not None else None
     if x0 is not None:
         x0 = np.clip(np.asarray(x0, dtype=np.float64).reshape(C, P), 0.0, None)
     chosen = _choose(op, method, memory_gb * 2**30, bool(regul) or constraints is not None)
@@ -476,7 +478,83 @@ def fit_cube(
     stats.update(_dof_stats(op, x, stats["chi2"], -1, 0))
     stats["time_s"] = time.perf_counter() - t_start
     report("done", **{k: v for k, v in stats.items() if k != "phases"})
-    return x, stats
+    return FitResult(x, stats)
+
+
+def fit_store(
+    path: str | os.PathLike,
+    method: str = "auto",
+    *,
+    x0: np.ndarray | str | None = "auto",
+    checkpoint: bool = True,
+    callback: Callable[[np.ndarray, dict], None] | None = None,
+    scheduler: Any = None,
+    block_size: int | None = None,
+    **kwargs: Any,
+) -> FitResult:
+    """:func:`fit_cube` on a cube store: load it once, warm-start from it, commit to it.
+
+    The store is read once (:func:`~nnfit.spectral.store.load_problem`: data, templates,
+    LOSVDs, population grid and the stored solution); the fit itself is :func:`fit_cube` on
+    the operator built from that problem, and the solution leaves it through ``callback``,
+    by default :func:`write_solution` of ``/X_global`` after each working-set round and at
+    the end.
+
+    Parameters
+    ----------
+    path : path-like
+        A populated store (:class:`nnfit.spectral.store.StoreWriter`, ``nnfit spectral
+        init``).
+    method : {"auto", "gram", "active-set", "matrix-free"}
+        As in :func:`fit_cube`.
+    x0 : array (C, P), "auto" or None
+        Warm start; ``"auto"`` takes the store's verified ``/X_global`` (else
+        ``/Fit/x_best``) when there is one.
+    checkpoint : bool
+        Without ``callback``: commit ``/X_global`` to the store after each round and at the
+        end. ``False``: the store is only read.
+    callback : callable, optional
+        ``callback(x, info)`` instead of the commit to ``/X_global``.
+    scheduler, block_size
+        As in :func:`fit_cube`; cluster workers re-read their own spaxel blocks of ``path``.
+    **kwargs
+        Every other keyword of :func:`fit_cube` (``tol``, ``regul``, ``constraints``,
+        ``degree``, ``mdegree``, ``max_iter``, ``progress``...).
+
+    Returns
+    -------
+    FitResult
+        As :func:`fit_cube`'s; ``stats["phases"]["load"]`` is the time reading the store and
+        ``time_s`` includes it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from nnfit.spectral.simulate import simulate_cube
+    >>> p = simulate_cube(6, 2, 3, seed=1).to_h5(pathlib.Path(tempfile.mkdtemp()) / "c.h5")
+    >>> res = fit_store(p, method="gram", x0=None)
+    >>> res.converged, read_warm_start(p, res.x.shape) is not None
+    (True, True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    t = time.perf_counter()
+    problem = load_problem(path)
+    op = CubeOperator.from_h5(path, problem=problem, scheduler=scheduler, block_size=block_size)
+    if isinstance(x0, str):
+        if x0 != "auto":
+            raise ValueError(f"x0 must be an array, 'auto' or None; got {x0!r}")
+        x0 = problem.warm_start
+    if callback is None and checkpoint:
+
+        def callback(x: np.ndarray, info: dict) -> None:
+            write_solution(path, x, info)
+
+    load_s = time.perf_counter() - t
+    result = fit_cube(op, method, x0=x0, callback=callback, **kwargs)
+    result.stats.setdefault("phases", {})["load"] = load_s
+    result.stats["time_s"] += load_s
+    return result
 
 
 def _dof_stats(op: CubeOperator, x: np.ndarray, chi2: float, degree: int, mdegree: int) -> dict:

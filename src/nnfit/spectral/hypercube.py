@@ -9,6 +9,9 @@ of the stored inputs, so a resumed build is byte-identical to an uninterrupted o
 The builder process is the only writer. It keeps the file in SWMR mode while it writes, so
 readers (``open_h5(path, "r")``, the live snapshot) can watch; worker processes (or Dask
 workers) only compute tiles.
+
+One module, though just over 500 lines: building, compressing and reporting the status of the
+one ``/HyperCube`` dataset share its chunk grid and ``_done`` bitmap conventions.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ slab by slab (:meth:`IFUCube.slabs`).
 The spectral axis comes from the standard linear FITS WCS keywords ``CTYPE3`` (``AWAV`` = air,
 ``WAVE`` = vacuum wavelengths), ``CRVAL3``, ``CRPIX3``, ``CD3_3`` or ``CDELT3`` (times
 ``PC3_3`` when present) and ``CUNIT3``; the celestial WCS of axes 1-2 is kept for the maps.
+
+One module, though just over 500 lines: one file format (a FITS IFU cube with its variance
+extension and its spectral and celestial WCS) and the slab reader over it.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from nnfit.progress import progress
 from nnfit.solvers.kaczmarz import RatioPenalty, kaczmarz_rows, residual_sse, warm_up
 from nnfit.spectral.hypercube_reader import HyperCubeReader, open_h5_read
 from nnfit.spectral.hypercube_reader import warm_up as warm_up_reader
+from nnfit.spectral.result import FitResult
 from nnfit.spectral.store_checks import check_fitted_data, check_hypercube_shape, check_inputs
 from nnfit.spectral.tracker import FitTracker, TrackerConfig, read_checkpoints
 from nnfit.validate import as_float_array, check_int, check_real
@@ -188,8 +189,9 @@ class PipelineRunner:
         method: str = "kaczmarz",
         on_epoch_end: Callable[[int, np.ndarray, dict], None] | None = None,
         **kwargs: Any,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Fit one non-negative ``x`` (length ``C*P``) to every spaxel; return ``(x, stats)``.
+    ) -> FitResult:
+        """Fit one non-negative ``x`` (length ``C*P``) to every spaxel; return ``(x, stats)``
+        as a :class:`~nnfit.spectral.FitResult` (it unpacks as ``x, stats = ...``).
 
         Parameters
         ----------
@@ -238,8 +240,8 @@ class PipelineRunner:
 
         Returns
         -------
-        x : ndarray, shape (C*P,)
-        stats : dict
+        FitResult
+            ``x`` of shape (C*P,) and ``stats``:
             ``epochs``, ``epochs_run``, ``start`` (source and position), ``train_rmse``,
             ``val_rmse``, ``epoch_time_s`` (lists per epoch run), ``time_s``,
             ``rows_per_epoch``, ``ratio_steps``, ``chunk_reads`` (per epoch),
@@ -281,11 +283,10 @@ class PipelineRunner:
                 run.reader.close()
             run.trk.close()
         stats = self._finalize(run)
+        x = run.x
         if run.x_start is not None and stats["epochs_run"]:
-            return _keep_better(
-                self.path, run.x_start, run.x, run.keep_src, run.start_ck, stats
-            ), stats
-        return run.x, stats
+            x = _keep_better(self.path, run.x_start, run.x, run.keep_src, run.start_ck, stats)
+        return FitResult(x, stats)
 
     # -- the solver's anatomy: setup (validate, fingerprint, start), open (tracker, reader,
     # -- seed), one epoch, finalize (stats) ------------------------------------------------

@@ -27,6 +27,10 @@ Conventions (the contract other modules code against):
   the integral ``sum_l y[l] |obs_l| == sum_t f[t] |tem_t|`` is conserved for every template
   pixel that lies inside the observed range (pixels straddling the ends count by their overlap).
 
+One module, though long: the velocity-to-shift conventions, LOSVD kernels, FFT convolution,
+rebin operator and :class:`ModelRowComputer` are the parts of one model row, which the
+HyperCube build and the operators compose; none is used apart from the others.
+
 Examples
 --------
 >>> import numpy as np

@@ -44,6 +44,9 @@ integer multiple of the template step, or a grid uniform in lambda such as MUSE'
 :data:`UNIFORM_TOL_PX` template pixels, the selection becomes the overlap-average rebin of
 :func:`nnfit.spectral.model.rebin_matrix` and ``f = 0``; the kernel stays band-limited.
 
+One module, though just over 500 lines: one construction (placing a band-limited LOSVD kernel
+on the observed grid) with its grid classification and the fallback it chooses between.
+
 References
 ----------
 Cappellari M., 2017, MNRAS, 466, 798, doi:10.1093/mnras/stw3020.

@@ -22,6 +22,10 @@ Root attributes: ``dims`` (JSON ``{nSpat, nLSpec, nTSpec, nVel, nComp, nPop}``),
 Files are written in the HDF5 1.10 format (superblock v3), the oldest that supports SWMR, so
 readers with HDF5 >= 1.10 can open them and one writer can keep them readable while it works;
 every open goes through :func:`nnfit.io.hdf5.open_h5`.
+
+One module, though long: the store's layout, the validation of its inputs, loading it into a
+:class:`CubeProblem` and the staged writer all follow the layout above; the problem half
+(``CubeProblem``, ``load_problem``, the warm start) is the cut to make if it grows further.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class CubeProblem:
     model_options: dict = field(default_factory=dict)
     """``kernel``, ``convention``, ``vsyst`` and ``flux_scale`` for :class:`CubeOperator`
     (empty for stores written before the exact model: the ``"linear"`` model)."""
+    warm_start: np.ndarray | None = None
+    """``(C, P)``: the store's ``/X_global`` (else ``/Fit/x_best``) where one verifies
+    (:func:`read_warm_start_from`), clipped at 0; None when the store holds none."""
 
     @property
     def S(self) -> int:
@@ -118,6 +125,34 @@ class CubeProblem:
     def dlog(self) -> float:
         """Template pixel size in ln(lambda)."""
         return grid_step(self.tem_pix)
+
+
+def solution_sha(x: np.ndarray) -> bytes:
+    """The digest a store records beside a stored solution (``/Fit/state/<name>_sha``)."""
+    from nnfit.io import array_sha256
+
+    return array_sha256(np.asarray(x, dtype=np.float64)).encode("ascii")
+
+
+def read_warm_start_from(f: h5py.File, shape: tuple[int, int]) -> np.ndarray | None:
+    """``/X_global`` (else ``/Fit/x_best``) of an open store reshaped to ``shape``, or ``None``.
+
+    Vectors with a digest record (``/Fit/state/<name>_sha``, the Kaczmarz tracker's
+    convention) are used only when the digest verifies, so a torn write is skipped; all-zero
+    or non-finite vectors are not starts.
+    """
+    st = f.get("Fit/state")
+    for name, key in (("X_global", "X_global"), ("x_best", "Fit/x_best")):
+        if key not in f or f[key].size != shape[0] * shape[1]:
+            continue
+        x = np.asarray(f[key][...], dtype=np.float64)
+        if st is not None and f"{name}_sha" in st:
+            sha = bytes(st[f"{name}_sha"][0])
+            if sha not in (b"untracked", solution_sha(x)):
+                continue
+        if np.all(np.isfinite(x)) and np.any(x != 0):
+            return np.clip(x, 0.0, None).reshape(shape)
+    return None
 
 
 def read_rebin(f: h5py.File, T: int, L: int) -> sp.csr_matrix:
@@ -162,10 +197,12 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
         noise = f["Noise"][()].astype(np.float64) if "Noise" in f else None
         if datacube.ndim == 2 and datacube.shape[1] == mask.size:
             check_fitted_data(p, datacube, mask, noise)
+        losvd = f["LOSVD"][()].astype(np.float64)
+        templates = f["Templates"][()].astype(np.float64)
         return CubeProblem(
             datacube=datacube,
-            templates_PT=f["Templates"][()].astype(np.float64),
-            losvd=f["LOSVD"][()].astype(np.float64),
+            templates_PT=templates,
+            losvd=losvd,
             tem_pix=tem,
             obs_pix=obs,
             vel_pix=f["VelPix"][()].astype(np.float64),
@@ -176,6 +213,7 @@ def load_problem(path: str | os.PathLike[str]) -> CubeProblem:
             guard_info=json.loads(f.attrs.get("guard_info_json", "{}")),
             path=p,
             model_options=_read_model_options(f),
+            warm_start=read_warm_start_from(f, (losvd.shape[-1], templates.shape[0])),
         )
 
 
