@@ -13,6 +13,10 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
   frame that follows from the kernel alone, see ``nnfit.calcium.spike_time_offset``);
 - ``nnfit (estimated), frame times``: the same spikes placed at the frame times, for
   comparison (the other solvers report at the frame);
+- ``nnfit (indicator preset)``: the kinetics preset of the dataset's indicator
+  (``deconvolve(..., indicator=...)``, :mod:`nnfit.calcium.indicators`), lam per recording from
+  its noise, baseline ``"auto"``: what a user gets who names the indicator instead of
+  estimating;
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all
   (an upper reference: it uses the ground truth);
@@ -47,6 +51,7 @@ from scipy import ndimage
 
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
+from nnfit.calcium.indicators import indicator_kinetics
 from nnfit.calcium.kernel_fit import fit_kernel
 
 GT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "calcium-ground-truth"
@@ -167,6 +172,11 @@ def part_real(quick: bool, fit: bool) -> dict:
             recs, [e[0] for e in est], [e[1].time_offset for e in est]
         )
         row["nnfit (estimated), frame times"] = mean_scores(recs, [e[0] for e in est])
+        preset = indicator_kinetics(name.split("-")[1])
+        pre = [run_nnfit(r, preset.tau_rise, preset.tau_decay) for r in recs]
+        row["nnfit (indicator preset)"] = mean_scores(
+            recs, [p[0] for p in pre], [p[1].time_offset for p in pre]
+        )
         taus = np.array([[e[1].tau_rise, e[1].tau_decay] for e in est])
         kinds = [e[1].baseline_kind[0] for e in est]
         row["OASIS AR(2)"] = mean_scores(recs, [run_oasis_ar2(r) for r in recs])
@@ -194,6 +204,11 @@ def part_real(quick: bool, fit: bool) -> dict:
             )
         results[name] = {
             "recordings": len(recs),
+            "indicator_preset": {
+                "name": preset.name,
+                "tau_rise": preset.tau_rise,
+                "tau_decay": preset.tau_decay,
+            },
             "scores": row,
             "estimated_tau_rise": float(taus[0, 0]),
             "estimated_tau_decay": float(taus[0, 1]),
@@ -279,6 +294,7 @@ def main() -> int:
             methods = [
                 "nnfit (estimated)",
                 "nnfit (estimated), frame times",
+                "nnfit (indicator preset)",
                 "nnfit (fitted)",
                 "OASIS AR(2)",
                 "AR(1) (suite2p)",

@@ -41,13 +41,16 @@ from nnfit.calcium.ar2 import AR2Convolution
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
 from nnfit.calcium.exact import DeconvolutionResult
+from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.pipeline import deconvolve
 
 __all__ += [
     "AR2Convolution",
     "DeconvolutionResult",
+    "Indicator",
     "deconvolve",
     "estimate_kinetics_pooled",
     "estimate_parameters",
+    "indicator_kinetics",
     "running_baseline",
 ]

@@ -84,6 +84,8 @@ class DeconvolutionResult:
         ``"auto"`` needed it.
     estimated : dict
         Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
+    indicator : str or None
+        The indicator whose kinetics preset was used (:mod:`nnfit.calcium.indicators`), if any.
     time_offset : float
         Seconds from a frame's time to the spikes reported at that frame, on average
         (:func:`nnfit.calcium.kernel.spike_time_offset` over ``fs``): spike ``spikes[..., j]``
@@ -105,6 +107,7 @@ class DeconvolutionResult:
     fs: float
     noise: np.ndarray
     estimated: dict = field(default_factory=dict)
+    indicator: str | None = None
 
     @property
     def time_offset(self) -> float:
