@@ -152,9 +152,9 @@ def mean_scores(recs, spikes_list, offsets=None):
     return float(sc[:, 0].mean()), float(sc[:, 1].mean())
 
 
-def part_real(quick: bool, fit: bool) -> dict:
+def part_real(quick: bool, fit: bool, datasets: list[str]) -> dict:
     results = {}
-    for name in DATASETS:
+    for name in datasets:
         t0 = time.perf_counter()
         recs = load(name, quick)
         for r in recs:
@@ -282,6 +282,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a sixth of the recordings, fewer cells")
     ap.add_argument("--no-fit", action="store_true", help="skip the per-dataset grid")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument(
+        "--datasets",
+        nargs="+",
+        default=DATASETS,
+        choices=DATASETS,
+        metavar="NAME",
+        help="real datasets to score (default: all four)",
+    )
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--out", default="bench-output/calcium_accuracy.json")
     args = ap.parse_args()
@@ -290,7 +298,7 @@ def main() -> int:
         if not GT.is_dir():
             print(f"ground truth not found at {GT}; skipping the real-data part")
         else:
-            report["real"] = part_real(args.quick, not args.no_fit)
+            report["real"] = part_real(args.quick, not args.no_fit, args.datasets)
             methods = [
                 "nnfit (estimated)",
                 "nnfit (estimated), frame times",
