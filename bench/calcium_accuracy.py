@@ -13,6 +13,10 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
   frame that follows from the kernel alone, see ``nnfit.calcium.spike_time_offset``);
 - ``nnfit (estimated), frame times``: the same spikes placed at the frame times, for
   comparison (the other solvers report at the frame);
+- ``nnfit (indicator preset)``: the kinetics preset of the dataset's indicator
+  (``deconvolve(..., indicator=...)``, :mod:`nnfit.calcium.indicators`), lam per recording from
+  its noise, baseline ``"auto"``: what a user gets who names the indicator instead of
+  estimating;
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all
   (an upper reference: it uses the ground truth);
@@ -48,6 +52,7 @@ from scipy import ndimage
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
 from nnfit.calcium.ground_truth import open_ground_truth
+from nnfit.calcium.indicators import indicator_kinetics
 from nnfit.calcium.kernel_fit import fit_kernel
 
 GT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "calcium-ground-truth"
@@ -148,9 +153,9 @@ def mean_scores(recs, spikes_list, offsets=None):
     return float(sc[:, 0].mean()), float(sc[:, 1].mean())
 
 
-def part_real(quick: bool, fit: bool) -> dict:
+def part_real(quick: bool, fit: bool, datasets: list[str]) -> dict:
     results = {}
-    for name in DATASETS:
+    for name in datasets:
         t0 = time.perf_counter()
         recs = load(name, quick)
         for r in recs:
@@ -168,6 +173,11 @@ def part_real(quick: bool, fit: bool) -> dict:
             recs, [e[0] for e in est], [e[1].time_offset for e in est]
         )
         row["nnfit (estimated), frame times"] = mean_scores(recs, [e[0] for e in est])
+        preset = indicator_kinetics(name.split("-")[1])
+        pre = [run_nnfit(r, preset.tau_rise, preset.tau_decay) for r in recs]
+        row["nnfit (indicator preset)"] = mean_scores(
+            recs, [p[0] for p in pre], [p[1].time_offset for p in pre]
+        )
         taus = np.array([[e[1].tau_rise, e[1].tau_decay] for e in est])
         kinds = [e[1].baseline_kind[0] for e in est]
         row["OASIS AR(2)"] = mean_scores(recs, [run_oasis_ar2(r) for r in recs])
@@ -195,6 +205,11 @@ def part_real(quick: bool, fit: bool) -> dict:
             )
         results[name] = {
             "recordings": len(recs),
+            "indicator_preset": {
+                "name": preset.name,
+                "tau_rise": preset.tau_rise,
+                "tau_decay": preset.tau_decay,
+            },
             "scores": row,
             "estimated_tau_rise": float(taus[0, 0]),
             "estimated_tau_decay": float(taus[0, 1]),
@@ -268,6 +283,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a sixth of the recordings, fewer cells")
     ap.add_argument("--no-fit", action="store_true", help="skip the per-dataset grid")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument(
+        "--datasets",
+        nargs="+",
+        default=DATASETS,
+        choices=DATASETS,
+        metavar="NAME",
+        help="real datasets to score (default: all four)",
+    )
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--out", default="bench-output/calcium_accuracy.json")
     args = ap.parse_args()
@@ -276,10 +299,11 @@ def main() -> int:
         if not GT.is_dir():
             print(f"ground truth not found at {GT}; skipping the real-data part")
         else:
-            report["real"] = part_real(args.quick, not args.no_fit)
+            report["real"] = part_real(args.quick, not args.no_fit, args.datasets)
             methods = [
                 "nnfit (estimated)",
                 "nnfit (estimated), frame times",
+                "nnfit (indicator preset)",
                 "nnfit (fitted)",
                 "OASIS AR(2)",
                 "AR(1) (suite2p)",

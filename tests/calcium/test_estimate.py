@@ -68,6 +68,29 @@ def test_refinement_by_deconvolution_recovers_an_overestimated_decay(tr, td, noi
     assert tr_est == tr  # the rise is kept (below half the decay)
 
 
+@pytest.mark.slow
+def test_refinement_at_a_high_frame_rate_deconvolves_averaged_frames(monkeypatch):
+    """At 158 Hz the search runs on 2-frame averages (79 Hz) and still comes back within 15%."""
+    from nnfit.calcium import estimate
+
+    seen = []
+    whiteness = estimate.residual_whiteness
+
+    def spy(y, fs, tau_rise, tau_decay):
+        seen.append((y.shape[0], fs))
+        return whiteness(y, fs, tau_rise, tau_decay)
+
+    monkeypatch.setattr(estimate, "residual_whiteness", spy)
+    fs = 158.0
+    rec = simulate_recording(
+        3, int(60 * fs), fs=fs, tau_rise=0.05, tau_decay=0.6, rate_hz=0.5, noise=0.1, seed=5
+    )
+    _, td_est = estimate.refine_kinetics(list(rec.traces), fs, 0.05, 1.2)
+    assert td_est == pytest.approx(0.6, rel=0.15)
+    assert {f for _, f in seen} == {fs / 2}
+    assert {n for n, _ in seen} == {rec.traces.shape[1] // 2}
+
+
 def test_refinement_never_lengthens_the_decay():
     from nnfit.calcium.estimate import refine_kinetics
 

@@ -22,6 +22,7 @@ from nnfit.calcium.browser_solver import (
 )
 from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
 from nnfit.calcium.fista import run_deconvolution
+from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_offset, tau_to_ar2
 from nnfit.calcium.pipeline import deconvolve
 from nnfit.calcium.result import DeconvolutionResult
@@ -31,6 +32,7 @@ __all__ = [
     "AR2Convolution",
     "DeconvolutionResult",
     "ExportParams",
+    "Indicator",
     "SimulatedRecording",
     "bandpass_filter",
     "build_kernel",
@@ -39,6 +41,7 @@ __all__ = [
     "deconvolve_from_export",
     "estimate_kinetics_pooled",
     "estimate_parameters",
+    "indicator_kinetics",
     "load_export_params",
     "load_tuning_data",
     "run_deconvolution",

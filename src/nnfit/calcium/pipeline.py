@@ -46,6 +46,7 @@ import numpy as np
 
 from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
 from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
+from nnfit.calcium.indicators import indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
@@ -75,6 +76,7 @@ def deconvolve(
     max_iter: int = 100,
     n_jobs: int = 1,
     drift_rounds: int = 2,
+    indicator: str | None = None,
 ) -> DeconvolutionResult:
     r"""Infer spikes: CaTune's objective, solved to a certified optimum in O(T) per iteration.
 
@@ -85,8 +87,9 @@ def deconvolve(
     fs : float
         Sampling rate in Hz.
     tau_rise, tau_decay : float, optional
-        Kernel time constants in seconds. Both ``None`` (default): estimated from the data
-        (pooled over cells, :func:`nnfit.calcium.estimate_parameters`).
+        Kernel time constants in seconds. Both ``None`` (default): taken from ``indicator``'s
+        preset if one is named, else estimated from the data (pooled over cells,
+        :func:`nnfit.calcium.estimate_parameters`).
     lam : float or array_like, optional
         Sparsity weight, as in ``run_deconvolution``: one value or one per cell. ``None``:
         ``z noise ||h||_2`` per cell (independent of trace length).
@@ -100,6 +103,9 @@ def deconvolve(
         Threads over cells (the compiled solver releases the GIL); ``-1`` for all cores.
     drift_rounds : int
         Baseline refinement rounds for ``"drift"``.
+    indicator : str, optional
+        Use this indicator's kinetics preset (e.g. ``"GCaMP6s"``;
+        :data:`nnfit.calcium.indicators.INDICATORS`) instead of estimating the kinetics.
 
     Returns
     -------
@@ -159,7 +165,16 @@ def deconvolve(
     if T < 8:
         raise ValueError(f"traces need at least 8 frames; got {T}")
     estimated = {"kinetics": False, "lam": False}
-    if tau_rise is None and tau_decay is None:
+    preset = None
+    if indicator is not None:
+        if tau_rise is not None or tau_decay is not None:
+            raise ValueError(
+                "give tau_rise and tau_decay, or indicator (its preset kinetics), not both; "
+                f"got indicator={indicator!r}, tau_rise={tau_rise!r}, tau_decay={tau_decay!r}"
+            )
+        preset = indicator_kinetics(indicator)
+        tau_rise, tau_decay = preset.tau_rise, preset.tau_decay
+    elif tau_rise is None and tau_decay is None:
         _, _, tau_rise, tau_decay = estimate_kinetics(x2, fs)
         estimated["kinetics"] = True
     elif tau_rise is None or tau_decay is None:
@@ -200,6 +215,7 @@ def deconvolve(
         drift_rounds=drift_rounds,
     )
     res.estimated = estimated
+    res.indicator = None if preset is None else preset.name
     if x.ndim == 1:
         res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
     res.time_s = time.perf_counter() - start

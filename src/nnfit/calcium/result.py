@@ -60,6 +60,8 @@ class DeconvolutionResult:
         Noise estimate per cell (from the spectrum); NaN where nothing needed it.
     estimated : dict
         Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
+    indicator : str or None
+        The indicator whose kinetics preset was used (:mod:`nnfit.calcium.indicators`), if any.
     time_s : float
         Wall-clock seconds the call took.
     params : ExportParams or None
@@ -82,6 +84,7 @@ class DeconvolutionResult:
     fs: float
     noise: np.ndarray
     estimated: dict = field(default_factory=dict)
+    indicator: str | None = None
     time_s: float = math.nan
     params: Any = None
 
@@ -135,6 +138,7 @@ class DeconvolutionResult:
             tau_decay=first.tau_decay,
             fs=first.fs,
             estimated=dict(first.estimated),
+            indicator=first.indicator,
             time_s=float(sum(p.time_s for p in parts)),
             params=first.params,
         )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.calcium.indicators import INDICATORS, indicator_kinetics, indicator_record
 from nnfit.cli import calcium_exact as _fast
 from nnfit.cli.calcium_formats import add_format_arguments, add_series_argument
 
@@ -164,6 +165,12 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau-rise", type=float, metavar="S", help="rise time constant, seconds")
     p.add_argument("--tau-decay", type=float, metavar="S", help="decay time constant, seconds")
     p.add_argument("--lam", type=float, metavar="L", help="L1 penalty (sparsity), >= 0")
+    p.add_argument(
+        "--indicator",
+        metavar="NAME",
+        help="use this indicator's kinetics preset instead of --tau-rise/--tau-decay or the "
+        f"data's estimate ({', '.join(INDICATORS)}; sources in run.json and the docs)",
+    )
     p.add_argument("--params", metavar="FILE", help="catune-params-*.json exported by the browser")
     p.add_argument(
         "--solver",
@@ -279,6 +286,25 @@ def deconvolve_command(args: argparse.Namespace) -> int:
         return _deconvolve(args)
 
 
+def _apply_indicator(args: argparse.Namespace) -> None:
+    """``--indicator``: its preset becomes ``--tau-rise``/``--tau-decay`` (which it excludes)."""
+    if args.indicator is None:
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--tau-rise", args.tau_rise),
+            ("--tau-decay", args.tau_decay),
+            ("--params", args.params),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"--indicator sets the kinetics; drop {', '.join(given)}")
+    preset = indicator_kinetics(args.indicator)
+    args.tau_rise, args.tau_decay = preset.tau_rise, preset.tau_decay
+
+
 def _deconvolve(args: argparse.Namespace) -> int:
     from nnfit.calcium.fista import check_solver_params
     from nnfit.calcium.recordings import read_input
@@ -286,9 +312,12 @@ def _deconvolve(args: argparse.Namespace) -> int:
     from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_json
 
+    _apply_indicator(args)
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
+    if args.indicator is not None:
+        record.update(indicator_record(args.indicator))
     params_fs = record.pop("params_fs")
     if args.fs is not None and params_fs is not None and args.fs != params_fs:
         raise ValueError(

@@ -85,12 +85,14 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
 
 def deconvolve_exact_command(args: argparse.Namespace) -> int:
     """``nnfit calcium deconvolve`` with the exact solver."""
+    from nnfit.calcium.indicators import indicator_kinetics, indicator_record
     from nnfit.calcium.pipeline import deconvolve_recording, open_traces
     from nnfit.calcium.results import plot_cells, run_record, summary_csv
     from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_bytes, atomic_write_json, file_sha256
     from nnfit.validate import check_real
 
+    indicator = getattr(args, "indicator", None)
     if args.params is not None:
         raise ValueError("--solver exact takes --tau-rise/--tau-decay/--lam, not --params")
     if (args.tau_rise is None) != (args.tau_decay is None):
@@ -198,6 +200,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
         spike_time_offset_s=spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
         lam_rule=None if args.lam is not None else "lam = z noise ||h||_2 per cell",
+        **({} if indicator is None else indicator_record(indicator)),
         outputs=["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
     )
     n_plot = max(0, args.plot_cells)
@@ -217,6 +220,8 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         run["written_back"] = written
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
+    if indicator is not None:
+        how = f"{indicator_kinetics(indicator).name} preset"
     print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
     print(
         f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"

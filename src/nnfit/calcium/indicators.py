@@ -1,0 +1,130 @@
+"""Kinetics presets for common calcium indicators.
+
+A preset stands in for kinetics when they cannot be estimated from the recording itself (too
+short, too few events) or when a lab wants the same kernel for every session. The values are
+the double-exponential time constants of CaLab 0.3.0's simulator presets
+(``calab.presets``), the CaTune project's own companion, whose kernel is the one nnfit uses
+(``exp(-t / tau_decay) - exp(-t / tau_rise)``); each cites the paper that characterised the
+indicator. ``tests/calcium/test_indicators.py`` checks them against the installed CaLab.
+
+Kinetics measured on real recordings spread around these values (cell type, expression level,
+temperature, neuropil subtraction and firing pattern all move them), so a preset is a starting
+point, not a measurement: ``nnfit calcium estimate`` says what the data suggest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["INDICATORS", "Indicator", "indicator_kinetics", "indicator_record"]
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One preset: the kernel's time constants (seconds) and where they come from."""
+
+    name: str
+    tau_rise: float
+    tau_decay: float
+    reference: str
+
+
+#: Presets by canonical name (look them up with :func:`indicator_kinetics`, which also takes
+#: other spellings such as ``"gcamp8f"`` or ``"OGB1"``).
+INDICATORS: dict[str, Indicator] = {
+    ind.name: ind
+    for ind in (
+        Indicator(
+            "GCaMP6f",
+            0.1,
+            0.6,
+            "Chen et al. (2013), Nature 499, 295-300. https://doi.org/10.1038/nature12354",
+        ),
+        Indicator(
+            "GCaMP6m",
+            0.15,
+            0.9,
+            "Chen et al. (2013), Nature 499, 295-300. https://doi.org/10.1038/nature12354",
+        ),
+        Indicator(
+            "GCaMP6s",
+            0.4,
+            1.8,
+            "Chen et al. (2013), Nature 499, 295-300. https://doi.org/10.1038/nature12354",
+        ),
+        Indicator(
+            "jGCaMP8f",
+            0.05,
+            0.3,
+            "Zhang et al. (2023), Nature 615, 884-891. https://doi.org/10.1038/s41586-023-05828-9",
+        ),
+        Indicator(
+            "OGB-1",
+            0.05,
+            1.5,
+            "Stosiek et al. (2003), PNAS 100, 7319-7324. https://doi.org/10.1073/pnas.1232232100",
+        ),
+    )
+}
+
+
+def _key(name: str) -> str:
+    key = "".join(ch for ch in name.lower() if ch.isalnum())
+    return key[1:] if key.startswith("jgcamp") else key
+
+
+_BY_KEY = {_key(name): ind for name, ind in INDICATORS.items()}
+
+
+def indicator_kinetics(name: str) -> Indicator:
+    """The preset for an indicator name (case, ``j`` prefix and punctuation ignored).
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"GCaMP6s"``, ``"gcamp6s"``, ``"jGCaMP8f"``, ``"GCaMP8f"``, ``"OGB-1"``.
+
+    Returns
+    -------
+    Indicator
+        ``name`` (canonical), ``tau_rise``, ``tau_decay`` (seconds) and ``reference``.
+
+    Raises
+    ------
+    ValueError
+        For a name without a preset; the message lists the presets.
+
+    Examples
+    --------
+    >>> ind = indicator_kinetics("gcamp6s")
+    >>> ind.name, ind.tau_rise, ind.tau_decay
+    ('GCaMP6s', 0.4, 1.8)
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"indicator must be a name such as 'GCaMP6s'; got {name!r}")
+    ind = _BY_KEY.get(_key(name))
+    if ind is None:
+        raise ValueError(
+            f"no kinetics preset for indicator {name!r}; presets: {', '.join(INDICATORS)} "
+            "(or give tau_rise and tau_decay, or let them be estimated from the data)"
+        )
+    return ind
+
+
+def indicator_record(name: str) -> dict[str, object]:
+    """What ``run.json`` records of a preset: ``{"indicator": {name, tau_rise, ...}}``.
+
+    Examples
+    --------
+    >>> indicator_record("OGB1")["indicator"]["name"]
+    'OGB-1'
+    """
+    ind = indicator_kinetics(name)
+    return {
+        "indicator": {
+            "name": ind.name,
+            "tau_rise": ind.tau_rise,
+            "tau_decay": ind.tau_decay,
+            "reference": ind.reference,
+        }
+    }
