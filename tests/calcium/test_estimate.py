@@ -69,10 +69,11 @@ def test_refinement_by_deconvolution_recovers_an_overestimated_decay(tr, td, noi
 
 
 @pytest.mark.slow
-def test_refinement_at_a_high_frame_rate_deconvolves_averaged_frames(monkeypatch):
-    """At 158 Hz the search runs on 2-frame averages (79 Hz) and still comes back within 15%."""
+def test_refinement_at_a_high_frame_rate_deconvolves_at_most_its_frame_cap(monkeypatch):
+    """At 158 Hz the search sees at most REFINE_MAX_FRAMES per trace and comes back within 15%."""
     from nnfit.calcium import estimate
 
+    monkeypatch.setattr(estimate, "REFINE_MAX_FRAMES", 6000)
     seen = []
     whiteness = estimate.residual_whiteness
 
@@ -87,8 +88,7 @@ def test_refinement_at_a_high_frame_rate_deconvolves_averaged_frames(monkeypatch
     )
     _, td_est = estimate.refine_kinetics(list(rec.traces), fs, 0.05, 1.2)
     assert td_est == pytest.approx(0.6, rel=0.15)
-    assert {f for _, f in seen} == {fs / 2}
-    assert {n for n, _ in seen} == {rec.traces.shape[1] // 2}
+    assert set(seen) == {(6000, fs)}
 
 
 def test_refinement_never_lengthens_the_decay():
