@@ -198,14 +198,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--degree",
         type=int,
-        default=-1,
-        help="global fits only: the additive polynomial degree the fit used (default -1)",
+        help="additive polynomial degree of the fit: read from the fit's record; needed only "
+        "for a global fit stored without one (default then -1)",
     )
     p.add_argument(
         "--mdegree",
         type=int,
-        default=0,
-        help="global fits only: the multiplicative polynomial degree the fit used (default 0)",
+        help="multiplicative polynomial degree of the fit: as --degree (default then 0)",
     )
     p.set_defaults(func=_maps)
 
@@ -218,8 +217,10 @@ def _maps(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.store}: no such file")
     res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree)
     chi = res["chi2_dof"]
+    st = res["settings"]
     print(
         f"wrote {len(res['files'])} files to {args.out} ({res['source']} fit, {chi.size} bins, "
+        f"degree {st['degree']}, mdegree {st['mdegree']}, regul {st['regul']}; "
         f"chi2/dof median {np.median(chi):.3f}, max {chi.max():.3f})"
     )
     return 0

@@ -43,6 +43,7 @@ import numpy as np
 from nnfit.io.hdf5 import open_h5
 from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
+from nnfit.spectral.fit_record import fit_settings
 from nnfit.spectral.gram import cube_gram
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
 
@@ -104,6 +105,8 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
             and f["X_global"].shape == flat.shape
         ):
             f["X_global"][...] = flat
+            for k, v in attrs.items():
+                f["X_global"].attrs[k] = v
             f.flush()
             if "X_global_pos" in st:
                 st["X_global_pos"][...] = -1
@@ -343,9 +346,10 @@ def fit_cube(
     phases["setup"] = time.perf_counter() - t
     commit = callback
     if commit is None and path is not None and checkpoint:
+        settings = fit_settings("global", degree, mdegree, regul, regul_order)
 
         def commit(x: np.ndarray, info: dict) -> None:
-            write_solution(path, x, info)
+            write_solution(path, x, {**info, **settings})
 
     if op._wy0 is not None and not getattr(op, "_checked", False):
         from nnfit.spectral.checks import check_flux_scaling, check_velocity_frame

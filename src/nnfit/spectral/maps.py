@@ -32,7 +32,7 @@ def _spaxel_image(values: np.ndarray, binnum, xpix, ypix, shape) -> np.ndarray:
 
 
 def population_maps(
-    path: str | os.PathLike[str], *, degree: int = -1, mdegree: int = 0
+    path: str | os.PathLike[str], *, degree: int | None = None, mdegree: int | None = None
 ) -> dict[str, Any]:
     """Per-bin population quantities of a fitted store.
 
@@ -40,10 +40,13 @@ def population_maps(
     ----------
     path : path
         A store with ``/BinFit`` or ``/X_global``.
-    degree, mdegree : int
-        For a global fit (``/X_global``) made with continuum polynomials: their degrees, so the
-        model is rebuilt with each spaxel's polynomials at their optimum for that ``x``
-        (:func:`nnfit.spectral.continuum.mpoly_step`). ``/BinFit`` stores its model.
+    degree, mdegree : int, optional
+        The continuum polynomial degrees of the fit. Fits record them (with ``regul``; see
+        :mod:`nnfit.spectral.fit_record`) and are read back: a value given here that differs
+        from the record is refused. Needed only for a global fit stored without a record
+        (default then -1 and 0). For a global fit the model is rebuilt with each spaxel's
+        polynomials at their optimum for that ``x``
+        (:func:`nnfit.spectral.continuum.mpoly_step`); ``/BinFit`` stores its model.
 
     Returns
     -------
@@ -53,9 +56,11 @@ def population_maps(
         ``light_grid (C, n_ages, n_metals)`` (light fractions summed over bins, total 1);
         ``ages``, ``metals``; ``model (S, L)``, ``data``, ``noise``, ``fitted (S, L)``,
         ``lam_rest (L,)``; ``source`` ("bins" or "global"); the store's ``ifu`` record;
-        ``binnum``, ``xpix``, ``ypix``.
+        ``binnum``, ``xpix``, ``ypix``; ``settings`` (the fit's record, with ``regul (S,)``
+        per bin for ``/BinFit``).
     """
     from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.fit_record import recorded_settings
     from nnfit.spectral.store import load_problem
 
     prob = load_problem(path)
@@ -84,14 +89,31 @@ def population_maps(
             w = g["weights"][()]
             model = g["model"][()].astype(np.float64)
             dof = g["dof"][()]
-            source = "bins"
+            source, where = "bins", "/BinFit"
+            settings = recorded_settings(g.attrs)
+            if settings is not None and "regul" in g:
+                settings["regul_per_bin"] = g["regul"][()]
         elif "X_global" in f:
             x = f["X_global"][()].reshape(C, P)
-            source = "global"
+            source, where = "global", "/X_global"
+            fp = f.get("Fit/state/X_global_fp")
+            by_fit_cube = fp is None or bytes(fp[0]).startswith(b"fit_cube")
+            # an /X_global the Kaczmarz tracker wrote after fit_cube: its record is stale
+            settings = recorded_settings(f["X_global"].attrs) if by_fit_cube else None
         else:
             raise ValueError(
                 f"{path}: no fit results (/BinFit or /X_global); run 'nnfit spectral fit'"
             )
+    for name, given in (("degree", degree), ("mdegree", mdegree)):
+        if settings is not None and given is not None and given != settings[name]:
+            raise ValueError(
+                f"--{name} {given} contradicts the fit's {name} {settings[name]} recorded on "
+                f"{path}:{where}; drop --{name}"
+            )
+    if settings is not None:
+        degree, mdegree = settings["degree"], settings["mdegree"]
+    degree = -1 if degree is None else int(degree)
+    mdegree = 0 if mdegree is None else int(mdegree)
     if source == "global":
         from nnfit.spectral.cube_operator import CubeOperator
 
@@ -152,6 +174,14 @@ def population_maps(
         "xpix": xpix,
         "ypix": ypix,
         "normalisation": meta.get("normalisation", "unknown"),
+        "settings": settings
+        or {
+            "fit": "global" if source == "global" else "per-bin",
+            "degree": degree,
+            "mdegree": mdegree,
+            "regul": "unrecorded",
+            "regul_order": 0,
+        },
     }
 
 
@@ -168,8 +198,8 @@ def write_maps(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    degree: int = -1,
-    mdegree: int = 0,
+    degree: int | None = None,
+    mdegree: int | None = None,
 ) -> dict[str, Any]:
     """Write ``maps.fits`` (per-spaxel images with the celestial WCS, per-bin table) and PNGs.
 
@@ -226,6 +256,12 @@ def write_maps(
     hdus[0].header["NNFITSRC"] = (res["source"], "bins: fitted one by one; global: one x")
     hdus[0].header["TPLNORM"] = (res["normalisation"], "template normalisation")
     hdus[0].header["FRAME"] = (ifu.get("frame", "unknown"), "spectral frame of the fit")
+    st = res["settings"]
+    hdus[0].header["FITMODE"] = (st["fit"], "per-bin or global")
+    hdus[0].header["DEGREE"] = (st["degree"], "additive Legendre degree (-1: none)")
+    hdus[0].header["MDEGREE"] = (st["mdegree"], "multiplicative Legendre degree (0: none)")
+    hdus[0].header["REGUL"] = (str(st["regul"]), "regularisation (auto: pPXF's rule per bin)")
+    hdus[0].header["REGORD"] = (st["regul_order"], "regularisation order")
     images = {}
     for name, key, label, _ in _MAPS:
         images[name] = img(res[key])
@@ -247,6 +283,8 @@ def write_maps(
         t[name] = res[key]
     for c in range(C):
         t[f"MASSFRAC{c}"] = res["mass_fraction"][:, c]
+    if "regul_per_bin" in st:
+        t["REGUL"] = st["regul_per_bin"]
     hdus.append(fits.BinTableHDU(t, name="BINS"))
     ax_t = Table({"AGE_GYR": res["ages"]})
     hdus.append(fits.BinTableHDU(ax_t, name="AGES"))
