@@ -79,7 +79,43 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
         min_sn=0.0,
     )
     _, stats = fit_cube(store, degree=3)
-    res = population_maps(store, degree=3)
+    res = population_maps(store)  # the degree is read from the fit's record on /X_global
     assert res["source"] == "global"
+    assert res["settings"] == {
+        "fit": "global",
+        "degree": 3,
+        "mdegree": 0,
+        "regul": 0.0,
+        "regul_order": 2,
+    }
     assert res["chi2"].sum() == pytest.approx(stats["chi2"], rel=1e-8)
     np.testing.assert_allclose(res["mass_fraction"], 1.0)
+    assert population_maps(store, degree=3)["chi2"].sum() == pytest.approx(stats["chi2"])
+    with pytest.raises(ValueError, match=r"--degree 2 contradicts the fit's degree 3 .*X_global"):
+        population_maps(store, degree=2)
+
+
+@pytest.mark.slow
+def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_path):
+    """--per-bin --mdegree/--regul are recorded on /BinFit, in maps.fits' header and table."""
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    store = tmp_path / "s.h5"
+    run_cli(
+        "cube", "init", info["cube"], "--templates", info["templates"], "--losvd",
+        info["losvd"], "--fwhm", "none", "--no-line-mask", "--min-sn", "0", "--out", store,
+        check=True,
+    )  # fmt: skip
+    run_cli("cube", "fit", store, "--per-bin", "--mdegree", "2", "--regul", "5", check=True)
+    out = run_cli("cube", "maps", store, "--out", tmp_path / "m", check=True)
+    assert "degree -1, mdegree 2, regul 5.0" in out.stdout
+    with fits.open(tmp_path / "m" / "maps.fits") as h:
+        head = h[0].header
+        assert (head["FITMODE"], head["MDEGREE"], head["REGUL"]) == ("per-bin", 2, "5.0")
+        np.testing.assert_array_equal(h["BINS"].data["REGUL"], 5.0)
+    bad = run_cli("cube", "maps", store, "--mdegree", "4", "--out", tmp_path / "m2")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "--mdegree 4 contradicts the fit's mdegree 2" in bad.stderr
+    assert not (tmp_path / "m2").exists()
+    bad = run_cli("cube", "fit", store, "--regul", "auto")
+    assert bad.returncode == 2 and "--regul auto" in bad.stderr and "--per-bin" in bad.stderr
