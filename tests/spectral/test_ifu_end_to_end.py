@@ -306,3 +306,53 @@ def test_synthetic_cube_recovers_mean_age_and_metallicity(tmp_path, noisy):
         # As close to the truth as the field's reference, bin for bin's worst case.
         assert np.abs(err_age).max() <= np.abs(ref_age - lg_true).max() + 0.01
         assert np.abs(err_mh).max() <= np.abs(ref_mh - mh_true).max() + 0.01
+
+
+@pytest.mark.slow
+def test_ppxf_kinematics_options_are_used_and_recorded(tmp_path, run_cli):
+    """--ppxf-moments 4 --ppxf-degree 2: the store's kinematics are pPXF's with those options
+    on the store's own spectra, and the options are recorded."""
+    from ppxf.ppxf import ppxf
+
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    store = tmp_path / "k.h5"
+    info = store_from_ifu_cube(
+        MINICUBE,
+        MILES,
+        store,
+        redshift=Z,
+        target_sn=25,
+        x_range=(14, 26),
+        y_range=(13, 25),
+        lam_range=(4800, 7000),
+        template_pattern=PATTERN,
+        age_range=(1, 16),
+        kinematics="ppxf",
+        ppxf_moments=4,
+        ppxf_degree=2,
+    )
+    assert info["kinematics"] == "ppxf (moments 4, degree 2)"
+    with h5py.File(store, "r") as f:
+        g = f["Kinematics"]
+        assert (g.attrs["ppxf_moments"], g.attrs["ppxf_degree"]) == (4, 2)
+        kin = {k: g[k][()] for k in ("V", "sigma", "h3", "h4")}
+        T = f["Templates"][()].astype(np.float64).T
+        y, noise, good = f["DataCube"][0], f["Noise"][0], f["Mask"][()]
+        vsyst = 299792.458 * (f["TemPix"][0] - f["ObsPix"][0])
+        ifu = json.loads(f.attrs["ifu_json"])
+    assert ifu["kinematics"] == "ppxf (moments 4, degree 2)"
+    assert np.all(kin["h3"] != 0) and np.all(kin["h4"] != 0)
+    pp = ppxf(
+        T, y, noise, ifu["velscale_kms"], [0.0, 200.0], moments=4, degree=2,
+        goodpixels=np.flatnonzero(good), vsyst=vsyst, velscale_ratio=ifu["velscale_ratio"],
+        quiet=True,
+    )  # fmt: skip
+    got = [kin[k][0] for k in ("V", "sigma", "h3", "h4")]
+    np.testing.assert_allclose(got, pp.sol, rtol=1e-3, atol=1e-3)
+    bad = run_cli(
+        "cube", "init", MINICUBE, "--templates", MILES, "--kinematics", "kin.csv",
+        "--ppxf-degree", "2", "--out", tmp_path / "x.h5",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--ppxf-moments/--ppxf-degree" in bad.stderr
+    assert not (tmp_path / "x.h5").exists()

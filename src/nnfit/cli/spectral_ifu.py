@@ -70,6 +70,17 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metal-range", type=float, nargs=2, help="keep templates with [M/H] in")
     g.add_argument("--template-pattern", default="*.fits", help="glob in a template folder")
     g.add_argument("--kinematics", help="per-bin table (fits/ecsv/csv) or 'ppxf' (default)")
+    g.add_argument(
+        "--ppxf-moments",
+        type=int,
+        choices=(2, 4),
+        help="with --kinematics ppxf: pPXF's moments, 2 (V, sigma) or 4 (+ h3, h4) (default 2)",
+    )
+    g.add_argument(
+        "--ppxf-degree",
+        type=int,
+        help="with --kinematics ppxf: pPXF's additive polynomial degree (default 4; -1 none)",
+    )
     g.add_argument("--mask-lines", help="line list: name wavelength_A half_width_kms rest|observed")
     g.add_argument("--no-line-mask", action="store_true", help="mask no lines")
     g.add_argument("--data-ext", help="data extension (default DATA)")
@@ -118,6 +129,16 @@ def init_from_cube(args: argparse.Namespace) -> int:
         )
     if args.kinematics and args.losvd:
         raise ValueError("give --kinematics or --losvd, not both")
+    ppxf_opts = {
+        k: v
+        for k, v in (("ppxf_moments", args.ppxf_moments), ("ppxf_degree", args.ppxf_degree))
+        if v is not None
+    }
+    if ppxf_opts and (args.losvd or args.kinematics not in (None, "ppxf")):
+        raise ValueError(
+            "--ppxf-moments/--ppxf-degree set up pPXF's kinematics; drop them with a "
+            "kinematics table or --losvd"
+        )
     kin = None
     if args.kinematics:
         kin = "ppxf" if args.kinematics == "ppxf" else read_kinematics_table(args.kinematics)
@@ -165,6 +186,7 @@ def init_from_cube(args: argparse.Namespace) -> int:
         lines=lines,
         kinematics=kin,
         losvd=losvd,
+        **ppxf_opts,
         data_ext=args.data_ext,
         var_ext=args.var_ext,
         noise_ext=args.noise_ext,

@@ -63,6 +63,8 @@ def store_from_ifu_cube(
     lines: Any = None,
     kinematics: dict[str, np.ndarray] | str | None = None,
     losvd: tuple[np.ndarray, np.ndarray] | None = None,
+    ppxf_moments: int = 2,
+    ppxf_degree: int = 4,
     margin_kms: float = 2000.0,
     kernel: str = "fourier",
     data_ext: str | int | None = None,
@@ -108,8 +110,11 @@ def store_from_ifu_cube(
         ``[]`` masks nothing.
     kinematics : dict, "ppxf" or None
         Per-bin moments (:func:`~nnfit.spectral.kinematics.read_kinematics_table`), or
-        ``"ppxf"`` to measure them with pPXF (moments 2, additive degree 4); None means
-        ``"ppxf"`` unless ``losvd`` is given.
+        ``"ppxf"`` to measure them with pPXF; None means ``"ppxf"`` unless ``losvd`` is
+        given.
+    ppxf_moments, ppxf_degree : int
+        pPXF's ``moments`` (2: V, sigma; 4: also h3, h4) and additive ``degree`` for
+        ``kinematics="ppxf"`` (recorded in ``/Kinematics`` and ``ifu_json``).
     losvd : (losvd (S, V, C), vel_pix (V,)), optional
         Histograms instead of moments (e.g. from an orbit model), velocities in cz km/s.
     margin_kms : float
@@ -149,6 +154,15 @@ def store_from_ifu_cube(
     ratio = int(velscale_ratio)
     if kinematics is None and losvd is None:
         kinematics = "ppxf"
+    if ppxf_moments not in (2, 4):
+        raise ValueError(f"ppxf_moments must be 2 (V, sigma) or 4 (+ h3, h4); got {ppxf_moments}")
+    if int(ppxf_degree) < -1:
+        raise ValueError(f"ppxf_degree must be >= -1 (-1: no polynomial); got {ppxf_degree}")
+    if kinematics != "ppxf" and (ppxf_moments, ppxf_degree) != (2, 4):
+        raise ValueError(
+            "ppxf_moments/ppxf_degree apply to kinematics measured with pPXF; drop them or use "
+            "kinematics='ppxf'"
+        )
     if isinstance(kinematics, dict):
         margin_kms = max(
             margin_kms, float(np.max(np.abs(kinematics["V"]) + 6 * kinematics["sigma"]))
@@ -255,8 +269,10 @@ def store_from_ifu_cube(
                 mask,
                 velscale_ratio=ratio,
                 vsyst=C_KMS * (tem_pix[0] - ln_rest[0]),
+                moments=int(ppxf_moments),
+                degree=int(ppxf_degree),
             )
-            kin_source = "ppxf (moments 2, degree 4)"
+            kin_source = f"ppxf (moments {int(ppxf_moments)}, degree {int(ppxf_degree)})"
         else:
             kin = kinematics
             kin_source = "table"
@@ -316,6 +332,10 @@ def store_from_ifu_cube(
                 for k in ("V", "sigma", "h3", "h4"):
                     g.create_dataset(k, data=np.asarray(kin[k], dtype=np.float64))
                 g.attrs["convention"] = "ppxf: V = c ln(1+z) relative to the store's redshift"
+                g.attrs["source"] = kin_source
+                if kinematics == "ppxf":
+                    g.attrs["ppxf_moments"] = int(ppxf_moments)
+                    g.attrs["ppxf_degree"] = int(ppxf_degree)
             f.attrs["ifu_json"] = json.dumps(info_json)
     return {
         "kernel": kernel,
