@@ -53,8 +53,9 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--fwhm",
         default="auto",
-        help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default: "
-        "muse when INSTRUME = MUSE, else required)",
+        help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF), an LSF file (text or FITS "
+        "table of wavelength and FWHM in Angstrom) or 'none' (default: muse when INSTRUME = "
+        "MUSE, else required)",
     )
     g.add_argument(
         "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
@@ -160,9 +161,12 @@ def init_from_cube(args: argparse.Namespace) -> int:
         try:
             fwhm = float(fwhm)
         except ValueError:
-            raise ValueError(
-                f"--fwhm must be a number (A), 'muse', 'auto' or 'none'; got {fwhm!r}"
-            ) from None
+            if not Path(fwhm).is_file():
+                raise ValueError(
+                    f"--fwhm must be a number (A), 'muse', 'auto', 'none' or an LSF file; "
+                    f"{fwhm!r} is none of these"
+                ) from None
+            fwhm = Path(fwhm)
     info = store_from_ifu_cube(
         args.cube,
         args.templates,

@@ -53,7 +53,7 @@ def store_from_ifu_cube(
     y_range: tuple[int, int] | None = None,
     velscale: float | None = None,
     velscale_ratio: int = 2,
-    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | None = "auto",
+    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | os.PathLike[str] | None = "auto",
     fwhm_tem: float | None = None,
     normalisation: str = "light",
     norm_range: tuple[float, float] = (5070.0, 5950.0),
@@ -98,10 +98,12 @@ def store_from_ifu_cube(
         Log-rebinned pixel (km/s); default the data's (same pixel count over the range).
     velscale_ratio : int
         Template pixels per observed pixel (pPXF's ``velscale_ratio``).
-    fwhm_gal : "auto", "muse", float, callable or None
+    fwhm_gal : "auto", "muse", float, callable, path or None
         Instrumental FWHM in A at observed wavelengths: ``"muse"`` =
-        :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; None = no
-        resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
+        :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; a path
+        (``pathlib.Path``) to an LSF file of wavelength against FWHM
+        (:func:`~nnfit.spectral.lsf.read_lsf_table`, which must cover the cube's selection);
+        None = no resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
         else refused (give the instrument's FWHM).
     fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
         See :func:`nnfit.spectral.templates.load_template_library`.
@@ -141,6 +143,7 @@ def store_from_ifu_cube(
     from nnfit.spectral.kinematics import losvd_from_kinematics, ppxf_kinematics
     from nnfit.spectral.linemask import DEFAULT_LINES, line_mask
     from nnfit.spectral.logrebin import log_rebin
+    from nnfit.spectral.lsf import LSFTable, read_lsf_table
     from nnfit.spectral.manager import H5Manager
     from nnfit.spectral.templates import load_template_library
 
@@ -212,6 +215,10 @@ def store_from_ifu_cube(
                 "the instrument's FWHM in Angstrom (--fwhm 2.5), or --fwhm none to skip matching"
             )
         fwhm_gal = "muse"
+    if isinstance(fwhm_gal, os.PathLike):
+        fwhm_gal = read_lsf_table(fwhm_gal)
+    if isinstance(fwhm_gal, LSFTable):
+        fwhm_gal.check_covers(float(cube.wave[0]), float(cube.wave[-1]))
     if isinstance(fwhm_gal, str):
         if fwhm_gal != "muse":
             raise ValueError(
@@ -299,7 +306,13 @@ def store_from_ifu_cube(
         "lam_range_observed": [float(np.exp(ln_obs[0])), float(np.exp(ln_obs[-1]))],
         "kinematics": kin_source,
         "target_sn": target_sn,
-        "fwhm_gal": fwhm_gal if isinstance(fwhm_gal, str | float | int | None) else "function",
+        "fwhm_gal": (
+            fwhm_gal
+            if isinstance(fwhm_gal, str | float | int | None)
+            else f"LSF file {fwhm_gal.source}"
+            if isinstance(fwhm_gal, LSFTable)
+            else "function"
+        ),
         "instrument": cube.instrument,
     }
     with atomic_path(out, suffix=".h5") as tmp:
