@@ -119,3 +119,44 @@ def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_
     assert not (tmp_path / "m2").exists()
     bad = run_cli("cube", "fit", store, "--regul", "auto")
     assert bad.returncode == 2 and "--regul auto" in bad.stderr and "--per-bin" in bad.stderr
+
+
+@pytest.mark.slow
+def test_map_figures_on_sky_axes_for_one_component_and_without_wcs(tmp_path):
+    """C = 1: PNGs on RA/Dec axes from the cube's WCS, the FITS WCS reads back; a store
+    without a celestial header still gets its figures, on spaxel axes."""
+    import json
+
+    import h5py
+    from astropy.wcs import WCS
+
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import write_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=8)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None, lines=[], min_sn=0.0,
+    )  # fmt: skip
+    fit_cube(store)
+    res = write_maps(store, tmp_path / "sky")
+    assert res["sky_axes"]
+    for png in ("maps.png", "weights_grid.png", "mass_fractions.png", "residuals.png"):
+        assert (tmp_path / "sky" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cube_wcs = WCS(fits.getheader(info["cube"], "DATA")).celestial
+    with fits.open(tmp_path / "sky" / "maps.fits") as h:
+        for name in ("LGAGE_L", "CHI2DOF", "BINMAP"):
+            w = WCS(h[name].header)
+            xy = np.array([[0.0, 0.0], [2.0, 1.0]])
+            np.testing.assert_allclose(w.all_pix2world(xy, 0), cube_wcs.all_pix2world(xy, 0))
+        assert h["MASSFRAC"].data.shape == (1, 3, 3)
+    with h5py.File(store, "a") as f:
+        ifu = json.loads(f.attrs["ifu_json"])
+        ifu.pop("celestial_header")
+        f.attrs["ifu_json"] = json.dumps(ifu)
+    res = write_maps(store, tmp_path / "pix")
+    assert not res["sky_axes"]
+    assert (tmp_path / "pix" / "maps.png").stat().st_size > 10_000

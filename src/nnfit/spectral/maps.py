@@ -210,7 +210,8 @@ def write_maps(
         ``MASSFRAC`` (C, ny, nx) on the cube's spaxel grid with its celestial WCS; ``LIGHTGRID``
         (C, n_metals, n_ages) light fractions; table ``BINS`` with one row per bin.
     ``maps.png``
-        The five maps and the bin map.
+        The five maps and the bin map, on RA/Dec axes drawn from the cube's celestial WCS
+        (astropy WCSAxes; spaxel axes when the cube has none).
     ``weights_grid.png``
         Light fraction over age x [M/H], one panel per component.
     ``mass_fractions.png``
@@ -223,7 +224,9 @@ def write_maps(
     Returns
     -------
     dict
-        ``files`` written and the per-bin arrays (see :func:`population_maps`).
+        ``files`` written, ``sky_axes`` (True when the figures have RA/Dec axes from the
+        cube's celestial WCS, else spaxel axes) and the per-bin arrays (see
+        :func:`population_maps`).
     """
     from astropy.io import fits
     from astropy.table import Table
@@ -295,12 +298,35 @@ def write_maps(
     files.append(out / "maps.fits")
 
     frame = "rest frame" if ifu.get("frame") == "rest" else "observed frame"
-    axis_lab = ("x (spaxel)", "y (spaxel)")
+    wcs = _celestial_wcs(hdr)
+    if wcs is not None:
+        import astropy.units as u
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        field = max(shape) * float(np.max(proj_plane_pixel_scales(wcs))) * 3600.0  # arcsec
+        steps = np.array([1, 2, 5])[None, :] * 10.0 ** np.arange(-2, 5)[:, None]
+        tick = float(steps.ravel()[np.searchsorted(steps.ravel(), field / 3.0) - 1])
+
+    def sky_axes(fig, nrows, ncols, k):
+        """Panel ``k`` (1-based): RA/Dec axes from the cube's WCS, else spaxel axes."""
+        if wcs is None:
+            ax = fig.add_subplot(nrows, ncols, k)
+            ax.set_xlabel("x (spaxel)")
+            ax.set_ylabel("y (spaxel)")
+            return ax
+        ax = fig.add_subplot(nrows, ncols, k, projection=wcs)
+        ax.coords[0].set_axislabel(f"right ascension ({wcs.wcs.radesys or 'ICRS'})")
+        ax.coords[1].set_axislabel("declination")
+        for coord, fmt, unit in ((ax.coords[0], "hh:mm:ss", 15.0), (ax.coords[1], "dd:mm:ss", 1.0)):
+            # ~3 ticks over the field, a 1-2-5 step in arcsec; seconds to that precision
+            coord.set_ticks(spacing=tick * u.arcsec)
+            digits = max(0, int(np.ceil(-np.log10(tick / unit) - 1e-9)))
+            coord.set_major_formatter(fmt + ("." + "s" * digits if digits else ""))
+            coord.set_ticklabel(exclude_overlapping=True)
+        return ax
 
     def panel(ax, im, label, cmap, vmin=None, vmax=None):
         m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_xlabel(axis_lab[0])
-        ax.set_ylabel(axis_lab[1])
         fig.colorbar(m, ax=ax, label=label, shrink=0.85)
 
     def save(fig, name):
@@ -308,13 +334,13 @@ def write_maps(
             fig.savefig(tmp, dpi=110, format="png")
         files.append(out / name)
 
-    fig = Figure(figsize=(14, 8.5), layout="constrained")
-    axes = fig.subplots(2, 3)
-    for ax, (name, _key, label, cmap) in zip(axes.flat, _MAPS, strict=False):
+    fig = Figure(figsize=(15, 9), layout="constrained")
+    axes = [sky_axes(fig, 2, 3, k + 1) for k in range(6)]
+    for ax, (name, _key, label, cmap) in zip(axes, _MAPS, strict=False):
         panel(ax, images[name], label, cmap)
         ax.set_title(label)
-    panel(axes.flat[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
-    axes.flat[5].set_title(f"{S} bins")
+    panel(axes[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
+    axes[5].set_title(f"{S} bins")
     fig.suptitle(f"{Path(path).name}: population maps ({res['source']} fit, {frame})")
     save(fig, "maps.png")
 
@@ -337,9 +363,9 @@ def write_maps(
         fig.colorbar(m, ax=ax, label="fraction of total light")
     save(fig, "weights_grid.png")
 
-    fig = Figure(figsize=(5.0 * C + 0.5, 4.2), layout="constrained")
-    axes = fig.subplots(1, C, squeeze=False)
-    for c, ax in enumerate(axes[0]):
+    fig = Figure(figsize=(5.0 * C + 0.5, 4.6), layout="constrained")
+    for c in range(C):
+        ax = sky_axes(fig, 1, C, c + 1)
         panel(ax, mf[c], "mass fraction", "viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"component {c}")
     save(fig, "mass_fractions.png")
@@ -367,7 +393,21 @@ def write_maps(
         axr.set_ylabel("(data-model)/noise")
     axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Angstrom]")
     save(fig, "residuals.png")
-    return {"files": files, **res}
+    return {"files": files, "sky_axes": wcs is not None, **res}
+
+
+def _celestial_wcs(hdr):
+    """The header's celestial WCS, or None when it has none (then maps use spaxel axes)."""
+    from astropy.wcs import WCS
+
+    if "CTYPE1" not in hdr or "CTYPE2" not in hdr:
+        return None
+    try:
+        wcs = WCS(hdr).celestial
+    except (ValueError, KeyError) as exc:
+        log.warning("maps: the cube's celestial WCS is unusable (%s); spaxel axes instead", exc)
+        return None
+    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
 
 
 def _centres_to_edges(c: np.ndarray) -> np.ndarray:
