@@ -93,3 +93,25 @@ def test_regularised_bins_match_ppxf(store, regul, order):
         ours, theirs = objective(x), objective(pp.weights)
         assert ours == pytest.approx(theirs, rel=1e-6)
         np.testing.assert_allclose(x, pp.weights, atol=1e-3 * pp.weights.sum())
+
+
+@pytest.mark.slow
+def test_auto_regul_raises_each_bins_chi2_by_sqrt_2n(tmp_path):
+    """regul='auto' (pPXF's rule): each bin's chi^2 exceeds its unregularised chi^2 by
+    sqrt(2 N) in the noise units where that chi^2 is N, within the search's 5 %."""
+    sim = synthetic_store(
+        tmp_path,
+        [(6.3096, -0.4)],
+        lambda yy, xx: np.ones((1, *yy.shape)),
+        seed=5,
+        target_sn=150.0,
+    )
+    free = fit_bins(sim["store"])
+    auto = fit_bins(sim["store"], regul="auto")
+    n = free["n_good"]
+    rise = free["chi2"] * np.sqrt(2 * n) / n
+    assert np.all((auto["regul"] > 1.0) & (auto["regul"] < 1e6))
+    np.testing.assert_allclose(auto["chi2"], free["chi2"] + rise, atol=0.05 * rise.max())
+    with h5py.File(sim["store"], "r") as f:
+        assert f["BinFit"].attrs["regul"] == "auto"
+        np.testing.assert_array_equal(f["BinFit/regul"][()], auto["regul"])
