@@ -93,11 +93,20 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
     assert population_maps(store, degree=3)["chi2"].sum() == pytest.approx(stats["chi2"])
     with pytest.raises(ValueError, match=r"--degree 2 contradicts the fit's degree 3 .*X_global"):
         population_maps(store, degree=2)
+    # A Kaczmarz run's /X_global (its fingerprint in /Fit/state) leaves fit_cube's record
+    # stale: ignored, the flags (default none) decide.
+    import h5py
+
+    with h5py.File(store, "a") as f:
+        f.create_dataset("Fit/state/X_global_fp", data=np.array([b"kaczmarz-run"], "S64"))
+    stale = population_maps(store)
+    assert stale["settings"]["regul"] == "unrecorded" and stale["settings"]["degree"] == -1
+    assert population_maps(store, degree=2)["settings"]["degree"] == 2
 
 
 @pytest.mark.slow
 def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_path):
-    """--per-bin --mdegree/--regul are recorded on /BinFit, in maps.fits' header and table."""
+    """--per-bin --degree/--regul are recorded on /BinFit, in maps.fits' header and table."""
     info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
     store = tmp_path / "s.h5"
     run_cli(
@@ -105,17 +114,17 @@ def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_
         info["losvd"], "--fwhm", "none", "--no-line-mask", "--min-sn", "0", "--out", store,
         check=True,
     )  # fmt: skip
-    run_cli("cube", "fit", store, "--per-bin", "--mdegree", "2", "--regul", "5", check=True)
+    run_cli("cube", "fit", store, "--per-bin", "--degree", "2", "--regul", "5", check=True)
     out = run_cli("cube", "maps", store, "--out", tmp_path / "m", check=True)
-    assert "degree -1, mdegree 2, regul 5.0" in out.stdout
+    assert "degree 2, mdegree 0, regul 5.0" in out.stdout
     with fits.open(tmp_path / "m" / "maps.fits") as h:
         head = h[0].header
-        assert (head["FITMODE"], head["MDEGREE"], head["REGUL"]) == ("per-bin", 2, "5.0")
+        assert (head["FITMODE"], head["DEGREE"], head["REGUL"]) == ("per-bin", 2, "5.0")
         np.testing.assert_array_equal(h["BINS"].data["REGUL"], 5.0)
     bad = run_cli("cube", "maps", store, "--mdegree", "4", "--out", tmp_path / "m2")
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
-    assert "--mdegree 4 contradicts the fit's mdegree 2" in bad.stderr
+    assert "--mdegree 4 contradicts the fit's mdegree 0" in bad.stderr
     assert not (tmp_path / "m2").exists()
     bad = run_cli("cube", "fit", store, "--regul", "auto")
     assert bad.returncode == 2 and "--regul auto" in bad.stderr and "--per-bin" in bad.stderr

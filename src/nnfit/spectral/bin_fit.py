@@ -76,16 +76,14 @@ def fit_bins(
         ``weights (S, C, P)``, ``chi2 (S,)``, ``dof (S,)``, ``n_good (S,)``, ``chi2_dof (S,)``,
         ``regul (S,)``.
     """
-    from nnfit.spectral.regul_search import regul_for_chi2_rise
-
-    if isinstance(regul, str) and regul != "auto":
-        raise ValueError(f"regul must be a number >= 0 or 'auto'; got {regul!r}")
-    if not isinstance(regul, str) and not float(regul) >= 0:
-        raise ValueError(f"regul must be a number >= 0 or 'auto'; got {regul!r}")
     from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.cube_operator import CubeOperator
     from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.regul_search import regul_for_chi2_rise
     from nnfit.spectral.store import load_problem
+
+    if regul != "auto" and (isinstance(regul, str) or not float(regul) >= 0):
+        raise ValueError(f"regul must be a number >= 0 or 'auto'; got {regul!r}")
 
     prob = load_problem(path)
     with open_h5(path, "r") as f:

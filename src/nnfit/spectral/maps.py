@@ -97,8 +97,10 @@ def population_maps(
             x = f["X_global"][()].reshape(C, P)
             source, where = "global", "/X_global"
             fp = f.get("Fit/state/X_global_fp")
-            by_fit_cube = fp is None or bytes(fp[0]).startswith(b"fit_cube")
-            # an /X_global the Kaczmarz tracker wrote after fit_cube: its record is stale
+            fp = b"" if fp is None else bytes(fp[0])
+            # an /X_global the Kaczmarz tracker wrote (its run's fingerprint): any record on
+            # it is fit_cube's from before, stale
+            by_fit_cube = fp == b"" or fp.startswith(b"fit_cube")
             settings = recorded_settings(f["X_global"].attrs) if by_fit_cube else None
         else:
             raise ValueError(
