@@ -22,7 +22,8 @@ def test_difference_operator_kills_polynomials():
     assert np.allclose(D1 @ np.ones(15), 0)
     assert np.allclose(D2 @ (2 * z + 3 * a + 1).ravel(), 0)
     assert not np.allclose(D2 @ (a**2).ravel(), 0)
-    assert D1.shape == (2 * 5 + 3 * 4, 15) and D2.shape == (1 * 5 + 3 * 3, 15)
+    # order 2: pPXF's Laplacian, one row per point interior along some axis (corners dropped)
+    assert D1.shape == (2 * 5 + 3 * 4, 15) and D2.shape == (15 - 4, 15)
     with pytest.raises(ValueError, match="order"):
         difference_operator((4,), order=3)
     H = regularizer(2, (3, 5), 2.0, order=2)
@@ -61,3 +62,17 @@ def test_regularisation_recovers_true_weights_at_snr50(tmp_path):
     # and it costs little chi^2: under sqrt(2 N) for N fitted pixels (pPXF's criterion)
     n_pix = sim.mask.sum() * sim.datacube.shape[0]
     assert 0 <= chi2[30.0] - chi2[0.0] < np.sqrt(2 * n_pix)
+
+
+def test_regul_search_brackets_both_ways_and_stops_at_the_bounds():
+    from nnfit.spectral.regul_search import regul_for_chi2_rise
+
+    rise = np.sqrt(2 * 400) / 400 * 400.0  # chi2_0 = N = 400: the target rise sqrt(2 N)
+    for true in (0.05, 7.0, 3e4):  # below, near and above the start of 10
+        r, c = regul_for_chi2_rise(lambda r, t=true: 400.0 + rise * (r / t) ** 2, 400.0, 400)
+        assert abs(c - 400.0 - rise) <= 0.05 * rise
+        assert r == pytest.approx(true, rel=0.03)
+    flat = regul_for_chi2_rise(lambda r: 400.0, 400.0, 400)  # the data allow any regul
+    assert flat == (1e6, 400.0)
+    with pytest.raises(ValueError, match="n_good"):
+        regul_for_chi2_rise(lambda r: 1.0, 0.0, 10)

@@ -79,7 +79,93 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
         min_sn=0.0,
     )
     _, stats = fit_cube(store, degree=3)
-    res = population_maps(store, degree=3)
+    res = population_maps(store)  # the degree is read from the fit's record on /X_global
     assert res["source"] == "global"
+    assert res["settings"] == {
+        "fit": "global",
+        "degree": 3,
+        "mdegree": 0,
+        "regul": 0.0,
+        "regul_order": 2,
+    }
     assert res["chi2"].sum() == pytest.approx(stats["chi2"], rel=1e-8)
     np.testing.assert_allclose(res["mass_fraction"], 1.0)
+    assert population_maps(store, degree=3)["chi2"].sum() == pytest.approx(stats["chi2"])
+    with pytest.raises(ValueError, match=r"--degree 2 contradicts the fit's degree 3 .*X_global"):
+        population_maps(store, degree=2)
+    # A Kaczmarz run's /X_global (its fingerprint in /Fit/state) leaves fit_cube's record
+    # stale: ignored, the flags (default none) decide.
+    import h5py
+
+    with h5py.File(store, "a") as f:
+        f.create_dataset("Fit/state/X_global_fp", data=np.array([b"kaczmarz-run"], "S64"))
+    stale = population_maps(store)
+    assert stale["settings"]["regul"] == "unrecorded" and stale["settings"]["degree"] == -1
+    assert population_maps(store, degree=2)["settings"]["degree"] == 2
+
+
+@pytest.mark.slow
+def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_path):
+    """--per-bin --degree/--regul are recorded on /BinFit, in maps.fits' header and table."""
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    store = tmp_path / "s.h5"
+    run_cli(
+        "cube", "init", info["cube"], "--templates", info["templates"], "--losvd",
+        info["losvd"], "--fwhm", "none", "--no-line-mask", "--min-sn", "0", "--out", store,
+        check=True,
+    )  # fmt: skip
+    run_cli("cube", "fit", store, "--per-bin", "--degree", "2", "--regul", "5", check=True)
+    out = run_cli("cube", "maps", store, "--out", tmp_path / "m", check=True)
+    assert "degree 2, mdegree 0, regul 5.0" in out.stdout
+    with fits.open(tmp_path / "m" / "maps.fits") as h:
+        head = h[0].header
+        assert (head["FITMODE"], head["DEGREE"], head["REGUL"]) == ("per-bin", 2, "5.0")
+        np.testing.assert_array_equal(h["BINS"].data["REGUL"], 5.0)
+    bad = run_cli("cube", "maps", store, "--mdegree", "4", "--out", tmp_path / "m2")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "--mdegree 4 contradicts the fit's mdegree 0" in bad.stderr
+    assert not (tmp_path / "m2").exists()
+    bad = run_cli("cube", "fit", store, "--regul", "auto")
+    assert bad.returncode == 2 and "--regul auto" in bad.stderr and "--per-bin" in bad.stderr
+
+
+@pytest.mark.slow
+def test_map_figures_on_sky_axes_for_one_component_and_without_wcs(tmp_path):
+    """C = 1: PNGs on RA/Dec axes from the cube's WCS, the FITS WCS reads back; a store
+    without a celestial header still gets its figures, on spaxel axes."""
+    import json
+
+    import h5py
+    from astropy.wcs import WCS
+
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import write_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=8)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None, lines=[], min_sn=0.0,
+    )  # fmt: skip
+    fit_cube(store)
+    res = write_maps(store, tmp_path / "sky")
+    assert res["sky_axes"]
+    for png in ("maps.png", "weights_grid.png", "mass_fractions.png", "residuals.png"):
+        assert (tmp_path / "sky" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cube_wcs = WCS(fits.getheader(info["cube"], "DATA")).celestial
+    with fits.open(tmp_path / "sky" / "maps.fits") as h:
+        for name in ("LGAGE_L", "CHI2DOF", "BINMAP"):
+            w = WCS(h[name].header)
+            xy = np.array([[0.0, 0.0], [2.0, 1.0]])
+            np.testing.assert_allclose(w.all_pix2world(xy, 0), cube_wcs.all_pix2world(xy, 0))
+        assert h["MASSFRAC"].data.shape == (1, 3, 3)
+    with h5py.File(store, "a") as f:
+        ifu = json.loads(f.attrs["ifu_json"])
+        ifu.pop("celestial_header")
+        f.attrs["ifu_json"] = json.dumps(ifu)
+    res = write_maps(store, tmp_path / "pix")
+    assert not res["sky_axes"]
+    assert (tmp_path / "pix" / "maps.png").stat().st_size > 10_000

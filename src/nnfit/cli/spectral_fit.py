@@ -44,6 +44,18 @@ def _load_vector(text: str | None, name: str) -> np.ndarray | None:
         ) from None
 
 
+def _regul_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"a number >= 0 or 'auto'; got {text!r}")
+    return value
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the ``spectral`` group."""
     fit = sub.add_parser(
@@ -65,7 +77,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "active-set; both exact)",
     )
     fit.add_argument(
-        "--regul", type=float, default=0.0, help="pPXF-style regularisation (exact methods)"
+        "--regul",
+        type=_regul_arg,
+        default=0.0,
+        help="pPXF-style regularisation (exact methods); with --per-bin also 'auto': per bin "
+        "the largest regul that raises chi2 by sqrt(2 N) (pPXF's rule)",
     )
     fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
     fit.add_argument(
@@ -200,6 +216,8 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     x0 = _load_vector(args.x0, "--x0")
     if x0 is None:
         x0 = None if args.warm_start == "seed" else "auto"
+    if args.regul == "auto":
+        raise ValueError("--regul auto is pPXF's rule per bin: add --per-bin, or give a number")
     bar, on_phase = _round_bar(args.no_progress)
     x, stats = fit_store(
         args.store,
@@ -254,9 +272,12 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
         mdegree=args.mdegree,
     )
     chi = res["chi2_dof"]
+    reg = res["regul"]
     print(
         f"fit: {chi.size} bins fitted one by one; chi2/dof median {np.median(chi):.4g} "
-        f"(range {chi.min():.4g}-{chi.max():.4g}); /BinFit written"
+        f"(range {chi.min():.4g}-{chi.max():.4g})"
+        + (f"; regul {reg.min():.3g}-{reg.max():.3g}" if reg.any() else "")
+        + "; /BinFit written"
     )
     return 0
 

@@ -53,8 +53,9 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--fwhm",
         default="auto",
-        help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF) or 'none' (default: "
-        "muse when INSTRUME = MUSE, else required)",
+        help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF), an LSF file (text or FITS "
+        "table of wavelength and FWHM in Angstrom) or 'none' (default: muse when INSTRUME = "
+        "MUSE, else required)",
     )
     g.add_argument(
         "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
@@ -70,6 +71,17 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metal-range", type=float, nargs=2, help="keep templates with [M/H] in")
     g.add_argument("--template-pattern", default="*.fits", help="glob in a template folder")
     g.add_argument("--kinematics", help="per-bin table (fits/ecsv/csv) or 'ppxf' (default)")
+    g.add_argument(
+        "--ppxf-moments",
+        type=int,
+        choices=(2, 4),
+        help="with --kinematics ppxf: pPXF's moments, 2 (V, sigma) or 4 (+ h3, h4) (default 2)",
+    )
+    g.add_argument(
+        "--ppxf-degree",
+        type=int,
+        help="with --kinematics ppxf: pPXF's additive polynomial degree (default 4; -1 none)",
+    )
     g.add_argument("--mask-lines", help="line list: name wavelength_A half_width_kms rest|observed")
     g.add_argument("--no-line-mask", action="store_true", help="mask no lines")
     g.add_argument("--data-ext", help="data extension (default DATA)")
@@ -118,6 +130,16 @@ def init_from_cube(args: argparse.Namespace) -> int:
         )
     if args.kinematics and args.losvd:
         raise ValueError("give --kinematics or --losvd, not both")
+    ppxf_opts = {
+        k: v
+        for k, v in (("ppxf_moments", args.ppxf_moments), ("ppxf_degree", args.ppxf_degree))
+        if v is not None
+    }
+    if ppxf_opts and (args.losvd or args.kinematics not in (None, "ppxf")):
+        raise ValueError(
+            "--ppxf-moments/--ppxf-degree set up pPXF's kinematics; drop them with a "
+            "kinematics table or --losvd"
+        )
     kin = None
     if args.kinematics:
         kin = "ppxf" if args.kinematics == "ppxf" else read_kinematics_table(args.kinematics)
@@ -139,9 +161,12 @@ def init_from_cube(args: argparse.Namespace) -> int:
         try:
             fwhm = float(fwhm)
         except ValueError:
-            raise ValueError(
-                f"--fwhm must be a number (A), 'muse', 'auto' or 'none'; got {fwhm!r}"
-            ) from None
+            if not Path(fwhm).is_file():
+                raise ValueError(
+                    f"--fwhm must be a number (A), 'muse', 'auto', 'none' or an LSF file; "
+                    f"{fwhm!r} is none of these"
+                ) from None
+            fwhm = Path(fwhm)
     info = store_from_ifu_cube(
         args.cube,
         args.templates,
@@ -165,6 +190,7 @@ def init_from_cube(args: argparse.Namespace) -> int:
         lines=lines,
         kinematics=kin,
         losvd=losvd,
+        **ppxf_opts,
         data_ext=args.data_ext,
         var_ext=args.var_ext,
         noise_ext=args.noise_ext,
@@ -198,14 +224,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--degree",
         type=int,
-        default=-1,
-        help="global fits only: the additive polynomial degree the fit used (default -1)",
+        help="additive polynomial degree of the fit: read from the fit's record; needed only "
+        "for a global fit stored without one (default then -1)",
     )
     p.add_argument(
         "--mdegree",
         type=int,
-        default=0,
-        help="global fits only: the multiplicative polynomial degree the fit used (default 0)",
+        help="multiplicative polynomial degree of the fit: as --degree (default then 0)",
     )
     p.set_defaults(func=_maps)
 
@@ -218,8 +243,10 @@ def _maps(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.store}: no such file")
     res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree)
     chi = res["chi2_dof"]
+    st = res["settings"]
     print(
         f"wrote {len(res['files'])} files to {args.out} ({res['source']} fit, {chi.size} bins, "
+        f"degree {st['degree']}, mdegree {st['mdegree']}, regul {st['regul']}; "
         f"chi2/dof median {np.median(chi):.3f}, max {chi.max():.3f})"
     )
     return 0

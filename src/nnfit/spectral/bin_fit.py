@@ -12,6 +12,13 @@ Each bin ``s`` is a one-spaxel problem ``y_s = A_s x_s`` (its own LOSVDs and noi
     /BinFit/dof     (S,)       int64    fitted pixels minus non-zero weights and polynomial
                                         coefficients (``fit_cube``'s ``dof``)
     /BinFit/n_good  (S,)       int64    fitted pixels (``/Mask`` and ``/BinMask``)
+    /BinFit/regul   (S,)       float64  the regularisation strength of each bin's fit
+
+``/BinFit`` carries the fit's settings as attributes (``fit`` = "per-bin", ``degree``,
+``mdegree``, ``regul`` (a number or "auto"), ``regul_order``) for ``nnfit spectral maps``.
+With ``regul="auto"`` each bin gets pPXF's rule: the largest ``regul`` that raises its
+``chi^2`` by ``sqrt(2 N)`` over its unregularised fit, noise rescaled to ``chi^2 / N = 1``
+(:func:`nnfit.spectral.regul_search.regul_for_chi2_rise`).
 
 pPXF with fixed kinematics reports ``chi2 / (n_good - mdegree)`` (it subtracts only its
 non-linear parameters); ``chi2 / dof`` here also counts the weights and additive terms.
@@ -28,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from nnfit.spectral.fit_record import fit_settings
+
 __all__ = ["fit_bins"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +45,10 @@ log = logging.getLogger(__name__)
 def fit_bins(
     path: str | os.PathLike[str],
     *,
+    regul: float | str = 0.0,
+    regul_order: int = 2,
+    degree: int = -1,
+    mdegree: int = 0,
     progress: Callable[[int, int], None] | None = None,
     **fit_kwargs: Any,
 ) -> dict[str, np.ndarray]:
@@ -45,20 +58,32 @@ def fit_bins(
     ----------
     path : path
         A populated store.
+    regul : float or "auto"
+        pPXF-style regularisation over the store's population grid (0: none); ``"auto"``:
+        per bin, pPXF's rule (the module docstring).
+    regul_order : {1, 2}
+        Order of the regularisation (pPXF's ``reg_ord``).
+    degree, mdegree : int
+        Additive / multiplicative Legendre degrees (pPXF's; -1 and 0: none).
     progress : callable, optional
         ``progress(done, total)`` after each bin.
     **fit_kwargs
-        Passed to :func:`~nnfit.spectral.fit.fit_cube` (``method``, ``tol``, ``regul``, ...).
+        Passed to :func:`~nnfit.spectral.fit.fit_cube` (``method``, ``tol``, ...).
 
     Returns
     -------
     dict
-        ``weights (S, C, P)``, ``chi2 (S,)``, ``dof (S,)``, ``n_good (S,)``, ``chi2_dof (S,)``.
+        ``weights (S, C, P)``, ``chi2 (S,)``, ``dof (S,)``, ``n_good (S,)``, ``chi2_dof (S,)``,
+        ``regul (S,)``.
     """
     from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.cube_operator import CubeOperator
     from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.regul_search import regul_for_chi2_rise
     from nnfit.spectral.store import load_problem
+
+    if regul != "auto" and (isinstance(regul, str) or not float(regul) >= 0):
+        raise ValueError(f"regul must be a number >= 0 or 'auto'; got {regul!r}")
 
     prob = load_problem(path)
     with open_h5(path, "r") as f:
@@ -70,6 +95,7 @@ def fit_bins(
     apoly = np.zeros((S, L), dtype=np.float32)
     chi2 = np.zeros(S)
     dof = np.zeros(S, dtype=np.int64)
+    reguls = np.zeros(S)
     opts = dict(prob.model_options)
     fs = opts.pop("flux_scale", None)
     amp = prob.losvd.sum(axis=1) * (1.0 if fs is None else np.asarray(fs)[:, None])  # (S, C)
@@ -85,7 +111,24 @@ def fit_bins(
         )
         op = CubeOperator.from_problem(sub)
         op.template_meta = prob.template_meta  # the population grid for ``regul``
-        x, st = fit_cube(op, checkpoint=False, x0=None, **fit_kwargs)
+
+        def fit(r: float, op: CubeOperator = op) -> tuple[np.ndarray, dict]:
+            kw = dict(regul=r, regul_order=regul_order, degree=degree, mdegree=mdegree)
+            return fit_cube(op, checkpoint=False, x0=None, **kw, **fit_kwargs)
+
+        if regul == "auto":
+            x, st = fit(0.0)
+            found: dict[float, tuple[np.ndarray, dict]] = {0.0: (x, st)}
+
+            def chi2_of(r: float, found: dict = found, fit: Callable = fit) -> float:
+                found[r] = fit(r)
+                return found[r][1]["chi2"]
+
+            reguls[s], _ = regul_for_chi2_rise(chi2_of, st["chi2"], int(n_good[s]))
+            x, st = found[reguls[s]]
+        else:
+            reguls[s] = float(regul)
+            x, st = fit(reguls[s])
         weights[s] = x * amp[s][:, None]
         mp = st["mpoly"][0] if "mpoly" in st else 1.0
         ap = st["apoly"][0] if "apoly" in st else 0.0
@@ -107,7 +150,11 @@ def fit_bins(
         g.create_dataset("apoly", data=apoly)
         g.create_dataset("dof", data=dof)
         g.create_dataset("n_good", data=n_good.astype(np.int64))
+        g.create_dataset("regul", data=reguls)
         g.attrs["definition"] = "each bin fitted alone with fit_cube; chi2/dof = chi2 / dof"
+        settings = fit_settings("per-bin", degree, mdegree, regul, regul_order)
+        for k, v in settings.items():
+            g.attrs[k] = v
         g.attrs["fit_options"] = json.dumps({k: v for k, v in fit_kwargs.items()})
     return {
         "weights": weights,
@@ -115,4 +162,5 @@ def fit_bins(
         "dof": dof,
         "n_good": n_good,
         "chi2_dof": chi2 / dof,
+        "regul": reguls,
     }

@@ -47,6 +47,7 @@ import numpy as np
 from nnfit.io.hdf5 import open_h5
 from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
+from nnfit.spectral.fit_record import fit_settings
 from nnfit.spectral.gram import cube_gram
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
 from nnfit.spectral.result import FitResult
@@ -94,6 +95,8 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
             and f["X_global"].shape == flat.shape
         ):
             f["X_global"][...] = flat
+            for k, v in attrs.items():
+                f["X_global"].attrs[k] = v
             f.flush()
             if "X_global_pos" in st:
                 st["X_global_pos"][...] = -1
@@ -546,9 +549,16 @@ def fit_store(
             raise ValueError(f"x0 must be an array, 'auto' or None; got {x0!r}")
         x0 = problem.warm_start
     if callback is None and checkpoint:
+        settings = fit_settings(
+            "global",
+            kwargs.get("degree", -1),
+            kwargs.get("mdegree", 0),
+            kwargs.get("regul", 0.0),
+            kwargs.get("regul_order", 2),
+        )
 
         def callback(x: np.ndarray, info: dict) -> None:
-            write_solution(path, x, info)
+            write_solution(path, x, {**info, **settings})
 
     load_s = time.perf_counter() - t
     result = fit_cube(op, method, x0=x0, callback=callback, **kwargs)

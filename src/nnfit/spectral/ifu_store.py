@@ -53,7 +53,7 @@ def store_from_ifu_cube(
     y_range: tuple[int, int] | None = None,
     velscale: float | None = None,
     velscale_ratio: int = 2,
-    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | None = "auto",
+    fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | os.PathLike[str] | None = "auto",
     fwhm_tem: float | None = None,
     normalisation: str = "light",
     norm_range: tuple[float, float] = (5070.0, 5950.0),
@@ -63,6 +63,8 @@ def store_from_ifu_cube(
     lines: Any = None,
     kinematics: dict[str, np.ndarray] | str | None = None,
     losvd: tuple[np.ndarray, np.ndarray] | None = None,
+    ppxf_moments: int = 2,
+    ppxf_degree: int = 4,
     margin_kms: float = 2000.0,
     kernel: str = "fourier",
     data_ext: str | int | None = None,
@@ -96,10 +98,12 @@ def store_from_ifu_cube(
         Log-rebinned pixel (km/s); default the data's (same pixel count over the range).
     velscale_ratio : int
         Template pixels per observed pixel (pPXF's ``velscale_ratio``).
-    fwhm_gal : "auto", "muse", float, callable or None
+    fwhm_gal : "auto", "muse", float, callable, path or None
         Instrumental FWHM in A at observed wavelengths: ``"muse"`` =
-        :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; None = no
-        resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
+        :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; a path
+        (``pathlib.Path``) to an LSF file of wavelength against FWHM
+        (:func:`~nnfit.spectral.lsf.read_lsf_table`, which must cover the cube's selection);
+        None = no resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
         else refused (give the instrument's FWHM).
     fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
         See :func:`nnfit.spectral.templates.load_template_library`.
@@ -108,8 +112,11 @@ def store_from_ifu_cube(
         ``[]`` masks nothing.
     kinematics : dict, "ppxf" or None
         Per-bin moments (:func:`~nnfit.spectral.kinematics.read_kinematics_table`), or
-        ``"ppxf"`` to measure them with pPXF (moments 2, additive degree 4); None means
-        ``"ppxf"`` unless ``losvd`` is given.
+        ``"ppxf"`` to measure them with pPXF; None means ``"ppxf"`` unless ``losvd`` is
+        given.
+    ppxf_moments, ppxf_degree : int
+        pPXF's ``moments`` (2: V, sigma; 4: also h3, h4) and additive ``degree`` for
+        ``kinematics="ppxf"`` (recorded in ``/Kinematics`` and ``ifu_json``).
     losvd : (losvd (S, V, C), vel_pix (V,)), optional
         Histograms instead of moments (e.g. from an orbit model), velocities in cz km/s.
     margin_kms : float
@@ -136,6 +143,7 @@ def store_from_ifu_cube(
     from nnfit.spectral.kinematics import losvd_from_kinematics, ppxf_kinematics
     from nnfit.spectral.linemask import DEFAULT_LINES, line_mask
     from nnfit.spectral.logrebin import log_rebin
+    from nnfit.spectral.lsf import LSFTable, read_lsf_table
     from nnfit.spectral.manager import H5Manager
     from nnfit.spectral.templates import load_template_library
 
@@ -149,6 +157,15 @@ def store_from_ifu_cube(
     ratio = int(velscale_ratio)
     if kinematics is None and losvd is None:
         kinematics = "ppxf"
+    if ppxf_moments not in (2, 4):
+        raise ValueError(f"ppxf_moments must be 2 (V, sigma) or 4 (+ h3, h4); got {ppxf_moments}")
+    if int(ppxf_degree) < -1:
+        raise ValueError(f"ppxf_degree must be >= -1 (-1: no polynomial); got {ppxf_degree}")
+    if kinematics != "ppxf" and (ppxf_moments, ppxf_degree) != (2, 4):
+        raise ValueError(
+            "ppxf_moments/ppxf_degree apply to kinematics measured with pPXF; drop them or use "
+            "kinematics='ppxf'"
+        )
     if isinstance(kinematics, dict):
         margin_kms = max(
             margin_kms, float(np.max(np.abs(kinematics["V"]) + 6 * kinematics["sigma"]))
@@ -198,6 +215,10 @@ def store_from_ifu_cube(
                 "the instrument's FWHM in Angstrom (--fwhm 2.5), or --fwhm none to skip matching"
             )
         fwhm_gal = "muse"
+    if isinstance(fwhm_gal, os.PathLike):
+        fwhm_gal = read_lsf_table(fwhm_gal)
+    if isinstance(fwhm_gal, LSFTable):
+        fwhm_gal.check_covers(float(cube.wave[0]), float(cube.wave[-1]))
     if isinstance(fwhm_gal, str):
         if fwhm_gal != "muse":
             raise ValueError(
@@ -255,8 +276,10 @@ def store_from_ifu_cube(
                 mask,
                 velscale_ratio=ratio,
                 vsyst=C_KMS * (tem_pix[0] - ln_rest[0]),
+                moments=int(ppxf_moments),
+                degree=int(ppxf_degree),
             )
-            kin_source = "ppxf (moments 2, degree 4)"
+            kin_source = f"ppxf (moments {int(ppxf_moments)}, degree {int(ppxf_degree)})"
         else:
             kin = kinematics
             kin_source = "table"
@@ -283,7 +306,13 @@ def store_from_ifu_cube(
         "lam_range_observed": [float(np.exp(ln_obs[0])), float(np.exp(ln_obs[-1]))],
         "kinematics": kin_source,
         "target_sn": target_sn,
-        "fwhm_gal": fwhm_gal if isinstance(fwhm_gal, str | float | int | None) else "function",
+        "fwhm_gal": (
+            fwhm_gal
+            if isinstance(fwhm_gal, str | float | int | None)
+            else f"LSF file {fwhm_gal.source}"
+            if isinstance(fwhm_gal, LSFTable)
+            else "function"
+        ),
         "instrument": cube.instrument,
     }
     with atomic_path(out, suffix=".h5") as tmp:
@@ -316,6 +345,10 @@ def store_from_ifu_cube(
                 for k in ("V", "sigma", "h3", "h4"):
                     g.create_dataset(k, data=np.asarray(kin[k], dtype=np.float64))
                 g.attrs["convention"] = "ppxf: V = c ln(1+z) relative to the store's redshift"
+                g.attrs["source"] = kin_source
+                if kinematics == "ppxf":
+                    g.attrs["ppxf_moments"] = int(ppxf_moments)
+                    g.attrs["ppxf_degree"] = int(ppxf_degree)
             f.attrs["ifu_json"] = json.dumps(info_json)
     return {
         "kernel": kernel,

@@ -32,7 +32,7 @@ def _spaxel_image(values: np.ndarray, binnum, xpix, ypix, shape) -> np.ndarray:
 
 
 def population_maps(
-    path: str | os.PathLike[str], *, degree: int = -1, mdegree: int = 0
+    path: str | os.PathLike[str], *, degree: int | None = None, mdegree: int | None = None
 ) -> dict[str, Any]:
     """Per-bin population quantities of a fitted store.
 
@@ -40,10 +40,13 @@ def population_maps(
     ----------
     path : path
         A store with ``/BinFit`` or ``/X_global``.
-    degree, mdegree : int
-        For a global fit (``/X_global``) made with continuum polynomials: their degrees, so the
-        model is rebuilt with each spaxel's polynomials at their optimum for that ``x``
-        (:func:`nnfit.spectral.continuum.mpoly_step`). ``/BinFit`` stores its model.
+    degree, mdegree : int, optional
+        The continuum polynomial degrees of the fit. Fits record them (with ``regul``; see
+        :mod:`nnfit.spectral.fit_record`) and are read back: a value given here that differs
+        from the record is refused. Needed only for a global fit stored without a record
+        (default then -1 and 0). For a global fit the model is rebuilt with each spaxel's
+        polynomials at their optimum for that ``x``
+        (:func:`nnfit.spectral.continuum.mpoly_step`); ``/BinFit`` stores its model.
 
     Returns
     -------
@@ -53,9 +56,11 @@ def population_maps(
         ``light_grid (C, n_ages, n_metals)`` (light fractions summed over bins, total 1);
         ``ages``, ``metals``; ``model (S, L)``, ``data``, ``noise``, ``fitted (S, L)``,
         ``lam_rest (L,)``; ``source`` ("bins" or "global"); the store's ``ifu`` record;
-        ``binnum``, ``xpix``, ``ypix``.
+        ``binnum``, ``xpix``, ``ypix``; ``settings`` (the fit's record, with ``regul (S,)``
+        per bin for ``/BinFit``).
     """
     from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.fit_record import recorded_settings
     from nnfit.spectral.store import load_problem
 
     prob = load_problem(path)
@@ -84,14 +89,33 @@ def population_maps(
             w = g["weights"][()]
             model = g["model"][()].astype(np.float64)
             dof = g["dof"][()]
-            source = "bins"
+            source, where = "bins", "/BinFit"
+            settings = recorded_settings(g.attrs)
+            if settings is not None and "regul" in g:
+                settings["regul_per_bin"] = g["regul"][()]
         elif "X_global" in f:
             x = f["X_global"][()].reshape(C, P)
-            source = "global"
+            source, where = "global", "/X_global"
+            fp = f.get("Fit/state/X_global_fp")
+            fp = b"" if fp is None else bytes(fp[0])
+            # an /X_global the Kaczmarz tracker wrote (its run's fingerprint): any record on
+            # it is fit_cube's from before, stale
+            by_fit_cube = fp == b"" or fp.startswith(b"fit_cube")
+            settings = recorded_settings(f["X_global"].attrs) if by_fit_cube else None
         else:
             raise ValueError(
                 f"{path}: no fit results (/BinFit or /X_global); run 'nnfit spectral fit'"
             )
+    for name, given in (("degree", degree), ("mdegree", mdegree)):
+        if settings is not None and given is not None and given != settings[name]:
+            raise ValueError(
+                f"--{name} {given} contradicts the fit's {name} {settings[name]} recorded on "
+                f"{path}:{where}; drop --{name}"
+            )
+    if settings is not None:
+        degree, mdegree = settings["degree"], settings["mdegree"]
+    degree = -1 if degree is None else int(degree)
+    mdegree = 0 if mdegree is None else int(mdegree)
     if source == "global":
         from nnfit.spectral.cube_operator import CubeOperator
 
@@ -152,6 +176,14 @@ def population_maps(
         "xpix": xpix,
         "ypix": ypix,
         "normalisation": meta.get("normalisation", "unknown"),
+        "settings": settings
+        or {
+            "fit": "global" if source == "global" else "per-bin",
+            "degree": degree,
+            "mdegree": mdegree,
+            "regul": "unrecorded",
+            "regul_order": 0,
+        },
     }
 
 
@@ -168,8 +200,8 @@ def write_maps(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    degree: int = -1,
-    mdegree: int = 0,
+    degree: int | None = None,
+    mdegree: int | None = None,
 ) -> dict[str, Any]:
     """Write ``maps.fits`` (per-spaxel images with the celestial WCS, per-bin table) and PNGs.
 
@@ -180,7 +212,8 @@ def write_maps(
         ``MASSFRAC`` (C, ny, nx) on the cube's spaxel grid with its celestial WCS; ``LIGHTGRID``
         (C, n_metals, n_ages) light fractions; table ``BINS`` with one row per bin.
     ``maps.png``
-        The five maps and the bin map.
+        The five maps and the bin map, on RA/Dec axes drawn from the cube's celestial WCS
+        (astropy WCSAxes; spaxel axes when the cube has none).
     ``weights_grid.png``
         Light fraction over age x [M/H], one panel per component.
     ``mass_fractions.png``
@@ -193,7 +226,9 @@ def write_maps(
     Returns
     -------
     dict
-        ``files`` written and the per-bin arrays (see :func:`population_maps`).
+        ``files`` written, ``sky_axes`` (True when the figures have RA/Dec axes from the
+        cube's celestial WCS, else spaxel axes) and the per-bin arrays (see
+        :func:`population_maps`).
     """
     from astropy.io import fits
     from astropy.table import Table
@@ -226,6 +261,12 @@ def write_maps(
     hdus[0].header["NNFITSRC"] = (res["source"], "bins: fitted one by one; global: one x")
     hdus[0].header["TPLNORM"] = (res["normalisation"], "template normalisation")
     hdus[0].header["FRAME"] = (ifu.get("frame", "unknown"), "spectral frame of the fit")
+    st = res["settings"]
+    hdus[0].header["FITMODE"] = (st["fit"], "per-bin or global")
+    hdus[0].header["DEGREE"] = (st["degree"], "additive Legendre degree (-1: none)")
+    hdus[0].header["MDEGREE"] = (st["mdegree"], "multiplicative Legendre degree (0: none)")
+    hdus[0].header["REGUL"] = (str(st["regul"]), "regularisation (auto: pPXF's rule per bin)")
+    hdus[0].header["REGORD"] = (st["regul_order"], "regularisation order")
     images = {}
     for name, key, label, _ in _MAPS:
         images[name] = img(res[key])
@@ -247,6 +288,8 @@ def write_maps(
         t[name] = res[key]
     for c in range(C):
         t[f"MASSFRAC{c}"] = res["mass_fraction"][:, c]
+    if "regul_per_bin" in st:
+        t["REGUL"] = st["regul_per_bin"]
     hdus.append(fits.BinTableHDU(t, name="BINS"))
     ax_t = Table({"AGE_GYR": res["ages"]})
     hdus.append(fits.BinTableHDU(ax_t, name="AGES"))
@@ -257,12 +300,35 @@ def write_maps(
     files.append(out / "maps.fits")
 
     frame = "rest frame" if ifu.get("frame") == "rest" else "observed frame"
-    axis_lab = ("x (spaxel)", "y (spaxel)")
+    wcs = _celestial_wcs(hdr)
+    if wcs is not None:
+        import astropy.units as u
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        field = max(shape) * float(np.max(proj_plane_pixel_scales(wcs))) * 3600.0  # arcsec
+        steps = np.array([1, 2, 5])[None, :] * 10.0 ** np.arange(-2, 5)[:, None]
+        tick = float(steps.ravel()[np.searchsorted(steps.ravel(), field / 3.0) - 1])
+
+    def sky_axes(fig, nrows, ncols, k):
+        """Panel ``k`` (1-based): RA/Dec axes from the cube's WCS, else spaxel axes."""
+        if wcs is None:
+            ax = fig.add_subplot(nrows, ncols, k)
+            ax.set_xlabel("x (spaxel)")
+            ax.set_ylabel("y (spaxel)")
+            return ax
+        ax = fig.add_subplot(nrows, ncols, k, projection=wcs)
+        ax.coords[0].set_axislabel(f"right ascension ({wcs.wcs.radesys or 'ICRS'})")
+        ax.coords[1].set_axislabel("declination")
+        for coord, fmt, unit in ((ax.coords[0], "hh:mm:ss", 15.0), (ax.coords[1], "dd:mm:ss", 1.0)):
+            # ~3 ticks over the field, a 1-2-5 step in arcsec; seconds to that precision
+            coord.set_ticks(spacing=tick * u.arcsec)
+            digits = max(0, int(np.ceil(-np.log10(tick / unit) - 1e-9)))
+            coord.set_major_formatter(fmt + ("." + "s" * digits if digits else ""))
+            coord.set_ticklabel(exclude_overlapping=True)
+        return ax
 
     def panel(ax, im, label, cmap, vmin=None, vmax=None):
         m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_xlabel(axis_lab[0])
-        ax.set_ylabel(axis_lab[1])
         fig.colorbar(m, ax=ax, label=label, shrink=0.85)
 
     def save(fig, name):
@@ -270,13 +336,13 @@ def write_maps(
             fig.savefig(tmp, dpi=110, format="png")
         files.append(out / name)
 
-    fig = Figure(figsize=(14, 8.5), layout="constrained")
-    axes = fig.subplots(2, 3)
-    for ax, (name, _key, label, cmap) in zip(axes.flat, _MAPS, strict=False):
+    fig = Figure(figsize=(15, 9), layout="constrained")
+    axes = [sky_axes(fig, 2, 3, k + 1) for k in range(6)]
+    for ax, (name, _key, label, cmap) in zip(axes, _MAPS, strict=False):
         panel(ax, images[name], label, cmap)
         ax.set_title(label)
-    panel(axes.flat[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
-    axes.flat[5].set_title(f"{S} bins")
+    panel(axes[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
+    axes[5].set_title(f"{S} bins")
     fig.suptitle(f"{Path(path).name}: population maps ({res['source']} fit, {frame})")
     save(fig, "maps.png")
 
@@ -299,9 +365,9 @@ def write_maps(
         fig.colorbar(m, ax=ax, label="fraction of total light")
     save(fig, "weights_grid.png")
 
-    fig = Figure(figsize=(5.0 * C + 0.5, 4.2), layout="constrained")
-    axes = fig.subplots(1, C, squeeze=False)
-    for c, ax in enumerate(axes[0]):
+    fig = Figure(figsize=(5.0 * C + 0.5, 4.6), layout="constrained")
+    for c in range(C):
+        ax = sky_axes(fig, 1, C, c + 1)
         panel(ax, mf[c], "mass fraction", "viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"component {c}")
     save(fig, "mass_fractions.png")
@@ -329,7 +395,21 @@ def write_maps(
         axr.set_ylabel("(data-model)/noise")
     axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Angstrom]")
     save(fig, "residuals.png")
-    return {"files": files, **res}
+    return {"files": files, "sky_axes": wcs is not None, **res}
+
+
+def _celestial_wcs(hdr):
+    """The header's celestial WCS, or None when it has none (then maps use spaxel axes)."""
+    from astropy.wcs import WCS
+
+    if "CTYPE1" not in hdr or "CTYPE2" not in hdr:
+        return None
+    try:
+        wcs = WCS(hdr).celestial
+    except (ValueError, KeyError) as exc:
+        log.warning("maps: the cube's celestial WCS is unusable (%s); spaxel axes instead", exc)
+        return None
+    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
 
 
 def _centres_to_edges(c: np.ndarray) -> np.ndarray:

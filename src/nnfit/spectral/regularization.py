@@ -1,9 +1,10 @@
 """pPXF-style linear regularisation and component-mass constraints for cube fits.
 
-Regularisation adds ``regul^2 * sum_c ||D x[c, :]||^2`` to ``chi^2``, where ``D`` stacks the
-finite differences (order 1: ``x[i+1] - x[i]``; order 2: ``x[i-1] - 2 x[i] + x[i+1]``) of the
-weights along every axis of the population grid (for example metallicity x age x alpha), as
-pPXF's ``regul`` does. Larger ``regul`` means smoother weights; as in pPXF it assumes weights of
+Regularisation adds ``regul^2 * sum_c ||D x[c, :]||^2`` to ``chi^2`` over the population grid
+(for example age x metallicity x alpha), with ``D`` the rows of pPXF's ``regul`` (Cappellari
+2017, eq. 25): order 1 stacks the first differences ``x[i+1] - x[i]`` along every axis; order 2
+has one row per grid point, the discrete Laplacian ``sum_axes (x[i-1] - 2 x[i] + x[i+1])`` over
+the axes along which the point is interior (in one dimension the second differences). Larger ``regul`` means smoother weights; as in pPXF it assumes weights of
 order unity (normalise the templates so), and the usual recipe is to raise ``regul`` until
 ``chi^2`` has grown by ``sqrt(2 * N_pixels)`` over the unregularised fit.
 
@@ -74,7 +75,11 @@ def grid_shape_from_meta(meta: Any, n_populations: int) -> tuple[int, ...]:
 
 
 def difference_operator(grid_shape: Sequence[int], order: int = 2) -> sp.csr_matrix:
-    """Finite differences of order 1 or 2 along every axis of a C-ordered grid, stacked.
+    """pPXF's regularisation rows over a C-ordered grid: first differences or the Laplacian.
+
+    Order 1: the first differences along every axis, stacked. Order 2: one row per grid point
+    with an interior index along some axis, the sum over those axes of the second differences
+    (pPXF's ``reg_ord=2``: the squared Laplacian, not the sum of squared second differences).
 
     Examples
     --------
@@ -82,26 +87,34 @@ def difference_operator(grid_shape: Sequence[int], order: int = 2) -> sp.csr_mat
     [[1, -2, 1, 0], [0, 1, -2, 1]]
     >>> difference_operator((2, 3), order=1).shape
     (7, 6)
+    >>> difference_operator((3, 3), order=2).toarray()[2].astype(int).tolist()
+    [0, 1, 0, 1, -4, 1, 0, 1, 0]
     """
     if order not in (1, 2):
         raise ValueError(f"regul_order must be 1 or 2; got {order}")
     shape = tuple(int(s) for s in grid_shape)
+    P = int(np.prod(shape))
     stencil = [-1.0, 1.0] if order == 1 else [1.0, -2.0, 1.0]
     blocks = []
     for ax, n in enumerate(shape):
         if n <= order:
             continue
         d1 = sp.diags(stencil, list(range(order + 1)), shape=(n - order, n))
+        if order == 2:  # rows at every point: zero where the point is on this axis' edge
+            d1 = sp.vstack([sp.csr_matrix((1, n)), d1, sp.csr_matrix((1, n))])
         mats = [sp.identity(s, format="csr") for s in shape]
         mats[ax] = d1
         M = mats[0]
         for m in mats[1:]:
             M = sp.kron(M, m, format="csr")
         blocks.append(M)
-    P = int(np.prod(shape))
     if not blocks:
         return sp.csr_matrix((0, P))
-    return sp.vstack(blocks, format="csr")
+    if order == 1:
+        return sp.vstack(blocks, format="csr")
+    lap = sum(blocks[1:], blocks[0]).tocsr()
+    keep = np.flatnonzero(np.diff(lap.indptr) > 0)  # drop the rows of corner points (all zero)
+    return lap[keep]
 
 
 def regularizer(
