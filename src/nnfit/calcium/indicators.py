@@ -7,9 +7,11 @@ the double-exponential time constants of CaLab 0.3.0's simulator presets
 (``exp(-t / tau_decay) - exp(-t / tau_rise)``); each cites the paper that characterised the
 indicator. ``tests/calcium/test_indicators.py`` checks them against the installed CaLab.
 
-Kinetics measured on real recordings spread around these values (cell type, expression level,
-temperature, neuropil subtraction and firing pattern all move them), so a preset is a starting
-point, not a measurement: ``nnfit calcium estimate`` says what the data suggest.
+Kinetics of real recordings spread around these values (cell type, expression level,
+temperature, neuropil subtraction and firing pattern all move them), and on the ground-truth
+datasets the presets score well below the kinetics estimated from the data (their rises are
+several times longer than the fitted ones; docs/calcium/estimation.rst): estimate where the
+recording allows it.
 """
 
 from __future__ import annotations

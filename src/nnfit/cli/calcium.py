@@ -169,7 +169,9 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         "--indicator",
         metavar="NAME",
         help="use this indicator's kinetics preset instead of --tau-rise/--tau-decay or the "
-        f"data's estimate ({', '.join(INDICATORS)}; sources in run.json and the docs)",
+        f"data's estimate ({', '.join(INDICATORS)}; sources in run.json and the docs). The "
+        "estimate scores higher on the ground-truth benchmarks: use a preset only where a "
+        "recording is too short or sparse to estimate from",
     )
     p.add_argument("--params", metavar="FILE", help="catune-params-*.json exported by the browser")
     p.add_argument(
