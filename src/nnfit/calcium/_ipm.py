@@ -25,6 +25,8 @@ from nnfit.calcium.ar2 import _adjoint, _forward, _g_mul, _gt_mul
 
 #: fraction of the step to the boundary (Mehrotra)
 STEP_FRACTION = 0.995
+#: relative gap below which a step that does not halve the gap ends the iterations
+STALL_GAP = 1e-6
 
 
 #: Newton directions only: the certificate (primal, dual, residuals) never uses these flags, so
@@ -184,14 +186,22 @@ def _max_step(x, dx):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
-    """Primal value, dual value and KKT violation at (s, r = Pi (y - K s)), K^T r given."""
+def _certify_prepare(
+    y, s, r, KTr, lam, prepare, z, grad, Dg, inv_s, inv_z
+):  # pragma: no cover - compiled
+    """:func:`_certificate`, and with ``prepare`` in the same pass the Newton system's inputs.
+
+    ``grad = lam - K^T r``, ``Dg = z / s``, ``inv_s = 1 / s``, ``inv_z = 1 / z``; returns
+    (primal, dual, kkt, mu) with ``mu = mean(s z)`` (0 without ``prepare``, when the output
+    arrays are not touched). The certificate's sums are those of :func:`_certificate`.
+    """
     T = y.shape[0]
     rr = 0.0
     yr = 0.0
     ssum = 0.0
     vmax = -np.inf
     kkt = 0.0
+    mu = 0.0
     for t in range(T):
         rr += r[t] * r[t]
         yr += y[t] * r[t]
@@ -205,12 +215,109 @@ def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
             v = -g if g < 0.0 else 0.0
         if v > kkt:
             kkt = v
+        if prepare:
+            grad[t] = g
+            mu += s[t] * z[t]
+            inv = 1.0 / s[t]
+            inv_s[t] = inv
+            Dg[t] = z[t] * inv
+            inv_z[t] = 1.0 / z[t]
     primal = 0.5 * rr + lam * ssum
     theta = 1.0
     if vmax > lam:
         theta = lam / vmax
     dual = theta * yr - 0.5 * theta * theta * rr
-    return primal, dual, kkt / lam
+    return primal, dual, kkt / lam, mu / T
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
+    """Primal value, dual value and KKT violation at (s, r = Pi (y - K s)), K^T r given."""
+    primal, dual, kkt, _ = _certify_prepare(y, s, r, KTr, lam, False, s, s, s, s, s)
+    return primal, dual, kkt
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_residual(y, s, z, dx, dz, a, centre, p, r):  # pragma: no cover - compiled
+    """Take the step (``s += a dx``, ``z += a dz``, kept > 0), then :func:`_residual` at the
+    new ``s``, in one forward pass (the recursion of :func:`nnfit.calcium.ar2._forward`)."""
+    g1, g2, alpha, d, rr, dK, rK, K = p
+    T = y.shape[0]
+    c1 = 0.0
+    c2 = 0.0
+    ed = 0.0
+    er = 0.0
+    m = 0.0
+    for t in range(T):
+        st = s[t] + a * dx[t]
+        if st <= 0.0:
+            st = 1e-300
+        s[t] = st
+        zt = z[t] + a * dz[t]
+        if zt <= 0.0:
+            zt = 1e-300
+        z[t] = zt
+        v = alpha * c1
+        if t >= K:
+            x = s[t - K]
+            ed = d * ed + x
+            er = rr * er + x
+            v -= dK * ed - rK * er
+        rt = y[t] - v
+        r[t] = rt
+        m += rt
+        c = g1 * c1 + g2 * c2 + st
+        c2 = c1
+        c1 = c
+    m /= T
+    if centre:
+        for t in range(T):
+            r[t] -= m
+    return m
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _affine_step(s, z, Dg, inv_s, inv_z, dxa, dza, Mk, ca):  # pragma: no cover - compiled
+    """Predictor from ``dxa = M^-1 grad``: ``dxa <- Mk ca - dxa``, ``dza = -z - Dg dxa``.
+
+    Returns the steps to the boundary of ``s`` and ``z`` and the sums of ``dxa z``,
+    ``s dza`` and ``dxa dza``, from which ``mean((s + ap dxa)(z + ad dza))`` follows for
+    any steps without another pass.
+    """
+    ms = 1.0
+    mz = 1.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    for t in range(s.shape[0]):
+        dx = Mk[t] * ca - dxa[t]
+        dxa[t] = dx
+        dz = -z[t] - Dg[t] * dx
+        dza[t] = dz
+        v = -dx * inv_s[t]
+        ms = v if v > ms else ms
+        w = -dz * inv_z[t]
+        mz = w if w > mz else mz
+        s2 += dx * z[t]
+        s3 += s[t] * dz
+        s4 += dx * dz
+    return 1.0 / ms, 1.0 / mz, s2, s3, s4
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _corrector_step(z, inv_s, inv_z, sc, dx, dz, Mk, c):  # pragma: no cover - compiled
+    """Corrector: ``dx += Mk c``, ``dz = -(sc + z dx) / s``; returns the step to the boundary."""
+    m = 1.0
+    for t in range(z.shape[0]):
+        d = dx[t] + Mk[t] * c
+        dx[t] = d
+        e = -(sc[t] + z[t] * d) * inv_s[t]
+        dz[t] = e
+        v = -d * inv_s[t]
+        m = v if v > m else m
+        w = -e * inv_z[t]
+        m = w if w > m else m
+    return 1.0 / m
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -364,14 +471,15 @@ def ipm_trace(
     tmp = np.empty(T)
     tmp2 = np.empty(T)
     rhs = np.empty(T)
-    dx = np.empty(T)
-    dz = np.empty(T)
+    dx = np.zeros(T)
+    dz = np.zeros(T)
     dxa = np.empty(T)
     dza = np.empty(T)
     kvec = np.empty(T)
-    Mk = np.empty(T)
+    Mk = np.zeros(T)  # stays 0 without the baseline (its corrections vanish)
     sc = np.empty(T)
     inv_s = np.empty(T)
+    inv_z = np.empty(T)
     alpha2 = alpha * alpha
 
     ones = np.ones(T)
@@ -400,14 +508,18 @@ def ipm_trace(
     it = 0
     primal = 0.0
     gap = np.inf
+    prev_gap = np.inf
     kkt = np.inf
     best_gap = np.inf
     den = n
     factored = False
+    a = 0.0  # the first pass takes no step
     for it in range(1, max_iter + 1):
-        _residual(y, s, centre, p, Ks, r)
+        _step_residual(y, s, z, dx, dz, a, centre, p, r)
         _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
-        primal, dual, kkt = _certificate(y, s, r, KTr, lam)
+        primal, dual, kkt, mu = _certify_prepare(
+            y, s, r, KTr, lam, True, z, grad, Dg, inv_s, inv_z
+        )
         gap = primal - dual
         if gap < best_gap:
             best_gap = gap
@@ -418,8 +530,6 @@ def ipm_trace(
         if gap <= polish_at * abs(primal):
             # close enough to guess the support: try the exact Newton step on it
             polish_at *= 1e-2
-            for t in range(T):
-                grad[t] = lam - KTr[t]
             s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 4)
             # separate buffers: on failure the iterate's residual and gradient are still needed
             _residual(y, s_pol, centre, p, tmp, rhs)
@@ -432,13 +542,12 @@ def ipm_trace(
                 if not centre:
                     base = 0.0
                 return it, p3, p3 - d3, k3, base
-        mu = 0.0
-        for t in range(T):
-            grad[t] = lam - KTr[t]
-            mu += s[t] * z[t]
-            Dg[t] = z[t] / s[t]
-            inv_s[t] = 1.0 / s[t]
-        mu /= n
+        if gap <= STALL_GAP * abs(primal) and gap > 0.5 * prev_gap:
+            # Near the optimum each step cuts the gap many times over; one that does not halve
+            # it has met rounding (the Newton systems grow as ill-conditioned as mu is small),
+            # and further steps only drift: the final point's exact step on the support follows.
+            break
+        prev_gap = gap
         if not (mu > 1e-300):
             break
         _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2)
@@ -450,25 +559,15 @@ def ipm_trace(
             for t in range(T):
                 kMk += kvec[t] * Mk[t]
             den = n - kMk
-        # predictor (affine scaling): rhs = -(grad - z) - z = -grad
-        for t in range(T):
-            rhs[t] = -grad[t]
-        _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, dxa)
+        # predictor (affine scaling): rhs = -(grad - z) - z = -grad; solve for +grad, negate
+        _newton_solve(dd, l1, l2, g1, g2, grad, tmp, tmp2, dxa)
+        ca = 0.0
         if centre:
-            c = 0.0
             for t in range(T):
-                c += kvec[t] * dxa[t]
-            c /= den
-            for t in range(T):
-                dxa[t] += Mk[t] * c
-        for t in range(T):
-            dza[t] = -z[t] - Dg[t] * dxa[t]
-        ap = _max_step(s, dxa)
-        ad = _max_step(z, dza)
-        mu_aff = 0.0
-        for t in range(T):
-            mu_aff += (s[t] + ap * dxa[t]) * (z[t] + ad * dza[t])
-        mu_aff /= n
+                ca += kvec[t] * dxa[t]
+            ca = -ca / den
+        ap, ad, sxz, szz, sxx = _affine_step(s, z, Dg, inv_s, inv_z, dxa, dza, Mk, ca)
+        mu_aff = mu + (ap * sxz + ad * szz + ap * ad * sxx) / n
         sigma = (mu_aff / mu) ** 3
         if not (sigma <= 1.0):
             sigma = 1.0
@@ -479,24 +578,13 @@ def ipm_trace(
             sc[t] = rc
             rhs[t] = -(grad[t] - z[t]) - rc * inv_s[t]
         _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, dx)
+        c = 0.0
         if centre:
-            c = 0.0
             for t in range(T):
                 c += kvec[t] * dx[t]
             c /= den
-            for t in range(T):
-                dx[t] += Mk[t] * c
-        for t in range(T):
-            dz[t] = -(sc[t] + z[t] * dx[t]) * inv_s[t]
-        a = min(_max_step(s, dx), _max_step(z, dz))
+        a = _corrector_step(z, inv_s, inv_z, sc, dx, dz, Mk, c)
         a = min(1.0, STEP_FRACTION * a)
-        for t in range(T):
-            s[t] += a * dx[t]
-            z[t] += a * dz[t]
-            if s[t] <= 0.0:
-                s[t] = 1e-300
-            if z[t] <= 0.0:
-                z[t] = 1e-300
 
     # Final point: the best certified iterate. Interior iterates are strictly positive; set the
     # entries the barrier pins at the bound (grad / s above a threshold) to exact zeros, most
