@@ -276,47 +276,168 @@ def _step_residual(y, s, z, dx, dz, a, centre, p, r):  # pragma: no cover - comp
     return m
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _affine_step(s, z, Dg, inv_s, inv_z, dxa, dza, Mk, ca):  # pragma: no cover - compiled
-    """Predictor from ``dxa = M^-1 grad``: ``dxa <- Mk ca - dxa``, ``dza = -z - Dg dxa``.
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma: no cover
+    """The forward half of :func:`_newton_solve` for ``rhs``, with (``factor``) the LDL^T of
+    :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
+    the factor's rows up to ``i``. Without ``factor``, ``dd, l1, l2`` are used as they are."""
+    T = rhs.shape[0]
+    g11 = g1 * g1
+    g22 = g2 * g2
+    g12 = g1 * g2
+    e1 = 0.0
+    inv1 = 0.0
+    l2m1 = 0.0
+    l2m2 = 0.0
+    a2m2 = 0.0
+    a2m1 = 0.0
+    l1m1 = 0.0  # l1[i-1]
+    y1 = 0.0  # y[i-1]
+    y2 = 0.0  # y[i-2]
+    r1 = rhs[1] if T > 1 else 0.0  # rhs[i+1]
+    r2 = rhs[2] if T > 2 else 0.0  # rhs[i+2]
+    r0 = rhs[0]
+    for i in range(T):
+        if factor:
+            a0 = Dg[i] + (alpha2 if i < T - 1 else 0.0)
+            a1 = 0.0
+            a2 = 0.0
+            if i + 1 < T:
+                a0 += g11 * Dg[i + 1]
+                a1 = -g1 * Dg[i + 1]
+            if i + 2 < T:
+                a0 += g22 * Dg[i + 2]
+                a1 += g12 * Dg[i + 2]
+                a2 = -g2 * Dg[i + 2]
+            di = (a0 - l2m2 * a2m2) - (e1 * e1) * inv1
+            e = a1 - l2m1 * e1
+            inv = 1.0 / di
+            dd[i] = inv
+            li1 = e * inv
+            li2 = a2 * inv
+            l1[i] = li1
+            l2[i] = li2
+            e1 = e
+            inv1 = inv
+            a2m2 = a2m1
+            a2m1 = a2
+        else:
+            inv = dd[i]
+            li1 = l1[i]
+            li2 = l2[i]
+        b = r0 - g1 * r1 - g2 * r2
+        v = (b - l2m2 * y2) - l1m1 * y1
+        y2 = y1
+        y1 = v
+        tmp[i] = v * inv
+        l2m2 = l2m1
+        l2m1 = li2
+        l1m1 = li1
+        r0 = r1
+        r1 = r2
+        r2 = rhs[i + 3] if i + 3 < T else 0.0
 
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _predictor_back(
+    l1, l2, g1, g2, tmp, s, z, Dg, inv_s, inv_z, Mk, ca, dxa, dza
+):  # pragma: no cover - compiled
+    """Backward half of :func:`_newton_solve` for the predictor, each entry finished on the way.
+
+    With ``u = M^-1 grad`` from the sweep: ``dxa = Mk ca - u`` and ``dza = -z - Dg dxa``.
     Returns the steps to the boundary of ``s`` and ``z`` and the sums of ``dxa z``,
-    ``s dza`` and ``dxa dza``, from which ``mean((s + ap dxa)(z + ad dza))`` follows for
-    any steps without another pass.
+    ``s dza`` and ``dxa dza``, from which ``mean((s + ap dxa)(z + ad dza))`` follows for any
+    steps without another pass.
     """
+    T = tmp.shape[0]
     ms = 1.0
     mz = 1.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    for t in range(s.shape[0]):
-        dx = Mk[t] * ca - dxa[t]
-        dxa[t] = dx
-        dz = -z[t] - Dg[t] * dx
-        dza[t] = dz
-        v = -dx * inv_s[t]
-        ms = v if v > ms else ms
-        w = -dz * inv_z[t]
-        mz = w if w > mz else mz
-        s2 += dx * z[t]
-        s3 += s[t] * dz
-        s4 += dx * dz
-    return 1.0 / ms, 1.0 / mz, s2, s3, s4
+    sxz = 0.0
+    szz = 0.0
+    sxx = 0.0
+    w1 = 0.0  # w[i+1]
+    w2 = 0.0  # w[i+2]
+    for i in range(T - 1, -3, -1):
+        w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
+        j = i + 2
+        if j < T:  # u[j] = (G w)[j] is final
+            dx = Mk[j] * ca - (w2 - g1 * w1 - g2 * w)
+            dxa[j] = dx
+            dz = -z[j] - Dg[j] * dx
+            dza[j] = dz
+            v = -dx * inv_s[j]
+            ms = v if v > ms else ms
+            v = -dz * inv_z[j]
+            mz = v if v > mz else mz
+            sxz += dx * z[j]
+            szz += s[j] * dz
+            sxx += dx * dz
+        w2 = w1
+        w1 = w
+    return 1.0 / ms, 1.0 / mz, sxz, szz, sxx
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _corrector_step(z, inv_s, inv_z, sc, dx, dz, Mk, c):  # pragma: no cover - compiled
-    """Corrector: ``dx += Mk c``, ``dz = -(sc + z dx) / s``; returns the step to the boundary."""
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _corrector_forward(
+    dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, Mk, sc, tmp
+):  # pragma: no cover - compiled
+    """Forward half of :func:`_newton_solve` for the corrector, its right-hand side formed on
+    the way: ``sc = s z + dxa dza - sm``, ``rhs = -(grad - z) - sc / s``. Returns ``Mk . rhs``
+    (``= kvec . M^-1 rhs``, M symmetric: the baseline's correction before the solve ends)."""
+    T = s.shape[0]
+    kr = 0.0
+    y1 = 0.0
+    y2 = 0.0
+    r0 = 0.0
+    r1 = 0.0
+    r2 = 0.0
+    for j in range(-2, T):
+        k = j + 2  # rhs[k] enters
+        if k < T:
+            rc = s[k] * z[k] + dxa[k] * dza[k] - sm
+            sc[k] = rc
+            rk = -(grad[k] - z[k]) - rc * inv_s[k]
+            kr += Mk[k] * rk
+        else:
+            rk = 0.0
+        r0 = r1
+        r1 = r2
+        r2 = rk
+        if j >= 0:
+            b = r0 - g1 * r1 - g2 * r2
+            v = b
+            if j >= 2:
+                v -= l2[j - 2] * y2
+            if j >= 1:
+                v -= l1[j - 1] * y1
+            y2 = y1
+            y1 = v
+            tmp[j] = v * dd[j]
+    return kr
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, Mk, c, dx, dz):  # pragma: no cover
+    """Backward half for the corrector: ``dx = M^-1 rhs + Mk c``, ``dz = -(sc + z dx) / s``,
+    each entry as it is finished; returns the step to the boundary of both."""
+    T = tmp.shape[0]
     m = 1.0
-    for t in range(z.shape[0]):
-        d = dx[t] + Mk[t] * c
-        dx[t] = d
-        e = -(sc[t] + z[t] * d) * inv_s[t]
-        dz[t] = e
-        v = -d * inv_s[t]
-        m = v if v > m else m
-        w = -e * inv_z[t]
-        m = w if w > m else m
+    w1 = 0.0
+    w2 = 0.0
+    for i in range(T - 1, -3, -1):
+        w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
+        j = i + 2
+        if j < T:
+            d = (w2 - g1 * w1 - g2 * w) + Mk[j] * c
+            dx[j] = d
+            e = -(sc[j] + z[j] * d) * inv_s[j]
+            dz[j] = e
+            v = -d * inv_s[j]
+            m = v if v > m else m
+            v = -e * inv_z[j]
+            m = v if v > m else m
+        w2 = w1
+        w1 = w
     return 1.0 / m
 
 
@@ -511,18 +632,18 @@ def ipm_trace(
     prev_gap = np.inf
     kkt = np.inf
     best_gap = np.inf
+    best_primal = np.inf
     den = n
     factored = False
     a = 0.0  # the first pass takes no step
     for it in range(1, max_iter + 1):
         _step_residual(y, s, z, dx, dz, a, centre, p, r)
         _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
-        primal, dual, kkt, mu = _certify_prepare(
-            y, s, r, KTr, lam, True, z, grad, Dg, inv_s, inv_z
-        )
+        primal, dual, kkt, mu = _certify_prepare(y, s, r, KTr, lam, True, z, grad, Dg, inv_s, inv_z)
         gap = primal - dual
         if gap < best_gap:
             best_gap = gap
+            best_primal = primal
             for t in range(T):
                 s_out[t] = s[t]
         if gap <= tol * abs(primal):
@@ -550,43 +671,60 @@ def ipm_trace(
         prev_gap = gap
         if not (mu > 1e-300):
             break
-        _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2)
-        factored = True
+        # Predictor (affine scaling): rhs = -(grad - z) - z = -grad, solved for +grad and
+        # negated. With the baseline, M^-1 kvec first (Sherman-Morrison), so that the
+        # correction's coefficient kvec . dxa = -Mk . grad is known before the sweep back.
+        ca = 0.0
         den = n
         if centre:
+            _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2)
             _newton_solve(dd, l1, l2, g1, g2, kvec, tmp, tmp2, Mk)
             kMk = 0.0
+            mg = 0.0
             for t in range(T):
                 kMk += kvec[t] * Mk[t]
+                mg += Mk[t] * grad[t]
             den = n - kMk
-        # predictor (affine scaling): rhs = -(grad - z) - z = -grad; solve for +grad, negate
-        _newton_solve(dd, l1, l2, g1, g2, grad, tmp, tmp2, dxa)
-        ca = 0.0
-        if centre:
-            for t in range(T):
-                ca += kvec[t] * dxa[t]
-            ca = -ca / den
-        ap, ad, sxz, szz, sxx = _affine_step(s, z, Dg, inv_s, inv_z, dxa, dza, Mk, ca)
+            ca = -mg / den
+            _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, False, grad, tmp)
+        else:
+            _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, True, grad, tmp)
+        factored = True
+        ap, ad, sxz, szz, sxx = _predictor_back(
+            l1, l2, g1, g2, tmp, s, z, Dg, inv_s, inv_z, Mk, ca, dxa, dza
+        )
         mu_aff = mu + (ap * sxz + ad * szz + ap * ad * sxx) / n
         sigma = (mu_aff / mu) ** 3
         if not (sigma <= 1.0):
             sigma = 1.0
         sm = sigma * mu
         # corrector
-        for t in range(T):
-            rc = s[t] * z[t] + dxa[t] * dza[t] - sm
-            sc[t] = rc
-            rhs[t] = -(grad[t] - z[t]) - rc * inv_s[t]
-        _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, dx)
-        c = 0.0
-        if centre:
-            for t in range(T):
-                c += kvec[t] * dx[t]
-            c /= den
-        a = _corrector_step(z, inv_s, inv_z, sc, dx, dz, Mk, c)
+        kr = _corrector_forward(dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, Mk, sc, tmp)
+        c = kr / den if centre else 0.0
+        a = _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, Mk, c, dx, dz)
         a = min(1.0, STEP_FRACTION * a)
 
-    # Final point: the best certified iterate. Interior iterates are strictly positive; set the
+    # First the exact Newton step on the support the best iterate shows; where it certifies,
+    # it is the answer (the gradient of the last iterate is at hand when that is the best).
+    if factored and best_gap > 0.0:
+        if gap != best_gap:
+            for t in range(T):
+                s[t] = s_out[t]
+            _residual(y, s, centre, p, Ks, r)
+            _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+            for t in range(T):
+                grad[t] = lam - KTr[t]
+        s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 8)
+        base = _residual(y, s_pol, centre, p, Ks, r)
+        _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
+        p3, d3, k3 = _certificate(y, s_pol, r, KTr, lam)
+        if p3 - d3 < best_gap and p3 - d3 <= tol * abs(p3) and p3 <= best_primal * (1.0 + 1e-15):
+            for t in range(T):
+                s_out[t] = s_pol[t]
+            if not centre:
+                base = 0.0
+            return it, p3, p3 - d3, k3, base
+    # Otherwise the best certified iterate. Interior iterates are strictly positive; set the
     # entries the barrier pins at the bound (grad / s above a threshold) to exact zeros, most
     # aggressive first, and keep the first version whose certificate still passes.
     for t in range(T):
