@@ -188,16 +188,62 @@ def _max_step(x, dx):  # pragma: no cover - compiled
     return 1.0 / m
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _certify_prepare(
-    y, s, r, KTr, lam, prepare, z, grad, Dg, inv_s, inv_z
-):  # pragma: no cover - compiled
-    """:func:`_certificate`, and with ``prepare`` in the same pass the Newton system's inputs.
+@numba.njit(inline="always")
+def _cert_terms(yt, st, rt, kt, lam, rr, yr, ssum, vmax, kkt):  # pragma: no cover - compiled
+    """One frame's share of :func:`_certificate`'s sums; also returns the gradient there."""
+    rr += rt * rt
+    yr += yt * rt
+    ssum += st
+    if kt > vmax:
+        vmax = kt
+    g = lam - kt  # gradient of F
+    if st > 0.0:
+        v = abs(g)
+    else:
+        v = -g if g < 0.0 else 0.0
+    if v > kkt:
+        kkt = v
+    return rr, yr, ssum, vmax, kkt, g
 
-    ``grad = lam - K^T r``, ``Dg = z / s``, ``inv_s = 1 / s``, ``inv_z = 1 / z``; returns
-    (primal, dual, kkt, mu) with ``mu = mean(s z)`` (0 without ``prepare``, when the output
-    arrays are not touched). The certificate's sums are those of :func:`_certificate`.
+
+@numba.njit(inline="always")
+def _cert_value(rr, yr, ssum, vmax, kkt, lam):  # pragma: no cover - compiled
+    primal = 0.5 * rr + lam * ssum
+    theta = 1.0
+    if vmax > lam:
+        theta = lam / vmax
+    dual = theta * yr - 0.5 * theta * theta * rr
+    return primal, dual, kkt / lam
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
+    """Primal value, dual value and KKT violation at (s, r = Pi (y - K s)), K^T r given.
+
+    The dual point is ``theta r`` with ``theta = min(1, lam / max K^T r)`` (feasible:
+    ``K^T theta r <= lam``), so ``primal - dual >= F(s) - F*``.
     """
+    rr = 0.0
+    yr = 0.0
+    ssum = 0.0
+    vmax = -np.inf
+    kkt = 0.0
+    for t in range(y.shape[0]):
+        rr, yr, ssum, vmax, kkt, _ = _cert_terms(
+            y[t], s[t], r[t], KTr[t], lam, rr, yr, ssum, vmax, kkt
+        )
+    return _cert_value(rr, yr, ssum, vmax, kkt, lam)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma: no cover
+    """``KTr = K^T r`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`), the certificate
+    of :func:`_certificate` and the Newton system's inputs, in one backward pass.
+
+    ``grad = lam - K^T r``, ``Dg = z / s``, ``inv_s = 1 / s``, ``inv_z = 1 / z``. Returns
+    (primal, dual, kkt, mu) with ``mu = mean(s z)``.
+    """
+    g1, g2, alpha, d, rd, dK, rK, K = p
     T = y.shape[0]
     rr = 0.0
     yr = 0.0
@@ -205,39 +251,32 @@ def _certify_prepare(
     vmax = -np.inf
     kkt = 0.0
     mu = 0.0
-    for t in range(T):
-        rr += r[t] * r[t]
-        yr += y[t] * r[t]
-        ssum += s[t]
-        if KTr[t] > vmax:
-            vmax = KTr[t]
-        g = lam - KTr[t]  # gradient of F
-        if s[t] > 0.0:
-            v = abs(g)
-        else:
-            v = -g if g < 0.0 else 0.0
-        if v > kkt:
-            kkt = v
-        if prepare:
-            grad[t] = g
-            mu += s[t] * z[t]
-            inv = 1.0 / s[t]
-            inv_s[t] = inv
-            Dg[t] = z[t] * inv
-            inv_z[t] = 1.0 / z[t]
-    primal = 0.5 * rr + lam * ssum
-    theta = 1.0
-    if vmax > lam:
-        theta = lam / vmax
-    dual = theta * yr - 0.5 * theta * theta * rr
-    return primal, dual, kkt / lam, mu / T
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
-    """Primal value, dual value and KKT violation at (s, r = Pi (y - K s)), K^T r given."""
-    primal, dual, kkt, _ = _certify_prepare(y, s, r, KTr, lam, False, s, s, s, s, s)
-    return primal, dual, kkt
+    x1 = 0.0
+    x2 = 0.0
+    fd = 0.0
+    fr = 0.0
+    for t in range(T - 1, -1, -1):
+        v = r[t + 1] if t + 1 < T else 0.0
+        x = v + g1 * x1 + g2 * x2
+        x2 = x1
+        x1 = x
+        w = alpha * x
+        if t + K < T:
+            u = r[t + K]
+            fd = d * fd + u
+            fr = rd * fr + u
+            w -= dK * fd - rK * fr
+        KTr[t] = w
+        st = s[t]
+        rr, yr, ssum, vmax, kkt, g = _cert_terms(y[t], st, r[t], w, lam, rr, yr, ssum, vmax, kkt)
+        grad[t] = g
+        mu += st * z[t]
+        inv = 1.0 / st
+        inv_s[t] = inv
+        Dg[t] = z[t] * inv
+        inv_z[t] = 1.0 / z[t]
+    primal, dual, kkt = _cert_value(rr, yr, ssum, vmax, kkt, lam)
+    return primal, dual, kkt, mu / T
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -641,8 +680,7 @@ def ipm_trace(
     a = 0.0  # the first pass takes no step
     for it in range(1, max_iter + 1):
         _step_residual(y, s, z, dx, dz, a, centre, p, r)
-        _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
-        primal, dual, kkt, mu = _certify_prepare(y, s, r, KTr, lam, True, z, grad, Dg, inv_s, inv_z)
+        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z)
         gap = primal - dual
         if gap < best_gap:
             best_gap = gap
