@@ -236,9 +236,10 @@ def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma: no cover
-    """``KTr = K^T r`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`), the certificate
-    of :func:`_certificate` and the Newton system's inputs, in one backward pass.
+def _adjoint_certify(y, s, z, r, m, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma: no cover
+    """``KTr = K^T (r - m)`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`), the
+    certificate of :func:`_certificate` at the residual ``r - m`` and the Newton system's
+    inputs, in one backward pass (``m``: the mean that centres the residual, or 0).
 
     ``grad = lam - K^T r``, ``Dg = z / s``, ``inv_s = 1 / s``, ``inv_z = 1 / z``. Returns
     (primal, dual, kkt, mu) with ``mu = mean(s z)``.
@@ -256,19 +257,21 @@ def _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma
     fd = 0.0
     fr = 0.0
     for t in range(T - 1, -1, -1):
-        v = r[t + 1] if t + 1 < T else 0.0
+        v = r[t + 1] - m if t + 1 < T else 0.0
         x = v + g1 * x1 + g2 * x2
         x2 = x1
         x1 = x
         w = alpha * x
         if t + K < T:
-            u = r[t + K]
+            u = r[t + K] - m
             fd = d * fd + u
             fr = rd * fr + u
             w -= dK * fd - rK * fr
         KTr[t] = w
         st = s[t]
-        rr, yr, ssum, vmax, kkt, g = _cert_terms(y[t], st, r[t], w, lam, rr, yr, ssum, vmax, kkt)
+        rr, yr, ssum, vmax, kkt, g = _cert_terms(
+            y[t], st, r[t] - m, w, lam, rr, yr, ssum, vmax, kkt
+        )
         grad[t] = g
         mu += st * z[t]
         inv = 1.0 / st
@@ -280,9 +283,10 @@ def _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _step_residual(y, s, z, dx, dz, a, centre, p, r):  # pragma: no cover - compiled
-    """Take the step (``s += a dx``, ``z += a dz``, kept > 0), then :func:`_residual` at the
-    new ``s``, in one forward pass (the recursion of :func:`nnfit.calcium.ar2._forward`)."""
+def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
+    """Take the step (``s += a dx``, ``z += a dz``, kept > 0), then ``r = y - K s`` at the new
+    ``s``, in one forward pass (the recursion of :func:`nnfit.calcium.ar2._forward`); returns
+    the mean of ``r``, which :func:`_adjoint_certify` subtracts where the baseline is fitted."""
     g1, g2, alpha, d, rr, dK, rK, K = p
     T = y.shape[0]
     c1 = 0.0
@@ -311,11 +315,7 @@ def _step_residual(y, s, z, dx, dz, a, centre, p, r):  # pragma: no cover - comp
         c = g1 * c1 + g2 * c2 + st
         c2 = c1
         c1 = c
-    m /= T
-    if centre:
-        for t in range(T):
-            r[t] -= m
-    return m
+    return m / T
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -679,8 +679,10 @@ def ipm_trace(
     factored = False
     a = 0.0  # the first pass takes no step
     for it in range(1, max_iter + 1):
-        _step_residual(y, s, z, dx, dz, a, centre, p, r)
-        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, lam, p, KTr, grad, Dg, inv_s, inv_z)
+        m = _step_residual(y, s, z, dx, dz, a, p, r)
+        if not centre:
+            m = 0.0
+        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, m, lam, p, KTr, grad, Dg, inv_s, inv_z)
         gap = primal - dual
         if gap < best_gap:
             best_gap = gap
