@@ -209,9 +209,7 @@ def _fista_cell(
             v = solution[t]
             old = solution[t - K] if t >= K else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            rc = A * (D - R)
-            recon[t] = rc
-            res = rc - trace[t]
+            res = A * (D - R) - trace[t]
             res_x[t] = res
             sq += res * res
             s_sum += v
@@ -252,8 +250,14 @@ def _fista_cell(
                 break
         prev_objective = objective
     baseline = -mean
+    # K s + b at the end, by the same recursion as in the loop (its value there, unstored)
+    D = 0.0
+    R = 0.0
     for t in range(n):
-        recon[t] += baseline
+        v = solution[t]
+        old = solution[t - K] if t >= K else 0.0
+        D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
+        recon[t] = A * (D - R) + baseline
     return iteration, converged, objective, baseline
 
 
