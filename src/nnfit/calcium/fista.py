@@ -162,6 +162,8 @@ def _fista_cell(
     three-pass loop.
     """
     n = trace.shape[0]
+    # x_(k+1) is written over x_(k-1), then the two names swap: no copy of x_k per iteration
+    x = solution
     x_prev = np.zeros(n)
     y_buf = np.zeros(n)  # the extrapolated point without restart
     res_x = np.empty(n)  # K x_(k+1) - trace
@@ -182,8 +184,8 @@ def _fista_cell(
     mean = 0.0
     for iteration in range(1, max_iters + 1):
         mean = total / n if profile else 0.0  # = -b at y_k
-        # Backward: gradient = K^T P residual, then the proximal step from y_k (y_k may be
-        # ``solution`` itself: each entry is read before it is overwritten).
+        # Backward: gradient = K^T P residual, then the proximal step from y_k (which is x_k
+        # or the candidate, never x_prev's storage).
         D = 0.0
         R = 0.0
         for t in range(n - 1, -1, -1):
@@ -191,10 +193,9 @@ def _fista_cell(
             old = residual[t + K] - mean if t + K < n else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             gradient = A * (D - R)
-            yv = y_k[t]
-            x_prev[t] = solution[t]
-            z = yv - step_size * gradient - threshold
-            solution[t] = z if z > 0.0 else 0.0
+            z = y_k[t] - step_size * gradient - threshold
+            x_prev[t] = z if z > 0.0 else 0.0
+        x, x_prev = x_prev, x
         # Forward: objective at x_(k+1), and K y_(k+1) for the no-restart candidate.
         t_cand = (1.0 + np.sqrt(1.0 + 4.0 * t_fista * t_fista)) / 2.0
         m_cand = (t_fista - 1.0) / t_cand
@@ -206,8 +207,8 @@ def _fista_cell(
         s_sum = 0.0
         total_y = 0.0
         for t in range(n):
-            v = solution[t]
-            old = solution[t - K] if t >= K else 0.0
+            v = x[t]
+            old = x[t - K] if t >= K else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             res = A * (D - R) - trace[t]
             res_x[t] = res
@@ -235,7 +236,7 @@ def _fista_cell(
         if objective > prev_objective and iteration > 1:
             # momentum 0: y_(k+1) = max(x + 0 (x - x_k), 0) = x_(k+1), residual res_x
             t_fista = (1.0 + np.sqrt(5.0)) / 2.0
-            y_k = solution
+            y_k = x
             residual = res_x
             total = total_x
         else:
@@ -250,6 +251,8 @@ def _fista_cell(
                 break
         prev_objective = objective
     baseline = -mean
+    for t in range(n):
+        solution[t] = x[t]  # x may be the other buffer
     # K s + b at the end, by the same recursion as in the loop (its value there, unstored)
     D = 0.0
     R = 0.0
