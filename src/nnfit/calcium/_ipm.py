@@ -236,8 +236,8 @@ def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _adjoint_certify(y, s, z, r, m, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pragma: no cover
-    """``KTr = K^T (r - m)`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`), the
+def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: no cover
+    """``K^T (r - m)`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`, not stored), the
     certificate of :func:`_certificate` at the residual ``r - m`` and the Newton system's
     inputs, in one backward pass (``m``: the mean that centres the residual, or 0).
 
@@ -267,7 +267,6 @@ def _adjoint_certify(y, s, z, r, m, lam, p, KTr, grad, Dg, inv_s, inv_z):  # pra
             fd = d * fd + u
             fr = rd * fr + u
             w -= dK * fd - rK * fr
-        KTr[t] = w
         st = s[t]
         rr, yr, ssum, vmax, kkt, g = _cert_terms(
             y[t], st, r[t] - m, w, lam, rr, yr, ssum, vmax, kkt
@@ -382,11 +381,12 @@ def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
 def _predictor_back(
-    l1, l2, g1, g2, tmp, s, z, Dg, inv_s, inv_z, Mk, ca, dxa, dza
+    l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza
 ):  # pragma: no cover - compiled
     """Backward half of :func:`_newton_solve` for the predictor, each entry finished on the way.
 
-    With ``u = M^-1 grad`` from the sweep: ``dxa = Mk ca - u`` and ``dza = -z - Dg dxa``.
+    With ``u = M^-1 grad`` from the sweep: ``dxa = Mk ca - u`` (``Mk`` read only with
+    ``centre``) and ``dza = -z - (z / s) dxa``.
     Returns the steps to the boundary of ``s`` and ``z`` and the sums of ``dxa z``,
     ``s dza`` and ``dxa dza``, from which ``mean((s + ap dxa)(z + ad dza))`` follows for any
     steps without another pass.
@@ -403,9 +403,12 @@ def _predictor_back(
         w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
         j = i + 2
         if j < T:  # u[j] = (G w)[j] is final
-            dx = Mk[j] * ca - (w2 - g1 * w1 - g2 * w)
+            dx = -(w2 - g1 * w1 - g2 * w)
+            if centre:
+                dx += Mk[j] * ca
             dxa[j] = dx
-            dz = -z[j] - Dg[j] * dx
+            zj = z[j]
+            dz = -zj - (zj * inv_s[j]) * dx
             dza[j] = dz
             v = -dx * inv_s[j]
             ms = v if v > ms else ms
@@ -421,7 +424,7 @@ def _predictor_back(
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
 def _corrector_forward(
-    dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, Mk, sc, tmp
+    dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp
 ):  # pragma: no cover - compiled
     """Forward half of :func:`_newton_solve` for the corrector, its right-hand side formed on
     the way: ``sc = s z + dxa dza - sm``, ``rhs = -(grad - z) - sc / s``. Returns ``Mk . rhs``
@@ -439,7 +442,8 @@ def _corrector_forward(
             rc = s[k] * z[k] + dxa[k] * dza[k] - sm
             sc[k] = rc
             rk = -(grad[k] - z[k]) - rc * inv_s[k]
-            kr += Mk[k] * rk
+            if centre:
+                kr += Mk[k] * rk
         else:
             rk = 0.0
         r0 = r1
@@ -459,7 +463,9 @@ def _corrector_forward(
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
-def _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, Mk, c, dx, dz):  # pragma: no cover
+def _corrector_back(
+    l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz
+):  # pragma: no cover
     """Backward half for the corrector: ``dx = M^-1 rhs + Mk c``, ``dz = -(sc + z dx) / s``,
     each entry as it is finished; returns the step to the boundary of both."""
     T = tmp.shape[0]
@@ -470,7 +476,9 @@ def _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, Mk, c, dx, dz):  #
         w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
         j = i + 2
         if j < T:
-            d = (w2 - g1 * w1 - g2 * w) + Mk[j] * c
+            d = w2 - g1 * w1 - g2 * w
+            if centre:
+                d += Mk[j] * c
             dx[j] = d
             e = -(sc[j] + z[j] * d) * inv_s[j]
             dz[j] = e
@@ -682,7 +690,7 @@ def ipm_trace(
         m = _step_residual(y, s, z, dx, dz, a, p, r)
         if not centre:
             m = 0.0
-        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, m, lam, p, KTr, grad, Dg, inv_s, inv_z)
+        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z)
         gap = primal - dual
         if gap < best_gap:
             best_gap = gap
@@ -734,7 +742,7 @@ def ipm_trace(
             _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, True, grad, tmp)
         factored = True
         ap, ad, sxz, szz, sxx = _predictor_back(
-            l1, l2, g1, g2, tmp, s, z, Dg, inv_s, inv_z, Mk, ca, dxa, dza
+            l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza
         )
         mu_aff = mu + (ap * sxz + ad * szz + ap * ad * sxx) / n
         sigma = (mu_aff / mu) ** 3
@@ -742,9 +750,11 @@ def ipm_trace(
             sigma = 1.0
         sm = sigma * mu
         # corrector
-        kr = _corrector_forward(dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, Mk, sc, tmp)
+        kr = _corrector_forward(
+            dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp
+        )
         c = kr / den if centre else 0.0
-        a = _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, Mk, c, dx, dz)
+        a = _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz)
         a = min(1.0, STEP_FRACTION * a)
 
     # First the exact Newton step on the support the best iterate shows; where it certifies,
