@@ -263,12 +263,3 @@ def test_stalled_gap_ends_the_iterations_certified():
     dual = theta * (y @ r) - 0.5 * theta**2 * (r @ r)
     assert primal == pytest.approx(res.objective[0], rel=1e-12)
     assert (primal - dual) / primal <= 1e-9
-
-
-def test_max_step_is_the_step_to_the_boundary():
-    from nnfit.calcium._ipm import _max_step
-
-    x = np.array([1.0, 2.0, 0.5, 3.0])
-    assert _max_step(x, np.array([1.0, -4.0, 0.0, -1.0])) == pytest.approx(0.5)
-    assert _max_step(x, np.array([1.0, 0.0, 2.0, -1.0])) == 1.0
-    assert _max_step(x, np.zeros(4)) == 1.0

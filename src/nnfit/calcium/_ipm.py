@@ -175,19 +175,6 @@ def _residual(y, s, centre, p, Ks, r):  # pragma: no cover - compiled
     return m
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _max_step(x, dx):  # pragma: no cover - compiled
-    """Largest ``a <= 1`` with ``x + a dx >= 0`` (``x > 0``): ``1 / max(1, max_i -dx_i / x_i)``.
-
-    Branch-free (the ratio is formed everywhere and the maximum taken), so it vectorises.
-    """
-    m = 1.0
-    for i in range(x.shape[0]):
-        v = -dx[i] / x[i]
-        m = v if v > m else m
-    return 1.0 / m
-
-
 @numba.njit(inline="always")
 def _cert_terms(yt, st, rt, kt, lam, rr, yr, ssum, vmax, kkt):  # pragma: no cover - compiled
     """One frame's share of :func:`_certificate`'s sums; also returns the gradient there."""
