@@ -56,13 +56,15 @@ def nnfit_solve(y):
 
 
 def timeit(fn, *args, repeat=5):
-    times = []
+    """(median wall, min wall, min CPU seconds of this process, last output)."""
+    times, cpu = [], []
     out = None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)), float(np.min(times)), out
+        cpu.append(time.process_time() - c0)
+    return float(np.median(times)), float(np.min(times)), float(np.min(cpu)), out
 
 
 def _oasis_rows(block):
@@ -86,7 +88,8 @@ def main() -> int:
     cores = os.cpu_count() or 1
     print(
         f"{args.traces} traces x {args.frames} frames, tau {TAU_R}/{TAU_D} s, {FS:g} Hz, "
-        f"lam {LAM}; {cores} cores; timings are medians of 5 runs"
+        f"lam {LAM}; {cores} cores; timings: median and min of 5 runs (wall), min CPU; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
         "OASIS AR(2): run on y[1:] with lam / alpha (alpha = 1 / peak of its response: its "
@@ -98,8 +101,8 @@ def main() -> int:
     rows = []
     for i in range(args.traces):
         y = rec.traces[i]
-        tn, tn_min, s_n = timeit(nnfit_solve, y)
-        to, to_min, s_o = timeit(oasis_solve, y)
+        tn, tn_min, cn, s_n = timeit(nnfit_solve, y)
+        to, to_min, co, s_o = timeit(oasis_solve, y)
         res = deconvolve(y, FS, TAU_R, TAU_D, lam=LAM, baseline="none")
         f_star = float(res.objective[0])
         row = {
@@ -108,6 +111,10 @@ def main() -> int:
             "nnfit_min_ms": 1e3 * tn_min,
             "oasis_ms": 1e3 * to,
             "oasis_min_ms": 1e3 * to_min,
+            "nnfit_cpu_ms": 1e3 * cn,
+            "oasis_cpu_ms": 1e3 * co,
+            "ratio_min_wall": tn_min / to_min,
+            "ratio_cpu": cn / co,
             "nnfit_rel_gap_certificate": float(res.gap[0]),
             "nnfit_obj_minus_opt": (objective(y, s_n) - f_star) / f_star,
             "oasis_obj_minus_opt": (objective(y, s_o) - f_star) / f_star,
@@ -116,9 +123,9 @@ def main() -> int:
         if i == 0 and not args.skip_catune:
             import catune
 
-            tc, _, s_c = timeit(catune.run_deconvolution, y, FS, TAU_R, TAU_D, LAM, repeat=1)
-            tf, _, s_f = timeit(run_deconvolution, y, FS, TAU_R, TAU_D, LAM, repeat=3)
-            t_long, _, s_long = timeit(
+            tc, _, _, s_c = timeit(catune.run_deconvolution, y, FS, TAU_R, TAU_D, LAM, repeat=1)
+            tf, _, _, s_f = timeit(run_deconvolution, y, FS, TAU_R, TAU_D, LAM, repeat=3)
+            t_long, _, _, s_long = timeit(
                 run_deconvolution, y, FS, TAU_R, TAU_D, LAM, 1e-15, 200000, repeat=1
             )
             row.update(
@@ -136,6 +143,8 @@ def main() -> int:
             f"trace {i}: nnfit {row['nnfit_ms']:.1f} ms (min {row['nnfit_min_ms']:.1f}, "
             f"{row['iterations']} it, certified gap {row['nnfit_rel_gap_certificate']:.1e}), "
             f"OASIS AR(2) {row['oasis_ms']:.1f} ms (min {row['oasis_min_ms']:.1f}), "
+            f"CPU {row['nnfit_cpu_ms']:.1f} vs {row['oasis_cpu_ms']:.1f} ms, nnfit / OASIS "
+            f"{row['ratio_min_wall']:.2f} (min wall) {row['ratio_cpu']:.2f} (CPU), "
             f"(F - F*)/F*: nnfit {row['nnfit_obj_minus_opt']:.1e}, OASIS {row['oasis_obj_minus_opt']:.1e}",
             flush=True,
         )
@@ -147,6 +156,11 @@ def main() -> int:
                 f"{row['fista_200k_obj_minus_opt']:.1e}",
                 flush=True,
             )
+    print(
+        f"all traces: nnfit / OASIS {np.mean([r['ratio_min_wall'] for r in rows]):.2f} (min wall), "
+        f"{np.mean([r['ratio_cpu'] for r in rows]):.2f} (CPU); load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     report = {"single_core": rows, "cores": cores}
     numba.set_num_threads(cores)
     if not args.skip_large:

@@ -186,10 +186,80 @@ def test_fused_newton_solve_matches_dense(T):
     assert np.abs(out2 - ref).max() <= 1e-12 * scale
 
 
-def test_max_step_is_the_step_to_the_boundary():
-    from nnfit.calcium._ipm import _max_step
+@pytest.mark.parametrize("T", [2, 3, 4, 5, 7, 60])
+@pytest.mark.parametrize("ca", [0.0, 0.7])
+def test_fused_predictor_and_corrector_match_dense(T, ca):
+    """The sweeps with the factorisation, right-hand side and epilogues fused into them give
+    the predictor and corrector directions, dual steps and boundary steps of the dense
+    Newton system (baseline correction ``Mk c`` included)."""
+    from nnfit.calcium._ipm import (
+        _corrector_back,
+        _corrector_forward,
+        _factor_forward,
+        _predictor_back,
+    )
+    from nnfit.calcium.ar2 import AR2Coefficients
 
-    x = np.array([1.0, 2.0, 0.5, 3.0])
-    assert _max_step(x, np.array([1.0, -4.0, 0.0, -1.0])) == pytest.approx(0.5)
-    assert _max_step(x, np.array([1.0, 0.0, 2.0, -1.0])) == 1.0
-    assert _max_step(x, np.zeros(4)) == 1.0
+    c = AR2Coefficients(0.05, 0.5, 30.0)
+    rng = np.random.default_rng(100 + T)
+    s, z = rng.uniform(0.1, 2.0, T), rng.uniform(0.1, 2.0, T)
+    grad, Mk = rng.standard_normal(T), rng.standard_normal(T)
+    Dg = z / s
+    G = np.eye(T) - c.g1 * np.eye(T, k=-1) - c.g2 * np.eye(T, k=-2)
+    P = np.eye(T)
+    P[-1, -1] = 0.0
+    M = G @ np.linalg.solve(c.alpha**2 * P + G.T @ np.diag(Dg) @ G, G.T)  # (K^T K + D)^-1
+    dd, l1, l2, tmp = np.empty(T), np.empty(T), np.empty(T), np.empty(T)
+    dxa, dza = np.empty(T), np.empty(T)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, True, grad, tmp)
+    ap, ad, sxz, szz, sxx = _predictor_back(
+        l1, l2, c.g1, c.g2, tmp, s, z, 1 / s, 1 / z, ca != 0.0, Mk, ca, dxa, dza
+    )
+    want_x = Mk * ca - M @ grad
+    want_z = -z - Dg * want_x
+    scale = np.abs(want_x).max()
+    assert np.abs(dxa - want_x).max() <= 1e-11 * scale
+    assert np.abs(dza - want_z).max() <= 1e-11 * np.abs(want_z).max()
+    assert ap == pytest.approx(1 / max(1.0, np.max(-want_x / s)), rel=1e-10)
+    assert ad == pytest.approx(1 / max(1.0, np.max(-want_z / z)), rel=1e-10)
+    mu_aff = np.mean((s + ap * want_x) * (z + ad * want_z))
+    assert np.mean(s * z) + (ap * sxz + ad * szz + ap * ad * sxx) / T == pytest.approx(mu_aff)
+    # the same factor, used without forming it again
+    tmp2 = np.empty(T)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, False, grad, tmp2)
+    assert np.array_equal(tmp, tmp2)
+    sm, sc, dx, dz = 0.3, np.empty(T), np.empty(T), np.empty(T)
+    kr = _corrector_forward(
+        dd, l1, l2, c.g1, c.g2, s, z, dxa, dza, grad, 1 / s, sm, ca != 0.0, Mk, sc, tmp
+    )
+    rc = s * z + dxa * dza - sm
+    rhs = -(grad - z) - rc / s
+    assert np.allclose(sc, rc, rtol=1e-14, atol=0) and kr == pytest.approx(Mk @ rhs if ca else 0.0)
+    a = _corrector_back(l1, l2, c.g1, c.g2, tmp, z, 1 / s, 1 / z, sc, ca != 0.0, Mk, ca, dx, dz)
+    want_x = M @ rhs + Mk * ca
+    want_z = -(rc + z * want_x) / s
+    assert np.abs(dx - want_x).max() <= 1e-11 * np.abs(want_x).max()
+    assert np.abs(dz - want_z).max() <= 1e-11 * np.abs(want_z).max()
+    assert a == pytest.approx(1 / max(1.0, np.max(-want_x / s), np.max(-want_z / z)), rel=1e-10)
+
+
+def test_stalled_gap_ends_the_iterations_certified():
+    """On this low-noise trace with a small lam the gap stalls near 1e-9 (rounding in the
+    Newton systems) and running on takes about 80 steps; the iterations stop at the stall and
+    the exact step on the support certifies the optimum. The duality gap is recomputed here
+    from the spikes alone, with the kernel applied by ``np.convolve``."""
+    from nnfit.calcium import build_kernel
+
+    y = simulate_recording(4, 3000, rate_hz=1.0, noise=0.05, seed=0).traces[0]
+    lam = 0.02
+    res = deconvolve(y, 30.0, 0.05, 0.5, lam=lam, baseline="none")
+    assert res.converged[0] and res.iterations[0] <= 30
+    h = build_kernel(0.05, 0.5, 30.0)
+    s = res.spikes
+    r = y - np.convolve(s, h)[: len(y)]
+    ktr = np.convolve(r[::-1], h)[: len(y)][::-1]  # K^T r
+    primal = 0.5 * r @ r + lam * s.sum()
+    theta = min(1.0, lam / ktr.max())
+    dual = theta * (y @ r) - 0.5 * theta**2 * (r @ r)
+    assert primal == pytest.approx(res.objective[0], rel=1e-12)
+    assert (primal - dual) / primal <= 1e-9

@@ -228,3 +228,90 @@ def test_bad_input_raises_value_error_naming_argument(override, message):
     args.update(override)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
         run_deconvolution(**args, **kw)
+
+
+def _three_pass_fista(trace, A, d, r, dK, rK, K, step, thr, lam, tol, max_iters, profile):
+    """catune's iteration written out plainly (K y_k, K^T residual, K x_(k+1) per iteration),
+    in the operation order of the compiled loop: the reference for its bitwise equality."""
+    n = len(trace)
+    sol, x_prev, y_k, residual = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    t_f, prev, momentum, mean, restarts = 1.0, np.inf, 0.0, 0.0, 0
+    for it in range(1, max_iters + 1):
+        D = R = total = 0.0
+        for t in range(n):
+            if it > 1:
+                yv = sol[t] + momentum * (sol[t] - x_prev[t])
+                y_k[t] = yv if yv > 0.0 else 0.0
+            old = y_k[t - K] if t >= K else 0.0
+            D, R = d * D + (y_k[t] - dK * old), r * R + (y_k[t] - rK * old)
+            residual[t] = A * (D - R) - trace[t]
+            total += residual[t]
+        mean = total / n if profile else 0.0
+        D = R = 0.0
+        for t in range(n - 1, -1, -1):
+            v = residual[t] - mean
+            old = residual[t + K] - mean if t + K < n else 0.0
+            D, R = d * D + (v - dK * old), r * R + (v - rK * old)
+            x_prev[t] = sol[t]
+            z = y_k[t] - step * (A * (D - R)) - thr
+            sol[t] = z if z > 0.0 else 0.0
+        D = R = sq = s_sum = 0.0
+        for t in range(n):
+            old = sol[t - K] if t >= K else 0.0
+            D, R = d * D + (sol[t] - dK * old), r * R + (sol[t] - rK * old)
+            residual[t] = A * (D - R) - trace[t]
+            sq += residual[t] * residual[t]
+            s_sum += sol[t]
+        if profile:
+            mean = sum(residual.tolist()) / n if n else 0.0
+            sq = 0.0
+            for t in range(n):
+                sq += (residual[t] - mean) * (residual[t] - mean)
+        obj = 0.5 * sq + lam * s_sum
+        if obj > prev and it > 1:
+            t_f, restarts = 1.0, restarts + 1
+        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t_f * t_f)) / 2.0
+        momentum, t_f = (t_f - 1.0) / t_new, t_new
+        if it > 5 and abs(prev - obj) / (abs(prev) + 1e-10) < tol:
+            break
+        prev = obj
+    return sol, it, obj, restarts
+
+
+@pytest.mark.parametrize("profile", [False, True])
+def test_two_pass_loop_is_bitwise_catunes_three_pass_order(profile):
+    """The compiled loop forms the next extrapolated point for both outcomes of the restart
+    test in one pass; its spikes, iteration count and objective equal, bit for bit, the
+    three-product iteration written out in catune's order, restarts included."""
+    from nnfit.calcium.fista import _fista_cell
+
+    rec = simulate_recording(1, 300, fs=30.0, tau_rise=0.05, tau_decay=0.5, noise=0.2, seed=4)
+    y = rec.traces[0] + (0.7 if profile else 0.0)
+    A, d, r, K = kernel_recursion(0.05, 0.5, 30.0)
+    # a step of 1.9 / L overshoots often: the restart branch is taken several times
+    step = 1.9 / float(build_kernel(0.05, 0.5, 30.0).sum()) ** 2
+    lam = 0.05
+    args = (A, d, r, d**K, r**K, K, step, step * lam, lam, 1e-12, 60)
+    ref, it_ref, obj_ref, restarts = _three_pass_fista(y, *args, profile)
+    assert restarts >= 4
+    out, recon = np.empty(300), np.empty(300)
+    it, _, obj, _ = _fista_cell(y, out, recon, *args, profile)
+    assert it == it_ref and obj == obj_ref
+    assert np.array_equal(out, ref)
+
+
+def test_parallel_cells_equal_serial_bitwise():
+    """Cells run in parallel threads, each with unchanged arithmetic: the same bits as one
+    thread."""
+    import numba
+
+    rec = simulate_recording(6, 2000, seed=8)
+    par, info_par = run_deconvolution(rec.traces, 30.0, 0.05, 0.5, 0.3, return_info=True)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        ser, info_ser = run_deconvolution(rec.traces, 30.0, 0.05, 0.5, 0.3, return_info=True)
+    finally:
+        numba.set_num_threads(saved)
+    assert np.array_equal(par, ser)
+    assert np.array_equal(info_par.iterations, info_ser.iterations)

@@ -127,7 +127,7 @@ def _fista_cell(
     max_iters,
     profile,
 ):  # pragma: no cover - compiled
-    """catune's FISTA loop for one trace, three O(T) passes per iteration.
+    """catune's FISTA loop for one trace, two O(T) passes per iteration.
 
     Minimises ``0.5 ||P (K s - trace)||^2 + lam sum(s)`` with ``P`` the identity
     (``profile=False``: catune's problem, its operation order) or the removal of the mean
@@ -135,38 +135,40 @@ def _fista_cell(
     restart as catune; stops when the relative objective change is below ``tolerance`` after
     iteration 5. The spikes are written into ``solution`` and ``K s + b`` into ``recon``.
     Returns (iterations, converged, objective, baseline ``b``).
+
+    catune's three products per iteration (``K y_k``, ``K^T`` of the residual, ``K x_(k+1)``)
+    take two passes here: the next extrapolated point ``y_(k+1)`` is either ``x_(k+1)`` (after
+    a restart, momentum 0) or ``max(x_(k+1) + m (x_(k+1) - x_k), 0)`` with the momentum ``m``
+    of no restart, known before the objective. The forward pass computes ``K x_(k+1)`` and
+    ``K`` of that second candidate side by side, with the operations catune's order gives
+    each, and the restart test then picks one; every value is bit-identical to the
+    three-pass loop.
     """
     n = trace.shape[0]
+    # x_(k+1) is written over x_(k-1), then the two names swap: no copy of x_k per iteration
+    x = solution
     x_prev = np.zeros(n)
-    y_k = np.zeros(n)  # the extrapolated point
-    residual = np.empty(n)
+    y_buf = np.zeros(n)  # the extrapolated point without restart
+    res_x = np.empty(n)  # K x_(k+1) - trace
+    res_y = np.empty(n)  # K y_(k+1) - trace for the candidate in y_buf
     for t in range(n):
         solution[t] = 0.0
+        res_y[t] = A * (0.0 - 0.0) - trace[t]  # y_1 = 0, in the loop's arithmetic
+    y_k = y_buf
+    residual = res_y
+    total = 0.0
+    for t in range(n):
+        total += residual[t]
     t_fista = 1.0
     prev_objective = np.inf
     objective = np.inf
-    momentum = 0.0
     iteration = 0
     converged = False
     mean = 0.0
     for iteration in range(1, max_iters + 1):
-        # Pass 1 (forward): y_k = max(x_k + m (x_k - x_{k-1}), 0) as catune forms it at the
-        # end of the previous iteration, then residual = K y_k - trace.
-        D = 0.0
-        R = 0.0
-        total = 0.0
-        for t in range(n):
-            if iteration > 1:
-                sv = solution[t]
-                yv = sv + momentum * (sv - x_prev[t])
-                y_k[t] = yv if yv > 0.0 else 0.0
-            v = y_k[t]
-            old = y_k[t - K] if t >= K else 0.0
-            D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            residual[t] = A * (D - R) - trace[t]
-            total += residual[t]
         mean = total / n if profile else 0.0  # = -b at y_k
-        # Pass 2 (backward): gradient = K^T P residual, then the proximal step from y_k.
+        # Backward: gradient = K^T P residual, then the proximal step from y_k (which is x_k
+        # or the candidate, never x_prev's storage).
         D = 0.0
         R = 0.0
         for t in range(n - 1, -1, -1):
@@ -174,39 +176,57 @@ def _fista_cell(
             old = residual[t + K] - mean if t + K < n else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
             gradient = A * (D - R)
-            x_prev[t] = solution[t]
             z = y_k[t] - step_size * gradient - threshold
-            solution[t] = z if z > 0.0 else 0.0
-        # Pass 3 (forward): objective at x_{k+1}.
+            x_prev[t] = z if z > 0.0 else 0.0
+        x, x_prev = x_prev, x
+        # Forward: objective at x_(k+1), and K y_(k+1) for the no-restart candidate.
+        t_cand = (1.0 + np.sqrt(1.0 + 4.0 * t_fista * t_fista)) / 2.0
+        m_cand = (t_fista - 1.0) / t_cand
         D = 0.0
         R = 0.0
+        Dy = 0.0
+        Ry = 0.0
         sq = 0.0
         s_sum = 0.0
+        total_y = 0.0
         for t in range(n):
-            v = solution[t]
-            old = solution[t - K] if t >= K else 0.0
+            v = x[t]
+            old = x[t - K] if t >= K else 0.0
             D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
-            recon[t] = A * (D - R)
-            res = recon[t] - trace[t]
-            residual[t] = res
+            res = A * (D - R) - trace[t]
+            res_x[t] = res
             sq += res * res
             s_sum += v
+            yv = v + m_cand * (v - x_prev[t])
+            yv = yv if yv > 0.0 else 0.0
+            y_buf[t] = yv
+            oy = y_buf[t - K] if t >= K else 0.0
+            Dy, Ry = truncated_tap(Dy, Ry, yv, oy, d, r, dK, rK)
+            ry = A * (Dy - Ry) - trace[t]
+            res_y[t] = ry
+            total_y += ry
+        total_x = 0.0
         if profile:  # the mean residual first, then the squares about it (no cancellation)
-            total = 0.0
             for t in range(n):
-                total += residual[t]
-            mean = total / n
+                total_x += res_x[t]
+            mean = total_x / n
             sq = 0.0
             for t in range(n):
-                e = residual[t] - mean
+                e = res_x[t] - mean
                 sq += e * e
         objective = 0.5 * sq + lam * s_sum
         # Adaptive restart (O'Donoghue & Candes), as catune: not on the first iteration.
         if objective > prev_objective and iteration > 1:
-            t_fista = 1.0
-        t_new = (1.0 + np.sqrt(1.0 + 4.0 * t_fista * t_fista)) / 2.0
-        momentum = (t_fista - 1.0) / t_new
-        t_fista = t_new
+            # momentum 0: y_(k+1) = max(x + 0 (x - x_k), 0) = x_(k+1), residual res_x
+            t_fista = (1.0 + np.sqrt(5.0)) / 2.0
+            y_k = x
+            residual = res_x
+            total = total_x
+        else:
+            t_fista = t_cand
+            y_k = y_buf
+            residual = res_y
+            total = total_y
         if iteration > 5:
             rel_change = abs(prev_objective - objective) / (abs(prev_objective) + 1e-10)
             if rel_change < tolerance:
@@ -215,7 +235,15 @@ def _fista_cell(
         prev_objective = objective
     baseline = -mean
     for t in range(n):
-        recon[t] += baseline
+        solution[t] = x[t]  # x may be the other buffer
+    # K s + b at the end, by the same recursion as in the loop (its value there, unstored)
+    D = 0.0
+    R = 0.0
+    for t in range(n):
+        v = solution[t]
+        old = solution[t - K] if t >= K else 0.0
+        D, R = truncated_tap(D, R, v, old, d, r, dK, rK)
+        recon[t] = A * (D - R) + baseline
     return iteration, converged, objective, baseline
 
 
