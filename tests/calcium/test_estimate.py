@@ -77,9 +77,9 @@ def test_refinement_at_a_high_frame_rate_deconvolves_at_most_its_frame_cap(monke
     seen = []
     whiteness = estimate.residual_whiteness
 
-    def spy(y, fs, tau_rise, tau_decay):
+    def spy(y, fs, tau_rise, tau_decay, noise):
         seen.append((y.shape[0], fs))
-        return whiteness(y, fs, tau_rise, tau_decay)
+        return whiteness(y, fs, tau_rise, tau_decay, noise)
 
     monkeypatch.setattr(estimate, "residual_whiteness", spy)
     fs = 158.0
@@ -155,3 +155,14 @@ def test_rise_from_short_lags_with_a_two_component_decay():
         found.append(rise_at_short_lags(ac, fs, td))
         assert found[-1] == pytest.approx(tr, rel=0.4)
     assert found[0] < found[1] < found[2]
+
+
+@pytest.mark.parametrize("sigma", [3.0, 300.0, 1200.0])
+def test_gaussian_smooth_is_ndimage_gaussian_filter(sigma):
+    from scipy import ndimage
+
+    from nnfit.calcium.estimate import gaussian_smooth
+
+    x = np.random.default_rng(3).standard_normal((2, 12000)) + np.linspace(0, 5, 12000)
+    ref = ndimage.gaussian_filter1d(x, sigma, axis=-1, mode="nearest")
+    np.testing.assert_allclose(gaussian_smooth(x, sigma), ref, rtol=0, atol=1e-12)
