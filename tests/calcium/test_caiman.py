@@ -204,3 +204,17 @@ def test_no_frame_rate_needs_fs(tmp_path, traces):
     with pytest.raises(ValueError, match="not a readable HDF5"):
         (tmp_path / "x.hdf5").write_text("text")
         read_caiman(tmp_path / "x.hdf5")
+
+
+def test_external_link_in_a_results_file_is_refused(tmp_path, traces):
+    """Results are read through nnfit's safe opener: a link out of the file is not followed."""
+    path = tmp_path / "res.hdf5"
+    write_results(path, C=traces[0], YrA=traces[1])
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["C"] = np.ones_like(traces[0])
+    with h5py.File(path, "a") as f:
+        del f["estimates/C"]
+        f["estimates/C"] = h5py.ExternalLink(str(other), "C")
+    with pytest.raises(ValueError, match="external"):
+        read_caiman(path)

@@ -32,6 +32,7 @@ import numpy as np
 
 from nnfit.calcium.recording import Recording, resolve_fs
 from nnfit.io import file_sha256
+from nnfit.io.hdf5 import open_h5
 from nnfit.validate import as_float_array, check_real
 
 __all__ = ["CAIMAN_TRACES", "read_caiman"]
@@ -107,9 +108,10 @@ def read_caiman(
     if traces not in CAIMAN_TRACES:
         raise ValueError(f"CaImAn traces must be one of {', '.join(CAIMAN_TRACES)}; got {traces!r}")
     try:
-        f = h5py.File(p, "r")
-    except OSError as exc:
-        raise ValueError(f"{p}: not a readable HDF5 file ({exc})") from None
+        f = open_h5(p, "r")
+    except (OSError, ValueError) as exc:
+        why = str(exc).removeprefix(f"{p}: ")
+        raise ValueError(f"{p}: not a readable HDF5 file ({why})") from None
     with f:
         if not isinstance(f.get("estimates"), h5py.Group):
             raise ValueError(

@@ -290,19 +290,18 @@ def read_columns(
     Returned as float64 ``(cells, T)`` rows, checked finite. One selection, so each chunk of a
     chunked dataset is read and decompressed once.
     """
-    import h5py
-
+    from nnfit.io.hdf5 import open_h5
     from nnfit.validate import as_float_array
 
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "r") as f:
         block = f[dataset][:, cols]
     return np.ascontiguousarray(as_float_array(f"{dataset} in {path}", block, ndim=(2,)).T)
 
 
 def _h5_shape(path: str | os.PathLike[str], dataset: str) -> tuple[int, int]:
-    import h5py
+    from nnfit.io.hdf5 import open_h5
 
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "r") as f:
         T, n_cells = f[dataset].shape
     return int(n_cells), int(T)
 

@@ -63,9 +63,9 @@ class Recording:
         """``(n_cells, n_timepoints)`` without reading the traces."""
         if self.traces is not None:
             return (int(self.traces.shape[0]), int(self.traces.shape[1]))
-        import h5py
+        from nnfit.io.hdf5 import open_h5
 
-        with h5py.File(self.source, "r") as f:
+        with open_h5(self.source, "r") as f:
             return (len(self.cell_index), int(f[self.dataset].shape[0]))
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:

@@ -69,14 +69,13 @@ def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
         return
     if rec.kind != "nwb":
         raise ValueError(f"--write-nwb needs an .nwb INPUT; got {rec.kind}")
-    import h5py
-
     from nnfit.calcium.nwb import DECONVOLVED
+    from nnfit.io.hdf5 import open_h5
 
     if write_nwb is True:
         module, _, name = rec.provenance["series_path"].rsplit("/", 2)
         inside = f"{module}/{DECONVOLVED}/{name}"
-        with h5py.File(rec.source, "r") as f:
+        with open_h5(rec.source, "r") as f:
             if inside in f:
                 raise ValueError(
                     f"{rec.source}: {inside} exists; write into a new file with --write-nwb NEW.nwb"
