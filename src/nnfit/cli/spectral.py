@@ -290,7 +290,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from nnfit.io.hdf5 import open_h5, staged_h5
+    from nnfit.io.hdf5 import create_h5, staged_h5
     from nnfit.spectral.simulate import simulate_cube
 
     out = Path(args.out)
@@ -311,7 +311,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     with staged_h5(out) as tmp:
         sim.to_h5(tmp)
-        with open_h5(tmp, "a") as f:
+        with create_h5(tmp, "r+") as f:
             g = f.create_group("Truth")
             g.create_dataset("x_true", data=sim.x_true)
             g.create_dataset("model", data=sim.model)

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
+from nnfit.io.hdf5 import create_h5, open_h5, writer_lock
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -595,7 +595,7 @@ class StoreWriter:
         # The store is written afresh into a temporary file that replaces it atomically: a kill
         # leaves the old store or the new one, and the space of a previous HyperCube is freed.
         with writer_lock(self.path), atomic_path(self.path, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w", libver=LIBVER) as f:
+            with create_h5(tmp) as f:
                 f.create_dataset("DataCube", data=dc, dtype=np.float64)
                 if nz is not None:
                     f.create_dataset("Noise", data=nz, dtype=np.float64)
