@@ -376,6 +376,28 @@ class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
 
     _nnfit_lock: _WriterLock | None = None
     _nnfit_sink: _DiscardWhenFull | None = None
+    _nnfit_reserved = False
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocate the next ``nbytes`` of file growth on disk now, or raise ``OSError(ENOSPC)``.
+
+        For changes outside SWMR mode (new groups and datasets): HDF5 writes their metadata in
+        no particular order, so a full disk half-way leaves a file that cannot be read. With the
+        space reserved first, a full disk is refused before anything is written. The unused
+        part is given back when the file closes.
+        """
+        fd = self.id.get_vfd_handle()
+        end = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, end, max(int(nbytes), 1))
+        except OSError as exc:
+            os.ftruncate(fd, end)  # a partial allocation is given back
+            raise OSError(
+                exc.errno,
+                f"{self.filename}: cannot reserve {nbytes / 1e6:.1f} MB to update it "
+                f"({os.strerror(exc.errno)}); nothing was changed",
+            ) from None
+        self._nnfit_reserved = True
 
     def close(self) -> None:
         try:
@@ -395,8 +417,13 @@ class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
                             with contextlib.suppress(OSError, RuntimeError):
                                 self.flush()
                                 break
-            name = self.filename if failed is not None else ""
+            name = self.filename if failed is not None or self._nnfit_reserved else ""
             super().close()
+            if self._nnfit_reserved and failed is None:
+                self._nnfit_reserved = False
+                info = read_superblock(name)
+                if info["version"] >= 2 and info["flags"] == 0 and info["eof"] > info["eoa"]:
+                    os.truncate(name, info["eoa"])  # the reservation's unused part
             if failed is not None:
                 raise _write_error(name, failed) from None
             sink = self._nnfit_sink
@@ -485,6 +512,30 @@ def _checked(f: H5File, p: Path, allow_external: bool | None) -> H5File:
     return f
 
 
+_SWMR_WRITE_ACCESS = 0x04  # superblock status flag: a writer opened the file in SWMR mode
+
+
+def _repair_for_reading(p: Path, info: dict[str, int]) -> dict[str, int]:
+    """A file whose superblock says a (non-SWMR) writer has it open: if no nnfit writer holds
+    it, that writer died (killed, or its last writes failed on a full disk), and HDF5 refuses
+    every open until the flags are cleared; clear them as the next writer would."""
+    lock = _WriterLock(p)
+    try:
+        lock.acquire()
+    except (FileExistsError, PermissionError):
+        return info  # a live writer (HDF5's own lock keeps us waiting) or a read-only folder
+    try:
+        clear_swmr_status(p)
+    except PermissionError:
+        raise PermissionError(
+            f"{p}: left open by a writer that stopped, and this user cannot repair it; run "
+            "any nnfit write command on it (or `h5clear -s` it) with write permission"
+        ) from None
+    finally:
+        lock.release()
+    return read_superblock(p)
+
+
 def _not_hdf5(p: Path, exc: OSError) -> OSError:
     """HDF5's open errors do not name the file; this one does, on one line."""
     msg = str(exc).replace("Unable to synchronously open file", "").strip(" ()")
@@ -544,6 +595,8 @@ def open_h5(
             raise IsADirectoryError(f"{p}: is a folder, not an HDF5 file")
         check_complete(p)
         info = read_superblock(p)
+        if info["version"] >= 3 and info["flags"] and not info["flags"] & _SWMR_WRITE_ACCESS:
+            info = _repair_for_reading(p, info)
         # SWMR reading only while a writer has the file open (status flags set): an SWMR
         # reader retries every metadata read that fails its checksum, for minutes on a
         # damaged file, where a plain reader reports the damage at once.

@@ -203,6 +203,10 @@ def _prepare_file(f: h5py.File, spec: dict[str, Any]) -> dict[str, Any]:
     S, C, P, _ = (int(v) for v in models.shape)
     n = C * P
     ring = int(spec["ring_size"])
+    if "Fit/state/time_offset" not in f or "X_global" not in f:
+        # New datasets are created outside SWMR mode, where a full disk half-way would leave
+        # metadata that cannot be read: their space (rings, vectors, headers) is taken first.
+        f.reserve(2 * (12 * ring * n + 8 * 4 * n) + (1 << 20))
     fit = f.require_group("Fit")
     sample = fit.require_group("sample")
     if "spaxels" not in sample:
@@ -292,45 +296,58 @@ def _writer_loop(path: str, spec: dict[str, Any], recv: Callable[[], Any], reply
                 msg = recv()
             except (EOFError, OSError):
                 break  # the solver closed the pipe or died: flush and close cleanly
-            kind = msg[0]
-            if kind == "close":
+            if msg[0] == "close":
                 break
-            if kind == "metrics":
-                row = msg[1]
-                met = f["Fit/metrics"]
-                for name in METRIC_NAMES:
-                    ds = met[name]
-                    ds.resize((ds.shape[0] + 1,))
-                    ds[-1] = row[name]
-                f["Fit/state/time_offset"][0] = row["time_sec"]
-                f.flush()
-            elif kind == "vector":
-                _, name, x, pos, fp = msg
-                _write_vector(f, name, x, pos, fp)
-            elif kind == "best":
-                _, x, val, pos, fp = msg
-                _write_vector(f, "x_best", x, pos, fp)
-                f["Fit/state/best_val"][0] = val
-                f.flush()
-            elif kind == "ring":
-                _, x, epoch, tsec = msg
-                st = f["Fit/state"]
-                i = int(st["ring_next"][0]) % f["Fit/x_ring"].shape[0]
-                f["Fit/x_ring"][i] = x
-                f["Fit/x_vis_ring"][i] = x.astype(np.float32)
-                f["Fit/ring_epoch"][i] = epoch
-                f["Fit/ring_time"][i] = tsec
-                st["ring_next"][0] = i + 1
-                f.flush()
-            elif kind == "weights":
-                f["Fit/orbit_weights"][...] = msg[1]
-                f.flush()
+            try:
+                _apply(f, msg)
+            except Exception as exc:  # a full disk: reported in one line by the front end
+                reply(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+                break
     finally:
         with contextlib.suppress(Exception):
             f.flush()
-        f.close()
+        try:
+            f.close()
+        except Exception as exc:  # its last writes failed (a full disk)
+            with contextlib.suppress(Exception):
+                reply(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         with contextlib.suppress(Exception):
             reply(("closed", None))
+
+
+def _apply(f: h5py.File, msg: tuple) -> None:
+    """Write one message of the front end into the store (SWMR mode)."""
+    kind = msg[0]
+    if kind == "metrics":
+        row = msg[1]
+        met = f["Fit/metrics"]
+        for name in METRIC_NAMES:
+            ds = met[name]
+            ds.resize((ds.shape[0] + 1,))
+            ds[-1] = row[name]
+        f["Fit/state/time_offset"][0] = row["time_sec"]
+        f.flush()
+    elif kind == "vector":
+        _, name, x, pos, fp = msg
+        _write_vector(f, name, x, pos, fp)
+    elif kind == "best":
+        _, x, val, pos, fp = msg
+        _write_vector(f, "x_best", x, pos, fp)
+        f["Fit/state/best_val"][0] = val
+        f.flush()
+    elif kind == "ring":
+        _, x, epoch, tsec = msg
+        st = f["Fit/state"]
+        i = int(st["ring_next"][0]) % f["Fit/x_ring"].shape[0]
+        f["Fit/x_ring"][i] = x
+        f["Fit/x_vis_ring"][i] = x.astype(np.float32)
+        f["Fit/ring_epoch"][i] = epoch
+        f["Fit/ring_time"][i] = tsec
+        st["ring_next"][0] = i + 1
+        f.flush()
+    elif kind == "weights":
+        f["Fit/orbit_weights"][...] = msg[1]
+        f.flush()
 
 
 def _writer_entry() -> None:
@@ -466,7 +483,7 @@ class FitTracker:
             self._closed = True
             if info.startswith(("ValueError", "FileNotFoundError", "KeyError", "FileExistsError")):
                 raise ValueError(f"fit tracker: {info}")
-            raise RuntimeError(f"fit tracker writer failed: {info}")
+            raise TrackerWriterError(f"fit tracker writer failed: {info}")
         self._sender = threading.Thread(target=self._pump, name="nnfit-tracker-send", daemon=True)
         self._sender.start()
         self.sample_spaxels = info["spaxels"]
@@ -698,8 +715,12 @@ class FitTracker:
             # the writer replies once the file is closed (lock released); its interpreter
             # shutdown after that does not concern us
             with contextlib.suppress(Exception):
-                while self._read_reply(timeout)[0] != "closed":
-                    pass
+                while True:
+                    kind, info = self._read_reply(timeout)
+                    if kind == "closed":
+                        break
+                    if kind == "error" and self._error is None:
+                        self._error = OSError(info)
                 confirmed = True
         else:
             with contextlib.suppress(Exception):
