@@ -392,6 +392,8 @@ class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
             os.posix_fallocate(fd, end, max(int(nbytes), 1))
         except OSError as exc:
             os.ftruncate(fd, end)  # a partial allocation is given back
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                return  # a filesystem that cannot preallocate: written as before
             raise OSError(
                 exc.errno,
                 f"{self.filename}: cannot reserve {nbytes / 1e6:.1f} MB to update it "
