@@ -33,6 +33,7 @@ If the solver process dies, the writer sees its pipe close, flushes and closes t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -391,6 +393,18 @@ def read_checkpoints(f: h5py.File) -> dict[str, dict[str, Any]]:
     return out
 
 
+_OPEN: weakref.WeakSet[FitTracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_trackers() -> None:
+    """Close the trackers a program left open when it ends (their writers still hold queued
+    messages): daemon threads and the garbage collector do not run at interpreter exit."""
+    for trk in list(_OPEN):
+        with contextlib.suppress(Exception):
+            trk.close(timeout=60)
+
+
 class FitTracker:
     """Live fit tracking through a separate writer process (the only writer of ``/Fit/*``).
 
@@ -486,6 +500,7 @@ class FitTracker:
             raise TrackerWriterError(f"fit tracker writer failed: {info}")
         self._sender = threading.Thread(target=self._pump, name="nnfit-tracker-send", daemon=True)
         self._sender.start()
+        _OPEN.add(self)
         self.sample_spaxels = info["spaxels"]
         self.val_pixels = info["val_pixels"]
         self.best_val = info["best_val"]
@@ -583,13 +598,40 @@ class FitTracker:
         self._send(("weights", w))
 
     def set_validation(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-        """Give the held-out rows ``(n, C*P)`` (float32 is fine), data and weights."""
+        """Give the held-out rows ``(n, C*P)`` (float32 is fine), data and weights.
+
+        Optional: without it the tracker reads them from the store at the first validation
+        (the rows of ``/HyperCube/models`` at ``/Fit/sample``, ``/DataCube``, ``1 / /Noise``).
+        A solver that already holds those rows passes them here to save the read.
+        """
         self._val = (rows, np.asarray(y, np.float64), np.asarray(w, np.float64))
 
+    def _read_validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed validation sample's rows, data and weights, read from the store."""
+        from nnfit.spectral.hypercube_reader import HyperCubeReader
+
+        spax, pix = self.sample_spaxels, self.val_pixels
+        with HyperCubeReader(self.path) as reader:
+            f = reader.file
+            rows = np.concatenate([reader.spaxel_rows(int(s), pix) for s in spax])
+            y = np.concatenate([np.asarray(f["DataCube"][int(s)], np.float64)[pix] for s in spax])
+            if "Noise" in f:
+                sig = np.concatenate(
+                    [np.asarray(f["Noise"][int(s)], np.float64)[pix] for s in spax]
+                )
+                w = 1.0 / sig
+            else:
+                w = np.ones(y.size)
+        return rows, y, w
+
     def validation_rmse(self, x: np.ndarray) -> float:
-        """Weighted RMSE of ``x`` on the held-out rows (NaN until :meth:`set_validation`)."""
+        """Weighted RMSE of ``x`` on the held-out sample (``/Fit/sample``: the store's rows at
+        the sample spaxels' validation pixels, weighted by ``1 / /Noise``), CubeFit's
+        criterion for ``/Fit/x_best``."""
         if self._val is None:
-            return math.nan
+            if not self.sample_spaxels.size or not self.val_pixels.size:
+                return math.nan
+            self._val = self._read_validation()
         from nnfit.solvers.kaczmarz import residual_sse
 
         rows, y, w = self._val
@@ -703,6 +745,7 @@ class FitTracker:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         sender = getattr(self, "_sender", None)
         if sender is not None:
             self._q.put(("close",))
