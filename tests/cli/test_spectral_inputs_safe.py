@@ -143,3 +143,20 @@ def test_truncated_store_is_refused_within_seconds_by_every_command(built_store,
     assert len(errors) == 7 and all("truncated HDF5 file" in e and "cut.h5" in e for e in errors)
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_init_from_an_empty_npz_is_one_line_and_writes_nothing(small_sim, tmp_path, capsys):
+    np.savez(tmp_path / "empty.npz")
+    store = tmp_path / "cube.h5"
+    argv = ["spectral", "init", "--npz", str(tmp_path / "empty.npz"), "--out", str(store)]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "missing required arrays: tem_pix" in err and "empty.npz holds none of them" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.npz"]
+    # over an existing store (--overwrite): refused before anything is touched
+    _init_arrays(small_sim, tmp_path)
+    assert main(["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out", str(store)]) == 0
+    before = _digest(store)
+    assert main([*argv, "--overwrite"]) == 2
+    _one_line_error(capsys)
+    assert _digest(store) == before

@@ -375,8 +375,10 @@ def _init(args: argparse.Namespace) -> int:
             arrays[name] = arr
     missing = [n for n in names[:6] if n not in arrays]
     if missing:
+        where = f" (--npz {args.npz} holds {', '.join(sorted(arrays)) or 'none of them'})"
         raise ValueError(
-            f"missing required arrays: {', '.join(missing)} (give --npz or --{missing[0].replace('_', '-')})"
+            f"missing required arrays: {', '.join(missing)}{where if args.npz else ''}; give "
+            f"them in the .npz or as --{missing[0].replace('_', '-')} etc."
         )
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
