@@ -184,3 +184,67 @@ def test_validation_rmse_is_read_from_the_store_without_set_validation(tmp_path)
     want = math.sqrt(np.mean(np.concatenate(res) ** 2))
     assert spax.size and pix.size
     assert got == pytest.approx(want, rel=1e-6)
+
+
+class _RacingStore:
+    """A store whose writer makes one more update (x, pos, fp, then the digest, its order)
+    while ``read_checkpoints`` reads: after each of the reader's reads the writer takes the
+    number of steps the schedule says."""
+
+    def __init__(self, schedule):
+        from nnfit.spectral.tracker import _sha
+
+        xs = [np.full(4, 1.0), np.full(4, 2.0)]
+        self.cur = {"x": xs[0], "pos": np.array([7, 0]), "fp": b"f", "sha": _sha(xs[0])}
+        self.steps = [
+            ("x", xs[1]),
+            ("pos", np.array([7, 1])),
+            ("fp", b"f"),
+            ("sha", _sha(xs[1])),
+        ]
+        self.schedule = list(schedule)
+        self.pairs = {_sha(xs[0]): (7, 0), _sha(xs[1]): (7, 1)}
+
+    def _read(self, key):
+        value = self.cur[key]
+        for _ in range(self.schedule.pop(0) if self.schedule else 0):
+            if self.steps:
+                k, v = self.steps.pop(0)
+                self.cur[k] = v
+        return value
+
+    def get(self, name):
+        return self if name == "Fit/state" else None
+
+    def __contains__(self, name):
+        return name in ("Fit/x_latest", "x_latest_sha", "x_latest_pos", "x_latest_fp")
+
+    def __getitem__(self, name):
+        key = {"Fit/x_latest": "x", "x_latest_sha": "sha", "x_latest_pos": "pos"}.get(name, "fp")
+        store = self
+
+        class _Dataset:
+            def __getitem__(self, _):  # ds[0] for the digest and fingerprint, ds[:] for pos
+                return store._read(key)
+
+            def __array__(self, dtype=None, copy=None):
+                return np.asarray(store._read(key), dtype=dtype)
+
+        return _Dataset()
+
+
+def test_checkpoints_read_while_a_writer_updates_them_never_mix_two_updates():
+    """Every interleaving of the reader's four reads with the writer's four steps: a vector
+    is returned only with its own position (a mixed pair resumed a fit from the wrong place)."""
+    from itertools import product
+
+    from nnfit.spectral.tracker import _sha
+
+    for schedule in product(range(5), repeat=4):
+        if sum(schedule) > 4:
+            continue
+        store = _RacingStore(schedule)
+        ck = read_checkpoints(store)
+        if "x_latest" in ck:
+            got = ck["x_latest"]
+            assert store.pairs[_sha(got["x"])] == got["pos"], schedule

@@ -379,17 +379,22 @@ def read_checkpoints(f: h5py.File) -> dict[str, dict[str, Any]]:
         path = "X_global" if name == "X_global" else f"Fit/{name}"
         if path not in f:
             continue
-        x = np.asarray(f[path], dtype=np.float64)
         if st is None or f"{name}_sha" not in st:
             if name == "X_global":
-                out[name] = {"x": x, "pos": None, "fp": b""}
+                out[name] = {"x": np.asarray(f[path], dtype=np.float64), "pos": None, "fp": b""}
             continue
+        # Read in the reverse of the writer's order (vector, position and fingerprint, then
+        # digest), so that a writer still at work (a killed solver's writer draining its
+        # queue) cannot pair a vector with the position of the next one: a position newer
+        # than the digest comes with a vector newer than the digest, which fails the check.
         sha = bytes(st[f"{name}_sha"][0])
+        pos = tuple(int(v) for v in st[f"{name}_pos"][:]) if f"{name}_pos" in st else None
+        fp = bytes(st[f"{name}_fp"][0]) if f"{name}_fp" in st else b""
+        x = np.asarray(f[path], dtype=np.float64)
         if sha == b"untracked":
             out[name] = {"x": x, "pos": None, "fp": b""}
         elif sha and sha == _sha(x):
-            pos = tuple(int(v) for v in st[f"{name}_pos"][:])
-            out[name] = {"x": x, "pos": pos, "fp": bytes(st[f"{name}_fp"][0])}
+            out[name] = {"x": x, "pos": pos, "fp": fp}
     return out
 
 
