@@ -409,9 +409,12 @@ class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
                 # handled, where a failed close leaves HDF5 half torn down.
                 try:
                     self.flush()
-                except (OSError, RuntimeError) as exc:
+                except (OSError, RuntimeError, KeyboardInterrupt) as exc:
                     failed = exc
-                    if _discard_writes(self):
+                    sink = self._nnfit_sink
+                    if sink is not None:
+                        sink.drop = True  # a write that raised (Ctrl-C in the callback)
+                    if sink is not None or _discard_writes(self):
                         # The failed flush left HDF5's metadata cache half-way; the next flush
                         # reports that ("slist already enabled?") and resets it, the one after
                         # writes everything (into the sink), so the close below succeeds.
@@ -426,15 +429,16 @@ class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
                 info = read_superblock(name)
                 if info["version"] >= 2 and info["flags"] == 0 and info["eof"] > info["eoa"]:
                     os.truncate(name, info["eoa"])  # the reservation's unused part
+            if isinstance(failed, KeyboardInterrupt):
+                raise failed
             if failed is not None:
                 raise _write_error(name, failed) from None
-            sink = self._nnfit_sink
-            if sink is not None:
-                self._nnfit_sink = None
-                sink.close()
-                if sink.error is not None:
-                    raise sink.error
+            if self._nnfit_sink is not None and self._nnfit_sink.error is not None:
+                raise self._nnfit_sink.error
         finally:
+            sink, self._nnfit_sink = self._nnfit_sink, None
+            if sink is not None:
+                sink.close()
             lock = self._nnfit_lock
             self._nnfit_lock = None
             if lock is not None:
@@ -655,6 +659,7 @@ class _DiscardWhenFull:
         self.raw = open(path, "w+b" if mode == "w" else "r+b", buffering=0)
         self.pos = 0
         self.error: OSError | None = None
+        self.drop = False  # set when the file is being abandoned: writes are dropped
 
     def seek(self, pos: int, whence: int = 0) -> int:
         self.pos = self.raw.seek(pos, whence) if whence else pos
@@ -677,7 +682,7 @@ class _DiscardWhenFull:
 
     def write(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
-        if self.error is None:
+        if self.error is None and not self.drop:
             self.raw.seek(self.pos)
             done = 0
             try:

@@ -30,7 +30,7 @@ from nnfit.io.hdf5 import create_h5, open_h5, open_locked, writer_lock
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
 from nnfit.spectral.store import CubeProblem, load_problem, read_rebin
-from nnfit.spectral.store_checks import check_hypercube_shape
+from nnfit.spectral.store_checks import check_tiles_layout
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
@@ -488,7 +488,7 @@ def compress_hypercube_inplace(
             raise ValueError(
                 f"{p}: the HyperCube is not complete; finish the build before compressing"
             )
-        check_hypercube_shape(src, p)
+        check_tiles_layout(src, p)  # tile chunks: the copy is made chunk by chunk
         m = g["models"]
         with atomic_path(p, suffix=".h5") as tmp, create_h5(tmp) as dst:
             _copy_store(src, dst, skip=("HyperCube",))
