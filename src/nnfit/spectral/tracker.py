@@ -39,6 +39,7 @@ import math
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -354,6 +355,9 @@ def _apply(f: h5py.File, msg: tuple) -> None:
 
 def _writer_entry() -> None:
     """Entry point of the writer subprocess: messages are pickles on stdin, replies on stdout."""
+    # Ctrl-C in a terminal reaches the whole process group: the front end handles it and
+    # closes this writer, which first writes what it was sent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the reply pipe
