@@ -123,9 +123,20 @@ class CubeProblem:
 def read_rebin(f: h5py.File, T: int, L: int) -> sp.csr_matrix:
     if "RebinCSR" in f:
         g = f["RebinCSR"]
-        return sp.csr_matrix(
-            (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(L, T), dtype=np.float64
-        )
+        try:
+            R = sp.csr_matrix(
+                (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(L, T), dtype=np.float64
+            )
+            # every index in range: scipy's products read out of bounds (a crash) otherwise
+            R.check_format(full_check=True)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{f.filename}: /RebinCSR is not a valid ({L}, {T}) sparse matrix ({exc}); "
+                "re-create the store (nnfit spectral init)"
+            ) from None
+        if not np.isfinite(R.data).all():
+            raise ValueError(f"{f.filename}: /RebinCSR holds NaN/Inf values; re-create the store")
+        return R
     return rebin_matrix(f["TemPix"][()], f["ObsPix"][()])
 
 
