@@ -531,6 +531,12 @@ def _repair_for_reading(p: Path, info: dict[str, int]) -> dict[str, int]:
     except (FileExistsError, PermissionError):
         return info  # a live writer (HDF5's own lock keeps us waiting) or a read-only folder
     try:
+        with open(p, "rb") as fh:  # HDF5's own lock: another program writing it right now
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return info
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         clear_swmr_status(p)
     except PermissionError:
         raise PermissionError(
