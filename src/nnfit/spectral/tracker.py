@@ -437,7 +437,10 @@ class FitTracker:
         for ...:
             tracker.on_batch(rmse)
             tracker.maybe_save(x, epoch=ep)
-        tracker.close()
+        tracker.close()  # optional: a tracker left open is closed when the program ends
+
+    Without :meth:`set_validation`, the validation RMSE (which picks ``/Fit/x_best``) is
+    computed on the held-out sample read from the store.
     """
 
     def __init__(
