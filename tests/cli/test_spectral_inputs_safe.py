@@ -160,3 +160,21 @@ def test_init_from_an_empty_npz_is_one_line_and_writes_nothing(small_sim, tmp_pa
     assert main([*argv, "--overwrite"]) == 2
     _one_line_error(capsys)
     assert _digest(store) == before
+
+
+def test_damaged_attribute_metadata_is_one_line_not_a_traceback(small_store, capsys):
+    # found by bench/fuzz_cli.py: h5py raised RuntimeError ("incorrect metadata checksum")
+    # reading the attributes of a store with one flipped byte
+    data = small_store.read_bytes()
+    blocks = [i for i in range(len(data) - 4) if data[i : i + 4] == b"FHDB"]
+    assert blocks
+    damaged = 0
+    for at in blocks:
+        small_store.write_bytes(data[: at + 20] + bytes([data[at + 20] ^ 0xFF]) + data[at + 21 :])
+        rc = main(["spectral", "fit", str(small_store), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc in (0, 2) and len(err) <= 1
+        if rc == 2 and "damaged HDF5 file" in err[0]:
+            assert str(small_store) in err[0]
+            damaged += 1
+    assert damaged

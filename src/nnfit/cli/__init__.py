@@ -137,6 +137,14 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def _raised_by_h5py(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is h5py's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
     try:
@@ -166,6 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        # h5py reports damaged metadata inside a file (a checksum that fails, a B-tree it
+        # cannot walk) as RuntimeError; any other RuntimeError is a bug and keeps its traceback.
+        if not _raised_by_h5py(exc):
+            raise
+        where = getattr(args, "store", None) or getattr(args, "input", None)
+        print(
+            f"nnfit: error: {f'{where}: ' if where else ''}damaged HDF5 file "
+            f"({describe_error(exc)}); restore it from a copy or re-create it",
+            file=sys.stderr,
+        )
         return 2
     finally:
         restore()
