@@ -52,3 +52,41 @@ def test_export_over_its_own_input_is_refused(tmp_path, capsys):
     assert main(["calcium", "export", str(stem) + ".npy", "--fs", "30", "--out", str(stem)]) == 2
     assert "is an input" in capsys.readouterr().err
     assert _sha(tmp_path / "rec.npy") == before
+
+
+@pytest.mark.parametrize("solver", [["--solver", "exact"], ["--solver", "fista"]])
+@pytest.mark.parametrize(
+    "lie, said",
+    [
+        ({"num_timepoints": 299}, "3 x 299"),
+        ({"num_cells": 4}, "4 x 300"),
+        ({"dtype": "<f4"}, "'<f4'"),
+        ({"sampling_rate_hz": 0}, "sampling_rate_hz"),
+    ],
+)
+def test_a_catune_sidecar_contradicting_its_array_is_refused(tmp_path, capsys, solver, lie, said):
+    import json
+
+    from nnfit.calcium import save_for_tuning
+
+    _, sidecar = save_for_tuning(simulate_recording(3, 300, seed=1).traces, 30.0, tmp_path / "r")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **lie}))
+    out = tmp_path / "res"
+    argv = ["calcium", "deconvolve", str(tmp_path / "r"), *KIN, *solver, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(sidecar) in err[0] and said in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("solver", [["--solver", "exact"], ["--solver", "fista"]])
+def test_fs_contradicting_the_catune_sidecar_is_refused(tmp_path, capsys, solver):
+    from nnfit.calcium import save_for_tuning
+
+    save_for_tuning(simulate_recording(3, 300, seed=1).traces, 30.0, tmp_path / "r")
+    out = tmp_path / "res"
+    argv = ["calcium", "deconvolve", str(tmp_path / "r"), "--fs", "20", *KIN, *solver]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "20 Hz contradicts the sampling rate 30 Hz" in err[0], err
+    assert not out.exists()

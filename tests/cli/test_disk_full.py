@@ -38,11 +38,6 @@ def _nnfit(*args, cwd):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: after the one-line 'disk full' error and the cleanup, HDF5 "
-    "segfaults while the interpreter shuts down (a file whose close failed with ENOSPC)",
-)
 def test_spectral_simulate_on_a_full_disk(tiny_disk, tmp_path):
     out = tiny_disk / "c.h5"
     r = _nnfit(

@@ -63,3 +63,10 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["cube", "fit", "--help"])
     assert "resumed" in capsys.readouterr().out
+
+
+def test_dashboard_after_the_default_exact_fit(tmp_path, run_cli, small_store):
+    run_cli("spectral", "fit", small_store, "--no-progress", check=True)
+    r = run_cli("spectral", "dashboard", small_store, "--out", tmp_path / "d.png", check=True)
+    assert "weights from X_global" in r.stdout
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

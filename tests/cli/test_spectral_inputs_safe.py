@@ -143,3 +143,38 @@ def test_truncated_store_is_refused_within_seconds_by_every_command(built_store,
     assert len(errors) == 7 and all("truncated HDF5 file" in e and "cut.h5" in e for e in errors)
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_init_from_an_empty_npz_is_one_line_and_writes_nothing(small_sim, tmp_path, capsys):
+    np.savez(tmp_path / "empty.npz")
+    store = tmp_path / "cube.h5"
+    argv = ["spectral", "init", "--npz", str(tmp_path / "empty.npz"), "--out", str(store)]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "missing required arrays: tem_pix" in err and "empty.npz holds none of them" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.npz"]
+    # over an existing store (--overwrite): refused before anything is touched
+    _init_arrays(small_sim, tmp_path)
+    assert main(["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out", str(store)]) == 0
+    before = _digest(store)
+    assert main([*argv, "--overwrite"]) == 2
+    _one_line_error(capsys)
+    assert _digest(store) == before
+
+
+def test_damaged_attribute_metadata_is_one_line_not_a_traceback(small_store, capsys):
+    # found by bench/fuzz_cli.py: h5py raised RuntimeError ("incorrect metadata checksum")
+    # reading the attributes of a store with one flipped byte
+    data = small_store.read_bytes()
+    blocks = [i for i in range(len(data) - 4) if data[i : i + 4] == b"FHDB"]
+    assert blocks
+    damaged = 0
+    for at in blocks:
+        small_store.write_bytes(data[: at + 20] + bytes([data[at + 20] ^ 0xFF]) + data[at + 21 :])
+        rc = main(["spectral", "fit", str(small_store), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc in (0, 2) and len(err) <= 1
+        if rc == 2 and "damaged HDF5 file" in err[0]:
+            assert str(small_store) in err[0]
+            damaged += 1
+    assert damaged

@@ -106,3 +106,16 @@ def _npy(array):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, array, allow_pickle=False)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("damaged", [b"(48,)4)}", b"(48,)48 ", b"{(48,), "])
+@pytest.mark.parametrize("reader", [read_npz, open_npz])
+def test_a_damaged_member_header_is_a_clear_error(tmp_path, reader, damaged):
+    # found by bench/fuzz_cli.py: numpy's header parser raised tokenize.TokenError
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.zeros(48, np.complex64))
+    data = p.read_bytes()
+    assert data.count(b"(48,), }") == 1
+    p.write_bytes(data.replace(b"(48,), }", damaged))
+    with pytest.raises(ValueError, match=r"x\.npz is not a readable NPZ file"):
+        reader(p)

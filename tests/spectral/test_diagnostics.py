@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -115,3 +116,13 @@ def test_rebuilt_with_new_inputs_is_refused(built_store, small_sim):
         f["LOSVD"][0, 0, 0] = np.float32(f["LOSVD"][0, 0, 0] + 1.0)
     with pytest.raises(ValueError, match=r"inputs .* changed"):
         build_hypercube(built_store, S_chunk=5, P_chunk=3, n_workers=0)
+
+
+def test_compress_refuses_a_hypercube_not_laid_out_in_tiles(built_store):
+    # found by bench/fuzz_cli.py: a contiguous (unchunked) /HyperCube/models was a TypeError
+    with h5py.File(built_store, "r+") as f:
+        models = f["HyperCube/models"][()]
+        del f["HyperCube/models"]
+        f["HyperCube/models"] = models
+    with pytest.raises(ValueError, match="not laid out by a build"):
+        compress_hypercube_inplace(built_store)

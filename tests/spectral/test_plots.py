@@ -45,3 +45,18 @@ def test_run_fit_demo_fits_reconstructs_and_draws(built_store, tmp_path):
     with h5py.File(built_store, "r") as f:
         assert f["ModelCube"].shape == f["DataCube"].shape
     assert (tmp_path / "demo" / "x_fit.npy").exists()
+
+
+def test_dashboard_after_the_exact_fit_without_a_hypercube(small_store, built_store, tmp_path):
+    from nnfit.spectral.fit import fit_cube, write_solution
+
+    x, _ = fit_cube(small_store)
+    write_solution(small_store, x)
+    info = live_fit_dashboard(small_store, tmp_path / "exact.png")
+    assert info["x_source"] == "X_global" and _is_png(tmp_path / "exact.png")
+    # the same x drawn from the HyperCube's rows: the same model spectra
+    write_solution(built_store, x)
+    ref = live_fit_dashboard(built_store, tmp_path / "cube.png")
+    assert info["spaxels"] == ref["spaxels"]
+    for s in info["spaxels"]:
+        np.testing.assert_allclose(info["model"][s], ref["model"][s], rtol=1e-5, atol=1e-6)

@@ -279,3 +279,23 @@ def test_a_0_1_mask_is_taken_as_boolean(tmp_path, sim):
     with open_h5(a.path, "r") as fa, open_h5(b.path, "r") as fb:
         assert fb["Mask"].dtype == bool
         np.testing.assert_array_equal(fa["Mask"][()], fb["Mask"][()])
+
+
+def test_caches_not_stored_have_the_documented_replacements(tmp_path, sim):
+    """docs/spectral/store.rst: /TemplatesFFT(_R) and /RebinMatrix are not written; the
+    recipes it gives produce the layout's arrays."""
+    from nnfit.spectral.store import read_rebin
+
+    m = _mgr(tmp_path, sim)
+    _populate(m, sim)
+    m.ensure_rebin_and_resample()
+    with h5py.File(m.path, "r") as f:
+        assert not {"TemplatesFFT", "TemplatesFFT_R", "RebinMatrix"} & set(f)
+        P, T = f["Templates"].shape
+        L = f["ObsPix"].shape[0]
+        fft = np.fft.rfft(f["Templates"][()], axis=1).astype(np.complex64)
+        rebin_lt = f["R_T"][()].T
+        csr = read_rebin(f, T, L)
+    assert fft.shape == (P, T // 2 + 1) and fft.dtype == np.complex64
+    assert rebin_lt.shape == (L, T) and rebin_lt.dtype == np.float32
+    np.testing.assert_allclose(rebin_lt, csr.toarray(), rtol=1e-7)

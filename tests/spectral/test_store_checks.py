@@ -87,3 +87,14 @@ def test_mis_shaped_hypercube_is_refused(built_store, tmp_path, capsys, cmd):
     assert "does not match /DataCube" in _err(capsys)
     with h5py.File(built_store) as f:
         assert "ModelCube" not in f
+
+
+@pytest.mark.parametrize("field, value", [("indices", 10**6), ("indptr", -5), ("data", np.nan)])
+def test_a_damaged_rebin_matrix_is_refused_not_a_crash(small_store, field, value):
+    # found by bench/fuzz_cli.py: an out-of-range index made scipy read out of bounds (SIGSEGV)
+    from nnfit.spectral.store import load_problem
+
+    with h5py.File(small_store, "r+") as f:
+        f["RebinCSR"][field][3] = value
+    with pytest.raises(ValueError, match="/RebinCSR"):
+        load_problem(small_store)

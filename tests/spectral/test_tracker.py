@@ -75,7 +75,9 @@ def test_gating_by_interval(tmp_path):
         assert not any(sent.values())  # intervals of minutes: nothing yet
         sent = trk.maybe_save(np.ones(2), epoch=1, force=True)
         assert sent["metrics"] and sent["ckpt"] and sent["val"]
-        assert not sent["best"]  # no validation rows given: val RMSE NaN
+        assert sent["best"]  # the held-out sample is read from the store: a first best
+        sent = trk.maybe_save(np.ones(2), epoch=2, force=True)
+        assert sent["val"] and not sent["best"]  # the same x is no better
 
 
 def test_backpressure_waits_and_never_drops(tmp_path):
@@ -89,7 +91,7 @@ def test_backpressure_waits_and_never_drops(tmp_path):
     assert trk.drops == 0
     with h5py.File(st.path, "r") as f:
         assert f["Fit/metrics/epoch"].shape == (60,)  # every row arrived
-    assert trk.sent == 3 * 60
+    assert trk.sent == 3 * 60 + 1  # and one x_best: the first validation (forced)
 
 
 def test_dead_writer_is_an_error_not_a_silent_drop(tmp_path):
@@ -130,3 +132,119 @@ def test_old_format_store_is_a_clear_error(tmp_path):
         f["DataCube"] = np.ones((2, 5))
     with pytest.raises(ValueError, match="h5repack"):
         FitTracker(p, NOW)
+
+
+_UNCLOSED = """
+import sys
+import numpy as np
+from nnfit.spectral.tracker import FitTracker, TrackerConfig
+
+cfg = TrackerConfig(metrics_interval_sec=0.0, val_interval_sec=0.0, ckpt_interval_sec=0.0)
+trk = FitTracker(sys.argv[1], cfg)
+n = trk.C * trk.P
+for i in range(20):
+    trk.on_batch(1.0)
+    trk.maybe_save(np.full(n, 0.01 * (i + 1)), epoch=i, position=(i, 0))
+trk.commit_global(np.full(n, 0.5), (20, 0))
+# the program ends without trk.close(), as CubeFit's scripts may
+"""
+
+
+def test_a_tracker_never_closed_still_writes_everything(tmp_path):
+    import subprocess
+    import sys
+
+    st = make_store(tmp_path / "c.h5", S=6, C=2, P=3, L=40, S_chunk=3, noise_sigma=0.1)
+    r = subprocess.run(
+        [sys.executable, "-c", _UNCLOSED, str(st.path)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    with open_h5(st.path) as f:
+        assert f["Fit/metrics/epoch"][()].tolist() == [float(i) for i in range(20)]
+        assert np.isfinite(f["Fit/metrics/val_rmse"][()]).all()
+        ck = read_checkpoints(f)  # only vectors whose digests verify
+    np.testing.assert_array_equal(ck["X_global"]["x"], np.full(6, 0.5))
+    assert ck["X_global"]["pos"] == (20, 0) and ck["x_latest"]["pos"] == (19, 0)
+
+
+def test_validation_rmse_is_read_from_the_store_without_set_validation(tmp_path):
+    st = make_store(tmp_path / "c.h5", S=8, C=2, P=3, L=40, S_chunk=4, noise_sigma=0.2)
+    x = np.random.default_rng(1).random(6)
+    with FitTracker(st.path, NOW) as trk:
+        got = trk.validation_rmse(x)
+        spax, pix = trk.sample_spaxels, trk.val_pixels
+    with h5py.File(st.path, "r") as f:
+        A = f["HyperCube/models"][()].astype(np.float64)  # (S, C, P, L)
+        y, sigma = f["DataCube"][()], f["Noise"][()]
+    # dense reference: every held-out (spaxel, pixel) residual, weighted by 1 / sigma
+    res = [
+        (y[s, pix] - np.einsum("cpl,cp->l", A[s][:, :, pix], x.reshape(2, 3))) / sigma[s, pix]
+        for s in spax
+    ]
+    want = math.sqrt(np.mean(np.concatenate(res) ** 2))
+    assert spax.size and pix.size
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+class _RacingStore:
+    """A store whose writer makes one more update (x, pos, fp, then the digest, its order)
+    while ``read_checkpoints`` reads: after each of the reader's reads the writer takes the
+    number of steps the schedule says."""
+
+    def __init__(self, schedule):
+        from nnfit.spectral.tracker import _sha
+
+        xs = [np.full(4, 1.0), np.full(4, 2.0)]
+        self.cur = {"x": xs[0], "pos": np.array([7, 0]), "fp": b"f", "sha": _sha(xs[0])}
+        self.steps = [
+            ("x", xs[1]),
+            ("pos", np.array([7, 1])),
+            ("fp", b"f"),
+            ("sha", _sha(xs[1])),
+        ]
+        self.schedule = list(schedule)
+        self.pairs = {_sha(xs[0]): (7, 0), _sha(xs[1]): (7, 1)}
+
+    def _read(self, key):
+        value = self.cur[key]
+        for _ in range(self.schedule.pop(0) if self.schedule else 0):
+            if self.steps:
+                k, v = self.steps.pop(0)
+                self.cur[k] = v
+        return value
+
+    def get(self, name):
+        return self if name == "Fit/state" else None
+
+    def __contains__(self, name):
+        return name in ("Fit/x_latest", "x_latest_sha", "x_latest_pos", "x_latest_fp")
+
+    def __getitem__(self, name):
+        key = {"Fit/x_latest": "x", "x_latest_sha": "sha", "x_latest_pos": "pos"}.get(name, "fp")
+        store = self
+
+        class _Dataset:
+            def __getitem__(self, _):  # ds[0] for the digest and fingerprint, ds[:] for pos
+                return store._read(key)
+
+            def __array__(self, dtype=None, copy=None):
+                return np.asarray(store._read(key), dtype=dtype)
+
+        return _Dataset()
+
+
+def test_checkpoints_read_while_a_writer_updates_them_never_mix_two_updates():
+    """Every interleaving of the reader's four reads with the writer's four steps: a vector
+    is returned only with its own position (a mixed pair resumed a fit from the wrong place)."""
+    from itertools import product
+
+    from nnfit.spectral.tracker import _sha
+
+    for schedule in product(range(5), repeat=4):
+        if sum(schedule) > 4:
+            continue
+        store = _RacingStore(schedule)
+        ck = read_checkpoints(store)
+        if "x_latest" in ck:
+            got = ck["x_latest"]
+            assert store.pairs[_sha(got["x"])] == got["pos"], schedule

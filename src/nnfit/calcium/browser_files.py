@@ -24,6 +24,7 @@ __all__ = [
     "BROWSER_DTYPES",
     "SCHEMA_VERSION",
     "load_tuning_data",
+    "read_tuning_metadata",
     "save_for_tuning",
     "tuning_paths",
 ]
@@ -191,6 +192,38 @@ def load_tuning_data(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
         raw = load_npy(npy_path)
     except ValueError as exc:
         raise ValueError(f"{npy_path}: not a readable .npy array ({exc})") from exc
+    meta = read_tuning_metadata(npy_path, raw.shape, raw.dtype)
+    traces = as_float_array(f"traces in {npy_path}", raw, ndim=(2,))
+    return np.ascontiguousarray(traces), meta
+
+
+def read_tuning_metadata(
+    path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype
+) -> dict[str, Any]:
+    """Read a CaTune sidecar and check it against its array's ``shape`` and ``dtype``.
+
+    For readers that do not load the array (a memory map, or only the ``.npy`` header): the
+    same checks as :func:`load_tuning_data` (fields, schema version, sampling rate, shape,
+    dtype), so a sidecar from another recording is refused on every path.
+
+    Parameters
+    ----------
+    path : path-like
+        The stem (or its ``.npy``).
+    shape, dtype
+        Of the ``.npy`` array, e.g. from its header.
+
+    Returns
+    -------
+    dict
+        The sidecar's contents.
+
+    Raises
+    ------
+    ValueError
+        Naming the sidecar, what it says and what the array holds.
+    """
+    npy_path, meta_path = tuning_paths(path)
     meta = read_json_object(meta_path)
     for key in _RESERVED:
         if key not in meta:
@@ -205,18 +238,17 @@ def load_tuning_data(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
         check_real("sampling_rate_hz", meta["sampling_rate_hz"], low=0.0, low_inclusive=False)
     except ValueError as exc:
         raise ValueError(f"{meta_path}: {exc}") from exc
-    if raw.ndim != 2:
-        raise ValueError(f"{npy_path}: expected a 2-D (cells x time) array, got shape {raw.shape}")
+    if len(shape) != 2:
+        raise ValueError(f"{npy_path}: expected a 2-D (cells x time) array, got shape {shape}")
     expected = (meta["num_cells"], meta["num_timepoints"])
-    if tuple(raw.shape) != expected:
+    if tuple(shape) != expected:
         raise ValueError(
             f"{meta_path} says num_cells x num_timepoints = {expected[0]} x {expected[1]}, "
-            f"but {npy_path} holds {raw.shape[0]} x {raw.shape[1]}: one of the two files is "
+            f"but {npy_path} holds {shape[0]} x {shape[1]}: one of the two files is "
             "from another recording"
         )
-    if raw.dtype.str != meta["dtype"]:
+    if np.dtype(dtype).str != meta["dtype"]:
         raise ValueError(
-            f"{meta_path} says dtype {meta['dtype']!r} but {npy_path} holds {raw.dtype.str!r}"
+            f"{meta_path} says dtype {meta['dtype']!r} but {npy_path} holds {np.dtype(dtype).str!r}"
         )
-    traces = as_float_array(f"traces in {npy_path}", raw, ndim=(2,))
-    return np.ascontiguousarray(traces), meta
+    return meta

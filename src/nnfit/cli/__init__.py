@@ -7,6 +7,7 @@ package is the only place that prints; nothing else in nnfit imports it.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
 import importlib
@@ -99,11 +100,23 @@ def _terminate_as_exit() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
-def _quiet_h5py_dealloc(unraisable: Any) -> None:
-    """h5py reports a failed flush of an HDF5 handle being garbage-collected (a full disk)
-    as an "Exception ignored" traceback; the same failure reaches the user as one line from
-    the write that raised it, so these are not printed."""
-    if isinstance(unraisable.exc_value, OSError) and "h5py" in repr(unraisable.object):
+def _unraisable(unraisable: Any) -> None:
+    """Exceptions raised where Python cannot propagate them (``__del__``, weakref callbacks).
+
+    Ctrl-C (or SIGTERM, turned into ``SystemExit``) that lands in one of them would be
+    swallowed and the command would run on: the signal is delivered again, so it interrupts
+    the main program at its next step. h5py reports a failed flush of an HDF5 handle being
+    garbage-collected (a full disk) as an "Exception ignored" traceback; the same failure
+    reaches the user as one line from the write that raised it, so these are not printed.
+    """
+    exc = unraisable.exc_value
+    if isinstance(exc, KeyboardInterrupt):
+        _thread.interrupt_main(signal.SIGINT)
+        return
+    if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+        _thread.interrupt_main(signal.SIGTERM)
+        return
+    if isinstance(exc, OSError) and "h5py" in repr(unraisable.object):
         return
     sys.__unraisablehook__(unraisable)
 
@@ -124,16 +137,28 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def _raised_by_h5py(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is h5py's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("nnfit: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     _show_library_log()
     saved = os.environ.get(ALLOW_EXTERNAL_ENV)
     if getattr(args, "allow_external", False):
         os.environ[ALLOW_EXTERNAL_ENV] = "1"  # an environment variable reaches worker processes
     restore = _terminate_as_exit()
-    sys.unraisablehook = _quiet_h5py_dealloc
+    sys.unraisablehook = _unraisable
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -149,6 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        # h5py reports damaged metadata inside a file (a checksum that fails, a B-tree it
+        # cannot walk) as RuntimeError; any other RuntimeError is a bug and keeps its traceback.
+        if not _raised_by_h5py(exc):
+            raise
+        where = getattr(args, "store", None) or getattr(args, "input", None)
+        print(
+            f"nnfit: error: {f'{where}: ' if where else ''}damaged HDF5 file "
+            f"({describe_error(exc)}); restore it from a copy or re-create it",
+            file=sys.stderr,
+        )
         return 2
     finally:
         restore()

@@ -65,7 +65,7 @@ def wants_exact(args: argparse.Namespace) -> bool:
 
 def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
     """``(npy, fs, kind)`` when INPUT is a ``.npy`` that can be memory-mapped, else ``None``."""
-    from nnfit.calcium.browser_files import tuning_paths
+    from nnfit.calcium.browser_files import read_tuning_metadata, tuning_paths
     from nnfit.calcium.recordings import resolve_fs
 
     p = Path(path)
@@ -73,11 +73,11 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
         return None
     npy, sidecar = tuning_paths(p)
     if npy.is_file() and sidecar.is_file():
-        from nnfit.io.jsonfile import read_json_object
+        from nnfit.io.arrays import read_npy_header
 
-        meta = read_json_object(sidecar)
-        found = meta.get("sampling_rate_hz")
-        return npy, resolve_fs(found, fs, str(sidecar), "--fs"), "catune"
+        shape, _, dtype, _ = read_npy_header(npy)
+        meta = read_tuning_metadata(npy, shape, dtype)  # the FISTA path's checks, no load
+        return npy, resolve_fs(meta["sampling_rate_hz"], fs, str(sidecar), "--fs"), "catune"
     if p.suffix == ".npy" and p.is_file():
         return p, resolve_fs(None, fs, str(p), "--fs"), "npy"
     return None

@@ -290,7 +290,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from nnfit.io.hdf5 import open_h5, staged_h5
+    from nnfit.io.hdf5 import create_h5, staged_h5
     from nnfit.spectral.simulate import simulate_cube
 
     out = Path(args.out)
@@ -311,7 +311,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     with staged_h5(out) as tmp:
         sim.to_h5(tmp)
-        with open_h5(tmp, "a") as f:
+        with create_h5(tmp, "r+") as f:
             g = f.create_group("Truth")
             g.create_dataset("x_true", data=sim.x_true)
             g.create_dataset("model", data=sim.model)
@@ -375,8 +375,10 @@ def _init(args: argparse.Namespace) -> int:
             arrays[name] = arr
     missing = [n for n in names[:6] if n not in arrays]
     if missing:
+        where = f" (--npz {args.npz} holds {', '.join(sorted(arrays)) or 'none of them'})"
         raise ValueError(
-            f"missing required arrays: {', '.join(missing)} (give --npz or --{missing[0].replace('_', '-')})"
+            f"missing required arrays: {', '.join(missing)}{where if args.npz else ''}; give "
+            f"them in the .npz or as --{missing[0].replace('_', '-')} etc."
         )
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

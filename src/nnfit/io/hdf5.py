@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ __all__ = [
     "check_declared",
     "check_no_external",
     "clear_swmr_status",
+    "create_h5",
     "open_h5",
     "open_locked",
     "read_superblock",
@@ -333,15 +335,113 @@ class _WriterLock:
             self.fd = None
 
 
+def _discard_writes(f: h5py.File) -> bool:
+    """Point the descriptor HDF5 writes ``f`` through at an anonymous in-memory file.
+
+    After a write failed (a full disk), HDF5 still holds dirty cache entries it must write
+    before it can close the file's datasets and the file itself; every retry fails the same
+    way, and objects it could not close are closed again at interpreter exit, after their file
+    was torn down: a segmentation fault. Discarding the pending writes lets every close
+    succeed; the file on disk stays as the last successful write left it (what a writer killed
+    at that moment leaves, which the next writer repairs). Returns whether it could.
+    """
+    try:
+        fd = f.id.get_vfd_handle()
+    except Exception:  # any failure means: not a plain POSIX file driver
+        return False
+    if not isinstance(fd, int) or fd < 0 or not hasattr(os, "memfd_create"):
+        return False
+    size = os.fstat(fd).st_size
+    sink = os.memfd_create("nnfit-discarded-writes")
+    try:
+        os.ftruncate(sink, size)  # sparse: HDF5 sees the size it expects, no memory is used
+        os.dup2(sink, fd)
+    finally:
+        os.close(sink)
+    return True
+
+
+def _write_error(path: str, exc: BaseException) -> OSError:
+    """HDF5 reports a failed write as OSError or RuntimeError with the system's errno only in
+    its text; one OSError carrying that errno (ENOSPC: "disk full") and naming the file."""
+    code = getattr(exc, "errno", None)
+    if not code:
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else errno.EIO
+    text = " ".join(str(exc).split())
+    return OSError(code, f"{path}: writing failed ({os.strerror(code)}; {text})")
+
+
 class H5File(h5py.File):  # type: ignore[misc]  # h5py ships no type hints
-    """An ``h5py.File`` that also releases nnfit's writer lock when it closes."""
+    """An ``h5py.File`` that releases nnfit's writer lock when it closes, and closes cleanly
+    even when its last writes fail (a full disk): the failure is raised, and the writes that
+    HDF5 could not make are discarded so that no half-closed object outlives the call."""
 
     _nnfit_lock: _WriterLock | None = None
+    _nnfit_sink: _DiscardWhenFull | None = None
+    _nnfit_reserved = False
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocate the next ``nbytes`` of file growth on disk now, or raise ``OSError(ENOSPC)``.
+
+        For changes outside SWMR mode (new groups and datasets): HDF5 writes their metadata in
+        no particular order, so a full disk half-way leaves a file that cannot be read. With the
+        space reserved first, a full disk is refused before anything is written. The unused
+        part is given back when the file closes.
+        """
+        fd = self.id.get_vfd_handle()
+        end = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, end, max(int(nbytes), 1))
+        except OSError as exc:
+            os.ftruncate(fd, end)  # a partial allocation is given back
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                return  # a filesystem that cannot preallocate: written as before
+            raise OSError(
+                exc.errno,
+                f"{self.filename}: cannot reserve {nbytes / 1e6:.1f} MB to update it "
+                f"({os.strerror(exc.errno)}); nothing was changed",
+            ) from None
+        self._nnfit_reserved = True
 
     def close(self) -> None:
         try:
+            failed: BaseException | None = None
+            if self.id.valid and self.mode == "r+":
+                # Flushed first, while every object is intact: a failure here can still be
+                # handled, where a failed close leaves HDF5 half torn down.
+                try:
+                    self.flush()
+                except (OSError, RuntimeError, KeyboardInterrupt) as exc:
+                    failed = exc
+                    sink = self._nnfit_sink
+                    if sink is not None:
+                        sink.drop = True  # a write that raised (Ctrl-C in the callback)
+                    if sink is not None or _discard_writes(self):
+                        # The failed flush left HDF5's metadata cache half-way; the next flush
+                        # reports that ("slist already enabled?") and resets it, the one after
+                        # writes everything (into the sink), so the close below succeeds.
+                        for _ in range(3):
+                            with contextlib.suppress(OSError, RuntimeError):
+                                self.flush()
+                                break
+            name = self.filename if failed is not None or self._nnfit_reserved else ""
             super().close()
+            if self._nnfit_reserved and failed is None:
+                self._nnfit_reserved = False
+                info = read_superblock(name)
+                if info["version"] >= 2 and info["flags"] == 0 and info["eof"] > info["eoa"]:
+                    os.truncate(name, info["eoa"])  # the reservation's unused part
+            if isinstance(failed, KeyboardInterrupt):
+                raise failed
+            if failed is not None:
+                raise _write_error(name, failed) from None
+            if self._nnfit_sink is not None and self._nnfit_sink.error is not None:
+                raise self._nnfit_sink.error
         finally:
+            sink, self._nnfit_sink = self._nnfit_sink, None
+            if sink is not None:
+                sink.close()
             lock = self._nnfit_lock
             self._nnfit_lock = None
             if lock is not None:
@@ -421,6 +521,36 @@ def _checked(f: H5File, p: Path, allow_external: bool | None) -> H5File:
     return f
 
 
+_SWMR_WRITE_ACCESS = 0x04  # superblock status flag: a writer opened the file in SWMR mode
+
+
+def _repair_for_reading(p: Path, info: dict[str, int]) -> dict[str, int]:
+    """A file whose superblock says a (non-SWMR) writer has it open: if no nnfit writer holds
+    it, that writer died (killed, or its last writes failed on a full disk), and HDF5 refuses
+    every open until the flags are cleared; clear them as the next writer would."""
+    lock = _WriterLock(p)
+    try:
+        lock.acquire()
+    except (FileExistsError, PermissionError):
+        return info  # a live writer (HDF5's own lock keeps us waiting) or a read-only folder
+    try:
+        with open(p, "rb") as fh:  # HDF5's own lock: another program writing it right now
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return info
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        clear_swmr_status(p)
+    except PermissionError:
+        raise PermissionError(
+            f"{p}: left open by a writer that stopped, and this user cannot repair it; run "
+            "any nnfit write command on it (or `h5clear -s` it) with write permission"
+        ) from None
+    finally:
+        lock.release()
+    return read_superblock(p)
+
+
 def _not_hdf5(p: Path, exc: OSError) -> OSError:
     """HDF5's open errors do not name the file; this one does, on one line."""
     msg = str(exc).replace("Unable to synchronously open file", "").strip(" ()")
@@ -480,6 +610,8 @@ def open_h5(
             raise IsADirectoryError(f"{p}: is a folder, not an HDF5 file")
         check_complete(p)
         info = read_superblock(p)
+        if info["version"] >= 3 and info["flags"] and not info["flags"] & _SWMR_WRITE_ACCESS:
+            info = _repair_for_reading(p, info)
         # SWMR reading only while a writer has the file open (status flags set): an SWMR
         # reader retries every metadata read that fails its checksum, for minutes on a
         # damaged file, where a plain reader reports the damage at once.
@@ -517,6 +649,104 @@ def open_h5(
         raise
     f._nnfit_lock = lock
     return _checked(f, p, allow_external) if existing else f
+
+
+class _DiscardWhenFull:
+    """A file object for h5py's ``fileobj`` driver that never lets HDF5 see a full disk.
+
+    HDF5 cannot recover from a failed write: a dataset whose close fails is freed but its
+    identifier stays, and the library touches it again at interpreter exit (a segmentation
+    fault). Through this object the first ``ENOSPC``/``EDQUOT`` is recorded and every later
+    write is accepted and dropped, so HDF5 closes cleanly and :class:`H5File` raises the
+    recorded error afterwards. Only for files that are abandoned when a write fails (a
+    staged or temporary file).
+    """
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self.path = path
+        self.name = str(path)
+        self.raw = open(path, "w+b" if mode == "w" else "r+b", buffering=0)
+        self.pos = 0
+        self.error: OSError | None = None
+        self.drop = False  # set when the file is being abandoned: writes are dropped
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = self.raw.seek(pos, whence) if whence else pos
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buf: Any) -> int:
+        self.raw.seek(self.pos)
+        n = self.raw.readinto(buf) or 0
+        self.pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        self.raw.seek(self.pos)
+        data = self.raw.read(size)
+        self.pos += len(data)
+        return data
+
+    def write(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        if self.error is None and not self.drop:
+            self.raw.seek(self.pos)
+            done = 0
+            try:
+                while done < len(view):
+                    done += self.raw.write(view[done:]) or 0
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self.error = OSError(
+                    exc.errno, f"{self.path}: writing failed ({os.strerror(exc.errno)})"
+                )
+        self.pos += len(view)
+        return len(view)
+
+    def truncate(self, size: int) -> int:
+        if self.error is None:
+            try:
+                self.raw.truncate(size)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self.error = OSError(exc.errno, f"{self.path}: {os.strerror(exc.errno)}")
+        return size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def create_h5(path: str | os.PathLike[str], mode: str = "w") -> H5File:
+    """Open a staged or temporary HDF5 file for writing so that a full disk is one clean error.
+
+    The file is written through h5py's ``fileobj`` driver: on a full disk the rest of the
+    writes are dropped and closing the file raises ``OSError(ENOSPC)`` naming it, where HDF5's
+    own driver would leave half-closed objects behind (a crash at exit). Use it only for files
+    that are discarded when writing fails (:func:`staged_h5`, ``atomic_path``); no SWMR.
+
+    Parameters
+    ----------
+    path : path-like
+    mode : {"w", "r+"}
+        Create (truncate) the file, or add to one this process is staging.
+    """
+    if mode not in ("w", "r+"):
+        raise ValueError(f"mode must be 'w' or 'r+'; got {mode!r}")
+    sink = _DiscardWhenFull(Path(path), mode)
+    try:
+        f = H5File(sink, mode, libver=LIBVER)
+    except BaseException:
+        sink.close()
+        raise
+    f._nnfit_sink = sink
+    return f
 
 
 @contextlib.contextmanager

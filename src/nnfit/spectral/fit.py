@@ -105,6 +105,9 @@ def write_solution(path: str | os.PathLike, x: np.ndarray, attrs: dict | None = 
             st["X_global_sha"][0] = solution_sha(flat)
             f.flush()
             return
+        # A new dataset is metadata written outside SWMR mode: a full disk half-way would
+        # leave a store that cannot be read, so its space is taken first.
+        f.reserve(2 * flat.nbytes + (1 << 20))
         tmp = "X_global__tmp"
         if tmp in f:
             del f[tmp]

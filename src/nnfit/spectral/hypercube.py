@@ -29,11 +29,11 @@ import h5py
 import numpy as np
 
 from nnfit.io import array_sha256, atomic_path
-from nnfit.io.hdf5 import LIBVER, open_h5, open_locked, writer_lock
+from nnfit.io.hdf5 import create_h5, open_h5, open_locked, writer_lock
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
 from nnfit.spectral.store import CubeProblem, load_problem, read_rebin
-from nnfit.spectral.store_checks import check_hypercube_shape
+from nnfit.spectral.store_checks import check_tiles_layout
 from nnfit.validate import check_int
 
 __all__ = ["build_hypercube", "compress_hypercube_inplace", "inputs_digest", "tile_grid"]
@@ -201,7 +201,7 @@ def _prepare(path: Path, shape4, chunk4, grid, compression, overwrite: bool, dig
     # A fresh HyperCube is created in a copy of the store that replaces it atomically: a kill
     # here leaves the old file, never half-written metadata; a discarded cube's space is freed.
     with h5py.File(path, "r") as src, atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", libver=LIBVER) as dst:
+        with create_h5(tmp) as dst:
             _copy_store(src, dst, skip=("HyperCube",))
             _create_hypercube(
                 dst.create_group("HyperCube"), shape4, chunk4, grid, compression, digest
@@ -491,9 +491,9 @@ def compress_hypercube_inplace(
             raise ValueError(
                 f"{p}: the HyperCube is not complete; finish the build before compressing"
             )
-        check_hypercube_shape(src, p)
+        check_tiles_layout(src, p)  # tile chunks: the copy is made chunk by chunk
         m = g["models"]
-        with atomic_path(p, suffix=".h5") as tmp, h5py.File(tmp, "w", libver=LIBVER) as dst:
+        with atomic_path(p, suffix=".h5") as tmp, create_h5(tmp) as dst:
             _copy_store(src, dst, skip=("HyperCube",))
             gd = dst.create_group("HyperCube")
             for k, v in g.attrs.items():

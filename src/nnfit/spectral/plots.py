@@ -32,7 +32,8 @@ def live_fit_dashboard(
     ``x[c, p]`` as an image, mass errors and relative change of ``x``, observed vs model
     spectra for a few validation spaxels (masked pixels shaded), and the component mass
     fractions against ``orbit_weights``. Opens the store read-only with SWMR, so it can run at
-    any time during a fit, from another process; the PNG is replaced atomically.
+    any time during a fit, from another process; the PNG is replaced atomically. A store
+    without a HyperCube is drawn too (see Notes).
 
     Parameters
     ----------
@@ -46,7 +47,14 @@ def live_fit_dashboard(
     Returns
     -------
     dict
-        ``x_source`` (which stored vector was drawn), ``n_metrics`` (rows), ``spaxels``.
+        ``x_source`` (which stored vector was drawn), ``n_metrics`` (rows), ``spaxels``,
+        ``model`` (the model spectrum drawn for each of them).
+
+    Notes
+    -----
+    Without a HyperCube (after the exact ``nnfit spectral fit``) the model spectra are
+    computed matrix-free from the templates and LOSVDs, as
+    :func:`~nnfit.spectral.reconstruct.reconstruct_model_cube_single` does.
 
     Examples
     --------
@@ -54,11 +62,21 @@ def live_fit_dashboard(
     """
     path = Path(path)
     with open_h5(path, "r") as f:
-        if "HyperCube/models" not in f:
-            raise ValueError(f"{path} has no /HyperCube/models; build it first")
+        has_cube = "HyperCube/models" in f
+    op = None
+    if not has_cube:
+        # After the exact fit (no HyperCube): the model from the templates and LOSVDs, as
+        # `nnfit spectral reconstruct` computes it.
+        from nnfit.spectral.cube_operator import CubeOperator
+
+        op = CubeOperator.from_h5(path)
+    with open_h5(path, "r") as f:
         check_inputs(f, path, required=())
-        S, C, P, L = check_hypercube_shape(f, path)
-        models = f["HyperCube/models"]
+        if op is None:
+            S, C, P, L = check_hypercube_shape(f, path)
+            models = f["HyperCube/models"]
+        else:
+            (S, L), (C, P) = op.data_shape, op.model_shape
         met = {}
         if "Fit/metrics" in f:
             for name in METRIC_NAMES:
@@ -86,9 +104,13 @@ def live_fit_dashboard(
         mod = {}
         if x is not None:
             xcp = x.reshape(C, P)
+            full = op.unweighted_forward(xcp) if op is not None else None
             for s in pick:
-                slab = np.asarray(models[int(s)], dtype=np.float32)
-                mod[int(s)] = np.einsum("cpl,cp->l", slab, xcp, dtype=np.float64)
+                if full is not None:
+                    mod[int(s)] = full[int(s)]
+                else:
+                    slab = np.asarray(models[int(s)], dtype=np.float32)
+                    mod[int(s)] = np.einsum("cpl,cp->l", slab, xcp, dtype=np.float64)
         wave = np.exp(np.asarray(f["ObsPix"], dtype=np.float64)) if "ObsPix" in f else None
 
     fig = Figure(figsize=(15, 8.5), layout="constrained")
@@ -189,4 +211,9 @@ def live_fit_dashboard(
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    return {"x_source": src, "n_metrics": int(n_met), "spaxels": [int(s) for s in pick]}
+    return {
+        "x_source": src,
+        "n_metrics": int(n_met),
+        "spaxels": [int(s) for s in pick],
+        "model": mod,
+    }

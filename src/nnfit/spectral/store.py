@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.io import atomic_path
-from nnfit.io.hdf5 import LIBVER, open_h5, writer_lock
+from nnfit.io.hdf5 import create_h5, open_h5, writer_lock
 from nnfit.spectral.model import (
     C_KMS,
     grid_step,
@@ -158,9 +158,20 @@ def read_warm_start_from(f: h5py.File, shape: tuple[int, int]) -> np.ndarray | N
 def read_rebin(f: h5py.File, T: int, L: int) -> sp.csr_matrix:
     if "RebinCSR" in f:
         g = f["RebinCSR"]
-        return sp.csr_matrix(
-            (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(L, T), dtype=np.float64
-        )
+        try:
+            R = sp.csr_matrix(
+                (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(L, T), dtype=np.float64
+            )
+            # every index in range: scipy's products read out of bounds (a crash) otherwise
+            R.check_format(full_check=True)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{f.filename}: /RebinCSR is not a valid ({L}, {T}) sparse matrix ({exc}); "
+                "re-create the store (nnfit spectral init)"
+            ) from None
+        if not np.isfinite(R.data).all():
+            raise ValueError(f"{f.filename}: /RebinCSR holds NaN/Inf values; re-create the store")
+        return R
     return rebin_matrix(f["TemPix"][()], f["ObsPix"][()])
 
 
@@ -633,7 +644,7 @@ class StoreWriter:
         # The store is written afresh into a temporary file that replaces it atomically: a kill
         # leaves the old store or the new one, and the space of a previous HyperCube is freed.
         with writer_lock(self.path), atomic_path(self.path, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w", libver=LIBVER) as f:
+            with create_h5(tmp) as f:
                 f.create_dataset("DataCube", data=dc, dtype=np.float64)
                 if nz is not None:
                     f.create_dataset("Noise", data=nz, dtype=np.float64)

@@ -33,15 +33,18 @@ If the solver process dies, the writer sees its pipe close, flushes and closes t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,6 +206,10 @@ def _prepare_file(f: h5py.File, spec: dict[str, Any]) -> dict[str, Any]:
     S, C, P, _ = (int(v) for v in models.shape)
     n = C * P
     ring = int(spec["ring_size"])
+    if "Fit/state/time_offset" not in f or "X_global" not in f:
+        # New datasets are created outside SWMR mode, where a full disk half-way would leave
+        # metadata that cannot be read: their space (rings, vectors, headers) is taken first.
+        f.reserve(2 * (12 * ring * n + 8 * 4 * n) + (1 << 20))
     fit = f.require_group("Fit")
     sample = fit.require_group("sample")
     if "spaxels" not in sample:
@@ -292,49 +299,65 @@ def _writer_loop(path: str, spec: dict[str, Any], recv: Callable[[], Any], reply
                 msg = recv()
             except (EOFError, OSError):
                 break  # the solver closed the pipe or died: flush and close cleanly
-            kind = msg[0]
-            if kind == "close":
+            if msg[0] == "close":
                 break
-            if kind == "metrics":
-                row = msg[1]
-                met = f["Fit/metrics"]
-                for name in METRIC_NAMES:
-                    ds = met[name]
-                    ds.resize((ds.shape[0] + 1,))
-                    ds[-1] = row[name]
-                f["Fit/state/time_offset"][0] = row["time_sec"]
-                f.flush()
-            elif kind == "vector":
-                _, name, x, pos, fp = msg
-                _write_vector(f, name, x, pos, fp)
-            elif kind == "best":
-                _, x, val, pos, fp = msg
-                _write_vector(f, "x_best", x, pos, fp)
-                f["Fit/state/best_val"][0] = val
-                f.flush()
-            elif kind == "ring":
-                _, x, epoch, tsec = msg
-                st = f["Fit/state"]
-                i = int(st["ring_next"][0]) % f["Fit/x_ring"].shape[0]
-                f["Fit/x_ring"][i] = x
-                f["Fit/x_vis_ring"][i] = x.astype(np.float32)
-                f["Fit/ring_epoch"][i] = epoch
-                f["Fit/ring_time"][i] = tsec
-                st["ring_next"][0] = i + 1
-                f.flush()
-            elif kind == "weights":
-                f["Fit/orbit_weights"][...] = msg[1]
-                f.flush()
+            try:
+                _apply(f, msg)
+            except Exception as exc:  # a full disk: reported in one line by the front end
+                reply(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+                break
     finally:
         with contextlib.suppress(Exception):
             f.flush()
-        f.close()
+        try:
+            f.close()
+        except Exception as exc:  # its last writes failed (a full disk)
+            with contextlib.suppress(Exception):
+                reply(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         with contextlib.suppress(Exception):
             reply(("closed", None))
 
 
+def _apply(f: h5py.File, msg: tuple) -> None:
+    """Write one message of the front end into the store (SWMR mode)."""
+    kind = msg[0]
+    if kind == "metrics":
+        row = msg[1]
+        met = f["Fit/metrics"]
+        for name in METRIC_NAMES:
+            ds = met[name]
+            ds.resize((ds.shape[0] + 1,))
+            ds[-1] = row[name]
+        f["Fit/state/time_offset"][0] = row["time_sec"]
+        f.flush()
+    elif kind == "vector":
+        _, name, x, pos, fp = msg
+        _write_vector(f, name, x, pos, fp)
+    elif kind == "best":
+        _, x, val, pos, fp = msg
+        _write_vector(f, "x_best", x, pos, fp)
+        f["Fit/state/best_val"][0] = val
+        f.flush()
+    elif kind == "ring":
+        _, x, epoch, tsec = msg
+        st = f["Fit/state"]
+        i = int(st["ring_next"][0]) % f["Fit/x_ring"].shape[0]
+        f["Fit/x_ring"][i] = x
+        f["Fit/x_vis_ring"][i] = x.astype(np.float32)
+        f["Fit/ring_epoch"][i] = epoch
+        f["Fit/ring_time"][i] = tsec
+        st["ring_next"][0] = i + 1
+        f.flush()
+    elif kind == "weights":
+        f["Fit/orbit_weights"][...] = msg[1]
+        f.flush()
+
+
 def _writer_entry() -> None:
     """Entry point of the writer subprocess: messages are pickles on stdin, replies on stdout."""
+    # Ctrl-C in a terminal reaches the whole process group: the front end handles it and
+    # closes this writer, which first writes what it was sent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the reply pipe
@@ -360,18 +383,35 @@ def read_checkpoints(f: h5py.File) -> dict[str, dict[str, Any]]:
         path = "X_global" if name == "X_global" else f"Fit/{name}"
         if path not in f:
             continue
-        x = np.asarray(f[path], dtype=np.float64)
         if st is None or f"{name}_sha" not in st:
             if name == "X_global":
-                out[name] = {"x": x, "pos": None, "fp": b""}
+                out[name] = {"x": np.asarray(f[path], dtype=np.float64), "pos": None, "fp": b""}
             continue
+        # Read in the reverse of the writer's order (vector, position and fingerprint, then
+        # digest), so that a writer still at work (a killed solver's writer draining its
+        # queue) cannot pair a vector with the position of the next one: a position newer
+        # than the digest comes with a vector newer than the digest, which fails the check.
         sha = bytes(st[f"{name}_sha"][0])
+        pos = tuple(int(v) for v in st[f"{name}_pos"][:]) if f"{name}_pos" in st else None
+        fp = bytes(st[f"{name}_fp"][0]) if f"{name}_fp" in st else b""
+        x = np.asarray(f[path], dtype=np.float64)
         if sha == b"untracked":
             out[name] = {"x": x, "pos": None, "fp": b""}
         elif sha and sha == _sha(x):
-            pos = tuple(int(v) for v in st[f"{name}_pos"][:])
-            out[name] = {"x": x, "pos": pos, "fp": bytes(st[f"{name}_fp"][0])}
+            out[name] = {"x": x, "pos": pos, "fp": fp}
     return out
+
+
+_OPEN: weakref.WeakSet[FitTracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_trackers() -> None:
+    """Close the trackers a program left open when it ends (their writers still hold queued
+    messages): daemon threads and the garbage collector do not run at interpreter exit."""
+    for trk in list(_OPEN):
+        with contextlib.suppress(Exception):
+            trk.close(timeout=60)
 
 
 class FitTracker:
@@ -397,7 +437,10 @@ class FitTracker:
         for ...:
             tracker.on_batch(rmse)
             tracker.maybe_save(x, epoch=ep)
-        tracker.close()
+        tracker.close()  # optional: a tracker left open is closed when the program ends
+
+    Without :meth:`set_validation`, the validation RMSE (which picks ``/Fit/x_best``) is
+    computed on the held-out sample read from the store.
     """
 
     def __init__(
@@ -466,9 +509,10 @@ class FitTracker:
             self._closed = True
             if info.startswith(("ValueError", "FileNotFoundError", "KeyError", "FileExistsError")):
                 raise ValueError(f"fit tracker: {info}")
-            raise RuntimeError(f"fit tracker writer failed: {info}")
+            raise TrackerWriterError(f"fit tracker writer failed: {info}")
         self._sender = threading.Thread(target=self._pump, name="nnfit-tracker-send", daemon=True)
         self._sender.start()
+        _OPEN.add(self)
         self.sample_spaxels = info["spaxels"]
         self.val_pixels = info["val_pixels"]
         self.best_val = info["best_val"]
@@ -566,13 +610,40 @@ class FitTracker:
         self._send(("weights", w))
 
     def set_validation(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-        """Give the held-out rows ``(n, C*P)`` (float32 is fine), data and weights."""
+        """Give the held-out rows ``(n, C*P)`` (float32 is fine), data and weights.
+
+        Optional: without it the tracker reads them from the store at the first validation
+        (the rows of ``/HyperCube/models`` at ``/Fit/sample``, ``/DataCube``, ``1 / /Noise``).
+        A solver that already holds those rows passes them here to save the read.
+        """
         self._val = (rows, np.asarray(y, np.float64), np.asarray(w, np.float64))
 
+    def _read_validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed validation sample's rows, data and weights, read from the store."""
+        from nnfit.spectral.hypercube_reader import HyperCubeReader
+
+        spax, pix = self.sample_spaxels, self.val_pixels
+        with HyperCubeReader(self.path) as reader:
+            f = reader.file
+            rows = np.concatenate([reader.spaxel_rows(int(s), pix) for s in spax])
+            y = np.concatenate([np.asarray(f["DataCube"][int(s)], np.float64)[pix] for s in spax])
+            if "Noise" in f:
+                sig = np.concatenate(
+                    [np.asarray(f["Noise"][int(s)], np.float64)[pix] for s in spax]
+                )
+                w = 1.0 / sig
+            else:
+                w = np.ones(y.size)
+        return rows, y, w
+
     def validation_rmse(self, x: np.ndarray) -> float:
-        """Weighted RMSE of ``x`` on the held-out rows (NaN until :meth:`set_validation`)."""
+        """Weighted RMSE of ``x`` on the held-out sample (``/Fit/sample``: the store's rows at
+        the sample spaxels' validation pixels, weighted by ``1 / /Noise``), CubeFit's
+        criterion for ``/Fit/x_best``."""
         if self._val is None:
-            return math.nan
+            if not self.sample_spaxels.size or not self.val_pixels.size:
+                return math.nan
+            self._val = self._read_validation()
         from nnfit.solvers.kaczmarz import residual_sse
 
         rows, y, w = self._val
@@ -686,6 +757,7 @@ class FitTracker:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         sender = getattr(self, "_sender", None)
         if sender is not None:
             self._q.put(("close",))
@@ -698,8 +770,12 @@ class FitTracker:
             # the writer replies once the file is closed (lock released); its interpreter
             # shutdown after that does not concern us
             with contextlib.suppress(Exception):
-                while self._read_reply(timeout)[0] != "closed":
-                    pass
+                while True:
+                    kind, info = self._read_reply(timeout)
+                    if kind == "closed":
+                        break
+                    if kind == "error" and self._error is None:
+                        self._error = OSError(info)
                 confirmed = True
         else:
             with contextlib.suppress(Exception):
