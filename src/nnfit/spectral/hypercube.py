@@ -200,7 +200,7 @@ def _prepare(path: Path, shape4, chunk4, grid, compression, overwrite: bool, dig
         )
     # A fresh HyperCube is created in a copy of the store that replaces it atomically: a kill
     # here leaves the old file, never half-written metadata; a discarded cube's space is freed.
-    with h5py.File(path, "r") as src, atomic_path(path, suffix=".h5") as tmp:
+    with open_h5(path, "r") as src, atomic_path(path, suffix=".h5") as tmp:
         with create_h5(tmp) as dst:
             _copy_store(src, dst, skip=("HyperCube",))
             _create_hypercube(

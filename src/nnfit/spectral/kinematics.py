@@ -140,7 +140,6 @@ def read_losvd_file(
     * ``.h5``/``.hdf5``: dataset ``dataset`` (default ``/LOSVD``) and ``/VelPix`` (or the
       dataset's ``vel_pix`` attribute), as an orbit model writes them.
     """
-    import h5py
 
     p = Path(path)
     if not p.exists():
@@ -156,7 +155,9 @@ def read_losvd_file(
                 raise ValueError(f"--losvd {p}: needs arrays 'losvd' and 'vel_pix'")
             L, v = z["losvd"], z["vel_pix"]
     elif p.suffix in (".h5", ".hdf5"):
-        with h5py.File(p, "r") as f:
+        from nnfit.io.hdf5 import open_h5
+
+        with open_h5(p, "r") as f:
             if dataset not in f:
                 raise ValueError(f"--losvd {p}: no dataset /{dataset.lstrip('/')}")
             d = f[dataset]
