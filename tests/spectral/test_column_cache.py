@@ -61,6 +61,7 @@ def test_rounds_of_gram_blocks_equal_the_streamed_and_dense_ones(continuum):
         cols = np.concatenate([J, new])
         G2, b2 = cube_gram(op, cols, new_from=J.size)
         np.testing.assert_allclose(G, G2, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(b, b2, rtol=1e-12, atol=1e-12 * np.abs(b_ref).max())
         np.testing.assert_allclose(G, G_ref[np.ix_(cols, new)], rtol=0, atol=1e-12 * scale)
         np.testing.assert_allclose(b, b_ref[new], rtol=1e-12, atol=1e-12 * np.abs(b_ref).max())
         assert len(cache.slot) <= cache.capacity == 4 and cache.nbytes <= 4 * cache.col_bytes

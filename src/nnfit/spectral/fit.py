@@ -541,6 +541,7 @@ def _fit_working_set(
     mu = None
     rounds = 0
     solves = 0
+    tried = entered = 0  # candidate columns brought in / kept by the subproblem
     max_rounds = 100 if max_iter is None else int(max_iter)
     phases.setdefault("gradient", 0.0)
     phases.setdefault("gram", 0.0)
@@ -614,6 +615,8 @@ def _fit_working_set(
             eq_tol=1e-12,
         )
         solves += res.iterations
+        tried += new.size
+        entered += int(np.count_nonzero(res.x[m0:]))
         mu = res.multipliers
         x = np.zeros(n)
         x[J] = res.x
@@ -632,6 +635,8 @@ def _fit_working_set(
     return x.reshape(C, P), {
         "iterations": solves,
         "rounds": rounds,
+        "candidates": tried,
+        "candidates_kept": entered,
         "working_set": int(J.size),
         "solver_converged": converged,
         "multipliers": mu,
