@@ -4,7 +4,7 @@ The working-set fit of :mod:`nnfit.spectral.fit` extends its Gram block every ro
 columns of the new candidates. Each entry ``G[i, j] = <B_i, B_j>`` needs both weighted design
 columns ``B_j = W A e_j`` (S, L), and building one costs ``2 S K L`` flops (K dictionary
 entries), against ``2 S L`` per Gram entry: recomputing the support's columns every round
-was most of the fit's time. :class:`ColumnCache` keeps ``B_j`` (the fitted pixels only) for
+was most of the fit's time. :class:`ColumnCache` keeps ``B_j`` for
 as many columns as ``cap_bytes`` allows, support first, and evicts the least recently used
 column that is not in the current working set when a slot is needed. Columns that do not fit
 are computed as before, so the cap bounds the memory and never the result.
@@ -19,6 +19,8 @@ from :func:`nnfit.spectral.gram.cube_gram`, so results agree with it to rounding
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from nnfit.spectral.continuum import project_out
@@ -26,6 +28,18 @@ from nnfit.spectral.cube_operator import CubeOperator, _adjoint_core, _phi_to_mo
 from nnfit.spectral.gram import block_columns
 
 __all__ = ["ColumnCache"]
+
+_GAP = 4  # slots of other columns a GEMM over a run of cached slots may include
+
+
+def _slot_runs(slots: np.ndarray) -> list[tuple[int, int]]:
+    """Ranges ``[lo, hi)`` covering ``slots``, split where more than ``_GAP`` slots are unused."""
+    s = np.unique(slots)
+    if s.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(s) > _GAP + 1) + 1
+    return [(int(g[0]), int(g[-1]) + 1) for g in np.split(s, cut)]
+
 
 _STEP_BYTES = 256e6  # design columns computed per spaxel step (per round: new + uncached)
 
@@ -39,8 +53,8 @@ class ColumnCache:
         The operator (its weights, continuum projection and data as they are now: build a new
         cache after :meth:`CubeOperator.set_continuum`).
     cap_bytes : float
-        Memory for cached columns; ``S * L_fit * 8`` bytes each (``L_fit``: pixels with a
-        non-zero weight in some spaxel). 0 disables caching (every column is recomputed).
+        Memory for cached columns, ``S * L * 8`` bytes each; 0 disables caching (every column
+        is recomputed).
 
     Examples
     --------
@@ -58,19 +72,14 @@ class ColumnCache:
 
     def __init__(self, op: CubeOperator, cap_bytes: float) -> None:
         self.op = op
-        d = op._data
         S, L = op.data_shape
         self.C, self.P = op.model_shape
-        used = np.ones(L, bool) if d.w is None else (d.w != 0).any(axis=0)
-        if d.q is not None:  # the projection can spread a column onto pixels W leaves at 0
-            used |= (d.q != 0).any(axis=(0, 2))
-        self.fitted = np.flatnonzero(used)
-        self.S, self.L_fit = S, self.fitted.size
-        self.col_bytes = 8 * S * max(1, self.L_fit)
+        self.S, self.L = S, L
+        self.col_bytes = 8 * S * L
         self.capacity = int(max(0.0, cap_bytes) // self.col_bytes)
-        self._store: np.ndarray | None = None  # (capacity, S, L_fit), allocated on first use
+        self._store: np.ndarray | None = None  # (capacity, S, L), allocated on first use
         self.slot: dict[int, int] = {}  # column -> slot, for columns whose B is stored
-        self._free = list(range(self.capacity - 1, -1, -1))
+        self._free = list(range(self.capacity))  # a heap: the lowest slot first keeps runs long
         self._used: dict[int, int] = {}  # column -> last round it was asked for
         self._round = 0
         self.computed = 0  # design columns built (statistics; tests check the cap by it)
@@ -97,22 +106,21 @@ class ColumnCache:
                     victims = [j for j in self.slot if j not in want]
                     if victims:
                         v = min(victims, key=lambda j: self._used.get(j, -1))
-                        self._free.append(self.slot.pop(v))
+                        heapq.heappush(self._free, self.slot.pop(v))
                 if not self._free:
                     continue
-                s = self._free.pop()
+                s = heapq.heappop(self._free)
                 self.slot[c] = s
                 fresh.append(i)
             out[i] = s
         if fresh and self._store is None:
-            self._store = np.empty((self.capacity, self.S, self.L_fit))
+            self._store = np.empty((self.capacity, self.S, self.L))
         self._fresh = np.asarray(fresh, dtype=np.int64)
         return out
 
     def _design(self, sub, columns: np.ndarray) -> np.ndarray:
-        """Weighted, projected design columns of the spaxel step ``sub`` on fitted pixels."""
-        B = project_out(sub.q, block_columns(sub, columns, self.C, self.P))
-        return B[:, :, self.fitted] if self.L_fit < B.shape[2] else B
+        """Weighted, projected design columns ``(m, S_step, L)`` of the spaxel step ``sub``."""
+        return project_out(sub.q, block_columns(sub, columns, self.C, self.P))
 
     def gram_extend(self, J: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``G[:, new]`` (m, m_new) for ``cols = [J, new]`` and ``b[new]``.
@@ -131,39 +139,43 @@ class ColumnCache:
         computed_now[self._fresh] = True
         computed_now[slots < 0] = True
         comp = np.flatnonzero(computed_now)  # positions in cols to build this round
-        comp_new = comp >= m0
+        k0 = int(np.searchsorted(comp, m0))  # comp[k0:] are new columns
         self.computed += comp.size
+        # cached rows are multiplied straight from the store, one GEMM per run of slots
+        resident = np.flatnonzero(slots >= 0)
+        runs = []
+        for lo, hi in _slot_runs(slots[resident]):
+            sel = resident[(slots[resident] >= lo) & (slots[resident] < hi)]
+            runs.append((lo, hi, sel, slots[sel] - lo))
+        unslotted = np.flatnonzero(slots < 0)
+        where = np.searchsorted(comp, unslotted)
+        cached_new = np.flatnonzero(~computed_now[m0:])
         d = self.op._data
         G = np.zeros((m, mn))
         b = np.zeros(mn)
-        hi = int(slots.max(initial=-1)) + 1
-        step = max(1, int(_STEP_BYTES // max(1, (comp.size + mn) * self.L_fit * 8)))
+        step = max(1, int(_STEP_BYTES // max(1, (comp.size + mn) * self.L * 8)))
         for a in range(0, self.S, step):
             sub = d.rows(a, min(self.S, a + step))
             sb = sub.kern.shape[0]
             Bc = self._design(sub, cols[comp]) if comp.size else None
-            if Bc is not None:
-                for i, pos in enumerate(comp):
-                    if slots[pos] >= 0:
-                        self._store[slots[pos], a : a + sb] = Bc[i]
-            # right-hand factor: the new columns' designs for this step
-            R = np.empty((mn, sb, self.L_fit))
-            if comp_new.any():
-                R[comp[comp_new] - m0] = Bc[comp_new]
-            cached_new = np.flatnonzero(~computed_now[m0:])
-            if cached_new.size:
+            for i, pos in enumerate(comp):
+                if slots[pos] >= 0:
+                    self._store[slots[pos], a : a + sb] = Bc[i]
+            if cached_new.size == 0:  # every new column was built now: a view
+                R2 = Bc[k0:].reshape(mn, -1)
+            else:
+                R = np.empty((mn, sb, self.L))
+                if k0 < comp.size:
+                    R[comp[k0:] - m0] = Bc[k0:]
                 R[cached_new] = self._store[slots[m0 + cached_new], a : a + sb]
-            R2 = R.reshape(mn, -1)
-            if hi:
-                resident = np.flatnonzero(slots >= 0)
-                V = self._store[:hi, a : a + sb].reshape(hi, -1)  # a strided view, no copy
-                G[resident] += (V @ R2.T)[slots[resident]]
-            unslotted = np.flatnonzero(slots < 0)
+                R2 = R.reshape(mn, -1)
+            for lo, hi, sel, rows in runs:
+                V = self._store[lo:hi, a : a + sb].reshape(hi - lo, -1)  # strided view, no copy
+                G[sel] += (V @ R2.T)[rows]
             if unslotted.size:
-                where = np.searchsorted(comp, unslotted)
                 G[unslotted] += Bc[where].reshape(unslotted.size, -1) @ R2.T
             if sub.wy is not None:
-                b += R2 @ sub.wy[:, self.fitted].ravel()
+                b += R2 @ sub.wy.ravel()
         return G, b
 
     def covers(self, x: np.ndarray) -> bool:
@@ -189,12 +201,7 @@ class ColumnCache:
             sub = d.rows(s0, s1)
             res = -sub.wy
             if nz.size:
-                model = np.tensordot(flat[nz], self._store[sl, s0:s1], axes=1)  # (sb, L_fit)
-                if self.L_fit < res.shape[1]:
-                    res = res.copy()
-                    res[:, self.fitted] += model
-                else:
-                    res = res + model
+                res = res + np.tensordot(flat[nz], self._store[sl, s0:s1], axes=1)
             chi2 += float(np.einsum("ij,ij->", res, res))
             if sub.w is not None:
                 res = res * sub.w
