@@ -119,3 +119,13 @@ def test_fit_cube_with_the_cache_gives_the_same_optimum(small_store, cache_gb):
     m0, m1 = op.forward(x0), op.forward(x1)
     np.testing.assert_allclose(m1, m0, rtol=0, atol=1e-10 * np.abs(m0).max())
     np.testing.assert_allclose(x1, x0, rtol=0, atol=1e-6 * np.abs(x0).max())
+
+
+def test_slot_runs_cover_every_slot_and_skip_long_gaps():
+    from nnfit.spectral.column_cache import _GAP, _slot_runs
+
+    slots = np.array([9, 0, 1, 3, 9 + _GAP + 2, 2])
+    runs = _slot_runs(slots)
+    assert runs == [(0, 4), (9, 10), (9 + _GAP + 2, 9 + _GAP + 3)]
+    assert _slot_runs(np.array([0, 1 + _GAP])) == [(0, 2 + _GAP)]  # a short gap is included
+    assert _slot_runs(np.zeros(0, dtype=np.int64)) == []

@@ -194,14 +194,20 @@ class ColumnCache:
         flat = np.asarray(x, dtype=np.float64).ravel()
         nz = np.flatnonzero(flat)
         sl = np.array([self.slot[int(j)] for j in nz], dtype=np.int64)
+        runs = []  # weights per run of slots: one GEMV on a view of the store, no gather
+        for lo, hi in _slot_runs(sl):
+            coef = np.zeros(hi - lo)
+            inside = (sl >= lo) & (sl < hi)
+            coef[sl[inside] - lo] = flat[nz[inside]]
+            runs.append((lo, hi, coef))
         phi = None
         chi2 = 0.0
         for s0 in range(0, self.S, op.block_size):
             s1 = min(self.S, s0 + op.block_size)
             sub = d.rows(s0, s1)
             res = -sub.wy
-            if nz.size:
-                res = res + np.tensordot(flat[nz], self._store[sl, s0:s1], axes=1)
+            for lo, hi, coef in runs:
+                res = res + np.tensordot(coef, self._store[lo:hi, s0:s1], axes=1)
             chi2 += float(np.einsum("ij,ij->", res, res))
             if sub.w is not None:
                 res = res * sub.w
