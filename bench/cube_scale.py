@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument(
         "--cache-gb",
         type=float,
-        default=2.0,
+        default=0.0,
         help="memory cap for design columns kept between rounds (0: recompute every round)",
     )
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")

@@ -222,7 +222,7 @@ def fit_cube(
     block_size: int | None = None,
     max_iter: int | None = None,
     memory_gb: float = 8.0,
-    cache_gb: float = 2.0,
+    cache_gb: float = 0.0,
     batch: int | None = None,
     checkpoint: bool = True,
     callback: Callable[[np.ndarray, dict], None] | None = None,
@@ -266,8 +266,11 @@ def fit_cube(
         Memory budget used by ``"auto"`` to decide whether the full Gram fits.
     cache_gb : float
         Memory cap for the working set's weighted design columns kept between rounds
-        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`);
-        0 recomputes every column every round. The cap bounds memory, not the result.
+        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`).
+        0 (the default) recomputes every column every round, the same arithmetic as on a
+        cluster; with a cache the Gram entries are summed in another order, so the weights
+        agree with the uncached fit only to the subproblem's conditioning times rounding
+        (chi^2 to ~1e-15). The cap bounds memory, not the result.
     batch : int, optional
         Variables added to the working set per round (default ``max(64, m/2)``).
     checkpoint : bool
