@@ -123,7 +123,6 @@ def cmd_fit(a: argparse.Namespace) -> None:
         f"end to end {total:.1f} s wall, {cpu:.1f} s CPU (all threads); "
         f"peak RSS {_peak_gb():.2f} GiB; load average {os.getloadavg()[0]:.1f}"
     )
-    cache = stats.get("column_cache") or {}
     row = {
         "wall_s": total,
         "cpu_s": cpu,
@@ -131,7 +130,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         "load": os.getloadavg()[0],
         "rounds": stats.get("rounds"),
         "candidates": stats.get("candidates"),
-        "columns_built": cache.get("computed", stats.get("candidates")),
+        "columns_built": stats.get("columns_built"),
         "chi2": stats["chi2"],
         "kkt": stats["kkt_violation"],
         "converged": stats["converged"],

@@ -544,7 +544,7 @@ def _fit_working_set(
     mu = None
     rounds = 0
     solves = 0
-    tried = entered = 0  # candidate columns brought in / kept by the subproblem
+    tried = entered = built = 0  # candidate columns brought in / kept; design columns built
     max_rounds = 100 if max_iter is None else int(max_iter)
     phases.setdefault("gradient", 0.0)
     phases.setdefault("gram", 0.0)
@@ -592,8 +592,10 @@ def _fit_working_set(
         cols = np.concatenate([J, new])
         if cache is None:
             Gc, bn = cube_gram(op, cols, new_from=J.size)
+            built += cols.size
         else:
             Gc, bn = cache.gram_extend(J, new)
+            built = cache.computed
         m, m0 = cols.size, J.size
         G2 = np.empty((m, m))
         G2[:m0, :m0] = G
@@ -640,6 +642,7 @@ def _fit_working_set(
         "rounds": rounds,
         "candidates": tried,
         "candidates_kept": entered,
+        "columns_built": built,
         "working_set": int(J.size),
         "solver_converged": converged,
         "multipliers": mu,
