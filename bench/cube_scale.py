@@ -112,6 +112,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         progress=progress,
         max_iter=a.max_rounds,
         cache_gb=a.cache_gb,
+        batch=a.batch,
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k not in ("phases", "mpoly", "apoly")}
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="memory cap for design columns kept between rounds (0: recompute every round)",
     )
+    f.add_argument("--batch", type=int, default=None, help="candidates per round")
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
     f.add_argument(
         "--kernel", choices=("linear", "fourier"), default=None, help="model (default: the store's)"
