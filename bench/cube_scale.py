@@ -5,7 +5,7 @@ Two steps, so the fit's peak memory is measured on its own::
     python bench/cube_scale.py simulate --out /tmp/ngc4365.h5            # S=2854, C=22, ...
     /usr/bin/time -v python bench/cube_scale.py fit /tmp/ngc4365.h5      # phases + peak RSS
 
-``compare PATH --cache-gb 0 2 [-- FIT ARGS]`` runs ``fit --cold --no-checkpoint`` once per
+``compare PATH --cache-gb 0 2 [--fit-args '--batch 16']`` runs ``fit --cold --no-checkpoint`` once per
 value in its own process and prints one table (wall, CPU, peak RSS, rounds, columns built):
 the before/after of the column cache in one run. ``--components 207`` gives the C = 207
 problem. ``fit --kernel fourier --mdegree 8`` fits the
@@ -141,12 +141,13 @@ def cmd_fit(a: argparse.Namespace) -> None:
 
 def cmd_compare(a: argparse.Namespace) -> None:
     """Each ``--cache-gb`` value in its own process (own peak RSS), one table."""
+    import shlex
     import subprocess
 
     rows = []
     for gb in a.cache_gb:
         cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
-        cmd += ["--cache-gb", str(gb), *a.fit_args]
+        cmd += ["--cache-gb", str(gb), *shlex.split(a.fit_args)]
         print("$", " ".join(cmd), flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         print(out, flush=True)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("path", type=Path)
     c.add_argument("--cache-gb", type=float, nargs="+", default=[0.0, 2.0])
     c.add_argument(
-        "fit_args", nargs=argparse.REMAINDER, help="after --: passed to fit (--kernel, ...)"
+        "--fit-args", default="", help="more fit arguments, one quoted string ('--batch 16')"
     )
     c.set_defaults(func=cmd_compare)
     a = p.parse_args(argv)
