@@ -5,16 +5,22 @@ Two steps, so the fit's peak memory is measured on its own::
     python bench/cube_scale.py simulate --out /tmp/ngc4365.h5            # S=2854, C=22, ...
     /usr/bin/time -v python bench/cube_scale.py fit /tmp/ngc4365.h5      # phases + peak RSS
 
-``--components 207`` gives the C = 207 problem. ``fit --kernel fourier --mdegree 8`` fits the
+``compare PATH --cache-gb 0 2 [--fit-args '--batch 16']`` runs ``fit --cold --no-checkpoint`` once per
+value in its own process and prints one table (wall, CPU, peak RSS, rounds, columns built):
+the before/after of the column cache in one run. ``--components 207`` gives the C = 207
+problem. ``fit --kernel fourier --mdegree 8`` fits the
 exact model with per-spaxel multiplicative polynomials. The fit prints every phase's time, the
-working-set rounds, chi^2, the KKT violation and the peak resident memory
-(``resource.getrusage``). Not part of ``make test``.
+working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
+threads, so on a shared machine it shows the work done when wall time shows the load) and the
+peak resident memory (``resource.getrusage``). ``--cache-gb 0`` is the fit without the column
+cache (every round rebuilds its columns). Not part of ``make test``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -58,13 +64,15 @@ def cmd_fit(a: argparse.Namespace) -> None:
     from nnfit.spectral.fit import fit_cube
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
 
     def progress(phase: str, info: dict) -> None:
         if phase == "round":
             print(
                 f"  [{time.perf_counter() - t0:7.1f} s] round {info['round']}: chi2 "
                 f"{info['chi2']:.6f}, working set {info['working_set']}, "
-                f"violators {info['violators']}, peak {_peak_gb():.2f} GiB",
+                f"violators {info['violators']}, CPU {time.process_time() - c0:.1f} s, "
+                f"peak {_peak_gb():.2f} GiB",
                 flush=True,
             )
 
@@ -103,13 +111,64 @@ def cmd_fit(a: argparse.Namespace) -> None:
         checkpoint=not a.no_checkpoint,
         progress=progress,
         max_iter=a.max_rounds,
+        cache_gb=a.cache_gb,
+        batch=a.batch,
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k not in ("phases", "mpoly", "apoly")}
     if "phases" in stats:
         print("phases (s):", json.dumps({k: round(v, 2) for k, v in stats["phases"].items()}))
     print("stats:", json.dumps(out, default=float))
-    print(f"end to end {total:.1f} s; peak RSS {_peak_gb():.2f} GiB")
+    cpu = time.process_time() - c0
+    print(
+        f"end to end {total:.1f} s wall, {cpu:.1f} s CPU (all threads); "
+        f"peak RSS {_peak_gb():.2f} GiB; load average {os.getloadavg()[0]:.1f}"
+    )
+    row = {
+        "wall_s": total,
+        "cpu_s": cpu,
+        "peak_gib": _peak_gb(),
+        "load": os.getloadavg()[0],
+        "rounds": stats.get("rounds"),
+        "candidates": stats.get("candidates"),
+        "columns_built": stats.get("columns_built"),
+        "chi2": stats["chi2"],
+        "kkt": stats["kkt_violation"],
+        "converged": stats["converged"],
+    }
+    print("RESULT", json.dumps(row), flush=True)
+
+
+def cmd_compare(a: argparse.Namespace) -> None:
+    """Each ``--cache-gb`` value in its own process (own peak RSS), one table."""
+    import shlex
+    import subprocess
+
+    rows = []
+    for gb in a.cache_gb:
+        cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
+        cmd += ["--cache-gb", str(gb), *shlex.split(a.fit_args)]
+        print("$", " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        print(out, flush=True)
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+        rows.append((gb, json.loads(line[7:])))
+    print(
+        f"\n{'cache_gb':>8} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} {'CPU s':>8} "
+        f"{'peak GiB':>8} {'load':>5} {'chi2':>18} {'KKT':>9}"
+    )
+    for gb, r in rows:
+        print(
+            f"{gb:>8g} {r['rounds']:>6} {r['candidates']:>6} {r['columns_built']:>6} "
+            f"{r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_gib']:>8.2f} {r['load']:>5.1f} "
+            f"{r['chi2']:>18.6f} {r['kkt']:>9.2e}"
+        )
+    base = rows[0][1]
+    for gb, r in rows[1:]:
+        print(
+            f"cache_gb={gb:g} vs {rows[0][0]:g}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
+            f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--scheduler", default=None)
     f.add_argument("--cold", action="store_true", help="ignore /X_global")
     f.add_argument("--no-checkpoint", action="store_true")
+    f.add_argument(
+        "--cache-gb",
+        type=float,
+        default=0.0,
+        help="memory cap for design columns kept between rounds (0: recompute every round)",
+    )
+    f.add_argument("--batch", type=int, default=None, help="candidates per round")
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
     f.add_argument(
         "--kernel", choices=("linear", "fourier"), default=None, help="model (default: the store's)"
@@ -146,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--degree", type=int, default=-1, help="additive Legendre degree per spaxel")
     f.add_argument("--mdegree", type=int, default=0, help="multiplicative Legendre degree")
     f.set_defaults(func=cmd_fit)
+    c = sub.add_parser("compare", help="fit once per --cache-gb value, one table")
+    c.add_argument("path", type=Path)
+    c.add_argument("--cache-gb", type=float, nargs="+", default=[0.0, 2.0])
+    c.add_argument(
+        "--fit-args", default="", help="more fit arguments, one quoted string ('--batch 16')"
+    )
+    c.set_defaults(func=cmd_compare)
     a = p.parse_args(argv)
     a.func(a)
 

@@ -137,9 +137,11 @@ class _Objective:
         self.op = op
         self.H = H  # (P, P) regul^2 D^T D, or None
 
-    def half_grad(self, x: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """(half-gradient (C, P), objective, chi2)."""
-        g, chi2 = self.op.gradient(x)
+    def half_grad(
+        self, x: np.ndarray, gradient: Callable | None = None
+    ) -> tuple[np.ndarray, float, float]:
+        """(half-gradient (C, P), objective, chi2); ``gradient`` replaces ``op.gradient``."""
+        g, chi2 = (self.op.gradient if gradient is None else gradient)(x)
         obj = chi2
         if self.H is not None:
             xh = x @ self.H
@@ -212,6 +214,7 @@ def fit_cube(
     block_size: int | None = None,
     max_iter: int | None = None,
     memory_gb: float = 8.0,
+    cache_gb: float = 0.0,
     batch: int | None = None,
     checkpoint: bool = True,
     callback: Callable[[np.ndarray, dict], None] | None = None,
@@ -254,6 +257,13 @@ def fit_cube(
         Cap on working-set rounds (active-set) or iterations (matrix-free).
     memory_gb : float
         Memory budget used by ``"auto"`` to decide whether the full Gram fits.
+    cache_gb : float
+        Memory cap for the working set's weighted design columns kept between rounds
+        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`).
+        0 (the default) recomputes every column every round, the same arithmetic as on a
+        cluster; with a cache the Gram entries are summed in another order, so the weights
+        agree with the uncached fit only to the subproblem's conditioning times rounding
+        (chi^2 to ~1e-15). The cap bounds memory, not the result.
     batch : int, optional
         Variables added to the working set per round (default ``max(64, m/2)``).
     checkpoint : bool
@@ -386,6 +396,7 @@ def fit_cube(
             constraints=constraints,
             max_iter=max_iter,
             memory_gb=memory_gb,
+            cache_gb=cache_gb,
             batch=batch,
             checkpoint=False,
             callback=None,
@@ -445,7 +456,7 @@ def fit_cube(
         x, st = _fit_gram(op, H, E, x0, tol, phases, report)
     elif chosen == "active-set":
         x, st = _fit_working_set(
-            op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit
+            op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_gb
         )
     else:
         x, st = _fit_pgd(op, obj, x0, norms2, phases, report, max_iter)
@@ -609,7 +620,11 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
     }
 
 
-def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit):
+def _fit_working_set(
+    op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_gb
+):
+    from nnfit.spectral.column_cache import ColumnCache
+
     C, P = op.model_shape
     n = C * P
     x = np.zeros(n) if x0 is None else x0.ravel().copy()
@@ -620,6 +635,7 @@ def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, b
     mu = None
     rounds = 0
     solves = 0
+    tried = entered = built = 0  # candidate columns brought in / kept; design columns built
     max_rounds = 100 if max_iter is None else int(max_iter)
     phases.setdefault("gradient", 0.0)
     phases.setdefault("gram", 0.0)
@@ -627,9 +643,14 @@ def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, b
     nn2 = norms2.ravel()
     last_kkt = np.inf
     converged = False
+    cache = None
+    if op.scheduler is None and cache_gb > 0:
+        cache = ColumnCache(op, cache_gb * 2**30)
     while rounds < max_rounds:
         t = time.perf_counter()
-        gh, objective, chi2 = obj.half_grad(x.reshape(C, P))
+        # the support's columns in memory give the model without a forward pass
+        fast = cache.gradient if cache is not None and cache.covers(x) else None
+        gh, objective, chi2 = obj.half_grad(x.reshape(C, P), fast)
         gh = gh.ravel()
         if mu is not None and E is not None:
             gh = gh + E.T @ mu
@@ -660,7 +681,12 @@ def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, b
         # extend the Gram block with the new columns (only S*L*m*m_new work)
         t = time.perf_counter()
         cols = np.concatenate([J, new])
-        Gc, bn = cube_gram(op, cols, new_from=J.size)
+        if cache is None:
+            Gc, bn = cube_gram(op, cols, new_from=J.size)
+            built += cols.size
+        else:
+            Gc, bn = cache.gram_extend(J, new)
+            built = cache.computed
         m, m0 = cols.size, J.size
         G2 = np.empty((m, m))
         G2[:m0, :m0] = G
@@ -685,6 +711,8 @@ def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, b
             eq_tol=1e-12,
         )
         solves += res.iterations
+        tried += new.size
+        entered += int(np.count_nonzero(res.x[m0:]))
         mu = res.multipliers
         x = np.zeros(n)
         x[J] = res.x
@@ -703,10 +731,16 @@ def _fit_working_set(op, obj, H, E, x0, tol, norms2, phases, report, max_iter, b
     return x.reshape(C, P), {
         "iterations": solves,
         "rounds": rounds,
+        "candidates": tried,
+        "candidates_kept": entered,
+        "columns_built": built,
         "working_set": int(J.size),
         "solver_converged": converged,
         "multipliers": mu,
         "kkt_outside_working_set": last_kkt,
+        "column_cache": None
+        if cache is None
+        else {"capacity": cache.capacity, "computed": cache.computed, "bytes": cache.nbytes},
         "_exact_norms2": (exact_idx, exact_vals),
     }
 

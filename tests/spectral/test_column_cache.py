@@ -1,0 +1,133 @@
+"""ColumnCache: Gram blocks and gradients equal to the streamed ones (and to the dense matrix),
+the memory cap honoured, and fit_cube's working set giving the same answer with and without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnfit.spectral.column_cache import ColumnCache
+from nnfit.spectral.cube_operator import CubeOperator
+from nnfit.spectral.fit import fit_cube
+from nnfit.spectral.gram import cube_gram
+
+
+def _operator(continuum: bool = False) -> CubeOperator:
+    rng = np.random.default_rng(3)
+    tem = np.log(5000.0) + 1e-4 * np.arange(300)
+    S, C, P, V, L = 30, 3, 12, 7, 100
+    op = CubeOperator(
+        rng.random((P, 300)),
+        rng.random((S, V, C)),
+        np.linspace(-200, 200, V),
+        tem,
+        tem[50:250:2],
+        mask=rng.random(L) > 0.2,
+        noise=0.5 + rng.random((S, L)),
+        datacube=rng.random((S, L)),
+        block_size=8,
+    )
+    if continuum:
+        op.set_continuum(degree=2, mpoly=1.0 + 0.2 * rng.random((S, L)))
+    return op
+
+
+def _dense_gram(op: CubeOperator) -> tuple[np.ndarray, np.ndarray]:
+    """``(W A)^T (W A)`` and ``(W A)^T W y`` column by column through the operator itself."""
+    from nnfit.spectral.continuum import project_out
+
+    C, P = op.model_shape
+    d = op._data
+    cols = []
+    for j in range(C * P):
+        e = np.zeros(C * P)
+        e[j] = 1.0
+        cols.append(project_out(d.q, op.unweighted_forward(e) * d.w).ravel())
+    A = np.stack(cols, axis=1)
+    return A.T @ A, A.T @ d.wy.ravel()
+
+
+@pytest.mark.parametrize("continuum", [False, True])
+def test_rounds_of_gram_blocks_equal_the_streamed_and_dense_ones(continuum):
+    op = _operator(continuum)
+    G_ref, b_ref = _dense_gram(op)
+    scale = np.abs(G_ref).max()
+    cache = ColumnCache(op, cap_bytes=4 * ColumnCache(op, 0).col_bytes)  # 4 slots: evictions
+    rng = np.random.default_rng(0)
+    J = np.zeros(0, dtype=np.int64)
+    for _ in range(6):
+        new = rng.choice(np.setdiff1d(np.arange(36), J), size=5, replace=False)
+        G, b = cache.gram_extend(J, new)
+        cols = np.concatenate([J, new])
+        G2, b2 = cube_gram(op, cols, new_from=J.size)
+        np.testing.assert_allclose(G, G2, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(b, b2, rtol=1e-12, atol=1e-12 * np.abs(b_ref).max())
+        np.testing.assert_allclose(G, G_ref[np.ix_(cols, new)], rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(b, b_ref[new], rtol=1e-12, atol=1e-12 * np.abs(b_ref).max())
+        assert len(cache.slot) <= cache.capacity == 4 and cache.nbytes <= 4 * cache.col_bytes
+        J = cols[rng.random(cols.size) < 0.5]  # keep about half, as the pruning does
+
+
+def test_support_columns_survive_and_re_entering_columns_are_not_rebuilt():
+    op = _operator()
+    cache = ColumnCache(op, cap_bytes=1e9)
+    cache.gram_extend(np.array([0, 1]), np.array([2, 3]))
+    assert cache.computed == 4
+    cache.gram_extend(np.array([0]), np.array([1, 4]))  # 1 re-enters: only 4 is built
+    assert cache.computed == 5
+
+
+def test_cap_zero_stores_nothing_and_still_gives_the_gram():
+    op = _operator()
+    cache = ColumnCache(op, cap_bytes=0)
+    G, b = cache.gram_extend(np.array([0, 7]), np.array([3, 9, 20]))
+    G2, b2 = cube_gram(op, np.array([0, 7, 3, 9, 20]), new_from=2)
+    np.testing.assert_allclose(G, G2, rtol=1e-12)
+    np.testing.assert_allclose(b, b2, rtol=1e-12)
+    assert cache.capacity == 0 and not cache.slot and cache._store is None
+
+
+@pytest.mark.parametrize("continuum", [False, True])
+def test_gradient_from_cached_columns_equals_the_operator_pass(continuum):
+    op = _operator(continuum)
+    cache = ColumnCache(op, cap_bytes=1e9)
+    cols = np.array([1, 8, 14, 30])
+    cache.gram_extend(cols[:2], cols[2:])
+    x = np.zeros(36)
+    x[cols] = [0.3, 1.2, 0.0, 2.5]
+    assert cache.covers(x) and not cache.covers(np.eye(36)[5])
+    g1, chi1 = cache.gradient(x)
+    g2, chi2 = op.gradient(x.reshape(op.model_shape))
+    np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-12 * np.abs(g2).max())
+    assert chi1 == pytest.approx(chi2, rel=1e-13)
+
+
+@pytest.mark.parametrize("cache_gb", [1.0, 4e-5])  # everything cached / about one column
+def test_fit_cube_with_the_cache_gives_the_same_optimum(small_store, cache_gb):
+    kw = dict(method="active-set", x0=None, batch=4, checkpoint=False)
+    x0, st0 = fit_cube(small_store, cache_gb=0.0, **kw)
+    x1, st1 = fit_cube(small_store, cache_gb=cache_gb, **kw)
+    assert st0["column_cache"] is None and st1["column_cache"]["bytes"] <= cache_gb * 2**30
+    assert st1["converged"] and st1["kkt_violation"] <= st1["kkt_tol"]
+    assert st1["rounds"] == st0["rounds"]
+    if cache_gb == 1.0:  # the support is never rebuilt: at most the candidates cost a column
+        assert st1["columns_built"] <= st1["candidates"] < st0["columns_built"]
+    np.testing.assert_array_equal(x1 > 0, x0 > 0)
+    for key in ("chi2", "objective"):
+        assert st1[key] == pytest.approx(st0[key], rel=1e-12)
+    # the model is fixed to rounding; the weights only to cond(G_support) ~ 1e8 times that
+    # (the SSP-like columns are nearly collinear), so they get the looser bound
+    op = CubeOperator.from_h5(small_store, weighted=True)
+    m0, m1 = op.forward(x0), op.forward(x1)
+    np.testing.assert_allclose(m1, m0, rtol=0, atol=1e-10 * np.abs(m0).max())
+    np.testing.assert_allclose(x1, x0, rtol=0, atol=1e-6 * np.abs(x0).max())
+
+
+def test_slot_runs_cover_every_slot_and_skip_long_gaps():
+    from nnfit.spectral.column_cache import _GAP, _slot_runs
+
+    slots = np.array([9, 0, 1, 3, 9 + _GAP + 2, 2])
+    runs = _slot_runs(slots)
+    assert runs == [(0, 4), (9, 10), (9 + _GAP + 2, 9 + _GAP + 3)]
+    assert _slot_runs(np.array([0, 1 + _GAP])) == [(0, 2 + _GAP)]  # a short gap is included
+    assert _slot_runs(np.zeros(0, dtype=np.int64)) == []
