@@ -358,6 +358,7 @@ def fit_cube(
             degree=degree,
             mdegree=mdegree,
             continuum_tol=continuum_tol,
+            cache_gb=cache_gb,
         )
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
