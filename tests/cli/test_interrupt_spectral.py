@@ -46,7 +46,12 @@ def _wait(cond, proc, timeout=120.0) -> None:
 def _interrupt(proc) -> tuple[float, str]:
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
     t0 = time.monotonic()
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # an ignored Ctrl-C must not outlive the test
+        proc.communicate()
+        raise
     return time.monotonic() - t0, err
 
 

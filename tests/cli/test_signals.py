@@ -170,3 +170,26 @@ def test_second_deconvolve_into_the_same_folder_is_refused(tmp_path, solver):
     names = {p.name for p in out.iterdir()}
     assert {"spikes.npy", "reconvolution.npy", "run.json", "summary.csv"} <= names
     assert not [n for n in names if n.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("raised", "arrives"), [(KeyboardInterrupt(), KeyboardInterrupt), (SystemExit(143), SystemExit)]
+)
+def test_a_signal_swallowed_in_a_destructor_reaches_the_main_program(monkeypatch, raised, arrives):
+    """Ctrl-C or SIGTERM raised in ``__del__`` is delivered again, outside the hook."""
+    from nnfit.cli import _terminate_as_exit, _unraisable
+
+    monkeypatch.setattr(sys, "unraisablehook", _unraisable)
+    restore = _terminate_as_exit()
+
+    class Dies:
+        def __del__(self):
+            raise raised
+
+    try:
+        with pytest.raises(arrives):
+            Dies()  # collected at once; Python hands its exception to the hook
+            for _ in range(200):  # the main program goes on; the signal must reach it
+                time.sleep(0.01)
+    finally:
+        restore()

@@ -100,25 +100,37 @@ def _terminate_as_exit() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
+def _redeliver(signum: int) -> None:
+    """Interrupt the main thread with ``signum`` again, a moment later, from another thread.
+
+    Delivered from inside the unraisable hook, the interrupt would be raised in the hook itself
+    (at its next step) and swallowed once more; from a timer it lands in the main program.
+    """
+    timer = threading.Timer(0.01, _thread.interrupt_main, args=(signum,))
+    timer.daemon = True
+    timer.start()
+
+
 def _unraisable(unraisable: Any) -> None:
     """Exceptions raised where Python cannot propagate them (``__del__``, weakref callbacks).
 
     Ctrl-C (or SIGTERM, turned into ``SystemExit``) that lands in one of them would be
-    swallowed and the command would run on: the signal is delivered again, so it interrupts
-    the main program at its next step. h5py reports a failed flush of an HDF5 handle being
-    garbage-collected (a full disk) as an "Exception ignored" traceback; the same failure
-    reaches the user as one line from the write that raised it, so these are not printed.
+    swallowed and the command would run on: the signal is delivered again (:func:`_redeliver`),
+    so it interrupts the main program at its next step. h5py reports a failed flush of an HDF5
+    handle being garbage-collected (a full disk) as an "Exception ignored" traceback; the same
+    failure reaches the user as one line from the write that raised it, so these are not
+    printed.
     """
-    exc = unraisable.exc_value
-    if isinstance(exc, KeyboardInterrupt):
-        _thread.interrupt_main(signal.SIGINT)
-        return
-    if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
-        _thread.interrupt_main(signal.SIGTERM)
-        return
-    if isinstance(exc, OSError) and "h5py" in repr(unraisable.object):
-        return
-    sys.__unraisablehook__(unraisable)
+    try:
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):
+            _redeliver(signal.SIGINT)
+        elif isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            _redeliver(signal.SIGTERM)
+        elif not (isinstance(exc, OSError) and "h5py" in repr(unraisable.object)):
+            sys.__unraisablehook__(unraisable)
+    except KeyboardInterrupt:
+        _redeliver(signal.SIGINT)  # a second Ctrl-C while this hook ran
 
 
 _DISK_FULL = re.compile(r"No space left on device|errno = 28|\d+ requested and \d+ written")
