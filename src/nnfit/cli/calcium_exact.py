@@ -85,6 +85,7 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
 
 def deconvolve_exact_command(args: argparse.Namespace) -> int:
     """``nnfit calcium deconvolve`` with the exact solver."""
+    from nnfit.calcium.estimate import LAM_Z
     from nnfit.calcium.indicators import indicator_kinetics, indicator_record
     from nnfit.calcium.pipeline import deconvolve_recording, open_traces
     from nnfit.calcium.results import plot_cells, run_record, summary_csv
@@ -199,7 +200,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         **rec,
         # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
         spike_time_offset_s=spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
-        lam_rule=None if args.lam is not None else "lam = z noise ||h||_2 per cell",
+        lam_rule=None if args.lam is not None else f"lam = {LAM_Z:g} noise ||h||_2 per cell",
         **({} if indicator is None else indicator_record(indicator)),
         outputs=["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
     )
@@ -228,7 +229,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         " ms (spike_time_offset_s in run.json)"
     )
     if args.lam is None:
-        print("lam: per cell from the noise (lam = z noise ||h||_2); see summary.csv")
+        print(f"lam: per cell from the noise (lam = {LAM_Z:g} noise ||h||_2); see summary.csv")
     resumed = rec.get("blocks_resumed", 0)
     extra = f", resumed {resumed} of {rec['blocks']} blocks" if resumed else ""
     print(
