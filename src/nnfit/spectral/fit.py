@@ -337,6 +337,19 @@ def fit_cube(
     >>> stats["converged"], stats["chi2"] < 1e-20 * stats["chi2_zero"]
     (True, True)
     """
+    # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
+    solver = dict(
+        tol=tol,
+        regul=regul,
+        regul_order=regul_order,
+        constraints=constraints,
+        max_iter=max_iter,
+        memory_gb=memory_gb,
+        cache_gb=cache_gb,
+        batch=batch,
+        progress=progress,
+        verbose=verbose,
+    )
     if isinstance(source, (str, os.PathLike)):
         return fit_store(
             source,
@@ -346,19 +359,10 @@ def fit_cube(
             callback=callback,
             scheduler=scheduler,
             block_size=block_size,
-            tol=tol,
-            regul=regul,
-            regul_order=regul_order,
-            constraints=constraints,
-            max_iter=max_iter,
-            memory_gb=memory_gb,
-            batch=batch,
-            progress=progress,
-            verbose=verbose,
             degree=degree,
             mdegree=mdegree,
             continuum_tol=continuum_tol,
-            cache_gb=cache_gb,
+            **solver,
         )
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
@@ -390,20 +394,7 @@ def fit_cube(
     if degree >= 0 or mdegree > 0:
         from nnfit.spectral.continuum import fit_continuum
 
-        inner = dict(
-            tol=tol,
-            regul=regul,
-            regul_order=regul_order,
-            constraints=constraints,
-            max_iter=max_iter,
-            memory_gb=memory_gb,
-            cache_gb=cache_gb,
-            batch=batch,
-            checkpoint=False,
-            callback=None,
-            progress=progress,
-            verbose=verbose,
-        )
+        inner = dict(solver, checkpoint=False, callback=None)
 
         def fit_once(x_init):
             start = x0 if x_init is None else x_init
