@@ -138,7 +138,7 @@ def timing(n_cells: int, n_frames: int) -> int:
     return 0
 
 
-def search_z(rates: tuple[float, ...]) -> int:
+def search_z(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
     """Default estimate's decay / truth with the decay search's lam multiplier z varied."""
     from nnfit.calcium import estimate
 
@@ -146,8 +146,8 @@ def search_z(rates: tuple[float, ...]) -> int:
     print("| fs | indicator | condition | " + " | ".join(f"z = {z:g}" for z in zs) + " |")
     print("|---|---|---|" + "---|" * len(zs))
     default = estimate.REFINE_LAM_Z
-    for i, fs in enumerate(rates):
-        for ind, cond, _, td, y in cases(fs, 18 * i):
+    for fs in rates:
+        for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
             out = []
             for z in zs:
                 estimate.REFINE_LAM_Z = z
@@ -181,6 +181,7 @@ def timing_rates(duration_s: float) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 and 158 Hz only")
+    ap.add_argument("--rates", type=float, nargs="+", help="only these frame rates of the grid")
     ap.add_argument("--no-default", action="store_true", help="skip the default estimator")
     ap.add_argument("--no-increments", action="store_true", help="skip the increment estimator")
     ap.add_argument(
@@ -206,15 +207,18 @@ def main() -> int:
     if args.timing_rates:
         return timing_rates(args.timing_rates)
     rates = (30.0, 158.0) if args.quick else (30.0, 60.0, 122.0, 158.0)
+    seeds = {fs: 18 * i for i, fs in enumerate(rates)}
+    if args.rates:
+        rates = tuple(args.rates)
     if args.search:
-        return search_z(rates)
+        return search_z(rates, seeds)
     print(
         "| fs | indicator | condition | decay incr./true | rise incr./true | incr. s | "
         "decay default/true | rise default/true | default s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for i, fs in enumerate(rates):
-        for ind, cond, tr, td, y in cases(fs, 18 * i):
+    for fs in rates:
+        for ind, cond, tr, td, y in cases(fs, seeds.get(fs, 0)):
             row = f"| {fs:g} | {ind} | {cond} |"
             if args.no_increments:
                 row += " - | - | - |"
