@@ -23,8 +23,8 @@ and the estimation CPU time.
 
 ``--search`` prints instead the default estimate's decay / truth with the decay search's lam
 multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-rates`` times
-``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells at 30 and 120 Hz of the
-same duration.
+``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells, then 8 GCaMP6s cells, at
+30 and 120 Hz of the same duration.
 
 Usage::
 
@@ -159,22 +159,23 @@ def search_z(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
 
 def timing_rates(duration_s: float) -> int:
     """CPU time of estimate_kinetics_pooled at 30 and 120 Hz, same duration (min of 3)."""
-    cpu = {}
-    for fs in (30.0, 120.0):
-        y = list(simulate_calab(fs, "gcamp6f", 8, duration_s, 1))
-        runs = []
-        for _ in range(3):
-            t0 = time.process_time()
-            tr, td = estimate_kinetics_pooled(y, fs)
-            runs.append(time.process_time() - t0)
-        cpu[fs] = min(runs)
-        print(
-            f"{fs:g} Hz, 8 CaLab GCaMP6f cells x {duration_s:g} s: {cpu[fs]:.2f} s CPU (min of 3; "
-            f"runs {', '.join(f'{r:.2f}' for r in runs)}), tau {tr:.3f} / {td:.3f} s, "
-            f"load {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
-    print(f"ratio 120 / 30 Hz: {cpu[120.0] / cpu[30.0]:.2f}")
+    for preset in ("gcamp6f", "gcamp6s"):
+        cpu = {}
+        for fs in (30.0, 120.0):
+            y = list(simulate_calab(fs, preset, 8, duration_s, 1))
+            runs = []
+            for _ in range(3):
+                t0 = time.process_time()
+                tr, td = estimate_kinetics_pooled(y, fs)
+                runs.append(time.process_time() - t0)
+            cpu[fs] = min(runs)
+            print(
+                f"{fs:g} Hz, 8 CaLab {preset} cells x {duration_s:g} s: {cpu[fs]:.2f} s CPU (min of "
+                f"3; runs {', '.join(f'{r:.2f}' for r in runs)}), tau {tr:.3f} / {td:.3f} s, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        print(f"{preset}: ratio 120 / 30 Hz: {cpu[120.0] / cpu[30.0]:.2f}", flush=True)
     return 0
 
 
