@@ -281,7 +281,7 @@ def refine_kinetics(
     --------
     >>> from nnfit.calcium import simulate_recording
     >>> rec = simulate_recording(3, 9000, tau_rise=0.05, tau_decay=0.6, rate_hz=0.5, seed=3)
-    >>> tr, td = refine_kinetics(list(rec.traces), 30.0, 0.05, 0.9)
+    >>> tr, td = refine_kinetics(list(rec.traces), 30.0, 0.05, 1.2)
     >>> bool(abs(td - 0.6) < 0.1)
     True
     """
