@@ -11,15 +11,25 @@ Grid: frame rates 30, 60, 122 and 158 Hz; GCaMP6f-, 6s- and 8f-like double expon
   calcium of 20 other cells) added with coefficient 0.7 and subtracted with 1.0;
 - ``0.1 Hz`` and ``2 Hz``: firing rates.
 
+plus CaLab 0.3.0's own simulator (``calab.simulate``) with its GCaMP6f and GCaMP6s presets
+(rise / decay 0.1 / 0.6 s and 0.4 / 1.8 s, Markov spiking, random-walk drift, per-cell
+amplitudes), rows ``CaLab GCaMP6f`` / ``CaLab GCaMP6s``.
+
 Each cell is 240 s long, 4 cells per recording set. Methods: ``increments`` (decay from the
 increment proxy, :func:`nnfit.calcium.increments.decay_from_increments`, rise at short lags)
 and the default ``estimate_kinetics_pooled`` (autocovariance, decay refined by residual
 whiteness, rise at short lags). Prints the ratio estimate / truth for the decay and the rise,
 and the estimation CPU time.
 
+``--search`` prints instead the default estimate's decay / truth with the decay search's lam
+multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-rates`` times
+``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells, then 8 GCaMP6s cells, at
+30 and 120 Hz of the same duration.
+
 Usage::
 
-    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py [--quick]
+    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py [--quick] [--search]
+    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py --timing-rates 240
 """
 
 from __future__ import annotations
@@ -42,6 +52,32 @@ INDICATORS = {
 }
 CONDITIONS = ("standard", "low SNR", "bursts", "neuropil", "0.1 Hz", "2 Hz")
 N_CELLS, DURATION_S = 4, 240.0
+
+
+CALAB = {"CaLab GCaMP6f": ("gcamp6f", 0.1, 0.6), "CaLab GCaMP6s": ("gcamp6s", 0.4, 1.8)}
+
+
+def simulate_calab(
+    fs: float, preset: str, n_cells: int, duration_s: float, seed: int
+) -> np.ndarray:
+    """Traces from CaLab's simulator with one of its indicator presets."""
+    import calab
+
+    cfg = getattr(calab.presets, preset)(
+        fs_hz=fs, num_timepoints=int(duration_s * fs), num_cells=n_cells, seed=seed
+    )
+    return np.asarray(calab.simulate(cfg).traces, dtype=float)
+
+
+def cases(fs: float, seed0: int):
+    """(indicator, condition, true rise, true decay, traces) over the grid, then CaLab's presets."""
+    seed = seed0
+    for ind, (tr, td) in INDICATORS.items():
+        for cond in CONDITIONS:
+            seed += 1
+            yield ind, cond, tr, td, list(simulate(fs, tr, td, cond, seed))
+    for name, (preset, tr, td) in CALAB.items():
+        yield name, "preset", tr, td, list(simulate_calab(fs, preset, N_CELLS, DURATION_S, 1))
 
 
 def simulate(fs: float, tr: float, td: float, cond: str, seed: int) -> np.ndarray:
@@ -102,10 +138,53 @@ def timing(n_cells: int, n_frames: int) -> int:
     return 0
 
 
+def search_z(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
+    """Default estimate's decay / truth with the decay search's lam multiplier z varied."""
+    from nnfit.calcium import estimate
+
+    zs = (1.0, 1.5, 2.0, 3.0)
+    print("| fs | indicator | condition | " + " | ".join(f"z = {z:g}" for z in zs) + " |")
+    print("|---|---|---|" + "---|" * len(zs))
+    default = estimate.REFINE_LAM_Z
+    for fs in rates:
+        for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
+            out = []
+            for z in zs:
+                estimate.REFINE_LAM_Z = z
+                out.append(f"{estimate_kinetics_pooled(y, fs)[1] / td:.2f}")
+            estimate.REFINE_LAM_Z = default
+            print(f"| {fs:g} | {ind} | {cond} | " + " | ".join(out) + " |", flush=True)
+    return 0
+
+
+def timing_rates(duration_s: float) -> int:
+    """CPU time of estimate_kinetics_pooled at 30 and 120 Hz, same duration (min of 3)."""
+    for preset in ("gcamp6f", "gcamp6s"):
+        cpu = {}
+        for fs in (30.0, 120.0):
+            y = list(simulate_calab(fs, preset, 8, duration_s, 1))
+            runs = []
+            for _ in range(3):
+                t0 = time.process_time()
+                tr, td = estimate_kinetics_pooled(y, fs)
+                runs.append(time.process_time() - t0)
+            cpu[fs] = min(runs)
+            print(
+                f"{fs:g} Hz, 8 CaLab {preset} cells x {duration_s:g} s: {cpu[fs]:.2f} s CPU (min of "
+                f"3; runs {', '.join(f'{r:.2f}' for r in runs)}), tau {tr:.3f} / {td:.3f} s, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        print(f"{preset}: ratio 120 / 30 Hz: {cpu[120.0] / cpu[30.0]:.2f}", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 and 158 Hz only")
+    ap.add_argument("--rates", type=float, nargs="+", help="only these frame rates of the grid")
     ap.add_argument("--no-default", action="store_true", help="skip the default estimator")
+    ap.add_argument("--no-increments", action="store_true", help="skip the increment estimator")
     ap.add_argument(
         "--timing-cells",
         type=int,
@@ -113,33 +192,50 @@ def main() -> int:
         help="only time deconvolve (with estimation) vs OASIS on this many cells",
     )
     ap.add_argument("--timing-frames", type=int, default=30000)
+    ap.add_argument(
+        "--search", action="store_true", help="decay / truth for the decay search's z in 1-3"
+    )
+    ap.add_argument(
+        "--timing-rates",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="only time the estimation at 30 and 120 Hz on recordings of this duration",
+    )
     args = ap.parse_args()
     if args.timing_cells:
         return timing(args.timing_cells, args.timing_frames)
+    if args.timing_rates:
+        return timing_rates(args.timing_rates)
     rates = (30.0, 158.0) if args.quick else (30.0, 60.0, 122.0, 158.0)
+    seeds = {fs: 18 * i for i, fs in enumerate(rates)}
+    if args.rates:
+        rates = tuple(args.rates)
+    if args.search:
+        return search_z(rates, seeds)
     print(
-        "| fs | indicator | condition | decay new/true | rise new/true | new s | "
-        "decay prev/true | rise prev/true | prev s |"
+        "| fs | indicator | condition | decay incr./true | rise incr./true | incr. s | "
+        "decay default/true | rise default/true | default s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    seed = 0
     for fs in rates:
-        for ind, (tr, td) in INDICATORS.items():
-            for cond in CONDITIONS:
-                seed += 1
-                y = list(simulate(fs, tr, td, cond, seed))
+        for ind, cond, tr, td, y in cases(fs, seeds.get(fs, 0)):
+            row = f"| {fs:g} | {ind} | {cond} |"
+            if args.no_increments:
+                row += " - | - | - |"
+            else:
                 t0 = time.process_time()
                 tr_n, td_n = from_increments(y, fs)
                 t_n = time.process_time() - t0
-                row = f"| {fs:g} | {ind} | {cond} | {td_n / td:.2f} | {tr_n / tr:.2f} | {t_n:.1f} |"
-                if args.no_default:
-                    row += " - | - | - |"
-                else:
-                    t0 = time.process_time()
-                    tr_p, td_p = estimate_kinetics_pooled(y, fs)
-                    t_p = time.process_time() - t0
-                    row += f" {td_p / td:.2f} | {tr_p / tr:.2f} | {t_p:.1f} |"
-                print(row, flush=True)
+                row += f" {td_n / td:.2f} | {tr_n / tr:.2f} | {t_n:.1f} |"
+            if args.no_default:
+                row += " - | - | - |"
+            else:
+                t0 = time.process_time()
+                tr_p, td_p = estimate_kinetics_pooled(y, fs)
+                t_p = time.process_time() - t0
+                row += f" {td_p / td:.2f} | {tr_p / tr:.2f} | {t_p:.1f} |"
+            print(row, flush=True)
     return 0
 
 
