@@ -222,6 +222,52 @@ def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
     return _cert_value(rr, yr, ssum, vmax, kkt, lam)
 
 
+# rows of one trace's workspace: :func:`ipm_traces` gives every trace one (_NW, T) array, so
+# that two traces run through the same sweeps with one argument each
+_S, _Z, _R, _GRAD, _DG, _INVS, _INVZ, _DD, _L1, _L2, _TMP, _TMP2 = range(12)
+_RHS, _DX, _DZ, _DXA, _DZA, _KVEC, _MK, _SC, _KS, _KTR = range(12, 22)
+_NW = 22
+
+# Each sweep is written once, as the body of one step (``*_step``, state in and out as a
+# tuple, inlined), and driven by two loops: one trace, or two traces interleaved step by step.
+# The sweeps are recursions whose every step waits for the last (latency-bound); two
+# independent recursions in one loop overlap, so two traces cost little more than one. Each
+# trace's arithmetic is the same in both loops, so the results are bit-identical.
+
+
+@numba.njit(inline="always")
+def _adjoint_certify_step(t, y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z, st):  # pragma: no cover
+    g1, g2, alpha, d, rd, dK, rK, K = p
+    x1, x2, fd, fr, rr, yr, ssum, vmax, kkt, mu = st
+    T = y.shape[0]
+    v = r[t + 1] - m if t + 1 < T else 0.0
+    x = v + g1 * x1 + g2 * x2
+    x2 = x1
+    x1 = x
+    w = alpha * x
+    if t + K < T:
+        u = r[t + K] - m
+        fd = d * fd + u
+        fr = rd * fr + u
+        w -= dK * fd - rK * fr
+    sv = s[t]
+    rr, yr, ssum, vmax, kkt, g = _cert_terms(y[t], sv, r[t] - m, w, lam, rr, yr, ssum, vmax, kkt)
+    grad[t] = g
+    mu += sv * z[t]
+    inv = 1.0 / sv
+    inv_s[t] = inv
+    Dg[t] = z[t] * inv
+    inv_z[t] = 1.0 / z[t]
+    return (x1, x2, fd, fr, rr, yr, ssum, vmax, kkt, mu)
+
+
+@numba.njit(inline="always")
+def _adjoint_certify_end(st, lam, T):  # pragma: no cover - compiled
+    rr, yr, ssum, vmax, kkt, mu = st[4], st[5], st[6], st[7], st[8], st[9]
+    primal, dual, kkt = _cert_value(rr, yr, ssum, vmax, kkt, lam)
+    return primal, dual, kkt, mu / T
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: no cover
     """``K^T (r - m)`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`, not stored), the
@@ -231,41 +277,52 @@ def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: 
     ``grad = lam - K^T r``, ``Dg = z / s``, ``inv_s = 1 / s``, ``inv_z = 1 / z``. Returns
     (primal, dual, kkt, mu) with ``mu = mean(s z)``.
     """
-    g1, g2, alpha, d, rd, dK, rK, K = p
     T = y.shape[0]
-    rr = 0.0
-    yr = 0.0
-    ssum = 0.0
-    vmax = -np.inf
-    kkt = 0.0
-    mu = 0.0
-    x1 = 0.0
-    x2 = 0.0
-    fd = 0.0
-    fr = 0.0
+    st = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -np.inf, 0.0, 0.0)
     for t in range(T - 1, -1, -1):
-        v = r[t + 1] - m if t + 1 < T else 0.0
-        x = v + g1 * x1 + g2 * x2
-        x2 = x1
-        x1 = x
-        w = alpha * x
-        if t + K < T:
-            u = r[t + K] - m
-            fd = d * fd + u
-            fr = rd * fr + u
-            w -= dK * fd - rK * fr
-        st = s[t]
-        rr, yr, ssum, vmax, kkt, g = _cert_terms(
-            y[t], st, r[t] - m, w, lam, rr, yr, ssum, vmax, kkt
+        st = _adjoint_certify_step(t, y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z, st)
+    return _adjoint_certify_end(st, lam, T)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _adjoint_certify2(ya, yb, wa, wb, ma, mb, la, lb, p):  # pragma: no cover - compiled
+    """:func:`_adjoint_certify` for two traces (workspaces ``wa``, ``wb``) at once."""
+    T = ya.shape[0]
+    sa = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -np.inf, 0.0, 0.0)
+    sb = sa
+    for t in range(T - 1, -1, -1):
+        sa = _adjoint_certify_step(
+            t, ya, wa[_S], wa[_Z], wa[_R], ma, la, p, wa[_GRAD], wa[_DG], wa[_INVS], wa[_INVZ], sa
         )
-        grad[t] = g
-        mu += st * z[t]
-        inv = 1.0 / st
-        inv_s[t] = inv
-        Dg[t] = z[t] * inv
-        inv_z[t] = 1.0 / z[t]
-    primal, dual, kkt = _cert_value(rr, yr, ssum, vmax, kkt, lam)
-    return primal, dual, kkt, mu / T
+        sb = _adjoint_certify_step(
+            t, yb, wb[_S], wb[_Z], wb[_R], mb, lb, p, wb[_GRAD], wb[_DG], wb[_INVS], wb[_INVZ], sb
+        )
+    return _adjoint_certify_end(sa, la, T), _adjoint_certify_end(sb, lb, T)
+
+
+@numba.njit(inline="always")
+def _step_residual_step(t, y, s, z, dx, dz, a, p, r, st):  # pragma: no cover - compiled
+    g1, g2, alpha, d, rr, dK, rK, K = p
+    c1, c2, ed, er, m = st
+    sv = s[t] + a * dx[t]
+    if sv <= 0.0:
+        sv = 1e-300
+    s[t] = sv
+    zt = z[t] + a * dz[t]
+    if zt <= 0.0:
+        zt = 1e-300
+    z[t] = zt
+    v = alpha * c1
+    if t >= K:
+        x = s[t - K]
+        ed = d * ed + x
+        er = rr * er + x
+        v -= dK * ed - rK * er
+    rt = y[t] - v
+    r[t] = rt
+    m += rt
+    c = g1 * c1 + g2 * c2 + sv
+    return (c, c1, ed, er, m)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -273,35 +330,73 @@ def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
     """Take the step (``s += a dx``, ``z += a dz``, kept > 0), then ``r = y - K s`` at the new
     ``s``, in one forward pass (the recursion of :func:`nnfit.calcium.ar2._forward`); returns
     the mean of ``r``, which :func:`_adjoint_certify` subtracts where the baseline is fitted."""
-    g1, g2, alpha, d, rr, dK, rK, K = p
     T = y.shape[0]
-    c1 = 0.0
-    c2 = 0.0
-    ed = 0.0
-    er = 0.0
-    m = 0.0
+    st = (0.0, 0.0, 0.0, 0.0, 0.0)
     for t in range(T):
-        st = s[t] + a * dx[t]
-        if st <= 0.0:
-            st = 1e-300
-        s[t] = st
-        zt = z[t] + a * dz[t]
-        if zt <= 0.0:
-            zt = 1e-300
-        z[t] = zt
-        v = alpha * c1
-        if t >= K:
-            x = s[t - K]
-            ed = d * ed + x
-            er = rr * er + x
-            v -= dK * ed - rK * er
-        rt = y[t] - v
-        r[t] = rt
-        m += rt
-        c = g1 * c1 + g2 * c2 + st
-        c2 = c1
-        c1 = c
-    return m / T
+        st = _step_residual_step(t, y, s, z, dx, dz, a, p, r, st)
+    return st[4] / T
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _step_residual2(ya, yb, wa, wb, a, b, p):  # pragma: no cover - compiled
+    """:func:`_step_residual` for two traces at once (steps ``a`` and ``b``)."""
+    T = ya.shape[0]
+    sa = (0.0, 0.0, 0.0, 0.0, 0.0)
+    sb = sa
+    for t in range(T):
+        sa = _step_residual_step(t, ya, wa[_S], wa[_Z], wa[_DX], wa[_DZ], a, p, wa[_R], sa)
+        sb = _step_residual_step(t, yb, wb[_S], wb[_Z], wb[_DX], wb[_DZ], b, p, wb[_R], sb)
+    return sa[4] / T, sb[4] / T
+
+
+@numba.njit(inline="always")
+def _factor_forward_step(
+    i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st
+):  # pragma: no cover
+    e1, inv1, l2m1, l2m2, a2m2, a2m1, l1m1, y1, y2, r0, r1, r2 = st
+    T = rhs.shape[0]
+    if factor:
+        a0 = Dg[i] + (alpha2 if i < T - 1 else 0.0)
+        a1 = 0.0
+        a2 = 0.0
+        if i + 1 < T:
+            a0 += (g1 * g1) * Dg[i + 1]
+            a1 = -g1 * Dg[i + 1]
+        if i + 2 < T:
+            a0 += (g2 * g2) * Dg[i + 2]
+            a1 += (g1 * g2) * Dg[i + 2]
+            a2 = -g2 * Dg[i + 2]
+        di = (a0 - l2m2 * a2m2) - (e1 * e1) * inv1
+        e = a1 - l2m1 * e1
+        inv = 1.0 / di
+        dd[i] = inv
+        li1 = e * inv
+        li2 = a2 * inv
+        l1[i] = li1
+        l2[i] = li2
+        e1 = e
+        inv1 = inv
+        a2m2 = a2m1
+        a2m1 = a2
+    else:
+        inv = dd[i]
+        li1 = l1[i]
+        li2 = l2[i]
+    b = r0 - g1 * r1 - g2 * r2
+    v = (b - l2m2 * y2) - l1m1 * y1
+    y2 = y1
+    y1 = v
+    tmp[i] = v * inv
+    r2n = rhs[i + 3] if i + 3 < T else 0.0
+    return (e1, inv1, li2, l2m1, a2m2, a2m1, li1, y1, y2, r1, r2, r2n)
+
+
+@numba.njit(inline="always")
+def _factor_forward_start(rhs):  # pragma: no cover - compiled
+    T = rhs.shape[0]
+    r1 = rhs[1] if T > 1 else 0.0  # rhs[i+1]
+    r2 = rhs[2] if T > 2 else 0.0  # rhs[i+2]
+    return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, rhs[0], r1, r2)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -309,61 +404,49 @@ def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma
     """The forward half of :func:`_newton_solve` for ``rhs``, with (``factor``) the LDL^T of
     :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
     the factor's rows up to ``i``. Without ``factor``, ``dd, l1, l2`` are used as they are."""
-    T = rhs.shape[0]
-    g11 = g1 * g1
-    g22 = g2 * g2
-    g12 = g1 * g2
-    e1 = 0.0
-    inv1 = 0.0
-    l2m1 = 0.0
-    l2m2 = 0.0
-    a2m2 = 0.0
-    a2m1 = 0.0
-    l1m1 = 0.0  # l1[i-1]
-    y1 = 0.0  # y[i-1]
-    y2 = 0.0  # y[i-2]
-    r1 = rhs[1] if T > 1 else 0.0  # rhs[i+1]
-    r2 = rhs[2] if T > 2 else 0.0  # rhs[i+2]
-    r0 = rhs[0]
-    for i in range(T):
-        if factor:
-            a0 = Dg[i] + (alpha2 if i < T - 1 else 0.0)
-            a1 = 0.0
-            a2 = 0.0
-            if i + 1 < T:
-                a0 += g11 * Dg[i + 1]
-                a1 = -g1 * Dg[i + 1]
-            if i + 2 < T:
-                a0 += g22 * Dg[i + 2]
-                a1 += g12 * Dg[i + 2]
-                a2 = -g2 * Dg[i + 2]
-            di = (a0 - l2m2 * a2m2) - (e1 * e1) * inv1
-            e = a1 - l2m1 * e1
-            inv = 1.0 / di
-            dd[i] = inv
-            li1 = e * inv
-            li2 = a2 * inv
-            l1[i] = li1
-            l2[i] = li2
-            e1 = e
-            inv1 = inv
-            a2m2 = a2m1
-            a2m1 = a2
-        else:
-            inv = dd[i]
-            li1 = l1[i]
-            li2 = l2[i]
-        b = r0 - g1 * r1 - g2 * r2
-        v = (b - l2m2 * y2) - l1m1 * y1
-        y2 = y1
-        y1 = v
-        tmp[i] = v * inv
-        l2m2 = l2m1
-        l2m1 = li2
-        l1m1 = li1
-        r0 = r1
-        r1 = r2
-        r2 = rhs[i + 3] if i + 3 < T else 0.0
+    st = _factor_forward_start(rhs)
+    for i in range(rhs.shape[0]):
+        st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _factor_forward2(wa, wb, alpha2, g1, g2, factor):  # pragma: no cover - compiled
+    """:func:`_factor_forward` of ``grad`` for two traces at once."""
+    sa = _factor_forward_start(wa[_GRAD])
+    sb = _factor_forward_start(wb[_GRAD])
+    for i in range(wa.shape[1]):
+        sa = _factor_forward_step(
+            i, wa[_DG], alpha2, g1, g2, wa[_DD], wa[_L1], wa[_L2], factor, wa[_GRAD], wa[_TMP], sa
+        )
+        sb = _factor_forward_step(
+            i, wb[_DG], alpha2, g1, g2, wb[_DD], wb[_L1], wb[_L2], factor, wb[_GRAD], wb[_TMP], sb
+        )
+
+
+@numba.njit(inline="always")
+def _predictor_back_step(
+    i, l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza, st
+):  # pragma: no cover - compiled
+    ms, mz, sxz, szz, sxx, w1, w2 = st  # w1 = w[i+1], w2 = w[i+2]
+    T = tmp.shape[0]
+    w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
+    j = i + 2
+    if j < T:  # u[j] = (G w)[j] is final
+        dx = -(w2 - g1 * w1 - g2 * w)
+        if centre:
+            dx += Mk[j] * ca
+        dxa[j] = dx
+        zj = z[j]
+        dz = -zj - (zj * inv_s[j]) * dx
+        dza[j] = dz
+        v = -dx * inv_s[j]
+        ms = v if v > ms else ms
+        v = -dz * inv_z[j]
+        mz = v if v > mz else mz
+        sxz += dx * z[j]
+        szz += s[j] * dz
+        sxx += dx * dz
+    return (ms, mz, sxz, szz, sxx, w, w1)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -378,35 +461,91 @@ def _predictor_back(
     ``s dza`` and ``dxa dza``, from which ``mean((s + ap dxa)(z + ad dza))`` follows for any
     steps without another pass.
     """
-    T = tmp.shape[0]
-    ms = 1.0
-    mz = 1.0
-    sxz = 0.0
-    szz = 0.0
-    sxx = 0.0
-    w1 = 0.0  # w[i+1]
-    w2 = 0.0  # w[i+2]
-    for i in range(T - 1, -3, -1):
-        w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
-        j = i + 2
-        if j < T:  # u[j] = (G w)[j] is final
-            dx = -(w2 - g1 * w1 - g2 * w)
-            if centre:
-                dx += Mk[j] * ca
-            dxa[j] = dx
-            zj = z[j]
-            dz = -zj - (zj * inv_s[j]) * dx
-            dza[j] = dz
-            v = -dx * inv_s[j]
-            ms = v if v > ms else ms
-            v = -dz * inv_z[j]
-            mz = v if v > mz else mz
-            sxz += dx * z[j]
-            szz += s[j] * dz
-            sxx += dx * dz
-        w2 = w1
-        w1 = w
-    return 1.0 / ms, 1.0 / mz, sxz, szz, sxx
+    st = (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    for i in range(tmp.shape[0] - 1, -3, -1):
+        st = _predictor_back_step(
+            i, l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza, st
+        )
+    return 1.0 / st[0], 1.0 / st[1], st[2], st[3], st[4]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _predictor_back2(wa, wb, g1, g2, centre, ca, cb):  # pragma: no cover - compiled
+    """:func:`_predictor_back` for two traces at once (baseline coefficients ``ca``, ``cb``)."""
+    sa = (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    sb = sa
+    for i in range(wa.shape[1] - 1, -3, -1):
+        sa = _predictor_back_step(
+            i,
+            wa[_L1],
+            wa[_L2],
+            g1,
+            g2,
+            wa[_TMP],
+            wa[_S],
+            wa[_Z],
+            wa[_INVS],
+            wa[_INVZ],
+            centre,
+            wa[_MK],
+            ca,
+            wa[_DXA],
+            wa[_DZA],
+            sa,
+        )
+        sb = _predictor_back_step(
+            i,
+            wb[_L1],
+            wb[_L2],
+            g1,
+            g2,
+            wb[_TMP],
+            wb[_S],
+            wb[_Z],
+            wb[_INVS],
+            wb[_INVZ],
+            centre,
+            wb[_MK],
+            cb,
+            wb[_DXA],
+            wb[_DZA],
+            sb,
+        )
+    return (
+        (1.0 / sa[0], 1.0 / sa[1], sa[2], sa[3], sa[4]),
+        (1.0 / sb[0], 1.0 / sb[1], sb[2], sb[3], sb[4]),
+    )
+
+
+@numba.njit(inline="always")
+def _corrector_forward_step(
+    j, dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp, st
+):  # pragma: no cover - compiled
+    kr, y1, y2, r0, r1, r2 = st
+    T = s.shape[0]
+    k = j + 2  # rhs[k] enters
+    if k < T:
+        rc = s[k] * z[k] + dxa[k] * dza[k] - sm
+        sc[k] = rc
+        rk = -(grad[k] - z[k]) - rc * inv_s[k]
+        if centre:
+            kr += Mk[k] * rk
+    else:
+        rk = 0.0
+    r0 = r1
+    r1 = r2
+    r2 = rk
+    if j >= 0:
+        b = r0 - g1 * r1 - g2 * r2
+        v = b
+        if j >= 2:
+            v -= l2[j - 2] * y2
+        if j >= 1:
+            v -= l1[j - 1] * y1
+        y2 = y1
+        y1 = v
+        tmp[j] = v * dd[j]
+    return (kr, y1, y2, r0, r1, r2)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -416,37 +555,83 @@ def _corrector_forward(
     """Forward half of :func:`_newton_solve` for the corrector, its right-hand side formed on
     the way: ``sc = s z + dxa dza - sm``, ``rhs = -(grad - z) - sc / s``. Returns ``Mk . rhs``
     (``= kvec . M^-1 rhs``, M symmetric: the baseline's correction before the solve ends)."""
-    T = s.shape[0]
-    kr = 0.0
-    y1 = 0.0
-    y2 = 0.0
-    r0 = 0.0
-    r1 = 0.0
-    r2 = 0.0
-    for j in range(-2, T):
-        k = j + 2  # rhs[k] enters
-        if k < T:
-            rc = s[k] * z[k] + dxa[k] * dza[k] - sm
-            sc[k] = rc
-            rk = -(grad[k] - z[k]) - rc * inv_s[k]
-            if centre:
-                kr += Mk[k] * rk
-        else:
-            rk = 0.0
-        r0 = r1
-        r1 = r2
-        r2 = rk
-        if j >= 0:
-            b = r0 - g1 * r1 - g2 * r2
-            v = b
-            if j >= 2:
-                v -= l2[j - 2] * y2
-            if j >= 1:
-                v -= l1[j - 1] * y1
-            y2 = y1
-            y1 = v
-            tmp[j] = v * dd[j]
-    return kr
+    st = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    for j in range(-2, s.shape[0]):
+        st = _corrector_forward_step(
+            j, dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp, st
+        )
+    return st[0]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _corrector_forward2(wa, wb, g1, g2, sma, smb, centre):  # pragma: no cover - compiled
+    """:func:`_corrector_forward` for two traces at once (centring targets ``sma``, ``smb``)."""
+    sa = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    sb = sa
+    for j in range(-2, wa.shape[1]):
+        sa = _corrector_forward_step(
+            j,
+            wa[_DD],
+            wa[_L1],
+            wa[_L2],
+            g1,
+            g2,
+            wa[_S],
+            wa[_Z],
+            wa[_DXA],
+            wa[_DZA],
+            wa[_GRAD],
+            wa[_INVS],
+            sma,
+            centre,
+            wa[_MK],
+            wa[_SC],
+            wa[_TMP],
+            sa,
+        )
+        sb = _corrector_forward_step(
+            j,
+            wb[_DD],
+            wb[_L1],
+            wb[_L2],
+            g1,
+            g2,
+            wb[_S],
+            wb[_Z],
+            wb[_DXA],
+            wb[_DZA],
+            wb[_GRAD],
+            wb[_INVS],
+            smb,
+            centre,
+            wb[_MK],
+            wb[_SC],
+            wb[_TMP],
+            sb,
+        )
+    return sa[0], sb[0]
+
+
+@numba.njit(inline="always")
+def _corrector_back_step(
+    i, l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz, st
+):  # pragma: no cover - compiled
+    m, w1, w2 = st
+    T = tmp.shape[0]
+    w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
+    j = i + 2
+    if j < T:
+        d = w2 - g1 * w1 - g2 * w
+        if centre:
+            d += Mk[j] * c
+        dx[j] = d
+        e = -(sc[j] + z[j] * d) * inv_s[j]
+        dz[j] = e
+        v = -d * inv_s[j]
+        m = v if v > m else m
+        v = -e * inv_z[j]
+        m = v if v > m else m
+    return (m, w, w1)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -455,27 +640,57 @@ def _corrector_back(
 ):  # pragma: no cover
     """Backward half for the corrector: ``dx = M^-1 rhs + Mk c``, ``dz = -(sc + z dx) / s``,
     each entry as it is finished; returns the step to the boundary of both."""
-    T = tmp.shape[0]
-    m = 1.0
-    w1 = 0.0
-    w2 = 0.0
-    for i in range(T - 1, -3, -1):
-        w = (tmp[i] - l2[i] * w2) - l1[i] * w1 if i >= 0 else 0.0
-        j = i + 2
-        if j < T:
-            d = w2 - g1 * w1 - g2 * w
-            if centre:
-                d += Mk[j] * c
-            dx[j] = d
-            e = -(sc[j] + z[j] * d) * inv_s[j]
-            dz[j] = e
-            v = -d * inv_s[j]
-            m = v if v > m else m
-            v = -e * inv_z[j]
-            m = v if v > m else m
-        w2 = w1
-        w1 = w
-    return 1.0 / m
+    st = (1.0, 0.0, 0.0)
+    for i in range(tmp.shape[0] - 1, -3, -1):
+        st = _corrector_back_step(
+            i, l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz, st
+        )
+    return 1.0 / st[0]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _corrector_back2(wa, wb, g1, g2, centre, ca, cb):  # pragma: no cover - compiled
+    """:func:`_corrector_back` for two traces at once (baseline coefficients ``ca``, ``cb``)."""
+    sa = (1.0, 0.0, 0.0)
+    sb = sa
+    for i in range(wa.shape[1] - 1, -3, -1):
+        sa = _corrector_back_step(
+            i,
+            wa[_L1],
+            wa[_L2],
+            g1,
+            g2,
+            wa[_TMP],
+            wa[_Z],
+            wa[_INVS],
+            wa[_INVZ],
+            wa[_SC],
+            centre,
+            wa[_MK],
+            ca,
+            wa[_DX],
+            wa[_DZ],
+            sa,
+        )
+        sb = _corrector_back_step(
+            i,
+            wb[_L1],
+            wb[_L2],
+            g1,
+            g2,
+            wb[_TMP],
+            wb[_Z],
+            wb[_INVS],
+            wb[_INVZ],
+            wb[_SC],
+            centre,
+            wb[_MK],
+            cb,
+            wb[_DX],
+            wb[_DZ],
+            sb,
+        )
+    return 1.0 / sa[0], 1.0 / sb[0]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -610,140 +825,13 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12
     return s1
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def ipm_trace(
-    y, p, lam, hsq, centre, tol, max_iter, s_out, polish_at=1e-6
-):  # pragma: no cover - compiled
-    """Solve one trace; return (iterations, primal, gap, kkt, baseline). ``s_out`` gets s."""
+@numba.njit(cache=True, error_model="numpy")
+def _finish(y, p, lam, hsq, centre, tol, it, gap, best_gap, best_primal, factored, w, s_out):
+    """The final point of one trace once its iterations have ended; returns (iterations,
+    primal, gap, kkt, baseline) and puts the spikes in ``s_out`` (the best iterate on entry)."""
     g1, g2, alpha, d, rr_, dK, rK, K = p
     T = y.shape[0]
-    n = float(T)
-    Ks = np.empty(T)
-    r = np.empty(T)
-    KTr = np.empty(T)
-    grad = np.empty(T)
-    Dg = np.empty(T)
-    dd = np.empty(T)
-    l1 = np.empty(T)
-    l2 = np.empty(T)
-    tmp = np.empty(T)
-    tmp2 = np.empty(T)
-    rhs = np.empty(T)
-    dx = np.zeros(T)
-    dz = np.zeros(T)
-    dxa = np.empty(T)
-    dza = np.empty(T)
-    kvec = np.empty(T)
-    Mk = np.zeros(T)  # stays 0 without the baseline (its corrections vanish)
-    sc = np.empty(T)
-    inv_s = np.empty(T)
-    inv_z = np.empty(T)
-    alpha2 = alpha * alpha
-
-    ones = np.ones(T)
-    if centre:
-        _adjoint(ones, g1, g2, alpha, d, rr_, dK, rK, K, kvec)
-
-    # kernel gain: sum of the kernel, for a scale-aware start
-    hsum = alpha / (1.0 - g1 - g2)
-    ymean = 0.0
-    for t in range(T):
-        ymean += y[t]
-    ymean /= n
-    yvar = 0.0
-    for t in range(T):
-        yvar += (y[t] - ymean) ** 2
-    ystd = np.sqrt(yvar / n)
-    if ystd <= 0.0:
-        ystd = 1.0
-    s0 = START_SCALE * ystd / hsum
-    s = np.empty(T)
-    z = np.empty(T)
-    for t in range(T):
-        s[t] = s0
-        z[t] = lam
-
-    it = 0
-    primal = 0.0
-    gap = np.inf
-    prev_gap = np.inf
-    kkt = np.inf
-    best_gap = np.inf
-    best_primal = np.inf
-    den = n
-    factored = False
-    a = 0.0  # the first pass takes no step
-    for it in range(1, max_iter + 1):
-        m = _step_residual(y, s, z, dx, dz, a, p, r)
-        if not centre:
-            m = 0.0
-        primal, dual, kkt, mu = _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z)
-        gap = primal - dual
-        if gap < best_gap:
-            best_gap = gap
-            best_primal = primal
-            for t in range(T):
-                s_out[t] = s[t]
-        if gap <= tol * abs(primal):
-            break
-        if gap <= polish_at * abs(primal):
-            # close enough to guess the support: try the exact Newton step on it
-            polish_at *= 1e-2
-            s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 4)
-            # separate buffers: on failure the iterate's residual and gradient are still needed
-            _residual(y, s_pol, centre, p, tmp, rhs)
-            _adjoint(rhs, g1, g2, alpha, d, rr_, dK, rK, K, tmp2)
-            p3, d3, k3 = _certificate(y, s_pol, rhs, tmp2, lam)
-            if p3 - d3 <= tol * abs(p3):
-                for t in range(T):
-                    s_out[t] = s_pol[t]
-                base = _residual(y, s_out, centre, p, Ks, r)
-                if not centre:
-                    base = 0.0
-                return it, p3, p3 - d3, k3, base
-        if gap <= STALL_GAP * abs(primal) and gap > 0.5 * prev_gap:
-            # Near the optimum each step cuts the gap many times over; one that does not halve
-            # it has met rounding (the Newton systems grow as ill-conditioned as mu is small),
-            # and further steps only drift: the final point's exact step on the support follows.
-            break
-        prev_gap = gap
-        if not (mu > 1e-300):
-            break
-        # Predictor (affine scaling): rhs = -(grad - z) - z = -grad, solved for +grad and
-        # negated. With the baseline, M^-1 kvec first (Sherman-Morrison), so that the
-        # correction's coefficient kvec . dxa = -Mk . grad is known before the sweep back.
-        ca = 0.0
-        den = n
-        if centre:
-            _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2)
-            _newton_solve(dd, l1, l2, g1, g2, kvec, tmp, tmp2, Mk)
-            kMk = 0.0
-            mg = 0.0
-            for t in range(T):
-                kMk += kvec[t] * Mk[t]
-                mg += Mk[t] * grad[t]
-            den = n - kMk
-            ca = -mg / den
-            _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, False, grad, tmp)
-        else:
-            _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, True, grad, tmp)
-        factored = True
-        ap, ad, sxz, szz, sxx = _predictor_back(
-            l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza
-        )
-        mu_aff = mu + (ap * sxz + ad * szz + ap * ad * sxx) / n
-        sigma = (mu_aff / mu) ** 3
-        if not (sigma <= 1.0):
-            sigma = 1.0
-        sm = sigma * mu
-        # corrector
-        kr = _corrector_forward(
-            dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp
-        )
-        c = kr / den if centre else 0.0
-        a = _corrector_back(l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz)
-        a = min(1.0, STEP_FRACTION * a)
-
+    s, grad, Ks, r, KTr, tmp, kvec = w[_S], w[_GRAD], w[_KS], w[_R], w[_KTR], w[_TMP], w[_KVEC]
     # First the exact Newton step on the support the best iterate shows; where it certifies,
     # it is the answer (the gradient of the last iterate is at hand when that is the best).
     if factored and best_gap > 0.0:
@@ -810,3 +898,286 @@ def ipm_trace(
     if not centre:
         base = 0.0
     return it, primal, gap, kkt, base
+
+
+@numba.njit(inline="always")
+def _centring(mu, pred, n):  # pragma: no cover - compiled
+    """Mehrotra's ``sigma mu`` from the predictor's steps and sums (see :func:`_predictor_back`)."""
+    ap, ad, sxz, szz, sxx = pred
+    mu_aff = mu + (ap * sxz + ad * szz + ap * ad * sxx) / n
+    sigma = (mu_aff / mu) ** 3
+    if not (sigma <= 1.0):
+        sigma = 1.0
+    return sigma * mu
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def ipm_traces(
+    Y, p, lam, hsq, centre, tol, max_iter, S_out, info, polish_at=1e-6
+):  # pragma: no cover
+    """Solve the rows of ``Y`` (one or two traces, ``lam`` one per row), two side by side.
+
+    ``S_out`` gets the spikes; ``info[k]`` = (iterations, primal, gap, kkt, baseline) of row
+    ``k``. Each trace keeps its own iterations and stop: while both iterate, every sweep runs
+    them interleaved (the ``*2`` kernels); once one has stopped, the other runs alone. A trace
+    gets the same arithmetic either way, so the answer does not depend on its partner.
+    """
+    g1, g2, alpha, d, rr_, dK, rK, K = p
+    L, T = Y.shape
+    n = float(T)
+    alpha2 = alpha * alpha
+    W = np.empty((L, _NW, T))
+    live = np.ones(L, dtype=np.bool_)
+    done = np.zeros(L, dtype=np.bool_)  # finished inside the loop (certified exact step)
+    factored = np.zeros(L, dtype=np.bool_)
+    stop_it = np.full(L, max(max_iter, 0), dtype=np.int64)
+    a = np.zeros(L)  # the first pass takes no step
+    m = np.zeros(L)
+    gap = np.full(L, np.inf)
+    prev_gap = np.full(L, np.inf)
+    best_gap = np.full(L, np.inf)
+    best_primal = np.full(L, np.inf)
+    pol_at = np.full(L, polish_at)
+    den = np.full(L, n)
+    ca = np.zeros(L)
+    sm = np.zeros(L)
+    kr = np.zeros(L)
+    mu = np.zeros(L)
+    cc = np.zeros(L)
+    ones = np.ones(T)
+    # kernel gain: sum of the kernel, for a scale-aware start
+    hsum = alpha / (1.0 - g1 - g2)
+    for k in range(L):
+        w = W[k]
+        y = Y[k]
+        for t in range(T):
+            w[_DX, t] = 0.0
+            w[_DZ, t] = 0.0
+            w[_MK, t] = 0.0  # stays 0 without the baseline (its corrections vanish)
+        if centre:
+            _adjoint(ones, g1, g2, alpha, d, rr_, dK, rK, K, w[_KVEC])
+        ymean = 0.0
+        for t in range(T):
+            ymean += y[t]
+        ymean /= n
+        yvar = 0.0
+        for t in range(T):
+            yvar += (y[t] - ymean) ** 2
+        ystd = np.sqrt(yvar / n)
+        if ystd <= 0.0:
+            ystd = 1.0
+        s0 = START_SCALE * ystd / hsum
+        for t in range(T):
+            w[_S, t] = s0
+            w[_Z, t] = lam[k]
+
+    for it in range(1, max_iter + 1):
+        k0 = -1
+        k1 = -1
+        for k in range(L):
+            if live[k]:
+                if k0 < 0:
+                    k0 = k
+                else:
+                    k1 = k
+        if k0 < 0:
+            break
+        if k1 >= 0:
+            m[k0], m[k1] = _step_residual2(Y[k0], Y[k1], W[k0], W[k1], a[k0], a[k1], p)
+            c0, c1 = _adjoint_certify2(
+                Y[k0],
+                Y[k1],
+                W[k0],
+                W[k1],
+                m[k0] if centre else 0.0,
+                m[k1] if centre else 0.0,
+                lam[k0],
+                lam[k1],
+                p,
+            )
+            certs = (c0, c1)
+        else:
+            w = W[k0]
+            m[k0] = _step_residual(Y[k0], w[_S], w[_Z], w[_DX], w[_DZ], a[k0], p, w[_R])
+            c0 = _adjoint_certify(
+                Y[k0],
+                w[_S],
+                w[_Z],
+                w[_R],
+                m[k0] if centre else 0.0,
+                lam[k0],
+                p,
+                w[_GRAD],
+                w[_DG],
+                w[_INVS],
+                w[_INVZ],
+            )
+            certs = (c0, c0)
+        for j in range(2):
+            k = k0 if j == 0 else k1
+            if k < 0:
+                continue
+            primal, dual, _, mu[k] = certs[j]
+            w = W[k]
+            g = primal - dual
+            gap[k] = g
+            if g < best_gap[k]:
+                best_gap[k] = g
+                best_primal[k] = primal
+                for t in range(T):
+                    S_out[k, t] = w[_S, t]
+            stop = g <= tol * abs(primal)
+            if not stop and g <= pol_at[k] * abs(primal):
+                # close enough to guess the support: try the exact Newton step on it
+                pol_at[k] *= 1e-2
+                s_pol = _polish(
+                    Y[k], w[_S], w[_GRAD], 1e3 * hsq, hsq, lam[k], centre, p, w[_KVEC], 4
+                )
+                # separate buffers: on failure the iterate's residual and gradient are needed
+                _residual(Y[k], s_pol, centre, p, w[_TMP], w[_RHS])
+                _adjoint(w[_RHS], g1, g2, alpha, d, rr_, dK, rK, K, w[_TMP2])
+                p3, d3, k3 = _certificate(Y[k], s_pol, w[_RHS], w[_TMP2], lam[k])
+                if p3 - d3 <= tol * abs(p3):
+                    for t in range(T):
+                        S_out[k, t] = s_pol[t]
+                    base = _residual(Y[k], S_out[k], centre, p, w[_KS], w[_R])
+                    info[k, 0] = it
+                    info[k, 1] = p3
+                    info[k, 2] = p3 - d3
+                    info[k, 3] = k3
+                    info[k, 4] = base if centre else 0.0
+                    done[k] = True
+                    stop = True
+            # Near the optimum each step cuts the gap many times over; one that does not halve
+            # it has met rounding (the Newton systems grow as ill-conditioned as mu is small),
+            # and further steps only drift: the final point's exact step on the support follows.
+            stop = stop or (g <= STALL_GAP * abs(primal) and g > 0.5 * prev_gap[k])
+            prev_gap[k] = g
+            if stop or not (mu[k] > 1e-300):
+                live[k] = False
+                stop_it[k] = it
+        if not live[k0]:
+            k0 = k1
+            k1 = -1
+        elif k1 >= 0 and not live[k1]:
+            k1 = -1
+        if k0 < 0:
+            break
+        # Predictor (affine scaling): rhs = -(grad - z) - z = -grad, solved for +grad and
+        # negated. With the baseline, M^-1 kvec first (Sherman-Morrison), so that the
+        # correction's coefficient kvec . dxa = -Mk . grad is known before the sweep back.
+        for j in range(2):
+            k = k0 if j == 0 else k1
+            if k < 0:
+                continue
+            factored[k] = True
+            ca[k] = 0.0
+            den[k] = n
+            if centre:
+                w = W[k]
+                _penta_factor(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2])
+                _newton_solve(w[_DD], w[_L1], w[_L2], g1, g2, w[_KVEC], w[_TMP], w[_TMP2], w[_MK])
+                kMk = 0.0
+                mg = 0.0
+                for t in range(T):
+                    kMk += w[_KVEC, t] * w[_MK, t]
+                    mg += w[_MK, t] * w[_GRAD, t]
+                den[k] = n - kMk
+                ca[k] = -mg / den[k]
+        if k1 >= 0:
+            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, not centre)
+            pa, pb = _predictor_back2(W[k0], W[k1], g1, g2, centre, ca[k0], ca[k1])
+            sm[k0] = _centring(mu[k0], pa, n)
+            sm[k1] = _centring(mu[k1], pb, n)
+        else:
+            w = W[k0]
+            _factor_forward(
+                w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], not centre, w[_GRAD], w[_TMP]
+            )
+            pa = _predictor_back(
+                w[_L1],
+                w[_L2],
+                g1,
+                g2,
+                w[_TMP],
+                w[_S],
+                w[_Z],
+                w[_INVS],
+                w[_INVZ],
+                centre,
+                w[_MK],
+                ca[k0],
+                w[_DXA],
+                w[_DZA],
+            )
+            sm[k0] = _centring(mu[k0], pa, n)
+        # corrector
+        if k1 >= 0:
+            kr[k0], kr[k1] = _corrector_forward2(W[k0], W[k1], g1, g2, sm[k0], sm[k1], centre)
+        else:
+            w = W[k0]
+            kr[k0] = _corrector_forward(
+                w[_DD],
+                w[_L1],
+                w[_L2],
+                g1,
+                g2,
+                w[_S],
+                w[_Z],
+                w[_DXA],
+                w[_DZA],
+                w[_GRAD],
+                w[_INVS],
+                sm[k0],
+                centre,
+                w[_MK],
+                w[_SC],
+                w[_TMP],
+            )
+        for k in range(L):
+            cc[k] = kr[k] / den[k] if centre else 0.0
+        if k1 >= 0:
+            a[k0], a[k1] = _corrector_back2(W[k0], W[k1], g1, g2, centre, cc[k0], cc[k1])
+        else:
+            w = W[k0]
+            a[k0] = _corrector_back(
+                w[_L1],
+                w[_L2],
+                g1,
+                g2,
+                w[_TMP],
+                w[_Z],
+                w[_INVS],
+                w[_INVZ],
+                w[_SC],
+                centre,
+                w[_MK],
+                cc[k0],
+                w[_DX],
+                w[_DZ],
+            )
+        for k in range(L):
+            a[k] = min(1.0, STEP_FRACTION * a[k])
+
+    for k in range(L):
+        if not done[k]:
+            out = _finish(
+                Y[k],
+                p,
+                lam[k],
+                hsq,
+                centre,
+                tol,
+                stop_it[k],
+                gap[k],
+                best_gap[k],
+                best_primal[k],
+                factored[k],
+                W[k],
+                S_out[k],
+            )
+            info[k, 0] = out[0]
+            info[k, 1] = out[1]
+            info[k, 2] = out[2]
+            info[k, 3] = out[3]
+            info[k, 4] = out[4]

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from nnfit.calcium._ipm import ipm_trace
+from nnfit.calcium._ipm import ipm_traces
 from nnfit.calcium.ar2 import AR2Coefficients, AR2Convolution, _forward
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.result import DeconvolutionResult
@@ -50,15 +50,36 @@ AUTO_MIN_SAMPLES = 5.0
 DRIFT_SMOOTH_TAU = 4.0
 
 
-def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
-    s = np.zeros_like(y)
+def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter):
+    """Solve the rows of ``Y`` (one or two traces, side by side); one
+    (s, baseline, iterations, primal, gap, kkt) per row."""
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    S = np.zeros_like(Y)
+    info = np.empty((Y.shape[0], 5))
     # polish (exact Newton on the support) once the interior point is certified to tol:
     # earlier attempts were measured to fail and cost more than the last iteration they save
-    it, primal, gap, kkt, base = ipm_trace(
-        y, coef.params(), float(lam), hsq, bool(centre), float(tol), int(max_iter), s, float(tol)
+    ipm_traces(
+        Y,
+        coef.params(),
+        np.asarray(lams, dtype=np.float64),
+        hsq,
+        bool(centre),
+        float(tol),
+        int(max_iter),
+        S,
+        info,
+        float(tol),
     )
-    rel = gap / primal if primal > 0 else 0.0
-    return s, float(base), int(it), float(primal), float(max(rel, 0.0)), float(kkt)
+    out = []
+    for k in range(Y.shape[0]):
+        it, primal, gap, kkt, base = info[k]
+        rel = gap / primal if primal > 0 else 0.0
+        out.append((S[k], float(base), int(it), float(primal), float(max(rel, 0.0)), float(kkt)))
+    return out
+
+
+def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
+    return _solve_rows(y[None, :], coef, [lam], hsq, centre, tol, max_iter)[0]
 
 
 def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
