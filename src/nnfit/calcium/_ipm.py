@@ -268,7 +268,7 @@ def _adjoint_certify_end(st, lam, T):  # pragma: no cover - compiled
     return primal, dual, kkt, mu / T
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", _nrt=False)
 def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: no cover
     """``K^T (r - m)`` (the recursion of :func:`nnfit.calcium.ar2._adjoint`, not stored), the
     certificate of :func:`_certificate` at the residual ``r - m`` and the Newton system's
@@ -284,7 +284,7 @@ def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: 
     return _adjoint_certify_end(st, lam, T)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", _nrt=False)
 def _adjoint_certify2(ya, yb, wa, wb, ma, mb, la, lb, p):  # pragma: no cover - compiled
     """:func:`_adjoint_certify` for two traces (workspaces ``wa``, ``wb``) at once."""
     T = ya.shape[0]
@@ -325,7 +325,7 @@ def _step_residual_step(t, y, s, z, dx, dz, a, p, r, st):  # pragma: no cover - 
     return (c, c1, ed, er, m)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", _nrt=False)
 def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
     """Take the step (``s += a dx``, ``z += a dz``, kept > 0), then ``r = y - K s`` at the new
     ``s``, in one forward pass (the recursion of :func:`nnfit.calcium.ar2._forward`); returns
@@ -337,7 +337,7 @@ def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
     return st[4] / T
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", _nrt=False)
 def _step_residual2(ya, yb, wa, wb, a, b, p):  # pragma: no cover - compiled
     """:func:`_step_residual` for two traces at once (steps ``a`` and ``b``)."""
     T = ya.shape[0]
@@ -399,7 +399,7 @@ def _factor_forward_start(rhs):  # pragma: no cover - compiled
     return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, rhs[0], r1, r2)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma: no cover
     """The forward half of :func:`_newton_solve` for ``rhs``, with (``factor``) the LDL^T of
     :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
@@ -409,7 +409,7 @@ def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma
         st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _factor_forward2(wa, wb, alpha2, g1, g2, factor):  # pragma: no cover - compiled
     """:func:`_factor_forward` of ``grad`` for two traces at once."""
     sa = _factor_forward_start(wa[_GRAD])
@@ -449,7 +449,7 @@ def _predictor_back_step(
     return (ms, mz, sxz, szz, sxx, w, w1)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _predictor_back(
     l1, l2, g1, g2, tmp, s, z, inv_s, inv_z, centre, Mk, ca, dxa, dza
 ):  # pragma: no cover - compiled
@@ -469,7 +469,7 @@ def _predictor_back(
     return 1.0 / st[0], 1.0 / st[1], st[2], st[3], st[4]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _predictor_back2(wa, wb, g1, g2, centre, ca, cb):  # pragma: no cover - compiled
     """:func:`_predictor_back` for two traces at once (baseline coefficients ``ca``, ``cb``)."""
     sa = (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -548,7 +548,7 @@ def _corrector_forward_step(
     return (kr, y1, y2, r0, r1, r2)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _corrector_forward(
     dd, l1, l2, g1, g2, s, z, dxa, dza, grad, inv_s, sm, centre, Mk, sc, tmp
 ):  # pragma: no cover - compiled
@@ -563,7 +563,7 @@ def _corrector_forward(
     return st[0]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _corrector_forward2(wa, wb, g1, g2, sma, smb, centre):  # pragma: no cover - compiled
     """:func:`_corrector_forward` for two traces at once (centring targets ``sma``, ``smb``)."""
     sa = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -634,7 +634,7 @@ def _corrector_back_step(
     return (m, w, w1)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _corrector_back(
     l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz
 ):  # pragma: no cover
@@ -648,7 +648,7 @@ def _corrector_back(
     return 1.0 / st[0]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _corrector_back2(wa, wb, g1, g2, centre, ca, cb):  # pragma: no cover - compiled
     """:func:`_corrector_back` for two traces at once (baseline coefficients ``ca``, ``cb``)."""
     sa = (1.0, 0.0, 0.0)
