@@ -284,22 +284,6 @@ def _adjoint_certify(y, s, z, r, m, lam, p, grad, Dg, inv_s, inv_z):  # pragma: 
     return _adjoint_certify_end(st, lam, T)
 
 
-@numba.njit(cache=True, error_model="numpy", _nrt=False)
-def _adjoint_certify2(ya, yb, wa, wb, ma, mb, la, lb, p):  # pragma: no cover - compiled
-    """:func:`_adjoint_certify` for two traces (workspaces ``wa``, ``wb``) at once."""
-    T = ya.shape[0]
-    sa = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -np.inf, 0.0, 0.0)
-    sb = sa
-    for t in range(T - 1, -1, -1):
-        sa = _adjoint_certify_step(
-            t, ya, wa[_S], wa[_Z], wa[_R], ma, la, p, wa[_GRAD], wa[_DG], wa[_INVS], wa[_INVZ], sa
-        )
-        sb = _adjoint_certify_step(
-            t, yb, wb[_S], wb[_Z], wb[_R], mb, lb, p, wb[_GRAD], wb[_DG], wb[_INVS], wb[_INVZ], sb
-        )
-    return _adjoint_certify_end(sa, la, T), _adjoint_certify_end(sb, lb, T)
-
-
 @numba.njit(inline="always")
 def _step_residual_step(t, y, s, z, dx, dz, a, p, r, st):  # pragma: no cover - compiled
     g1, g2, alpha, d, rr, dK, rK, K = p
@@ -335,18 +319,6 @@ def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
     for t in range(T):
         st = _step_residual_step(t, y, s, z, dx, dz, a, p, r, st)
     return st[4] / T
-
-
-@numba.njit(cache=True, error_model="numpy", _nrt=False)
-def _step_residual2(ya, yb, wa, wb, a, b, p):  # pragma: no cover - compiled
-    """:func:`_step_residual` for two traces at once (steps ``a`` and ``b``)."""
-    T = ya.shape[0]
-    sa = (0.0, 0.0, 0.0, 0.0, 0.0)
-    sb = sa
-    for t in range(T):
-        sa = _step_residual_step(t, ya, wa[_S], wa[_Z], wa[_DX], wa[_DZ], a, p, wa[_R], sa)
-        sb = _step_residual_step(t, yb, wb[_S], wb[_Z], wb[_DX], wb[_DZ], b, p, wb[_R], sb)
-    return sa[4] / T, sb[4] / T
 
 
 @numba.njit(inline="always")
@@ -563,55 +535,6 @@ def _corrector_forward(
     return st[0]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
-def _corrector_forward2(wa, wb, g1, g2, sma, smb, centre):  # pragma: no cover - compiled
-    """:func:`_corrector_forward` for two traces at once (centring targets ``sma``, ``smb``)."""
-    sa = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    sb = sa
-    for j in range(-2, wa.shape[1]):
-        sa = _corrector_forward_step(
-            j,
-            wa[_DD],
-            wa[_L1],
-            wa[_L2],
-            g1,
-            g2,
-            wa[_S],
-            wa[_Z],
-            wa[_DXA],
-            wa[_DZA],
-            wa[_GRAD],
-            wa[_INVS],
-            sma,
-            centre,
-            wa[_MK],
-            wa[_SC],
-            wa[_TMP],
-            sa,
-        )
-        sb = _corrector_forward_step(
-            j,
-            wb[_DD],
-            wb[_L1],
-            wb[_L2],
-            g1,
-            g2,
-            wb[_S],
-            wb[_Z],
-            wb[_DXA],
-            wb[_DZA],
-            wb[_GRAD],
-            wb[_INVS],
-            smb,
-            centre,
-            wb[_MK],
-            wb[_SC],
-            wb[_TMP],
-            sb,
-        )
-    return sa[0], sb[0]
-
-
 @numba.njit(inline="always")
 def _corrector_back_step(
     i, l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz, st
@@ -646,51 +569,6 @@ def _corrector_back(
             i, l1, l2, g1, g2, tmp, z, inv_s, inv_z, sc, centre, Mk, c, dx, dz, st
         )
     return 1.0 / st[0]
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
-def _corrector_back2(wa, wb, g1, g2, centre, ca, cb):  # pragma: no cover - compiled
-    """:func:`_corrector_back` for two traces at once (baseline coefficients ``ca``, ``cb``)."""
-    sa = (1.0, 0.0, 0.0)
-    sb = sa
-    for i in range(wa.shape[1] - 1, -3, -1):
-        sa = _corrector_back_step(
-            i,
-            wa[_L1],
-            wa[_L2],
-            g1,
-            g2,
-            wa[_TMP],
-            wa[_Z],
-            wa[_INVS],
-            wa[_INVZ],
-            wa[_SC],
-            centre,
-            wa[_MK],
-            ca,
-            wa[_DX],
-            wa[_DZ],
-            sa,
-        )
-        sb = _corrector_back_step(
-            i,
-            wb[_L1],
-            wb[_L2],
-            g1,
-            g2,
-            wb[_TMP],
-            wb[_Z],
-            wb[_INVS],
-            wb[_INVZ],
-            wb[_SC],
-            centre,
-            wb[_MK],
-            cb,
-            wb[_DX],
-            wb[_DZ],
-            sb,
-        )
-    return 1.0 / sa[0], 1.0 / sb[0]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -982,43 +860,26 @@ def ipm_traces(
                     k1 = k
         if k0 < 0:
             break
-        if k1 >= 0:
-            m[k0], m[k1] = _step_residual2(Y[k0], Y[k1], W[k0], W[k1], a[k0], a[k1], p)
-            c0, c1 = _adjoint_certify2(
-                Y[k0],
-                Y[k1],
-                W[k0],
-                W[k1],
-                m[k0] if centre else 0.0,
-                m[k1] if centre else 0.0,
-                lam[k0],
-                lam[k1],
-                p,
-            )
-            certs = (c0, c1)
-        else:
-            w = W[k0]
-            m[k0] = _step_residual(Y[k0], w[_S], w[_Z], w[_DX], w[_DZ], a[k0], p, w[_R])
-            c0 = _adjoint_certify(
-                Y[k0],
+        for j in range(2):
+            k = k0 if j == 0 else k1
+            if k < 0:
+                continue
+            w = W[k]
+            y = Y[k]
+            m[k] = _step_residual(y, w[_S], w[_Z], w[_DX], w[_DZ], a[k], p, w[_R])
+            primal, dual, _, mu[k] = _adjoint_certify(
+                y,
                 w[_S],
                 w[_Z],
                 w[_R],
-                m[k0] if centre else 0.0,
-                lam[k0],
+                m[k] if centre else 0.0,
+                lam[k],
                 p,
                 w[_GRAD],
                 w[_DG],
                 w[_INVS],
                 w[_INVZ],
             )
-            certs = (c0, c0)
-        for j in range(2):
-            k = k0 if j == 0 else k1
-            if k < 0:
-                continue
-            primal, dual, _, mu[k] = certs[j]
-            w = W[k]
             g = primal - dual
             gap[k] = g
             if g < best_gap[k]:
@@ -1064,8 +925,14 @@ def ipm_traces(
         if k0 < 0:
             break
         # Predictor (affine scaling): rhs = -(grad - z) - z = -grad, solved for +grad and
-        # negated. With the baseline, M^-1 kvec first (Sherman-Morrison), so that the
-        # correction's coefficient kvec . dxa = -Mk . grad is known before the sweep back.
+        # negated; the factorisation is formed in the forward sweep. With the baseline, M^-1 kvec
+        # next (Sherman-Morrison), so that the correction's coefficient kvec . dxa = -Mk . grad
+        # is known before the sweep back.
+        if k1 >= 0:
+            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, True)
+        else:
+            w = W[k0]
+            _factor_forward(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP])
         for j in range(2):
             k = k0 if j == 0 else k1
             if k < 0:
@@ -1075,8 +942,7 @@ def ipm_traces(
             den[k] = n
             if centre:
                 w = W[k]
-                _penta_factor(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2])
-                _newton_solve(w[_DD], w[_L1], w[_L2], g1, g2, w[_KVEC], w[_TMP], w[_TMP2], w[_MK])
+                _newton_solve(w[_DD], w[_L1], w[_L2], g1, g2, w[_KVEC], w[_RHS], w[_TMP2], w[_MK])
                 kMk = 0.0
                 mg = 0.0
                 for t in range(T):
@@ -1085,15 +951,11 @@ def ipm_traces(
                 den[k] = n - kMk
                 ca[k] = -mg / den[k]
         if k1 >= 0:
-            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, not centre)
             pa, pb = _predictor_back2(W[k0], W[k1], g1, g2, centre, ca[k0], ca[k1])
             sm[k0] = _centring(mu[k0], pa, n)
             sm[k1] = _centring(mu[k1], pb, n)
         else:
             w = W[k0]
-            _factor_forward(
-                w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], not centre, w[_GRAD], w[_TMP]
-            )
             pa = _predictor_back(
                 w[_L1],
                 w[_L2],
@@ -1112,11 +974,12 @@ def ipm_traces(
             )
             sm[k0] = _centring(mu[k0], pa, n)
         # corrector
-        if k1 >= 0:
-            kr[k0], kr[k1] = _corrector_forward2(W[k0], W[k1], g1, g2, sm[k0], sm[k1], centre)
-        else:
-            w = W[k0]
-            kr[k0] = _corrector_forward(
+        for j in range(2):
+            k = k0 if j == 0 else k1
+            if k < 0:
+                continue
+            w = W[k]
+            kr[k] = _corrector_forward(
                 w[_DD],
                 w[_L1],
                 w[_L2],
@@ -1128,19 +991,14 @@ def ipm_traces(
                 w[_DZA],
                 w[_GRAD],
                 w[_INVS],
-                sm[k0],
+                sm[k],
                 centre,
                 w[_MK],
                 w[_SC],
                 w[_TMP],
             )
-        for k in range(L):
             cc[k] = kr[k] / den[k] if centre else 0.0
-        if k1 >= 0:
-            a[k0], a[k1] = _corrector_back2(W[k0], W[k1], g1, g2, centre, cc[k0], cc[k1])
-        else:
-            w = W[k0]
-            a[k0] = _corrector_back(
+            a[k] = _corrector_back(
                 w[_L1],
                 w[_L2],
                 g1,
@@ -1152,11 +1010,10 @@ def ipm_traces(
                 w[_SC],
                 centre,
                 w[_MK],
-                cc[k0],
+                cc[k],
                 w[_DX],
                 w[_DZ],
             )
-        for k in range(L):
             a[k] = min(1.0, STEP_FRACTION * a[k])
 
     for k in range(L):
