@@ -224,9 +224,15 @@ def _certificate(y, s, r, KTr, lam):  # pragma: no cover - compiled
 
 # rows of one trace's workspace: :func:`ipm_traces` gives every trace one (_NW, T) array, so
 # that two traces run through the same sweeps with one argument each
-_S, _Z, _R, _GRAD, _DG, _INVS, _INVZ, _DD, _L1, _L2, _TMP, _TMP2 = range(12)
-_RHS, _DX, _DZ, _DXA, _DZA, _KVEC, _MK, _SC, _KS, _KTR = range(12, 22)
-_NW = 22
+_S, _GRAD, _KVEC, _Z, _R, _DG, _INVS, _INVZ, _DD, _L1, _L2, _TMP = range(12)
+_RHS, _DX, _DZ, _MK, _SC = range(12, 17)
+_NW = 17
+#: the rows from here on are free once the iterations end: the exact step's scratch
+_SCRATCH = 3
+# rows that share storage, each pair never alive at once: the predictor's direction replaces
+# the last step's (taken by then), the final point's K s and K^T r come after the last step,
+# and the corrector's sc is free where M^-1 kvec and the in-loop exact step need scratch
+_DXA, _DZA, _KS, _KTR, _TMP2 = _DX, _DZ, _DX, _DZ, _SC
 
 # Each sweep is written once, as the body of one step (``*_step``, state in and out as a
 # tuple, inlined), and driven by two loops: one trace, or two traces interleaved step by step.
@@ -610,8 +616,9 @@ def _precondition(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12):
-    """Newton step restricted to the support, by preconditioned CG; returns the new s.
+def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, work, cg_tol=1e-12):
+    """Newton step restricted to the support, by preconditioned CG; returns the new s
+    (``work``: 14 rows of scratch).
 
     The support is ``{grad < s thr}``. The preconditioner is the untruncated Newton matrix with
     barrier weights ~0 on the support and huge off it, i.e. (to 1e-8) the inverse of the
@@ -627,21 +634,11 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, cg_tol=1e-12
         if grad[t] < s[t] * thr:
             mask[t] = True
             s1[t] = s[t]
-    dd = np.empty(T)
-    l1 = np.empty(T)
-    l2 = np.empty(T)
-    Dg = np.empty(T)
-    Mk = np.zeros(T)
+    dd, l1, l2, Dg, Mk = work[0], work[1], work[2], work[3], work[4]
+    Ks, r, KTr, res, zv = work[5], work[6], work[7], work[8], work[9]
+    pv, Ap, tmp, tmp2 = work[10], work[11], work[12], work[13]
+    Mk[:] = 0.0
     den = float(T)
-    Ks = np.empty(T)
-    r = np.empty(T)
-    KTr = np.empty(T)
-    res = np.empty(T)
-    zv = np.empty(T)
-    pv = np.empty(T)
-    Ap = np.empty(T)
-    tmp = np.empty(T)
-    tmp2 = np.empty(T)
     for _round in range(max_rounds):
         for t in range(T):
             Dg[t] = 1e-12 * hsq if mask[t] else 1e8 * hsq
@@ -720,7 +717,7 @@ def _finish(y, p, lam, hsq, centre, tol, it, gap, best_gap, best_primal, factore
             _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
             for t in range(T):
                 grad[t] = lam - KTr[t]
-        s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 8)
+        s_pol = _polish(y, s, grad, 1e3 * hsq, hsq, lam, centre, p, kvec, 8, w[_SCRATCH:])
         base = _residual(y, s_pol, centre, p, Ks, r)
         _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
         p3, d3, k3 = _certificate(y, s_pol, r, KTr, lam)
@@ -762,7 +759,7 @@ def _finish(y, p, lam, hsq, centre, tol, it, gap, best_gap, best_primal, factore
     if factored and gap > 0.0:
         # the support guess sets the step; if the first guess does not certify, try others
         for thr in (1e3, 1e1, 1e5, 1e7):
-            s_pol = _polish(y, s, grad, thr * hsq, hsq, lam, centre, p, kvec, 8)
+            s_pol = _polish(y, s, grad, thr * hsq, hsq, lam, centre, p, kvec, 8, w[_SCRATCH:])
             _residual(y, s_pol, centre, p, Ks, r)
             _adjoint(r, g1, g2, alpha, d, rr_, dK, rK, K, KTr)
             p3, d3, k3 = _certificate(y, s_pol, r, KTr, lam)
@@ -891,8 +888,19 @@ def ipm_traces(
             if not stop and g <= pol_at[k] * abs(primal):
                 # close enough to guess the support: try the exact Newton step on it
                 pol_at[k] *= 1e-2
+                # its own scratch: the iterate's rows are needed if it fails
                 s_pol = _polish(
-                    Y[k], w[_S], w[_GRAD], 1e3 * hsq, hsq, lam[k], centre, p, w[_KVEC], 4
+                    Y[k],
+                    w[_S],
+                    w[_GRAD],
+                    1e3 * hsq,
+                    hsq,
+                    lam[k],
+                    centre,
+                    p,
+                    w[_KVEC],
+                    4,
+                    np.empty((_NW - _SCRATCH, T)),
                 )
                 # separate buffers: on failure the iterate's residual and gradient are needed
                 _residual(Y[k], s_pol, centre, p, w[_TMP], w[_RHS])
