@@ -143,6 +143,13 @@ def _newton_solve(dd, l1, l2, g1, g2, rhs, tmp, tmp2, out):  # pragma: no cover 
     tmp[T - 2] = v * dd[T - 2]
     v = (rhs[T - 1] - l2[T - 3] * y2) - l1[T - 2] * y1
     tmp[T - 1] = v * dd[T - 1]
+    _newton_back(l1, l2, g1, g2, tmp, out)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
+def _newton_back(l1, l2, g1, g2, tmp, out):  # pragma: no cover - compiled
+    """The backward half of :func:`_newton_solve` (``T >= 4``): ``L^T w = tmp``, ``out = G w``."""
+    T = tmp.shape[0]
     # backward sweep: w[i] = (tmp[i] - l2[i] w[i+2]) - l1[i] w[i+1]; out[i+2] = G w
     w2 = tmp[T - 1]  # w[i+1] for i = T-2
     w1 = tmp[T - 2] - l1[T - 2] * w2  # w[T-2]
@@ -383,20 +390,30 @@ def _factor_forward_start(rhs):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
-def _factor_forward(Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp):  # pragma: no cover
+def _factor_forward(
+    Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, rhs2=None, tmp2=None
+):  # pragma: no cover - compiled
     """The forward half of :func:`_newton_solve` for ``rhs``, with (``factor``) the LDL^T of
     :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
-    the factor's rows up to ``i``. Without ``factor``, ``dd, l1, l2`` are used as they are."""
+    the factor's rows up to ``i``. Without ``factor``, ``dd, l1, l2`` are used as they are.
+    With ``rhs2``, its forward half too (into ``tmp2``), from each row of the factor as it is
+    formed."""
     st = _factor_forward_start(rhs)
+    st2 = st if rhs2 is None else _factor_forward_start(rhs2)
     for i in range(rhs.shape[0]):
         st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st)
+        if rhs2 is not None:
+            st2 = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, False, rhs2, tmp2, st2)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
-def _factor_forward2(wa, wb, alpha2, g1, g2, factor):  # pragma: no cover - compiled
-    """:func:`_factor_forward` of ``grad`` for two traces at once."""
+def _factor_forward2(wa, wb, alpha2, g1, g2, factor, second):  # pragma: no cover - compiled
+    """:func:`_factor_forward` of ``grad`` (and with ``second`` of ``kvec``, into ``rhs``) for
+    two traces at once."""
     sa = _factor_forward_start(wa[_GRAD])
     sb = _factor_forward_start(wb[_GRAD])
+    ka = _factor_forward_start(wa[_KVEC])
+    kb = _factor_forward_start(wb[_KVEC])
     for i in range(wa.shape[1]):
         sa = _factor_forward_step(
             i, wa[_DG], alpha2, g1, g2, wa[_DD], wa[_L1], wa[_L2], factor, wa[_GRAD], wa[_TMP], sa
@@ -404,6 +421,15 @@ def _factor_forward2(wa, wb, alpha2, g1, g2, factor):  # pragma: no cover - comp
         sb = _factor_forward_step(
             i, wb[_DG], alpha2, g1, g2, wb[_DD], wb[_L1], wb[_L2], factor, wb[_GRAD], wb[_TMP], sb
         )
+        if second:
+            ka = _factor_forward_step(
+                i, wa[_DG], alpha2, g1, g2, wa[_DD], wa[_L1], wa[_L2], False, wa[_KVEC], wa[_RHS],
+                ka,
+            )  # fmt: skip
+            kb = _factor_forward_step(
+                i, wb[_DG], alpha2, g1, g2, wb[_DD], wb[_L1], wb[_L2], False, wb[_KVEC], wb[_RHS],
+                kb,
+            )  # fmt: skip
 
 
 @numba.njit(inline="always")
@@ -939,13 +965,21 @@ def ipm_traces(
             break
         # Predictor (affine scaling): rhs = -(grad - z) - z = -grad, solved for +grad and
         # negated; the factorisation is formed in the forward sweep. With the baseline, M^-1 kvec
-        # next (Sherman-Morrison), so that the correction's coefficient kvec . dxa = -Mk . grad
-        # is known before the sweep back.
+        # too (Sherman-Morrison; its forward half in the same sweep), so that the correction's
+        # coefficient kvec . dxa = -Mk . grad is known before the sweep back.
         if k1 >= 0:
-            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, True)
+            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, True, centre)
         else:
             w = W[k0]
-            _factor_forward(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP])
+            if centre:
+                _factor_forward(
+                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP],
+                    w[_KVEC], w[_RHS],
+                )  # fmt: skip
+            else:
+                _factor_forward(
+                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP]
+                )
         for j in range(2):
             k = k0 if j == 0 else k1
             if k < 0:
@@ -955,7 +989,12 @@ def ipm_traces(
             den[k] = n
             if centre:
                 w = W[k]
-                _newton_solve(w[_DD], w[_L1], w[_L2], g1, g2, w[_KVEC], w[_RHS], w[_TMP2], w[_MK])
+                if T >= 4:  # the forward half of M^-1 kvec came with the factorisation
+                    _newton_back(w[_L1], w[_L2], g1, g2, w[_RHS], w[_MK])
+                else:
+                    _newton_solve(
+                        w[_DD], w[_L1], w[_L2], g1, g2, w[_KVEC], w[_RHS], w[_TMP2], w[_MK]
+                    )
                 kMk = 0.0
                 mg = 0.0
                 for t in range(T):
