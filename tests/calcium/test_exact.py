@@ -196,6 +196,7 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
         _corrector_back,
         _corrector_forward,
         _factor_forward,
+        _newton_back,
         _predictor_back,
     )
     from nnfit.calcium.ar2 import AR2Coefficients
@@ -211,7 +212,7 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
     M = G @ np.linalg.solve(c.alpha**2 * P + G.T @ np.diag(Dg) @ G, G.T)  # (K^T K + D)^-1
     dd, l1, l2, tmp = np.empty(T), np.empty(T), np.empty(T), np.empty(T)
     dxa, dza = np.empty(T), np.empty(T)
-    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, True, grad, tmp)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, grad, tmp)
     ap, ad, sxz, szz, sxx = _predictor_back(
         l1, l2, c.g1, c.g2, tmp, s, z, 1 / s, 1 / z, ca != 0.0, Mk, ca, dxa, dza
     )
@@ -224,10 +225,14 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
     assert ad == pytest.approx(1 / max(1.0, np.max(-want_z / z)), rel=1e-10)
     mu_aff = np.mean((s + ap * want_x) * (z + ad * want_z))
     assert np.mean(s * z) + (ap * sxz + ad * szz + ap * ad * sxx) / T == pytest.approx(mu_aff)
-    # the same factor, used without forming it again
-    tmp2 = np.empty(T)
-    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, False, grad, tmp2)
+    # a second right-hand side in the same sweep (the factor read as it is formed), its
+    # backward half after: M^-1 Mk
+    tmp2, tmp3, out = np.empty(T), np.empty(T), np.empty(T)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, grad, tmp2, Mk, tmp3)
     assert np.array_equal(tmp, tmp2)
+    if T >= 4:
+        _newton_back(l1, l2, c.g1, c.g2, tmp3, out)
+        assert np.abs(out - M @ Mk).max() <= 1e-11 * np.abs(M @ Mk).max()
     sm, sc, dx, dz = 0.3, np.empty(T), np.empty(T), np.empty(T)
     kr = _corrector_forward(
         dd, l1, l2, c.g1, c.g2, s, z, dxa, dza, grad, 1 / s, sm, ca != 0.0, Mk, sc, tmp

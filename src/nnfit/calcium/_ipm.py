@@ -343,6 +343,8 @@ def _step_residual(y, s, z, dx, dz, a, p, r):  # pragma: no cover - compiled
 def _factor_forward_step(
     i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st
 ):  # pragma: no cover
+    # with factor, row i of the LDL^T is formed here; without, it is read (a second right-hand
+    # side behind the first)
     e1, inv1, l2m1, l2m2, a2m2, a2m1, l1m1, y1, y2, r0, r1, r2 = st
     T = rhs.shape[0]
     if factor:
@@ -391,23 +393,22 @@ def _factor_forward_start(rhs):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _factor_forward(
-    Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, rhs2=None, tmp2=None
+    Dg, alpha2, g1, g2, dd, l1, l2, rhs, tmp, rhs2=None, tmp2=None
 ):  # pragma: no cover - compiled
-    """The forward half of :func:`_newton_solve` for ``rhs``, with (``factor``) the LDL^T of
+    """The forward half of :func:`_newton_solve` for ``rhs``, with the LDL^T of
     :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
-    the factor's rows up to ``i``. Without ``factor``, ``dd, l1, l2`` are used as they are.
-    With ``rhs2``, its forward half too (into ``tmp2``), from each row of the factor as it is
-    formed."""
+    the factor's rows up to ``i``. With ``rhs2``, its forward half too (into ``tmp2``), from
+    each row of the factor as it is formed."""
     st = _factor_forward_start(rhs)
     st2 = st if rhs2 is None else _factor_forward_start(rhs2)
     for i in range(rhs.shape[0]):
-        st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, factor, rhs, tmp, st)
+        st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, True, rhs, tmp, st)
         if rhs2 is not None:
             st2 = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, False, rhs2, tmp2, st2)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
-def _factor_forward2(wa, wb, alpha2, g1, g2, factor, second):  # pragma: no cover - compiled
+def _factor_forward2(wa, wb, alpha2, g1, g2, second):  # pragma: no cover - compiled
     """:func:`_factor_forward` of ``grad`` (and with ``second`` of ``kvec``, into ``rhs``) for
     two traces at once."""
     sa = _factor_forward_start(wa[_GRAD])
@@ -416,10 +417,10 @@ def _factor_forward2(wa, wb, alpha2, g1, g2, factor, second):  # pragma: no cove
     kb = _factor_forward_start(wb[_KVEC])
     for i in range(wa.shape[1]):
         sa = _factor_forward_step(
-            i, wa[_DG], alpha2, g1, g2, wa[_DD], wa[_L1], wa[_L2], factor, wa[_GRAD], wa[_TMP], sa
+            i, wa[_DG], alpha2, g1, g2, wa[_DD], wa[_L1], wa[_L2], True, wa[_GRAD], wa[_TMP], sa
         )
         sb = _factor_forward_step(
-            i, wb[_DG], alpha2, g1, g2, wb[_DD], wb[_L1], wb[_L2], factor, wb[_GRAD], wb[_TMP], sb
+            i, wb[_DG], alpha2, g1, g2, wb[_DD], wb[_L1], wb[_L2], True, wb[_GRAD], wb[_TMP], sb
         )
         if second:
             ka = _factor_forward_step(
@@ -968,18 +969,16 @@ def ipm_traces(
         # too (Sherman-Morrison; its forward half in the same sweep), so that the correction's
         # coefficient kvec . dxa = -Mk . grad is known before the sweep back.
         if k1 >= 0:
-            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, True, centre)
+            _factor_forward2(W[k0], W[k1], alpha2, g1, g2, centre)
         else:
             w = W[k0]
             if centre:
                 _factor_forward(
-                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP],
+                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP],
                     w[_KVEC], w[_RHS],
                 )  # fmt: skip
             else:
-                _factor_forward(
-                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], True, w[_GRAD], w[_TMP]
-                )
+                _factor_forward(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP])
         for j in range(2):
             k = k0 if j == 0 else k1
             if k < 0:
