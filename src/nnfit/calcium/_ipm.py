@@ -1,4 +1,5 @@
-"""Compiled primal-dual interior-point solver for one trace (used by :mod:`nnfit.calcium.exact`).
+"""Compiled primal-dual interior-point solver for one trace or two side by side (used by
+:mod:`nnfit.calcium.exact`).
 
 Problem (``Pi`` centres the residual when the constant baseline is estimated jointly)::
 
@@ -825,12 +826,15 @@ def ipm_traces(
     """Solve the rows of ``Y`` (one or two traces, ``lam`` one per row), two side by side.
 
     ``S_out`` gets the spikes; ``info[k]`` = (iterations, primal, gap, kkt, baseline) of row
-    ``k``. Each trace keeps its own iterations and stop: while both iterate, every sweep runs
-    them interleaved (the ``*2`` kernels); once one has stopped, the other runs alone. A trace
+    ``k``. Each trace keeps its own iterations and stop: while both iterate, the sweeps held
+    back by the latency of their recursion run the two interleaved (the ``*2`` kernels) and the
+    others run them one after the other; once one has stopped, the other runs alone. A trace
     gets the same arithmetic either way, so the answer does not depend on its partner.
     """
     g1, g2, alpha, d, rr_, dK, rK, K = p
     L, T = Y.shape
+    if L > 2:
+        raise ValueError("ipm_traces solves one or two traces at a time")
     n = float(T)
     alpha2 = alpha * alpha
     W = np.empty((L, _NW, T))
@@ -846,11 +850,11 @@ def ipm_traces(
     best_primal = np.full(L, np.inf)
     pol_at = np.full(L, polish_at)
     den = np.full(L, n)
-    ca = np.zeros(L)
+    ca = np.zeros(L)  # the baseline's coefficients: predictor
+    cc = np.zeros(L)  # ... and corrector
     sm = np.zeros(L)
     kr = np.zeros(L)
     mu = np.zeros(L)
-    cc = np.zeros(L)
     ones = np.ones(T)
     # kernel gain: sum of the kernel, for a scale-aware start
     hsum = alpha / (1.0 - g1 - g2)
