@@ -318,8 +318,9 @@ def test_two_traces_side_by_side_equal_each_alone(centre, polish_at):
 
 @pytest.mark.parametrize("baseline", ["none", "constant", "auto", "drift"])
 def test_batches_equal_one_trace_at_a_time(baseline):
-    """``deconvolve`` on a batch (traces solved in pairs, an odd one alone) equals it trace by
-    trace, with "auto" switching to drift in one trace of a pair."""
+    """``deconvolve`` on a batch (traces solved in pairs, an odd one alone; with two workers for
+    three traces, each alone in its thread) equals it trace by trace, with "auto" switching to
+    drift in one trace of a pair."""
     fs, T = 30.0, 6000
     rec = simulate_recording(3, T, rate_hz=0.5, noise=0.15, baseline=0.5, seed=5)
     y = rec.traces.copy()
@@ -333,3 +334,5 @@ def test_batches_equal_one_trace_at_a_time(baseline):
         np.testing.assert_array_equal(res.baseline[i], one.baseline)
         assert res.iterations[i] == one.iterations[0] and res.gap[i] == one.gap[0]
     assert res.converged.all()
+    threads = deconvolve(y, fs, 0.05, 0.5, lam=res.lam, baseline=baseline, n_jobs=2)
+    np.testing.assert_array_equal(threads.spikes, res.spikes)

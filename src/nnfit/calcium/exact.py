@@ -163,19 +163,22 @@ def solve_exact(
     hsq = float(h @ h)
     lams = np.maximum(np.asarray(lam, dtype=float), 1e-12)
 
+    # traces in pairs where every worker still gets one: a pair's sweeps run interleaved on
+    # one core (the answers are those of one trace alone, bit for bit), but a pair takes longer
+    # than one trace, so with cells for fewer than two per worker each goes alone
+    workers = (os.cpu_count() or 1) if n_jobs == -1 else max(n_jobs, 1)
+    size = 2 if n_cells >= 2 * workers else 1
+
     def work(i: int):
-        rows = slice(i, min(i + 2, n_cells))
+        rows = slice(i, min(i + size, n_cells))
         return _cells(
             x2[rows], baseline, lams[rows], noise[rows], coef, hsq, fs, tol, max_iter, drift_rounds
         )
 
-    # traces in pairs: a pair's sweeps run interleaved on one core (the answers are those of
-    # one trace alone, bit for bit)
-    workers = (os.cpu_count() or 1) if n_jobs == -1 else max(n_jobs, 1)
-    starts = range(0, n_cells, 2)
-    if workers > 1 and n_cells > 2:
+    starts = range(0, n_cells, size)
+    if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            out = [o for pair in pool.map(work, starts) for o in pair]
+            out = [o for part in pool.map(work, starts) for o in part]
     else:
         out = [o for i in starts for o in work(i)]
     spikes = np.stack([o[0] for o in out])
