@@ -200,7 +200,8 @@ def main() -> int:
     single_min = np.mean([r["nnfit_min_ms"] for r in rows])
     print(
         f"per trace, one core: nnfit one trace per call {single_min:.1f} ms (mean of the traces' "
-        f"min wall); nnfit all {n} in one call (pairs interleaved) {batch['nnfit_ms_per_trace']:.1f} "
+        f"min wall); nnfit all {n} in one call{' (in pairs)' if n > 1 else ''} "
+        f"{batch['nnfit_ms_per_trace']:.1f} "
         f"ms (min wall / {n}; CPU {batch['nnfit_cpu_ms_per_trace']:.1f}), spikes identical to one "
         f"per call: {same}; OASIS AR(2) {batch['oasis_ms_per_trace']:.1f} ms (min wall / {n}; CPU "
         f"{batch['oasis_cpu_ms_per_trace']:.1f}); batch nnfit / OASIS {batch['ratio_min_wall']:.2f} "
