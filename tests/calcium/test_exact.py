@@ -196,6 +196,7 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
         _corrector_back,
         _corrector_forward,
         _factor_forward,
+        _newton_back,
         _predictor_back,
     )
     from nnfit.calcium.ar2 import AR2Coefficients
@@ -211,7 +212,7 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
     M = G @ np.linalg.solve(c.alpha**2 * P + G.T @ np.diag(Dg) @ G, G.T)  # (K^T K + D)^-1
     dd, l1, l2, tmp = np.empty(T), np.empty(T), np.empty(T), np.empty(T)
     dxa, dza = np.empty(T), np.empty(T)
-    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, True, grad, tmp)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, grad, tmp)
     ap, ad, sxz, szz, sxx = _predictor_back(
         l1, l2, c.g1, c.g2, tmp, s, z, 1 / s, 1 / z, ca != 0.0, Mk, ca, dxa, dza
     )
@@ -224,10 +225,14 @@ def test_fused_predictor_and_corrector_match_dense(T, ca):
     assert ad == pytest.approx(1 / max(1.0, np.max(-want_z / z)), rel=1e-10)
     mu_aff = np.mean((s + ap * want_x) * (z + ad * want_z))
     assert np.mean(s * z) + (ap * sxz + ad * szz + ap * ad * sxx) / T == pytest.approx(mu_aff)
-    # the same factor, used without forming it again
-    tmp2 = np.empty(T)
-    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, False, grad, tmp2)
+    # a second right-hand side in the same sweep (the factor read as it is formed), its
+    # backward half after: M^-1 Mk
+    tmp2, tmp3, out = np.empty(T), np.empty(T), np.empty(T)
+    _factor_forward(Dg, c.alpha**2, c.g1, c.g2, dd, l1, l2, grad, tmp2, Mk, tmp3)
     assert np.array_equal(tmp, tmp2)
+    if T >= 4:
+        _newton_back(l1, l2, c.g1, c.g2, tmp3, out)
+        assert np.abs(out - M @ Mk).max() <= 1e-11 * np.abs(M @ Mk).max()
     sm, sc, dx, dz = 0.3, np.empty(T), np.empty(T), np.empty(T)
     kr = _corrector_forward(
         dd, l1, l2, c.g1, c.g2, s, z, dxa, dza, grad, 1 / s, sm, ca != 0.0, Mk, sc, tmp
@@ -263,3 +268,71 @@ def test_stalled_gap_ends_the_iterations_certified():
     dual = theta * (y @ r) - 0.5 * theta**2 * (r @ r)
     assert primal == pytest.approx(res.objective[0], rel=1e-12)
     assert (primal - dual) / primal <= 1e-9
+
+
+def _certified_gap(y, s, lam, fs, tr, td, centre):
+    """Relative duality gap at ``s``, from the spikes alone (kernel applied by np.convolve)."""
+    from nnfit.calcium import build_kernel
+
+    h = build_kernel(tr, td, fs)
+    r = y - np.convolve(s, h)[: len(y)]
+    if centre:
+        r = r - r.mean()
+    ktr = np.convolve(r[::-1], h)[: len(y)][::-1]
+    primal = 0.5 * r @ r + lam * s.sum()
+    theta = min(1.0, lam / ktr.max())
+    return (primal - (theta * (y @ r) - 0.5 * theta**2 * (r @ r))) / primal
+
+
+@pytest.mark.parametrize("centre", [False, True])
+@pytest.mark.parametrize("polish_at", [1e-9, 1e-6])
+def test_two_traces_side_by_side_equal_each_alone(centre, polish_at):
+    """Two traces solved together (sweeps interleaved, each with its own stop) give bit for bit
+    what each gives alone: iterations, certificate, baseline and spikes, also when one stops
+    first (different lam and noise: 10 to 19 iterations here) and when the exact step on the
+    support ends one inside the loop (``polish_at`` above ``tol``). Every answer certifies."""
+    from nnfit.calcium._ipm import ipm_traces
+    from nnfit.calcium.ar2 import AR2Coefficients
+
+    c = AR2Coefficients(0.05, 0.5, 30.0)
+    hsq = float(c.kernel() @ c.kernel())
+    low = simulate_recording(1, 3000, rate_hz=1.0, noise=0.05, seed=0).traces[0]
+    high = simulate_recording(1, 3000, rate_hz=0.5, noise=0.3, baseline=0.5, seed=3).traces[0]
+    pairs = [(low, high, 0.02, 0.6), (high, low, 0.6, 0.02), (low, high, 0.3, 0.3)]
+    iters = set()
+    for ya, yb, la, lb in pairs:
+        Y = np.stack([ya, yb])
+        lam = np.array([la, lb])
+        S, info = np.zeros_like(Y), np.empty((2, 5))
+        ipm_traces(Y, c.params(), lam, hsq, centre, 1e-9, 100, S, info, polish_at)
+        for k in range(2):
+            S1, info1 = np.zeros((1, Y.shape[1])), np.empty((1, 5))
+            ipm_traces(Y[k : k + 1].copy(), c.params(), lam[k : k + 1], hsq, centre, 1e-9, 100,
+                       S1, info1, polish_at)  # fmt: skip
+            np.testing.assert_array_equal(S[k], S1[0])
+            np.testing.assert_array_equal(info[k], info1[0])
+            assert _certified_gap(Y[k], S[k], lam[k], 30.0, 0.05, 0.5, centre) <= 1e-9
+        iters.add(tuple(info[:, 0]))
+    assert any(a != b for a, b in iters)  # one trace of a pair went on alone
+
+
+@pytest.mark.parametrize("baseline", ["none", "constant", "auto", "drift"])
+def test_batches_equal_one_trace_at_a_time(baseline):
+    """``deconvolve`` on a batch (traces solved in pairs, an odd one alone; with two workers for
+    three traces, each alone in its thread) equals it trace by trace, with "auto" switching to
+    drift in one trace of a pair."""
+    fs, T = 30.0, 6000
+    rec = simulate_recording(3, T, rate_hz=0.5, noise=0.15, baseline=0.5, seed=5)
+    y = rec.traces.copy()
+    y[1] += 0.6 * np.sin(2 * np.pi * np.arange(T) / fs / 60.0)
+    res = deconvolve(y, fs, 0.05, 0.5, baseline=baseline)
+    if baseline == "auto":
+        assert res.baseline_kind == ["constant", "drift", "constant"]
+    for i in range(3):
+        one = deconvolve(y[i], fs, 0.05, 0.5, lam=res.lam[i], baseline=res.baseline_kind[i])
+        np.testing.assert_array_equal(res.spikes[i], one.spikes)
+        np.testing.assert_array_equal(res.baseline[i], one.baseline)
+        assert res.iterations[i] == one.iterations[0] and res.gap[i] == one.gap[0]
+    assert res.converged.all()
+    threads = deconvolve(y, fs, 0.05, 0.5, lam=res.lam, baseline=baseline, n_jobs=2)
+    np.testing.assert_array_equal(threads.spikes, res.spikes)

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from nnfit.calcium._ipm import ipm_trace
+from nnfit.calcium._ipm import ipm_traces
 from nnfit.calcium.ar2 import AR2Coefficients, AR2Convolution, _forward
 from nnfit.calcium.baseline import running_baseline
 from nnfit.calcium.result import DeconvolutionResult
@@ -50,49 +50,66 @@ AUTO_MIN_SAMPLES = 5.0
 DRIFT_SMOOTH_TAU = 4.0
 
 
-def _solve_one(y, coef, lam, hsq, centre, tol, max_iter):
-    s = np.zeros_like(y)
+def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter):
+    """Solve the rows of ``Y`` (one or two traces, side by side: see
+    :func:`nnfit.calcium._ipm.ipm_traces`); one (s, baseline, iterations, primal, gap, kkt) per
+    row."""
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    S = np.zeros_like(Y)
+    info = np.empty((Y.shape[0], 5))
     # polish (exact Newton on the support) once the interior point is certified to tol:
     # earlier attempts were measured to fail and cost more than the last iteration they save
-    it, primal, gap, kkt, base = ipm_trace(
-        y, coef.params(), float(lam), hsq, bool(centre), float(tol), int(max_iter), s, float(tol)
-    )
-    rel = gap / primal if primal > 0 else 0.0
-    return s, float(base), int(it), float(primal), float(max(rel, 0.0)), float(kkt)
+    ipm_traces(
+        Y, coef.params(), np.asarray(lams, dtype=np.float64), hsq, bool(centre), float(tol),
+        int(max_iter), S, info, float(tol),
+    )  # fmt: skip
+    out = []
+    for k in range(Y.shape[0]):
+        it, primal, gap, kkt, base = info[k]
+        rel = gap / primal if primal > 0 else 0.0
+        out.append((S[k], float(base), int(it), float(primal), float(max(rel, 0.0)), float(kkt)))
+    return out
 
 
-def _cell(y, kind, lam, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
-    """Deconvolve one trace; returns (s, baseline array, kind, it, obj, gap, kkt)."""
-    T = y.shape[0]
+def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
+    """Deconvolve the rows of ``Y`` (one or two traces, each solve of the two side by side);
+    returns one (s, baseline array, kind, it, obj, gap, kkt) per row."""
+    L, T = Y.shape
     sigma = max(DRIFT_SMOOTH_TAU * coef.tau_decay, 1.0) * fs
-    if kind == "auto":
-        # constant first; drift if the slow part of the residual is more than noise
-        s, b0, it, obj, gap, kkt = _solve_one(y, coef, lam, hsq, True, tol, max_iter)
-        Ks = np.empty(T)
-        _forward(s, *coef.params(), Ks)
-        slow = ndimage.gaussian_filter1d(y - Ks - b0, sigma, mode="nearest")
-        expected = noise**2 / (2.0 * np.sqrt(np.pi) * sigma)
-        n_eff = T / (2.0 * np.sqrt(np.pi) * sigma)  # independent samples of the smoothed residual
-        ratio = max(AUTO_DRIFT_RATIO, 1.0 + 3.0 * np.sqrt(2.0 / max(n_eff, 1e-9)))
-        if n_eff < AUTO_MIN_SAMPLES or float(np.var(slow)) <= ratio * expected:
-            return s, np.full(T, b0), "constant", it, obj, gap, kkt
-        kind = "drift"
-    if kind == "none":
-        s, b0, it, obj, gap, kkt = _solve_one(y, coef, lam, hsq, False, tol, max_iter)
-        return s, np.zeros(T), kind, it, obj, gap, kkt
-    if kind == "constant":
-        s, b0, it, obj, gap, kkt = _solve_one(y, coef, lam, hsq, True, tol, max_iter)
-        return s, np.full(T, b0), kind, it, obj, gap, kkt
-    # drift
-    slow = running_baseline(y, fs, coef.tau_decay)
-    op_params = coef.params()
+    out: list = [None] * L
+    if kind != "drift":
+        # "auto" solves with a constant first; drift where the slow part of the residual is
+        # more than noise
+        sols = _solve_rows(Y, coef, lams, hsq, kind != "none", tol, max_iter)
+        for k, (s, b0, it, obj, gap, kkt) in enumerate(sols):
+            if kind == "auto":
+                Ks = np.empty(T)
+                _forward(s, *coef.params(), Ks)
+                slow = ndimage.gaussian_filter1d(Y[k] - Ks - b0, sigma, mode="nearest")
+                expected = noise[k] ** 2 / (2.0 * np.sqrt(np.pi) * sigma)
+                # independent samples of the smoothed residual
+                n_eff = T / (2.0 * np.sqrt(np.pi) * sigma)
+                ratio = max(AUTO_DRIFT_RATIO, 1.0 + 3.0 * np.sqrt(2.0 / max(n_eff, 1e-9)))
+                if not (n_eff < AUTO_MIN_SAMPLES or float(np.var(slow)) <= ratio * expected):
+                    continue  # drift, below
+            base = np.zeros(T) if kind == "none" else np.full(T, b0)
+            out[k] = (s, base, "none" if kind == "none" else "constant", it, obj, gap, kkt)
+    rows = [k for k in range(L) if out[k] is None]
+    if not rows:
+        return out
+    # drift: the curve refined by alternating with the solver, the final solve exact for it
+    D = Y[rows]
+    slow = np.stack([running_baseline(D[j], fs, coef.tau_decay) for j in range(len(rows))])
     Ks = np.empty(T)
     for _ in range(drift_rounds):
-        s, b0, *_ = _solve_one(y - slow, coef, lam, hsq, True, max(tol, 1e-6), max_iter)
-        _forward(s, *op_params, Ks)
-        slow = ndimage.gaussian_filter1d(y - Ks, sigma, mode="nearest")
-    s, b0, it, obj, gap, kkt = _solve_one(y - slow, coef, lam, hsq, True, tol, max_iter)
-    return s, slow + b0, kind, it, obj, gap, kkt
+        sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, max(tol, 1e-6), max_iter)
+        for j, sol in enumerate(sols):
+            _forward(sol[0], *coef.params(), Ks)
+            slow[j] = ndimage.gaussian_filter1d(D[j] - Ks, sigma, mode="nearest")
+    sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, tol, max_iter)
+    for j, (s, b0, it, obj, gap, kkt) in enumerate(sols):
+        out[rows[j]] = (s, slow[j] + b0, "drift", it, obj, gap, kkt)
+    return out
 
 
 def solve_exact(
@@ -146,15 +163,24 @@ def solve_exact(
     hsq = float(h @ h)
     lams = np.maximum(np.asarray(lam, dtype=float), 1e-12)
 
-    def work(i: int):
-        return _cell(x2[i], baseline, lams[i], noise[i], coef, hsq, fs, tol, max_iter, drift_rounds)
-
+    # traces in pairs where every worker still gets one: a pair's sweeps run interleaved on
+    # one core (the answers are those of one trace alone, bit for bit), but a pair takes longer
+    # than one trace, so with cells for fewer than two per worker each goes alone
     workers = (os.cpu_count() or 1) if n_jobs == -1 else max(n_jobs, 1)
-    if workers > 1 and n_cells > 1:
+    size = 2 if n_cells >= 2 * workers else 1
+
+    def work(i: int):
+        rows = slice(i, min(i + size, n_cells))
+        return _cells(
+            x2[rows], baseline, lams[rows], noise[rows], coef, hsq, fs, tol, max_iter, drift_rounds
+        )
+
+    starts = range(0, n_cells, size)
+    if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            out = list(pool.map(work, range(n_cells)))
+            out = [o for part in pool.map(work, starts) for o in part]
     else:
-        out = [work(i) for i in range(n_cells)]
+        out = [o for i in starts for o in work(i)]
     spikes = np.stack([o[0] for o in out])
     gap = np.array([o[5] for o in out])
     return DeconvolutionResult(
