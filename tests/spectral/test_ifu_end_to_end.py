@@ -24,7 +24,7 @@ mpdaf = pytest.importorskip("mpdaf", reason="the real MUSE cube ships with mpdaf
 ppxf_pkg = pytest.importorskip("ppxf", reason="pPXF is the reference (test extra ppxf==8.2.6)")
 fits = pytest.importorskip("astropy.io.fits")
 
-from ._muse_synth import SIGMA_KMS, synthetic_store  # noqa: E402
+from ._muse_synth import OLD, SIGMA_KMS, TEST_SEED, YOUNG, old_young, synthetic_store  # noqa: E402
 
 MINICUBE = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
 MILES = Path(ppxf_pkg.__file__).parent / "miles_models"
@@ -160,22 +160,14 @@ def test_minicube_multiplicative_polynomials_against_ppxf(tmp_path):
 
 
 # ---------------------------------------------------------------------------- synthetic cube
-OLD = (10.0, 0.22)  # Gyr, [M/H]
-YOUNG = (1.9953, -0.40)
 REGUL = 3.0  # decided on other simulations: bench/ifu_regul_rule.py (docs/spectral/ifu.rst)
-
-
-def _old_young(yy, xx):
-    r = np.hypot(xx - 20.0, yy - 19.0) / 28.0
-    f_old = np.clip(0.9 - 0.7 * r, 0.2, 0.9)  # light fraction of the old SSP in the band
-    return np.stack([f_old, 1 - f_old])
 
 
 def _recovery(tmp_path, noisy, regul=0.0):
     from nnfit.spectral.bin_fit import fit_bins
     from nnfit.spectral.maps import population_maps
 
-    sim = synthetic_store(tmp_path, [OLD, YOUNG], _old_young, seed=13, noisy=noisy)
+    sim = synthetic_store(tmp_path, [OLD, YOUNG], old_young, seed=TEST_SEED, noisy=noisy)
     fit_bins(sim["store"], regul=regul)
     res = population_maps(sim["store"])
     assert sim["S"] >= 10

@@ -1,0 +1,277 @@
+"""How close can any fit get to the mean lg age and [M/H] of a bin at a given S/N?
+
+For the synthetic MUSE cubes of ``tests/spectral/_muse_synth.py`` (real E-MILES SSPs on the
+real minicube's grid with its STAT variance, Voronoi bins at ``--target-sn``): the bins of the
+noisy cube (``--seed``), their noise-free spectra from a noise-free twin on the same bins, and
+then, per bin:
+
+* analytic bounds: the Cramer-Rao bound of the light-weighted mean lg age and [M/H]
+  (``g(x) = q.x / 1.x``, variance ``grad g^T F^-1 grad g`` with ``F = A^T Cov^-1 A``) for an
+  unbiased estimator that knows the true support (the oracle) and for one over the full grid
+  (every unbiased fit of the 39 templates); ``Cov`` is the exact covariance of the bin's
+  log-rebinned noise (the summed STAT variance pushed through the rebinning matrix);
+* Monte Carlo over ``--draws`` noise draws of exactly that noise (summed STAT variance per
+  linear pixel, log-rebinned like the data), each bin fitted by the dense equivalent of
+  ``fit_bins``: NNLS on the store's model columns weighted by the store's noise, with
+  ``regul^2 ||D x||^2`` rows (pPXF's, ``--regul``) and, as oracles, least squares and NNLS
+  restricted to the true support.
+
+Printed: per bin the bounds, and each estimator's bias and spread; over the bins, the worst
+bin's error (median and 90th percentile over draws, and how often it is under 0.05 dex) and,
+for the bounds, the same for Gaussian errors of the bound's width. The S/N at which the bound
+puts the worst bin under 0.05 dex follows from its scaling (1 / S/N).
+
+    PYTHONPATH=src python bench/ifu_information_limit.py [--mix test] [--draws 200]
+        [--regul 0 3] [--target-sn 60] [--seed 13]
+
+``--mix`` is ``test`` (the end-to-end test's two SSPs) or one of bench/ifu_regul_rule.py's
+mixes by its first word (``old+young``, ``three``, ``extended``, ``single``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import nnls
+
+from nnfit.spectral.binning import bin_spectra
+from nnfit.spectral.cube_operator import CubeOperator
+from nnfit.spectral.ifu_cube import read_ifu_cube
+from nnfit.spectral.logrebin import linear_pixel_edges, log_grid, log_rebin_matrix
+from nnfit.spectral.regularization import difference_operator
+from nnfit.spectral.store import load_problem
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_synth = _load("_muse_synth", _ROOT / "tests" / "spectral" / "_muse_synth.py")
+LAM_RANGE = (4800, 7000)
+
+
+@dataclasses.dataclass
+class Bin:
+    A: np.ndarray  # (n, P) model columns on the fitted pixels (the store's x units)
+    y0: np.ndarray  # (n,) noise-free data
+    sigma: np.ndarray  # (n,) the store's noise (what the fit weights by)
+    R: sp.csr_matrix  # (n, L_lin) noise map: log-rebinned noise = R @ (sd_lin * N(0, 1))
+    support: np.ndarray  # true template indices
+    x_true: np.ndarray  # (P,) the truth in x units (light fractions times the bin's scale)
+
+
+def mixes() -> dict:
+    rule = _load("ifu_regul_rule", _ROOT / "bench" / "ifu_regul_rule.py")
+    out = {"test": ([_synth.OLD, _synth.YOUNG], _synth.old_young)}
+    for name, mix in rule.MIXES.items():
+        out[name.split()[0]] = mix
+    return out
+
+
+def setup(ssps, fractions, seed: int, target_sn: float, tmp: Path) -> tuple[list[Bin], dict]:
+    """The noisy cube's bins, the noise-free twin's spectra on them, and their noise maps."""
+    sim = _synth.synthetic_store(tmp / "noisy", ssps, fractions, seed=seed, target_sn=target_sn)
+    free = _synth.synthetic_store(
+        tmp / "free", ssps, fractions, seed=seed, noisy=False, bin_map=sim["bins"].bin_map
+    )
+    prob = load_problem(free["store"])
+    import h5py
+
+    with h5py.File(free["store"], "r") as f:
+        bin_mask = f["BinMask"][()]
+    meta = prob.template_meta
+    ages = np.asarray(meta["axis_values"]["age"], dtype=float)
+    metals = np.asarray(meta["axis_values"]["metal"], dtype=float)
+    lg_q = np.repeat(np.log10(ages) + 9.0, metals.size)
+    mh_q = np.tile(metals, ages.size)
+    support = np.array(
+        [np.argmin(np.abs(lg_q - np.log10(a) - 9) + np.abs(mh_q - m)) for a, m in ssps]
+    )
+    cube = read_ifu_cube(free["cube"], lam_range=LAM_RANGE)
+    _, var_lin = bin_spectra(cube, free["bins"])
+    edges = linear_pixel_edges(cube.wave)
+    vs = 299792.458 * np.log(edges[-1] / edges[0]) / cube.wave.size
+    ln_edges, _ = log_grid(edges[0], edges[-1], vs)
+    M = log_rebin_matrix(edges, ln_edges).tocsr()
+    if M.shape[0] != prob.L:
+        raise AssertionError(f"rebinning gives {M.shape[0]} pixels, the store {prob.L}")
+    opts = dict(prob.model_options)
+    fs = opts.pop("flux_scale", None)
+    bins = []
+    P = prob.P
+    for s in range(prob.S):
+        sub = dataclasses.replace(
+            prob,
+            datacube=prob.datacube[s : s + 1],
+            noise=prob.noise[s : s + 1],
+            losvd=prob.losvd[s : s + 1],
+            path=None,
+            model_options={**opts, **({} if fs is None else {"flux_scale": fs[s : s + 1]})},
+        )
+        op = CubeOperator.from_problem(sub)
+        good = np.flatnonzero(bin_mask[s] & prob.mask)
+        cols = np.stack([op.unweighted_forward(np.eye(P)[p][None])[0] for p in range(P)], 1)
+        A = cols[good]
+        y0 = prob.datacube[s, good].astype(float)
+        xs, _ = nnls(A[:, support], y0)  # the noise-free truth in x units (exact model)
+        x_true = np.zeros(P)
+        x_true[support] = xs
+        sd = np.sqrt(np.nan_to_num(var_lin[s], nan=0.0))
+        bins.append(
+            Bin(A, y0, prob.noise[s, good].astype(float), M[good] @ sp.diags(sd), support, x_true)
+        )
+    info = {
+        "S": prob.S,
+        "lg_q": lg_q,
+        "mh_q": mh_q,
+        "grid": (ages.size, metals.size),
+        "lg_age": sim["lg_age"],
+        "metal": sim["metal"],
+    }
+    return bins, info
+
+
+def whitened_columns(b: Bin) -> np.ndarray:
+    """``W^T A`` with ``W^T Cov W = I`` on the range of ``Cov = R R^T``.
+
+    ``Cov`` is singular: where log pixels are narrower than the linear ones (the blue end),
+    several lie inside one linear pixel and carry the same noise. Its pseudo-inverse gives the
+    information of the data about ``x`` through the linear pixels' noise (never more than the
+    linear pixels hold)."""
+    lam, V = np.linalg.eigh((b.R @ b.R.T).toarray())
+    keep = lam > 1e-10 * lam.max()
+    return (V[:, keep] / np.sqrt(lam[keep])).T @ b.A
+
+
+def crb(b: Bin, Aw: np.ndarray, q: np.ndarray, cols: np.ndarray) -> float:
+    """Cramer-Rao bound (standard deviation) of q.x / 1.x at the truth, unbiased estimators
+    over the columns ``cols`` (``Aw``: the whitened columns)."""
+    x = b.x_true[cols]
+    A = Aw[:, cols]
+    F = A.T @ A
+    g = q[cols] @ x / x.sum()
+    grad = (q[cols] - g) / x.sum()
+    return float(np.sqrt(grad @ np.linalg.solve(F, grad)))
+
+
+def fit(b: Bin, y: np.ndarray, how: str, D: np.ndarray, regul: float) -> np.ndarray:
+    Aw, yw = b.A / b.sigma[:, None], y / b.sigma
+    x = np.zeros(b.A.shape[1])
+    if how == "ls-support":
+        x[b.support] = np.linalg.lstsq(Aw[:, b.support], yw, rcond=None)[0]
+    elif how == "nnls-support":
+        x[b.support] = nnls(Aw[:, b.support], yw)[0]
+    else:
+        if regul > 0:
+            Aw = np.vstack([Aw, regul * D])
+            yw = np.concatenate([yw, np.zeros(D.shape[0])])
+        x = nnls(Aw, yw, maxiter=50 * b.A.shape[1])[0]
+    return x
+
+
+def worst_stats(err: np.ndarray) -> str:
+    """err (draws, S): the worst bin's |error| per draw -> median, 90th pct, P(< 0.05)."""
+    w = np.abs(err).max(axis=1)
+    return f"{np.median(w):7.3f} {np.percentile(w, 90):7.3f} {np.mean(w < 0.05):7.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mix", default="test")
+    ap.add_argument("--seed", type=int, default=_synth.TEST_SEED)
+    ap.add_argument("--target-sn", type=float, default=60.0)
+    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--regul", type=float, nargs="+", default=[0.0, 3.0])
+    ap.add_argument("--regul-order", type=int, default=2)
+    ap.add_argument(
+        "--sn-factor",
+        type=float,
+        default=1.0,
+        help="divide the noise (and the fit's noise) by this: the same bins at this times the S/N",
+    )
+    args = ap.parse_args()
+    ssps, fractions = mixes()[args.mix]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        bins, info = setup(ssps, fractions, args.seed, args.target_sn, Path(tmp))
+    if args.sn_factor != 1.0:
+        bins = [
+            dataclasses.replace(b, R=b.R / args.sn_factor, sigma=b.sigma / args.sn_factor)
+            for b in bins
+        ]
+    S = info["S"]
+    print(f"mix {args.mix!r}, seed {args.seed}, target S/N {args.target_sn}, noise / "
+          f"{args.sn_factor:g}: {S} bins "
+          f"(setup {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    D = difference_operator(info["grid"], args.regul_order).toarray()
+    q = {"lg age": info["lg_q"], "[M/H]": info["mh_q"]}
+    truth = {"lg age": info["lg_age"], "[M/H]": info["metal"]}
+    P = bins[0].A.shape[1]
+    white = [whitened_columns(b) for b in bins]
+    bound = {
+        (k, w): np.array(
+            [
+                crb(b, aw, q[k], b.support if w == "support" else np.arange(P))
+                for b, aw in zip(bins, white, strict=True)
+            ]
+        )
+        for k in q
+        for w in ("support", "full grid")
+    }
+    # the store's x_true reproduces the generator's truth (the model is exact)
+    for k in q:
+        g = np.array([q[k] @ b.x_true / b.x_true.sum() for b in bins])
+        print(f"  truth from x_true vs generator, {k}: max |diff| {np.abs(g - truth[k]).max():.4f}")
+    hows = ["ls-support", "nnls-support"] + [f"nnls regul {r:g}" for r in args.regul]
+    err = {(h, k): np.zeros((args.draws, S)) for h in hows for k in q}
+    rng = np.random.default_rng(12345)
+    for d in range(args.draws):
+        for s, b in enumerate(bins):
+            y = b.y0 + b.R @ rng.normal(size=b.R.shape[1])
+            for h in hows:
+                r = float(h.split()[-1]) if h.startswith("nnls regul") else 0.0
+                x = fit(b, y, h, D, r)
+                for k in q:
+                    err[h, k][d, s] = q[k] @ x / x.sum() - truth[k][s]
+    print(f"({args.draws} draws, {time.perf_counter() - t0:.0f} s in all, loaded 2-core machine)")
+    for k in q:
+        print(f"\n{k}: per bin, dex")
+        head = " ".join(f"{h:>22}" for h in hows)
+        print(f"{'bin':>3} {'truth':>6} {'CRB supp':>8} {'CRB full':>8}  {head}")
+        print(f"{'':>3} {'':>6} {'':>8} {'':>8}  " + " ".join(f"{'bias   sd':>22}" for _ in hows))
+        for s in range(S):
+            cells = " ".join(
+                f"{err[h, k][:, s].mean():+11.3f} {err[h, k][:, s].std():9.3f}" for h in hows
+            )
+            print(
+                f"{s:3d} {truth[k][s]:6.2f} {bound[k, 'support'][s]:8.4f} "
+                f"{bound[k, 'full grid'][s]:8.3f}  {cells}"
+            )
+        print(f"\n{k}: worst of {S} bins    median   90th%   P(<0.05)")
+        for w in ("support", "full grid"):
+            z = rng.normal(size=(2000, S)) * bound[k, w]
+            print(f"  CRB {w:<18} {worst_stats(z)}")
+        for h in hows:
+            print(f"  {h:<22} {worst_stats(err[h, k])}")
+        for w in ("support", "full grid"):
+            z = np.abs(rng.normal(size=(2000, S)) * bound[k, w]).max(axis=1)
+            need = args.target_sn * args.sn_factor * np.median(z) / 0.05
+            print(f"  S/N at which the {w} CRB's median worst bin is 0.05 dex: {need:.0f}")
+
+
+if __name__ == "__main__":
+    main()
