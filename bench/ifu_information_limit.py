@@ -72,6 +72,7 @@ class Bin:
     R: sp.csr_matrix  # (n, L_lin) noise map: log-rebinned noise = R @ (sd_lin * N(0, 1))
     support: np.ndarray  # true template indices
     x_true: np.ndarray  # (P,) the truth in x units (light fractions times the bin's scale)
+    y_seed: np.ndarray  # (n,) the noisy cube's own data (its seed's noise draw)
 
 
 def mixes() -> dict:
@@ -82,17 +83,27 @@ def mixes() -> dict:
     return out
 
 
-def setup(ssps, fractions, seed: int, target_sn: float, tmp: Path) -> tuple[list[Bin], dict]:
+def setup(
+    ssps, fractions, seed: int, target_sn: float, tmp: Path, pattern: str = _synth.PATTERN
+) -> tuple[list[Bin], dict]:
     """The noisy cube's bins, the noise-free twin's spectra on them, and their noise maps."""
     sim = _synth.synthetic_store(tmp / "noisy", ssps, fractions, seed=seed, target_sn=target_sn)
     free = _synth.synthetic_store(
-        tmp / "free", ssps, fractions, seed=seed, noisy=False, bin_map=sim["bins"].bin_map
+        tmp / "free",
+        ssps,
+        fractions,
+        seed=seed,
+        noisy=False,
+        bin_map=sim["bins"].bin_map,
+        pattern=pattern,
     )
     prob = load_problem(free["store"])
     import h5py
 
     with h5py.File(free["store"], "r") as f:
         bin_mask = f["BinMask"][()]
+    with h5py.File(sim["store"], "r") as f:
+        y_noisy = f["DataCube"][()].astype(float)
     meta = prob.template_meta
     ages = np.asarray(meta["axis_values"]["age"], dtype=float)
     metals = np.asarray(meta["axis_values"]["metal"], dtype=float)
@@ -132,7 +143,15 @@ def setup(ssps, fractions, seed: int, target_sn: float, tmp: Path) -> tuple[list
         x_true[support] = xs
         sd = np.sqrt(np.nan_to_num(var_lin[s], nan=0.0))
         bins.append(
-            Bin(A, y0, prob.noise[s, good].astype(float), M[good] @ sp.diags(sd), support, x_true)
+            Bin(
+                A,
+                y0,
+                prob.noise[s, good].astype(float),
+                M[good] @ sp.diags(sd),
+                support,
+                x_true,
+                y_noisy[s, good],
+            )
         )
     info = {
         "S": prob.S,
@@ -145,8 +164,8 @@ def setup(ssps, fractions, seed: int, target_sn: float, tmp: Path) -> tuple[list
     return bins, info
 
 
-def whitened_columns(b: Bin) -> np.ndarray:
-    """``W^T A`` with ``W^T Cov W = I`` on the range of ``Cov = R R^T``.
+def whitening(b: Bin) -> np.ndarray:
+    """``W^T`` with ``W^T Cov W = I`` on the range of ``Cov = R R^T``.
 
     ``Cov`` is singular: where log pixels are narrower than the linear ones (the blue end),
     several lie inside one linear pixel and carry the same noise. Its pseudo-inverse gives the
@@ -154,7 +173,7 @@ def whitened_columns(b: Bin) -> np.ndarray:
     linear pixels hold)."""
     lam, V = np.linalg.eigh((b.R @ b.R.T).toarray())
     keep = lam > 1e-10 * lam.max()
-    return (V[:, keep] / np.sqrt(lam[keep])).T @ b.A
+    return (V[:, keep] / np.sqrt(lam[keep])).T
 
 
 def crb(b: Bin, Aw: np.ndarray, q: np.ndarray, cols: np.ndarray) -> float:
@@ -168,8 +187,15 @@ def crb(b: Bin, Aw: np.ndarray, q: np.ndarray, cols: np.ndarray) -> float:
     return float(np.sqrt(grad @ np.linalg.solve(F, grad)))
 
 
-def fit(b: Bin, y: np.ndarray, how: str, D: np.ndarray, regul: float) -> np.ndarray:
-    Aw, yw = b.A / b.sigma[:, None], y / b.sigma
+def fit(
+    b: Bin, y: np.ndarray, how: str, D: np.ndarray, regul: float, Wt: np.ndarray | None = None
+) -> np.ndarray:
+    """``how``: "ls-support", "nnls-support", "nnls" (the store's diagonal noise, as
+    ``fit_bins``) or "gls" (NNLS whitened by the exact covariance ``Wt``)."""
+    if how == "gls":
+        Aw, yw = Wt @ b.A, Wt @ y
+    else:
+        Aw, yw = b.A / b.sigma[:, None], y / b.sigma
     x = np.zeros(b.A.shape[1])
     if how == "ls-support":
         x[b.support] = np.linalg.lstsq(Aw[:, b.support], yw, rcond=None)[0]
@@ -189,88 +215,130 @@ def worst_stats(err: np.ndarray) -> str:
     return f"{np.median(w):7.3f} {np.percentile(w, 90):7.3f} {np.mean(w < 0.05):7.2f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mix", default="test")
-    ap.add_argument("--seed", type=int, default=_synth.TEST_SEED)
-    ap.add_argument("--target-sn", type=float, default=60.0)
-    ap.add_argument("--draws", type=int, default=200)
-    ap.add_argument("--regul", type=float, nargs="+", default=[0.0, 3.0])
-    ap.add_argument("--regul-order", type=int, default=2)
-    ap.add_argument(
-        "--sn-factor",
-        type=float,
-        default=1.0,
-        help="divide the noise (and the fit's noise) by this: the same bins at this times the S/N",
-    )
-    args = ap.parse_args()
-    ssps, fractions = mixes()[args.mix]
+def run_cube(args, mix: str, seed: int, tmp: Path) -> dict:
+    """Bounds and Monte Carlo errors of one synthetic cube; prints its tables."""
+    ssps, fractions = mixes()[mix]
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        bins, info = setup(ssps, fractions, args.seed, args.target_sn, Path(tmp))
+    bins, info = setup(ssps, fractions, seed, args.target_sn, tmp, args.pattern)
     if args.sn_factor != 1.0:
         bins = [
             dataclasses.replace(b, R=b.R / args.sn_factor, sigma=b.sigma / args.sn_factor)
             for b in bins
         ]
     S = info["S"]
-    print(f"mix {args.mix!r}, seed {args.seed}, target S/N {args.target_sn}, noise / "
-          f"{args.sn_factor:g}: {S} bins "
-          f"(setup {time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    D = difference_operator(info["grid"], args.regul_order).toarray()
+    print(f"\n=== mix {mix!r}, seed {seed}, Voronoi S/N {args.target_sn:g}, noise / "
+          f"{args.sn_factor:g} (S/N {args.target_sn * args.sn_factor:g}), grid {info['grid']}: "
+          f"{S} bins (setup {time.perf_counter() - t0:.0f} s)")  # fmt: skip
     q = {"lg age": info["lg_q"], "[M/H]": info["mh_q"]}
     truth = {"lg age": info["lg_age"], "[M/H]": info["metal"]}
+    for k in q:  # the store's x_true reproduces the generator's truth (the model is exact)
+        g = np.array([q[k] @ b.x_true / b.x_true.sum() for b in bins])
+        print(f"  truth from x_true vs generator, {k}: max |diff| {np.abs(g - truth[k]).max():.4f}")
     P = bins[0].A.shape[1]
-    white = [whitened_columns(b) for b in bins]
+    if args.sn_factor == 1.0:  # the dense fit on the cube's own draw: fit_bins' numbers
+        for e in ("nnls:0", "nnls:3"):
+            D = difference_operator(info["grid"], 2).toarray()
+            xs = [fit(b, b.y_seed, "nnls", D, float(e[5:])) for b in bins]
+            errs = [max(abs(q[k] @ x / x.sum() - truth[k][s]) for s, x in enumerate(xs)) for k in q]
+            print(f"  the cube's own noise (seed {seed}), {e}: worst lg age {errs[0]:.3f}, "
+                  f"[M/H] {errs[1]:.3f}")  # fmt: skip
+    Wt = [whitening(b) for b in bins]
     bound = {
         (k, w): np.array(
             [
-                crb(b, aw, q[k], b.support if w == "support" else np.arange(P))
-                for b, aw in zip(bins, white, strict=True)
+                crb(b, wt @ b.A, q[k], b.support if w == "support" else np.arange(P))
+                for b, wt in zip(bins, Wt, strict=True)
             ]
         )
         for k in q
         for w in ("support", "full grid")
     }
-    # the store's x_true reproduces the generator's truth (the model is exact)
-    for k in q:
-        g = np.array([q[k] @ b.x_true / b.x_true.sum() for b in bins])
-        print(f"  truth from x_true vs generator, {k}: max |diff| {np.abs(g - truth[k]).max():.4f}")
-    hows = ["ls-support", "nnls-support"] + [f"nnls regul {r:g}" for r in args.regul]
-    err = {(h, k): np.zeros((args.draws, S)) for h in hows for k in q}
+    specs = {}
+    for e in args.estimators:
+        how, *rest = e.split(":")
+        regul = float(rest[0]) if rest else 0.0
+        order = int(rest[1]) if len(rest) > 1 else 2
+        specs[e] = (how, regul, difference_operator(info["grid"], order).toarray())
+    err = {(e, k): np.zeros((args.draws, S)) for e in specs for k in q}
     rng = np.random.default_rng(12345)
     for d in range(args.draws):
         for s, b in enumerate(bins):
             y = b.y0 + b.R @ rng.normal(size=b.R.shape[1])
-            for h in hows:
-                r = float(h.split()[-1]) if h.startswith("nnls regul") else 0.0
-                x = fit(b, y, h, D, r)
+            for e, (how, regul, D) in specs.items():
+                x = fit(b, y, how, D, regul, Wt[s])
                 for k in q:
-                    err[h, k][d, s] = q[k] @ x / x.sum() - truth[k][s]
-    print(f"({args.draws} draws, {time.perf_counter() - t0:.0f} s in all, loaded 2-core machine)")
+                    err[e, k][d, s] = q[k] @ x / x.sum() - truth[k][s]
+    print(f"  ({args.draws} draws, {time.perf_counter() - t0:.0f} s; loaded 2-core machine)")
     for k in q:
-        print(f"\n{k}: per bin, dex")
-        head = " ".join(f"{h:>22}" for h in hows)
-        print(f"{'bin':>3} {'truth':>6} {'CRB supp':>8} {'CRB full':>8}  {head}")
-        print(f"{'':>3} {'':>6} {'':>8} {'':>8}  " + " ".join(f"{'bias   sd':>22}" for _ in hows))
-        for s in range(S):
-            cells = " ".join(
-                f"{err[h, k][:, s].mean():+11.3f} {err[h, k][:, s].std():9.3f}" for h in hows
-            )
-            print(
-                f"{s:3d} {truth[k][s]:6.2f} {bound[k, 'support'][s]:8.4f} "
-                f"{bound[k, 'full grid'][s]:8.3f}  {cells}"
-            )
-        print(f"\n{k}: worst of {S} bins    median   90th%   P(<0.05)")
+        if args.per_bin:
+            print(f"\n{k}: per bin, dex (bias and sd over the draws)")
+            head = " ".join(f"{e:>19}" for e in specs)
+            print(f"{'bin':>3} {'truth':>6} {'CRB supp':>8} {'CRB full':>8}  {head}")
+            for s in range(S):
+                cells = " ".join(
+                    f"{err[e, k][:, s].mean():+9.3f} {err[e, k][:, s].std():9.3f}" for e in specs
+                )
+                print(
+                    f"{s:3d} {truth[k][s]:6.2f} {bound[k, 'support'][s]:8.4f} "
+                    f"{bound[k, 'full grid'][s]:8.3f}  {cells}"
+                )
+        print(f"\n  {k}: worst of {S} bins      median   90th%  P(<0.05)   rms  |bias| max")
         for w in ("support", "full grid"):
             z = rng.normal(size=(2000, S)) * bound[k, w]
-            print(f"  CRB {w:<18} {worst_stats(z)}")
-        for h in hows:
-            print(f"  {h:<22} {worst_stats(err[h, k])}")
+            print(f"    CRB {w:<18} {worst_stats(z)} {np.sqrt((z**2).mean()):7.3f}")
+        for e in specs:
+            a = err[e, k]
+            print(
+                f"    {e:<22} {worst_stats(a)} {np.sqrt((a**2).mean()):7.3f} "
+                f"{np.abs(a.mean(axis=0)).max():7.3f}"
+            )
         for w in ("support", "full grid"):
             z = np.abs(rng.normal(size=(2000, S)) * bound[k, w]).max(axis=1)
             need = args.target_sn * args.sn_factor * np.median(z) / 0.05
-            print(f"  S/N at which the {w} CRB's median worst bin is 0.05 dex: {need:.0f}")
+            print(f"    S/N at which the {w} CRB's median worst bin is 0.05 dex: {need:.0f}")
+    return err
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mix", nargs="+", default=["test"], help="'bench': the bench's four")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[_synth.TEST_SEED])
+    ap.add_argument("--target-sn", type=float, default=60.0)
+    ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument(
+        "--estimators",
+        nargs="+",
+        default=["ls-support", "nnls-support", "nnls:0", "nnls:3"],
+        help="ls-support, nnls-support, nnls:REGUL[:ORDER], gls:REGUL[:ORDER]",
+    )
+    ap.add_argument("--pattern", default=_synth.PATTERN, help="the store's E-MILES files")
+    ap.add_argument(
+        "--sn-factor",
+        type=float,
+        default=1.0,
+        help="divide the noise (and the fit's noise) by this: the same bins at this times the S/N",
+    )
+    ap.add_argument("--per-bin", action="store_true")
+    args = ap.parse_args()
+    names = [m for m in mixes() if m != "test"] if args.mix == ["bench"] else args.mix
+    pooled: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mix in names:
+            for seed in args.seeds:
+                err = run_cube(args, mix, seed, Path(tmp) / f"{mix}-{seed}")
+                for key, a in err.items():
+                    pooled.setdefault(key, []).append(a)
+    if len(names) * len(args.seeds) > 1:
+        print("\n=== all cubes: the worst bin of each cube per draw; P: all cubes under 0.05")
+        for k in ("lg age", "[M/H]"):
+            print(f"  {k:<28} median   90th%  P(<0.05)   rms")
+            for e in args.estimators:
+                a = np.concatenate(pooled[e, k], axis=1)
+                w = np.stack([np.abs(c).max(axis=1) for c in pooled[e, k]])  # (cubes, draws)
+                print(
+                    f"    {e:<22} {np.median(w):7.3f} {np.percentile(w, 90):7.3f} "
+                    f"{np.mean((w < 0.05).all(axis=0)):7.2f} {np.sqrt((a**2).mean()):7.3f}"
+                )
 
 
 if __name__ == "__main__":

@@ -86,12 +86,14 @@ def synthetic_store(
     noisy: bool = True,
     target_sn: float = 60.0,
     bin_map: np.ndarray | None = None,
+    pattern: str = PATTERN,
 ) -> dict:
     """Write ``synthetic.fits`` and its store; return the store and the per-bin truth.
 
     ``fractions(yy, xx) -> (K, ny, nx)``: light fractions of the ``ssps`` (age Gyr, [M/H]),
     summing to 1 in every spaxel. ``bin_map`` (ny, nx): these bins instead of Voronoi bins at
-    ``target_sn`` (e.g. a noisy cube's bins for its noise-free twin).
+    ``target_sn`` (e.g. a noisy cube's bins for its noise-free twin). ``pattern``: the E-MILES
+    files of the store's template grid.
     """
     from astropy.io import fits
 
@@ -142,7 +144,7 @@ def synthetic_store(
         bin_map=bins.bin_map,
         lam_range=(4800, 7000),
         fwhm_gal=FWHM_MUSE,
-        template_pattern=PATTERN,
+        template_pattern=pattern,
         age_range=(1, 16),
         kinematics=kin,
         overwrite=True,
