@@ -87,13 +87,16 @@ def synthetic_store(
     target_sn: float = 60.0,
     bin_map: np.ndarray | None = None,
     pattern: str = PATTERN,
+    signal_scale: float = SIGNAL_SCALE,
 ) -> dict:
     """Write ``synthetic.fits`` and its store; return the store and the per-bin truth.
 
     ``fractions(yy, xx) -> (K, ny, nx)``: light fractions of the ``ssps`` (age Gyr, [M/H]),
     summing to 1 in every spaxel. ``bin_map`` (ny, nx): these bins instead of Voronoi bins at
     ``target_sn`` (e.g. a noisy cube's bins for its noise-free twin). ``pattern``: the E-MILES
-    files of the store's template grid.
+    files of the store's template grid. ``signal_scale``: the synthetic flux in units of the
+    real galaxy's mean (the variance stays the real one), so ``k`` times it with ``k`` times
+    ``target_sn`` gives about the same bins at ``k`` times the S/N.
     """
     from astropy.io import fits
 
@@ -109,7 +112,7 @@ def synthetic_store(
     _, ny, nx = data.shape
     spectra = np.stack([observed_spectrum(ssp_file(a, m), wave) for a, m in ssps])  # (K, L)
     sel = (wave >= 4800) & (wave <= 7000)
-    amp = SIGNAL_SCALE * np.clip(np.nanmean(data[sel], axis=0), 1.0, None)  # (ny, nx)
+    amp = signal_scale * np.clip(np.nanmean(data[sel], axis=0), 1.0, None)  # (ny, nx)
     yy, xx = np.mgrid[:ny, :nx]
     f = np.asarray(fractions(yy, xx), dtype=np.float64)  # (K, ny, nx)
     model = amp * np.einsum("kl,kyx->lyx", spectra, f)

@@ -24,7 +24,15 @@ mpdaf = pytest.importorskip("mpdaf", reason="the real MUSE cube ships with mpdaf
 ppxf_pkg = pytest.importorskip("ppxf", reason="pPXF is the reference (test extra ppxf==8.2.6)")
 fits = pytest.importorskip("astropy.io.fits")
 
-from ._muse_synth import OLD, SIGMA_KMS, TEST_SEED, YOUNG, old_young, synthetic_store  # noqa: E402
+from ._muse_synth import (  # noqa: E402
+    OLD,
+    SIGMA_KMS,
+    SIGNAL_SCALE,
+    TEST_SEED,
+    YOUNG,
+    old_young,
+    synthetic_store,
+)
 
 MINICUBE = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
 MILES = Path(ppxf_pkg.__file__).parent / "miles_models"
@@ -163,19 +171,29 @@ def test_minicube_multiplicative_polynomials_against_ppxf(tmp_path):
 REGUL = 3.0  # decided on other simulations: bench/ifu_regul_rule.py (docs/spectral/ifu.rst)
 
 
-def _recovery(tmp_path, noisy, regul=0.0):
+def _recovery(tmp_path, noisy, regul=0.0, target_sn=60.0):
+    """Fit the test's synthetic cube; at ``target_sn`` above 60 the galaxy is brighter by the
+    same factor (the variance stays the real one), so the bins stay about the same."""
     from nnfit.spectral.bin_fit import fit_bins
     from nnfit.spectral.maps import population_maps
 
-    sim = synthetic_store(tmp_path, [OLD, YOUNG], old_young, seed=TEST_SEED, noisy=noisy)
+    sim = synthetic_store(
+        tmp_path,
+        [OLD, YOUNG],
+        old_young,
+        seed=TEST_SEED,
+        noisy=noisy,
+        target_sn=target_sn,
+        signal_scale=SIGNAL_SCALE * target_sn / 60.0,
+    )
     fit_bins(sim["store"], regul=regul)
     res = population_maps(sim["store"])
     assert sim["S"] >= 10
     err_age = res["lg_age_light"] - sim["lg_age"]
     err_mh = res["metal_light"] - sim["metal"]
     print(
-        f"S={sim['S']} bins, regul {regul}: lg age error max {np.abs(err_age).max():.3f} dex, "
-        f"[M/H] error max {np.abs(err_mh).max():.3f} dex"
+        f"S/N {target_sn:g}, S={sim['S']} bins, regul {regul}: lg age error max "
+        f"{np.abs(err_age).max():.3f} dex, [M/H] error max {np.abs(err_mh).max():.3f} dex"
     )
     return sim, res, err_age, err_mh
 
