@@ -6,26 +6,31 @@ noisy cube (``--seed``), their noise-free spectra from a noise-free twin on the 
 then, per bin:
 
 * analytic bounds: the Cramer-Rao bound of the light-weighted mean lg age and [M/H]
-  (``g(x) = q.x / 1.x``, variance ``grad g^T F^-1 grad g`` with ``F = A^T Cov^-1 A``) for an
+  (``g(x) = q.x / 1.x``, variance ``grad g^T F^-1 grad g`` with ``F = A^T Cov^+ A``) for an
   unbiased estimator that knows the true support (the oracle) and for one over the full grid
-  (every unbiased fit of the 39 templates); ``Cov`` is the exact covariance of the bin's
-  log-rebinned noise (the summed STAT variance pushed through the rebinning matrix);
-* Monte Carlo over ``--draws`` noise draws of exactly that noise (summed STAT variance per
-  linear pixel, log-rebinned like the data), each bin fitted by the dense equivalent of
-  ``fit_bins``: NNLS on the store's model columns weighted by the store's noise, with
-  ``regul^2 ||D x||^2`` rows (pPXF's, ``--regul``) and, as oracles, least squares and NNLS
-  restricted to the true support.
+  (every unbiased fit of the store's templates); ``Cov`` is the exact covariance of the bin's
+  log-rebinned noise (the summed STAT variance pushed through the rebinning matrix; singular
+  where log pixels share a linear pixel, hence the pseudo-inverse);
+* Monte Carlo over ``--draws`` noise draws of exactly that noise, each bin fitted by the
+  dense equivalent of ``fit_bins`` (``nnls:REGUL[:ORDER]``: NNLS on the store's model columns
+  weighted by the store's noise, with pPXF's ``regul^2 ||D x||^2`` rows), by the same NNLS
+  whitened with the exact covariance (``gls:REGUL[:ORDER]``) and, as oracles, by least squares
+  and NNLS restricted to the true support (``ls-support``, ``nnls-support``). On the cube's
+  own draw the dense NNLS gives ``fit_bins``' figures (printed).
 
-Printed: per bin the bounds, and each estimator's bias and spread; over the bins, the worst
-bin's error (median and 90th percentile over draws, and how often it is under 0.05 dex) and,
-for the bounds, the same for Gaussian errors of the bound's width. The S/N at which the bound
-puts the worst bin under 0.05 dex follows from its scaling (1 / S/N).
+Printed per cube: the worst bin's error (median and 90th percentile over draws, how often it
+is under 0.05 dex, rms, largest per-bin bias), the same for Gaussian errors of the bounds'
+widths, and the S/N at which each bound's median worst bin is 0.05 dex (the bounds scale as
+1 / S/N); ``--per-bin`` adds each bin's bias and spread. The Monte Carlo depends on the bins,
+not on ``--seeds`` beyond them (the same bins give the same draws).
 
-    PYTHONPATH=src python bench/ifu_information_limit.py [--mix test] [--draws 200]
-        [--regul 0 3] [--target-sn 60] [--seed 13]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ifu_information_limit.py [--mix test]
+        [--seeds 13] [--draws 100] [--estimators ...] [--sn-factor 1] [--pattern ...]
+        [--target-sn 60] [--per-bin]
 
-``--mix`` is ``test`` (the end-to-end test's two SSPs) or one of bench/ifu_regul_rule.py's
-mixes by its first word (``old+young``, ``three``, ``extended``, ``single``).
+``--mix`` is ``test`` (the end-to-end test's two SSPs), ``bench`` (the four mixes of
+bench/ifu_regul_rule.py) or some of those by their first word (``old+young``, ``three``,
+``extended``, ``single``). ``--sn-factor k`` divides the noise of the same bins by ``k``.
 """
 
 from __future__ import annotations
