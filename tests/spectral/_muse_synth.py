@@ -21,6 +21,18 @@ SIGMA_KMS = 250.0
 SIGNAL_SCALE = 4.0  # synthetic flux = 4x the real galaxy's mean, the variance stays the real one
 FWHM_MUSE = 3.0  # A, constant instrumental FWHM used by the generator and given to init
 PATTERN = "Eun1.30Z[mp]0.[024]*.fits"  # [M/H] = -0.40, 0.00, +0.22; with ages 1-16 Gyr: 39
+# The end-to-end test's populations (seed 13): an old metal-rich SSP dominating the centre and
+# a young metal-poor one outside.
+OLD = (10.0, 0.22)  # Gyr, [M/H]
+YOUNG = (1.9953, -0.40)
+TEST_SEED = 13
+
+
+def old_young(yy, xx):
+    """Light fractions (2, ny, nx) of OLD and YOUNG in the band, radial."""
+    r = np.hypot(xx - 20.0, yy - 19.0) / 28.0
+    f_old = np.clip(0.9 - 0.7 * r, 0.2, 0.9)  # light fraction of the old SSP in the band
+    return np.stack([f_old, 1 - f_old])
 
 
 def paths() -> tuple[Path, Path]:
@@ -73,15 +85,22 @@ def synthetic_store(
     seed: int,
     noisy: bool = True,
     target_sn: float = 60.0,
+    bin_map: np.ndarray | None = None,
+    pattern: str = PATTERN,
+    signal_scale: float = SIGNAL_SCALE,
 ) -> dict:
     """Write ``synthetic.fits`` and its store; return the store and the per-bin truth.
 
     ``fractions(yy, xx) -> (K, ny, nx)``: light fractions of the ``ssps`` (age Gyr, [M/H]),
-    summing to 1 in every spaxel.
+    summing to 1 in every spaxel. ``bin_map`` (ny, nx): these bins instead of Voronoi bins at
+    ``target_sn`` (e.g. a noisy cube's bins for its noise-free twin). ``pattern``: the E-MILES
+    files of the store's template grid. ``signal_scale``: the synthetic flux in units of the
+    real galaxy's mean (the variance stays the real one), so ``k`` times it with ``k`` times
+    ``target_sn`` gives about the same bins at ``k`` times the S/N.
     """
     from astropy.io import fits
 
-    from nnfit.spectral.binning import spaxel_signal_noise, voronoi_bins
+    from nnfit.spectral.binning import BinMap, spaxel_signal_noise, voronoi_bins
     from nnfit.spectral.ifu_cube import read_ifu_cube
     from nnfit.spectral.ifu_store import store_from_ifu_cube
 
@@ -93,7 +112,7 @@ def synthetic_store(
     _, ny, nx = data.shape
     spectra = np.stack([observed_spectrum(ssp_file(a, m), wave) for a, m in ssps])  # (K, L)
     sel = (wave >= 4800) & (wave <= 7000)
-    amp = SIGNAL_SCALE * np.clip(np.nanmean(data[sel], axis=0), 1.0, None)  # (ny, nx)
+    amp = signal_scale * np.clip(np.nanmean(data[sel], axis=0), 1.0, None)  # (ny, nx)
     yy, xx = np.mgrid[:ny, :nx]
     f = np.asarray(fractions(yy, xx), dtype=np.float64)  # (K, ny, nx)
     model = amp * np.einsum("kl,kyx->lyx", spectra, f)
@@ -112,8 +131,11 @@ def synthetic_store(
     ).writeto(cube_path, overwrite=True)
 
     cube = read_ifu_cube(cube_path, lam_range=(4800, 7000))
-    s, n, ok = spaxel_signal_noise(cube)
-    bins = voronoi_bins(s, n, ok, target_sn)
+    if bin_map is None:
+        s, n, ok = spaxel_signal_noise(cube)
+        bins = voronoi_bins(s, n, ok, target_sn)
+    else:
+        bins = BinMap.from_map(bin_map)
     S = bins.n_bins
     kin = {"V": np.zeros(S), "sigma": np.full(S, SIGMA_KMS), "h3": np.zeros(S), "h4": np.zeros(S)}
     store = out_dir / "synthetic.h5"
@@ -125,7 +147,7 @@ def synthetic_store(
         bin_map=bins.bin_map,
         lam_range=(4800, 7000),
         fwhm_gal=FWHM_MUSE,
-        template_pattern=PATTERN,
+        template_pattern=pattern,
         age_range=(1, 16),
         kinematics=kin,
         overwrite=True,
@@ -136,4 +158,12 @@ def synthetic_store(
     F = np.stack([np.bincount(bins.binnum, (amp * fk)[y, x], S) / light for fk in f])  # (K, S)
     lg = np.log10([a for a, _ in ssps]) + 9.0
     mh = np.array([m for _, m in ssps])
-    return {"store": store, "S": S, "lg_age": lg @ F, "metal": mh @ F, "bins": bins}
+    return {
+        "store": store,
+        "cube": cube_path,
+        "S": S,
+        "lg_age": lg @ F,
+        "metal": mh @ F,
+        "F": F,
+        "bins": bins,
+    }

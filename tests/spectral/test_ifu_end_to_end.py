@@ -8,7 +8,12 @@
   S/N 60) the worst bin misses the issue's 0.05 dex: unregularised 0.051 dex in lg age and
   0.070 in [M/H] (pPXF 0.048, 0.075); with regul = 3, decided beforehand on other simulations
   (bench/ifu_regul_rule.py), 0.045 and 0.075 (pPXF with the same regul 0.044, 0.076). The
-  tests assert nnfit is as close as pPXF; the 0.05 dex target is a strict xfail.
+  tests assert nnfit is as close as pPXF; the 0.05 dex target at S/N 60 is a strict xfail.
+  That miss is the data's, not the solver's (bench/ifu_information_limit.py): over 100 noise
+  draws on these bins the fit's worst bin has a median of 0.080 / 0.069 dex (bias and spread
+  of the same size, 0.02-0.03 per bin), while any unbiased fit over the 39-template grid has
+  0.21-0.31 / 0.09-0.13 dex per bin (Cramer-Rao) and only a fit knowing the two SSPs gets
+  0.003. At S/N 200, derived from independent draws before the test ran, the target is met.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ mpdaf = pytest.importorskip("mpdaf", reason="the real MUSE cube ships with mpdaf
 ppxf_pkg = pytest.importorskip("ppxf", reason="pPXF is the reference (test extra ppxf==8.2.6)")
 fits = pytest.importorskip("astropy.io.fits")
 
-from ._muse_synth import SIGMA_KMS, synthetic_store  # noqa: E402
+from ._muse_synth import (  # noqa: E402
+    OLD,
+    SIGMA_KMS,
+    SIGNAL_SCALE,
+    TEST_SEED,
+    YOUNG,
+    old_young,
+    synthetic_store,
+)
 
 MINICUBE = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
 MILES = Path(ppxf_pkg.__file__).parent / "miles_models"
@@ -160,30 +173,32 @@ def test_minicube_multiplicative_polynomials_against_ppxf(tmp_path):
 
 
 # ---------------------------------------------------------------------------- synthetic cube
-OLD = (10.0, 0.22)  # Gyr, [M/H]
-YOUNG = (1.9953, -0.40)
 REGUL = 3.0  # decided on other simulations: bench/ifu_regul_rule.py (docs/spectral/ifu.rst)
 
 
-def _old_young(yy, xx):
-    r = np.hypot(xx - 20.0, yy - 19.0) / 28.0
-    f_old = np.clip(0.9 - 0.7 * r, 0.2, 0.9)  # light fraction of the old SSP in the band
-    return np.stack([f_old, 1 - f_old])
-
-
-def _recovery(tmp_path, noisy, regul=0.0):
+def _recovery(tmp_path, noisy, regul=0.0, target_sn=60.0):
+    """Fit the test's synthetic cube; at ``target_sn`` above 60 the galaxy is brighter by the
+    same factor (the variance stays the real one), so the bins stay about the same."""
     from nnfit.spectral.bin_fit import fit_bins
     from nnfit.spectral.maps import population_maps
 
-    sim = synthetic_store(tmp_path, [OLD, YOUNG], _old_young, seed=13, noisy=noisy)
+    sim = synthetic_store(
+        tmp_path,
+        [OLD, YOUNG],
+        old_young,
+        seed=TEST_SEED,
+        noisy=noisy,
+        target_sn=target_sn,
+        signal_scale=SIGNAL_SCALE * target_sn / 60.0,
+    )
     fit_bins(sim["store"], regul=regul)
     res = population_maps(sim["store"])
     assert sim["S"] >= 10
     err_age = res["lg_age_light"] - sim["lg_age"]
     err_mh = res["metal_light"] - sim["metal"]
     print(
-        f"S={sim['S']} bins, regul {regul}: lg age error max {np.abs(err_age).max():.3f} dex, "
-        f"[M/H] error max {np.abs(err_mh).max():.3f} dex"
+        f"S/N {target_sn:g}, S={sim['S']} bins, regul {regul}: lg age error max "
+        f"{np.abs(err_age).max():.3f} dex, [M/H] error max {np.abs(err_mh).max():.3f} dex"
     )
     return sim, res, err_age, err_mh
 
@@ -265,10 +280,29 @@ def test_synthetic_cube_regularised_as_close_as_ppxf_regul(tmp_path):
     reason="the issue's 0.05 dex target at S/N 60 is not met: with REGUL = 3 (decided on other "
     "simulations) this case gives 0.045 dex in lg age but 0.075 in [M/H] (pPXF with the same "
     "regul: 0.044 / 0.076); on the 8 simulated cubes of bench/ifu_regul_rule.py no regul "
-    "reached 0.05 in both",
+    "reached 0.05 in both; over noise draws the worst bin's median is 0.080 / 0.069 and the "
+    "full-grid Cramer-Rao bound 0.53 / 0.22 (bench/ifu_information_limit.py)",
 )
 def test_synthetic_cube_regularised_within_0p05_dex(tmp_path):
     _, _, err_age, err_mh = _recovery(tmp_path, noisy=True, regul=REGUL)
+    assert np.abs(err_age).max() < 0.05 and np.abs(err_mh).max() < 0.05
+
+
+# The S/N at which the data carry the target for this fit, derived before this test was run
+# (bench/ifu_information_limit.py, docs/spectral/ifu.rst "The S/N the target needs"): on this
+# cube's bins with independent noise draws of the real variance, the regul = 3 fit's worst bin
+# (90th percentile over draws) is 0.115 / 0.086 dex (lg age / [M/H]) at S/N 60, 0.057 / 0.041
+# at S/N 150 and 0.045 / 0.032 at S/N 200 (40 draws); on the bench's mixes 0.047-0.055 /
+# 0.028-0.042 at S/N 120-150. Any unbiased fit over the full grid would need S/N 625 (the
+# Cramer-Rao bound's median worst bin); knowing the support, S/N 7 would do.
+SN_NEEDED = 200.0
+
+
+@pytest.mark.slow
+def test_synthetic_cube_at_the_sn_the_target_needs_within_0p05_dex(tmp_path):
+    """The same cube at S/N 200 (galaxy 200/60 times brighter, the real variance, about the
+    same bins): every bin's mean lg age and [M/H] within 0.05 dex with regul = REGUL."""
+    _, _, err_age, err_mh = _recovery(tmp_path, noisy=True, regul=REGUL, target_sn=SN_NEEDED)
     assert np.abs(err_age).max() < 0.05 and np.abs(err_mh).max() < 0.05
 
 
