@@ -214,7 +214,7 @@ def fit_cube(
     block_size: int | None = None,
     max_iter: int | None = None,
     memory_gb: float = 8.0,
-    cache_gb: float = 0.0,
+    cache_gb: float = 2.0,
     batch: int | None = None,
     checkpoint: bool = True,
     callback: Callable[[np.ndarray, dict], None] | None = None,
@@ -615,7 +615,7 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
 def _fit_working_set(
     op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_gb
 ):
-    from nnfit.spectral.column_cache import ColumnCache
+    from nnfit.spectral.column_cache import ColumnCache, gram_extend
 
     C, P = op.model_shape
     n = C * P
@@ -673,12 +673,8 @@ def _fit_working_set(
         # extend the Gram block with the new columns (only S*L*m*m_new work)
         t = time.perf_counter()
         cols = np.concatenate([J, new])
-        if cache is None:
-            Gc, bn = cube_gram(op, cols, new_from=J.size)
-            built += cols.size
-        else:
-            Gc, bn = cache.gram_extend(J, new)
-            built = cache.computed
+        Gc, bn = gram_extend(op, J, new, cache)
+        built = built + cols.size if cache is None else cache.computed
         m, m0 = cols.size, J.size
         G2 = np.empty((m, m))
         G2[:m0, :m0] = G
