@@ -129,6 +129,7 @@ def gram_extend(
         (cols, J.size, P, cache),
         op.scheduler,
         _add,
+        threads=op.threads,
     )
 
 
@@ -245,17 +246,17 @@ class ColumnCache:
             inside = (sl >= lo) & (sl < hi)
             coef[sl[inside] - lo] = flat[nz[inside]]
             runs.append((lo, hi, coef))
-        phi = None
-        chi2 = 0.0
-        for s0 in range(0, self.S, op.block_size):
-            s1 = min(self.S, s0 + op.block_size)
-            sub = d.rows(s0, s1)
+
+        def block(s0: int) -> tuple[np.ndarray, float]:
+            sub = d.rows(s0, min(self.S, s0 + op.block_size))
             res = -sub.wy
             for lo, hi, coef in runs:
-                res = res + np.tensordot(coef, self._store[lo:hi, s0:s1], axes=1)
-            chi2 += float(np.einsum("ij,ij->", res, res))
+                res = res + np.tensordot(coef, self._store[lo:hi, s0 : s0 + sub.wy.shape[0]], 1)
+            chi2 = float(np.einsum("ij,ij->", res, res))
             if sub.w is not None:
                 res = res * sub.w
-            part = _adjoint_core(sub, res)
-            phi = part if phi is None else phi.__iadd__(part)
+            return _adjoint_core(sub, res), chi2
+
+        starts = list(range(0, self.S, op.block_size))
+        phi, chi2 = reduce_blocks(block, starts, (), None, _add, threads=op.threads)
         return _phi_to_model(d.Y, phi), chi2
