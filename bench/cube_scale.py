@@ -5,9 +5,11 @@ Two steps, so the fit's peak memory is measured on its own::
     python bench/cube_scale.py simulate --out /tmp/ngc4365.h5            # S=2854, C=22, ...
     /usr/bin/time -v python bench/cube_scale.py fit /tmp/ngc4365.h5      # phases + peak RSS
 
-``compare PATH --cache-gb 0 2 [--fit-args '--batch 16']`` runs ``fit --cold --no-checkpoint`` once per
-value in its own process and prints one table (wall, CPU, peak RSS, rounds, columns built):
-the before/after of the column cache in one run. ``--components 207`` gives the C = 207
+``compare PATH`` runs ``fit --cold --no-checkpoint`` once per ``--variants`` entry (fit
+arguments; default ``"--cache-gb 0 --batch 64"``, the fit's earlier defaults at C = 22, then
+today's defaults) in its own process and prints one table (wall, CPU, peak RSS, rounds,
+columns built) and the ratios to the first: the before/after in one run. ``--fit-args`` adds
+arguments to every run. ``--components 207`` gives the C = 207
 problem. ``fit --kernel fourier --mdegree 8`` fits the
 exact model with per-spaxel multiplicative polynomials. The fit prints every phase's time, the
 working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
@@ -111,8 +113,8 @@ def cmd_fit(a: argparse.Namespace) -> None:
         checkpoint=not a.no_checkpoint,
         progress=progress,
         max_iter=a.max_rounds,
-        cache_gb=a.cache_gb,
         batch=a.batch,
+        **({} if a.cache_gb is None else {"cache_gb": a.cache_gb}),
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k not in ("phases", "mpoly", "apoly")}
@@ -140,33 +142,34 @@ def cmd_fit(a: argparse.Namespace) -> None:
 
 
 def cmd_compare(a: argparse.Namespace) -> None:
-    """Each ``--cache-gb`` value in its own process (own peak RSS), one table."""
+    """Each variant (fit arguments) in its own process (own peak RSS), one table."""
     import shlex
     import subprocess
 
     rows = []
-    for gb in a.cache_gb:
+    for variant in a.variants:
         cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
-        cmd += ["--cache-gb", str(gb), *shlex.split(a.fit_args)]
+        cmd += [*shlex.split(variant), *shlex.split(a.fit_args)]
         print("$", " ".join(cmd), flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         print(out, flush=True)
         line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-        rows.append((gb, json.loads(line[7:])))
+        rows.append((variant or "(defaults)", json.loads(line[7:])))
+    w = max(len(v) for v, _ in rows)
     print(
-        f"\n{'cache_gb':>8} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} {'CPU s':>8} "
-        f"{'peak GiB':>8} {'load':>5} {'chi2':>18} {'KKT':>9}"
+        f"\n{'fit arguments':<{w}} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} "
+        f"{'CPU s':>8} {'peak GiB':>8} {'load':>5} {'chi2':>18} {'KKT':>9}"
     )
-    for gb, r in rows:
+    for v, r in rows:
         print(
-            f"{gb:>8g} {r['rounds']:>6} {r['candidates']:>6} {r['columns_built']:>6} "
+            f"{v:<{w}} {r['rounds']:>6} {r['candidates']:>6} {r['columns_built']:>6} "
             f"{r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_gib']:>8.2f} {r['load']:>5.1f} "
             f"{r['chi2']:>18.6f} {r['kkt']:>9.2e}"
         )
-    base = rows[0][1]
-    for gb, r in rows[1:]:
+    base_v, base = rows[0]
+    for v, r in rows[1:]:
         print(
-            f"cache_gb={gb:g} vs {rows[0][0]:g}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
+            f"{v} vs {base_v}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
             f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}"
         )
 
@@ -194,8 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument(
         "--cache-gb",
         type=float,
-        default=0.0,
-        help="memory cap for design columns kept between rounds (0: recompute every round)",
+        default=None,
+        help="memory cap for design columns kept between rounds (default: fit_cube's; "
+        "0: recompute every round)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
@@ -212,9 +216,15 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--degree", type=int, default=-1, help="additive Legendre degree per spaxel")
     f.add_argument("--mdegree", type=int, default=0, help="multiplicative Legendre degree")
     f.set_defaults(func=cmd_fit)
-    c = sub.add_parser("compare", help="fit once per --cache-gb value, one table")
+    c = sub.add_parser("compare", help="fit once per variant, one table")
     c.add_argument("path", type=Path)
-    c.add_argument("--cache-gb", type=float, nargs="+", default=[0.0, 2.0])
+    c.add_argument(
+        "--variants",
+        nargs="+",
+        default=["--cache-gb 0 --batch 64", ""],
+        help="fit arguments per run, each one quoted string; the first is the baseline "
+        "(default: the settings before the column cache was the default, then the defaults)",
+    )
     c.add_argument(
         "--fit-args", default="", help="more fit arguments, one quoted string ('--batch 16')"
     )

@@ -104,7 +104,9 @@ def _map_threads(
 
     results: list[Any] = [None] * len(blocks)
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-        pending = {i: pool.submit(func, blocks[i], *extra) for i in range(min(threads, len(blocks)))}
+        pending = {
+            i: pool.submit(func, blocks[i], *extra) for i in range(min(threads, len(blocks)))
+        }
         for i in range(len(blocks)):
             results[i] = pending.pop(i).result()
             if i + threads < len(blocks):
