@@ -314,8 +314,9 @@ class CubeOperator(LinearOperator):
         are unit-normalised. ``"data"``: each spaxel's mean flux over fitted pixels.
     threads : int, optional
         Spaxel blocks run at once on the local scheduler, each with one BLAS thread (default:
-        the CPUs this process may use; 1: one block at a time, BLAS threaded as configured).
-        The sums are the same whatever the number.
+        the CPUs this process may use, fewer where the blocks' ``(C*K, L)`` accumulators
+        would pass 1 GiB; 1: one block at a time, BLAS threaded as configured). The sums are
+        the same whatever the number.
 
     Examples
     --------
@@ -454,7 +455,9 @@ class CubeOperator(LinearOperator):
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
-        self.threads = _usable_cpus() if threads is None else max(1, int(threads))
+        # each block in flight holds a (C*K, L) adjoint accumulator: about 1 GiB of them at most
+        in_flight = max(1, int(2**30 // (8 * C * kern.shape[-1] * L)))
+        self.threads = min(_usable_cpus(), in_flight) if threads is None else max(1, int(threads))
         self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None

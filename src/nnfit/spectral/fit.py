@@ -271,11 +271,11 @@ def fit_cube(
         Memory budget used by ``"auto"`` to decide whether the full Gram fits.
     cache_gb : float
         Memory cap for the working set's weighted design columns kept between rounds
-        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`).
-        0 (the default) recomputes every column every round, the same arithmetic as on a
-        cluster; with a cache the Gram entries are summed in another order, so the weights
-        agree with the uncached fit only to the subproblem's conditioning times rounding
-        (chi^2 to ~1e-15). The cap bounds memory, not the result.
+        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`;
+        ``S * L * 8`` bytes per column, the support first). 0 recomputes every column every
+        round. The Gram entries are the same bits with or without the cache and on a cluster
+        (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
+        result.
     batch : int, optional
         Candidates added to the working set per round (default about ``C``, within
         ``[16, max(64, m)]`` for a working set of ``m``: new columns then cost about what the
