@@ -6,8 +6,8 @@ Two steps, so the fit's peak memory is measured on its own::
     /usr/bin/time -v python bench/cube_scale.py fit /tmp/ngc4365.h5      # phases + peak RSS
 
 ``compare PATH`` runs ``fit --cold --no-checkpoint`` once per ``--variants`` entry (fit
-arguments; default ``"--cache-gb 0 --batch 64"``, the fit's earlier defaults at C = 22, then
-today's defaults) in its own process and prints one table (wall, CPU, peak RSS, rounds,
+arguments; default ``"--cache-gb 0 --batch 64 --threads 1"``, the fit's earlier defaults at
+C = 22, then today's defaults) in its own process and prints one table (wall, CPU, peak RSS, rounds,
 columns built) and the ratios to the first: the before/after in one run. ``--fit-args`` adds
 arguments to every run. ``--components 207`` gives the C = 207
 problem. ``fit --kernel fourier --mdegree 8`` fits the
@@ -79,6 +79,11 @@ def cmd_fit(a: argparse.Namespace) -> None:
             )
 
     source = a.path
+    opts = {} if a.threads is None else {"threads": a.threads}
+    if a.kernel is None and opts:  # the store's model, blocks run a given number at a time
+        from nnfit.spectral.cube_operator import CubeOperator
+
+        source = CubeOperator.from_h5(a.path, scheduler=a.scheduler, **opts)
     if a.kernel is not None:  # override the store's model (checkpoints then stay in memory)
         from nnfit.spectral.cube_operator import CubeOperator
 
@@ -94,9 +99,9 @@ def cmd_fit(a: argparse.Namespace) -> None:
             )
             prob.noise = None if prob.noise is None else prob.noise[:, cut]
             prob.rebin = prob.rebin[cut]
-            source = CubeOperator.from_problem(prob, kernel=a.kernel, scheduler=a.scheduler)
+            source = CubeOperator.from_problem(prob, kernel=a.kernel, scheduler=a.scheduler, **opts)
         else:
-            source = CubeOperator.from_h5(a.path, kernel=a.kernel, scheduler=a.scheduler)
+            source = CubeOperator.from_h5(a.path, kernel=a.kernel, scheduler=a.scheduler, **opts)
         print(
             f"kernel={a.kernel}: {source.n_taps} dictionary entries per template, setup "
             f"{time.perf_counter() - t0:.1f} s, peak {_peak_gb():.2f} GiB",
@@ -202,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
         "0: recompute every round)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
+    f.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="spaxel blocks at once (default: the operator's; 1: one at a time, BLAS threaded)",
+    )
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
     f.add_argument(
         "--kernel", choices=("linear", "fourier"), default=None, help="model (default: the store's)"
@@ -221,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument(
         "--variants",
         nargs="+",
-        default=["--cache-gb 0 --batch 64", ""],
+        default=["--cache-gb 0 --batch 64 --threads 1", ""],
         help="fit arguments per run, each one quoted string; the first is the baseline "
         "(default: the settings before the column cache was the default, then the defaults)",
     )
