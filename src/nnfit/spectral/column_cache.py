@@ -16,7 +16,8 @@ by its own ``(rows, K) @ (K, L)`` product over fixed steps of :data:`STEP` spaxe
 step's Gram update is one product of the same ``(m, rows * L)`` matrix whether its rows came
 from memory or were just built (BLAS results depend on the shapes of a product, so a column
 built alongside others, or a Gram entry from a product of another shape, could differ in the
-last bits). A cached fit, an uncached one and a Dask cluster's therefore give the same bits.
+last bits). A cached fit, an uncached one and a Dask cluster's (same BLAS library)
+therefore give the same bits.
 
 The same columns give the model of the support without a forward pass: when every non-zero
 weight has its column in the cache, ``W A x = sum_j x_j B_j`` costs ``2 S L m`` flops instead
