@@ -9,7 +9,12 @@ Two steps, so the fit's peak memory is measured on its own::
 arguments; default ``"--cache-gb 0 --batch 64 --threads 1"``, the fit's earlier defaults at
 C = 22, then today's defaults) in its own process and prints one table (wall, CPU, peak RSS, rounds,
 columns built) and the ratios to the first: the before/after in one run. ``--fit-args`` adds
-arguments to every run. ``--components 207`` gives the C = 207
+arguments to every run; ``--baseline-src DIR`` runs the first variant on another nnfit source
+tree, e.g. the commit before a change::
+
+    git archive 19c44b9 src | tar -x -C /tmp/base
+    python bench/cube_scale.py compare /tmp/c22.h5 --baseline-src /tmp/base/src --variants "" ""
+ ``--components 207`` gives the C = 207
 problem. ``fit --kernel fourier --mdegree 8`` fits the
 exact model with per-spaxel multiplicative polynomials. The fit prints every phase's time, the
 working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
@@ -152,14 +157,19 @@ def cmd_compare(a: argparse.Namespace) -> None:
     import subprocess
 
     rows = []
-    for variant in a.variants:
+    for i, variant in enumerate(a.variants):
         cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
         cmd += [*shlex.split(variant), *shlex.split(a.fit_args)]
-        print("$", " ".join(cmd), flush=True)
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        env = dict(os.environ)
+        label = variant or "(defaults)"
+        if i == 0 and a.baseline_src is not None:  # the first variant on another source tree
+            env["PYTHONPATH"] = str(a.baseline_src.resolve())
+            label = f"{label} [{a.baseline_src}]"
+        print("$", f"PYTHONPATH={env.get('PYTHONPATH', '')}", " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
         print(out, flush=True)
         line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-        rows.append((variant or "(defaults)", json.loads(line[7:])))
+        rows.append((label, json.loads(line[7:])))
     w = max(len(v) for v, _ in rows)
     print(
         f"\n{'fit arguments':<{w}} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} "
@@ -238,6 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     c.add_argument(
         "--fit-args", default="", help="more fit arguments, one quoted string ('--batch 16')"
+    )
+    c.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="run the first variant with this nnfit source tree on PYTHONPATH (e.g. an earlier "
+        "commit: git archive COMMIT src | tar -x -C /tmp/base; then /tmp/base/src)",
     )
     c.set_defaults(func=cmd_compare)
     a = p.parse_args(argv)
