@@ -182,18 +182,6 @@ def _pick_candidates(viol: np.ndarray, score: np.ndarray, k: int, P: int) -> np.
     return np.concatenate([first, rest[: max(0, k - first.size)]])[:k]
 
 
-def _default_batch(C: int, m: int) -> int:
-    """Candidates per working-set round: about ``C``, within ``[16, max(64, m)]``.
-
-    A round costs one gradient pass, ``2 S C K L`` flops for the adjoint (the support's model
-    comes from its cached columns), and ``2 S K L`` per new design column plus ``2 S L m`` per
-    Gram entry: about ``C`` new columns cost what the pass does. More candidates than that
-    mostly build columns the exact subproblem drops (it keeps about one in six); the number of
-    rounds hardly depends on it (23 with 64, 25 with 16 at C = 22).
-    """
-    return max(16, min(C, max(64, m)))
-
-
 def _choose(op: CubeOperator, method: str, memory_bytes: float, regularised: bool) -> str:
     """``auto``: the full Gram when it is cheap, or when a regularised (dense) solution makes a
     working set pointless and the Gram fits in memory; the working set otherwise.
@@ -277,9 +265,11 @@ def fit_cube(
         (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
         result.
     batch : int, optional
-        Candidates added to the working set per round (default about ``C``, within
-        ``[16, max(64, m)]`` for a working set of ``m``: new columns then cost about what the
-        round's gradient pass does).
+        Candidates added to the working set per round (default ``max(64, m)`` for a working
+        set of ``m``). Fewer cost fewer design columns and Gram entries per round for about
+        as many rounds, but the fit stops at another point within ``tol`` (at C = 22,
+        ``batch=22``: chi^2 6e-10 relative above the default's, see
+        :doc:`/spectral/exact-fit`).
     checkpoint : bool
         For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
         ``/X_global`` to the store after each working-set round and at the end.
@@ -679,7 +669,7 @@ def _fit_working_set(
         if viol.size == 0 and pending.size == 0:
             converged = True
             break
-        k = batch if batch is not None else _default_batch(C, J.size)
+        k = batch if batch is not None else max(64, J.size)
         new = _pick_candidates(viol, score, k, P)
         if pending.size:
             new = np.concatenate([pending, np.setdiff1d(new, pending)])
