@@ -112,7 +112,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
             f"{time.perf_counter() - t0:.1f} s, peak {_peak_gb():.2f} GiB",
             flush=True,
         )
-    _, stats = fit_cube(
+    x, stats = fit_cube(
         source,
         method=a.method,
         degree=a.degree,
@@ -148,6 +148,8 @@ def cmd_fit(a: argparse.Namespace) -> None:
         "kkt": stats["kkt_violation"],
         "converged": stats["converged"],
     }
+    if a.save_x is not None:
+        np.save(a.save_x, np.asarray(x))
     print("RESULT", json.dumps(row), flush=True)
 
 
@@ -155,11 +157,15 @@ def cmd_compare(a: argparse.Namespace) -> None:
     """Each variant (fit arguments) in its own process (own peak RSS), one table."""
     import shlex
     import subprocess
+    import tempfile
 
     rows = []
+    xs = []
+    tmp = tempfile.mkdtemp(prefix="cube_scale_")
     for i, variant in enumerate(a.variants):
+        xs.append(Path(tmp) / f"x{i}.npy")
         cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
-        cmd += [*shlex.split(variant), *shlex.split(a.fit_args)]
+        cmd += [*shlex.split(variant), *shlex.split(a.fit_args), "--save-x", str(xs[-1])]
         env = dict(os.environ)
         label = variant or "(defaults)"
         if i == 0 and a.baseline_src is not None:  # the first variant on another source tree
@@ -182,11 +188,19 @@ def cmd_compare(a: argparse.Namespace) -> None:
             f"{r['chi2']:>18.6f} {r['kkt']:>9.2e}"
         )
     base_v, base = rows[0]
-    for v, r in rows[1:]:
+    x0 = np.load(xs[0])
+    for (v, r), xp in zip(rows[1:], xs[1:], strict=True):
+        x1 = np.load(xp)
+        dx = float(np.abs(x1 - x0).max() / np.abs(x0).max())
+        same = bool(np.array_equal(x1 > 0, x0 > 0))
         print(
             f"{v} vs {base_v}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
-            f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}"
+            f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}, "
+            f"max|dx|/max|x| {dx:.1e}, same support {same}"
         )
+    for xp in xs:
+        xp.unlink(missing_ok=True)
+    os.rmdir(tmp)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "0: recompute every round)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
+    f.add_argument("--save-x", type=Path, default=None, help="write the weights (.npy)")
     f.add_argument(
         "--threads",
         type=int,
