@@ -5,9 +5,16 @@ Two steps, so the fit's peak memory is measured on its own::
     python bench/cube_scale.py simulate --out /tmp/ngc4365.h5            # S=2854, C=22, ...
     /usr/bin/time -v python bench/cube_scale.py fit /tmp/ngc4365.h5      # phases + peak RSS
 
-``compare PATH --cache-gb 0 2 [--fit-args '--batch 16']`` runs ``fit --cold --no-checkpoint`` once per
-value in its own process and prints one table (wall, CPU, peak RSS, rounds, columns built):
-the before/after of the column cache in one run. ``--components 207`` gives the C = 207
+``compare PATH`` runs ``fit --cold --no-checkpoint`` once per ``--variants`` entry (fit
+arguments; default ``"--cache-gb 0 --batch 64 --threads 1"``, the fit's earlier defaults at
+C = 22, then today's defaults) in its own process and prints one table (wall, CPU, peak RSS, rounds,
+columns built) and the ratios to the first: the before/after in one run. ``--fit-args`` adds
+arguments to every run; ``--baseline-src DIR`` runs the first variant on another nnfit source
+tree, e.g. the commit before a change::
+
+    git archive 19c44b9 src | tar -x -C /tmp/base
+    python bench/cube_scale.py compare /tmp/c22.h5 --baseline-src /tmp/base/src --variants "" ""
+ ``--components 207`` gives the C = 207
 problem. ``fit --kernel fourier --mdegree 8`` fits the
 exact model with per-spaxel multiplicative polynomials. The fit prints every phase's time, the
 working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
@@ -77,6 +84,11 @@ def cmd_fit(a: argparse.Namespace) -> None:
             )
 
     source = a.path
+    opts = {} if a.threads is None else {"threads": a.threads}
+    if a.kernel is None and opts:  # the store's model, blocks run a given number at a time
+        from nnfit.spectral.cube_operator import CubeOperator
+
+        source = CubeOperator.from_h5(a.path, scheduler=a.scheduler, **opts)
     if a.kernel is not None:  # override the store's model (checkpoints then stay in memory)
         from nnfit.spectral.cube_operator import CubeOperator
 
@@ -92,15 +104,15 @@ def cmd_fit(a: argparse.Namespace) -> None:
             )
             prob.noise = None if prob.noise is None else prob.noise[:, cut]
             prob.rebin = prob.rebin[cut]
-            source = CubeOperator.from_problem(prob, kernel=a.kernel, scheduler=a.scheduler)
+            source = CubeOperator.from_problem(prob, kernel=a.kernel, scheduler=a.scheduler, **opts)
         else:
-            source = CubeOperator.from_h5(a.path, kernel=a.kernel, scheduler=a.scheduler)
+            source = CubeOperator.from_h5(a.path, kernel=a.kernel, scheduler=a.scheduler, **opts)
         print(
             f"kernel={a.kernel}: {source.n_taps} dictionary entries per template, setup "
             f"{time.perf_counter() - t0:.1f} s, peak {_peak_gb():.2f} GiB",
             flush=True,
         )
-    _, stats = fit_cube(
+    x, stats = fit_cube(
         source,
         method=a.method,
         degree=a.degree,
@@ -111,8 +123,8 @@ def cmd_fit(a: argparse.Namespace) -> None:
         checkpoint=not a.no_checkpoint,
         progress=progress,
         max_iter=a.max_rounds,
-        cache_gb=a.cache_gb,
         batch=a.batch,
+        **({} if a.cache_gb is None else {"cache_gb": a.cache_gb}),
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k not in ("phases", "mpoly", "apoly")}
@@ -136,39 +148,59 @@ def cmd_fit(a: argparse.Namespace) -> None:
         "kkt": stats["kkt_violation"],
         "converged": stats["converged"],
     }
+    if a.save_x is not None:
+        np.save(a.save_x, np.asarray(x))
     print("RESULT", json.dumps(row), flush=True)
 
 
 def cmd_compare(a: argparse.Namespace) -> None:
-    """Each ``--cache-gb`` value in its own process (own peak RSS), one table."""
+    """Each variant (fit arguments) in its own process (own peak RSS), one table."""
     import shlex
     import subprocess
+    import tempfile
 
     rows = []
-    for gb in a.cache_gb:
+    xs = []
+    tmp = tempfile.mkdtemp(prefix="cube_scale_")
+    for i, variant in enumerate(a.variants):
+        xs.append(Path(tmp) / f"x{i}.npy")
         cmd = [sys.executable, __file__, "fit", str(a.path), "--cold", "--no-checkpoint"]
-        cmd += ["--cache-gb", str(gb), *shlex.split(a.fit_args)]
-        print("$", " ".join(cmd), flush=True)
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        cmd += [*shlex.split(variant), *shlex.split(a.fit_args), "--save-x", str(xs[-1])]
+        env = dict(os.environ)
+        label = variant or "(defaults)"
+        if i == 0 and a.baseline_src is not None:  # the first variant on another source tree
+            env["PYTHONPATH"] = str(a.baseline_src.resolve())
+            label = f"{label} [{a.baseline_src}]"
+        print("$", f"PYTHONPATH={env.get('PYTHONPATH', '')}", " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
         print(out, flush=True)
         line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-        rows.append((gb, json.loads(line[7:])))
+        rows.append((label, json.loads(line[7:])))
+    w = max(len(v) for v, _ in rows)
     print(
-        f"\n{'cache_gb':>8} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} {'CPU s':>8} "
-        f"{'peak GiB':>8} {'load':>5} {'chi2':>18} {'KKT':>9}"
+        f"\n{'fit arguments':<{w}} {'rounds':>6} {'cands':>6} {'built':>6} {'wall s':>8} "
+        f"{'CPU s':>8} {'peak GiB':>8} {'load':>5} {'chi2':>18} {'KKT':>9}"
     )
-    for gb, r in rows:
+    for v, r in rows:
         print(
-            f"{gb:>8g} {r['rounds']:>6} {r['candidates']:>6} {r['columns_built']:>6} "
+            f"{v:<{w}} {r['rounds']:>6} {r['candidates']:>6} {r['columns_built']:>6} "
             f"{r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_gib']:>8.2f} {r['load']:>5.1f} "
             f"{r['chi2']:>18.6f} {r['kkt']:>9.2e}"
         )
-    base = rows[0][1]
-    for gb, r in rows[1:]:
+    base_v, base = rows[0]
+    x0 = np.load(xs[0])
+    for (v, r), xp in zip(rows[1:], xs[1:], strict=True):
+        x1 = np.load(xp)
+        dx = float(np.abs(x1 - x0).max() / np.abs(x0).max())
+        same = bool(np.array_equal(x1 > 0, x0 > 0))
         print(
-            f"cache_gb={gb:g} vs {rows[0][0]:g}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
-            f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}"
+            f"{v} vs {base_v}: wall x{base['wall_s'] / r['wall_s']:.2f}, "
+            f"CPU x{base['cpu_s'] / r['cpu_s']:.2f}, chi2 {r['chi2'] / base['chi2'] - 1:+.1e}, "
+            f"max|dx|/max|x| {dx:.1e}, same support {same}"
         )
+    for xp in xs:
+        xp.unlink(missing_ok=True)
+    os.rmdir(tmp)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,10 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument(
         "--cache-gb",
         type=float,
-        default=0.0,
-        help="memory cap for design columns kept between rounds (0: recompute every round)",
+        default=None,
+        help="memory cap for design columns kept between rounds (default: fit_cube's; "
+        "0: recompute every round)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
+    f.add_argument("--save-x", type=Path, default=None, help="write the weights (.npy)")
+    f.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="spaxel blocks at once (default: the operator's; 1: one at a time, BLAS threaded)",
+    )
     f.add_argument("--max-rounds", type=int, default=None, help="cap on working-set rounds")
     f.add_argument(
         "--kernel", choices=("linear", "fourier"), default=None, help="model (default: the store's)"
@@ -212,11 +252,24 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--degree", type=int, default=-1, help="additive Legendre degree per spaxel")
     f.add_argument("--mdegree", type=int, default=0, help="multiplicative Legendre degree")
     f.set_defaults(func=cmd_fit)
-    c = sub.add_parser("compare", help="fit once per --cache-gb value, one table")
+    c = sub.add_parser("compare", help="fit once per variant, one table")
     c.add_argument("path", type=Path)
-    c.add_argument("--cache-gb", type=float, nargs="+", default=[0.0, 2.0])
+    c.add_argument(
+        "--variants",
+        nargs="+",
+        default=["--cache-gb 0 --batch 64 --threads 1", ""],
+        help="fit arguments per run, each one quoted string; the first is the baseline "
+        "(default: the settings before the column cache was the default, then the defaults)",
+    )
     c.add_argument(
         "--fit-args", default="", help="more fit arguments, one quoted string ('--batch 16')"
+    )
+    c.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="run the first variant with this nnfit source tree on PYTHONPATH (e.g. an earlier "
+        "commit: git archive COMMIT src | tar -x -C /tmp/base; then /tmp/base/src)",
     )
     c.set_defaults(func=cmd_compare)
     a = p.parse_args(argv)

@@ -15,6 +15,34 @@ def test_local_map_blocks_in_order():
     assert seen == [0, 1, 2]
 
 
+def test_local_threads_keep_block_order_and_hold_blas_to_one_thread():
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    seen, during, running, peak = [], [], [0], [0]
+    lock = threading.Lock()
+
+    def work(block, factor):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        during.append([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"])
+        time.sleep(0.02 * (5 - block))  # later blocks finish first
+        a = np.full((50, 50), float(block))
+        with lock:
+            running[0] -= 1
+        return float((a @ a)[0, 0]) * factor
+
+    out = map_blocks(
+        work, list(range(5)), broadcast=[2.0], threads=2, on_result=lambda i, r: seen.append(i)
+    )
+    assert out == [2.0 * 50 * b * b for b in range(5)]
+    assert seen == [0, 1, 2, 3, 4] and peak[0] == 2
+    assert all(n == 1 for counts in during for n in counts)
+
+
 def test_bad_scheduler_is_explained():
     with pytest.raises(ValueError, match="scheduler must be None"), client_for(42):
         pass

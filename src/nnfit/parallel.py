@@ -49,17 +49,23 @@ def map_blocks(
     scheduler: Any = None,
     broadcast: Iterable[Any] = (),
     on_result: Callable[[int, R], None] | None = None,
+    threads: int = 1,
 ) -> list[R]:
     """Apply ``func(block, *broadcast)`` to every block, locally or on a cluster.
 
     Results come back in block order; ``on_result(i, result)`` is called as each one arrives
-    (in completion order on a cluster) so callers can write results or advance a progress bar.
-    ``broadcast`` arguments are scattered once to the workers rather than sent with each task.
+    (in completion order on a cluster, in block order here) so callers can write results or
+    advance a progress bar. ``broadcast`` arguments are scattered once to the workers rather
+    than sent with each task. ``threads > 1`` runs local blocks that many at a time in threads,
+    each with one BLAS thread (``func`` must then be thread-safe and release the GIL in its
+    heavy parts, as NumPy's matrix products do); a cluster ignores it.
     """
     extra = list(broadcast)
     results: list[Any] = [None] * len(blocks)
     with client_for(scheduler) as client:
         if client is None:
+            if threads > 1 and len(blocks) > 1:
+                return _map_threads(func, blocks, extra, on_result, threads)
             for i, block in enumerate(blocks):
                 results[i] = func(block, *extra)
                 if on_result is not None:
@@ -77,6 +83,37 @@ def map_blocks(
             if on_result is not None:
                 on_result(i, results[i])
         return results
+
+
+def _map_threads(
+    func: Callable[..., R],
+    blocks: Sequence[T],
+    extra: list[Any],
+    on_result: Callable[[int, R], None] | None,
+    threads: int,
+) -> list[R]:
+    """``map_blocks`` here with ``threads`` blocks in flight; results delivered in block order.
+
+    BLAS is held to one thread meanwhile, so the cores run blocks rather than splitting each
+    product (a BLAS split over small products spins more than it computes); the products'
+    arithmetic does not depend on their thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    results: list[Any] = [None] * len(blocks)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        pending = {
+            i: pool.submit(func, blocks[i], *extra) for i in range(min(threads, len(blocks)))
+        }
+        for i in range(len(blocks)):
+            results[i] = pending.pop(i).result()
+            if i + threads < len(blocks):
+                pending[i + threads] = pool.submit(func, blocks[i + threads], *extra)
+            if on_result is not None:
+                on_result(i, results[i])
+    return results
 
 
 def die_with_parent() -> None:

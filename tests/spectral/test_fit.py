@@ -41,6 +41,16 @@ def test_exact_optimum_matches_scipy_on_dense_matrix(small_store, dense_referenc
         np.testing.assert_array_equal(f["X_global"][()], x.ravel())
 
 
+def test_active_set_defaults_reach_the_dense_optimum(small_store, dense_reference):
+    _, chi2_ref = dense_reference
+    x, st = fit_cube(small_store, method="active-set", x0=None, checkpoint=False)
+    assert st["converged"] and st["kkt_violation"] <= st["kkt_tol"]
+    assert abs(st["chi2"] - chi2_ref) <= 1e-10 * chi2_ref
+    assert st["column_cache"]["capacity"] > 0  # the cache is on by default
+    x1, _ = fit_cube(small_store, method="active-set", x0=None, checkpoint=False, cache_gb=0.0)
+    np.testing.assert_array_equal(x1, x)
+
+
 def test_auto_picks_gram_for_small_problems(small_store):
     _, st = fit_cube(small_store, x0=None, checkpoint=False)
     assert st["method"] == "gram"

@@ -1,36 +1,51 @@
-"""Weighted design columns kept in memory between working-set rounds, under a memory cap.
+"""Weighted design columns for the working-set fit, kept in memory between rounds under a cap.
 
 The working-set fit of :mod:`nnfit.spectral.fit` extends its Gram block every round with the
 columns of the new candidates. Each entry ``G[i, j] = <B_i, B_j>`` needs both weighted design
 columns ``B_j = W A e_j`` (S, L), and building one costs ``2 S K L`` flops (K dictionary
-entries), against ``2 S L`` per Gram entry. Without a cache the support's columns are rebuilt
-every round (1003 of the 2264 columns built in the C = 22 benchmark of
-:doc:`/spectral/exact-fit`; the rest are new candidates). :class:`ColumnCache` keeps ``B_j``
-for as many columns as ``cap_bytes`` allows, support first, and evicts the least recently
-used column that is not in the current working set when a slot is needed. Columns that do not
-fit are computed as before, so the cap bounds the memory and never the result.
+entries), against ``2 S L`` per Gram entry. :func:`gram_extend` streams those entries spaxel
+block by spaxel block; with a :class:`ColumnCache` (the local scheduler) the columns of the
+support are kept between rounds, so only the new candidates are built (the support was 1003 of
+the 2264 columns built in the C = 22 benchmark of :doc:`/spectral/exact-fit`). The cache keeps
+as many columns as ``cap_bytes`` allows, support first, and evicts the least recently used
+column outside the current working set when a slot is needed; columns that do not fit are
+computed as before, so the cap bounds the memory and never the result.
+
+The arithmetic does not depend on the cache, nor on where a block runs: every column is built
+by its own ``(rows, K) @ (K, L)`` product over fixed steps of :data:`STEP` spaxels, and every
+step's Gram update is one product of the same ``(m, rows * L)`` matrix whether its rows came
+from memory or were just built (BLAS results depend on the shapes of a product, so a column
+built alongside others, or a Gram entry from a product of another shape, could differ in the
+last bits). A cached fit, an uncached one and a Dask cluster's (same BLAS library)
+therefore give the same bits.
 
 The same columns give the model of the support without a forward pass: when every non-zero
 weight has its column in the cache, ``W A x = sum_j x_j B_j`` costs ``2 S L m`` flops instead
-of ``2 S C K L``, and :meth:`ColumnCache.gradient` then needs only the adjoint pass.
-
-Everything is float64 and in-process (the local scheduler); the sums run in a different order
-from :func:`nnfit.spectral.gram.cube_gram`, so results agree with it to rounding.
+of ``2 S C K L``, and :meth:`ColumnCache.gradient` then needs only the adjoint pass (it only
+ranks candidates; the fit's final KKT check uses the operator's own gradient).
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 import numpy as np
 
 from nnfit.spectral.continuum import project_out
-from nnfit.spectral.cube_operator import CubeOperator, _adjoint_core, _phi_to_model
-from nnfit.spectral.gram import block_columns
+from nnfit.spectral.cube_operator import (
+    CubeOperator,
+    _add,
+    _adjoint_core,
+    _block_data,
+    _phi_to_model,
+    reduce_blocks,
+)
 
-__all__ = ["ColumnCache"]
+__all__ = ["STEP", "ColumnCache", "design_columns", "gram_extend"]
 
-_GAP = 4  # slots of other columns a GEMM over a run of cached slots may include
+STEP = 64  # spaxels per design step: fixed, so a column's bits never depend on the round
+_GAP = 4  # slots of other columns a GEMV over a run of cached slots may include
 
 
 def _slot_runs(slots: np.ndarray) -> list[tuple[int, int]]:
@@ -42,7 +57,81 @@ def _slot_runs(slots: np.ndarray) -> list[tuple[int, int]]:
     return [(int(g[0]), int(g[-1]) + 1) for g in np.split(s, cut)]
 
 
-_STEP_BYTES = 256e6  # design columns computed per spaxel step (per round: new + uncached)
+def design_columns(
+    d: Any, columns: np.ndarray, P: int, out: np.ndarray, where: np.ndarray | None = None
+) -> None:
+    """Weighted, projected design columns of the spaxels of ``d`` into ``out[where]`` (rows, L).
+
+    Each column is its own ``(rows, K) @ (K, L)`` product, then weighted and projected per
+    column, so its bits depend only on the column and the spaxel rows, never on which other
+    columns are built with it.
+    """
+    cols = np.asarray(columns, dtype=np.int64)
+    pos = np.arange(cols.size) if where is None else np.asarray(where, dtype=np.int64)
+    for j, i in zip(cols, pos, strict=True):
+        c, p = divmod(int(j), P)
+        np.matmul(np.ascontiguousarray(d.kern[:, c, :]), d.Y[p], out=out[i])
+        if d.w is not None:
+            out[i] *= d.w
+        if d.q is not None:
+            out[i] = project_out(d.q, out[i])
+
+
+def _task_gram_extend(
+    block: tuple, cols: np.ndarray, new_from: int, P: int, cache: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One block's ``G[:, new_from:]`` and ``b[new_from:]``, :data:`STEP` spaxels at a time."""
+    source, s0, s1, _ = block
+    d = _block_data(source, s0, s1)
+    m = cols.size
+    L = d.Y.shape[2]
+    G = np.zeros((m, m - new_from))
+    b = np.zeros(m - new_from)
+    stored = np.zeros(m, dtype=bool) if cache is None else cache._valid
+    build = np.flatnonzero(~stored)
+    keep = np.zeros(0, dtype=np.int64) if cache is None else cache._fill
+    for a in range(0, s1 - s0, STEP):
+        sub = d.rows(a, min(s1 - s0, a + STEP))
+        r0, r1 = s0 + a, s0 + a + sub.kern.shape[0]
+        B = np.empty((m, r1 - r0, L))
+        if build.size < m:
+            B[stored] = cache._store[cache._slots[stored], r0:r1]
+        design_columns(sub, cols[build], P, B, build)
+        for i in keep:
+            cache._store[cache._slots[i], r0:r1] = B[i]
+        B2 = B.reshape(m, -1)
+        G += B2 @ B2[new_from:].T
+        if sub.wy is not None:
+            b += B2[new_from:] @ sub.wy.ravel()
+    return G, b
+
+
+def gram_extend(
+    op: CubeOperator, J: np.ndarray, new: np.ndarray, cache: ColumnCache | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``G[:, new]`` (m, m_new) for ``cols = [J, new]`` and ``b[new]``: the working set's Gram.
+
+    ``G = (W A)^T (W A)`` and ``b = (W A)^T (W y)`` restricted to those columns (on the
+    operator's current weights and continuum projection), summed over the spaxel blocks in
+    block order. ``cache`` (local scheduler only) supplies and keeps design columns; the
+    result is the same with or without it, to the bit.
+    """
+    J = np.asarray(J, dtype=np.int64)
+    new = np.asarray(new, dtype=np.int64)
+    cols = np.concatenate([J, new])
+    if cache is not None:
+        if op.scheduler is not None:
+            raise ValueError("a ColumnCache works on the local scheduler only (scheduler=None)")
+        cache._prepare(cols)
+    _, P = op.model_shape
+    return reduce_blocks(
+        _task_gram_extend,
+        op.blocks(weighted=True),
+        (cols, J.size, P, cache),
+        op.scheduler,
+        _add,
+        threads=op.threads,
+    )
 
 
 class ColumnCache:
@@ -59,16 +148,18 @@ class ColumnCache:
 
     Examples
     --------
-    >>> from nnfit.spectral.gram import cube_gram
     >>> tem = np.log(5000.0) + 1e-4 * np.arange(60)
     >>> rng = np.random.default_rng(1)
     >>> op = CubeOperator(rng.random((4, 60)), rng.random((3, 3, 2)), [-100.0, 0.0, 100.0],
     ...                   tem, tem[15:45:3], datacube=rng.random((3, 10)))
     >>> cache = ColumnCache(op, cap_bytes=1e6)
     >>> G1, b1 = cache.gram_extend(np.array([0, 5]), np.array([2, 3]))
-    >>> G2, b2 = cube_gram(op, np.array([0, 5, 2, 3]), new_from=2)
-    >>> bool(np.allclose(G1, G2, rtol=1e-12) and np.allclose(b1, b2, rtol=1e-12))
+    >>> G2, b2 = gram_extend(op, np.array([0, 5]), np.array([2, 3]))  # no cache
+    >>> bool(np.array_equal(G1, G2) and np.array_equal(b1, b2))
     True
+    >>> G3, _ = cache.gram_extend(np.array([0, 5, 2]), np.array([1]))  # 0, 5, 2 from memory
+    >>> cache.computed, bool(np.array_equal(G3[:3, 0], gram_extend(op, [0, 5, 2], [1])[0][:3, 0]))
+    (5, True)
     """
 
     def __init__(self, op: CubeOperator, cap_bytes: float) -> None:
@@ -90,19 +181,24 @@ class ColumnCache:
         """Bytes held by cached columns (slots in use)."""
         return len(self.slot) * self.col_bytes
 
-    def _assign(self, cols: np.ndarray) -> np.ndarray:
-        """Slots for ``cols`` in priority order (cached or newly assigned), -1 where none fits.
+    def _prepare(self, cols: np.ndarray) -> None:
+        """Slots for this round's ``cols`` (priority order), and which are valid or to fill.
 
-        Newly assigned slots are filled during this round's pass.
+        A column keeps its slot while cached; a new one takes a free slot, else that of the
+        least recently used column outside ``cols``, else it is built without being stored.
         """
+        self._round += 1
         want = set(int(c) for c in cols)
-        out = np.full(cols.size, -1, dtype=np.int64)
-        fresh = []
+        slots = np.full(cols.size, -1, dtype=np.int64)
+        valid = np.zeros(cols.size, dtype=bool)
+        fill = []
         for i, c in enumerate(cols):
             c = int(c)
             self._used[c] = self._round
             s = self.slot.get(c)
-            if s is None:
+            if s is not None:
+                valid[i] = True
+            else:
                 if not self._free:
                     victims = [j for j in self.slot if j not in want]
                     if victims:
@@ -112,72 +208,22 @@ class ColumnCache:
                     continue
                 s = heapq.heappop(self._free)
                 self.slot[c] = s
-                fresh.append(i)
-            out[i] = s
-        if fresh and self._store is None:
+                fill.append(i)
+            slots[i] = s
+        if fill and self._store is None:
             self._store = np.empty((self.capacity, self.S, self.L))
-        self._fresh = np.asarray(fresh, dtype=np.int64)
-        return out
-
-    def _design(self, sub, columns: np.ndarray) -> np.ndarray:
-        """Weighted, projected design columns ``(m, S_step, L)`` of the spaxel step ``sub``."""
-        return project_out(sub.q, block_columns(sub, columns, self.C, self.P))
+        self._slots, self._valid = slots, valid
+        self._fill = np.asarray(fill, dtype=np.int64)
+        self.computed += int(cols.size - valid.sum())
 
     def gram_extend(self, J: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``G[:, new]`` (m, m_new) for ``cols = [J, new]`` and ``b[new]``.
+        """:func:`gram_extend` of this cache's operator with the columns kept here.
 
-        What :func:`nnfit.spectral.gram.cube_gram` returns with ``new_from=len(J)``, with
-        every cached column's design taken from memory and every computed one stored when a
-        slot is free (``J`` has priority over ``new``).
+        Every cached column's design comes from memory and every built one is stored when a
+        slot is free (``J`` has priority over ``new``); the result is the same as without
+        the cache, to the bit.
         """
-        self._round += 1
-        J = np.asarray(J, dtype=np.int64)
-        new = np.asarray(new, dtype=np.int64)
-        cols = np.concatenate([J, new])
-        m, m0, mn = cols.size, J.size, new.size
-        slots = self._assign(cols)
-        computed_now = np.zeros(m, dtype=bool)
-        computed_now[self._fresh] = True
-        computed_now[slots < 0] = True
-        comp = np.flatnonzero(computed_now)  # positions in cols to build this round
-        k0 = int(np.searchsorted(comp, m0))  # comp[k0:] are new columns
-        self.computed += comp.size
-        # cached rows are multiplied straight from the store, one GEMM per run of slots
-        resident = np.flatnonzero(slots >= 0)
-        runs = []
-        for lo, hi in _slot_runs(slots[resident]):
-            sel = resident[(slots[resident] >= lo) & (slots[resident] < hi)]
-            runs.append((lo, hi, sel, slots[sel] - lo))
-        unslotted = np.flatnonzero(slots < 0)
-        where = np.searchsorted(comp, unslotted)
-        cached_new = np.flatnonzero(~computed_now[m0:])
-        d = self.op._data
-        G = np.zeros((m, mn))
-        b = np.zeros(mn)
-        step = max(1, int(_STEP_BYTES // max(1, (comp.size + mn) * self.L * 8)))
-        for a in range(0, self.S, step):
-            sub = d.rows(a, min(self.S, a + step))
-            sb = sub.kern.shape[0]
-            Bc = self._design(sub, cols[comp]) if comp.size else None
-            for i, pos in enumerate(comp):
-                if slots[pos] >= 0:
-                    self._store[slots[pos], a : a + sb] = Bc[i]
-            if cached_new.size == 0:  # every new column was built now: a view
-                R2 = Bc[k0:].reshape(mn, -1)
-            else:
-                R = np.empty((mn, sb, self.L))
-                if k0 < comp.size:
-                    R[comp[k0:] - m0] = Bc[k0:]
-                R[cached_new] = self._store[slots[m0 + cached_new], a : a + sb]
-                R2 = R.reshape(mn, -1)
-            for lo, hi, sel, rows in runs:
-                V = self._store[lo:hi, a : a + sb].reshape(hi - lo, -1)  # strided view, no copy
-                G[sel] += (V @ R2.T)[rows]
-            if unslotted.size:
-                G[unslotted] += Bc[where].reshape(unslotted.size, -1) @ R2.T
-            if sub.wy is not None:
-                b += R2 @ sub.wy.ravel()
-        return G, b
+        return gram_extend(self.op, J, new, self)
 
     def covers(self, x: np.ndarray) -> bool:
         """Whether every non-zero weight of ``x`` (flat) has its column in the cache."""
@@ -201,17 +247,17 @@ class ColumnCache:
             inside = (sl >= lo) & (sl < hi)
             coef[sl[inside] - lo] = flat[nz[inside]]
             runs.append((lo, hi, coef))
-        phi = None
-        chi2 = 0.0
-        for s0 in range(0, self.S, op.block_size):
-            s1 = min(self.S, s0 + op.block_size)
-            sub = d.rows(s0, s1)
+
+        def block(s0: int) -> tuple[np.ndarray, float]:
+            sub = d.rows(s0, min(self.S, s0 + op.block_size))
             res = -sub.wy
             for lo, hi, coef in runs:
-                res = res + np.tensordot(coef, self._store[lo:hi, s0:s1], axes=1)
-            chi2 += float(np.einsum("ij,ij->", res, res))
+                res = res + np.tensordot(coef, self._store[lo:hi, s0 : s0 + sub.wy.shape[0]], 1)
+            chi2 = float(np.einsum("ij,ij->", res, res))
             if sub.w is not None:
                 res = res * sub.w
-            part = _adjoint_core(sub, res)
-            phi = part if phi is None else phi.__iadd__(part)
+            return _adjoint_core(sub, res), chi2
+
+        starts = list(range(0, self.S, op.block_size))
+        phi, chi2 = reduce_blocks(block, starts, (), None, _add, threads=op.threads)
         return _phi_to_model(d.Y, phi), chi2

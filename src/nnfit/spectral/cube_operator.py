@@ -139,6 +139,7 @@ def _block_data(source: tuple, s0: int, s1: int) -> _Data:
 
 
 _Q_CACHE: dict[str, Any] = {}
+_Q_LOCK = threading.Lock()  # blocks run in threads wait for one Q rather than each build it
 
 
 def _q_from_x(Y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -148,16 +149,22 @@ def _q_from_x(Y: np.ndarray, x: np.ndarray) -> np.ndarray:
     pass and process (on a cluster: per worker), not one per block.
     """
     key = (id(Y), Y.shape, x.shape, hash(x.tobytes()))
-    with _REGISTRY_LOCK:
-        hit = _Q_CACHE.get("key") == key
-        if hit:
+    with _Q_LOCK:
+        if _Q_CACHE.get("key") == key:
             return _Q_CACHE["Q"]
-    P, K, L = Y.shape
-    Q = (x @ Y.reshape(P, K * L)).reshape(x.shape[0] * K, L)
-    with _REGISTRY_LOCK:
+        P, K, L = Y.shape
+        Q = (x @ Y.reshape(P, K * L)).reshape(x.shape[0] * K, L)
         _Q_CACHE["key"] = key
         _Q_CACHE["Q"] = Q
-    return Q
+        return Q
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 def _apply(item: tuple) -> Any:
@@ -166,14 +173,21 @@ def _apply(item: tuple) -> Any:
 
 
 def reduce_blocks(
-    func: Any, blocks: list, args: tuple, scheduler: Any, combine: Any, on_block: Any = None
+    func: Any,
+    blocks: list,
+    args: tuple,
+    scheduler: Any,
+    combine: Any,
+    on_block: Any = None,
+    threads: int = 1,
 ) -> Any:
     """Run ``func(block, *args)`` over blocks and fold the results with ``combine(acc, r)``.
 
     Results are folded in block order whatever order they arrive in (so a cluster run adds
     exactly like a local run) and each block's result is released as soon as it is folded:
     at most the out-of-order ones are held, never the whole list (a ``(C*K, L)`` accumulator
-    is 380 MB per block at C = 207).
+    is 380 MB per block at C = 207). ``threads``: local blocks in flight at once (see
+    :func:`nnfit.parallel.map_blocks`).
     """
     from nnfit.parallel import map_blocks
 
@@ -190,7 +204,13 @@ def reduce_blocks(
                 on_block(state["next"], None)
             state["next"] += 1
 
-    map_blocks(_apply, [(func, b, args) for b in blocks], scheduler=scheduler, on_result=on_result)
+    map_blocks(
+        _apply,
+        [(func, b, args) for b in blocks],
+        scheduler=scheduler,
+        on_result=on_result,
+        threads=threads,
+    )
     return state["acc"]
 
 
@@ -292,6 +312,11 @@ class CubeOperator(LinearOperator):
     flux_scale : array (S,) or "data", optional
         Multiplies every kernel of spaxel ``s``: the spaxel's flux when the LOSVDs or moments
         are unit-normalised. ``"data"``: each spaxel's mean flux over fitted pixels.
+    threads : int, optional
+        Spaxel blocks run at once on the local scheduler, each with one BLAS thread (default:
+        the CPUs this process may use, fewer where the blocks' ``(C*K, L)`` accumulators
+        would pass 1 GiB; 1: one block at a time, BLAS threaded as configured). The sums are
+        the same whatever the number.
 
     Examples
     --------
@@ -326,6 +351,7 @@ class CubeOperator(LinearOperator):
         vsyst: float = 0.0,
         moments: np.ndarray | None = None,
         flux_scale: np.ndarray | str | None = None,
+        threads: int | None = None,
         _source: tuple | None = None,
     ) -> None:
         from nnfit.spectral.checks import check_ln_grid
@@ -429,6 +455,9 @@ class CubeOperator(LinearOperator):
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
+        # each block in flight holds a (C*K, L) adjoint accumulator: about 1 GiB of them at most
+        in_flight = max(1, int(2**30 // (8 * C * kern.shape[-1] * L)))
+        self.threads = min(_usable_cpus(), in_flight) if threads is None else max(1, int(threads))
         self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None
@@ -537,7 +566,9 @@ class CubeOperator(LinearOperator):
     def adjoint(self, r: np.ndarray) -> np.ndarray:
         r = np.asarray(r, dtype=np.float64).reshape(self.data_shape)
         items = [(b, r[b[1] : b[2]]) for b in self.blocks()]
-        phi = reduce_blocks(_task_adjoint_item, items, (), self.scheduler, _add)
+        phi = reduce_blocks(
+            _task_adjoint_item, items, (), self.scheduler, _add, threads=self.threads
+        )
         return _phi_to_model(self._data.Y, phi)
 
     def gradient(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -548,7 +579,9 @@ class CubeOperator(LinearOperator):
         if self._data.wy is None:
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
-        phi, chi2 = reduce_blocks(_task_gradient, self.blocks(), (x,), self.scheduler, _add)
+        phi, chi2 = reduce_blocks(
+            _task_gradient, self.blocks(), (x,), self.scheduler, _add, threads=self.threads
+        )
         return _phi_to_model(self._data.Y, phi), chi2
 
     def rhs(self) -> np.ndarray:
