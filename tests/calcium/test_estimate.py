@@ -162,6 +162,28 @@ def test_whiteness_is_smallest_near_the_true_decay():
 
 
 @pytest.mark.slow
+def test_whiteness_equals_that_of_the_exact_optimum_at_120_hz():
+    """The search's solves stop at a gap of 1e-6 without the exact step on the support; the
+    criterion equals the whiteness of the optimum's residual (tol 1e-9, polished; the
+    autocorrelation by direct sums) to 1e-4, at 120 Hz with a slow kernel."""
+    from nnfit.calcium.estimate import REFINE_LAGS_S, REFINE_LAM_Z, residual_whiteness
+    from nnfit.calcium.exact import solve_exact
+
+    fs, tr = 120.0, 0.4
+    y = simulate_recording(1, 18000, fs=fs, tau_rise=tr, tau_decay=1.8, seed=2).traces[0]
+    noise = float(estimate_noise(y, fs)[0])
+    L = round(REFINE_LAGS_S * fs)
+    for td in (1.2, 1.8, 2.7):
+        lam = lam_from_noise(noise, tr, td, fs, REFINE_LAM_Z)
+        res = solve_exact(y[None], fs, tr, td, lam, "constant", tol=1e-9)
+        assert res.gap[0] < 1e-9
+        r = y - res.baseline[0] - res.calcium[0]
+        r = r - r.mean()
+        rho = np.array([r[:-k] @ r[k:] for k in range(1, L + 1)]) / (r @ r)
+        assert residual_whiteness(y, fs, tr, td, noise) == pytest.approx(rho @ rho, rel=1e-4)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tr", "td", "fs", "noise"),
     [(0.05, 0.7, 30.0, 0.1), (0.01, 0.4, 60.0, 0.2), (0.03, 0.5, 60.0, 0.3)],

@@ -284,6 +284,24 @@ def _certified_gap(y, s, lam, fs, tr, td, centre):
     return (primal - (theta * (y @ r) - 0.5 * theta**2 * (r @ r))) / primal
 
 
+@pytest.mark.parametrize(("fs", "tr", "td"), [(30.0, 0.4, 1.8), (120.0, 0.4, 1.5)])
+def test_without_polish_the_iterate_is_certified_to_tol(fs, tr, td):
+    """``polish=False`` (the decay search's solves) ends at an interior-point iterate: its gap,
+    recomputed from the spikes alone by ``np.convolve``, is within ``tol``, and its objective
+    is within ``tol`` of the polished optimum's (solved to 1e-9)."""
+    from nnfit.calcium.estimate import estimate_noise, lam_from_noise
+    from nnfit.calcium.exact import solve_exact
+
+    y = simulate_recording(1, 6000, fs=fs, tau_rise=tr, tau_decay=td, noise=0.2, seed=4).traces
+    lam = lam_from_noise(estimate_noise(y, fs), tr, td, fs, 2.0)
+    fast = solve_exact(y, fs, tr, td, lam, "constant", tol=1e-6, polish=False)
+    best = solve_exact(y, fs, tr, td, lam, "constant", tol=1e-9)
+    assert _certified_gap(y[0], fast.spikes[0], lam[0], fs, tr, td, True) <= 1e-6
+    f_fast = objective(y[0], fast.spikes[0], tr, td, fs, lam[0], True)
+    f_best = objective(y[0], best.spikes[0], tr, td, fs, lam[0], True)
+    assert f_best <= f_fast <= f_best * (1.0 + 1e-6)
+
+
 @pytest.mark.parametrize("centre", [False, True])
 @pytest.mark.parametrize("polish_at", [1e-9, 1e-6])
 def test_two_traces_side_by_side_equal_each_alone(centre, polish_at):

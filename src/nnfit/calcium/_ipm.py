@@ -830,6 +830,9 @@ def ipm_traces(
     back by the latency of their recursion run the two interleaved (the ``*2`` kernels) and the
     others run them one after the other; once one has stopped, the other runs alone. A trace
     gets the same arithmetic either way, so the answer does not depend on its partner.
+    ``polish_at``: the relative gap from which the exact Newton step on the support is tried
+    (inside the loop, and on the best iterate at the end); 0 never tries it, and the answer is
+    the best iterate (certified to ``tol`` where the iterations reached it).
     """
     g1, g2, alpha, d, rr_, dK, rK, K = p
     L, T = Y.shape
@@ -1084,7 +1087,7 @@ def ipm_traces(
                 gap[k],
                 best_gap[k],
                 best_primal[k],
-                factored[k],
+                factored[k] and polish_at > 0.0,
                 W[k],
                 S_out[k],
             )

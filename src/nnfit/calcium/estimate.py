@@ -177,7 +177,10 @@ REFINE_LOG_TOL = 0.04
 REFINE_MAX_TRACES = 8
 REFINE_MAX_FRAMES = 18000
 #: relative duality gap of the search's deconvolutions: the criterion is the same to 5 digits as
-#: at 1e-9, and solves that stall below 1e-6 (most often at high frame rates) stop early
+#: at 1e-9, and solves that stall below 1e-6 (most often at high frame rates) stop early. They
+#: end at the certified iterate, without the exact Newton step on the support: at this gap that
+#: step seldom certifies at high frame rates, and its conjugate-gradient rounds cost more than
+#: the iterations (``solve_exact(polish=False)``)
 REFINE_TOL = 1e-6
 #: range searched for the decay (seconds; the lower end is at least 2 frames)
 REFINE_TAU_RANGE = (0.03, 5.0)
@@ -202,7 +205,7 @@ def residual_whiteness(
     if noise is None:
         noise = float(estimate_noise(y2, fs)[0])
     lam = lam_from_noise(noise, tau_rise, tau_decay, fs, REFINE_LAM_Z)
-    res = solve_exact(y2, fs, tau_rise, tau_decay, lam, "constant", tol=REFINE_TOL)
+    res = solve_exact(y2, fs, tau_rise, tau_decay, lam, "constant", tol=REFINE_TOL, polish=False)
     r = y - res.baseline[0] - res.calcium[0]
     L = max(3, round(REFINE_LAGS_S * fs))
     ac = _autocov(r[None, :], L)[0]

@@ -50,10 +50,10 @@ AUTO_MIN_SAMPLES = 5.0
 DRIFT_SMOOTH_TAU = 4.0
 
 
-def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter):
+def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter, polish=True):
     """Solve the rows of ``Y`` (one or two traces, side by side: see
     :func:`nnfit.calcium._ipm.ipm_traces`); one (s, baseline, iterations, primal, gap, kkt) per
-    row."""
+    row. ``polish=False``: no exact Newton step on the support (the certified iterate)."""
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     S = np.zeros_like(Y)
     info = np.empty((Y.shape[0], 5))
@@ -61,7 +61,7 @@ def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter):
     # earlier attempts were measured to fail and cost more than the last iteration they save
     ipm_traces(
         Y, coef.params(), np.asarray(lams, dtype=np.float64), hsq, bool(centre), float(tol),
-        int(max_iter), S, info, float(tol),
+        int(max_iter), S, info, float(tol) if polish else 0.0,
     )  # fmt: skip
     out = []
     for k in range(Y.shape[0]):
@@ -71,7 +71,7 @@ def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter):
     return out
 
 
-def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
+def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds, polish=True):
     """Deconvolve the rows of ``Y`` (one or two traces, each solve of the two side by side);
     returns one (s, baseline array, kind, it, obj, gap, kkt) per row."""
     L, T = Y.shape
@@ -80,7 +80,7 @@ def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
     if kind != "drift":
         # "auto" solves with a constant first; drift where the slow part of the residual is
         # more than noise
-        sols = _solve_rows(Y, coef, lams, hsq, kind != "none", tol, max_iter)
+        sols = _solve_rows(Y, coef, lams, hsq, kind != "none", tol, max_iter, polish)
         for k, (s, b0, it, obj, gap, kkt) in enumerate(sols):
             if kind == "auto":
                 Ks = np.empty(T)
@@ -102,11 +102,11 @@ def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds):
     slow = np.stack([running_baseline(D[j], fs, coef.tau_decay) for j in range(len(rows))])
     Ks = np.empty(T)
     for _ in range(drift_rounds):
-        sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, max(tol, 1e-6), max_iter)
+        sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, max(tol, 1e-6), max_iter, polish)
         for j, sol in enumerate(sols):
             _forward(sol[0], *coef.params(), Ks)
             slow[j] = ndimage.gaussian_filter1d(D[j] - Ks, sigma, mode="nearest")
-    sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, tol, max_iter)
+    sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, tol, max_iter, polish)
     for j, (s, b0, it, obj, gap, kkt) in enumerate(sols):
         out[rows[j]] = (s, slow[j] + b0, "drift", it, obj, gap, kkt)
     return out
@@ -125,6 +125,7 @@ def solve_exact(
     max_iter: int = 100,
     n_jobs: int = 1,
     drift_rounds: int = 2,
+    polish: bool = True,
 ) -> DeconvolutionResult:
     """The certified solve for given kinetics and ``lam``: what :func:`nnfit.calcium.deconvolve`
     runs once it has every parameter.
@@ -143,6 +144,11 @@ def solve_exact(
         ``(cells,)`` noise levels; needed by ``"auto"``, reported otherwise (NaN if absent).
     tol, max_iter, n_jobs, drift_rounds
         As in :func:`nnfit.calcium.deconvolve`.
+    polish : bool
+        End with the exact Newton step on the support where it certifies (the optimum to
+        rounding). ``False`` skips it: the answer is the interior-point iterate certified to
+        ``tol``, cheaper where the step fails to certify (most of the decay search's solves at
+        120 Hz, where its conjugate-gradient rounds cost more than the iterations).
 
     Returns
     -------
@@ -172,8 +178,9 @@ def solve_exact(
     def work(i: int):
         rows = slice(i, min(i + size, n_cells))
         return _cells(
-            x2[rows], baseline, lams[rows], noise[rows], coef, hsq, fs, tol, max_iter, drift_rounds
-        )
+            x2[rows], baseline, lams[rows], noise[rows], coef, hsq, fs, tol, max_iter, drift_rounds,
+            polish,
+        )  # fmt: skip
 
     starts = range(0, n_cells, size)
     if workers > 1 and len(starts) > 1:
