@@ -14,7 +14,7 @@ import pytest
 from scipy.optimize import nnls
 
 from nnfit.spectral.cube_operator import CubeOperator
-from nnfit.spectral.fit import fit_cube, read_warm_start
+from nnfit.spectral.fit import _peak_rss_bytes, fit_cube, read_warm_start
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,25 @@ def test_exact_optimum_matches_scipy_on_dense_matrix(small_store, dense_referenc
 
 def test_active_set_defaults_reach_the_dense_optimum(small_store, dense_reference):
     _, chi2_ref = dense_reference
-    x, st = fit_cube(small_store, method="active-set", x0=None, checkpoint=False)
+    # a budget above this test process's peak: whatever ran before in it, the cache is on
+    budget = _peak_rss_bytes() / 2**30 + 4.0
+    kw = dict(method="active-set", x0=None, checkpoint=False)
+    x, st = fit_cube(small_store, memory_gb=budget, **kw)
     assert st["converged"] and st["kkt_violation"] <= st["kkt_tol"]
     assert abs(st["chi2"] - chi2_ref) <= 1e-10 * chi2_ref
     assert st["column_cache"]["capacity"] > 0  # the cache is on by default
-    x1, _ = fit_cube(small_store, method="active-set", x0=None, checkpoint=False, cache_gb=0.0)
+    x1, _ = fit_cube(small_store, cache_gb=0.0, **kw)
     np.testing.assert_array_equal(x1, x)
+
+
+def test_the_cache_stays_within_the_memory_budget(small_store):
+    """The cache gets what the budget leaves after the process's peak so far: none here."""
+    kw = dict(method="active-set", x0=None, checkpoint=False)
+    x, st = fit_cube(small_store, memory_gb=0.5 * _peak_rss_bytes() / 2**30, **kw)
+    assert st["column_cache"] is None and st["converged"]
+    x1, st1 = fit_cube(small_store, memory_gb=_peak_rss_bytes() / 2**30 + 4.0, **kw)
+    assert st1["column_cache"]["capacity"] > 0
+    np.testing.assert_array_equal(x1, x)  # the budget moves memory and time, never the answer
 
 
 def test_auto_picks_gram_for_small_problems(small_store):

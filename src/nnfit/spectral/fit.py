@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -213,7 +214,7 @@ def fit_cube(
     scheduler: Any = None,
     block_size: int | None = None,
     max_iter: int | None = None,
-    memory_gb: float = 8.0,
+    memory_gb: float = 4.0,
     cache_gb: float = 2.0,
     batch: int | None = None,
     checkpoint: bool = True,
@@ -256,12 +257,15 @@ def fit_cube(
     max_iter : int, optional
         Cap on working-set rounds (active-set) or iterations (matrix-free).
     memory_gb : float
-        Memory budget used by ``"auto"`` to decide whether the full Gram fits.
+        Memory budget of the fit in GiB: ``"auto"`` takes the full Gram only if it fits, and
+        the column cache gets at most what is left of it once the first gradient pass has run
+        (this process's peak resident memory so far counts against it, so the cache never
+        takes a fit past the budget; at C = 207 in :doc:`/spectral/exact-fit` little is left).
     cache_gb : float
         Memory cap for the working set's weighted design columns kept between rounds
         (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`;
-        ``S * L * 8`` bytes per column, the support first). 0 recomputes every column every
-        round. The Gram entries are the same bits with or without the cache and on a cluster
+        ``S * L * 8`` bytes per column, the support first), within ``memory_gb``. 0 recomputes
+        every column every round. The Gram entries are the same bits with or without the cache and on a cluster
         (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
         result.
     batch : int, optional
@@ -452,7 +456,20 @@ def fit_cube(
         x, st = _fit_gram(op, H, E, x0, tol, phases, report)
     elif chosen == "active-set":
         x, st = _fit_working_set(
-            op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_gb
+            op,
+            obj,
+            H,
+            E,
+            x0,
+            tol,
+            norms2,
+            phases,
+            report,
+            max_iter,
+            batch,
+            commit,
+            min(cache_gb, memory_gb) * 2**30,
+            memory_gb * 2**30,
         )
     else:
         x, st = _fit_pgd(op, obj, x0, norms2, phases, report, max_iter)
@@ -616,8 +633,18 @@ def _fit_gram(op, H, E, x0, tol, phases, report):
     }
 
 
+def _peak_rss_bytes() -> float:
+    """This process's peak resident memory so far, in bytes (0 where it cannot be read)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return float(peak) * (1.0 if sys.platform == "darwin" else 1024.0)  # macOS: bytes
+
+
 def _fit_working_set(
-    op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_gb
+    op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_bytes, budget
 ):
     from nnfit.spectral.column_cache import ColumnCache, gram_extend
 
@@ -640,8 +667,8 @@ def _fit_working_set(
     last_kkt = np.inf
     converged = False
     cache = None
-    if op.scheduler is None and cache_gb > 0:
-        cache = ColumnCache(op, cache_gb * 2**30)
+    # sized after the first gradient pass, whose peak the cache must not add to past budget
+    sized = op.scheduler is not None or cache_bytes <= 0
     while rounds < max_rounds:
         t = time.perf_counter()
         # the support's columns in memory give the model without a forward pass
@@ -676,6 +703,11 @@ def _fit_working_set(
             pending = pending[:0]
         # extend the Gram block with the new columns (only S*L*m*m_new work)
         t = time.perf_counter()
+        if not sized:
+            sized = True
+            room = min(cache_bytes, budget - _peak_rss_bytes())
+            if room > 0:
+                cache = ColumnCache(op, room)
         cols = np.concatenate([J, new])
         Gc, bn = gram_extend(op, J, new, cache)
         built = built + cols.size if cache is None else cache.computed
