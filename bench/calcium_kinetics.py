@@ -221,20 +221,16 @@ def main() -> int:
     for fs in rates:
         for ind, cond, tr, td, y in cases(fs, seeds.get(fs, 0)):
             row = f"| {fs:g} | {ind} | {cond} |"
-            if args.no_increments:
-                row += " - | - | - |"
-            else:
+            for skip, estimate in (
+                (args.no_increments, from_increments),
+                (args.no_default, estimate_kinetics_pooled),
+            ):
+                if skip:
+                    row += " - | - | - |"
+                    continue
                 t0 = time.process_time()
-                tr_n, td_n = from_increments(y, fs)
-                t_n = time.process_time() - t0
-                row += f" {td_n / td:.2f} | {tr_n / tr:.2f} | {t_n:.1f} |"
-            if args.no_default:
-                row += " - | - | - |"
-            else:
-                t0 = time.process_time()
-                tr_p, td_p = estimate_kinetics_pooled(y, fs)
-                t_p = time.process_time() - t0
-                row += f" {td_p / td:.2f} | {tr_p / tr:.2f} | {t_p:.1f} |"
+                tr_e, td_e = estimate(y, fs)
+                row += f" {td_e / td:.2f} | {tr_e / tr:.2f} | {time.process_time() - t0:.1f} |"
             print(row, flush=True)
     return 0
 

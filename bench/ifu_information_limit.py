@@ -125,20 +125,10 @@ def setup(
     M = log_rebin_matrix(edges, ln_edges).tocsr()
     if M.shape[0] != prob.L:
         raise AssertionError(f"rebinning gives {M.shape[0]} pixels, the store {prob.L}")
-    opts = dict(prob.model_options)
-    fs = opts.pop("flux_scale", None)
     bins = []
     P = prob.P
     for s in range(prob.S):
-        sub = dataclasses.replace(
-            prob,
-            datacube=prob.datacube[s : s + 1],
-            noise=prob.noise[s : s + 1],
-            losvd=prob.losvd[s : s + 1],
-            path=None,
-            model_options={**opts, **({} if fs is None else {"flux_scale": fs[s : s + 1]})},
-        )
-        op = CubeOperator.from_problem(sub)
+        op = CubeOperator.from_problem(prob.spaxel(s))
         good = np.flatnonzero(bin_mask[s] & prob.mask)
         cols = np.stack([op.unweighted_forward(np.eye(P)[p][None])[0] for p in range(P)], 1)
         A = cols[good]

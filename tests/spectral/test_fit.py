@@ -54,6 +54,13 @@ def test_active_set_defaults_reach_the_dense_optimum(small_store, dense_referenc
     np.testing.assert_array_equal(x1, x)
 
 
+@pytest.mark.parametrize("bad", [dict(memory_gb=-1.0), dict(cache_gb="2"), dict(cache_gb=np.nan)])
+def test_a_bad_budget_is_refused_by_name(small_store, bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} must be a number of GiB >= 0"):
+        fit_cube(small_store, **bad)
+
+
 def test_the_cache_stays_within_the_memory_budget(small_store):
     """The cache gets what the budget leaves after the process's peak so far: none here."""
     kw = dict(method="active-set", x0=None, checkpoint=False)

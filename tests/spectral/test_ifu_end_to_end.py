@@ -203,6 +203,21 @@ def _recovery(tmp_path, noisy, regul=0.0, target_sn=60.0):
     return sim, res, err_age, err_mh
 
 
+@pytest.fixture(scope="module")
+def recovery(tmp_path_factory):
+    """``_recovery`` once per case for the whole module (the pPXF comparison and the 0.05 dex
+    check of the same case share one fit)."""
+    done: dict[tuple, tuple] = {}
+
+    def get(noisy, regul=0.0, target_sn=60.0):
+        key = (noisy, regul, target_sn)
+        if key not in done:
+            done[key] = _recovery(tmp_path_factory.mktemp("synth"), noisy, regul, target_sn)
+        return done[key]
+
+    return get
+
+
 def _ppxf_means(store, res, regul=0.0):
     """pPXF's light-weighted <lg age> and <[M/H]> per bin (same templates, kinematics)."""
     from ppxf.ppxf import ppxf
@@ -240,34 +255,22 @@ def _ppxf_means(store, res, regul=0.0):
 
 
 @pytest.mark.slow
-def test_synthetic_cube_noise_free_recovers_means_exactly(tmp_path):
-    _, _, err_age, err_mh = _recovery(tmp_path, noisy=False)
+def test_synthetic_cube_noise_free_recovers_means_exactly(recovery):
+    _, _, err_age, err_mh = recovery(noisy=False)
     assert np.abs(err_age).max() < 0.005 and np.abs(err_mh).max() < 0.005
 
 
 @pytest.mark.slow
-def test_synthetic_cube_unregularised_as_close_as_ppxf(tmp_path):
-    """Real variance, no regularisation: as close to the truth as pPXF on the same bins."""
-    sim, res, err_age, err_mh = _recovery(tmp_path, noisy=True)
-    ref_age, ref_mh = _ppxf_means(sim["store"], res)
+@pytest.mark.parametrize("regul", [0.0, REGUL])
+def test_synthetic_cube_as_close_as_ppxf(recovery, regul):
+    """Real variance, no regularisation and regul = REGUL: as close to the truth as pPXF with
+    the same regul and reg_dim (the two share the objective; per bin their means differ by up to
+    0.013 dex through the LOSVD convolution, pPXF's analytic Fourier kernel against nnfit's
+    exact one; the same model gives the same optimum: test_ifu_regul.py)."""
+    sim, res, err_age, err_mh = recovery(noisy=True, regul=regul)
+    ref_age, ref_mh = _ppxf_means(sim["store"], res, regul=regul)
     print(
-        f"pPXF: lg age error max {np.abs(ref_age - sim['lg_age']).max():.3f} dex, "
-        f"[M/H] {np.abs(ref_mh - sim['metal']).max():.3f} dex"
-    )
-    assert np.abs(err_age).max() <= np.abs(ref_age - sim["lg_age"]).max() + 0.01
-    assert np.abs(err_mh).max() <= np.abs(ref_mh - sim["metal"]).max() + 0.01
-
-
-@pytest.mark.slow
-def test_synthetic_cube_regularised_as_close_as_ppxf_regul(tmp_path):
-    """regul = REGUL: as close to the truth as pPXF with the same regul and reg_dim (the two
-    share the objective; per bin their means differ by up to 0.013 dex through the LOSVD
-    convolution, pPXF's analytic Fourier kernel against nnfit's exact one; the same model
-    gives the same optimum: test_ifu_regul.py)."""
-    sim, res, err_age, err_mh = _recovery(tmp_path, noisy=True, regul=REGUL)
-    ref_age, ref_mh = _ppxf_means(sim["store"], res, regul=REGUL)
-    print(
-        f"pPXF regul {REGUL}: lg age error max {np.abs(ref_age - sim['lg_age']).max():.3f} "
+        f"pPXF regul {regul}: lg age error max {np.abs(ref_age - sim['lg_age']).max():.3f} "
         f"dex, [M/H] {np.abs(ref_mh - sim['metal']).max():.3f} dex"
     )
     assert np.abs(err_age).max() <= np.abs(ref_age - sim["lg_age"]).max() + 0.01
@@ -283,8 +286,8 @@ def test_synthetic_cube_regularised_as_close_as_ppxf_regul(tmp_path):
     "reached 0.05 in both; over noise draws the worst bin's median is 0.080 / 0.069 and the "
     "full-grid Cramer-Rao bound 0.53 / 0.22 (bench/ifu_information_limit.py)",
 )
-def test_synthetic_cube_regularised_within_0p05_dex(tmp_path):
-    _, _, err_age, err_mh = _recovery(tmp_path, noisy=True, regul=REGUL)
+def test_synthetic_cube_regularised_within_0p05_dex(recovery):
+    _, _, err_age, err_mh = recovery(noisy=True, regul=REGUL)
     assert np.abs(err_age).max() < 0.05 and np.abs(err_mh).max() < 0.05
 
 
@@ -299,10 +302,10 @@ SN_NEEDED = 200.0
 
 
 @pytest.mark.slow
-def test_synthetic_cube_at_the_sn_the_target_needs_within_0p05_dex(tmp_path):
+def test_synthetic_cube_at_the_sn_the_target_needs_within_0p05_dex(recovery):
     """The same cube at S/N 200 (galaxy 200/60 times brighter, the real variance, about the
     same bins): every bin's mean lg age and [M/H] within 0.05 dex with regul = REGUL."""
-    _, _, err_age, err_mh = _recovery(tmp_path, noisy=True, regul=REGUL, target_sn=SN_NEEDED)
+    _, _, err_age, err_mh = recovery(noisy=True, regul=REGUL, target_sn=SN_NEEDED)
     assert np.abs(err_age).max() < 0.05 and np.abs(err_mh).max() < 0.05
 
 

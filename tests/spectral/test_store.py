@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h5py
@@ -299,3 +300,21 @@ def test_caches_not_stored_have_the_documented_replacements(tmp_path, sim):
     assert fft.shape == (P, T // 2 + 1) and fft.dtype == np.complex64
     assert rebin_lt.shape == (L, T) and rebin_lt.dtype == np.float32
     np.testing.assert_allclose(rebin_lt, csr.toarray(), rtol=1e-7)
+
+
+def test_a_spaxels_problem_models_that_spaxel_as_the_whole_cube_does(small_store):
+    from nnfit.spectral.cube_operator import CubeOperator
+
+    prob = load_problem(small_store)
+    prob.model_options = {**prob.model_options, "flux_scale": np.linspace(0.5, 2.0, prob.S)}
+    x = np.random.default_rng(0).random((prob.C, prob.P))
+    full = CubeOperator.from_problem(prob).forward(x)
+    for s in (0, 5, prob.S - 1):
+        one = prob.spaxel(s)
+        assert (one.S, one.path, one.warm_start) == (1, None, None)
+        got = CubeOperator.from_problem(one).forward(x)[0]
+        np.testing.assert_allclose(got, full[s], rtol=1e-12, atol=1e-12 * np.abs(full).max())
+    # the flux scale takes part (so the check above covers that it is the spaxel's own)
+    opts = {k: v for k, v in prob.spaxel(0).model_options.items() if k != "flux_scale"}
+    unscaled = CubeOperator.from_problem(dataclasses.replace(prob.spaxel(0), model_options=opts))
+    assert not np.allclose(unscaled.forward(x)[0], full[0])

@@ -10,9 +10,9 @@
   two-exponential model to lags ``1 .. L``. Pooled kinetics come from the mean of the
   cells' normalised autocovariances; the pooled decay is then refined by deconvolution
   (:func:`refine_kinetics`: the decay whose deconvolution residuals are whitest, never longer
-  than an autocovariance decay that its lags resolve), and the rise refitted to the lags up to that decay only
-  (:func:`rise_at_short_lags`), where the curvature that carries it is not outweighed by the
-  misfit of a decay that is not one exponential.
+  than an autocovariance decay that its lags resolve), and the rise refitted to the lags up to
+  that decay only (:func:`rise_at_short_lags`), where the curvature that carries it is not
+  outweighed by the misfit of a decay that is not one exponential.
 - **lam**: ``z sigma ||h||_2``. Under pure noise ``(K^T r)_i`` is ``N(0, sigma^2 ||h||^2)`` and
   a frame gets a spike only where it exceeds ``lam``; so the rule fixes the false-positive rate
   *per frame*, whatever the trace length (a trace repeated 4 times gets the same spikes).

@@ -26,7 +26,6 @@ non-linear parameters); ``chi2 / dof`` here also counts the weights and additive
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -96,20 +95,11 @@ def fit_bins(
     chi2 = np.zeros(S)
     dof = np.zeros(S, dtype=np.int64)
     reguls = np.zeros(S)
-    opts = dict(prob.model_options)
-    fs = opts.pop("flux_scale", None)
+    fs = prob.model_options.get("flux_scale")
     amp = prob.losvd.sum(axis=1) * (1.0 if fs is None else np.asarray(fs)[:, None])  # (S, C)
     n_good = (bin_mask & prob.mask[None, :]).sum(axis=1)
     for s in range(S):
-        sub = dataclasses.replace(
-            prob,
-            datacube=prob.datacube[s : s + 1],
-            noise=None if prob.noise is None else prob.noise[s : s + 1],
-            losvd=prob.losvd[s : s + 1],
-            path=None,
-            model_options={**opts, **({} if fs is None else {"flux_scale": fs[s : s + 1]})},
-        )
-        op = CubeOperator.from_problem(sub)
+        op = CubeOperator.from_problem(prob.spaxel(s))
         op.template_meta = prob.template_meta  # the population grid for ``regul``
 
         def fit(r: float, op: CubeOperator = op) -> tuple[np.ndarray, dict]:

@@ -37,6 +37,7 @@ apart would export those private parts.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import sys
 import time
@@ -345,6 +346,9 @@ def fit_cube(
     >>> stats["converged"], stats["chi2"] < 1e-20 * stats["chi2_zero"]
     (True, True)
     """
+    for name, gib in (("memory_gb", memory_gb), ("cache_gb", cache_gb)):
+        if not isinstance(gib, numbers.Real) or not gib >= 0:
+            raise ValueError(f"{name} must be a number of GiB >= 0; got {gib!r}")
     # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
     solver = dict(
         tol=tol,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,25 @@ class CubeProblem:
     def dlog(self) -> float:
         """Template pixel size in ln(lambda)."""
         return grid_step(self.tem_pix)
+
+    def spaxel(self, s: int) -> CubeProblem:
+        """The problem of spaxel (or bin) ``s`` alone: its data, noise, LOSVDs and flux scale.
+
+        Templates, grid and mask are shared; the result has no file behind it and no warm
+        start (the store's solution is of the whole cube).
+        """
+        opts = dict(self.model_options)
+        if opts.get("flux_scale") is not None:
+            opts["flux_scale"] = np.asarray(opts["flux_scale"])[s : s + 1]
+        return replace(
+            self,
+            datacube=self.datacube[s : s + 1],
+            noise=None if self.noise is None else self.noise[s : s + 1],
+            losvd=self.losvd[s : s + 1],
+            path=None,
+            model_options=opts,
+            warm_start=None,
+        )
 
 
 def solution_sha(x: np.ndarray) -> bytes:
