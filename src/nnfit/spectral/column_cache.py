@@ -33,14 +33,7 @@ from typing import Any
 import numpy as np
 
 from nnfit.spectral.continuum import project_out
-from nnfit.spectral.cube_operator import (
-    CubeOperator,
-    _add,
-    _adjoint_core,
-    _block_data,
-    _phi_to_model,
-    reduce_blocks,
-)
+from nnfit.spectral.cube_operator import CubeOperator, _add, _block_data, reduce_blocks
 
 __all__ = ["STEP", "ColumnCache", "design_columns", "gram_extend"]
 
@@ -90,12 +83,13 @@ def _task_gram_extend(
     stored = np.zeros(m, dtype=bool) if cache is None else cache._valid
     build = np.flatnonzero(~stored)
     keep = np.zeros(0, dtype=np.int64) if cache is None else cache._fill
+    buf = np.empty((m, STEP, L))  # reused by every full step: no fresh pages per step
     for a in range(0, s1 - s0, STEP):
         sub = d.rows(a, min(s1 - s0, a + STEP))
         r0, r1 = s0 + a, s0 + a + sub.kern.shape[0]
-        B = np.empty((m, r1 - r0, L))
-        if build.size < m:
-            B[stored] = cache._store[cache._slots[stored], r0:r1]
+        B = buf if r1 - r0 == STEP else np.empty((m, r1 - r0, L))
+        for i in np.flatnonzero(stored):  # slot by slot: a view each, one copy
+            B[i] = cache._store[cache._slots[i], r0:r1]
         design_columns(sub, cols[build], P, B, build)
         for i in keep:
             cache._store[cache._slots[i], r0:r1] = B[i]
@@ -234,30 +228,13 @@ class ColumnCache:
 
         Needs :meth:`covers` ``(x)``. Returns ``(A^T W^2 (A x - y) (C, P), chi^2)``.
         """
-        op = self.op
-        d = op._data
-        if d.wy is None:
-            raise ValueError("the operator has no datacube; build it with datacube=...")
         flat = np.asarray(x, dtype=np.float64).ravel()
         nz = np.flatnonzero(flat)
         sl = np.array([self.slot[int(j)] for j in nz], dtype=np.int64)
-        runs = []  # weights per run of slots: one GEMV on a view of the store, no gather
-        for lo, hi in _slot_runs(sl):
+        model = np.zeros(self.S * self.L)
+        for lo, hi in _slot_runs(sl):  # one GEMV on a contiguous view of the store, no gather
             coef = np.zeros(hi - lo)
             inside = (sl >= lo) & (sl < hi)
             coef[sl[inside] - lo] = flat[nz[inside]]
-            runs.append((lo, hi, coef))
-
-        def block(s0: int) -> tuple[np.ndarray, float]:
-            sub = d.rows(s0, min(self.S, s0 + op.block_size))
-            res = -sub.wy
-            for lo, hi, coef in runs:
-                res = res + np.tensordot(coef, self._store[lo:hi, s0 : s0 + sub.wy.shape[0]], 1)
-            chi2 = float(np.einsum("ij,ij->", res, res))
-            if sub.w is not None:
-                res = res * sub.w
-            return _adjoint_core(sub, res), chi2
-
-        starts = list(range(0, self.S, op.block_size))
-        phi, chi2 = reduce_blocks(block, starts, (), None, _add, threads=op.threads)
-        return _phi_to_model(d.Y, phi), chi2
+            model += coef @ self._store[lo:hi].reshape(hi - lo, -1)
+        return self.op.weighted_residual_gradient(model.reshape(self.S, self.L))

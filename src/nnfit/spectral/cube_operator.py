@@ -22,9 +22,14 @@ Everything is float64. The shift-and-add is the zero-padded linear convolution o
 with the HyperCube to rounding. Weights follow the Kaczmarz path: ``W = mask / sigma`` with
 ``sigma`` from ``/Noise`` when present (else 1), masked pixels (``mask == False``) weigh zero.
 
-Spaxels are processed in blocks; with a Dask ``scheduler`` the blocks run on the workers, which
-read their own slice of an HDF5 problem (``from_h5``), so only ``x``, residual blocks and the
-small ``(C, P)`` or Gram accumulators cross the network.
+With a Dask ``scheduler`` spaxels are processed in blocks that run on the workers, which read
+their own slice of an HDF5 problem (``from_h5``), so only ``x``, residual blocks and the small
+``(C, P)`` or Gram accumulators cross the network. In one process (``scheduler=None``) the
+forward, adjoint and gradient passes take all spaxels at once, a chunk of components at a
+time: the adjoint is then one ``(C_chunk*K, S) x (S, L)`` product per chunk instead of a
+``(C*K, L)`` accumulator per spaxel block summed over blocks (0.94 -> 0.76 s per gradient pass
+at C = 22, and ~1.1 GiB less memory at C = 207). The two orders of summation differ in the
+last bits.
 
 One module, though long: the operator, the block tasks it maps over spaxels and the
 per-process cache those tasks read from are one object's machinery; the tasks must be
@@ -247,6 +252,53 @@ def _adjoint_core(d: _Data, r: np.ndarray) -> np.ndarray:
     return d.kern.reshape(Sb, C * K).T @ r
 
 
+_CHUNK_BYTES = 64 * 2**20  # one component chunk's (c*K, L) adjoint: the local passes' memory
+
+
+def _component_chunks(C: int, K: int, L: int) -> list[tuple[int, int]]:
+    """Component ranges ``[c0, c1)`` whose ``(c*K, L)`` products take at most ``_CHUNK_BYTES``.
+
+    Fixed by the shapes alone, so a pass's arithmetic (and its bits) never depends on ``x``.
+    """
+    step = max(1, int(_CHUNK_BYTES // (8 * K * L)))
+    return [(c0, min(C, c0 + step)) for c0 in range(0, C, step)]
+
+
+def _adjoint_local(d: _Data, r: np.ndarray) -> np.ndarray:
+    """``out[c, p] = sum_{s,k,l} kern[s, c, k] r[s, l] Y[p, k, l]`` (C, P) over all spaxels at once.
+
+    Component chunk by chunk: one ``(c*K, S) x (S, L)`` product and one ``(c, K*L) x (K*L, P)``
+    product each, BLAS-threaded; nothing of size ``(C*K, L)`` is held, and no per-block
+    accumulators are summed (the spaxel blocks of :func:`_adjoint_core` hold one each).
+    """
+    S, C, K = d.kern.shape
+    P, _, L = d.Y.shape
+    k2 = d.kern.reshape(S, C * K)
+    Y2 = d.Y.reshape(P, K * L)
+    out = np.empty((C, P))
+    for c0, c1 in _component_chunks(C, K, L):
+        phi = k2[:, c0 * K : c1 * K].T @ r
+        out[c0:c1] = phi.reshape(c1 - c0, K * L) @ Y2.T
+    return out
+
+
+def _forward_local(d: _Data, x: np.ndarray) -> np.ndarray:
+    """``A x`` (S, L) unweighted, over all spaxels at once, skipping components with ``x = 0``."""
+    S, C, K = d.kern.shape
+    P, _, L = d.Y.shape
+    k2 = d.kern.reshape(S, C * K)
+    Y2 = d.Y.reshape(P, K * L)
+    out = None
+    for c0, c1 in _component_chunks(C, K, L):
+        xc = x[c0:c1]
+        if not xc.any():
+            continue
+        Q = (xc @ Y2).reshape((c1 - c0) * K, L)
+        part = k2[:, c0 * K : c1 * K] @ Q
+        out = part if out is None else np.add(out, part, out=out)
+    return np.zeros((S, L)) if out is None else out
+
+
 def _phi_to_model(Y: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """``out[c, p] = sum_{k,l} Phi[c, k, l] Y[p, k, l]``: the one (C, K*L) x (K*L, P) product."""
     P, K, L = Y.shape
@@ -313,10 +365,12 @@ class CubeOperator(LinearOperator):
         Multiplies every kernel of spaxel ``s``: the spaxel's flux when the LOSVDs or moments
         are unit-normalised. ``"data"``: each spaxel's mean flux over fitted pixels.
     threads : int, optional
-        Spaxel blocks run at once on the local scheduler, each with one BLAS thread (default:
-        the CPUs this process may use, fewer where the blocks' ``(C*K, L)`` accumulators
-        would pass 1 GiB; 1: one block at a time, BLAS threaded as configured). The sums are
-        the same whatever the number.
+        Spaxel blocks whose design columns are built at once on the local scheduler
+        (:mod:`nnfit.spectral.column_cache`), each with one BLAS thread (default: the CPUs
+        this process may use; 1: one block at a time, BLAS threaded as configured). The sums
+        are the same whatever the number. The local forward, adjoint and gradient passes run
+        over all spaxels at once, a chunk of components at a time (``(C_chunk*K, S) x (S, L)``
+        products, BLAS-threaded), so no ``(C*K, L)`` accumulator is held per block.
 
     Examples
     --------
@@ -455,9 +509,7 @@ class CubeOperator(LinearOperator):
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
-        # each block in flight holds a (C*K, L) adjoint accumulator: about 1 GiB of them at most
-        in_flight = max(1, int(2**30 // (8 * C * kern.shape[-1] * L)))
-        self.threads = min(_usable_cpus(), in_flight) if threads is None else max(1, int(threads))
+        self.threads = _usable_cpus() if threads is None else max(1, int(threads))
         self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None
@@ -560,11 +612,19 @@ class CubeOperator(LinearOperator):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
+        if self.scheduler is None:
+            out = _forward_local(self._data, x)
+            if self.weighted and self._data.w is not None:
+                out *= self._data.w
+            return out
         parts = self._map(_task_forward, self.blocks(), x)
         return np.concatenate(parts, axis=0)
 
     def adjoint(self, r: np.ndarray) -> np.ndarray:
         r = np.asarray(r, dtype=np.float64).reshape(self.data_shape)
+        if self.scheduler is None:
+            d = self._data
+            return _adjoint_local(d, r * d.w if self.weighted and d.w is not None else r)
         items = [(b, r[b[1] : b[2]]) for b in self.blocks()]
         phi = reduce_blocks(
             _task_adjoint_item, items, (), self.scheduler, _add, threads=self.threads
@@ -579,10 +639,37 @@ class CubeOperator(LinearOperator):
         if self._data.wy is None:
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
+        if self.scheduler is None:
+            d = self._data
+            return self.weighted_residual_gradient(_forward_local(d, x), weighted=False)
         phi, chi2 = reduce_blocks(
             _task_gradient, self.blocks(), (x,), self.scheduler, _add, threads=self.threads
         )
         return _phi_to_model(self._data.Y, phi), chi2
+
+    def weighted_residual_gradient(
+        self, model: np.ndarray, weighted: bool = True
+    ) -> tuple[np.ndarray, float]:
+        """:meth:`gradient` from a model already computed (S, L), all spaxels in this process.
+
+        ``model`` is ``W A x`` (``weighted=True``, as design columns give it: weighted and
+        projected) or ``A x``; it is overwritten by the residual.
+        """
+        d = self._data
+        if d.wy is None:
+            raise ValueError("the operator has no datacube; build it with datacube=...")
+        res = model
+        if not weighted:
+            if d.w is not None:
+                res *= d.w
+            res -= d.wy
+            res = project_out(d.q, res)
+        else:
+            res -= d.wy
+        chi2 = float(np.einsum("ij,ij->", res, res))
+        if d.w is not None:
+            res *= d.w
+        return _adjoint_local(d, res), chi2
 
     def rhs(self) -> np.ndarray:
         """``A^T W^2 y`` (C, P): minus the gradient at ``x = 0``."""
@@ -596,9 +683,7 @@ class CubeOperator(LinearOperator):
 
     def unweighted_forward(self, x: np.ndarray) -> np.ndarray:
         """``A x`` (S, L) without noise weights or continuum (what the continuum multiplies)."""
-        d = self._data
-        Q = _q_from_x(d.Y, np.asarray(x, dtype=np.float64).reshape(self.model_shape))
-        return d.kern.reshape(d.kern.shape[0], -1) @ Q
+        return _forward_local(self._data, np.asarray(x, dtype=np.float64).reshape(self.model_shape))
 
     def set_continuum(self, degree: int = -1, mpoly: np.ndarray | None = None) -> None:
         """Add pPXF-style Legendre continua per spaxel to the model the fit sees.

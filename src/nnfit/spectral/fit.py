@@ -216,7 +216,7 @@ def fit_cube(
     block_size: int | None = None,
     max_iter: int | None = None,
     memory_gb: float = 4.0,
-    cache_gb: float = 2.0,
+    cache_gb: float | None = None,
     batch: int | None = None,
     checkpoint: bool = True,
     callback: Callable[[np.ndarray, dict], None] | None = None,
@@ -262,19 +262,19 @@ def fit_cube(
         the column cache gets at most what is left of it once the first gradient pass has run
         (this process's peak resident memory so far counts against it, so the cache never
         takes a fit past the budget; at C = 207 in :doc:`/spectral/exact-fit` little is left).
-    cache_gb : float
+    cache_gb : float, optional
         Memory cap for the working set's weighted design columns kept between rounds
         (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`;
-        ``S * L * 8`` bytes per column, the support first), within ``memory_gb``. 0 recomputes
-        every column every round. The Gram entries are the same bits with or without the cache and on a cluster
+        ``S * L * 8`` bytes per column, the support first), within ``memory_gb`` (default: all
+        that the budget leaves). 0 recomputes every column every round. The Gram entries are the same bits with or without the cache and on a cluster
         (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
         result.
     batch : int, optional
-        Candidates added to the working set per round (default ``max(64, m)`` for a working
-        set of ``m``). Fewer cost fewer design columns and Gram entries per round for about
-        as many rounds, but the fit stops at another point within ``tol`` (at C = 22,
-        ``batch=22``: chi^2 6e-10 relative above the default's, see
-        :doc:`/spectral/exact-fit`).
+        Candidates added to the working set per round (default ``max(C, 16)``: their design
+        columns then cost about what the round's gradient pass costs, ``2 S C K L`` flops,
+        see :doc:`/spectral/exact-fit`). More candidates per round rarely save rounds, as
+        the exact subproblem keeps few of many near-collinear columns; each one costs a
+        design column and a row of Gram entries.
     checkpoint : bool
         For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
         ``/X_global`` to the store after each working-set round and at the end.
@@ -347,6 +347,8 @@ def fit_cube(
     (True, True)
     """
     for name, gib in (("memory_gb", memory_gb), ("cache_gb", cache_gb)):
+        if gib is None and name == "cache_gb":
+            continue
         if not isinstance(gib, numbers.Real) or not gib >= 0:
             raise ValueError(f"{name} must be a number of GiB >= 0; got {gib!r}")
     # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
@@ -472,7 +474,7 @@ def fit_cube(
             max_iter,
             batch,
             commit,
-            min(cache_gb, memory_gb) * 2**30,
+            (memory_gb if cache_gb is None else min(cache_gb, memory_gb)) * 2**30,
             memory_gb * 2**30,
         )
     else:
@@ -700,7 +702,7 @@ def _fit_working_set(
         if viol.size == 0 and pending.size == 0:
             converged = True
             break
-        k = batch if batch is not None else max(64, J.size)
+        k = batch if batch is not None else max(C, 16)
         new = _pick_candidates(viol, score, k, P)
         if pending.size:
             new = np.concatenate([pending, np.setdiff1d(new, pending)])
@@ -709,7 +711,9 @@ def _fit_working_set(
         t = time.perf_counter()
         if not sized:
             sized = True
-            room = min(cache_bytes, budget - _peak_rss_bytes())
+            # a tenth of the budget stays free for the rounds' transients (the design-column
+            # steps, the subproblem, the gradient's residual) above the first pass's peak
+            room = min(cache_bytes, 0.9 * budget - _peak_rss_bytes())
             if room > 0:
                 cache = ColumnCache(op, room)
         cols = np.concatenate([J, new])
