@@ -81,6 +81,21 @@ def test_support_columns_survive_and_re_entering_columns_are_not_rebuilt():
     assert cache.computed == 5
 
 
+def test_no_fresh_slot_past_the_growth_limit_and_the_same_bits():
+    op = _operator()
+    cache = ColumnCache(op, cap_bytes=1e9)
+    cache.gram_extend(np.array([0, 1]), np.array([2, 3]))
+    assert cache.touched == 4
+    cache.grow_limit = cache.touched  # no memory left for fresh slots: reuse, never grow
+    G, b = cache.gram_extend(np.array([0, 1]), np.array([5, 6, 7]))
+    assert cache.touched == 4 and max(cache.slot.values()) < 4
+    assert set(cache.slot) >= {0, 1} and len(cache.slot) == 4  # 2 and 3 gave their slots
+    assert cache.computed == 4 + 3
+    G2, b2 = gram_extend(op, np.array([0, 1]), np.array([5, 6, 7]))  # no cache at all
+    np.testing.assert_array_equal(G, G2)
+    np.testing.assert_array_equal(b, b2)
+
+
 def test_cap_zero_stores_nothing_and_still_gives_the_gram():
     op = _operator()
     cache = ColumnCache(op, cap_bytes=0)

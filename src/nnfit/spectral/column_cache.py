@@ -169,6 +169,8 @@ class ColumnCache:
         self._used: dict[int, int] = {}  # column -> last round it was asked for
         self._round = 0
         self.computed = 0  # design columns built (statistics; tests check the cap by it)
+        self.grow_limit = self.capacity  # slots below this index may be taken for the first time
+        self.touched = 0  # slots ever written: the store's resident memory is theirs
 
     @property
     def nbytes(self) -> int:
@@ -193,14 +195,16 @@ class ColumnCache:
             if s is not None:
                 valid[i] = True
             else:
-                if not self._free:
+                fresh = bool(self._free) and self._free[0] >= self.touched
+                if not self._free or (fresh and self._free[0] >= self.grow_limit):
                     victims = [j for j in self.slot if j not in want]
                     if victims:
                         v = min(victims, key=lambda j: self._used.get(j, -1))
                         heapq.heappush(self._free, self.slot.pop(v))
-                if not self._free:
+                if not self._free or self._free[0] >= max(self.grow_limit, self.touched):
                     continue
                 s = heapq.heappop(self._free)
+                self.touched = max(self.touched, s + 1)
                 self.slot[c] = s
                 fill.append(i)
             slots[i] = s

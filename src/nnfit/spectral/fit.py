@@ -652,7 +652,7 @@ def _peak_rss_bytes() -> float:
 def _fit_working_set(
     op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_bytes, budget
 ):
-    from nnfit.spectral.column_cache import ColumnCache, gram_extend
+    from nnfit.spectral.column_cache import STEP, ColumnCache, gram_extend
 
     C, P = op.model_shape
     n = C * P
@@ -711,12 +711,17 @@ def _fit_working_set(
         t = time.perf_counter()
         if not sized:
             sized = True
-            # a tenth of the budget stays free for the rounds' transients (the design-column
-            # steps, the subproblem, the gradient's residual) above the first pass's peak
-            room = min(cache_bytes, 0.9 * budget - _peak_rss_bytes())
+            room = min(cache_bytes, budget - _peak_rss_bytes())
             if room > 0:
                 cache = ColumnCache(op, room)
         cols = np.concatenate([J, new])
+        if cache is not None:
+            # fresh slots only while the peak so far, this round's design steps (one
+            # (columns, STEP, L) buffer per thread) and the new slots stay within 95 % of
+            # the budget; slots already written are reused without new memory
+            steps = op.threads * cols.size * STEP * cache.L * 8
+            spare = 0.95 * budget - _peak_rss_bytes() - steps
+            cache.grow_limit = cache.touched + max(0, int(spare // cache.col_bytes))
         Gc, bn = gram_extend(op, J, new, cache)
         built = built + cols.size if cache is None else cache.computed
         m, m0 = cols.size, J.size
