@@ -75,7 +75,7 @@ def _task_gram_extend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One block's ``G[:, new_from:]`` and ``b[new_from:]``, :data:`STEP` spaxels at a time."""
     source, s0, s1, _ = block
-    d = _block_data(source, s0, s1)
+    d = _block_data(source, s0, s1).fitted()
     m = cols.size
     L = d.Y.shape[2]
     G = np.zeros((m, m - new_from))
@@ -137,8 +137,9 @@ class ColumnCache:
         The operator (its weights, continuum projection and data as they are now: build a new
         cache after :meth:`CubeOperator.set_continuum`).
     cap_bytes : float
-        Memory for cached columns, ``S * L * 8`` bytes each; 0 disables caching (every column
-        is recomputed).
+        Memory for cached columns, ``S * L * 8`` bytes each (``L``: the fitted pixels where
+        the mask drops :data:`~nnfit.spectral.cube_operator.MIN_MASKED` of them or more);
+        0 disables caching (every column is recomputed).
 
     Examples
     --------
@@ -158,7 +159,8 @@ class ColumnCache:
 
     def __init__(self, op: CubeOperator, cap_bytes: float) -> None:
         self.op = op
-        S, L = op.data_shape
+        S = op.n_spaxels
+        L = op._data.fitted().Y.shape[2]  # columns on the fitted pixels only
         self.C, self.P = op.model_shape
         self.S, self.L = S, L
         self.col_bytes = 8 * S * L

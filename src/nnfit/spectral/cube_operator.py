@@ -87,6 +87,8 @@ class _Data:
     wy: np.ndarray | None  # (S_or_block, L) weighted data W * y (None without data)
     s0: int = 0
     q: np.ndarray | None = None  # (S_or_block, L, d+1) orthonormal basis of W * Legendre
+    fit: np.ndarray | None = None  # the fitted pixels, where the mask drops enough of them
+    twin: _Data | None = None  # the same data on the fitted pixels only (see ``fitted``)
 
     def rows(self, a: int, b: int) -> _Data:
         """The spaxels ``a:b`` of this block (views, no copies)."""
@@ -101,7 +103,35 @@ class _Data:
             wy=cut(self.wy),
             s0=self.s0 + a,
             q=cut(self.q),
+            fit=self.fit,
+            twin=None if self.twin is None else self.twin.rows(a, b),
         )
+
+    def fitted(self) -> _Data:
+        """The weighted passes' data: on the fitted pixels alone where the mask drops some.
+
+        Masked pixels weigh zero, so ``W A``, ``W y`` and the continuum basis vanish there and
+        every weighted product (gradient, design columns, Gram entries) is the same sum
+        without them: ``MIN_MASKED`` or more of the pixels masked cost that much less work.
+        """
+        return self if self.twin is None else self.twin
+
+    def make_twin(self) -> None:
+        """(Re)build :meth:`fitted`'s data from the full arrays (the dictionary is kept)."""
+        if self.fit is None:
+            return
+        f = self.fit
+
+        def cut(v: np.ndarray | None) -> np.ndarray | None:
+            return None if v is None else np.ascontiguousarray(v[:, f])
+
+        Y = self.twin.Y if self.twin is not None else np.ascontiguousarray(self.Y[:, :, f])
+        self.twin = _Data(
+            Y=Y, kern=self.kern, w=cut(self.w), wy=cut(self.wy), s0=self.s0, q=cut(self.q)
+        )
+
+
+MIN_MASKED = 0.05  # masked fraction from which the weighted passes skip masked pixels
 
 
 _REGISTRY: dict[Any, _Data] = {}
@@ -510,7 +540,11 @@ class CubeOperator(LinearOperator):
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
         self.threads = _usable_cpus() if threads is None else max(1, int(threads))
-        self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
+        fit = None
+        if mask is not None and np.mean(~np.asarray(mask, dtype=bool)) >= MIN_MASKED:
+            fit = np.flatnonzero(mask)
+        self._data = _Data(Y=Y, kern=kern, w=w, wy=wy, fit=fit)
+        self._data.make_twin()
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None
         self.obs_step_kms = float(C_KMS * np.median(np.diff(obs_pix))) if L > 1 else 0.0
@@ -640,7 +674,7 @@ class CubeOperator(LinearOperator):
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
         if self.scheduler is None:
-            d = self._data
+            d = self._data.fitted()
             return self.weighted_residual_gradient(_forward_local(d, x), weighted=False)
         phi, chi2 = reduce_blocks(
             _task_gradient, self.blocks(), (x,), self.scheduler, _add, threads=self.threads
@@ -650,12 +684,13 @@ class CubeOperator(LinearOperator):
     def weighted_residual_gradient(
         self, model: np.ndarray, weighted: bool = True
     ) -> tuple[np.ndarray, float]:
-        """:meth:`gradient` from a model already computed (S, L), all spaxels in this process.
+        """:meth:`gradient` from a model already computed, all spaxels in this process.
 
         ``model`` is ``W A x`` (``weighted=True``, as design columns give it: weighted and
-        projected) or ``A x``; it is overwritten by the residual.
+        projected) or ``A x``, on the pixels of ``_data.fitted()`` (S, L_fit); it is
+        overwritten by the residual.
         """
-        d = self._data
+        d = self._data.fitted()
         if d.wy is None:
             raise ValueError("the operator has no datacube; build it with datacube=...")
         res = model
@@ -707,6 +742,7 @@ class CubeOperator(LinearOperator):
             if m.shape != (S, L):
                 raise ValueError(f"mpoly must be ({S}, {L}); got {m.shape}")
             d.w = (np.ones((S, L)) if w0 is None else w0) * m
+        d.make_twin()
         self._source = ("mem", self._token)
 
     def approx_column_norms2(self) -> np.ndarray:
