@@ -270,11 +270,11 @@ def fit_cube(
         (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
         result.
     batch : int, optional
-        Candidates added to the working set per round (default ``max(C, 16)``: their design
-        columns then cost about what the round's gradient pass costs, ``2 S C K L`` flops,
-        see :doc:`/spectral/exact-fit`). More candidates per round rarely save rounds, as
-        the exact subproblem keeps few of many near-collinear columns; each one costs a
-        design column and a row of Gram entries.
+        Candidates added to the working set per round (default ``max(C, 16)``, one per
+        component: their design columns cost about what the round's gradient pass costs,
+        ``2 S C K L`` flops). Each candidate costs a design column and a row of Gram
+        entries, and more per round rarely save rounds, as the exact subproblem keeps few of
+        many near-collinear columns (measured at C = 22 in :doc:`/spectral/exact-fit`).
     checkpoint : bool
         For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
         ``/X_global`` to the store after each working-set round and at the end.
