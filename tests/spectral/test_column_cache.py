@@ -141,12 +141,13 @@ def test_fit_cube_with_the_cache_gives_the_same_optimum(small_store, cache_gb):
 
 def test_a_design_column_has_the_same_bits_built_alone_or_with_others():
     op = _operator(continuum=True)
-    d = op._data.rows(0, 8)
+    d = op._data.fitted().rows(0, 8)  # the columns live on the fitted pixels
+    L = d.Y.shape[2]
     cols = np.array([5, 17, 29, 6, 18])  # three components of one population, and others
-    together = np.empty((cols.size, 8, op.n_obs))
+    together = np.empty((cols.size, 8, L))
     design_columns(d, cols, op.n_populations, together)
     for i, j in enumerate(cols):
-        alone = np.empty((1, 8, op.n_obs))
+        alone = np.empty((1, 8, L))
         design_columns(d, [j], op.n_populations, alone)
         np.testing.assert_array_equal(alone[0], together[i])
 

@@ -90,3 +90,40 @@ def test_blocks_and_shapes_validated(small_store, rng):
         CubeOperator(
             prob.templates_PT, prob.losvd, prob.vel_pix, prob.tem_pix, prob.obs_pix
         ).gradient(x)
+
+
+def test_a_split_dictionary_gives_the_whole_ones_results(small_store, rng, monkeypatch):
+    """Enough masked pixels: the dictionary is kept as its fitted and masked parts; forward,
+    adjoint, gradient and the dictionary itself equal those of the whole one, in this process
+    and on a two-worker Dask cluster (whose workers split it too)."""
+    from dask.distributed import Client, LocalCluster
+
+    from nnfit.spectral import cube_operator
+
+    prob = load_problem(small_store)
+    assert np.mean(~prob.mask) >= cube_operator.MIN_MASKED
+    x = rng.random((prob.C, prob.P))
+    r = rng.standard_normal((prob.S, prob.L))
+
+    def passes(op):
+        return op.forward(x), op.adjoint(r), *op.gradient(x)
+
+    split = CubeOperator.from_problem(prob)
+    assert split._data.Y is None and split._data.twin.Y.shape[2] == prob.mask.sum()
+    results = [passes(split)]
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        results.append(passes(CubeOperator.from_h5(small_store, scheduler=client, block_size=5)))
+    monkeypatch.setattr(cube_operator, "MIN_MASKED", 2.0)  # never split
+    whole = CubeOperator.from_problem(prob)
+    assert whole._data.Y is not None
+    np.testing.assert_allclose(split.dictionary, whole.dictionary, rtol=0, atol=1e-15)
+    ref = passes(whole)
+    for got in results:
+        for a, b in zip(got[:3], ref[:3], strict=True):
+            assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+        assert got[3] == pytest.approx(ref[3], rel=1e-13)

@@ -193,7 +193,9 @@ def check_velocity_frame(op: Any, max_kms: float = 5000.0) -> float | None:
         return None
     ymean = np.where(good, y.sum(axis=0) / np.maximum(n_fit, 1), 0.0)
     kmean = d.kern.sum(axis=(0, 1))
-    model = np.einsum("k,pkl->l", kmean, d.Y) / d.Y.shape[0]
+    model = np.empty(L)
+    for pix, Y in d.parts():
+        model[pix] = np.einsum("k,pkl->l", kmean, Y) / Y.shape[0]
     step = getattr(op, "obs_step_kms", None)
     if not step:
         return None

@@ -81,7 +81,7 @@ def kernel_matrix(vel_pix: np.ndarray, dlog: float) -> tuple[np.ndarray, int]:
 class _Data:
     """Per-problem state shared by all blocks (lives on each worker once)."""
 
-    Y: np.ndarray  # (P, K, L)
+    Y: np.ndarray | None  # (P, K, L); None where split over fitted and masked pixels (``parts``)
     kern: np.ndarray  # (S_or_block, C, K)
     w: np.ndarray | None  # (S_or_block, L) weights (mask / sigma), None = all ones
     wy: np.ndarray | None  # (S_or_block, L) weighted data W * y (None without data)
@@ -89,6 +89,8 @@ class _Data:
     q: np.ndarray | None = None  # (S_or_block, L, d+1) orthonormal basis of W * Legendre
     fit: np.ndarray | None = None  # the fitted pixels, where the mask drops enough of them
     twin: _Data | None = None  # the same data on the fitted pixels only (see ``fitted``)
+    masked: np.ndarray | None = None  # the other pixels, and the dictionary there:
+    Ym: np.ndarray | None = None  # (P, K, L_masked), beside ``twin.Y`` (P, K, L_fit)
 
     def rows(self, a: int, b: int) -> _Data:
         """The spaxels ``a:b`` of this block (views, no copies)."""
@@ -105,7 +107,29 @@ class _Data:
             q=cut(self.q),
             fit=self.fit,
             twin=None if self.twin is None else self.twin.rows(a, b),
+            masked=self.masked,
+            Ym=self.Ym,
         )
+
+    def parts(self) -> list[tuple[Any, np.ndarray]]:
+        """``(pixels, dictionary there)``: the whole dictionary, or its fitted and masked parts.
+
+        Where the mask drops ``MIN_MASKED`` or more of the pixels the dictionary is kept as
+        those two parts only (no full copy beside them); the unweighted passes combine them.
+        """
+        if self.Y is not None:
+            return [(slice(None), self.Y)]
+        return [(self.fit, self.twin.Y), (self.masked, self.Ym)]
+
+    def full_dictionary(self) -> np.ndarray:
+        """The dictionary on every pixel (P, K, L): a new array where it is kept split."""
+        if self.Y is not None:
+            return self.Y
+        (f, Yf), (m, Ym) = self.parts()
+        Y = np.empty((*Yf.shape[:2], f.size + m.size))
+        Y[:, :, f] = Yf
+        Y[:, :, m] = Ym
+        return Y
 
     def fitted(self) -> _Data:
         """The weighted passes' data: on the fitted pixels alone where the mask drops some.
@@ -116,8 +140,9 @@ class _Data:
         """
         return self if self.twin is None else self.twin
 
-    def make_twin(self) -> None:
-        """(Re)build :meth:`fitted`'s data from the full arrays (the dictionary is kept)."""
+    def make_twin(self, Y: np.ndarray | None = None) -> None:
+        """(Re)build :meth:`fitted`'s data from the full arrays; ``Y``: its dictionary (P, K,
+        L_fit) the first time (later the twin keeps its own)."""
         if self.fit is None:
             return
         f = self.fit
@@ -125,7 +150,8 @@ class _Data:
         def cut(v: np.ndarray | None) -> np.ndarray | None:
             return None if v is None else np.ascontiguousarray(v[:, f])
 
-        Y = self.twin.Y if self.twin is not None else np.ascontiguousarray(self.Y[:, :, f])
+        if Y is None:
+            Y = self.twin.Y
         self.twin = _Data(
             Y=Y, kern=self.kern, w=cut(self.w), wy=cut(self.wy), s0=self.s0, q=cut(self.q)
         )
@@ -261,8 +287,10 @@ def _add(a: Any, b: Any) -> Any:
 def _task_forward(block: tuple, x: np.ndarray) -> np.ndarray:
     source, s0, s1, weighted = block
     d = _block_data(source, s0, s1)
-    Q = _q_from_x(d.Y, x)
-    out = d.kern.reshape(d.kern.shape[0], -1) @ Q
+    if d.Y is None:  # a split dictionary: its parts (Q per block, not cached)
+        out = _forward_local(d, x)
+    else:
+        out = d.kern.reshape(d.kern.shape[0], -1) @ _q_from_x(d.Y, x)
     if weighted and d.w is not None:
         out *= d.w
     return out
@@ -299,12 +327,21 @@ def _adjoint_local(d: _Data, r: np.ndarray) -> np.ndarray:
 
     Component chunk by chunk: one ``(c*K, S) x (S, L)`` product and one ``(c, K*L) x (K*L, P)``
     product each, BLAS-threaded; nothing of size ``(C*K, L)`` is held, and no per-block
-    accumulators are summed (the spaxel blocks of :func:`_adjoint_core` hold one each).
+    accumulators are summed (the spaxel blocks of :func:`_adjoint_core` hold one each). A split
+    dictionary (:meth:`_Data.parts`) adds its two parts.
     """
-    S, C, K = d.kern.shape
-    P, _, L = d.Y.shape
-    k2 = d.kern.reshape(S, C * K)
-    Y2 = d.Y.reshape(P, K * L)
+    out = None
+    for pix, Y in d.parts():
+        part = _adjoint_with(d.kern, Y, r if isinstance(pix, slice) else r[:, pix])
+        out = part if out is None else out + part
+    return out
+
+
+def _adjoint_with(kern: np.ndarray, Y: np.ndarray, r: np.ndarray) -> np.ndarray:
+    S, C, K = kern.shape
+    P, _, L = Y.shape
+    k2 = kern.reshape(S, C * K)
+    Y2 = Y.reshape(P, K * L)
     out = np.empty((C, P))
     for c0, c1 in _component_chunks(C, K, L):
         phi = k2[:, c0 * K : c1 * K].T @ r
@@ -314,10 +351,20 @@ def _adjoint_local(d: _Data, r: np.ndarray) -> np.ndarray:
 
 def _forward_local(d: _Data, x: np.ndarray) -> np.ndarray:
     """``A x`` (S, L) unweighted, over all spaxels at once, skipping components with ``x = 0``."""
-    S, C, K = d.kern.shape
-    P, _, L = d.Y.shape
-    k2 = d.kern.reshape(S, C * K)
-    Y2 = d.Y.reshape(P, K * L)
+    parts = d.parts()
+    if len(parts) == 1:
+        return _forward_with(d.kern, parts[0][1], x)
+    out = np.empty((d.kern.shape[0], sum(Y.shape[2] for _, Y in parts)))
+    for pix, Y in parts:
+        out[:, pix] = _forward_with(d.kern, Y, x)
+    return out
+
+
+def _forward_with(kern: np.ndarray, Y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    S, C, K = kern.shape
+    P, _, L = Y.shape
+    k2 = kern.reshape(S, C * K)
+    Y2 = Y.reshape(P, K * L)
     out = None
     for c0, c1 in _component_chunks(C, K, L):
         xc = x[c0:c1]
@@ -329,16 +376,22 @@ def _forward_local(d: _Data, x: np.ndarray) -> np.ndarray:
     return np.zeros((S, L)) if out is None else out
 
 
-def _phi_to_model(Y: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """``out[c, p] = sum_{k,l} Phi[c, k, l] Y[p, k, l]``: the one (C, K*L) x (K*L, P) product."""
-    P, K, L = Y.shape
-    return phi.reshape(-1, K * L) @ Y.reshape(P, K * L).T
+def _phi_to_model(d: _Data, phi: np.ndarray) -> np.ndarray:
+    """``out[c, p] = sum_{k,l} Phi[c, k, l] Y[p, k, l]``: one (C, K*L) x (K*L, P) product per
+    part of the dictionary of ``d`` (:meth:`_Data.parts`)."""
+    out = None
+    for pix, Y in d.parts():
+        P, K, L = Y.shape
+        ph = phi if isinstance(pix, slice) else phi.reshape(-1, K, phi.shape[1])[:, :, pix]
+        part = np.ascontiguousarray(ph).reshape(-1, K * L) @ Y.reshape(P, K * L).T
+        out = part if out is None else out + part
+    return out
 
 
 def _task_gradient(block: tuple, x: np.ndarray) -> tuple[np.ndarray, float]:
     """Block part of ``A^T W (W A x - W y)`` and of ``||W A x - W y||^2``."""
     source, s0, s1, _ = block
-    d = _block_data(source, s0, s1)
+    d = _block_data(source, s0, s1).fitted()
     Q = _q_from_x(d.Y, x)
     res = d.kern.reshape(d.kern.shape[0], -1) @ Q
     if d.w is not None:
@@ -505,15 +558,27 @@ class CubeOperator(LinearOperator):
             if fs.shape != (S,) or not np.all(np.isfinite(fs)):
                 raise ValueError(f"flux_scale must be finite with shape ({S},); got {fs.shape}")
             kern = kern * fs[:, None, None]
+        m = None if mask is None else np.asarray(mask, dtype=bool)
+        if m is not None and m.shape != (L,):
+            raise ValueError(f"mask must be ({L},); got {m.shape}")
+        # enough masked pixels: the dictionary in two parts, the fitted pixels' contiguous
+        fit = masked = Ym = None
+        if m is not None and np.mean(~m) >= MIN_MASKED:
+            fit, masked = np.flatnonzero(m), np.flatnonzero(~m)
         if kernel == "linear":
-            Y = shifted_template_dictionary(templates_PT, R, kern.shape[-1], center)
+            if fit is None:
+                Y = shifted_template_dictionary(templates_PT, R, kern.shape[-1], center)
+            else:
+                Y, Ym = (
+                    shifted_template_dictionary(templates_PT, R[rows], kern.shape[-1], center)
+                    for rows in (fit, masked)
+                )
+        elif fit is not None:
+            Y, Ym = np.ascontiguousarray(Y[:, :, fit]), np.ascontiguousarray(Y[:, :, masked])
         w = None
-        if mask is not None or noise is not None:
+        if m is not None or noise is not None:
             w = np.ones((S, L))
-            if mask is not None:
-                m = np.asarray(mask, dtype=bool)
-                if m.shape != (L,):
-                    raise ValueError(f"mask must be ({L},); got {m.shape}")
+            if m is not None:
                 w[:, ~m] = 0.0
             if noise is not None:
                 sig = np.asarray(noise, dtype=np.float64)
@@ -540,11 +605,11 @@ class CubeOperator(LinearOperator):
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
         self.threads = _usable_cpus() if threads is None else max(1, int(threads))
-        fit = None
-        if mask is not None and np.mean(~np.asarray(mask, dtype=bool)) >= MIN_MASKED:
-            fit = np.flatnonzero(mask)
-        self._data = _Data(Y=Y, kern=kern, w=w, wy=wy, fit=fit)
-        self._data.make_twin()
+        if fit is None:
+            self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
+        else:
+            self._data = _Data(Y=None, kern=kern, w=w, wy=wy, fit=fit, masked=masked, Ym=Ym)
+            self._data.make_twin(Y)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
         self.has_noise = noise is not None
         self.obs_step_kms = float(C_KMS * np.median(np.diff(obs_pix))) if L > 1 else 0.0
@@ -631,8 +696,9 @@ class CubeOperator(LinearOperator):
 
     @property
     def dictionary(self) -> np.ndarray:
-        """The shifted, rebinned templates ``Y`` (P, K, L)."""
-        return self._data.Y
+        """The shifted, rebinned templates ``Y`` (P, K, L) (assembled anew where the operator
+        keeps them as fitted and masked pixels, see :data:`MIN_MASKED`)."""
+        return self._data.full_dictionary()
 
     @property
     def kernel_amplitude(self) -> np.ndarray:
@@ -663,7 +729,7 @@ class CubeOperator(LinearOperator):
         phi = reduce_blocks(
             _task_adjoint_item, items, (), self.scheduler, _add, threads=self.threads
         )
-        return _phi_to_model(self._data.Y, phi)
+        return _phi_to_model(self._data, phi)
 
     def gradient(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """``(A^T W^2 (A x - y), ||W (A x - y)||^2)`` in one pass over the spaxels.
@@ -679,7 +745,7 @@ class CubeOperator(LinearOperator):
         phi, chi2 = reduce_blocks(
             _task_gradient, self.blocks(), (x,), self.scheduler, _add, threads=self.threads
         )
-        return _phi_to_model(self._data.Y, phi), chi2
+        return _phi_to_model(self._data.fitted(), phi), chi2
 
     def weighted_residual_gradient(
         self, model: np.ndarray, weighted: bool = True
@@ -750,8 +816,8 @@ class CubeOperator(LinearOperator):
 
         Uses the kernel sums and the unshifted dictionary row; only used to rank candidates.
         """
-        d = self._data
+        d = self._data.fitted()  # masked pixels weigh zero
         amp2 = d.kern.sum(axis=2) ** 2  # (S, C)
-        w2 = np.ones(self.data_shape) if d.w is None else d.w**2
+        w2 = np.ones((self.n_spaxels, d.Y.shape[2])) if d.w is None else d.w**2
         y0 = d.Y[:, self.center, :] ** 2  # (P, L)
         return amp2.T @ (w2 @ y0.T)

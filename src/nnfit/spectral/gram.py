@@ -54,7 +54,7 @@ def _task_gram(
     block: tuple, columns: np.ndarray, C: int, P: int, new_from: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     source, s0, s1, _ = block
-    d = _block_data(source, s0, s1)
+    d = _block_data(source, s0, s1).fitted()  # masked pixels weigh zero
     m = columns.size
     G = np.zeros((m, m - new_from))
     b = np.zeros(m - new_from)
