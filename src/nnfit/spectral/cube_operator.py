@@ -338,11 +338,9 @@ def _adjoint_local(d: _Data, r: np.ndarray) -> np.ndarray:
 
 
 def _adjoint_with(kern: np.ndarray, Y: np.ndarray, r: np.ndarray) -> np.ndarray:
-    S, C, K = kern.shape
-    P, _, L = Y.shape
-    k2 = kern.reshape(S, C * K)
-    Y2 = Y.reshape(P, K * L)
-    out = np.empty((C, P))
+    """:func:`_adjoint_local` on one dictionary ``Y`` (P, K, L) and ``r`` (S, L)."""
+    C, K, L, k2, Y2 = _flat(kern, Y)
+    out = np.empty((C, Y.shape[0]))
     for c0, c1 in _component_chunks(C, K, L):
         phi = k2[:, c0 * K : c1 * K].T @ r
         out[c0:c1] = phi.reshape(c1 - c0, K * L) @ Y2.T
@@ -361,10 +359,8 @@ def _forward_local(d: _Data, x: np.ndarray) -> np.ndarray:
 
 
 def _forward_with(kern: np.ndarray, Y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    S, C, K = kern.shape
-    P, _, L = Y.shape
-    k2 = kern.reshape(S, C * K)
-    Y2 = Y.reshape(P, K * L)
+    """:func:`_forward_local` on one dictionary ``Y`` (P, K, L)."""
+    C, K, L, k2, Y2 = _flat(kern, Y)
     out = None
     for c0, c1 in _component_chunks(C, K, L):
         xc = x[c0:c1]
@@ -373,7 +369,14 @@ def _forward_with(kern: np.ndarray, Y: np.ndarray, x: np.ndarray) -> np.ndarray:
         Q = (xc @ Y2).reshape((c1 - c0) * K, L)
         part = k2[:, c0 * K : c1 * K] @ Q
         out = part if out is None else np.add(out, part, out=out)
-    return np.zeros((S, L)) if out is None else out
+    return np.zeros((kern.shape[0], L)) if out is None else out
+
+
+def _flat(kern: np.ndarray, Y: np.ndarray) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """``C, K, L`` and the 2-D views ``kern (S, C*K)`` and ``Y (P, K*L)`` of the products."""
+    S, C, K = kern.shape
+    P, _, L = Y.shape
+    return C, K, L, kern.reshape(S, C * K), Y.reshape(P, K * L)
 
 
 def _phi_to_model(d: _Data, phi: np.ndarray) -> np.ndarray:
