@@ -127,3 +127,23 @@ def test_a_split_dictionary_gives_the_whole_ones_results(small_store, rng, monke
         for a, b in zip(got[:3], ref[:3], strict=True):
             assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
         assert got[3] == pytest.approx(ref[3], rel=1e-13)
+
+
+def test_component_chunks_give_the_one_chunk_passes(small_store, rng, monkeypatch):
+    """The local passes a component at a time (as at C = 207) equal one chunk of all, and a
+    component whose weights are all zero is skipped without changing the model."""
+    from nnfit.spectral import cube_operator
+
+    op = CubeOperator.from_h5(small_store)
+    x = rng.random(op.model_shape)
+    x[1] = 0.0  # a component left out of the forward pass
+    r = rng.standard_normal(op.data_shape)
+    C, K, L = op.n_components, op.n_taps, op.n_obs
+    assert len(cube_operator._component_chunks(C, K, L)) == 1
+    ref = op.forward(x), op.adjoint(r), *op.gradient(x)
+    monkeypatch.setattr(cube_operator, "_CHUNK_BYTES", 8 * K * L)  # one component per chunk
+    assert len(cube_operator._component_chunks(C, K, L)) == C
+    got = op.forward(x), op.adjoint(r), *op.gradient(x)
+    for a, b in zip(got[:3], ref[:3], strict=True):
+        assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+    assert got[3] == pytest.approx(ref[3], rel=1e-13)
