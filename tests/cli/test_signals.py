@@ -40,13 +40,24 @@ def _alive(pid: int) -> bool:
 def _start(args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg")
     return subprocess.Popen(
-        [sys.executable, "-m", "nnfit", *map(str, args)],
+        # faulthandler: a command that hangs is made to print its threads' stacks (SIGABRT)
+        [sys.executable, "-X", "faulthandler", "-m", "nnfit", *map(str, args)],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _wait_or_dump(proc, timeout: float) -> int:
+    """The exit code, or a failure showing where every thread of the hung command stood."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the command did not exit within {timeout} s of the signal:\n{err}")
 
 
 def _wait_for_workers(proc, n, timeout=60.0) -> list[int]:
@@ -105,7 +116,7 @@ def test_build_workers_die_with_their_parent(tmp_path, sig):
     if proc.poll() is not None:
         pytest.skip("the build finished before the signal; machine too fast for this size")
     os.kill(proc.pid, sig)
-    proc.wait(timeout=60)
+    _wait_or_dump(proc, 60)
     t0 = time.monotonic()
     while any(_alive(k) for k in kids) and time.monotonic() - t0 < 20:
         time.sleep(0.1)

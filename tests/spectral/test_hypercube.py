@@ -222,3 +222,23 @@ def test_unguarded_script_with_workers_fails_with_a_hint(tmp_path):
     )
     assert proc.returncode != 0
     assert 'if __name__ == "__main__":' in proc.stderr and "n_workers=0" in proc.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_pool_build_leaves_no_worker_running(small_store):
+    import multiprocessing as mp
+
+    from nnfit.spectral.hypercube import _run_pool
+
+    prob = load_problem(small_store)
+    todo = [(s, c, p) for s in range(prob.S) for c in range(prob.C) for p in range(prob.P)]
+    workers: list = []
+
+    def write(key, tile):
+        workers.extend(mp.active_children())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_pool(todo, (1, 1, 1), small_store, 2, write)
+    assert len(workers) >= 2
+    assert not [w for w in workers if w.is_alive()], "workers still computing queued tiles"

@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,30 +406,52 @@ def _pool_loop(todo, chunks, path: Path, n_workers, write, ctx) -> None:
             _feed(ex, todo, chunks, n_workers, write)
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than let
-            # them finish the queued tiles; finished tiles are already in the file.
+            # them finish the queued tiles; finished tiles are already in the file. The
+            # processes are taken before shutdown, which forgets them.
+            procs = list((ex._processes or {}).values())
             ex.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                proc.terminate()
+            _stop(procs)
             raise
 
 
+def _stop(procs: list[Any], grace_s: float = 5.0) -> None:
+    """Terminate worker processes and wait for them; kill any that outlive ``grace_s``."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
+
+
 def _feed(ex, todo, chunks, n_workers, write) -> None:
+    # Finished futures report themselves into a queue. cf.wait would take every pending
+    # future's lock in a loop: a signal raised between two takes leaves one held, and the
+    # pool's thread then blocks on it forever, so the interrupted command never exits.
+    done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
     it: Iterator = iter(todo)
     pending: dict[cf.Future, tuple[int, int, int]] = {}
+
+    def submit(key: tuple[int, int, int]) -> None:
+        fut = ex.submit(_compute_tile, key, chunks)
+        pending[fut] = key
+        fut.add_done_callback(done.put)
+
     for key in it:
-        pending[ex.submit(_compute_tile, key, chunks)] = key
+        submit(key)
         # Each worker busy plus two tiles waiting for the writer: memory stays near
         # (2 n_workers + 2) tiles (the worker's tile and its pickled copy) at most.
         if len(pending) >= n_workers + 2:
             break
     while pending:
-        finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-        for fut in finished:
-            key = pending.pop(fut)
-            write(key, fut.result())
-            nxt = next(it, None)
-            if nxt is not None:
-                pending[ex.submit(_compute_tile, nxt, chunks)] = nxt
+        fut = done.get()
+        key = pending.pop(fut)
+        write(key, fut.result())
+        nxt = next(it, None)
+        if nxt is not None:
+            submit(nxt)
 
 
 def _run_dask(todo, chunks, arrays, token, scheduler, write) -> None:
