@@ -20,7 +20,8 @@ exact model with per-spaxel multiplicative polynomials. The fit prints every pha
 working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
 threads, so on a shared machine it shows the work done when wall time shows the load) and the
 peak resident memory (``resource.getrusage``). ``--cache-gb 0`` is the fit without the column
-cache (every round rebuilds its columns). Not part of ``make test``.
+cache (every round rebuilds its columns); ``--screen off`` the fit without float32 screening
+of its candidates. Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         max_iter=a.max_rounds,
         batch=a.batch,
         **({} if a.cache_gb is None else {"cache_gb": a.cache_gb}),
+        **({} if a.screen is None else {"screen": a.screen == "on"}),
     )
     total = time.perf_counter() - t0
     out = {k: v for k, v in stats.items() if k not in ("phases", "mpoly", "apoly")}
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         "0: recompute every round)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
+    f.add_argument(
+        "--screen",
+        choices=["on", "off"],
+        default=None,
+        help="candidates from a float32 gradient (default: fit_cube's, on where memory allows)",
+    )
     f.add_argument("--save-x", type=Path, default=None, help="write the weights (.npy)")
     f.add_argument(
         "--threads",

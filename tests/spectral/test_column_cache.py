@@ -120,6 +120,11 @@ def test_gradient_from_cached_columns_equals_the_operator_pass(continuum):
     g2, chi2 = op.gradient(x.reshape(op.model_shape))
     np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-12 * np.abs(g2).max())
     assert chi1 == pytest.approx(chi2, rel=1e-13)
+    g3, chi3 = cache.gradient(x, screen=True)
+    g4, _ = op.gradient(x.reshape(op.model_shape), screen=True)
+    assert chi3 == chi1
+    np.testing.assert_allclose(g3, g4, rtol=0, atol=1e-12 * np.abs(g2).max())
+    np.testing.assert_allclose(g3, g1, rtol=0, atol=1e-5 * np.abs(g2).max())
 
 
 @pytest.mark.parametrize("cache_gb", [1.0, 4e-5])  # everything cached / about one column

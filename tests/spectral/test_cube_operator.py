@@ -147,3 +147,25 @@ def test_component_chunks_give_the_one_chunk_passes(small_store, rng, monkeypatc
     for a, b in zip(got[:3], ref[:3], strict=True):
         assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
     assert got[3] == pytest.approx(ref[3], rel=1e-13)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_screening_gradient_is_the_float64_one_to_float32_accuracy(
+    small_store, rng, monkeypatch, split
+):
+    from nnfit.spectral import cube_operator
+
+    if not split:
+        monkeypatch.setattr(cube_operator, "MIN_MASKED", 2.0)
+    prob = load_problem(small_store)
+    op = CubeOperator.from_problem(prob)
+    x = rng.random((prob.C, prob.P))
+    g, chi2 = op.gradient(x)
+    g32, chi2_32 = op.gradient(x, screen=True)
+    assert chi2_32 == chi2  # the model and the residual stay float64
+    err = np.abs(g32 - g).max() / np.abs(g).max()
+    assert 0 < err <= 1e-5  # float32 products, float32 accuracy
+    kern32, Y32 = op._screening_copies()
+    assert kern32.dtype == Y32.dtype == np.float32
+    assert op.screening_bytes() == kern32.nbytes + Y32.nbytes
+    assert Y32.shape[-1] == (prob.mask.sum() if split else prob.L)  # the fitted pixels'

@@ -54,6 +54,36 @@ def test_active_set_defaults_reach_the_dense_optimum(small_store, dense_referenc
     np.testing.assert_array_equal(x1, x)
 
 
+def test_screened_rounds_reach_the_same_certified_optimum(small_store, dense_reference):
+    _, chi2_ref = dense_reference
+    kw = dict(method="active-set", x0=None, checkpoint=False, batch=4)
+    x, st = fit_cube(small_store, **kw)  # screening is on by default, locally
+    x64, st64 = fit_cube(small_store, screen=False, **kw)
+    assert st["screened_rounds"] > 0 and st64["screened_rounds"] == 0
+    for s in (st, st64):
+        assert s["converged"] and s["kkt_violation"] <= s["kkt_tol"]
+        assert abs(s["chi2"] - chi2_ref) <= 1e-10 * chi2_ref
+    np.testing.assert_allclose(x, x64, rtol=0, atol=1e-8 * np.abs(x64).max())
+
+
+def test_only_a_float64_gradient_stops_the_fit(small_store, monkeypatch):
+    """A screen that sees no violator at all cannot end the fit: the float64 pass after it
+    finds them, and the fit then runs as it does without screening, to the bit."""
+    real = CubeOperator.weighted_residual_gradient
+
+    def blind(self, model, weighted=True, screen=False):
+        g, chi2 = real(self, model, weighted)
+        return (np.zeros_like(g) if screen else g), chi2
+
+    kw = dict(method="active-set", x0=None, checkpoint=False, batch=4)
+    x0, st0 = fit_cube(small_store, screen=False, **kw)
+    monkeypatch.setattr(CubeOperator, "weighted_residual_gradient", blind)
+    x1, st1 = fit_cube(small_store, screen=True, **kw)
+    assert st1["converged"] and st1["screened_rounds"] == 0
+    assert st1["rounds"] == st0["rounds"]
+    np.testing.assert_array_equal(x1, x0)
+
+
 @pytest.mark.parametrize("bad", [dict(memory_gb=-1.0), dict(cache_gb="2"), dict(cache_gb=np.nan)])
 def test_a_bad_budget_is_refused_by_name(small_store, bad):
     name = next(iter(bad))
@@ -111,6 +141,8 @@ def test_validation(small_store):
         fit_cube(small_store, method="simplex")
     with pytest.raises(ValueError, match="component weights"):
         fit_cube(small_store, constraints=[1.0, 2.0], checkpoint=False)
+    with pytest.raises(ValueError, match="screen must be True, False or None"):
+        fit_cube(small_store, screen="yes")
 
 
 @pytest.mark.slow
@@ -139,6 +171,8 @@ def test_dask_cluster_gives_identical_x(small_store):
             batch=4,
             scheduler=client,
         )
+        with pytest.raises(ValueError, match="screen=True works on the local scheduler only"):
+            fit_cube(small_store, method="active-set", screen=True, scheduler=client)
     scale = np.abs(x_local).max()
     assert np.abs(x_dask - x_local).max() <= 1e-12 * scale
     assert np.abs(xa_dask - xa_local).max() <= 1e-12 * np.abs(xa_local).max()

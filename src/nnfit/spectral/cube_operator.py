@@ -734,30 +734,34 @@ class CubeOperator(LinearOperator):
         )
         return _phi_to_model(self._data, phi)
 
-    def gradient(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+    def gradient(self, x: np.ndarray, screen: bool = False) -> tuple[np.ndarray, float]:
         """``(A^T W^2 (A x - y), ||W (A x - y)||^2)`` in one pass over the spaxels.
 
-        The gradient of ``chi2(x) = ||W (A x - y)||^2`` is twice the first value.
+        The gradient of ``chi2(x) = ||W (A x - y)||^2`` is twice the first value. ``screen``
+        (local scheduler): its adjoint in float32, see :meth:`weighted_residual_gradient`.
         """
         if self._data.wy is None:
             raise ValueError("the operator has no datacube; build it with datacube=...")
         x = np.asarray(x, dtype=np.float64).reshape(self.model_shape)
         if self.scheduler is None:
             d = self._data.fitted()
-            return self.weighted_residual_gradient(_forward_local(d, x), weighted=False)
+            return self.weighted_residual_gradient(
+                _forward_local(d, x), weighted=False, screen=screen
+            )
         phi, chi2 = reduce_blocks(
             _task_gradient, self.blocks(), (x,), self.scheduler, _add, threads=self.threads
         )
         return _phi_to_model(self._data.fitted(), phi), chi2
 
     def weighted_residual_gradient(
-        self, model: np.ndarray, weighted: bool = True
+        self, model: np.ndarray, weighted: bool = True, screen: bool = False
     ) -> tuple[np.ndarray, float]:
         """:meth:`gradient` from a model already computed, all spaxels in this process.
 
         ``model`` is ``W A x`` (``weighted=True``, as design columns give it: weighted and
         projected) or ``A x``, on the pixels of ``_data.fitted()`` (S, L_fit); it is
-        overwritten by the residual.
+        overwritten by the residual. ``screen``: the adjoint product in float32 (see
+        :meth:`screening_bytes`); chi^2 and the residual stay float64.
         """
         d = self._data.fitted()
         if d.wy is None:
@@ -773,7 +777,29 @@ class CubeOperator(LinearOperator):
         chi2 = float(np.einsum("ij,ij->", res, res))
         if d.w is not None:
             res *= d.w
+        if screen:
+            kern32, Y32 = self._screening_copies()
+            return _adjoint_with(kern32, Y32, res.astype(np.float32)).astype(np.float64), chi2
         return _adjoint_local(d, res), chi2
+
+    def screening_bytes(self) -> int:
+        """Memory of the float32 copies a screening gradient works on (kernel and dictionary).
+
+        A screening gradient (``screen=True``) runs its adjoint in float32, about twice as fast
+        as in float64, with relative errors near ``1e-7`` of the gradient's scale: good enough to
+        choose candidate columns, never to certify a fit (the working-set fit confirms its
+        stop with a float64 pass).
+        """
+        d = self._data.fitted()
+        ((_, Y),) = d.parts()
+        return 4 * (d.kern.size + Y.size)
+
+    def _screening_copies(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_f32", None) is None:
+            d = self._data.fitted()
+            ((_, Y),) = d.parts()
+            self._f32 = (d.kern.astype(np.float32), Y.astype(np.float32))
+        return self._f32
 
     def rhs(self) -> np.ndarray:
         """``A^T W^2 y`` (C, P): minus the gradient at ``x = 0``."""

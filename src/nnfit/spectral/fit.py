@@ -36,6 +36,7 @@ apart would export those private parts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
 import os
@@ -218,6 +219,7 @@ def fit_cube(
     memory_gb: float = 4.0,
     cache_gb: float | None = None,
     batch: int | None = None,
+    screen: bool | None = None,
     checkpoint: bool = True,
     callback: Callable[[np.ndarray, dict], None] | None = None,
     progress: Callable[[str, dict], None] | None = None,
@@ -275,6 +277,14 @@ def fit_cube(
         ``2 S C K L`` flops). Each candidate costs a design column and a row of Gram
         entries, and more per round rarely save rounds, as the exact subproblem keeps few of
         many near-collinear columns (measured at C = 22 in :doc:`/spectral/exact-fit`).
+    screen : bool, optional
+        Choose each round's candidates from a float32 gradient (``"active-set"`` on the local
+        scheduler): its adjoint product takes about half the time of the float64 one. Only a
+        float64 gradient may stop the fit, so the result is certified as without it (the
+        rounds may differ). Its float32 copies of the kernel and dictionary
+        (:meth:`~nnfit.spectral.cube_operator.CubeOperator.screening_bytes`) count against
+        ``memory_gb`` (the column cache gets that much less). Default: on with the local
+        scheduler.
     checkpoint : bool
         For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
         ``/X_global`` to the store after each working-set round and at the end.
@@ -351,6 +361,8 @@ def fit_cube(
             continue
         if not isinstance(gib, numbers.Real) or not gib >= 0:
             raise ValueError(f"{name} must be a number of GiB >= 0; got {gib!r}")
+    if screen not in (None, True, False):
+        raise ValueError(f"screen must be True, False or None (the default); got {screen!r}")
     # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
     solver = dict(
         tol=tol,
@@ -361,6 +373,7 @@ def fit_cube(
         memory_gb=memory_gb,
         cache_gb=cache_gb,
         batch=batch,
+        screen=screen,
         progress=progress,
         verbose=verbose,
     )
@@ -476,6 +489,7 @@ def fit_cube(
             commit,
             (memory_gb if cache_gb is None else min(cache_gb, memory_gb)) * 2**30,
             memory_gb * 2**30,
+            screen,
         )
     else:
         x, st = _fit_pgd(op, obj, x0, norms2, phases, report, max_iter)
@@ -650,7 +664,21 @@ def _peak_rss_bytes() -> float:
 
 
 def _fit_working_set(
-    op, obj, H, E, x0, tol, norms2, phases, report, max_iter, batch, commit, cache_bytes, budget
+    op,
+    obj,
+    H,
+    E,
+    x0,
+    tol,
+    norms2,
+    phases,
+    report,
+    max_iter,
+    batch,
+    commit,
+    cache_bytes,
+    budget,
+    screen,
 ):
     from nnfit.spectral.column_cache import STEP, ColumnCache, gram_extend
 
@@ -675,21 +703,43 @@ def _fit_working_set(
     cache = None
     # sized after the first gradient pass, whose peak the cache must not add to past budget
     sized = op.scheduler is not None or cache_bytes <= 0
-    while rounds < max_rounds:
+    inJ = np.zeros(n, bool)
+    screened = 0  # rounds whose candidates came from a float32 gradient
+    if screen is None:
+        screen = op.scheduler is None
+    elif screen and op.scheduler is not None:
+        raise ValueError("screen=True works on the local scheduler only (scheduler=None)")
+
+    def scores(screen: bool) -> tuple[np.ndarray, float, float]:
         t = time.perf_counter()
         # the support's columns in memory give the model without a forward pass
-        fast = cache.gradient if cache is not None and cache.covers(x) else None
-        gh, objective, chi2 = obj.half_grad(x.reshape(C, P), fast)
+        if cache is not None and cache.covers(x):
+            grad = functools.partial(cache.gradient, screen=screen)
+        else:
+            grad = functools.partial(op.gradient, screen=screen) if screen else None
+        gh, objective, chi2 = obj.half_grad(x.reshape(C, P), grad)
         gh = gh.ravel()
         if mu is not None and E is not None:
             gh = gh + E.T @ mu
         phases["gradient"] += time.perf_counter() - t
         score = -gh / np.sqrt(np.where(nn2 > 0, nn2, 1.0))
         score[nn2 <= 0] = 0.0
-        inJ = np.zeros(n, bool)
-        inJ[J] = True
         score[inJ] = -np.inf
+        return score, objective, chi2
+
+    while rounds < max_rounds:
+        inJ[:] = False
+        inJ[J] = True
+        score, objective, chi2 = scores(screen)
         viol = np.flatnonzero(score > tol)
+        if screen and viol.size == 0 and pending.size == 0:
+            # float32 scores choose candidates; only float64 ones may stop the fit. The fit
+            # is then near its end, where each screen would need a float64 pass after it:
+            # the rounds left are float64 alone.
+            screen = False
+            score, objective, chi2 = scores(False)
+            viol = np.flatnonzero(score > tol)
+        screened += int(screen)
         last_kkt = float(score.max(initial=0.0)) if (~inJ).any() else 0.0
         report(
             "round",
@@ -772,6 +822,7 @@ def _fit_working_set(
         "candidates_kept": entered,
         "columns_built": built,
         "working_set": int(J.size),
+        "screened_rounds": screened,
         "solver_converged": converged,
         "multipliers": mu,
         "kkt_outside_working_set": last_kkt,
