@@ -281,7 +281,8 @@ def fit_cube(
         Choose each round's candidates from a float32 gradient (``"active-set"`` on the local
         scheduler): its adjoint product takes about half the time of the float64 one. Only a
         float64 gradient may stop the fit, so the result is certified as without it (the
-        rounds may differ). Its float32 copies of the kernel and dictionary
+        rounds may differ); the rounds are float64 from the first screened round that sees no
+        violator or whose candidates all stay out of the support. Its float32 copies of the kernel and dictionary
         (:meth:`~nnfit.spectral.cube_operator.CubeOperator.screening_bytes`) count against
         ``memory_gb`` (the column cache gets that much less). Default: on with the local
         scheduler.
@@ -799,7 +800,13 @@ def _fit_working_set(
         )
         solves += res.iterations
         tried += new.size
-        entered += int(np.count_nonzero(res.x[m0:]))
+        kept = int(np.count_nonzero(res.x[m0:]))
+        entered += kept
+        if screen and kept == 0:
+            # float32 scores can call a column a violator that float64 ones do not; were it
+            # to come back round after round the fit would cycle, so such a round ends
+            # the screening
+            screen = False
         mu = res.multipliers
         x = np.zeros(n)
         x[J] = res.x
