@@ -14,6 +14,8 @@ import pytest
 
 from nnfit.calcium import simulate_recording
 
+from .._proc import running
+
 
 def _children(pid: int) -> list[int]:
     kids = []
@@ -27,14 +29,6 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 kids.append(int(entry))
     return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _start(args, cwd):
@@ -63,7 +57,7 @@ def _wait_or_dump(proc, timeout: float) -> int:
 def _wait_for_workers(proc, n, timeout=60.0) -> list[int]:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        kids = [k for k in _children(proc.pid) if _alive(k)]
+        kids = [k for k in _children(proc.pid) if running(k)]
         # spawn start-up: a resource tracker plus the workers
         if len(kids) >= n:
             return kids
@@ -118,9 +112,9 @@ def test_build_workers_die_with_their_parent(tmp_path, sig):
     os.kill(proc.pid, sig)
     _wait_or_dump(proc, 60)
     t0 = time.monotonic()
-    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 20:
+    while any(running(k) for k in kids) and time.monotonic() - t0 < 20:
         time.sleep(0.1)
-    assert not any(_alive(k) for k in kids), "worker processes outlived their parent"
+    assert not any(running(k) for k in kids), "worker processes outlived their parent"
     # The store is still good and the build resumes to completion.
     done = _start(
         [

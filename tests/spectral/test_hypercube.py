@@ -12,6 +12,8 @@ from nnfit.spectral.hypercube import build_hypercube
 from nnfit.spectral.model import C_KMS, grid_step
 from nnfit.spectral.store import load_problem
 
+from .._proc import running
+
 
 def _direct_row(prob, s, c, p):
     dlog = grid_step(prob.tem_pix)
@@ -245,15 +247,4 @@ def test_an_interrupted_pool_build_leaves_no_worker_running(small_store):
     with pytest.raises(KeyboardInterrupt):
         _run_pool(todo, (1, 1, 1), small_store, 2, write)
     assert len(workers) >= 2
-    # asked of the kernel: the pool's own thread reaps its workers too, and a Process whose
-    # exit another thread collected can go on calling itself alive
-    running = [w.pid for w in workers if _running(w.pid)]
-    assert not running, "workers still computing queued tiles"
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not [w.pid for w in workers if running(w.pid)], "workers still computing queued tiles"

@@ -614,6 +614,7 @@ class CubeOperator(LinearOperator):
             self._data = _Data(Y=None, kern=kern, w=w, wy=wy, fit=fit, masked=masked, Ym=Ym)
             self._data.make_twin(Y)
         self._w0, self._wy0 = w, wy  # data weights and W y before any continuum
+        self._f32: tuple[np.ndarray, np.ndarray] | None = None  # screening copies (float32)
         self.has_noise = noise is not None
         self.obs_step_kms = float(C_KMS * np.median(np.diff(obs_pix))) if L > 1 else 0.0
         self._token = uuid.uuid4().hex
@@ -790,15 +791,18 @@ class CubeOperator(LinearOperator):
         choose candidate columns, never to certify a fit (the working-set fit confirms its
         stop with a float64 pass).
         """
+        return 4 * sum(a.size for a in self._screening_sources())
+
+    def _screening_sources(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels and the dictionary the weighted passes read (the fitted pixels')."""
         d = self._data.fitted()
         ((_, Y),) = d.parts()
-        return 4 * (d.kern.size + Y.size)
+        return d.kern, Y
 
     def _screening_copies(self) -> tuple[np.ndarray, np.ndarray]:
-        if getattr(self, "_f32", None) is None:
-            d = self._data.fitted()
-            ((_, Y),) = d.parts()
-            self._f32 = (d.kern.astype(np.float32), Y.astype(np.float32))
+        if self._f32 is None:  # made on first use: a fit without screening never pays for it
+            kern, Y = self._screening_sources()
+            self._f32 = (kern.astype(np.float32), Y.astype(np.float32))
         return self._f32
 
     def rhs(self) -> np.ndarray:

@@ -485,12 +485,12 @@ def fit_cube(
             norms2,
             phases,
             report,
-            max_iter,
-            batch,
-            commit,
-            (memory_gb if cache_gb is None else min(cache_gb, memory_gb)) * 2**30,
-            memory_gb * 2**30,
-            screen,
+            max_iter=max_iter,
+            batch=batch,
+            commit=commit,
+            cache_bytes=(memory_gb if cache_gb is None else min(cache_gb, memory_gb)) * 2**30,
+            budget=memory_gb * 2**30,
+            screen=screen,
         )
     else:
         x, st = _fit_pgd(op, obj, x0, norms2, phases, report, max_iter)
@@ -674,6 +674,7 @@ def _fit_working_set(
     norms2,
     phases,
     report,
+    *,
     max_iter,
     batch,
     commit,
@@ -709,7 +710,10 @@ def _fit_working_set(
     if screen is None:
         screen = op.scheduler is None
     elif screen and op.scheduler is not None:
-        raise ValueError("screen=True works on the local scheduler only (scheduler=None)")
+        raise ValueError(
+            "screen=True works on the local scheduler only (scheduler=None); with a cluster "
+            "leave screen=None (the default) or pass screen=False"
+        )
 
     def scores(screen: bool) -> tuple[np.ndarray, float, float]:
         t = time.perf_counter()
