@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from _record import recorded
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
 from nnfit.calcium.ground_truth import open_ground_truth
@@ -345,4 +346,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded(peers=("oasis-deconv",)):
+        raise SystemExit(main())

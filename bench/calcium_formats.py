@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
+
 
 def write_npy(path: Path, cells: int, frames: int, fs: float, chunk: int = 250) -> None:
     from nnfit.calcium import simulate_recording
@@ -210,4 +212,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded(peers=("pynwb",)):
+        raise SystemExit(main())

@@ -42,6 +42,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
+from _record import recorded
 from nnfit.calcium.ar2 import convolve_kernel
 from nnfit.calcium.estimate import estimate_kinetics_pooled, normalized_autocov, rise_at_short_lags
 from nnfit.calcium.increments import decay_from_increments
@@ -256,4 +257,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded(peers=("oasis-deconv", "calab")):
+        raise SystemExit(main())

@@ -19,6 +19,7 @@ import numpy as np
 
 import calcium_accuracy as accuracy
 import calcium_timestamps as timestamps
+from _record import recorded
 from nnfit.calcium import deconvolve
 from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_noise, lam_from_noise
 
@@ -83,4 +84,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded(peers=("oasis-deconv",)):
+        raise SystemExit(main())

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
+
 
 def write_recording(path: Path, cells: int, frames: int, fs: float, chunk: int = 250) -> float:
     from nnfit.calcium import simulate_recording
@@ -158,4 +160,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded():
+        raise SystemExit(main())

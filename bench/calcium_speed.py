@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from _record import recorded
+
 
 def run_catune(traces: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray]:
     """catune.run_deconvolution cell by cell, with its iteration counts."""
@@ -227,4 +229,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded(peers=("catune",)):
+        raise SystemExit(main())

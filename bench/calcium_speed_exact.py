@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
+
 TAU_R, TAU_D, FS, LAM = 0.05, 0.5, 30.0, 0.5
 
 
@@ -258,4 +260,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded(peers=("oasis-deconv", "catune")):
+        raise SystemExit(main())

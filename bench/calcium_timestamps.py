@@ -22,6 +22,7 @@ import argparse
 
 import numpy as np
 
+from _record import recorded
 from nnfit.calcium import deconvolve
 
 KINETICS = {
@@ -101,4 +102,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded():
+        raise SystemExit(main())

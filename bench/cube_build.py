@@ -28,6 +28,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.fft as sfft  # noqa: E402
 
+from _record import recorded  # noqa: E402
 from nnfit.spectral.hypercube import build_hypercube  # noqa: E402
 from nnfit.spectral.model import ModelRowComputer  # noqa: E402
 from nnfit.spectral.simulate import simulate_cube  # noqa: E402
@@ -154,4 +155,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded():
+        raise SystemExit(main())

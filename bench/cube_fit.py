@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from _record import recorded
+
 
 @dataclass
 class Context:
@@ -299,4 +301,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded():
+        raise SystemExit(main())

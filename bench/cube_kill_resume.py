@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
 from nnfit.io import array_sha256
 from nnfit.io.hdf5 import open_h5, read_superblock
 from nnfit.spectral.diagnostics import hypercube_status
@@ -112,4 +113,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded():
+        raise SystemExit(main())

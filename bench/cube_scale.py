@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
+
 
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -285,4 +287,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with recorded():
+        raise SystemExit(main())

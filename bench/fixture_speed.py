@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
 from nnfit.ptycho import generate_fixture, simulate_dataset, verify_fixture, write_npz
 
 
@@ -97,4 +98,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded():
+        raise SystemExit(main())

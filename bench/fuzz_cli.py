@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _record import recorded
+
 CASES = Path(__file__).resolve().parents[1] / "tests" / "cli" / "fuzz_cases.py"
 
 
@@ -55,4 +57,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with recorded():
+        raise SystemExit(main())

@@ -47,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
+from _record import recorded
 from nnfit.spectral.binning import bin_spectra
 from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.ifu_cube import read_ifu_cube
@@ -337,4 +338,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded(peers=("astropy", "vorbin")):
+        raise SystemExit(main())

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
+
 
 def write_cube(path: Path, nx: int, ny: int, nl: int, seed: int = 0) -> None:
     """A galaxy (exponential disc, absorption lines) with noise, written plane by plane."""
@@ -202,4 +204,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded(peers=("astropy", "vorbin", "mpdaf")):
+        raise SystemExit(main())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _record import recorded
 from nnfit.spectral.bin_fit import fit_bins
 from nnfit.spectral.maps import population_maps
 
@@ -126,4 +127,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded(peers=("astropy", "vorbin", "ppxf")):
+        raise SystemExit(main())

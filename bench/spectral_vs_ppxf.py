@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from _record import recorded
 from nnfit.spectral.cube_operator import CubeOperator
 from nnfit.spectral.fit import fit_cube
 from nnfit.spectral.losvd import convert_velocity, losvd_from_moments
@@ -156,4 +157,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded(peers=("ppxf",)):
+        raise SystemExit(main())
