@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 CORE = ("numpy", "scipy", "numba", "h5py")
+_ENV = "NNFIT_BENCH_RECORDED"
 
 
 def _version(dist: str) -> str:
@@ -101,11 +102,14 @@ def record_lines(peers: Sequence[str] = ()) -> list[str]:
 def recorded(peers: Sequence[str] = ()) -> Iterator[None]:
     """Print :func:`record_lines` before the block, the load and wall time after it.
 
-    Nothing is printed for ``--help``, which runs no benchmark.
+    Nothing is printed for ``--help``, which runs no benchmark, nor in a process that a
+    recorded benchmark started (its parent's record covers it, and some parents read the
+    child's last line of output as its result).
     """
-    if {"-h", "--help"} & set(sys.argv[1:]):
+    if {"-h", "--help"} & set(sys.argv[1:]) or os.environ.get(_ENV):
         yield
         return
+    os.environ[_ENV] = "1"  # inherited by the benchmark's own child processes
     for line in record_lines(peers):
         print(f"# {line}", flush=True)
     t0 = time.perf_counter()
