@@ -21,14 +21,15 @@ and the default ``estimate_kinetics_pooled`` (autocovariance, decay refined by r
 whiteness, rise at short lags). Prints the ratio estimate / truth for the decay and the rise,
 and the estimation CPU time.
 
-``--search`` prints instead the default estimate's decay / truth with the decay search's lam
+``--cap`` prints instead the default estimate's decay / truth with and without the
+autocovariance cap on the decay search. ``--search`` prints instead the default estimate's decay / truth with the decay search's lam
 multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-rates`` times
 ``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells, then 8 GCaMP6s cells, at
 30 and 120 Hz of the same duration.
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py [--quick] [--search]
+    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py [--quick] [--search | --cap]
     PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py --timing-rates 240
 """
 
@@ -169,6 +170,30 @@ def search_z(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
     return 0
 
 
+def search_cap(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
+    """Default estimate's decay / truth with and without the autocovariance cap on the search."""
+    from nnfit.calcium import estimate
+
+    default = estimate.REFINE_CAP_SPANS
+    within = {"cap": 0, "no cap": 0}
+    n = 0
+    print("| fs | indicator | condition | with the cap | without |")
+    print("|---|---|---|---|---|")
+    for fs in rates:
+        for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
+            out = []
+            for label, spans in (("cap", default), ("no cap", np.inf)):
+                estimate.REFINE_CAP_SPANS = spans
+                ratio = estimate_kinetics_pooled(y, fs)[1] / td
+                within[label] += abs(ratio - 1.0) <= 0.15
+                out.append(f"{ratio:.2f}")
+            estimate.REFINE_CAP_SPANS = default
+            n += 1
+            print(f"| {fs:g} | {ind} | {cond} | " + " | ".join(out) + " |", flush=True)
+    print(f"within 15 %: with the cap {within['cap']}/{n}, without {within['no cap']}/{n}")
+    return 0
+
+
 def timing_rates(duration_s: float) -> int:
     """CPU time of estimate_kinetics_pooled at 30 and 120 Hz, same duration (min of 3)."""
     for preset in ("gcamp6f", "gcamp6s"):
@@ -215,6 +240,11 @@ def main() -> int:
         "--search", action="store_true", help="decay / truth for the decay search's z in 1-3"
     )
     ap.add_argument(
+        "--cap",
+        action="store_true",
+        help="decay / truth with and without the autocovariance cap on the decay search",
+    )
+    ap.add_argument(
         "--timing-rates",
         type=float,
         default=0.0,
@@ -234,6 +264,8 @@ def main() -> int:
         seeds = {fs: args.seed_base for fs in rates}
     if args.search:
         return search_z(rates, seeds)
+    if args.cap:
+        return search_cap(rates, seeds)
     print(
         "| fs | indicator | condition | decay incr./true | rise incr./true | incr. s | "
         "decay default/true | rise default/true | default s |"
