@@ -2,7 +2,8 @@
 
 Every script in ``bench/`` runs its work inside :func:`recorded`, which prints these lines
 before the work and the load average and wall time after it, so a table copied into
-``docs/benchmarks.rst`` carries its own record::
+``docs/benchmarks.rst`` carries its own record (and :func:`current_record` puts it into a
+script's JSON output)::
 
     with recorded(peers=("oasis-deconv", "catune")):
         ...
@@ -23,6 +24,7 @@ from pathlib import Path
 
 CORE = ("numpy", "scipy", "numba", "h5py")
 _ENV = "NNFIT_BENCH_RECORDED"
+_STARTED: list[str] = []  # the record printed when the running benchmark started
 
 
 def _version(dist: str) -> str:
@@ -75,7 +77,11 @@ def _blas() -> str:
         from threadpoolctl import threadpool_info
     except ImportError:
         return "unknown"
-    libs = [f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()]
+    libs = [
+        f"{i.get('internal_api')} {i.get('version')}"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return ", ".join(sorted(set(libs))) or "unknown"
 
 
@@ -95,6 +101,12 @@ def record_lines(peers: Sequence[str] = ()) -> list[str]:
     ]
 
 
+def current_record() -> dict[str, str]:
+    """The record of the running benchmark's start as a dict (``date``, ``machine``, ...), for
+    its JSON output; taken now where :func:`recorded` has not run."""
+    return dict(line.split(": ", 1) for line in (_STARTED or record_lines()))
+
+
 @contextlib.contextmanager
 def recorded(peers: Sequence[str] = ()) -> Iterator[None]:
     """Print :func:`record_lines` before the block, the load and wall time after it.
@@ -107,7 +119,8 @@ def recorded(peers: Sequence[str] = ()) -> Iterator[None]:
         yield
         return
     os.environ[_ENV] = "1"  # inherited by the benchmark's own child processes
-    for line in record_lines(peers):
+    _STARTED[:] = record_lines(peers)
+    for line in _STARTED:
         print(f"# {line}", flush=True)
     t0 = time.perf_counter()
     try:

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from _record import recorded
+from _record import current_record, recorded
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
 from nnfit.calcium.ground_truth import open_ground_truth
@@ -339,6 +339,7 @@ def main() -> int:
                 )
     if not args.skip_drift:
         report["drift"] = part_drift(args.quick)
+    report["record"] = current_record()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _record import recorded
+from _record import current_record, recorded
 
 TAU_R, TAU_D, FS, LAM = 0.05, 0.5, 30.0, 0.5
 
@@ -253,6 +253,7 @@ def main() -> int:
             f"| nnfit run_deconvolution (CaTune FISTA) | ~{t_f:.0f} s (from {sub} cells) | "
             "stops at 1e-6 objective change |"
         )
+    report["record"] = current_record()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
