@@ -266,11 +266,12 @@ def fit_cube(
         takes a fit past the budget; at C = 207 in :doc:`/spectral/exact-fit` little is left).
     cache_gb : float, optional
         Memory cap for the working set's weighted design columns kept between rounds
-        (``"active-set"`` on the local scheduler, :class:`~nnfit.spectral.column_cache.ColumnCache`;
-        ``S * L * 8`` bytes per column, the support first), within ``memory_gb`` (default: all
-        that the budget leaves). 0 recomputes every column every round. The Gram entries are the same bits with or without the cache and on a cluster
-        (:mod:`nnfit.spectral.column_cache`), so the cap bounds memory and time, never the
-        result.
+        (``"active-set"`` on the local scheduler,
+        :class:`~nnfit.spectral.column_cache.ColumnCache`; ``S * L * 8`` bytes per column, the
+        support first), within ``memory_gb`` (default: all that the budget leaves). 0
+        recomputes every column every round. The Gram entries are the same bits with or
+        without the cache and on a cluster (:mod:`nnfit.spectral.column_cache`), so the cap
+        bounds memory and time, never the result.
     batch : int, optional
         Candidates added to the working set per round (default ``max(C, 16)``, one per
         component: their design columns cost about what the round's gradient pass costs,
@@ -282,10 +283,10 @@ def fit_cube(
         scheduler): its adjoint product takes about half the time of the float64 one. Only a
         float64 gradient may stop the fit, so the result is certified as without it (the
         rounds may differ); the rounds are float64 from the first screened round that sees no
-        violator or whose candidates all stay out of the support. Its float32 copies of the kernel and dictionary
-        (:meth:`~nnfit.spectral.cube_operator.CubeOperator.screening_bytes`) count against
-        ``memory_gb`` (the column cache gets that much less). Default: on with the local
-        scheduler.
+        violator or whose candidates all stay out of the support. Its float32 copies of the
+        kernel and dictionary (:meth:`~nnfit.spectral.cube_operator.CubeOperator.screening_bytes`)
+        count against ``memory_gb`` (the column cache gets that much less). Default: on with the
+        local scheduler; ``True`` with a cluster is refused.
     checkpoint : bool
         For a path ``source`` only (see :func:`fit_store`): without ``callback``, commit
         ``/X_global`` to the store after each working-set round and at the end.
@@ -403,6 +404,11 @@ def fit_cube(
     t = time.perf_counter()
     op = _as_operator(source, scheduler, block_size)
     phases["setup"] = time.perf_counter() - t
+    if screen and op.scheduler is not None:
+        raise ValueError(
+            "screen=True works on the local scheduler only (scheduler=None); with a cluster "
+            "leave screen=None (the default) or pass screen=False"
+        )
     commit = callback
     if op._wy0 is not None and not getattr(op, "_checked", False):
         from nnfit.spectral.checks import check_flux_scaling, check_velocity_frame
@@ -709,11 +715,6 @@ def _fit_working_set(
     screened = 0  # rounds whose candidates came from a float32 gradient
     if screen is None:
         screen = op.scheduler is None
-    elif screen and op.scheduler is not None:
-        raise ValueError(
-            "screen=True works on the local scheduler only (scheduler=None); with a cluster "
-            "leave screen=None (the default) or pass screen=False"
-        )
 
     def scores(screen: bool) -> tuple[np.ndarray, float, float]:
         t = time.perf_counter()
