@@ -66,27 +66,36 @@ def _subset(recs: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     return out
 
 
-def free_amplitude_sse(data, fs: float, tau_rise: float, tau_decay: float, delay: float) -> float:
+def slow_bases(data, fs: float) -> list[np.ndarray]:
+    """Per recording, an orthonormal basis of the slow baseline that :func:`fit_kernel` fits."""
+    return [np.linalg.qr(_slow_basis(y.shape[0], fs, SLOW_S))[0] for y, _, _ in data]
+
+
+def free_amplitude_sse(
+    data, bases, fs: float, tau_rise: float, tau_decay: float, delay: float
+) -> float:
     """Residual sum of squares with a non-negative amplitude per frame holding spikes.
 
     Each column is the response to the spikes of one frame (their count at unit amplitude,
     through the peak-normalised kernel, exact at the frame times), projected off the slow
-    baseline, as :func:`fit_kernel` projects its single response.
+    baseline (``bases``: :func:`slow_bases`), as :func:`fit_kernel` projects its single
+    response.
     """
     sse = 0.0
-    for y, t, st in data:
-        Q, _ = np.linalg.qr(_slow_basis(y.shape[0], fs, SLOW_S))
+    for (y, t, st), Q in zip(data, bases, strict=True):
         yr = y - Q @ (Q.T @ y)
         frame = np.searchsorted(t, st + delay)
-        cols = []
-        for f in np.unique(frame):
-            sel = frame == f
-            x = spike_response(t, fs, st[sel], np.ones(int(sel.sum())), tau_rise, tau_decay, delay)
-            cols.append(x - Q @ (Q.T @ x))
-        if not cols:
+        if frame.size == 0:
             sse += float(yr @ yr)
             continue
-        X = np.stack(cols, axis=1)
+        X = np.stack(
+            [
+                spike_response(t, fs, st[sel], np.ones(int(sel.sum())), tau_rise, tau_decay, delay)
+                for sel in (frame == f for f in np.unique(frame))
+            ],
+            axis=1,
+        )
+        X -= Q @ (Q.T @ X)
         _, rnorm = nnls(X, yr, maxiter=50 * X.shape[1])
         sse += rnorm**2
     return sse
@@ -97,8 +106,11 @@ def references(data, fs: float) -> dict:
     best grid point's neighbours (the grid alone resolves 25 %)."""
     fixed = fit_kernel([(y, t, st, np.ones(len(st))) for y, t, st in data], fs)
 
+    bases = slow_bases(data, fs)
+
     def sse_at(td: float) -> float:
-        return free_amplitude_sse(data, fs, min(fixed.tau_rise, 0.5 * td), td, fixed.delay)
+        rise = min(fixed.tau_rise, 0.5 * td)
+        return free_amplitude_sse(data, bases, fs, rise, td, fixed.delay)
 
     sse = np.array([sse_at(td) for td in GRID])
     i = int(np.argmin(sse))

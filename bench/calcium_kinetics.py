@@ -45,7 +45,12 @@ from scipy import ndimage
 
 from _record import recorded
 from nnfit.calcium.ar2 import convolve_kernel
-from nnfit.calcium.estimate import estimate_kinetics_pooled, normalized_autocov, rise_at_short_lags
+from nnfit.calcium.estimate import (
+    REFINE_CAP_SPANS,
+    estimate_kinetics_pooled,
+    normalized_autocov,
+    rise_at_short_lags,
+)
 from nnfit.calcium.increments import decay_from_increments
 
 INDICATORS = {
@@ -151,46 +156,32 @@ def timing(n_cells: int, n_frames: int) -> int:
     return 0
 
 
-def search_z(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
-    """Default estimate's decay / truth with the decay search's lam multiplier z varied."""
+def vary_setting(
+    rates: tuple[float, ...], seeds: dict[float, int], name: str, settings: dict[str, float]
+) -> int:
+    """Default estimate's decay / truth with the estimator's constant ``name`` set to each of
+    ``settings`` (label -> value) in turn, and how many cases each keeps within 15 %."""
     from nnfit.calcium import estimate
 
-    zs = (1.0, 1.5, 2.0, 3.0)
-    print("| fs | indicator | condition | " + " | ".join(f"z = {z:g}" for z in zs) + " |")
-    print("|---|---|---|" + "---|" * len(zs))
-    default = estimate.REFINE_LAM_Z
-    for fs in rates:
-        for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
-            out = []
-            for z in zs:
-                estimate.REFINE_LAM_Z = z
-                out.append(f"{estimate_kinetics_pooled(y, fs)[1] / td:.2f}")
-            estimate.REFINE_LAM_Z = default
-            print(f"| {fs:g} | {ind} | {cond} | " + " | ".join(out) + " |", flush=True)
-    return 0
-
-
-def search_cap(rates: tuple[float, ...], seeds: dict[float, int]) -> int:
-    """Default estimate's decay / truth with and without the autocovariance cap on the search."""
-    from nnfit.calcium import estimate
-
-    default = estimate.REFINE_CAP_SPANS
-    within = {"cap": 0, "no cap": 0}
+    default = getattr(estimate, name)
+    within = dict.fromkeys(settings, 0)
     n = 0
-    print("| fs | indicator | condition | with the cap | without |")
-    print("|---|---|---|---|---|")
-    for fs in rates:
-        for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
-            out = []
-            for label, spans in (("cap", default), ("no cap", np.inf)):
-                estimate.REFINE_CAP_SPANS = spans
-                ratio = estimate_kinetics_pooled(y, fs)[1] / td
-                within[label] += abs(ratio - 1.0) <= 0.15
-                out.append(f"{ratio:.2f}")
-            estimate.REFINE_CAP_SPANS = default
-            n += 1
-            print(f"| {fs:g} | {ind} | {cond} | " + " | ".join(out) + " |", flush=True)
-    print(f"within 15 %: with the cap {within['cap']}/{n}, without {within['no cap']}/{n}")
+    print("| fs | indicator | condition | " + " | ".join(settings) + " |")
+    print("|---|---|---|" + "---|" * len(settings))
+    try:
+        for fs in rates:
+            for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
+                out = []
+                for label, value in settings.items():
+                    setattr(estimate, name, value)
+                    ratio = estimate_kinetics_pooled(y, fs)[1] / td
+                    within[label] += abs(ratio - 1.0) <= 0.15
+                    out.append(f"{ratio:.2f}")
+                n += 1
+                print(f"| {fs:g} | {ind} | {cond} | " + " | ".join(out) + " |", flush=True)
+    finally:
+        setattr(estimate, name, default)
+    print("within 15 %: " + ", ".join(f"{label} {k}/{n}" for label, k in within.items()))
     return 0
 
 
@@ -263,9 +254,11 @@ def main() -> int:
     if args.seed_base is not None:
         seeds = {fs: args.seed_base for fs in rates}
     if args.search:
-        return search_z(rates, seeds)
+        zs = {f"z = {z:g}": z for z in (1.0, 1.5, 2.0, 3.0)}
+        return vary_setting(rates, seeds, "REFINE_LAM_Z", zs)
     if args.cap:
-        return search_cap(rates, seeds)
+        caps = {"with the cap": REFINE_CAP_SPANS, "without": np.inf}
+        return vary_setting(rates, seeds, "REFINE_CAP_SPANS", caps)
     print(
         "| fs | indicator | condition | decay incr./true | rise incr./true | incr. s | "
         "decay default/true | rise default/true | default s |"
