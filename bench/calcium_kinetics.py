@@ -22,7 +22,10 @@ whiteness, rise at short lags). Prints the ratio estimate / truth for the decay 
 and the estimation CPU time.
 
 ``--cap`` prints instead the default estimate's decay / truth with and without the
-autocovariance cap on the decay search. ``--search`` prints instead the default estimate's decay / truth with the decay search's lam
+autocovariance cap on the decay search. ``--two-decay`` replaces the grid by transients of two
+decays (``TWO_DECAY``: bursts of 1 + Poisson(1) spikes at 0.3 events/s, rise 20 ms, 4 cells x
+600 s, ``calcium_kernel_references._simulated``), the truth being the issue's reference, the
+decay fitted from the true spike times with one amplitude per recording (``fit_kernel``). ``--search`` prints instead the default estimate's decay / truth with the decay search's lam
 multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-rates`` times
 ``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells, then 8 GCaMP6s cells, at
 30 and 120 Hz of the same duration.
@@ -30,6 +33,7 @@ multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-r
 Usage::
 
     PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py [--quick] [--search | --cap]
+    PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py --cap --two-decay
     PYTHONPATH=src .venv/bin/python bench/calcium_kinetics.py --timing-rates 240
 """
 
@@ -98,6 +102,28 @@ def cases(fs: float, seed0: int):
         yield name, "preset", tr, td, list(simulate_calab(fs, preset, N_CELLS, DURATION_S, 1))
 
 
+#: transients of two decays: (burst supralinearity, decays in seconds, their weights)
+TWO_DECAY = {
+    "0.3 s 65 % + 1.5 s 35 %": (0.0, (0.3, 1.5), (0.65, 0.35)),
+    "the same, supralinear bursts": (0.5, (0.3, 1.5), (0.65, 0.35)),
+    "0.5 s 50 % + 3.0 s 50 %": (0.0, (0.5, 3.0), (0.5, 0.5)),
+    "0.15 s 70 % + 1.0 s 30 %": (0.0, (0.15, 1.0), (0.7, 0.3)),
+}
+
+
+def two_decay_cases(fs: float, seed0: int):
+    """(family, mix, rise, reference decay, traces) for every mix of :data:`TWO_DECAY`."""
+    from calcium_kernel_references import _simulated
+    from nnfit.calcium.kernel_fit import fit_kernel
+
+    n = int(600 * fs)
+    for i, (label, (gamma, decays, weights)) in enumerate(TWO_DECAY.items()):
+        rng = np.random.default_rng(seed0 + i)
+        cells = [_simulated(rng, fs, n, gamma, decays, weights) for _ in range(N_CELLS)]
+        ref = fit_kernel([(y, t, st, np.ones(len(st))) for y, t, st in cells], fs).tau_decay
+        yield "two decays", label, 0.02, ref, [c[0] for c in cells]
+
+
 def simulate(fs: float, tr: float, td: float, cond: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     T = int(DURATION_S * fs)
@@ -157,10 +183,15 @@ def timing(n_cells: int, n_frames: int) -> int:
 
 
 def vary_setting(
-    rates: tuple[float, ...], seeds: dict[float, int], name: str, settings: dict[str, float]
+    rates: tuple[float, ...],
+    seeds: dict[float, int],
+    name: str,
+    settings: dict[str, float],
+    source=cases,
 ) -> int:
     """Default estimate's decay / truth with the estimator's constant ``name`` set to each of
-    ``settings`` (label -> value) in turn, and how many cases each keeps within 15 %."""
+    ``settings`` (label -> value) in turn, and how many cases each keeps within 15 %, over the
+    cases of ``source(fs, seed)`` (the grid, or :func:`two_decay_cases`)."""
     from nnfit.calcium import estimate
 
     default = getattr(estimate, name)
@@ -170,7 +201,7 @@ def vary_setting(
     print("|---|---|---|" + "---|" * len(settings))
     try:
         for fs in rates:
-            for ind, cond, _, td, y in cases(fs, seeds.get(fs, 0)):
+            for ind, cond, _, td, y in source(fs, seeds.get(fs, 0)):
                 out = []
                 for label, value in settings.items():
                     setattr(estimate, name, value)
@@ -236,6 +267,11 @@ def main() -> int:
         help="decay / truth with and without the autocovariance cap on the decay search",
     )
     ap.add_argument(
+        "--two-decay",
+        action="store_true",
+        help="with --cap or --search: transients of two decays instead of the grid",
+    )
+    ap.add_argument(
         "--timing-rates",
         type=float,
         default=0.0,
@@ -253,12 +289,15 @@ def main() -> int:
         rates = tuple(args.rates)
     if args.seed_base is not None:
         seeds = {fs: args.seed_base for fs in rates}
+    source = two_decay_cases if args.two_decay else cases
+    if args.two_decay and not (args.search or args.cap):
+        ap.error("--two-decay goes with --cap or --search")
     if args.search:
         zs = {f"z = {z:g}": z for z in (1.0, 1.5, 2.0, 3.0)}
-        return vary_setting(rates, seeds, "REFINE_LAM_Z", zs)
+        return vary_setting(rates, seeds, "REFINE_LAM_Z", zs, source)
     if args.cap:
         caps = {"with the cap": REFINE_CAP_SPANS, "without": np.inf}
-        return vary_setting(rates, seeds, "REFINE_CAP_SPANS", caps)
+        return vary_setting(rates, seeds, "REFINE_CAP_SPANS", caps, source)
     print(
         "| fs | indicator | condition | decay incr./true | rise incr./true | incr. s | "
         "decay default/true | rise default/true | default s |"
