@@ -127,6 +127,35 @@ def test_the_cache_stays_within_the_memory_budget(small_store):
     np.testing.assert_array_equal(x1, x)  # the budget moves memory and time, never the answer
 
 
+def test_fit_store_does_not_keep_the_loaded_problem_through_the_fit(small_store, monkeypatch):
+    """The operator holds what the fit needs; the problem (its LOSVDs are S * V * C float64,
+    0.95 GB at C = 207) is released before the first round, so the cache gets that memory."""
+    import gc
+    import weakref
+
+    from nnfit.spectral import fit as fit_module
+
+    refs = []
+    real_load = fit_module.load_problem
+
+    def load(path):
+        problem = real_load(path)
+        refs.append(weakref.ref(problem))
+        return problem
+
+    monkeypatch.setattr(fit_module, "load_problem", load)
+    alive = []
+
+    def progress(phase, info):
+        gc.collect()
+        alive.append(refs[0]() is not None)
+
+    res = fit_module.fit_store(
+        small_store, "active-set", x0=None, checkpoint=False, progress=progress
+    )
+    assert res.converged and alive and not any(alive)
+
+
 def test_auto_picks_gram_for_small_problems(small_store):
     _, st = fit_cube(small_store, x0=None, checkpoint=False)
     assert st["method"] == "gram"

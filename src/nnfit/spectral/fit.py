@@ -602,6 +602,9 @@ def fit_store(
         if x0 != "auto":
             raise ValueError(f"x0 must be an array, 'auto' or None; got {x0!r}")
         x0 = problem.warm_start
+    # the operator holds what the fit needs; the problem's LOSVDs (S * V * C float64, 0.95 GB
+    # at C = 207) would otherwise stay resident through the fit and shrink the column cache
+    del problem
     if callback is None and checkpoint:
         settings = fit_settings(
             "global",
