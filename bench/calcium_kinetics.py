@@ -22,13 +22,14 @@ whiteness, rise at short lags). Prints the ratio estimate / truth for the decay 
 and the estimation CPU time.
 
 ``--cap`` prints instead the default estimate's decay / truth with and without the
-autocovariance cap on the decay search. ``--two-decay`` replaces the grid by transients of two
-decays (``TWO_DECAY``: bursts of 1 + Poisson(1) spikes at 0.3 events/s, rise 20 ms, 4 cells x
-600 s, ``calcium_kernel_references._simulated``), the truth being the issue's reference, the
-decay fitted from the true spike times with one amplitude per recording (``fit_kernel``). ``--search`` prints instead the default estimate's decay / truth with the decay search's lam
-multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1, 1.5, 2 and 3. ``--timing-rates`` times
-``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f cells, then 8 GCaMP6s cells, at
-30 and 120 Hz of the same duration.
+autocovariance cap on the decay search. ``--search`` prints instead the default estimate's
+decay / truth with the decay search's lam multiplier ``z`` (``REFINE_LAM_Z``) set to each of 1,
+1.5, 2 and 3. With either, ``--two-decay`` replaces the grid by transients of two decays
+(``TWO_DECAY``: bursts of 1 + Poisson(1) spikes at 0.3 events/s, rise 20 ms, 4 cells x 600 s,
+``calcium_kernel_references._simulated``), the truth being the issue's reference, the decay
+fitted from the true spike times with one amplitude per recording (``fit_kernel``).
+``--timing-rates`` times ``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f
+cells, then 8 GCaMP6s cells, at 30 and 120 Hz of the same duration.
 
 Usage::
 
