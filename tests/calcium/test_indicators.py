@@ -1,4 +1,4 @@
-"""Indicator kinetics presets: equal to the peer's presets, used as given kinetics."""
+"""Indicator kinetics presets: equal to the peer's presets, used as a prior on the estimate."""
 
 from __future__ import annotations
 
@@ -43,28 +43,55 @@ def test_unknown_indicator_is_refused(bad, message):
         indicator_kinetics(bad)
 
 
-def test_deconvolve_with_indicator_is_deconvolve_with_its_kinetics():
-    rec = simulate_recording(2, 1200, tau_rise=0.4, tau_decay=1.8, seed=2)
-    res = deconvolve(rec.traces, 30.0, indicator="GCaMP6s", lam=0.2)
-    ref = deconvolve(rec.traces, 30.0, 0.4, 1.8, lam=0.2)
+def test_an_indicator_whose_range_holds_the_estimate_changes_nothing():
+    rec = simulate_recording(3, 9000, tau_rise=0.05, tau_decay=1.5, seed=2)
+    res = deconvolve(rec.traces, 30.0, indicator="GCaMP6s")
+    ref = deconvolve(rec.traces, 30.0)
+    lo, hi = indicator_kinetics("GCaMP6s").decay_range
+    assert lo < ref.tau_decay < hi
+    assert (res.tau_rise, res.tau_decay) == (ref.tau_rise, ref.tau_decay)
     assert np.array_equal(res.spikes, ref.spikes)
     assert res.indicator == "GCaMP6s" and ref.indicator is None
-    assert (res.tau_rise, res.tau_decay) == (0.4, 1.8)
-    assert res.estimated == {"kinetics": False, "lam": False}
+    assert res.estimated == {"kinetics": True, "lam": True}
     with pytest.raises(ValueError, match="not both"):
         deconvolve(rec.traces, 30.0, tau_rise=0.4, tau_decay=1.8, indicator="GCaMP6s")
 
 
-@pytest.mark.parametrize("kin", [[], ["--lam", "0.3"]], ids=["exact", "fista"])
-def test_cli_records_the_preset(run_cli, tmp_path, kin):
+def test_the_estimated_decay_stays_in_the_indicator_range(caplog):
+    """A 0.15 s decay named GCaMP6s (0.36-9 s) stops at the range's lower end, with a warning;
+    the unbounded estimate finds the simulated decay."""
+    rec = simulate_recording(3, 9000, tau_rise=0.02, tau_decay=0.15, seed=4)
+    free = deconvolve(rec.traces, 30.0)
+    assert abs(free.tau_decay / 0.15 - 1) < 0.2
+    with caplog.at_level("WARNING", logger="nnfit.calcium.pipeline"):
+        res = deconvolve(rec.traces, 30.0, indicator="GCaMP6s")
+    assert res.tau_decay == pytest.approx(indicator_kinetics("GCaMP6s").decay_range[0])
+    assert res.tau_rise <= 0.5 * res.tau_decay
+    assert "GCaMP6s prior's bound" in caplog.text
+
+
+def test_a_bad_decay_range_is_refused_by_name():
+    from nnfit.calcium.estimate import estimate_kinetics_pooled
+
+    y = list(simulate_recording(2, 3000, seed=1).traces)
+    with pytest.raises(ValueError, match="decay_range"):
+        estimate_kinetics_pooled(y, 30.0, decay_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="decay_range"):
+        estimate_kinetics_pooled(y, 30.0, decay_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("kin", [[], ["--lam", "0.3"]], ids=["lam-rule", "lam-given"])
+def test_cli_records_the_prior(run_cli, tmp_path, kin):
     rec = simulate_recording(2, 900, seed=5)
     np.save(tmp_path / "rec.npy", rec.traces)
     args = ("calcium", "deconvolve", "rec.npy", "--fs", "30", "--indicator", "gcamp6f")
-    run_cli(*args, *kin, "--out", "res", "--plot-cells", "0", check=True)
+    proc = run_cli(*args, *kin, "--out", "res", "--plot-cells", "0", check=True)
     run = json.loads((tmp_path / "res" / "run.json").read_text())
     assert run["indicator"] == indicator_record("GCaMP6f")["indicator"]
-    kinetics = run["settings"] if kin else run
-    assert (kinetics["tau_rise"], kinetics["tau_decay"]) == (0.1, 0.6)
+    lo, hi = run["indicator"]["decay_range_s"]
+    assert run["solver"] == "exact" and run["kinetics_estimated"] is True
+    assert lo <= run["tau_decay"] <= hi
+    assert "GCaMP6f prior's" in proc.stdout
 
 
 def test_cli_refuses_indicator_with_kinetics(run_cli, tmp_path):
@@ -72,4 +99,6 @@ def test_cli_refuses_indicator_with_kinetics(run_cli, tmp_path):
     args = ("calcium", "deconvolve", "rec.npy", "--fs", "30", "--indicator", "GCaMP6s")
     proc = run_cli(*args, "--tau-decay", "1.0", "--out", "res")
     assert proc.returncode == 2 and "drop --tau-decay" in proc.stderr
+    proc = run_cli(*args, "--solver", "fista", "--lam", "0.3", "--out", "res")
+    assert proc.returncode == 2 and "--solver exact" in proc.stderr
     assert not (tmp_path / "res").exists()

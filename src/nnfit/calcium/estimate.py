@@ -268,7 +268,11 @@ def _minimise_log_search(
 
 
 def refine_kinetics(
-    traces: list[np.ndarray], fs: float, tau_rise: float, tau_decay: float
+    traces: list[np.ndarray],
+    fs: float,
+    tau_rise: float,
+    tau_decay: float,
+    decay_range: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """Decay refined by deconvolution: the one whose residuals are whitest, pooled over traces.
 
@@ -281,7 +285,10 @@ def refine_kinetics(
     ``tau_decay`` given, the search stops at that decay (the whiteness errs long where the
     traces hold slow components that are not the kernel); where they span fewer, that decay is
     too uncertain to cap anything. The rise is the autocovariance estimate, kept below half the
-    decay.
+    decay. ``decay_range`` (seconds, e.g. an indicator's,
+    :attr:`nnfit.calcium.indicators.Indicator.decay_range`) holds the decay found (or, where
+    the traces are too short to search, the autocovariance decay) within it; a decay found
+    inside it is returned unchanged.
 
     Examples
     --------
@@ -300,15 +307,25 @@ def refine_kinetics(
         np.asarray(t, dtype=float)[:REFINE_MAX_FRAMES] for t in traces[::step][:REFINE_MAX_TRACES]
     ]
     sub = [t for t in sub if t.shape[0] >= max(64, 8 * round(REFINE_LAGS_S * fs))]
+    bounds = None
+    if decay_range is not None:
+        a, b = (check_real("decay_range", v, low=0.0, low_inclusive=False) for v in decay_range)
+        if a > b:
+            raise ValueError(f"decay_range must be (low, high) with low <= high; got {decay_range}")
+        bounds = (a, b)
+
+    def rise(td: float) -> float:
+        return float(min(tau_rise, 0.5 * td))
+
     if not sub:
-        return tau_rise, tau_decay
+        if bounds is None:
+            return tau_rise, tau_decay
+        td = float(np.clip(tau_decay, *bounds))
+        return rise(td), td
     lo = max(REFINE_TAU_RANGE[0], 2.0 / fs)
     hi = REFINE_TAU_RANGE[1]
     if REFINE_CAP_SPANS * float(tau_decay) <= KINETICS_LAGS_S:
         hi = min(hi, max(float(tau_decay), lo))
-
-    def rise(td: float) -> float:
-        return float(min(tau_rise, 0.5 * td))
 
     noise = [float(estimate_noise(y, fs)[0]) for y in sub]  # does not depend on the kernel
 
@@ -323,6 +340,9 @@ def refine_kinetics(
         )
 
     td = _minimise_log_search(q, lo, hi, REFINE_GRID_RATIO, REFINE_LOG_TOL)
+    if bounds is not None:
+        # the search itself is the same with or without bounds: within them nothing changes
+        td = float(np.clip(td, *bounds))
     return rise(td), td
 
 
@@ -340,12 +360,16 @@ def rise_at_short_lags(ac: np.ndarray, fs: float, tau_decay: float) -> float:
     return float(min(max(tr, 0.25 / fs), 0.5 * float(tau_decay)))
 
 
-def estimate_kinetics(traces: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+def estimate_kinetics(
+    traces: np.ndarray, fs: float, *, decay_range: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Rise and decay time constants per trace and pooled over traces (seconds).
 
     Returns ``(tau_rise per trace, tau_decay per trace, pooled tau_rise, pooled tau_decay)``;
     the pooled values fit the mean of the traces' normalised autocovariances, which is far more
-    stable than any single trace (same indicator, many cells).
+    stable than any single trace (same indicator, many cells). ``decay_range``: bounds on the
+    pooled decay (see :func:`refine_kinetics`); the per-trace values are the unbounded
+    autocovariance fits.
     """
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     acn = normalized_autocov(traces, fs)
@@ -353,13 +377,17 @@ def estimate_kinetics(traces: np.ndarray, fs: float) -> tuple[np.ndarray, np.nda
     ac = acn.mean(axis=0)
     tr_p, td_p = _fit_roots(ac, fs)
     x = np.atleast_2d(as_float_array("traces", traces, ndim=(1, 2)))
-    tr_p, td_p = refine_kinetics(list(x), fs, tr_p, td_p)
+    tr_p, td_p = refine_kinetics(list(x), fs, tr_p, td_p, decay_range)
     tr_p = rise_at_short_lags(ac, fs, td_p)
     return taus[:, 0], taus[:, 1], tr_p, td_p
 
 
-def estimate_kinetics_pooled(traces: list[np.ndarray], fs: float) -> tuple[float, float]:
+def estimate_kinetics_pooled(
+    traces: list[np.ndarray], fs: float, *, decay_range: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """Pooled ``(tau_rise, tau_decay)`` from traces of different lengths (e.g. recordings).
+
+    ``decay_range``: bounds on the decay, as in :func:`estimate_kinetics`.
 
     Examples
     --------
@@ -374,7 +402,7 @@ def estimate_kinetics_pooled(traces: list[np.ndarray], fs: float) -> tuple[float
     acs = [normalized_autocov(t, fs, n_lags)[0] for t in traces]
     L = min(len(a) for a in acs)
     ac = np.mean([a[:L] for a in acs], axis=0)
-    _, td = refine_kinetics(list(traces), fs, *_fit_roots(ac, fs))
+    _, td = refine_kinetics(list(traces), fs, *_fit_roots(ac, fs), decay_range)
     return rise_at_short_lags(ac, fs, td), td
 
 

@@ -1,7 +1,12 @@
-"""Kinetics presets for common calcium indicators.
+"""Kinetics presets for common calcium indicators, and the prior they give the estimate.
 
-A preset stands in for kinetics when they cannot be estimated from the recording itself (too
-short, too few events) or when a lab wants the same kernel for every session. The values are
+Naming an indicator (``deconvolve(..., indicator="GCaMP6s")``, ``--indicator``) makes its
+preset a prior on the estimate: the decay is still estimated from the data, then held within
+:attr:`Indicator.decay_range` (the preset's decay divided and multiplied by
+:data:`PRIOR_SPAN`), so a recording the estimator misreads cannot come out with a decay the
+indicator does not have, and one it reads right is not touched; the rise is estimated freely (the presets' rises are far from the
+fitted ones, below). For the preset's kinetics as they are, pass them as ``tau_rise`` and
+``tau_decay`` (one fixed kernel for every session). The values are
 the double-exponential time constants of CaLab 0.3.0's simulator presets
 (``calab.presets``), the CaTune project's own companion, whose kernel is the one nnfit uses
 (``exp(-t / tau_decay) - exp(-t / tau_rise)``); each cites the paper that characterised the
@@ -18,7 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INDICATORS", "Indicator", "indicator_kinetics", "indicator_record"]
+__all__ = ["INDICATORS", "PRIOR_SPAN", "Indicator", "indicator_kinetics", "indicator_record"]
+
+#: the decay a named indicator allows: its preset's decay divided or multiplied by at most this.
+#: Wide, because one indicator's decay varies with preparation, temperature and cell type: fitted
+#: to the true spike times of two GCaMP6f datasets here it is 1.1x (mouse V1, 60 Hz) and 4.7x
+#: (zebrafish, 30 Hz) the preset's 0.6 s (docs/calcium/ground-truth.rst)
+PRIOR_SPAN = 5.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,18 @@ class Indicator:
     tau_rise: float
     tau_decay: float
     reference: str
+
+    @property
+    def decay_range(self) -> tuple[float, float]:
+        """Decays (seconds) an estimate for this indicator may take: ``tau_decay`` / or x
+        :data:`PRIOR_SPAN`.
+
+        Examples
+        --------
+        >>> indicator_kinetics("GCaMP6s").decay_range
+        (0.36, 9.0)
+        """
+        return (self.tau_decay / PRIOR_SPAN, self.tau_decay * PRIOR_SPAN)
 
 
 #: Presets by canonical name (look them up with :func:`indicator_kinetics`, which also takes
@@ -114,19 +137,26 @@ def indicator_kinetics(name: str) -> Indicator:
 
 
 def indicator_record(name: str) -> dict[str, object]:
-    """What ``run.json`` records of a preset: ``{"indicator": {name, tau_rise, ...}}``.
+    """What ``run.json`` records of a named indicator: ``{"indicator": {name, tau_rise, ...}}``.
+
+    ``used_as`` says how the run used it: the prior of the estimate, its decay searched within
+    ``decay_range_s``.
 
     Examples
     --------
-    >>> indicator_record("OGB1")["indicator"]["name"]
-    'OGB-1'
+    >>> rec = indicator_record("OGB1")["indicator"]
+    >>> rec["name"], rec["decay_range_s"]
+    ('OGB-1', [0.3, 7.5])
     """
     ind = indicator_kinetics(name)
+    lo, hi = ind.decay_range
     return {
         "indicator": {
             "name": ind.name,
             "tau_rise": ind.tau_rise,
             "tau_decay": ind.tau_decay,
             "reference": ind.reference,
+            "used_as": "prior: kinetics estimated from the data, the decay within decay_range_s",
+            "decay_range_s": [lo, hi],
         }
     }

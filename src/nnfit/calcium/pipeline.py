@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -46,13 +47,15 @@ import numpy as np
 
 from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_noise
 from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
-from nnfit.calcium.indicators import indicator_kinetics
+from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.io.arrays import load_npy
 from nnfit.io.lock import output_folder
 from nnfit.validate import as_float_array, check_int, check_real
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlockSettings",
@@ -87,9 +90,9 @@ def deconvolve(
     fs : float
         Sampling rate in Hz.
     tau_rise, tau_decay : float, optional
-        Kernel time constants in seconds. Both ``None`` (default): taken from ``indicator``'s
-        preset if one is named, else estimated from the data (pooled over cells,
-        :func:`nnfit.calcium.estimate_parameters`).
+        Kernel time constants in seconds. Both ``None`` (default): estimated from the data
+        (pooled over cells, :func:`nnfit.calcium.estimate_parameters`), within ``indicator``'s
+        range if one is named.
     lam : float or array_like, optional
         Sparsity weight, as in ``run_deconvolution``: one value or one per cell. ``None``:
         ``z noise ||h||_2`` per cell (independent of trace length).
@@ -104,8 +107,12 @@ def deconvolve(
     drift_rounds : int
         Baseline refinement rounds for ``"drift"``.
     indicator : str, optional
-        Use this indicator's kinetics preset (e.g. ``"GCaMP6s"``;
-        :data:`nnfit.calcium.indicators.INDICATORS`) instead of estimating the kinetics.
+        The indicator (e.g. ``"GCaMP6s"``; :data:`nnfit.calcium.indicators.INDICATORS`), a
+        prior on the estimate: with ``tau_rise`` and ``tau_decay`` not given, the kinetics are
+        estimated as without it, the decay within the indicator's
+        :attr:`~nnfit.calcium.indicators.Indicator.decay_range` (a warning is logged where it
+        stops at a bound). For the preset's kinetics as they are, pass them as ``tau_rise``
+        and ``tau_decay``.
 
     Returns
     -------
@@ -169,13 +176,13 @@ def deconvolve(
     if indicator is not None:
         if tau_rise is not None or tau_decay is not None:
             raise ValueError(
-                "give tau_rise and tau_decay, or indicator (its preset kinetics), not both; "
-                f"got indicator={indicator!r}, tau_rise={tau_rise!r}, tau_decay={tau_decay!r}"
+                "give tau_rise and tau_decay, or indicator (a prior on their estimate), not "
+                f"both; got indicator={indicator!r}, tau_rise={tau_rise!r}, "
+                f"tau_decay={tau_decay!r}"
             )
         preset = indicator_kinetics(indicator)
-        tau_rise, tau_decay = preset.tau_rise, preset.tau_decay
-    elif tau_rise is None and tau_decay is None:
-        _, _, tau_rise, tau_decay = estimate_kinetics(x2, fs)
+    if tau_rise is None and tau_decay is None:
+        tau_rise, tau_decay = _estimate_kinetics(x2, fs, preset)
         estimated["kinetics"] = True
     elif tau_rise is None or tau_decay is None:
         raise ValueError(
@@ -220,6 +227,27 @@ def deconvolve(
         res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
     res.time_s = time.perf_counter() - start
     return res
+
+
+def _estimate_kinetics(
+    traces: np.ndarray, fs: float, prior: Indicator | None
+) -> tuple[float, float]:
+    """Pooled ``(tau_rise, tau_decay)``, the decay within ``prior``'s range when one is named."""
+    if prior is None:
+        _, _, tau_rise, tau_decay = estimate_kinetics(traces, fs)
+        return tau_rise, tau_decay
+    lo, hi = prior.decay_range
+    _, _, tau_rise, tau_decay = estimate_kinetics(traces, fs, decay_range=(lo, hi))
+    if not lo * (1 + 1e-9) < tau_decay < hi * (1 - 1e-9):
+        logger.warning(
+            "the decay estimated from the data stopped at the %s prior's bound, %.3g s (its "
+            "range: %.3g-%.3g s): check the indicator, or give tau_decay",
+            prior.name,
+            tau_decay,
+            lo,
+            hi,
+        )
+    return tau_rise, tau_decay
 
 
 @dataclass(frozen=True)
@@ -373,6 +401,7 @@ def _deconvolve_recording(
     progress: bool | None = None,
     estimate_cells: int = 200,
     dataset: str | None = None,
+    indicator: str | None = None,
 ) -> dict[str, Any]:
     """Deconvolve every cell of a ``.npy`` recording into ``out``, in blocks, resumably.
 
@@ -407,6 +436,8 @@ def _deconvolve_recording(
     dataset : str, optional
         HDF5 path, inside ``path``, of a ``(T, cells)`` dataset to read instead of a ``.npy``
         (an NWB ``RoiResponseSeries``'s ``data``).
+    indicator : str, optional
+        A prior on the estimated kinetics, as in :func:`nnfit.calcium.deconvolve`.
 
     Returns
     -------
@@ -425,7 +456,6 @@ def _deconvolve_recording(
     >>> rec["cells"], rec["blocks"], np.load(d / "out" / "spikes.npy").shape
     (5, 3, (5, 900))
     """
-    from nnfit.calcium.estimate import estimate_kinetics
     from nnfit.calcium.kernel import check_kinetics
     from nnfit.parallel import map_blocks
     from nnfit.progress import progress as bar
@@ -437,13 +467,16 @@ def _deconvolve_recording(
     block_cells = check_int("block_cells", block_cells, low=1)
     n_cells, T = open_traces(path).shape if dataset is None else _h5_shape(path, dataset)
     estimated = False
+    prior = None if indicator is None else indicator_kinetics(indicator)
+    if prior is not None and (tau_rise is not None or tau_decay is not None):
+        raise ValueError("give tau_rise and tau_decay, or indicator (a prior on their estimate)")
     if tau_rise is None and tau_decay is None:
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
         if dataset is None:
             sample = np.asarray(open_traces(path)[rows], dtype=float)
         else:
             sample = read_columns(path, dataset, rows)
-        _, _, tau_rise, tau_decay = estimate_kinetics(sample, fs)
+        tau_rise, tau_decay = _estimate_kinetics(sample, fs, prior)
         estimated = True
     elif tau_rise is None or tau_decay is None:
         raise ValueError("give both tau_rise and tau_decay, or neither (then both are estimated)")

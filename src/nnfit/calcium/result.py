@@ -61,7 +61,8 @@ class DeconvolutionResult:
     estimated : dict
         Which parameters were estimated from the data (``{"kinetics": bool, "lam": bool}``).
     indicator : str or None
-        The indicator whose kinetics preset was used (:mod:`nnfit.calcium.indicators`), if any.
+        The indicator named as the prior of the estimated kinetics
+        (:mod:`nnfit.calcium.indicators`), if any.
     time_s : float
         Wall-clock seconds the call took.
     params : ExportParams or None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.calcium.indicators import INDICATORS, indicator_kinetics, indicator_record
+from nnfit.calcium.indicators import INDICATORS, indicator_kinetics
 from nnfit.cli import calcium_exact as _fast
 from nnfit.cli.calcium_formats import add_format_arguments, add_series_argument
 
@@ -168,10 +168,10 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--indicator",
         metavar="NAME",
-        help="use this indicator's kinetics preset instead of --tau-rise/--tau-decay or the "
-        f"data's estimate ({', '.join(INDICATORS)}; sources in run.json and the docs). The "
-        "estimate scores higher on the ground-truth benchmarks: use a preset only where a "
-        "recording is too short or sparse to estimate from",
+        help=f"the recording's indicator ({', '.join(INDICATORS)}): a prior on the estimated "
+        "kinetics, whose decay then stays within the preset's decay / or x 5 (the range and "
+        "the preset's source go to run.json). For the preset's kinetics as they are, give "
+        "them as --tau-rise and --tau-decay",
     )
     p.add_argument("--params", metavar="FILE", help="catune-params-*.json exported by the browser")
     p.add_argument(
@@ -288,8 +288,9 @@ def deconvolve_command(args: argparse.Namespace) -> int:
         return _deconvolve(args)
 
 
-def _apply_indicator(args: argparse.Namespace) -> None:
-    """``--indicator``: its preset becomes ``--tau-rise``/``--tau-decay`` (which it excludes)."""
+def _check_indicator(args: argparse.Namespace) -> None:
+    """``--indicator`` is a prior on estimated kinetics: it excludes given ones and the
+    solvers that take them as given."""
     if args.indicator is None:
         return
     given = [
@@ -302,9 +303,16 @@ def _apply_indicator(args: argparse.Namespace) -> None:
         if value is not None
     ]
     if given:
-        raise ValueError(f"--indicator sets the kinetics; drop {', '.join(given)}")
-    preset = indicator_kinetics(args.indicator)
-    args.tau_rise, args.tau_decay = preset.tau_rise, preset.tau_decay
+        raise ValueError(
+            f"--indicator is a prior on the estimated kinetics; drop {', '.join(given)}, or "
+            "drop --indicator to use the kinetics given"
+        )
+    if args.solver in ("fista", "browser"):
+        raise ValueError(
+            f"--indicator estimates the kinetics, which --solver {args.solver} does not; use "
+            "--solver exact, or give --tau-rise and --tau-decay instead"
+        )
+    indicator_kinetics(args.indicator)  # an unknown name is refused before any work
 
 
 def _deconvolve(args: argparse.Namespace) -> int:
@@ -314,12 +322,10 @@ def _deconvolve(args: argparse.Namespace) -> int:
     from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_json
 
-    _apply_indicator(args)
+    _check_indicator(args)
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
-    if args.indicator is not None:
-        record.update(indicator_record(args.indicator))
     params_fs = record.pop("params_fs")
     if args.fs is not None and params_fs is not None and args.fs != params_fs:
         raise ValueError(

@@ -132,6 +132,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             progress=False if args.no_progress else None,
             dataset=dataset,
+            indicator=indicator,
         )
         if r is None:
             traces = open_traces(npy)
@@ -155,6 +156,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             baseline=baseline,
             tol=tol,
             n_jobs=-1,
+            indicator=indicator,
         )
         out.mkdir(parents=True, exist_ok=True)
         from nnfit.io import atomic_path
@@ -222,7 +224,9 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     if indicator is not None:
-        how = f"{indicator_kinetics(indicator).name} preset"
+        prior = indicator_kinetics(indicator)
+        lo, hi = prior.decay_range
+        how += f", the decay within the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
     print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
     print(
         f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"
