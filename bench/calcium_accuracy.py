@@ -14,9 +14,10 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
 - ``nnfit (estimated), frame times``: the same spikes placed at the frame times, for
   comparison (the other solvers report at the frame);
 - ``nnfit (indicator preset)``: the kinetics preset of the dataset's indicator
-  (``deconvolve(..., indicator=...)``, :mod:`nnfit.calcium.indicators`), lam per recording from
-  its noise, baseline ``"auto"``: what a user gets who names the indicator instead of
-  estimating;
+  (:mod:`nnfit.calcium.indicators`) given as ``tau_rise`` and ``tau_decay``, lam per recording
+  from its noise, baseline ``"auto"``: one fixed kernel from the literature instead of the
+  estimate (naming the indicator, ``deconvolve(..., indicator=...)``, makes it a prior on the
+  estimate instead);
 - ``nnfit (fitted)``: kinetics and the lam multiplier picked per dataset on a 3 x 3 x 3 grid
   around the estimate, by the mean best-lag r on every third recording, then scored on all
   (an upper reference: it uses the ground truth);
