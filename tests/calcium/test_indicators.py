@@ -102,3 +102,19 @@ def test_cli_refuses_indicator_with_kinetics(run_cli, tmp_path):
     proc = run_cli(*args, "--solver", "fista", "--lam", "0.3", "--out", "res")
     assert proc.returncode == 2 and "--solver exact" in proc.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_cli_estimate_takes_the_indicator_as_a_prior(run_cli, tmp_path):
+    """A 0.15 s decay named GCaMP6s: the pooled decay stops at 0.36 s and the CLI says so."""
+    np.save(
+        tmp_path / "rec.npy",
+        simulate_recording(3, 9000, tau_rise=0.02, tau_decay=0.15, seed=4).traces,
+    )
+    args = ("calcium", "estimate", "rec.npy", "--fs", "30", "--json", "p.json")
+    proc = run_cli(*args, "--indicator", "GCaMP6s", check=True)
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["pooled"]["tau_decay"] == pytest.approx(0.36)
+    assert p["indicator"] == indicator_record("GCaMP6s")["indicator"]
+    assert "stopped at a bound" in proc.stdout
+    run_cli(*args, check=True)
+    assert json.loads((tmp_path / "p.json").read_text())["pooled"]["tau_decay"] < 0.3

@@ -421,7 +421,13 @@ def lam_from_noise(
     return np.atleast_1d(np.asarray(noise, dtype=float)) * float(z) * float(np.linalg.norm(h))
 
 
-def estimate_parameters(traces: np.ndarray, fs: float, *, z: float = LAM_Z) -> dict:
+def estimate_parameters(
+    traces: np.ndarray,
+    fs: float,
+    *,
+    z: float = LAM_Z,
+    decay_range: tuple[float, float] | None = None,
+) -> dict:
     """Estimate ``noise``, ``tau_rise``, ``tau_decay`` and ``lam`` per cell and pooled.
 
     Parameters
@@ -432,6 +438,8 @@ def estimate_parameters(traces: np.ndarray, fs: float, *, z: float = LAM_Z) -> d
         Sampling rate in Hz.
     z : float
         Multiplier of the lam rule ``lam = z noise ||h||_2``.
+    decay_range : (float, float), optional
+        Bounds on the pooled decay (e.g. an indicator's, see :func:`estimate_kinetics`).
 
     Returns
     -------
@@ -455,7 +463,7 @@ def estimate_parameters(traces: np.ndarray, fs: float, *, z: float = LAM_Z) -> d
     z = check_real("z", z, low=0.0, low_inclusive=False)
     x2 = np.atleast_2d(x)
     noise = estimate_noise(x2, fs)
-    tr, td, tr_p, td_p = estimate_kinetics(x2, fs)
+    tr, td, tr_p, td_p = estimate_kinetics(x2, fs, decay_range=decay_range)
     lam = lam_from_noise(noise, tr_p, td_p, fs, z)
     pooled_noise = float(np.median(noise))
     return {

@@ -275,13 +275,22 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="estimate on at most N cells spread over the recording (default: %(default)s)",
     )
+    p.add_argument(
+        "--indicator",
+        metavar="NAME",
+        help="the recording's indicator: its preset's decay / or x 5 bounds the pooled decay, "
+        "as in 'nnfit calcium deconvolve --indicator'",
+    )
     p.set_defaults(func=estimate_command)
 
 
 def estimate_command(args: argparse.Namespace) -> int:
     """``nnfit calcium estimate``."""
     from nnfit.calcium.estimate import estimate_parameters
+    from nnfit.calcium.indicators import indicator_kinetics, indicator_record
     from nnfit.io import atomic_write_json
+
+    prior = None if args.indicator is None else indicator_kinetics(args.indicator)
 
     src = None if args.series is not None else _npy_source(args.input, args.fs)
     if src is not None:
@@ -297,13 +306,21 @@ def estimate_command(args: argparse.Namespace) -> int:
         r = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
         fs, (n, T), take = r.fs, r.shape, r.take
     rows = np.unique(np.linspace(0, n - 1, min(n, max(1, args.max_cells))).astype(int))
-    p = estimate_parameters(np.asarray(take(rows), dtype=float), fs)
+    decay_range = None if prior is None else prior.decay_range
+    p = estimate_parameters(np.asarray(take(rows), dtype=float), fs, decay_range=decay_range)
     pooled = p["pooled"]
     print(f"{len(rows)} of {n} cell(s) x {T} frames at {fs:g} Hz")
     print(
         f"pooled: tau_rise {pooled['tau_rise']:.4g} s, tau_decay {pooled['tau_decay']:.4g} s, "
         f"noise {pooled['noise']:.4g}, lam {pooled['lam']:.4g}"
     )
+    if prior is not None:
+        lo, hi = prior.decay_range
+        at_bound = not lo * (1 + 1e-9) < pooled["tau_decay"] < hi * (1 - 1e-9)
+        print(
+            f"  the decay held within the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
+            + (": it stopped at a bound (check the indicator)" if at_bound else "")
+        )
     q = np.percentile
     for key in ("noise", "tau_rise", "tau_decay", "lam"):
         v = p[key]
@@ -322,6 +339,7 @@ def estimate_command(args: argparse.Namespace) -> int:
                 "fs": fs,
                 "pooled": pooled,
                 **{k: [float(x) for x in p[k]] for k in ("noise", "tau_rise", "tau_decay", "lam")},
+                **({} if prior is None else indicator_record(prior.name)),
             },
         )
         print(f"  wrote {args.json}")
