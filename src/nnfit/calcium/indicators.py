@@ -4,10 +4,10 @@ Naming an indicator (``deconvolve(..., indicator="GCaMP6s")``, ``--indicator``) 
 preset a prior on the estimate: the decay is still estimated from the data, then held within
 :attr:`Indicator.decay_range` (the preset's decay divided and multiplied by
 :data:`PRIOR_SPAN`), so a recording the estimator misreads cannot come out with a decay the
-indicator does not have, and one it reads right is not touched; the rise is estimated freely (the presets' rises are far from the
-fitted ones, below). For the preset's kinetics as they are, pass them as ``tau_rise`` and
-``tau_decay`` (one fixed kernel for every session). The values are
-the double-exponential time constants of CaLab 0.3.0's simulator presets
+indicator does not have, and one it reads right is not touched; the rise is estimated freely
+(the presets' rises are far from the fitted ones, below). For the preset's kinetics as they
+are, pass them as ``tau_rise`` and ``tau_decay`` (one fixed kernel for every session). The
+values are the double-exponential time constants of CaLab 0.3.0's simulator presets
 (``calab.presets``), the CaTune project's own companion, whose kernel is the one nnfit uses
 (``exp(-t / tau_decay) - exp(-t / tau_rise)``); each cites the paper that characterised the
 indicator. ``tests/calcium/test_indicators.py`` checks them against the installed CaLab.
@@ -52,6 +52,19 @@ class Indicator:
         (0.36, 9.0)
         """
         return (self.tau_decay / PRIOR_SPAN, self.tau_decay * PRIOR_SPAN)
+
+    def at_bound(self, tau_decay: float) -> bool:
+        """Whether a decay held within :attr:`decay_range` stopped at one of its ends: the data
+        and the indicator disagree (a wrong name, or a recording the estimator misreads).
+
+        Examples
+        --------
+        >>> ind = indicator_kinetics("GCaMP6s")
+        >>> ind.at_bound(0.36), ind.at_bound(1.2)
+        (True, False)
+        """
+        lo, hi = self.decay_range
+        return not lo * (1 + 1e-9) < tau_decay < hi * (1 - 1e-9)
 
 
 #: Presets by canonical name (look them up with :func:`indicator_kinetics`, which also takes
@@ -139,7 +152,7 @@ def indicator_kinetics(name: str) -> Indicator:
 def indicator_record(name: str) -> dict[str, object]:
     """What ``run.json`` records of a named indicator: ``{"indicator": {name, tau_rise, ...}}``.
 
-    ``used_as`` says how the run used it: the prior of the estimate, its decay searched within
+    ``used_as`` says how the run used it: the prior of the estimate, its decay held within
     ``decay_range_s``.
 
     Examples

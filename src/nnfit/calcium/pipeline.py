@@ -233,19 +233,15 @@ def _estimate_kinetics(
     traces: np.ndarray, fs: float, prior: Indicator | None
 ) -> tuple[float, float]:
     """Pooled ``(tau_rise, tau_decay)``, the decay within ``prior``'s range when one is named."""
-    if prior is None:
-        _, _, tau_rise, tau_decay = estimate_kinetics(traces, fs)
-        return tau_rise, tau_decay
-    lo, hi = prior.decay_range
-    _, _, tau_rise, tau_decay = estimate_kinetics(traces, fs, decay_range=(lo, hi))
-    if not lo * (1 + 1e-9) < tau_decay < hi * (1 - 1e-9):
+    decay_range = None if prior is None else prior.decay_range
+    _, _, tau_rise, tau_decay = estimate_kinetics(traces, fs, decay_range=decay_range)
+    if prior is not None and prior.at_bound(tau_decay):
         logger.warning(
             "the decay estimated from the data stopped at the %s prior's bound, %.3g s (its "
             "range: %.3g-%.3g s): check the indicator, or give tau_decay",
             prior.name,
             tau_decay,
-            lo,
-            hi,
+            *prior.decay_range,
         )
     return tau_rise, tau_decay
 

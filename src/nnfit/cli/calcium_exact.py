@@ -316,10 +316,13 @@ def estimate_command(args: argparse.Namespace) -> int:
     )
     if prior is not None:
         lo, hi = prior.decay_range
-        at_bound = not lo * (1 + 1e-9) < pooled["tau_decay"] < hi * (1 - 1e-9)
         print(
             f"  the decay held within the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
-            + (": it stopped at a bound (check the indicator)" if at_bound else "")
+            + (
+                ": it stopped at a bound (check the indicator)"
+                if prior.at_bound(pooled["tau_decay"])
+                else ""
+            )
         )
     q = np.percentile
     for key in ("noise", "tau_rise", "tau_decay", "lam"):
