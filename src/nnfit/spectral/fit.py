@@ -58,9 +58,14 @@ from nnfit.spectral.store import load_problem, read_warm_start_from, solution_sh
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "fit_cube", "fit_store", "read_warm_start", "write_solution"]
+__all__ = ["MAX_BATCH", "METHODS", "fit_cube", "fit_store", "read_warm_start", "write_solution"]
 
 METHODS = ("auto", "gram", "active-set", "matrix-free")
+
+#: most candidates a working-set round takes by default (one per component up to this): at
+#: C = 207, 52 / 104 / 207 a round took 31 / 19 / 21 rounds and 251 / 218 / 330 s
+#: (docs/spectral/exact-fit.rst); at C = 22 one per component stays the default
+MAX_BATCH = 100
 
 
 # ----------------------------------------------------------------------------- HDF5 glue
@@ -273,11 +278,12 @@ def fit_cube(
         without the cache and on a cluster (:mod:`nnfit.spectral.column_cache`), so the cap
         bounds memory and time, never the result.
     batch : int, optional
-        Candidates added to the working set per round (default ``max(C, 16)``, one per
-        component: their design columns cost about what the round's gradient pass costs,
-        ``2 S C K L`` flops). Each candidate costs a design column and a row of Gram
+        Candidates added to the working set per round (default ``max(16, min(C,
+        MAX_BATCH))``: one per component, the components with the largest violations first,
+        at most :data:`MAX_BATCH`). Each candidate costs a design column and a row of Gram
         entries, and more per round rarely save rounds, as the exact subproblem keeps few of
-        many near-collinear columns (measured at C = 22 in :doc:`/spectral/exact-fit`).
+        many near-collinear columns (measured at C = 22 and C = 207 in
+        :doc:`/spectral/exact-fit`).
     screen : bool, optional
         Choose each round's candidates from a float32 gradient (``"active-set"`` on the local
         scheduler): its adjoint product takes about half the time of the float64 one. Only a
@@ -761,7 +767,7 @@ def _fit_working_set(
         if viol.size == 0 and pending.size == 0:
             converged = True
             break
-        k = batch if batch is not None else max(C, 16)
+        k = batch if batch is not None else max(16, min(C, MAX_BATCH))
         new = _pick_candidates(viol, score, k, P)
         if pending.size:
             new = np.concatenate([pending, np.setdiff1d(new, pending)])
