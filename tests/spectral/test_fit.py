@@ -156,6 +156,32 @@ def test_fit_store_does_not_keep_the_loaded_problem_through_the_fit(small_store,
     assert res.converged and alive and not any(alive)
 
 
+def test_the_default_batch_is_one_per_component_up_to_max_batch(tmp_path, monkeypatch):
+    """20 components, MAX_BATCH lowered to 17: no round takes more than 17 candidates, the
+    first one per component, and the fit still reaches scipy's NNLS optimum."""
+    from nnfit.spectral import fit as fit_module
+    from nnfit.spectral.simulate import simulate_cube
+
+    path = simulate_cube(8, 20, 4, seed=3, mask_fraction=0.1).to_h5(tmp_path / "c20.h5")
+    op = CubeOperator.from_h5(path, weighted=True)
+    A = op.todense()
+    _, rnorm = nnls(A, op._data.wy.ravel(), maxiter=100 * A.shape[1])
+    picked = []
+    real_pick = fit_module._pick_candidates
+
+    def pick(viol, score, k, P):
+        new = real_pick(viol, score, k, P)
+        picked.append((k, np.unique(new // P).size, new.size))
+        return new
+
+    monkeypatch.setattr(fit_module, "MAX_BATCH", 17)
+    monkeypatch.setattr(fit_module, "_pick_candidates", pick)
+    res = fit_cube(path, method="active-set", x0=None, checkpoint=False)
+    assert res.converged and abs(res.stats["chi2"] - rnorm**2) <= 1e-10 * rnorm**2
+    assert picked and all(k == 17 and n <= 17 for k, _, n in picked)
+    assert picked[0] == (17, 17, 17)  # from a cold start every component violates: one each
+
+
 def test_auto_picks_gram_for_small_problems(small_store):
     _, st = fit_cube(small_store, x0=None, checkpoint=False)
     assert st["method"] == "gram"

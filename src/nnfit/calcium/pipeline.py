@@ -172,15 +172,7 @@ def deconvolve(
     if T < 8:
         raise ValueError(f"traces need at least 8 frames; got {T}")
     estimated = {"kinetics": False, "lam": False}
-    preset = None
-    if indicator is not None:
-        if tau_rise is not None or tau_decay is not None:
-            raise ValueError(
-                "give tau_rise and tau_decay, or indicator (a prior on their estimate), not "
-                f"both; got indicator={indicator!r}, tau_rise={tau_rise!r}, "
-                f"tau_decay={tau_decay!r}"
-            )
-        preset = indicator_kinetics(indicator)
+    preset = _prior(indicator, tau_rise, tau_decay)
     if tau_rise is None and tau_decay is None:
         tau_rise, tau_decay = _estimate_kinetics(x2, fs, preset)
         estimated["kinetics"] = True
@@ -227,6 +219,20 @@ def deconvolve(
         res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
     res.time_s = time.perf_counter() - start
     return res
+
+
+def _prior(
+    indicator: str | None, tau_rise: float | None, tau_decay: float | None
+) -> Indicator | None:
+    """The named indicator's preset, refused beside given kinetics (it bounds their estimate)."""
+    if indicator is None:
+        return None
+    if tau_rise is not None or tau_decay is not None:
+        raise ValueError(
+            "give tau_rise and tau_decay, or indicator (a prior on their estimate), not both; "
+            f"got indicator={indicator!r}, tau_rise={tau_rise!r}, tau_decay={tau_decay!r}"
+        )
+    return indicator_kinetics(indicator)
 
 
 def _estimate_kinetics(
@@ -463,9 +469,7 @@ def _deconvolve_recording(
     block_cells = check_int("block_cells", block_cells, low=1)
     n_cells, T = open_traces(path).shape if dataset is None else _h5_shape(path, dataset)
     estimated = False
-    prior = None if indicator is None else indicator_kinetics(indicator)
-    if prior is not None and (tau_rise is not None or tau_decay is not None):
-        raise ValueError("give tau_rise and tau_decay, or indicator (a prior on their estimate)")
+    prior = _prior(indicator, tau_rise, tau_decay)
     if tau_rise is None and tau_decay is None:
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
         if dataset is None:
