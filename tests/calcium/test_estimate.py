@@ -240,3 +240,74 @@ def test_gaussian_smooth_is_ndimage_gaussian_filter(sigma):
     x = np.random.default_rng(3).standard_normal((2, 12000)) + np.linspace(0, 5, 12000)
     ref = ndimage.gaussian_filter1d(x, sigma, axis=-1, mode="nearest")
     np.testing.assert_allclose(gaussian_smooth(x, sigma), ref, rtol=0, atol=1e-12)
+
+
+def _recordings(decays, n_frames=7200, seed0=0):
+    return [
+        simulate_recording(1, n_frames, tau_decay=td, seed=seed0 + i).traces[0]
+        for i, td in enumerate(decays)
+    ]
+
+
+def test_per_recording_decays_follow_recordings_that_disagree():
+    from nnfit.calcium import estimate_kinetics_per_recording, estimate_kinetics_pooled
+
+    truth = np.array([0.4, 0.4, 0.4, 1.6, 1.6, 1.6])
+    recs = _recordings(truth)
+    tr, td = estimate_kinetics_per_recording(recs, 30.0)
+    tr_p, td_p = estimate_kinetics_pooled(recs, 30.0)
+    # the pooled decay sits between the groups; each recording's is nearer its own truth
+    assert 0.4 < td_p < 1.6
+    assert td[:3].max() < td_p < td[3:].min()
+    assert np.mean(np.abs(np.log(td / truth))) < 0.5 * np.mean(np.abs(np.log(td_p / truth)))
+    np.testing.assert_array_equal(tr, np.minimum(tr_p, 0.5 * td))
+
+
+def test_per_recording_decays_are_the_pooled_one_where_recordings_agree():
+    from nnfit.calcium import estimate_kinetics_per_recording, estimate_kinetics_pooled
+
+    # the recordings' own decays scatter by noise alone, and the split halves measure that:
+    # here their spread is all noise (every recording gets the pooled decay) ...
+    recs = _recordings([0.8] * 6)
+    tr, td = estimate_kinetics_per_recording(recs, 30.0)
+    tr_p, td_p = estimate_kinetics_pooled(recs, 30.0)
+    np.testing.assert_array_equal(td, np.full(6, td_p))
+    np.testing.assert_array_equal(tr, np.full(6, tr_p))
+    # ... and where the noise estimate (six pairs of halves) comes out low, each recording
+    # moves only part of the way from the pooled decay towards its own estimate
+    recs = _recordings([0.8] * 6, seed0=10)
+    _, td = estimate_kinetics_per_recording(recs, 30.0)
+    td_p = estimate_kinetics_pooled(recs, 30.0)[1]
+    own = np.array([estimate_kinetics_pooled([y], 30.0)[1] for y in recs])
+    assert np.all(np.abs(np.log(td / td_p)) < 0.7 * np.abs(np.log(own / td_p)))
+
+
+def test_per_recording_keeps_the_pooled_kinetics_with_too_few_recordings_to_compare():
+    from nnfit.calcium import estimate_kinetics_per_recording, estimate_kinetics_pooled
+    from nnfit.calcium.estimate import SHRINK_MIN_RECORDINGS
+
+    truth = [0.4, 1.6, 0.4, 1.6][: SHRINK_MIN_RECORDINGS - 1]
+    recs = _recordings(truth)
+    pooled = estimate_kinetics_pooled(recs, 30.0)
+    tr, td = estimate_kinetics_per_recording(recs, 30.0)
+    assert set(td) == {pooled[1]} and set(tr) == {pooled[0]}
+    # recordings too short to search in halves (4 s at 30 Hz: 60 frames a half) do not count
+    short = _recordings([0.4, 0.4, 1.6, 1.6, 1.6], n_frames=120)
+    assert len(set(estimate_kinetics_per_recording(short, 30.0)[1])) == 1
+
+
+def test_per_recording_decays_stay_within_the_range_given():
+    from nnfit.calcium import estimate_kinetics_per_recording
+
+    recs = _recordings([0.4, 0.4, 0.4, 1.6, 1.6, 1.6])
+    _, td = estimate_kinetics_per_recording(recs, 30.0, decay_range=(0.5, 1.2))
+    assert td.min() >= 0.5 and td.max() <= 1.2
+    assert td.min() == 0.5 and td.max() == 1.2  # both groups reach past the range
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 900)), []])
+def test_per_recording_needs_a_list_of_recordings(bad):
+    from nnfit.calcium import estimate_kinetics_per_recording
+
+    with pytest.raises(ValueError, match="list of 1-D traces, one per recording"):
+        estimate_kinetics_per_recording(bad, 30.0)

@@ -20,7 +20,11 @@ from nnfit.calcium.browser_solver import (
     load_export_params,
     solve_with_baseline,
 )
-from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_parameters
+from nnfit.calcium.estimate import (
+    estimate_kinetics_per_recording,
+    estimate_kinetics_pooled,
+    estimate_parameters,
+)
 from nnfit.calcium.fista import run_deconvolution
 from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_offset, tau_to_ar2
@@ -39,6 +43,7 @@ __all__ = [
     "compute_lipschitz",
     "deconvolve",
     "deconvolve_from_export",
+    "estimate_kinetics_per_recording",
     "estimate_kinetics_pooled",
     "estimate_parameters",
     "indicator_kinetics",
