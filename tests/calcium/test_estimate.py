@@ -309,5 +309,18 @@ def test_per_recording_decays_stay_within_the_range_given():
 def test_per_recording_needs_a_list_of_recordings(bad):
     from nnfit.calcium import estimate_kinetics_per_recording
 
-    with pytest.raises(ValueError, match="list of 1-D traces, one per recording"):
+    with pytest.raises(ValueError, match=r"list of recordings .* one per recording"):
         estimate_kinetics_per_recording(bad, 30.0)
+
+
+def test_per_recording_takes_sessions_of_several_cells():
+    from nnfit.calcium import estimate_kinetics_per_recording
+
+    truth = np.array([0.4, 0.4, 0.4, 1.6, 1.6, 1.6])
+    sessions = [
+        simulate_recording(3, 3600, tau_decay=td, seed=20 + i).traces for i, td in enumerate(truth)
+    ]
+    tr, td = estimate_kinetics_per_recording(sessions, 30.0)
+    assert tr.shape == td.shape == (6,)
+    assert td[:3].max() < td[3:].min()
+    assert np.abs(np.log(td / truth)).max() < 0.5

@@ -255,3 +255,37 @@ def test_read_rows_equals_the_memory_map(tmp_path, dtype, layout):
         got = read_rows(path, start, stop)
         assert got.dtype == np.float64
         np.testing.assert_array_equal(got, ref[start:stop])
+
+
+def test_cli_estimates_kinetics_per_recording_from_several_inputs(tmp_path, monkeypatch, capsys):
+    from nnfit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    truth = [0.4, 0.4, 0.4, 1.6, 1.6, 1.6]
+    names = []
+    for i, td in enumerate(truth):
+        names.append(f"day{i}.npy")
+        np.save(names[-1], simulate_recording(3, 3600, tau_decay=td, seed=20 + i).traces)
+    assert main(["calcium", "estimate", *names, "--fs", "30", "--json", "p.json"]) == 0
+    out = capsys.readouterr().out
+    assert "6 recordings at 30 Hz" in out and out.count("tau_decay") == 6
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert [r["input"] for r in p["recordings"]] == names
+    td = np.array([r["tau_decay"] for r in p["recordings"]])
+    assert td[:3].max() < td[3:].min()
+    # two recordings are too few to compare: the pooled kinetics for both, and said so
+    assert main(["calcium", "estimate", *names[:2], "--fs", "30"]) == 0
+    assert "fewer than 4 recordings to compare" in capsys.readouterr().out
+
+
+def test_cli_per_recording_refuses_inputs_at_different_frame_rates(tmp_path, monkeypatch, capsys):
+    from nnfit.calcium import save_for_tuning
+    from nnfit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rec = simulate_recording(2, 900, seed=1)
+    for name, fs in (("a", 30.0), ("b", 60.0)):
+        save_for_tuning(rec.traces, fs, name)
+    assert main(["calcium", "estimate", "a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert "must share one frame rate" in err and "a: 30 Hz" in err and "b: 60 Hz" in err

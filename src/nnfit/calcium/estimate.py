@@ -431,8 +431,9 @@ def estimate_kinetics_per_recording(
 
     Parameters
     ----------
-    traces : list of numpy.ndarray
-        One 1-D trace per recording (any lengths), all at ``fs``.
+    traces : list of array_like
+        One entry per recording, all at ``fs``, any lengths: a 1-D trace, or the ``(cells,
+        T)`` traces of one session (its decay then pooled over its cells).
     fs : float
         Sampling rate in Hz.
     decay_range : (float, float), optional
@@ -483,28 +484,34 @@ def estimate_kinetics_per_recording(
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     if isinstance(traces, np.ndarray) or not len(traces):
         raise ValueError(
-            "traces must be a non-empty list of 1-D traces, one per recording; for the cells "
-            "of one recording, use estimate_parameters (kinetics pooled over cells)"
+            "traces must be a non-empty list of recordings (1-D traces or (cells, T) arrays), "
+            "one per recording; for the cells of one recording alone, use estimate_parameters "
+            "(kinetics pooled over its cells)"
         )
-    ys = [as_float_array(f"traces[{i}]", t, ndim=(1,)) for i, t in enumerate(traces)]
-    tr_p, td_p = estimate_kinetics_pooled(ys, fs, decay_range=decay_range)
-    n = len(ys)
+    recs = [
+        np.atleast_2d(as_float_array(f"traces[{i}]", t, ndim=(1, 2))) for i, t in enumerate(traces)
+    ]
+    tr_p, td_p = estimate_kinetics_pooled([c for r in recs for c in r], fs, decay_range=decay_range)
+    n = len(recs)
     tr = np.full(n, tr_p)
     td = np.full(n, td_p)
-    # the frames each recording's search reads, and their halves
-    used = [y[:REFINE_MAX_FRAMES] for y in ys]
+    # the cells and frames each recording's decay search reads, and their halves
+    used = [
+        r[:: max(1, len(r) // REFINE_MAX_TRACES)][:REFINE_MAX_TRACES, :REFINE_MAX_FRAMES]
+        for r in recs
+    ]
     half_min = max(64, 8 * round(REFINE_LAGS_S * fs))
-    ok = np.array([u.size // 2 >= half_min for u in used])
+    ok = np.array([u.shape[1] // 2 >= half_min for u in used])
     if ok.sum() < SHRINK_MIN_RECORDINGS:
         return tr, td
 
-    def decay(y: np.ndarray) -> float:
-        return estimate_kinetics_pooled([y], fs)[1]
+    def decay(cells: np.ndarray) -> float:
+        return estimate_kinetics_pooled(list(cells), fs)[1]
 
     idx = np.flatnonzero(ok)
     d = np.log([decay(used[i]) for i in idx])
-    a = np.log([decay(used[i][: used[i].size // 2]) for i in idx])
-    b = np.log([decay(used[i][used[i].size // 2 :]) for i in idx])
+    a = np.log([decay(used[i][:, : used[i].shape[1] // 2]) for i in idx])
+    b = np.log([decay(used[i][:, used[i].shape[1] // 2 :]) for i in idx])
     v = float(np.mean((a - b) ** 2) / 4.0)
     s2 = float((1.4826 * np.median(np.abs(d - np.median(d)))) ** 2)
     tau2 = max(0.0, s2 - v)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,16 +255,23 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         "estimate",
         help="estimate noise, kinetics and lam from the traces",
         description="Estimate noise (high-frequency spectrum), tau_rise and tau_decay "
-        "(autocovariance fit) and lam (length-invariant rule) per cell and pooled.",
+        "(autocovariance fit) and lam (length-invariant rule) per cell and pooled. With "
+        "several INPUTs (recordings of one indicator, same frame rate): kinetics per "
+        "recording, each decay moved from the pooled one towards the recording's own as far "
+        "as the recordings disagree beyond their noise.",
         epilog="examples:\n  nnfit calcium estimate traces.npy --fs 30\n"
         "  nnfit calcium estimate suite2p/plane0 --json params.json\n"
-        "  nnfit calcium estimate rec.nwb --series Fluorescence/RoiResponseSeries\n",
+        "  nnfit calcium estimate rec.nwb --series Fluorescence/RoiResponseSeries\n"
+        "  nnfit calcium estimate day1.npy day2.npy day3.npy day4.npy --fs 30\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from nnfit.cli.calcium_formats import add_series_argument
 
     p.add_argument(
-        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5; several: one per recording",
     )
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--json", metavar="FILE", help="also write the estimates as JSON")
@@ -278,21 +286,18 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--indicator",
         metavar="NAME",
-        help="the recording's indicator: its preset's decay / or x 5 bounds the pooled decay, "
-        "as in 'nnfit calcium deconvolve --indicator'",
+        help="the recording's indicator: its preset's decay / or x 5 bounds the pooled decay "
+        "(with several INPUTs, every recording's), as in 'nnfit calcium deconvolve --indicator'",
     )
     p.set_defaults(func=estimate_command)
 
 
-def estimate_command(args: argparse.Namespace) -> int:
-    """``nnfit calcium estimate``."""
-    from nnfit.calcium.estimate import estimate_parameters
-    from nnfit.calcium.indicators import indicator_kinetics, indicator_record
-    from nnfit.io import atomic_write_json
-
-    prior = None if args.indicator is None else indicator_kinetics(args.indicator)
-
-    src = None if args.series is not None else _npy_source(args.input, args.fs)
+def _estimate_input(
+    path: str, args: argparse.Namespace
+) -> tuple[float, tuple[int, int], np.ndarray, np.ndarray]:
+    """``(fs, (cells, frames), rows read, traces of those rows)`` of one INPUT: at most
+    ``--max-cells`` cells spread over it."""
+    src = None if args.series is not None else _npy_source(path, args.fs)
     if src is not None:
         from nnfit.calcium.pipeline import open_traces
 
@@ -303,11 +308,85 @@ def estimate_command(args: argparse.Namespace) -> int:
     else:
         from nnfit.calcium.recordings import read_input
 
-        r = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
+        r = read_input(path, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
         fs, (n, T), take = r.fs, r.shape, r.take
     rows = np.unique(np.linspace(0, n - 1, min(n, max(1, args.max_cells))).astype(int))
+    return fs, (n, T), rows, np.asarray(take(rows), dtype=float)
+
+
+def _estimate_per_recording(args: argparse.Namespace, prior: Any) -> int:
+    """``nnfit calcium estimate`` with several INPUTs: kinetics per recording."""
+    from nnfit.calcium.estimate import SHRINK_MIN_RECORDINGS, estimate_kinetics_per_recording
+    from nnfit.calcium.indicators import indicator_record
+    from nnfit.io import atomic_write_json
+
+    read = []
+    for path in args.inputs:
+        args.input = path  # an error while reading names this input
+        read.append(_estimate_input(path, args))
+    rates = {fs for fs, *_ in read}
+    if len(rates) > 1:
+        listed = ", ".join(
+            f"{path}: {fs:g} Hz" for path, (fs, *_) in zip(args.inputs, read, strict=True)
+        )
+        raise ValueError(
+            f"the INPUTs must share one frame rate to be compared ({listed}); estimate each "
+            "rate's recordings on their own"
+        )
+    fs = rates.pop()
+    tr, td = estimate_kinetics_per_recording(
+        [traces for *_, traces in read],
+        fs,
+        decay_range=None if prior is None else prior.decay_range,
+    )
+    print(f"{len(read)} recordings at {fs:g} Hz")
+    width = max(len(path) for path in args.inputs)
+    for path, (_, (n, T), rows, _), a, b in zip(args.inputs, read, tr, td, strict=True):
+        print(
+            f"  {path:{width}s}  {len(rows)} of {n} cell(s) x {T} frames: "
+            f"tau_rise {a:.4g} s, tau_decay {b:.4g} s"
+        )
+    if prior is not None:
+        lo, hi = prior.decay_range
+        print(f"  the decays held within the {prior.name} prior's {lo:.3g}-{hi:.3g} s")
+    if len(read) < SHRINK_MIN_RECORDINGS:
+        print(f"  one decay for all: fewer than {SHRINK_MIN_RECORDINGS} recordings to compare")
+    elif np.all(td == td[0]):
+        print(
+            "  one decay for all: the recordings do not disagree beyond their noise (or too "
+            "few are long enough to compare)"
+        )
+    if args.json:
+        atomic_write_json(
+            args.json,
+            {
+                "fs": fs,
+                "recordings": [
+                    {"input": path, "cells": [int(i) for i in rows], "tau_rise": a, "tau_decay": b}
+                    for path, (_, _, rows, _), a, b in zip(
+                        args.inputs, read, tr.tolist(), td.tolist(), strict=True
+                    )
+                ],
+                **({} if prior is None else indicator_record(prior.name)),
+            },
+        )
+        print(f"  wrote {args.json}")
+    return 0
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    """``nnfit calcium estimate``."""
+    from nnfit.calcium.estimate import estimate_parameters
+    from nnfit.calcium.indicators import indicator_kinetics, indicator_record
+    from nnfit.io import atomic_write_json
+
+    prior = None if args.indicator is None else indicator_kinetics(args.indicator)
     decay_range = None if prior is None else prior.decay_range
-    p = estimate_parameters(np.asarray(take(rows), dtype=float), fs, decay_range=decay_range)
+    if len(args.inputs) > 1:
+        return _estimate_per_recording(args, prior)
+    args.input = args.inputs[0]
+    fs, (n, T), rows, traces = _estimate_input(args.input, args)
+    p = estimate_parameters(traces, fs, decay_range=decay_range)
     pooled = p["pooled"]
     print(f"{len(rows)} of {n} cell(s) x {T} frames at {fs:g} Hz")
     print(
