@@ -445,7 +445,8 @@ def estimate_kinetics_per_recording(
     tau_rise, tau_decay : numpy.ndarray
         One value per recording, seconds. All equal to the pooled estimate where fewer than
         :data:`SHRINK_MIN_RECORDINGS` recordings are long enough to be searched in halves
-        (``8 REFINE_LAGS_S fs`` frames each), or where they do not disagree beyond their noise.
+        (``8 REFINE_LAGS_S fs`` frames each), or where they do not disagree beyond their noise;
+        a recording too short for that keeps the pooled decay.
 
     Notes
     -----
