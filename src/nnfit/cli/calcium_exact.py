@@ -281,7 +281,8 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=2000,
         metavar="N",
-        help="estimate on at most N cells spread over the recording (default: %(default)s)",
+        help="estimate on at most N cells spread over the recording; with several INPUTs, "
+        "N in all, shared between them, at least 8 each (default: %(default)s)",
     )
     p.add_argument(
         "--indicator",
@@ -293,10 +294,10 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
 
 
 def _estimate_input(
-    path: str, args: argparse.Namespace
+    path: str, args: argparse.Namespace, max_cells: int
 ) -> tuple[float, tuple[int, int], np.ndarray, np.ndarray]:
     """``(fs, (cells, frames), rows read, traces of those rows)`` of one INPUT: at most
-    ``--max-cells`` cells spread over it."""
+    ``max_cells`` cells spread over it."""
     src = None if args.series is not None else _npy_source(path, args.fs)
     if src is not None:
         from nnfit.calcium.pipeline import open_traces
@@ -310,20 +311,27 @@ def _estimate_input(
 
         r = read_input(path, fs=args.fs, fs_label="--fs", series=args.series, lazy=True)
         fs, (n, T), take = r.fs, r.shape, r.take
-    rows = np.unique(np.linspace(0, n - 1, min(n, max(1, args.max_cells))).astype(int))
+    rows = np.unique(np.linspace(0, n - 1, min(n, max(1, max_cells))).astype(int))
     return fs, (n, T), rows, np.asarray(take(rows), dtype=float)
 
 
 def _estimate_per_recording(args: argparse.Namespace, prior: Any) -> int:
     """``nnfit calcium estimate`` with several INPUTs: kinetics per recording."""
-    from nnfit.calcium.estimate import SHRINK_MIN_RECORDINGS, estimate_kinetics_per_recording
+    from nnfit.calcium.estimate import (
+        REFINE_MAX_TRACES,
+        SHRINK_MIN_RECORDINGS,
+        estimate_kinetics_per_recording,
+    )
     from nnfit.calcium.indicators import indicator_record
     from nnfit.io import atomic_write_json
 
+    # the cells read stay near --max-cells in all, however many recordings there are; each
+    # recording's own decay search reads at most REFINE_MAX_TRACES of them
+    each = max(REFINE_MAX_TRACES, args.max_cells // len(args.inputs))
     read = []
     for path in args.inputs:
         args.input = path  # an error while reading names this input
-        read.append(_estimate_input(path, args))
+        read.append(_estimate_input(path, args, each))
     rates = {fs for fs, *_ in read}
     if len(rates) > 1:
         listed = ", ".join(
@@ -385,7 +393,7 @@ def estimate_command(args: argparse.Namespace) -> int:
     if len(args.inputs) > 1:
         return _estimate_per_recording(args, prior)
     args.input = args.inputs[0]
-    fs, (n, T), rows, traces = _estimate_input(args.input, args)
+    fs, (n, T), rows, traces = _estimate_input(args.input, args, args.max_cells)
     p = estimate_parameters(traces, fs, decay_range=decay_range)
     pooled = p["pooled"]
     print(f"{len(rows)} of {n} cell(s) x {T} frames at {fs:g} Hz")
