@@ -48,3 +48,38 @@ def test_demo_writes_every_capability_output(run_cli, tmp_path):
     assert "correlation of inferred with simulated spikes" in proc.stdout
     assert "OK: all 10 checks passed" in proc.stdout
     assert "exact fit" in proc.stdout
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
+    """``nnfit ... | head``: the pipe closes before the command prints; no error is reported
+    and the exit status is that of a process stopped by SIGPIPE."""
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from nnfit.calcium import simulate_recording
+
+    np.save(tmp_path / "rec.npy", simulate_recording(3, 3600, seed=1).traces)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnfit", "calcium", "estimate", "rec.npy", "--fs", "30"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the estimate is done and printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert err == ""
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capsys):
+    from nnfit.cli import calcium_exact, main
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(calcium_exact, "estimate_command", broken)
+    assert main(["calcium", "estimate", "x.npy", "--fs", "30"]) == 2
+    assert "nnfit: error: " in (err := capsys.readouterr().err) and "Broken pipe" in err

@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -157,6 +158,22 @@ def _raised_by_h5py(exc: BaseException) -> bool:
     return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno, or no poll on this platform
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnfit`` console script; returns the exit status."""
     try:
@@ -183,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"nnfit: error: in the input HDF5 file: {describe_error(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            print(f"nnfit: error: {describe_error(exc)}", file=sys.stderr)
+            return 2
+        # the reader of the output went away (``nnfit ... | head``): nothing is wrong, and
+        # the output still buffered goes nowhere instead of failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for SIGPIPE
     except (ValueError, OSError) as exc:
         # Bad input is the user's to fix: say what, without a traceback.
         print(f"nnfit: error: {describe_error(exc)}", file=sys.stderr)
