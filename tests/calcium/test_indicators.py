@@ -115,6 +115,6 @@ def test_cli_estimate_takes_the_indicator_as_a_prior(run_cli, tmp_path):
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["pooled"]["tau_decay"] == pytest.approx(0.36)
     assert p["indicator"] == indicator_record("GCaMP6s")["indicator"]
-    assert "stopped at a bound" in proc.stdout
+    assert "at a bound of the prior" in proc.stdout
     run_cli(*args, check=True)
     assert json.loads((tmp_path / "p.json").read_text())["pooled"]["tau_decay"] < 0.3

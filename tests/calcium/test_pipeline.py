@@ -273,6 +273,11 @@ def test_cli_estimates_kinetics_per_recording_from_several_inputs(tmp_path, monk
     assert [r["input"] for r in p["recordings"]] == names
     td = np.array([r["tau_decay"] for r in p["recordings"]])
     assert td[:3].max() < td[3:].min()
+    # a named indicator bounds every recording's decay, and the CLI marks those at a bound
+    assert main(["calcium", "estimate", *names, "--fs", "30", "--indicator", "jGCaMP8f"]) == 0
+    out = capsys.readouterr().out
+    assert "within the jGCaMP8f prior's 0.06-1.5 s" in out
+    assert out.count("tau_decay 1.5 s: at a bound of the prior") == 3  # the 1.6 s recordings
     # two recordings are too few to compare: the pooled kinetics for both, and said so
     assert main(["calcium", "estimate", *names[:2], "--fs", "30"]) == 0
     assert "fewer than 4 recordings to compare" in capsys.readouterr().out

@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nnfit.calcium.exact import BASELINES
 from nnfit.calcium.kernel import spike_time_offset
+
+if TYPE_CHECKING:
+    from nnfit.calcium.indicators import Indicator
 
 __all__ = [
     "add_deconvolve_arguments",
@@ -225,9 +228,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     if indicator is not None:
-        prior = indicator_kinetics(indicator)
-        lo, hi = prior.decay_range
-        how += f", the decay within the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
+        how += f", the decay within {_prior_range(indicator_kinetics(indicator))}"
     print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
     print(
         f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"
@@ -315,7 +316,20 @@ def _estimate_input(
     return fs, (n, T), rows, np.asarray(take(rows), dtype=float)
 
 
-def _estimate_per_recording(args: argparse.Namespace, prior: Any) -> int:
+def _prior_range(prior: Indicator) -> str:
+    """``the GCaMP6s prior's 0.36-9 s``: the decays a named indicator allows."""
+    lo, hi = prior.decay_range
+    return f"the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
+
+
+def _at_bound(prior: Indicator | None, tau_decay: float) -> str:
+    """A remark where a decay stopped at the prior's bound: the data and the name disagree."""
+    if prior is None or not prior.at_bound(tau_decay):
+        return ""
+    return ": at a bound of the prior (check the indicator)"
+
+
+def _estimate_per_recording(args: argparse.Namespace, prior: Indicator | None) -> int:
     """``nnfit calcium estimate`` with several INPUTs: kinetics per recording."""
     from nnfit.calcium.estimate import (
         REFINE_MAX_TRACES,
@@ -352,11 +366,10 @@ def _estimate_per_recording(args: argparse.Namespace, prior: Any) -> int:
     for path, (_, (n, T), rows, _), a, b in zip(args.inputs, read, tr, td, strict=True):
         print(
             f"  {path:{width}s}  {len(rows)} of {n} cell(s) x {T} frames: "
-            f"tau_rise {a:.4g} s, tau_decay {b:.4g} s"
+            f"tau_rise {a:.4g} s, tau_decay {b:.4g} s{_at_bound(prior, b)}"
         )
     if prior is not None:
-        lo, hi = prior.decay_range
-        print(f"  the decays held within the {prior.name} prior's {lo:.3g}-{hi:.3g} s")
+        print(f"  the decays held within {_prior_range(prior)}")
     if len(read) < SHRINK_MIN_RECORDINGS:
         print(f"  one decay for all: fewer than {SHRINK_MIN_RECORDINGS} recordings to compare")
     elif np.all(td == td[0]):
@@ -389,12 +402,11 @@ def estimate_command(args: argparse.Namespace) -> int:
     from nnfit.io import atomic_write_json
 
     prior = None if args.indicator is None else indicator_kinetics(args.indicator)
-    decay_range = None if prior is None else prior.decay_range
     if len(args.inputs) > 1:
         return _estimate_per_recording(args, prior)
     args.input = args.inputs[0]
     fs, (n, T), rows, traces = _estimate_input(args.input, args, args.max_cells)
-    p = estimate_parameters(traces, fs, decay_range=decay_range)
+    p = estimate_parameters(traces, fs, decay_range=None if prior is None else prior.decay_range)
     pooled = p["pooled"]
     print(f"{len(rows)} of {n} cell(s) x {T} frames at {fs:g} Hz")
     print(
@@ -402,14 +414,8 @@ def estimate_command(args: argparse.Namespace) -> int:
         f"noise {pooled['noise']:.4g}, lam {pooled['lam']:.4g}"
     )
     if prior is not None:
-        lo, hi = prior.decay_range
         print(
-            f"  the decay held within the {prior.name} prior's {lo:.3g}-{hi:.3g} s"
-            + (
-                ": it stopped at a bound (check the indicator)"
-                if prior.at_bound(pooled["tau_decay"])
-                else ""
-            )
+            f"  the decay held within {_prior_range(prior)}{_at_bound(prior, pooled['tau_decay'])}"
         )
     q = np.percentile
     for key in ("noise", "tau_rise", "tau_decay", "lam"):
