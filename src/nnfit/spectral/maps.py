@@ -306,8 +306,7 @@ def write_maps(
         from astropy.wcs.utils import proj_plane_pixel_scales
 
         field = max(shape) * float(np.max(proj_plane_pixel_scales(wcs))) * 3600.0  # arcsec
-        steps = np.array([1, 2, 5])[None, :] * 10.0 ** np.arange(-2, 5)[:, None]
-        tick = float(steps.ravel()[np.searchsorted(steps.ravel(), field / 3.0) - 1])
+        steps = (np.array([1, 2, 5])[None, :] * 10.0 ** np.arange(-4, 5)[:, None]).ravel()
 
     def sky_axes(fig, nrows, ncols, k):
         """Panel ``k`` (1-based): RA/Dec axes from the cube's WCS, else spaxel axes."""
@@ -320,9 +319,11 @@ def write_maps(
         ax.coords[0].set_axislabel(f"right ascension ({wcs.wcs.radesys or 'ICRS'})")
         ax.coords[1].set_axislabel("declination")
         for coord, fmt, unit in ((ax.coords[0], "hh:mm:ss", 15.0), (ax.coords[1], "dd:mm:ss", 1.0)):
-            # ~3 ticks over the field, a 1-2-5 step in arcsec; seconds to that precision
-            coord.set_ticks(spacing=tick * u.arcsec)
-            digits = max(0, int(np.ceil(-np.log10(tick / unit) - 1e-9)))
+            # ~3 ticks over the field, a 1-2-5 step in the labels' own seconds (of time for
+            # RA, 15 arcsec each), so every tick is a multiple of the last digit shown
+            tick = float(steps[max(0, np.searchsorted(steps, field / unit / 3.0) - 1)])
+            coord.set_ticks(spacing=tick * unit * u.arcsec)
+            digits = max(0, int(np.ceil(-np.log10(tick) - 1e-9)))
             coord.set_major_formatter(fmt + ("." + "s" * digits if digits else ""))
             coord.set_ticklabel(exclude_overlapping=True)
         return ax
