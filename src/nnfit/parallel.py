@@ -116,6 +116,16 @@ def _map_threads(
     return results
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform tells it)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
 def die_with_parent() -> None:
     """Ask the kernel to kill this (worker) process when its parent dies, even by SIGKILL.
 

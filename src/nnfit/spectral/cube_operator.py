@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nnfit.operators import LinearOperator
+from nnfit.parallel import usable_cpus
 from nnfit.spectral.continuum import project_out, weighted_basis
 from nnfit.spectral.model import mean_flux, shifted_template_dictionary
 
@@ -218,14 +219,6 @@ def _q_from_x(Y: np.ndarray, x: np.ndarray) -> np.ndarray:
         _Q_CACHE["key"] = key
         _Q_CACHE["Q"] = Q
         return Q
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity where the platform tells it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _apply(item: tuple) -> Any:
@@ -607,7 +600,7 @@ class CubeOperator(LinearOperator):
         self.weighted = bool(weighted)
         self.scheduler = scheduler
         self.block_size = int(block_size) if block_size else min(S, 256)
-        self.threads = _usable_cpus() if threads is None else max(1, int(threads))
+        self.threads = usable_cpus() if threads is None else max(1, int(threads))
         if fit is None:
             self._data = _Data(Y=Y, kern=kern, w=w, wy=wy)
         else:

@@ -31,6 +31,7 @@ import numpy as np
 
 from nnfit.io import array_sha256, atomic_path
 from nnfit.io.hdf5 import create_h5, open_h5, open_locked, writer_lock
+from nnfit.parallel import usable_cpus
 from nnfit.progress import progress as progress_bar
 from nnfit.spectral.model import ModelRowComputer
 from nnfit.spectral.store import CubeProblem, load_problem, read_rebin
@@ -280,11 +281,7 @@ def build_hypercube(
     if compression is not None and compression not in ("gzip", "lzf"):
         raise ValueError(f"compression must be None, 'gzip' or 'lzf'; got {compression!r}")
     if n_workers is None:
-        n_workers = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        n_workers = usable_cpus()
     n_workers = check_int("n_workers", n_workers, low=0)
     with writer_lock(p):
         prob = load_problem(p)
