@@ -105,11 +105,13 @@ def test_minicube_init_fit_maps_against_ppxf(run_cli, tmp_path):
         "7000",
         "--kinematics",
         "ppxf",
+        "--no-progress",
         "--out",
         store,
         check=True,
     )
     assert "bins from" in out.stdout and "kinematics from ppxf" in out.stdout
+    assert "pPXF kinematics" not in out.stderr  # --no-progress
     run_cli("cube", "fit", store, "--per-bin", "--degree", "4", check=True)
     run_cli("cube", "maps", store, "--out", tmp_path / "maps", check=True)
 
@@ -357,3 +359,23 @@ def test_ppxf_kinematics_options_are_used_and_recorded(tmp_path, run_cli):
     )  # fmt: skip
     assert bad.returncode == 2 and "--ppxf-moments/--ppxf-degree" in bad.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow
+def test_kinematics_of_noise_or_a_wrong_redshift_refused_naming_the_fix(tmp_path):
+    """The real minicube as a user might first run it: without the galaxy's redshift, pPXF
+    ends on its safety limits in an outer bin; with it but without binning, a bin of S/N ~4
+    gets an LOSVD wider than the templates are kept for. Either is refused when that bin
+    comes back (not after every bin, with a template-coverage error), naming the bin, its
+    S/N and the flags that fix it; no store is written."""
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    region = {"x_range": (10, 20), "y_range": (10, 20), "template_pattern": PATTERN}
+    with pytest.raises(ValueError, match=r"safety limits.*S/N [0-9.]+\).*z = 0:.*--redshift"):
+        store_from_ifu_cube(MINICUBE, MILES, tmp_path / "a.h5", **region)
+    region = {"x_range": (14, 26), "y_range": (13, 25), "template_pattern": PATTERN}
+    with pytest.raises(ValueError, match=r"beyond the 2000 km/s.*--min-sn \(now 1\)"):
+        store_from_ifu_cube(
+            MINICUBE, MILES, tmp_path / "b.h5", redshift=Z, lam_range=(4800, 7000), **region
+        )
+    assert not list(tmp_path.iterdir())

@@ -161,3 +161,106 @@ def test_resolution_matching_needs_the_instrument(small_cube, tmp_path):
     with pytest.raises(ValueError, match="INSTRUME"):
         store_from_ifu_cube(p, tmp_path, tmp_path / "s.h5", min_sn=0.0)
     assert not (tmp_path / "s.h5").exists()
+
+
+def _absorption_spectra(n_bins: int, seed: int, V=None, sigma=None):
+    """Spectra of known V, sigma (drawn unless given) from four line-rich templates (pPXF's
+    grids: the templates twice as finely sampled, ``vsyst`` 0)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(seed)
+    velscale = 60.0  # km/s per observed pixel
+    ln_t = np.arange(1200) * velscale / 2 / C_KMS  # template pixels, half the observed step
+    lines = rng.uniform(0.05, 0.95, (4, 25)) * ln_t[-1]
+    depth = rng.uniform(0.1, 0.5, (4, 25))
+    templates = 1.0 - np.einsum(
+        "pj,pjt->tp", depth, np.exp(-0.5 * ((ln_t - lines[..., None]) * C_KMS / 40.0) ** 2)
+    )
+    V = rng.uniform(-150, 150, n_bins) if V is None else np.asarray(V, float)
+    sigma = rng.uniform(120, 220, n_bins) if sigma is None else np.asarray(sigma, float)
+    spectra = np.empty((n_bins, 600))
+    for s in range(n_bins):
+        shifted = np.interp(ln_t - V[s] / C_KMS, ln_t, templates @ [1.0, 0.6, 0.3, 0.2])
+        fine = gaussian_filter1d(shifted, sigma[s] / (velscale / 2))
+        spectra[s] = fine.reshape(600, 2).mean(axis=1)
+    noise = np.full_like(spectra, 0.01)
+    spectra += noise * rng.standard_normal(spectra.shape)
+    return spectra, noise, templates, velscale, V, sigma
+
+
+def test_ppxf_kinematics_bins_in_threads_with_progress():
+    """pPXF's per-bin kinematics fitted two bins at a time equal one at a time and a direct
+    pPXF call, recover the simulated V and sigma, and report ``progress(done, total)``."""
+    ppxf = pytest.importorskip("ppxf.ppxf")
+    from nnfit.spectral.kinematics import ppxf_kinematics
+
+    spectra, noise, templates, velscale, V, sigma = _absorption_spectra(5, seed=2)
+    mask = np.ones(600, bool)
+    mask[:20] = mask[-20:] = False  # the edges, where the shifted templates run out
+    kw = {"velscale_ratio": 2, "moments": 2, "degree": 4}
+    calls = []
+    one = ppxf_kinematics(spectra, noise, templates, velscale, mask, threads=1, **kw)
+    two = ppxf_kinematics(
+        spectra, noise, templates, velscale, mask, threads=2, **kw,
+        progress=lambda done, total: calls.append((done, total)),
+    )  # fmt: skip
+    assert calls == [(s, 5) for s in range(1, 6)]
+    for k in ("V", "sigma", "h3", "h4", "chi2"):
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-10, atol=1e-10)
+    pp = ppxf.ppxf(
+        templates, spectra[3], noise[3], velscale, [0.0, 200.0], goodpixels=np.flatnonzero(mask),
+        quiet=True, **kw,
+    )  # fmt: skip
+    np.testing.assert_allclose([one["V"][3], one["sigma"][3]], pp.sol, rtol=1e-10)
+    np.testing.assert_allclose(one["V"], V, atol=10.0)  # km/s (a sixth of a pixel), S/N 100
+    np.testing.assert_allclose(one["sigma"], sigma, rtol=0.08)
+    assert np.all(one["h3"] == 0) and np.all(one["h4"] == 0)
+
+
+@pytest.mark.slow
+def test_ppxf_kinematics_on_a_dask_cluster_equal_here():
+    """The bins fitted on a local Dask cluster's workers: the same numbers, every bin counted
+    once in ``progress`` although results come back in completion order."""
+    pytest.importorskip("ppxf.ppxf")
+    from dask.distributed import Client, LocalCluster
+
+    from nnfit.spectral.kinematics import ppxf_kinematics
+
+    spectra, noise, templates, velscale, _, _ = _absorption_spectra(4, seed=5)
+    mask = np.ones(600, bool)
+    here = ppxf_kinematics(spectra, noise, templates, velscale, mask, velscale_ratio=2)
+    calls = []
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        Client(c) as client,
+    ):
+        there = ppxf_kinematics(
+            spectra, noise, templates, velscale, mask, velscale_ratio=2, scheduler=client,
+            progress=lambda done, total: calls.append((done, total)),
+        )  # fmt: skip
+    assert calls == [(s, 4) for s in range(1, 5)]
+    for k in here:
+        np.testing.assert_array_equal(there[k], here[k])
+
+
+def test_ppxf_kinematics_refuse_a_bin_beyond_vmax_as_it_comes_back():
+    """A bin whose LOSVD would reach beyond ``vmax`` (sigma 400 km/s: |V| + 5 sigma about
+    2100 km/s against 1500) is refused when it is fitted, naming it; the bins before it were
+    fitted, none after it."""
+    pytest.importorskip("ppxf.ppxf")
+    from nnfit.spectral.kinematics import KinematicsAtBoundError, ppxf_kinematics
+
+    V, sigma = [0.0, 50.0, -80.0, 0.0], [150.0, 150.0, 400.0, 150.0]
+    spectra, noise, templates, velscale, _, _ = _absorption_spectra(4, 1, V=V, sigma=sigma)
+    mask = np.ones(600, bool)
+    mask[:20] = mask[-20:] = False
+    done = []
+    with pytest.raises(KinematicsAtBoundError, match=r"bin 2: .*beyond the 1500 km/s") as err:
+        ppxf_kinematics(
+            spectra, noise, templates, velscale, mask, velscale_ratio=2, vmax=1500.0,
+            threads=1, progress=lambda d, t: done.append(d),
+        )  # fmt: skip
+    assert err.value.bin_id == 2 and done == [1, 2]
+    assert isinstance(err.value, ValueError)  # what the CLI reports as bad input

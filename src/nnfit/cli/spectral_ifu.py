@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +89,12 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-ext", help="data extension (default DATA)")
     g.add_argument("--var-ext", help="variance extension (default ERRDATA/STAT/VAR)")
     g.add_argument("--noise-ext", help="1-sigma noise extension instead of a variance")
+    g.add_argument(
+        "--scheduler",
+        help="Dask scheduler address for pPXF's per-bin kinematics, the long step (default: "
+        "here, one bin per CPU at a time; ~0.7 s per bin and core with 150 E-MILES templates)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar over the bins")
 
 
 def _require(*modules: str) -> None:
@@ -96,6 +104,23 @@ def _require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"this command needs {', '.join(missing)}: pip install 'nnfit[spectral]'")
+
+
+def _bin_bar(enabled: bool | None) -> Callable[[int, int], None]:
+    """``progress(done, total)`` for pPXF's bins: a bar on a terminal, made at the first bin."""
+    from nnfit.progress import progress
+
+    state: dict[str, Any] = {}
+
+    def on_bin(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = progress(total, desc="pPXF kinematics", unit="bin", enabled=enabled)
+        bar = state["bar"]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return on_bin
 
 
 def init_from_cube(args: argparse.Namespace) -> int:
@@ -195,6 +220,8 @@ def init_from_cube(args: argparse.Namespace) -> int:
         var_ext=args.var_ext,
         noise_ext=args.noise_ext,
         overwrite=args.overwrite,
+        scheduler=args.scheduler,
+        progress=_bin_bar(enabled=False if args.no_progress else None),
     )
     print(
         f"wrote {info['path']}: {info['S']} bins from {info['spaxels']} spaxels, L={info['L']} "
