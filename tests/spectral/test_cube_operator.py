@@ -169,3 +169,42 @@ def test_a_screening_gradient_is_the_float64_one_to_float32_accuracy(
     assert kern32.dtype == Y32.dtype == np.float32
     assert op.screening_bytes() == kern32.nbytes + Y32.nbytes
     assert Y32.shape[-1] == (prob.mask.sum() if split else prob.L)  # the fitted pixels'
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_spaxels_share_the_dictionary_and_equal_the_problem_of_those_spaxels(
+    small_store, rng, monkeypatch, split
+):
+    """``op.spaxels(s, s + 1)`` is the operator of ``problem.spaxel(s)`` to the bit (passes,
+    and fits with continua), holds no dictionary of its own, and its continuum leaves the
+    whole operator's model as it was; a bad range is refused naming it."""
+    from nnfit.spectral import cube_operator
+    from nnfit.spectral.fit import fit_cube
+
+    if not split:
+        monkeypatch.setattr(cube_operator, "MIN_MASKED", 2.0)  # the dictionary kept whole
+    prob = load_problem(small_store)
+    whole = CubeOperator.from_problem(prob)
+    x = rng.random((prob.C, prob.P))
+    before = whole.forward(x), *whole.gradient(x)
+    for s in (0, 3, prob.S - 1):
+        alone = CubeOperator.from_problem(prob.spaxel(s))
+        part = whole.spaxels(s, s + 1)
+        assert part._data.fitted().Y is whole._data.fitted().Y  # shared, not rebuilt
+        r = rng.standard_normal((1, prob.L))
+        for got, ref in zip(
+            (part.forward(x), part.adjoint(r), *part.gradient(x)),
+            (alone.forward(x), alone.adjoint(r), *alone.gradient(x)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, ref)
+        for kw in ({}, {"degree": 2, "mdegree": 2}):
+            xa, sa = fit_cube(alone, checkpoint=False, x0=None, **kw)
+            xp, sp = fit_cube(part, checkpoint=False, x0=None, **kw)
+            np.testing.assert_array_equal(xp, xa)
+            assert sp["chi2"] == sa["chi2"]
+    after = whole.forward(x), *whole.gradient(x)
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"spaxels a:b must satisfy 0 <= a < b <= \d+; got 2:2"):
+        whole.spaxels(2, 2)

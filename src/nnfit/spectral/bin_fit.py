@@ -98,8 +98,9 @@ def fit_bins(
     fs = prob.model_options.get("flux_scale")
     amp = prob.losvd.sum(axis=1) * (1.0 if fs is None else np.asarray(fs)[:, None])  # (S, C)
     n_good = (bin_mask & prob.mask[None, :]).sum(axis=1)
+    whole = CubeOperator.from_problem(prob)  # one dictionary for every bin
     for s in range(S):
-        op = CubeOperator.from_problem(prob.spaxel(s))
+        op = whole.spaxels(s, s + 1)
         op.template_meta = prob.template_meta  # the population grid for ``regul``
 
         def fit(r: float, op: CubeOperator = op) -> tuple[np.ndarray, dict]:

@@ -38,6 +38,7 @@ module-level functions for Dask to ship them.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import uuid
@@ -658,6 +659,35 @@ class CubeOperator(LinearOperator):
         op = cls.from_problem(problem, _source=source, **kwargs)
         with _REGISTRY_LOCK:  # blocks run here find the data without re-reading the file
             _REGISTRY[source] = op._data
+        return op
+
+    def spaxels(self, a: int, b: int) -> CubeOperator:
+        """The operator of spaxels (or bins) ``a:b`` alone, sharing this one's dictionary.
+
+        The same model and data as ``from_problem(problem.spaxel(s))`` for ``a:b = s:s+1``
+        without building the ``(P, K, L)`` dictionary again (hundreds of MB with an SSP
+        library): what a per-bin fit needs for each bin. Kernels, weights and data are views
+        of this operator's rows; the continuum of the new operator
+        (:meth:`set_continuum`) is its own. Runs on the local scheduler.
+        """
+        S = self.n_spaxels
+        if not (0 <= a < b <= S):
+            raise ValueError(f"spaxels a:b must satisfy 0 <= a < b <= {S}; got {a}:{b}")
+        op = copy.copy(self)
+        op._data = self._data.rows(a, b)
+        op._data.s0 = 0
+        op._w0 = None if self._w0 is None else self._w0[a:b]
+        op._wy0 = None if self._wy0 is None else self._wy0[a:b]
+        op.set_continuum()  # the plain model on these rows, whatever continuum this one had
+        op.data_shape = (b - a, self.n_obs)
+        op.n_spaxels = b - a
+        op.block_size = min(b - a, 256)
+        op.scheduler = None
+        op._f32 = None
+        op._token = uuid.uuid4().hex
+        with _REGISTRY_LOCK:
+            _REGISTRY[op._token] = op._data
+        op._source = ("mem", op._token)
         return op
 
     # ------------------------------------------------------------------ blocks
