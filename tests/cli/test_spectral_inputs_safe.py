@@ -178,3 +178,16 @@ def test_damaged_attribute_metadata_is_one_line_not_a_traceback(small_store, cap
             assert str(small_store) in err[0]
             damaged += 1
     assert damaged
+
+
+def test_cube_options_on_the_array_path_are_refused_naming_them(small_sim, tmp_path, capsys):
+    """--redshift or --target-sn with arrays: nothing would read them, so they are refused
+    (were silently ignored), and nothing is written; without them the store is written."""
+    _init_arrays(small_sim, tmp_path)
+    store = tmp_path / "cube.h5"
+    args = ["spectral", "init", "--npz", str(tmp_path / "good.npz"), "--out", str(store)]
+    assert main([*args, "--redshift", "0.1", "--target-sn", "20"]) == 2
+    err = _one_line_error(capsys)
+    assert "--redshift, --target-sn: these apply to a FITS cube" in err
+    assert not store.exists()
+    assert main(args) == 0

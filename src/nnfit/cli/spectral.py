@@ -357,6 +357,9 @@ def _init(args: argparse.Namespace) -> int:
 
         return init_from_cube(args)
 
+    from nnfit.cli.spectral_ifu import refuse_cube_options_without_cube
+
+    refuse_cube_options_without_cube(args)
     names = _INIT_ARRAYS
     out = Path(args.out)
     refuse_output_over_input(

@@ -95,6 +95,21 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         "here, one bin per CPU at a time; ~0.7 s per bin and core with 150 E-MILES templates)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar over the bins")
+    p.set_defaults(_cube_only={a.dest: a.default for a in g._group_actions})
+
+
+def refuse_cube_options_without_cube(args: argparse.Namespace) -> None:
+    """Refuse the FITS path's options on the array path, where nothing would read them."""
+    given = [
+        f"--{dest.replace('_', '-')}"
+        for dest, default in args._cube_only.items()
+        if getattr(args, dest) != default
+    ]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: these apply to a FITS cube (give it as the first argument); "
+            "arrays are stored as given"
+        )
 
 
 def _require(*modules: str) -> None:
