@@ -187,6 +187,7 @@ def test_spaxels_share_the_dictionary_and_equal_the_problem_of_those_spaxels(
     whole = CubeOperator.from_problem(prob)
     x = rng.random((prob.C, prob.P))
     before = whole.forward(x), *whole.gradient(x)
+    alone_3 = CubeOperator.from_problem(prob.spaxel(3))
     for s in (0, 3, prob.S - 1):
         alone = CubeOperator.from_problem(prob.spaxel(s))
         part = whole.spaxels(s, s + 1)
@@ -206,5 +207,7 @@ def test_spaxels_share_the_dictionary_and_equal_the_problem_of_those_spaxels(
     after = whole.forward(x), *whole.gradient(x)
     for a, b in zip(after, before, strict=True):
         np.testing.assert_array_equal(a, b)
+    whole.set_continuum(2)  # a view starts from the plain model whatever its parent holds
+    np.testing.assert_array_equal(whole.spaxels(3, 4).gradient(x)[0], alone_3.gradient(x)[0])
     with pytest.raises(ValueError, match=r"spaxels a:b must satisfy 0 <= a < b <= \d+; got 2:2"):
         whole.spaxels(2, 2)

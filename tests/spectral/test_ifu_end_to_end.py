@@ -367,7 +367,8 @@ def test_kinematics_of_noise_or_a_wrong_redshift_refused_naming_the_fix(tmp_path
     ends on its safety limits in an outer bin; with it but without binning, a bin of S/N ~4
     gets an LOSVD wider than the templates are kept for. Either is refused when that bin
     comes back (not after every bin, with a template-coverage error), naming the bin, its
-    S/N and the flags that fix it; no store is written."""
+    S/N and the flags that fix it (a bin map of the user's own: merge bins); no store is
+    written."""
     from nnfit.spectral.ifu_store import store_from_ifu_cube
 
     region = {"x_range": (10, 20), "y_range": (10, 20), "template_pattern": PATTERN}
@@ -378,4 +379,10 @@ def test_kinematics_of_noise_or_a_wrong_redshift_refused_naming_the_fix(tmp_path
         store_from_ifu_cube(
             MINICUBE, MILES, tmp_path / "b.h5", redshift=Z, lam_range=(4800, 7000), **region
         )
+    one_each = np.arange(100).reshape(10, 10)  # the first region, a bin per spaxel
+    with pytest.raises(ValueError, match=r"safety limits.*merge it with its neighbours in --bin"):
+        store_from_ifu_cube(
+            MINICUBE, MILES, tmp_path / "c.h5", bin_map=one_each, x_range=(10, 20),
+            y_range=(10, 20), template_pattern=PATTERN,
+        )  # fmt: skip
     assert not list(tmp_path.iterdir())

@@ -678,10 +678,10 @@ class CubeOperator(LinearOperator):
         op._data.s0 = 0
         op._w0 = None if self._w0 is None else self._w0[a:b]
         op._wy0 = None if self._wy0 is None else self._wy0[a:b]
-        op.set_continuum()  # the plain model on these rows, whatever continuum this one had
         op.data_shape = (b - a, self.n_obs)
         op.n_spaxels = b - a
         op.block_size = min(b - a, 256)
+        op.set_continuum()  # the plain model on these rows, whatever continuum this one had
         op.scheduler = None
         op._f32 = None
         op._token = uuid.uuid4().hex

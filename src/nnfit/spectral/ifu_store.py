@@ -299,13 +299,15 @@ def store_from_ifu_cube(
                 # the bin's S/N as --min-sn and --target-sn measure it (vorbin's sum)
                 sel = bins.bin_map == e.bin_id
                 sn = float(signal[sel].sum() / np.sqrt((noise[sel] ** 2).sum()))
+                if bin_map is not None:
+                    more = "merge it with its neighbours in --bin-map"
+                else:
+                    now = "" if target_sn is None else f" (now {target_sn:g})"
+                    more = f"raise --min-sn (now {min_sn:g}) or bin spaxels to a --target-sn{now}"
                 raise ValueError(
-                    f"{e} (S/N {sn:.1f}). The spectra were de-redshifted by "
-                    f"z = {redshift:g}: give the galaxy's --redshift if that is not it; a bin "
-                    "of noise needs more signal: raise --min-sn (now "
-                    f"{min_sn:g}) or bin spaxels to a --target-sn"
-                    f"{f' (now {target_sn:g})' if target_sn is not None else ''}; or give "
-                    "kinematics you trust as a --kinematics table"
+                    f"{e} (S/N {sn:.1f}). The spectra were de-redshifted by z = {redshift:g}: "
+                    "give the galaxy's --redshift if that is not it; a bin of noise needs more "
+                    f"signal: {more}; or give kinematics you trust as a --kinematics table"
                 ) from None
             kin_source = f"ppxf (moments {int(ppxf_moments)}, degree {int(ppxf_degree)})"
         else:

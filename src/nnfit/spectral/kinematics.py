@@ -268,17 +268,18 @@ def ppxf_kinematics(
         "velscale_ratio": velscale_ratio,
     }
     res = {k: np.zeros(S) for k in ("V", "sigma", "h3", "h4", "chi2")}
-    done = [0]  # bins finished: a cluster's come back in completion order
+    done = 0  # bins finished: a cluster's come back in completion order
 
     def store(s: int, fit: np.ndarray) -> None:
+        nonlocal done
         res["V"][s], res["sigma"][s], res["h3"][s], res["h4"][s], res["chi2"][s] = fit
         if abs(fit[0] - start[0]) >= PPXF_MAX_DV - 1.0 or fit[1] >= PPXF_MAX_SIGMA - 1.0:
             raise KinematicsAtBoundError(s, float(fit[0]), float(fit[1]))
         if vmax is not None and abs(fit[0]) + N_SIGMA * fit[1] > vmax:
             raise KinematicsAtBoundError(s, float(fit[0]), float(fit[1]), vmax)
-        done[0] += 1
+        done += 1
         if progress is not None:
-            progress(done[0], S)
+            progress(done, S)
 
     map_blocks(
         _ppxf_bin,
