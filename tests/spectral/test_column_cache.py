@@ -127,6 +127,44 @@ def test_gradient_from_cached_columns_equals_the_operator_pass(continuum):
     np.testing.assert_allclose(g3, g1, rtol=0, atol=1e-5 * np.abs(g2).max())
 
 
+@pytest.mark.parametrize("continuum", [False, True])
+def test_gradient_with_part_of_the_support_cached_equals_the_operator_pass(continuum):
+    """Component 0 is covered by the cache, component 1 only in part, component 2 not at all:
+    the model is columns for the first and the forward pass for the other two."""
+    op = _operator(continuum)
+    cache = ColumnCache(op, cap_bytes=1e9)
+    cache.gram_extend(np.array([1, 8]), np.array([14]))  # columns 1, 8 (component 0), 14
+    x = np.zeros(36)
+    x[[1, 8, 14, 20, 30]] = [0.3, 1.2, 0.7, 2.0, 0.4]  # 20 (component 1) and 30 not cached
+    assert not cache.covers(x)
+    g1, chi1 = cache.gradient(x)
+    g2, chi2 = op.gradient(x.reshape(op.model_shape))
+    np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-12 * np.abs(g2).max())
+    assert chi1 == pytest.approx(chi2, rel=1e-13)
+    x[[14, 20, 30]] = 0.0  # covered: no forward pass at all
+    g3, _ = cache.gradient(x)
+    g4, _ = op.gradient(x.reshape(op.model_shape))
+    np.testing.assert_allclose(g3, g4, rtol=0, atol=1e-12 * np.abs(g4).max())
+
+
+def test_forward_pass_skips_zero_components_exactly(rng):
+    """One product per component with a non-zero weight, added in place, gives the model of
+    every component's product, zeros included (split dictionary: fitted and masked pixels)."""
+    op = _operator()
+    C, P = op.model_shape
+    x = rng.random((C, P))
+    kern, Y = op._data.kern, op._data.full_dictionary()
+    scale = np.abs(op.forward(x)).max()
+    cases = ([1], [0, 2], [0], [2], [], [0, 1, 2])  # components set to zero
+    sparse = np.zeros((C, P))
+    sparse[0, 3], sparse[2, [1, 5]] = 0.7, [1.1, 0.4]  # few templates: their rows alone
+    for xz in [np.where(np.isin(np.arange(C), z)[:, None], 0.0, x) for z in cases] + [sparse]:
+        ref = np.einsum("sck,cp,pkl->sl", kern, xz, Y)  # every component, zeros included
+        got = op.forward(xz)
+        assert got.flags.c_contiguous
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * scale)
+
+
 @pytest.mark.parametrize("cache_gb", [1.0, 4e-5])  # everything cached / about one column
 def test_fit_cube_with_the_cache_gives_the_same_optimum(small_store, cache_gb):
     budget = _peak_rss_bytes() / 2**30 + 4.0  # above this process's peak: the cache is not cut

@@ -84,6 +84,29 @@ def test_only_a_float64_gradient_stops_the_fit(small_store, monkeypatch):
     np.testing.assert_array_equal(x1, x0)
 
 
+def test_the_final_check_is_the_last_float64_pass_at_the_returned_weights(small_store, monkeypatch):
+    """After the screened rounds the float64 pass that finds no violator is the operator's
+    own gradient at the returned weights, so the final check takes it instead of a second,
+    identical pass; its figures are those of a fresh pass there, to the bit."""
+    calls = []
+    real = CubeOperator.gradient
+
+    def counted(self, x, screen=False):
+        calls.append(screen)
+        return real(self, x, screen)
+
+    monkeypatch.setattr(CubeOperator, "gradient", counted)
+    kw = dict(method="active-set", x0=None, checkpoint=False, batch=4)
+    x, st = fit_cube(small_store, **kw)
+    assert st["converged"] and st["screened_rounds"] > 0
+    assert calls.count(False) == st["rounds"] + 1 - st["screened_rounds"]  # no pass after
+    _, chi2 = real(CubeOperator.from_h5(small_store), x)
+    assert st["chi2"] == chi2 and st["objective"] == chi2
+    monkeypatch.setattr(CubeOperator, "gradient", real)
+    _, st0 = fit_cube(small_store, screen=False, **kw)  # the cache's passes: a check after
+    assert st0["converged"] and st0["chi2"] == pytest.approx(chi2, rel=1e-10)
+
+
 def test_a_screen_that_keeps_calling_a_column_a_violator_cannot_make_the_fit_cycle(
     small_store, monkeypatch
 ):

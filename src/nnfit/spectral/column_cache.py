@@ -19,10 +19,12 @@ built alongside others, or a Gram entry from a product of another shape, could d
 last bits). A cached fit, an uncached one and a Dask cluster's (same BLAS library)
 therefore give the same bits.
 
-The same columns give the model of the support without a forward pass: when every non-zero
-weight has its column in the cache, ``W A x = sum_j x_j B_j`` costs ``2 S L m`` flops instead
-of ``2 S C K L``, and :meth:`ColumnCache.gradient` then needs only the adjoint pass (it only
-ranks candidates; the fit's final KKT check uses the operator's own gradient).
+The same columns give the model of the support without a forward pass: for a component whose
+non-zero weights all have their column in the cache, ``sum_j x_j B_j`` costs ``2 S L`` flops a
+column instead of the forward pass's ``2 S K L`` for the component, so
+:meth:`ColumnCache.gradient` runs the forward pass on the other components only (none when the
+cache holds the whole support) before its adjoint pass. It only ranks candidates; the fit's
+final KKT check uses the operator's own gradient.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from nnfit.spectral.continuum import project_out
-from nnfit.spectral.cube_operator import CubeOperator, _add, _block_data, reduce_blocks
+from nnfit.spectral.cube_operator import (
+    CubeOperator,
+    _add,
+    _block_data,
+    _forward_local,
+    reduce_blocks,
+)
 
 __all__ = ["STEP", "ColumnCache", "design_columns", "gram_extend"]
 
@@ -230,18 +238,32 @@ class ColumnCache:
         return all(int(j) in self.slot for j in np.flatnonzero(x))
 
     def gradient(self, x: np.ndarray, screen: bool = False) -> tuple[np.ndarray, float]:
-        """:meth:`CubeOperator.gradient` with the model taken from cached columns.
+        """:meth:`CubeOperator.gradient` with part of the model taken from cached columns.
 
-        Needs :meth:`covers` ``(x)``. Returns ``(A^T W^2 (A x - y) (C, P), chi^2)``; ``screen``
-        as in :meth:`CubeOperator.weighted_residual_gradient`.
+        A component whose non-zero weights all have their column here contributes
+        ``sum_j x_j B_j`` (``2 S L`` flops a column); the others go through the operator's
+        forward pass (``2 S K L`` a component), and none at all when :meth:`covers` ``(x)``.
+        Returns ``(A^T W^2 (A x - y) (C, P), chi^2)``; ``screen`` as in
+        :meth:`CubeOperator.weighted_residual_gradient`.
         """
         flat = np.asarray(x, dtype=np.float64).ravel()
         nz = np.flatnonzero(flat)
-        sl = np.array([self.slot[int(j)] for j in nz], dtype=np.int64)
+        cached = np.array([int(j) in self.slot for j in nz], dtype=bool)
+        rest = np.zeros(self.C, dtype=bool)  # components with a non-zero weight not cached
+        rest[nz[~cached] // self.P] = True
+        take = nz[~rest[nz // self.P]]
+        sl = np.array([self.slot[int(j)] for j in take], dtype=np.int64)
         model = np.zeros(self.S * self.L)
         for lo, hi in _slot_runs(sl):  # one GEMV on a contiguous view of the store, no gather
             coef = np.zeros(hi - lo)
             inside = (sl >= lo) & (sl < hi)
-            coef[sl[inside] - lo] = flat[nz[inside]]
+            coef[sl[inside] - lo] = flat[take[inside]]
             model += coef @ self._store[lo:hi].reshape(hi - lo, -1)
-        return self.op.weighted_residual_gradient(model.reshape(self.S, self.L), screen=screen)
+        model = model.reshape(self.S, self.L)
+        if rest.any():
+            d = self.op._data.fitted()
+            part = _forward_local(d, np.where(rest[:, None], flat.reshape(self.C, self.P), 0.0))
+            if d.w is not None:
+                part *= d.w
+            model += project_out(d.q, part)
+        return self.op.weighted_residual_gradient(model, screen=screen)
