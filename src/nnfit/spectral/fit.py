@@ -26,8 +26,8 @@ Methods (``method=``):
     ``"active-set"``.
 
 Exactness is measured, not assumed: ``stats`` reports the scaled KKT violation over all ``n``
-variables (with the gradient recomputed matrix-free at the returned ``x``), the objective, chi^2,
-iterations and time per phase.
+variables (with the operator's float64 gradient at the returned ``x``, matrix-free), the
+objective, chi^2, iterations and time per phase.
 
 One module, though long (about 700 lines): the three methods share the objective, the KKT
 check and the working-set candidate rule, and are chosen among by one function; splitting them
