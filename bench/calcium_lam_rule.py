@@ -10,7 +10,7 @@
 
 Usage::
 
-    PYTHONPATH=src:bench .venv/bin/python bench/calcium_lam_rule.py
+    PYTHONPATH=src:bench .venv/bin/python bench/calcium_lam_rule.py [--real-only]
 """
 
 from __future__ import annotations
@@ -75,9 +75,17 @@ def real() -> None:
         print(f"  {held}: z = {best}: {out[held][best][0]:.3f} / {out[held][best][1]:.3f}")
 
 
-def main() -> int:
-    print("| fs | kinetics | noise | " + " | ".join(f"z = {z}" for z in Z_SIM) + " |")
-    simulations()
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--real-only", action="store_true", help="skip the simulations: the datasets part only"
+    )
+    a = p.parse_args(argv)
+    if not a.real_only:
+        print("| fs | kinetics | noise | " + " | ".join(f"z = {z}" for z in Z_SIM) + " |")
+        simulations()
     print("\n| dataset | " + " | ".join(f"z = {z}" for z in Z_REAL) + " |")
     real()
     return 0
