@@ -24,11 +24,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/nnfit demo --out demo-output
 
+# The suite on every core (pytest-xdist): each test runs in one worker process, as alone.
 test: lint typecheck docs
-	MPLBACKEND=Agg $(BIN)/python -m pytest
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n auto
 
 test-fast: $(VENV)/.installed-test
-	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow"
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n auto -m "not slow"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -27,7 +27,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite; pass pytest arguments after ``--`` (e.g. ``-- -m "not slow"``)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs, env={"MPLBACKEND": "Agg"})
+    session.run("pytest", "-n", "auto", *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session(python=PYTHON, default=True)
