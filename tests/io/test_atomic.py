@@ -39,6 +39,39 @@ def test_failure_keeps_old_file_and_removes_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
 
 
+def test_an_interrupt_the_moment_the_temp_file_exists_removes_it(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM as SystemExit) right after the temporary file is created, before
+    the writer gets it: nothing is left behind, the old file stays."""
+    from nnfit.io import atomic
+
+    dest = tmp_path / "out.npy"
+    dest.write_bytes(b"old")
+    real_close = os.close
+
+    def interrupted(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_path(dest, suffix=".npy"):
+        pytest.fail("the body must not run")
+    monkeypatch.setattr(atomic.os, "close", real_close)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+    assert dest.read_bytes() == b"old"
+
+
+def test_a_temp_name_taken_by_another_writer_is_refused_and_left_alone(tmp_path, monkeypatch):
+    from nnfit.io import atomic
+
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: "0" * (2 * n))
+    theirs = tmp_path / f".out.json.{'0' * 16}.tmp"
+    theirs.write_bytes(b"another writer's")
+    with pytest.raises(FileExistsError):
+        atomic_write_json(tmp_path / "out.json", {"a": 1})
+    assert theirs.read_bytes() == b"another writer's"
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "x.json", {"a": float("nan")})

@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# a new file only (never an existing one or through a symlink), as tempfile.mkstemp opens it
+_CREATE = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -64,20 +69,30 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
     """
     dest = Path(path)
     folder = dest.parent if str(dest.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # The name is known before the file exists, so an interrupt at any point after its
+    # creation (Ctrl-C, or SIGTERM turned into SystemExit) removes it; tempfile.mkstemp gives
+    # the name only once the file exists, and an interrupt in between would leave it behind.
+    # 64 random bits make a clash with another writer's name a refusal that never happens.
+    tmp = folder / f".{dest.name}.{secrets.token_hex(8)}.tmp{suffix}"
+    ours = True
     try:
+        try:
+            fd = os.open(tmp, _CREATE, 0o600)
+        except FileExistsError:
+            ours = False  # another writer's file: not ours to remove
+            raise
+        os.close(fd)
         yield tmp
-        # mkstemp creates 0600; give the result the mode a plain open() would have had.
+        # created 0600; give the result the mode a plain open() would have had
         os.chmod(tmp, _mode_for(dest))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(folder)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if ours:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         raise
 
 
