@@ -15,6 +15,8 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 import calcium_accuracy as accuracy
@@ -76,8 +78,6 @@ def real() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--real-only", action="store_true", help="skip the simulations: the datasets part only"
