@@ -193,6 +193,12 @@ def test_a_design_column_has_the_same_bits_built_alone_or_with_others():
         alone = np.empty((1, 8, L))
         design_columns(d, [j], op.n_populations, alone)
         np.testing.assert_array_equal(alone[0], together[i])
+    # built in another order (they are taken a template at a time) into given rows
+    where = np.array([3, 0, 4, 2, 1])
+    placed = np.empty_like(together)
+    design_columns(d, cols[::-1], op.n_populations, placed, where)
+    for i, j in enumerate(cols[::-1]):
+        np.testing.assert_array_equal(placed[where[i]], together[list(cols).index(j)])
 
 
 def test_slot_runs_cover_every_slot_and_skip_long_gaps():

@@ -65,11 +65,14 @@ def design_columns(
 
     Each column is its own ``(rows, K) @ (K, L)`` product, then weighted and projected per
     column, so its bits depend only on the column and the spaxel rows, never on which other
-    columns are built with it.
+    columns are built with it. Columns of one template are built one after the other, so its
+    dictionary rows (``K * L``, 1.5 MB at NGC 4365 sizes) are read from memory once per step,
+    not once per column.
     """
     cols = np.asarray(columns, dtype=np.int64)
     pos = np.arange(cols.size) if where is None else np.asarray(where, dtype=np.int64)
-    for j, i in zip(cols, pos, strict=True):
+    order = np.argsort(cols % P, kind="stable")
+    for j, i in zip(cols[order], pos[order], strict=True):
         c, p = divmod(int(j), P)
         np.matmul(np.ascontiguousarray(d.kern[:, c, :]), d.Y[p], out=out[i])
         if d.w is not None:
