@@ -67,6 +67,22 @@ def test_deconvolve_npy_writes_everything(run_cli, tmp_path, rec):
     assert (out / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("solver", ["fista", "exact"])  # in memory, and streamed
+def test_deconvolve_removes_what_a_killed_run_left(tmp_path, rec, solver, capsys):
+    np.save(tmp_path / "rec.npy", rec.traces)
+    out = tmp_path / "res"
+    out.mkdir()
+    # what SIGKILL leaves in the middle of atomic writes, and a file that is not ours
+    left = [".spikes.npy.0123456789abcdef.tmp.npy", ".summary.csv.fedcba9876543210.tmp"]
+    for name in [*left, ".notes.tmp"]:
+        (out / name).write_bytes(b"torn")
+    argv = ["calcium", "deconvolve", str(tmp_path / "rec.npy"), "--fs", "30", *KIN]
+    assert main([*argv, "--solver", solver, "--no-progress", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert not set(left) & set(names) and ".notes.tmp" in names
+    assert np.load(out / "spikes.npy").shape == rec.traces.shape
+
+
 def test_deconvolve_catune_stem_and_suite2p(run_cli, tmp_path, rec):
     save_for_tuning(rec.traces, 30.0, tmp_path / "session1")
     run_cli(

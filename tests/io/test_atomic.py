@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -103,3 +108,18 @@ def test_sigkill_never_leaves_a_torn_file(tmp_path):
             data = dest.read_bytes()
             assert len(data) == 8 * (1 << 18)
             assert data == data[:8] * (1 << 18)
+
+
+def test_remove_stale_temporaries_takes_only_that_files_leftovers(tmp_path):
+    dest = tmp_path / "a[1].npy"  # glob characters in the name are literal
+    ours = [
+        tmp_path / f".a[1].npy.{h}.tmp{sfx}" for h, sfx in (("0" * 16, ".npy"), ("ab12cd34", ""))
+    ]
+    others = [
+        tmp_path / n for n in (".a1.npy.0123.tmp", ".b.npy.0123.tmp", "a[1].npy", ".a[1].npy.lock")
+    ]
+    for p in ours + others:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temporaries(dest)) == sorted(ours)
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+    assert remove_stale_temporaries(dest) == []

@@ -50,7 +50,12 @@ from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
-from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 from nnfit.io.arrays import load_npy
 from nnfit.io.lock import output_folder
 from nnfit.validate import as_float_array, check_int, check_real
@@ -550,8 +555,7 @@ def deconvolve_recording(path, out, *args, **kwargs):
     # leaves no .partial behind.
     with output_folder(Path(out).resolve()) as folder:
         for name in ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv"):
-            for stale in folder.glob(f".{name}.*.tmp*"):
-                stale.unlink(missing_ok=True)
+            remove_stale_temporaries(folder / name)
         try:
             return _deconvolve_recording(path, out, *args, **kwargs)
         except BaseException:

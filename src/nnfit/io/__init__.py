@@ -1,6 +1,11 @@
 """Storage helpers shared by every capability: atomic writes, JSON, hashing, safe unpickling."""
 
-from nnfit.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from nnfit.io.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 from nnfit.io.hashing import array_sha256, bytes_sha256, file_sha256
 from nnfit.io.safe_pickle import load_object_npy
 
@@ -12,4 +17,5 @@ __all__ = [
     "bytes_sha256",
     "file_sha256",
     "load_object_npy",
+    "remove_stale_temporaries",
 ]

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,31 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` left behind, and return them.
+
+    An atomic write removes its temporary file whenever Python runs its cleanup (an
+    exception, Ctrl-C, SIGTERM turned into ``SystemExit``); a SIGKILL or a power cut leaves
+    ``.NAME.*.tmp*`` next to ``path``, never a damaged ``path``. Call this only while holding a
+    lock that excludes every other writer of ``path``, or it may remove a write in progress.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> dest = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+    >>> _ = (dest.parent / ".a.npy.0123456789abcdef.tmp.npy").write_bytes(b"torn")
+    >>> [q.name for q in remove_stale_temporaries(dest)], list(dest.parent.iterdir())
+    (['.a.npy.0123456789abcdef.tmp.npy'], [])
+    """
+    dest = Path(path)
+    removed = []
+    for stale in sorted(dest.parent.glob(f".{glob_escape(dest.name)}.*.tmp*")):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

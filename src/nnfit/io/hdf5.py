@@ -25,6 +25,8 @@ from typing import Any
 
 import h5py
 
+from nnfit.io.atomic import remove_stale_temporaries
+
 __all__ = [
     "ALLOW_EXTERNAL_ENV",
     "LIBVER",
@@ -460,9 +462,7 @@ def writer_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     lock = _WriterLock(p)
     lock.acquire()
     try:
-        for stale in p.parent.glob(f".{p.name}.*.tmp*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        remove_stale_temporaries(p)
         if p.exists() and p.stat().st_size > 0:
             clear_swmr_status(p)
             check_complete(p)
@@ -775,9 +775,7 @@ def staged_h5(path: str | os.PathLike[str]) -> Iterator[Path]:
     lock.acquire()
     tmp = p.with_name(f".{p.name}.{os.getpid()}.staged.tmp.h5")
     try:
-        for stale in p.parent.glob(f".{p.name}.*.tmp*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        remove_stale_temporaries(p)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
