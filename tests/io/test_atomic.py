@@ -123,3 +123,23 @@ def test_remove_stale_temporaries_takes_only_that_files_leftovers(tmp_path):
     assert sorted(remove_stale_temporaries(dest)) == sorted(ours)
     assert sorted(tmp_path.iterdir()) == sorted(others)
     assert remove_stale_temporaries(dest) == []
+
+
+def test_a_stale_temporary_that_cannot_be_removed_is_logged_and_left(tmp_path, caplog, monkeypatch):
+    import pathlib
+
+    mine, theirs = (tmp_path / f".a.npy.{h}.tmp" for h in ("0" * 16, "f" * 16))
+    for p in (mine, theirs):
+        p.write_bytes(b"x")
+    unlink = pathlib.Path.unlink
+
+    def refuse(self, *args, **kwargs):  # another user's file in a shared folder
+        if self == theirs:
+            raise PermissionError(13, "Permission denied")
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", refuse)
+    with caplog.at_level("WARNING", logger="nnfit.io.atomic"):
+        assert remove_stale_temporaries(tmp_path / "a.npy") == [mine]
+    assert theirs.exists() and not mine.exists()
+    assert str(theirs) in caplog.text and "Permission denied" in caplog.text

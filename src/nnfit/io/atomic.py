@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # a new file only (never an existing one or through a symlink), as tempfile.mkstemp opens it
 _CREATE = (
@@ -104,6 +107,8 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     exception, Ctrl-C, SIGTERM turned into ``SystemExit``); a SIGKILL or a power cut leaves
     ``.NAME.*.tmp*`` next to ``path``, never a damaged ``path``. Call this only while holding a
     lock that excludes every other writer of ``path``, or it may remove a write in progress.
+    A leftover that cannot be removed (another user's, a read-only folder) is logged as a
+    warning and left: it is litter, never a reason to refuse the write.
 
     Examples
     --------
@@ -116,9 +121,14 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     dest = Path(path)
     removed = []
     for stale in sorted(dest.parent.glob(f".{glob_escape(dest.name)}.*.tmp*")):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             stale.unlink()
-            removed.append(stale)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("left a stale temporary file %s: %s", stale, exc.strerror or exc)
+            continue
+        removed.append(stale)
     return removed
 
 
