@@ -20,7 +20,8 @@ exact model with per-spaxel multiplicative polynomials. The fit prints every pha
 working-set rounds, chi^2, the KKT violation, wall and CPU seconds (``time.process_time``: all
 threads, so on a shared machine it shows the work done when wall time shows the load) and the
 peak resident memory (``resource.getrusage``). ``--cache-gb 0`` is the fit without the column
-cache (every round rebuilds its columns); ``--screen off`` the fit without float32 screening
+cache (every round rebuilds its columns), ``--memory-gb M`` the fit with a budget of M GiB
+(the cache takes what the rest leaves); ``--screen off`` the fit without float32 screening
 of its candidates. Not part of ``make test``.
 """
 
@@ -128,6 +129,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         max_iter=a.max_rounds,
         batch=a.batch,
         **({} if a.cache_gb is None else {"cache_gb": a.cache_gb}),
+        **({} if a.memory_gb is None else {"memory_gb": a.memory_gb}),
         **({} if a.screen is None else {"screen": a.screen == "on"}),
     )
     total = time.perf_counter() - t0
@@ -233,6 +235,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="memory cap for design columns kept between rounds (default: fit_cube's; "
         "0: recompute every round)",
+    )
+    f.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        help="the fit's memory budget, which sizes the column cache (default: fit_cube's, 4)",
     )
     f.add_argument("--batch", type=int, default=None, help="candidates per round")
     f.add_argument(
