@@ -70,3 +70,23 @@ def test_dashboard_after_the_default_exact_fit(tmp_path, run_cli, small_store):
     r = run_cli("spectral", "dashboard", small_store, "--out", tmp_path / "d.png", check=True)
     assert "weights from X_global" in r.stdout
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_memory_gb_sizes_the_cache_and_not_the_answer(tmp_path, small_store, capsys):
+    runs = {}
+    for gb in ("0.01", "4"):  # 0.01 GiB: this process is already past it, so no cache
+        out, st = tmp_path / f"x{gb}.npy", tmp_path / f"s{gb}.json"
+        argv = ["spectral", "fit", str(small_store), "--method", "active-set", "--memory-gb", gb]
+        argv += ["--warm-start", "seed", "--out", str(out), "--stats", str(st), "--no-progress"]
+        assert main(argv) == 0
+        runs[gb] = np.load(out), json.loads(st.read_text())
+    (x0, s0), (x1, s1) = runs["0.01"], runs["4"]
+    assert s0["column_cache"] is None and s1["column_cache"]["capacity"] > 0
+    assert s1["columns_built"] < s0["columns_built"] and s0["converged"] and s1["converged"]
+    np.testing.assert_array_equal(x1, x0)
+    for bad in ("0", "nan", "-1"):
+        assert main(["spectral", "fit", str(small_store), "--memory-gb", bad]) == 2
+        assert "--memory-gb must be a number of GiB > 0" in capsys.readouterr().err
+    for other in (["--per-bin"], ["--method", "kaczmarz"]):
+        assert main(["spectral", "fit", str(small_store), "--memory-gb", "8", *other]) == 2
+        assert f"drop it with {other[0]}" in capsys.readouterr().err
