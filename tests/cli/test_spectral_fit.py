@@ -84,9 +84,9 @@ def test_memory_gb_sizes_the_cache_and_not_the_answer(tmp_path, small_store, cap
     assert s0["column_cache"] is None and s1["column_cache"]["capacity"] > 0
     assert s1["columns_built"] < s0["columns_built"] and s0["converged"] and s1["converged"]
     np.testing.assert_array_equal(x1, x0)
-    for bad in ("0", "nan", "-1"):
+    for bad in ("0", "nan", "-1", "inf"):
         assert main(["spectral", "fit", str(small_store), "--memory-gb", bad]) == 2
-        assert "--memory-gb must be a number of GiB > 0" in capsys.readouterr().err
+        assert "--memory-gb must be a finite number of GiB > 0" in capsys.readouterr().err
     for other in (["--per-bin"], ["--method", "kaczmarz"]):
         assert main(["spectral", "fit", str(small_store), "--memory-gb", "8", *other]) == 2
         assert f"drop it with {other[0]}" in capsys.readouterr().err

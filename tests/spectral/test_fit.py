@@ -133,10 +133,13 @@ def test_a_screen_that_keeps_calling_a_column_a_violator_cannot_make_the_fit_cyc
     assert st1["chi2"] == pytest.approx(st0["chi2"], rel=1e-10)
 
 
-@pytest.mark.parametrize("bad", [dict(memory_gb=-1.0), dict(cache_gb="2"), dict(cache_gb=np.nan)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(memory_gb=-1.0), dict(memory_gb=np.inf), dict(cache_gb="2"), dict(cache_gb=np.nan)],
+)
 def test_a_bad_budget_is_refused_by_name(small_store, bad):
     name = next(iter(bad))
-    with pytest.raises(ValueError, match=f"{name} must be a number of GiB >= 0"):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number of GiB >= 0"):
         fit_cube(small_store, **bad)
 
 

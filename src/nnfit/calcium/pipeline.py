@@ -50,12 +50,7 @@ from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
-from nnfit.io import (
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    remove_stale_temporaries,
-)
+from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.io.arrays import load_npy
 from nnfit.io.lock import output_folder
 from nnfit.validate import as_float_array, check_int, check_real
@@ -553,9 +548,8 @@ def deconvolve_recording(path, out, *args, **kwargs):
     # One run per output folder (a second is refused, naming the first); temporary files of
     # an assembly killed by a signal are removed first; an error before any block finished
     # leaves no .partial behind.
-    with output_folder(Path(out).resolve()) as folder:
-        for name in ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv"):
-            remove_stale_temporaries(folder / name)
+    names = ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv")
+    with output_folder(Path(out).resolve(), outputs=names) as folder:
         try:
             return _deconvolve_recording(path, out, *args, **kwargs)
         except BaseException:

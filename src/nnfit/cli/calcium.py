@@ -279,19 +279,13 @@ def run_solver(traces: np.ndarray, settings: Settings, solver: str, *, progress:
 
 
 def deconvolve_command(args: argparse.Namespace) -> int:
-    """``nnfit calcium deconvolve``: one run at a time per output folder.
-
-    Temporary files that a killed run's writes left in the folder are removed first (the
-    folder's lock excludes every other writer).
-    """
-    from nnfit.io import remove_stale_temporaries
+    """``nnfit calcium deconvolve``: one run at a time per output folder, which starts by
+    removing what a killed run's writes left there."""
     from nnfit.io.lock import output_folder
     from nnfit.io.paths import input_files, refuse_output_over_input
 
     refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
-    with output_folder(args.out) as folder:
-        for name in RESULT_FILES:
-            remove_stale_temporaries(folder / name)
+    with output_folder(args.out, outputs=RESULT_FILES):
         return _deconvolve(args)
 
 

@@ -107,9 +107,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--memory-gb",
         type=float,
         default=None,
-        help="memory budget of the exact global fit in GiB (default: 4); what the model "
-        "leaves of it keeps design columns between rounds, so more memory is a faster "
-        "active-set fit with the same result",
+        help="memory budget of the exact global fit in GiB (default: 4): --method auto takes "
+        "the full Gram where it fits, and the active-set fit keeps design columns between "
+        "rounds in what the model leaves of it (more memory: the same weights, sooner)",
     )
     fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
     fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
@@ -229,8 +229,10 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
         raise ValueError("--regul auto is pPXF's rule per bin: add --per-bin, or give a number")
     budget = {}
     if args.memory_gb is not None:
-        if not args.memory_gb > 0:  # also NaN
-            raise ValueError(f"--memory-gb must be a number of GiB > 0; got {args.memory_gb}")
+        if not 0 < args.memory_gb < float("inf"):  # also NaN
+            raise ValueError(
+                f"--memory-gb must be a finite number of GiB > 0; got {args.memory_gb}"
+            )
         budget["memory_gb"] = args.memory_gb
     bar, on_phase = _round_bar(args.no_progress)
     x, stats = fit_store(

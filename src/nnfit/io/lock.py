@@ -13,8 +13,10 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from nnfit.io.atomic import remove_stale_temporaries
 
 __all__ = ["output_folder", "run_lock"]
 
@@ -88,17 +90,22 @@ def run_lock(
 
 
 @contextlib.contextmanager
-def output_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+def output_folder(folder: str | os.PathLike[str], outputs: Iterable[str] = ()) -> Iterator[Path]:
     """Create ``folder`` if needed and hold its run lock (``.nnfit-run.lock``) for the body.
 
     A second run on the same folder is refused, naming the first; if the body fails and the
-    folder was created for it and is still empty, it is removed again (no stub folder).
+    folder was created for it and is still empty, it is removed again (no stub folder). Once
+    the lock is held, the temporary files that a killed run's atomic writes of ``outputs``
+    (file names in the folder) left behind are removed
+    (:func:`~nnfit.io.atomic.remove_stale_temporaries`: safe here, no other run writes).
     """
     p = Path(folder)
     created = not p.exists()
     p.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(p / ".nnfit-run.lock", what=f"output folder {p}"):
+            for name in outputs:
+                remove_stale_temporaries(p / name)
             yield p
     except BaseException:
         if created and p.is_dir() and not any(p.iterdir()):

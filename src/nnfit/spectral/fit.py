@@ -367,8 +367,8 @@ def fit_cube(
     for name, gib in (("memory_gb", memory_gb), ("cache_gb", cache_gb)):
         if gib is None and name == "cache_gb":
             continue
-        if not isinstance(gib, numbers.Real) or not gib >= 0:
-            raise ValueError(f"{name} must be a number of GiB >= 0; got {gib!r}")
+        if not isinstance(gib, numbers.Real) or not 0 <= gib < np.inf:
+            raise ValueError(f"{name} must be a finite number of GiB >= 0; got {gib!r}")
     if screen not in (None, True, False):
         raise ValueError(f"screen must be True, False or None (the default); got {screen!r}")
     # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
