@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -73,15 +74,25 @@ def test_dashboard_after_the_default_exact_fit(tmp_path, run_cli, small_store):
 
 
 def test_memory_gb_sizes_the_cache_and_not_the_answer(tmp_path, small_store, capsys):
-    runs = {}
-    for gb in ("0.01", "4"):  # 0.01 GiB: this process is already past it, so no cache
-        out, st = tmp_path / f"x{gb}.npy", tmp_path / f"s{gb}.json"
+    """0.01 GiB: this process is already past it, so no cache, and the fit prints the budget
+    that would hold its working set; with that budget the cache holds it, same weights."""
+
+    def fit(gb: str, run: int) -> tuple[np.ndarray, dict, str]:
+        out, st = tmp_path / f"x{run}.npy", tmp_path / f"s{run}.json"
         argv = ["spectral", "fit", str(small_store), "--method", "active-set", "--memory-gb", gb]
         argv += ["--warm-start", "seed", "--out", str(out), "--stats", str(st), "--no-progress"]
         assert main(argv) == 0
-        runs[gb] = np.load(out), json.loads(st.read_text())
-    (x0, s0), (x1, s1) = runs["0.01"], runs["4"]
+        return np.load(out), json.loads(st.read_text()), capsys.readouterr().out
+
+    x0, s0, out0 = fit("0.01", 0)
+    hint = re.search(r"--memory-gb (\S+) would keep them all", out0)
+    assert hint is not None, out0
+    assert float(hint.group(1)) == s0["memory_gb_to_cache_working_set"] > 0.01
+    assert f"held 0 of the working set's {s0['working_set_max']} design columns" in out0
+    x1, s1, out1 = fit(hint.group(1), 1)
     assert s0["column_cache"] is None and s1["column_cache"]["capacity"] > 0
+    assert s1["memory_gb_to_cache_working_set"] is None and "memory:" not in out1
+    assert s1["column_cache"]["slots"] >= s1["working_set_max"] == s0["working_set_max"]
     assert s1["columns_built"] < s0["columns_built"] and s0["converged"] and s1["converged"]
     np.testing.assert_array_equal(x1, x0)
     for bad in ("0", "nan", "-1", "inf"):

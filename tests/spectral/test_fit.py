@@ -3,6 +3,7 @@ checkpoints, resume after a real SIGKILL, and identical results on a Dask cluste
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -151,6 +152,49 @@ def test_the_cache_stays_within_the_memory_budget(small_store):
     x1, st1 = fit_cube(small_store, memory_gb=_peak_rss_bytes() / 2**30 + 4.0, **kw)
     assert st1["column_cache"]["capacity"] > 0
     np.testing.assert_array_equal(x1, x)  # the budget moves memory and time, never the answer
+
+
+_BUDGET_RUN = """
+import json, sys
+import numpy as np
+from nnfit.spectral.fit import _peak_rss_bytes, fit_cube
+x, st = fit_cube(sys.argv[1], "active-set", x0=None, checkpoint=False, memory_gb=float(sys.argv[2]))
+np.save(sys.argv[3], x)
+keys = ("column_cache", "columns_built", "working_set_max", "memory_gb_to_cache_working_set")
+print(json.dumps({"peak": _peak_rss_bytes(), **{k: st[k] for k in keys}}))
+"""
+
+
+def test_the_budget_a_fit_names_holds_its_working_set_in_a_fresh_process(tmp_path):
+    """Each fit in a process of its own, as from the shell: one with memory to spare; one whose
+    budget leaves its cache two columns past that run's footprint, which names a budget; a
+    third with that budget holds the widest working set (no hint) and gives the same bits."""
+    from nnfit.spectral.simulate import simulate_cube
+
+    path = simulate_cube(400, 3, 24, n_obs_pix=1000, templates="ssp", seed=2).to_h5(
+        tmp_path / "c.h5"
+    )
+
+    def run(gb: float, name: str) -> tuple[np.ndarray, dict]:
+        out = tmp_path / f"{name}.npy"
+        argv = [sys.executable, "-c", _BUDGET_RUN, str(path), repr(gb), str(out)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
+        return np.load(out), json.loads(done.stdout.splitlines()[-1])
+
+    x_a, a = run(8.0, "spare")
+    cache = a["column_cache"]
+    assert a["memory_gb_to_cache_working_set"] is None and cache["slots"] >= a["working_set_max"]
+    col = cache["bytes"] / cache["slots"]
+    x_b, b = run((a["peak"] - cache["bytes"] + 2 * col) / 2**30, "tight")
+    held = (b["column_cache"] or {}).get("slots", 0)
+    assert held < b["working_set_max"] and b["columns_built"] > a["columns_built"]
+    assert b["memory_gb_to_cache_working_set"] is not None
+    x_c, c = run(b["memory_gb_to_cache_working_set"], "named")
+    assert c["memory_gb_to_cache_working_set"] is None
+    assert c["column_cache"]["slots"] >= c["working_set_max"] == b["working_set_max"]
+    assert c["columns_built"] < b["columns_built"]
+    np.testing.assert_array_equal(x_b, x_a)
+    np.testing.assert_array_equal(x_c, x_a)
 
 
 def test_fit_store_does_not_keep_the_loaded_problem_through_the_fit(small_store, monkeypatch):

@@ -109,7 +109,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="memory budget of the exact global fit in GiB (default: 4): --method auto takes "
         "the full Gram where it fits, and the active-set fit keeps design columns between "
-        "rounds in what the model leaves of it (more memory: the same weights, sooner)",
+        "rounds in what the model leaves of it (more memory: the same weights, sooner; where "
+        "the working set did not fit, the fit prints the budget that would hold it)",
     )
     fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
     fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
@@ -269,6 +270,14 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
         f"{stats['kkt_violation']:.2e} (tol {stats['kkt_tol']:.0e}), {stats['nnz']} non-zero "
         f"weights, {stats['time_s']:.2f} s; /X_global updated"
     )
+    keep_gb = stats.get("memory_gb_to_cache_working_set")
+    if keep_gb is not None:
+        held = (stats.get("column_cache") or {}).get("slots", 0)
+        print(
+            f"memory: the column cache held {held} of the working set's "
+            f"{stats['working_set_max']} design columns, the others were rebuilt every round; "
+            f"--memory-gb {keep_gb:g} would keep them all (faster)"
+        )
     return 0
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import numbers
 import os
 import sys
@@ -322,7 +323,15 @@ def fit_cube(
         ``equality_residual``, ``time_s``, ``phases`` (seconds per phase), ``dof`` and
         ``chi2_dof`` (chi^2 per degree of freedom: fitted pixels minus non-zero weights and
         polynomial coefficients). With ``degree``/``mdegree`` also ``mpoly`` and ``apoly``
-        (S, L), ``continuum_rounds``, ``chi2_history`` and ``continuum_converged``.
+        (S, L), ``continuum_rounds``, ``chi2_history`` and ``continuum_converged``. With
+        ``"active-set"`` also ``candidates``, ``columns_built``, ``column_cache`` (its
+        ``capacity`` and the ``slots`` written, in columns; None without a cache),
+        ``working_set_max`` (the largest working set a round extended) and
+        ``memory_gb_to_cache_working_set``: the ``memory_gb`` at which the cache would have
+        held that working set's columns instead of rebuilding some every round (this run's
+        peak memory plus the missing columns and a round's design steps, over the 95 % the
+        cache may fill, rounded up to half a GiB), None where it held them or where
+        ``cache_gb``, a cluster or no cache decided instead of the budget.
 
     Notes
     -----
@@ -715,6 +724,9 @@ def _fit_working_set(
     rounds = 0
     solves = 0
     tried = entered = built = 0  # candidate columns brought in / kept; design columns built
+    widest = steps_max = 0  # the largest working set before its round's candidates; the
+    # largest round's design-step buffers (one (columns, STEP, L) array per thread)
+    col_bytes = 8 * op.n_spaxels * op._data.fitted().Y.shape[2]  # a weighted design column
     max_rounds = 100 if max_iter is None else int(max_iter)
     phases.setdefault("gradient", 0.0)
     phases.setdefault("gram", 0.0)
@@ -794,11 +806,12 @@ def _fit_working_set(
             if room > 0:
                 cache = ColumnCache(op, room)
         cols = np.concatenate([J, new])
+        steps = op.threads * cols.size * STEP * col_bytes // op.n_spaxels
+        widest, steps_max = max(widest, J.size), max(steps_max, steps)
         if cache is not None:
-            # fresh slots only while the peak so far, this round's design steps (one
-            # (columns, STEP, L) buffer per thread) and the new slots stay within 95 % of
-            # the budget; slots already written are reused without new memory
-            steps = op.threads * cols.size * STEP * cache.L * 8
+            # fresh slots only while the peak so far, this round's design steps and the new
+            # slots stay within 95 % of the budget; slots already written are reused without
+            # new memory
             spare = 0.95 * budget - _peak_rss_bytes() - steps
             cache.grow_limit = cache.touched + max(0, int(spare // cache.col_bytes))
         Gc, bn = gram_extend(op, J, new, cache)
@@ -846,6 +859,19 @@ def _fit_working_set(
         rounds += 1
         if commit is not None:
             commit(x, {"method": "active-set", "round": rounds})
+    held = 0 if cache is None else cache.touched
+    keep_gb = None
+    if op.scheduler is None and cache_bytes >= budget and held < widest:
+        # the cache was the budget's to size and held less than the widest working set
+        keep = (_peak_rss_bytes() + (widest - held) * col_bytes + steps_max) / 0.95
+        keep_gb = math.ceil(keep / 2**29) / 2  # GiB, rounded up to a half
+        logger.info(
+            "the column cache held %d of the working set's %d design columns (the rest were "
+            "rebuilt every round); memory_gb=%g would hold them all",
+            held,
+            widest,
+            keep_gb,
+        )
     exact_idx = J
     exact_vals = np.diag(G).copy() if J.size else np.zeros(0)
     if H is not None and J.size:
@@ -857,13 +883,20 @@ def _fit_working_set(
         "candidates_kept": entered,
         "columns_built": built,
         "working_set": int(J.size),
+        "working_set_max": widest,
+        "memory_gb_to_cache_working_set": keep_gb,
         "screened_rounds": screened,
         "solver_converged": converged,
         "multipliers": mu,
         "kkt_outside_working_set": last_kkt,
         "column_cache": None
         if cache is None
-        else {"capacity": cache.capacity, "computed": cache.computed, "bytes": cache.nbytes},
+        else {
+            "capacity": cache.capacity,
+            "slots": cache.touched,
+            "computed": cache.computed,
+            "bytes": cache.nbytes,
+        },
         "_exact_norms2": (exact_idx, exact_vals),
         "_last_pass": last,
     }
