@@ -101,3 +101,19 @@ def test_memory_gb_sizes_the_cache_and_not_the_answer(tmp_path, small_store, cap
     for other in (["--per-bin"], ["--method", "kaczmarz"]):
         assert main(["spectral", "fit", str(small_store), "--memory-gb", "8", *other]) == 2
         assert f"drop it with {other[0]}" in capsys.readouterr().err
+
+
+def test_a_budget_named_after_method_auto_keeps_the_working_set_method(tmp_path, capsys):
+    """Where ``auto`` ran the working set, the named budget comes with ``--method active-set``:
+    with more memory ``auto`` could take the full Gram instead."""
+    from nnfit.spectral.simulate import simulate_cube
+
+    store = simulate_cube(300, 8, 40, n_obs_pix=1000, templates="ssp", seed=2).to_h5(
+        tmp_path / "c.h5"
+    )
+    argv = ["spectral", "fit", str(store), "--memory-gb", "0.01", "--warm-start", "seed"]
+    assert main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fit (active-set): optimum" in out
+    assert re.search(r"held 0 of the working set's \d+ design columns", out)
+    assert re.search(r"; --method active-set --memory-gb [0-9.]+ would keep them all", out)

@@ -273,10 +273,12 @@ def _cmd_fit_exact(args: argparse.Namespace) -> int:
     keep_gb = stats.get("memory_gb_to_cache_working_set")
     if keep_gb is not None:
         held = (stats.get("column_cache") or {}).get("slots", 0)
+        # with more memory --method auto may take the full Gram, a method this advice is not for
+        method = "" if args.method == "active-set" else "--method active-set "
         print(
             f"memory: the column cache held {held} of the working set's "
             f"{stats['working_set_max']} design columns, the others were rebuilt every round; "
-            f"--memory-gb {keep_gb:g} would keep them all (faster)"
+            f"{method}--memory-gb {keep_gb:g} would keep them all (faster)"
         )
     return 0
 

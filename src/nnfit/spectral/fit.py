@@ -330,7 +330,8 @@ def fit_cube(
         ``memory_gb_to_cache_working_set``: the ``memory_gb`` at which the cache would have
         held that working set's columns instead of rebuilding some every round (this run's
         peak memory plus the missing columns and a round's design steps, over the 95 % the
-        cache may fill, rounded up to half a GiB), None where it held them or where
+        cache may fill, rounded up to half a GiB; with ``method="active-set"``, as ``"auto"``
+        may take the full Gram with more memory), None where it held them or where
         ``cache_gb``, a cluster or no cache decided instead of the budget.
 
     Notes
