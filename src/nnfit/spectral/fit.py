@@ -331,8 +331,9 @@ def fit_cube(
         held that working set's columns instead of rebuilding some every round (this run's
         peak memory plus the missing columns and a round's design steps, over the 95 % the
         cache may fill, rounded up to half a GiB; with ``method="active-set"``, as ``"auto"``
-        may take the full Gram with more memory), None where it held them or where
-        ``cache_gb``, a cluster or no cache decided instead of the budget.
+        may take the full Gram with more memory), None where it held them, where
+        ``cache_gb``, a cluster or no cache decided instead of the budget, or where the
+        process's peak memory cannot be read.
 
     Notes
     -----
@@ -727,7 +728,7 @@ def _fit_working_set(
     tried = entered = built = 0  # candidate columns brought in / kept; design columns built
     widest = steps_max = 0  # the largest working set before its round's candidates; the
     # largest round's design-step buffers (one (columns, STEP, L) array per thread)
-    col_bytes = 8 * op.n_spaxels * op._data.fitted().Y.shape[2]  # a weighted design column
+    sizes = ColumnCache(op, 0)  # holds nothing: the size of a column and its pixels L
     max_rounds = 100 if max_iter is None else int(max_iter)
     phases.setdefault("gradient", 0.0)
     phases.setdefault("gram", 0.0)
@@ -807,7 +808,7 @@ def _fit_working_set(
             if room > 0:
                 cache = ColumnCache(op, room)
         cols = np.concatenate([J, new])
-        steps = op.threads * cols.size * STEP * col_bytes // op.n_spaxels
+        steps = op.threads * cols.size * STEP * sizes.L * 8
         widest, steps_max = max(widest, J.size), max(steps_max, steps)
         if cache is not None:
             # fresh slots only while the peak so far, this round's design steps and the new
@@ -861,10 +862,11 @@ def _fit_working_set(
         if commit is not None:
             commit(x, {"method": "active-set", "round": rounds})
     held = 0 if cache is None else cache.touched
+    peak = _peak_rss_bytes()  # 0 where it cannot be read: then no estimate is made
     keep_gb = None
-    if op.scheduler is None and cache_bytes >= budget and held < widest:
+    if op.scheduler is None and cache_bytes >= budget and held < widest and peak > 0:
         # the cache was the budget's to size and held less than the widest working set
-        keep = (_peak_rss_bytes() + (widest - held) * col_bytes + steps_max) / 0.95
+        keep = (peak + (widest - held) * sizes.col_bytes + steps_max) / 0.95
         keep_gb = math.ceil(keep / 2**29) / 2  # GiB, rounded up to a half
         logger.info(
             "the column cache held %d of the working set's %d design columns (the rest were "
