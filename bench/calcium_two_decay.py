@@ -27,10 +27,10 @@ sum of one-pole recursions), ``P`` removing the slow cosines of ``fit_kernel``'s
 for a support, then the exact non-negative QP on a working set, grown by the frames whose
 matrix-free gradient violates the optimality conditions until none does). The others are
 solved by FISTA with adaptive restart, and the objective after ``--iters`` and twice as many
-iterations is printed for their first recordings: the exact solve costs ``O(T m^2)`` for a
-support of ``m`` frames, hours for DS09's and DS30's recordings, where FISTA converges
-(short decays), while on the slow decays of DS06 and DS14 FISTA had not converged after
-10,000 iterations. Spikes are scored at the frame and at nnfit's time stamp for each kernel's
+iterations is printed for their first recordings. The exact solve costs ``O(T m^2)`` for a
+support of ``m`` frames (about 40 s a 14,400-frame DS14 recording and kernel, two at a time on
+the development machine), and FISTA converges on the short decays of DS09 and DS30; on the
+slow decays of DS06 and DS14 it had not converged after 10,000 iterations. Spikes are scored at the frame and at nnfit's time stamp for each kernel's
 rise (``spike_time_offset``; for two decays with the slow one).
 
 Usage::
