@@ -30,8 +30,9 @@ solved by FISTA with adaptive restart, and the objective after ``--iters`` and t
 iterations is printed for their first recordings. The exact solve costs ``O(T m^2)`` for a
 support of ``m`` frames (about 40 s a 14,400-frame DS14 recording and kernel, two at a time on
 the development machine), and FISTA converges on the short decays of DS09 and DS30; on the
-slow decays of DS06 and DS14 it had not converged after 10,000 iterations. Spikes are scored at the frame and at nnfit's time stamp for each kernel's
-rise (``spike_time_offset``; for two decays with the slow one).
+slow decays of DS06 and DS14 it had not converged after 10,000 iterations. Spikes are scored
+at the frame and at nnfit's time stamp for each kernel's rise (``spike_time_offset``; for two
+decays with the slow one).
 
 Usage::
 
@@ -69,6 +70,12 @@ def two_decay_poles(tau_rise: float, tau_1: float, tau_2: float, f: float, fs: f
         (1 - f, np.exp(-1 / (fs * tau_2))),
         (-1.0, np.exp(-1 / (fs * tau_rise))),
     ]
+
+
+def slow_projection(n: int, fs: float):
+    """``v -> v - QQ'v`` (columns too), ``Q`` a basis of ``fit_kernel``'s slow baseline."""
+    Q, _ = np.linalg.qr(_slow_basis(n, fs, SLOW_S))
+    return lambda v: v - Q @ (Q.T @ v)
 
 
 def samples(poles: Poles, n: int) -> np.ndarray:
@@ -159,7 +166,7 @@ def nonneg_qp(G, b, tol=1e-13, max_iter=100):
     return nnls_gram(G, b, x0=np.maximum(xs, 0.0), tol=1e-13).x
 
 
-def exact(yp, project, Q, poles, lam, tol=1e-9, rounds=50):
+def exact(yp, project, poles, lam, tol=1e-9, rounds=50):
     """The optimum: a non-negative QP on a working set until no frame outside it violates KKT.
 
     The working set's problem ``0.5 ||A x - yp||^2 + lam 1'x`` is solved exactly
@@ -174,7 +181,7 @@ def exact(yp, project, Q, poles, lam, tol=1e-9, rounds=50):
         A = np.zeros((T, ws.size))
         for k, j in enumerate(ws):
             A[j:, k] = h[: T - j]
-        A -= Q @ (Q.T @ A)
+        A = project(A)
         x = nonneg_qp(A.T @ A, A.T @ yp - lam)
         s = np.zeros(T)
         s[ws] = x
@@ -189,18 +196,14 @@ def exact(yp, project, Q, poles, lam, tol=1e-9, rounds=50):
 def deconvolve_one(args):
     rec, poles, h_norm, offset, solver, iters = args
     y, fs = rec["y"], rec["fs"]
-    Q, _ = np.linalg.qr(_slow_basis(y.size, fs, SLOW_S))
-
-    def project(v):
-        return v - Q @ (Q.T @ v)
-
+    project = slow_projection(y.size, fs)
     yp = project(y)
     lam = LAM_Z * float(np.atleast_1d(estimate_noise(y, fs))[0]) * h_norm
+    gap = None
     if solver == "exact":
-        s, gap = exact(yp, project, Q, poles, lam), None
+        s = exact(yp, project, poles, lam)
     else:
         s = fista(yp, project, poles, lam, iters)
-        gap = None
         if rec.get("check"):
             longer = fista(yp, project, poles, lam, iters, s)
             f1, f2 = (
@@ -215,8 +218,8 @@ def fit_two_decay(recs: list[dict], fs: float, tau_rise: float, tau_decay: float
     """Two decays and a rise from the true spikes (shared shape, one amplitude per recording)."""
     data = []
     for r in recs:
-        Q, _ = np.linalg.qr(_slow_basis(r["y"].size, fs, SLOW_S))
-        data.append((r["y"] - Q @ (Q.T @ r["y"]), r["t"], r["spikes"], Q))
+        project = slow_projection(r["y"].size, fs)
+        data.append((project(r["y"]), r["t"], r["spikes"], project))
     total = sum(float(d[0] @ d[0]) for d in data)
 
     def unpack(p):
@@ -226,15 +229,16 @@ def fit_two_decay(recs: list[dict], fs: float, tau_rise: float, tau_decay: float
     def resid(p):
         tr, t1, t2, f, dl = unpack(p)
         out = []
-        for yr, t, st, Q in data:
+        for yr, t, st, project in data:
             one = np.ones(st.size)
             x = (
                 f * _one_pole(t, fs, st + dl, one, t1)
                 + (1 - f) * _one_pole(t, fs, st + dl, one, t2)
                 - _one_pole(t, fs, st + dl, one, tr)
             )
-            x = x - Q @ (Q.T @ x)
-            out.append(yr - (x @ yr) / (x @ x) * x)
+            x = project(x)
+            xx = float(x @ x)  # 0 for a recording without spikes: nothing to scale
+            out.append(yr - (x @ yr) / xx * x if xx > 0 else yr)
         return np.concatenate(out)
 
     starts = [
@@ -284,15 +288,10 @@ def self_check(seed: int = 0) -> None:
     if err > 0.05:
         raise SystemExit(f"two-decay fit failed its simulation: {fit}")
     n = 600
-    Q, _ = np.linalg.qr(_slow_basis(n, fs, SLOW_S))
-
-    def project(v):
-        return v - Q @ (Q.T @ v)
-
+    project = slow_projection(n, fs)
     yp, lam = project(y[:n]), 0.3
-    s = exact(yp, project, Q, poles, lam)
-    A = toeplitz(samples(poles, n), np.zeros(n))
-    A -= Q @ (Q.T @ A)
+    s = exact(yp, project, poles, lam)
+    A = project(toeplitz(samples(poles, n), np.zeros(n)))
     dense = nnls_gram(A.T @ A, A.T @ yp - lam, tol=1e-13).x
     f1, f2 = objective(yp, project, poles, lam, s), objective(yp, project, poles, lam, dense)
     print(f"# self-check: exact solve {f1:.12g}, dense NNLS {f2:.12g}")
@@ -302,8 +301,15 @@ def self_check(seed: int = 0) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=DATASETS, metavar="NAME")
-    ap.add_argument("--exact", nargs="*", default=EXACT, metavar="NAME", help="solved exactly")
+    ap.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS, metavar="NAME")
+    ap.add_argument(
+        "--exact",
+        nargs="*",
+        default=EXACT,
+        choices=DATASETS,
+        metavar="NAME",
+        help=f"datasets solved exactly (default: {' '.join(EXACT)}); the others by FISTA",
+    )
     ap.add_argument("--iters", type=int, default=2000, help="FISTA iterations (other datasets)")
     a = ap.parse_args()
     self_check()
