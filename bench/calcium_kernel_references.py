@@ -185,10 +185,12 @@ def simulation_check(seed: int = 0) -> None:
     )
 
 
-def _simulated(rng, fs: float, n: int, gamma: float, decays: tuple, weights: tuple) -> tuple:
+def _simulated(
+    rng, fs: float, n: int, gamma: float, decays: tuple, weights: tuple, rise: float = 0.02
+) -> tuple:
     """One cell: bursts of ``1 + Poisson(1)`` spikes within 60 ms at 0.3 events/s, each spike
     of a k-spike burst with amplitude ``k**gamma`` (0: linear, > 0: supralinear), through a
-    sum of peak-normalised double exponentials (rise 20 ms), noise 0.15 of one spike's peak."""
+    sum of peak-normalised double exponentials (rise ``rise``), noise 0.15 of one spike's peak."""
     t = np.arange(n) / fs
     onsets = np.sort(rng.uniform(0.0, n / fs - 1.0, rng.poisson(0.3 * n / fs)))
     st, amp = [], []
@@ -199,7 +201,7 @@ def _simulated(rng, fs: float, n: int, gamma: float, decays: tuple, weights: tup
     order = np.argsort(st)
     st, amp = np.asarray(st)[order], np.asarray(amp)[order]
     y = sum(
-        w * spike_response(t, fs, st, amp, 0.02, td) for td, w in zip(decays, weights, strict=True)
+        w * spike_response(t, fs, st, amp, rise, td) for td, w in zip(decays, weights, strict=True)
     )
     return y + 0.15 * rng.standard_normal(n), t, st
 
