@@ -125,6 +125,15 @@ def two_decay_cases(fs: float, seed0: int):
         yield "two decays", label, 0.02, ref, [c[0] for c in cells]
 
 
+def neuropil(rng, n: int, fs: float, respond) -> np.ndarray:
+    """A neuropil trace: 20 other cells firing at 0.5 Hz seen through ``respond`` (spikes per
+    frame, (20, n) -> responses), averaged, plus slow noise (2 s Gaussian, SD 0.3). The
+    "neuropil" condition adds it x0.7 and subtracts it x1.0, as an over-subtraction leaves it."""
+    others = rng.poisson(0.5 / fs, (20, n)).astype(float)
+    slow = ndimage.gaussian_filter1d(rng.standard_normal(n), 2.0 * fs)
+    return 0.3 * slow / slow.std() + respond(others).mean(axis=0)
+
+
 def simulate(fs: float, tr: float, td: float, cond: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     T = int(DURATION_S * fs)
@@ -142,9 +151,7 @@ def simulate(fs: float, tr: float, td: float, cond: str, seed: int) -> np.ndarra
     y = convolve_kernel(s, tr, td, fs)
     noise = 0.5 if cond == "low SNR" else 0.2
     if cond == "neuropil":
-        others = rng.poisson(0.5 / fs, (20, T)).astype(float)
-        slow = ndimage.gaussian_filter1d(rng.standard_normal(T), 2.0 * fs)
-        npil = 0.3 * slow / slow.std() + convolve_kernel(others, tr, td, fs).mean(axis=0)
+        npil = neuropil(rng, T, fs, lambda s: convolve_kernel(s, tr, td, fs))
         y = y + 0.7 * npil - 1.0 * npil
     return y + noise * rng.standard_normal(y.shape)
 

@@ -11,7 +11,10 @@ Cases: ``calcium_kernel_references._simulated`` (bursts of ``1 + Poisson(1)`` sp
 7) per case: at 60 Hz, rise 20 ms, the two-decay mixes 0.3 s (65 %) + 1.5 s and 0.15 s (70 %) +
 1.0 s and one decay of 0.6 s (the control: the criterion must not invent a second decay); at
 122 Hz, rise 2 ms, a mix like the one fitted to DS30's true spikes (0.1 s, 81 %, + 1.0 s) and
-one decay of 0.36 s (DS30's estimate).
+one decay of 0.36 s (DS30's estimate). ``--neuropil`` leaves in every cell what an
+over-subtracted neuropil leaves (``calcium_kinetics.neuropil``, added x0.7, subtracted x1.0,
+the other cells through the simulated kernel), after the same cells are drawn: there the
+one-decay search errs long without its cap, and a second, slow decay might take the neuropil.
 
 For every kernel of a grid (one decay, or two decays ``tau_1 < tau_2`` with the weight ``f`` of
 the fast one; all peak-normalised, the rise fixed), each cell is deconvolved by one solver,
@@ -27,12 +30,13 @@ Printed per case (r as ``bench/calcium_accuracy.py`` scores: 40 ms bins, lag 0 /
 within +-2 frames, spikes at the frame, mean over cells): the simulated kernel, the
 criterion's best one-decay kernel and its best kernel overall, each with its criterion and r,
 and nnfit's own estimate (``estimate_kinetics_pooled``: rise and one decay) deconvolved by the
-same solver. Not part of ``make test``; about 10 minutes per 122 Hz case, 3 per 60 Hz case on
-two cores.
+same solver. Not part of ``make test``; about 6.5 minutes per 122 Hz case, 3 per 60 Hz case
+on two cores.
 
 Usage::
 
     .venv/bin/python bench/calcium_two_decay_search.py [--rates 60 122] [--rise truth|estimate]
+        [--neuropil]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from threadpoolctl import threadpool_limits
 from _record import recorded
 from calcium_accuracy import rate_bins, score
 from calcium_kernel_references import _simulated
+from calcium_kinetics import neuropil
 from calcium_two_decay import conv, fista, peak_one, samples
 from nnfit.calcium.estimate import REFINE_LAGS_S, REFINE_LAM_Z, estimate_kinetics_pooled
 
@@ -112,12 +117,19 @@ def solve(args: tuple) -> tuple[float, np.ndarray]:
     return float(rho @ rho), s
 
 
-def run_case(pool, fs: float, rise_mode: str, label: str, decays, weights, axes) -> None:
+def run_case(
+    pool, fs: float, rise_mode: str, with_neuropil: bool, label: str, decays, weights, axes
+) -> None:
     t0 = time.perf_counter()
     rise0 = SETUPS[fs][0]
     rng = np.random.default_rng(7)
     n = int(DURATION_S * fs)
     cells = [_simulated(rng, fs, n, 0.0, decays, weights, rise0) for _ in range(N_CELLS)]
+    if with_neuropil:
+        p0 = poles((rise0, decays[0], decays[-1], weights[0]), fs)
+        for i, (y, t, st) in enumerate(cells):
+            npil = neuropil(rng, n, fs, lambda s: np.array([conv(p0, row) for row in s]))
+            cells[i] = (y + 0.7 * npil - 1.0 * npil, t, st)
     recs = [{"t": t, "fs": fs, "spikes": st} for _, t, st in cells]
     for r in recs:
         r["bins"] = rate_bins(r)
@@ -153,6 +165,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", type=float, nargs="+", choices=sorted(SETUPS), default=[60.0, 122.0])
     ap.add_argument("--rise", choices=("truth", "estimate"), default="truth")
+    ap.add_argument(
+        "--neuropil",
+        action="store_true",
+        help="leave an over-subtracted neuropil in every cell (calcium_kinetics' condition)",
+    )
     args = ap.parse_args()
     # one BLAS thread per worker: threaded dot products of forked workers oversubscribe the cores
     with recorded(), Pool(2, initializer=threadpool_limits, initargs=(1,)) as pool:
@@ -161,7 +178,8 @@ def main() -> int:
         for fs in args.rates:
             _, cases, axes = SETUPS[fs]
             for label, (decays, weights) in cases.items():
-                run_case(pool, fs, args.rise, f"{fs:g} Hz {label}", decays, weights, axes)
+                name = f"{fs:g} Hz {label}" + (" + neuropil" if args.neuropil else "")
+                run_case(pool, fs, args.rise, args.neuropil, name, decays, weights, axes)
     return 0
 
 
