@@ -185,7 +185,7 @@ def run_case(
     print(f"<!-- {label}: {len(kernels)} kernels, {time.perf_counter() - t0:.0f} s -->", flush=True)
 
 
-def run_dataset(pool, name: str) -> None:
+def run_dataset(pool, name: str, every_recording: bool = False) -> None:
     """The rule fixed on the simulations, run once on a ground-truth dataset.
 
     The kernel: the minimum of the criterion over :data:`REAL_GRID` with nnfit's estimated
@@ -193,7 +193,8 @@ def run_dataset(pool, name: str) -> None:
     ``REFINE_MAX_FRAMES`` frames; the noise from ``estimate_noise``). Scored against nnfit's
     estimate by ``calcium_two_decay.deconvolve_one`` (FISTA, the slow baseline projected out,
     nnfit's lam rule, spikes at the frame and at the time stamp of the rise and the slow decay)
-    on the recordings ``calcium_two_decay.py`` scores.
+    on the recordings ``calcium_two_decay.py`` scores (``every_recording``: on all of them, as
+    ``bench/calcium_accuracy.py`` scores OASIS).
     """
     t0 = time.perf_counter()
     every = load(name, False)
@@ -210,7 +211,7 @@ def run_dataset(pool, name: str) -> None:
     crit = {k: sum(w for w, _ in out[m * i : m * (i + 1)]) for i, k in enumerate(kernels)}
     one = min((k for k in kernels if k[3] == 1.0), key=crit.get)
     best = min(kernels, key=crit.get)
-    recs = every if len(every) <= MAX_RECORDINGS else every[::4]
+    recs = every if every_recording or len(every) <= MAX_RECORDINGS else every[::4]
     for r in recs:
         r["bins"] = rate_bins(r)
     chosen = {
@@ -254,6 +255,11 @@ def main() -> int:
         metavar="NAME",
         help="instead of the simulations, run the rule once on these ground-truth datasets",
     )
+    ap.add_argument(
+        "--every-recording",
+        action="store_true",
+        help="with --datasets: score every recording, not every 4th of a dataset of more than 40",
+    )
     args = ap.parse_args()
     # one BLAS thread per worker: threaded dot products of forked workers oversubscribe the cores
     with recorded(), Pool(2, initializer=threadpool_limits, initargs=(1,)) as pool:
@@ -264,7 +270,7 @@ def main() -> int:
             )
             print("|---|---|---|---|---|---|")
             for name in args.datasets:
-                run_dataset(pool, name)
+                run_dataset(pool, name, args.every_recording)
             return 0
         print("\n| case | kernel | rise, decays | whiteness (4 cells) | r lag 0 / best |")
         print("|---|---|---|---|---|")
