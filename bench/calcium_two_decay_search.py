@@ -2,9 +2,10 @@
 
 ``bench/calcium_two_decay.py`` measured what a kernel with a rise and two decays could buy with
 the kernel fitted to the true spikes (an oracle). This script asks the next question, on
-simulations only, before anything is built: does the estimator's own criterion, minimised over
+simulations first, before anything is built: does the estimator's own criterion, minimised over
 two-decay kernels, find the simulated kernel, and do that kernel's spikes score above those of
-the one-decay kernel the same criterion picks?
+the one-decay kernel the same criterion picks? Then (``--datasets``) the rule so fixed runs
+once on ground-truth recordings.
 
 Cases: ``calcium_kernel_references._simulated`` (bursts of ``1 + Poisson(1)`` spikes within
 60 ms at 0.3 events/s, noise 0.15 of one spike's peak), 4 cells x 240 s each, one draw (seed
