@@ -61,12 +61,22 @@ from _record import recorded
 from calcium_accuracy import DATASETS, load, rate_bins, score
 from calcium_kernel_references import _simulated
 from calcium_kinetics import neuropil
-from calcium_two_decay import MAX_RECORDINGS, conv, deconvolve_one, fista, peak_one, samples
+from calcium_two_decay import (
+    MAX_RECORDINGS,
+    conv,
+    deconvolve_one,
+    fista,
+    peak_one,
+    samples,
+    single_poles,
+    two_decay_poles,
+)
 from nnfit.calcium.estimate import (
     REFINE_LAGS_S,
     REFINE_LAM_Z,
     REFINE_MAX_FRAMES,
     REFINE_MAX_TRACES,
+    _autocov,
     estimate_kinetics_pooled,
     estimate_noise,
 )
@@ -112,9 +122,7 @@ Kernel = tuple[float, float, float, float]  # (tau_rise, tau_1, tau_2, f); f = 1
 def poles(kernel: Kernel, fs: float) -> list[tuple[float, float]]:
     """``f exp(-u/tau_1) + (1 - f) exp(-u/tau_2) - exp(-u/tau_rise)``, peak 1, as poles."""
     tr, t1, t2, f = kernel
-    p = [(f, np.exp(-1 / (fs * t1))), (-1.0, np.exp(-1 / (fs * tr)))]
-    if f < 1:
-        p.append((1 - f, np.exp(-1 / (fs * t2))))
+    p = single_poles(tr, t1, fs) if f == 1.0 else two_decay_poles(tr, t1, t2, f, fs)
     return peak_one(p, fs)
 
 
@@ -135,9 +143,8 @@ def solve(args: tuple) -> tuple[float, np.ndarray]:
     lam = REFINE_LAM_Z * noise * np.linalg.norm(samples(p, int(30 * fs)))
     yp = _center(y)
     s = fista(yp, _center, p, lam, ITERS)
-    r = _center(yp - conv(p, s))
-    n_lags = max(3, round(REFINE_LAGS_S * fs))
-    ac = np.array([r[: r.size - k] @ r[k:] for k in range(n_lags + 1)])
+    # residual_whiteness's criterion on this solver's residual (its autocovariance, its lags)
+    ac = _autocov((yp - conv(p, s))[None, :], max(3, round(REFINE_LAGS_S * fs)))[0]
     rho = ac[1:] / ac[0]
     return float(rho @ rho), s
 
@@ -262,6 +269,15 @@ def main() -> int:
         help="with --datasets: score every recording, not every 4th of a dataset of more than 40",
     )
     args = ap.parse_args()
+    if args.datasets is None and args.every_recording:
+        ap.error("--every-recording scores real recordings: give it with --datasets NAME ...")
+    if args.datasets and (
+        args.neuropil or args.rise != "truth" or args.rates != ap.get_default("rates")
+    ):
+        ap.error(
+            "--datasets runs the rule on real recordings (nnfit's estimated rise, their own "
+            "frame rate); --rates, --rise and --neuropil choose simulations: drop them"
+        )
     # one BLAS thread per worker: threaded dot products of forked workers oversubscribe the cores
     with recorded(), Pool(2, initializer=threadpool_limits, initargs=(1,)) as pool:
         if args.datasets:
