@@ -31,6 +31,7 @@ from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_off
 from nnfit.calcium.pipeline import deconvolve
 from nnfit.calcium.result import DeconvolutionResult
 from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
+from nnfit.calcium.two_decay import TwoDecayKernel, deconvolve_two_decay
 
 __all__ = [
     "AR2Convolution",
@@ -38,11 +39,13 @@ __all__ = [
     "ExportParams",
     "Indicator",
     "SimulatedRecording",
+    "TwoDecayKernel",
     "bandpass_filter",
     "build_kernel",
     "compute_lipschitz",
     "deconvolve",
     "deconvolve_from_export",
+    "deconvolve_two_decay",
     "estimate_kinetics_per_recording",
     "estimate_kinetics_pooled",
     "estimate_parameters",

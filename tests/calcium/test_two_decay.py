@@ -1,0 +1,141 @@
+"""The two-decay kernel and its certified solver, against dense references and the one-decay
+solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnfit.calcium import TwoDecayKernel, deconvolve_two_decay
+from nnfit.calcium.exact import solve_exact
+from nnfit.operators import dottest
+from nnfit.solvers.nnls import nnls_gram
+
+KERNELS = [
+    (0.02, 0.15, 1.0, 0.7, 60.0),  # a fast and a slow decay at 60 Hz
+    (0.002, 0.1, 1.0, 0.81, 122.0),  # the mix fitted to DS30's true spikes, rise at 2 ms
+    (0.05, 0.6, 2.0, 0.5, 30.0),
+    (0.05, 0.3, 0.3, 1.0, 30.0),  # one decay (f = 1, the second root cancelled)
+]
+
+
+def _dense(k: TwoDecayKernel, T: int) -> np.ndarray:
+    h = k.samples(T)
+    K = np.zeros((T, T))
+    for j in range(T):
+        K[j:, j] = h[: T - j]
+    return K
+
+
+def _trace(k: TwoDecayKernel, T: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    s = (rng.random(T) < 0.03) * rng.exponential(1.0, T)
+    return k.forward(s) + 0.3 + 0.1 * rng.standard_normal(T)
+
+
+@pytest.mark.parametrize("args", KERNELS)
+def test_kernel_is_the_formula_and_its_recursion_is_exact(args):
+    k = TwoDecayKernel(*args)
+    tr, t1, t2, f, fs = args
+    n = 400
+    u = np.arange(n) / fs
+    raw = f * np.exp(-u / t1) + (1 - f) * np.exp(-u / t2) - np.exp(-u / tr)
+    np.testing.assert_allclose(k.samples(n), raw / raw.max(), rtol=0, atol=1e-13)
+    s = np.random.default_rng(0).standard_normal(n)
+    np.testing.assert_allclose(k.forward(s), _dense(k, n) @ s, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(k.adjoint(s), _dense(k, n).T @ s, rtol=0, atol=1e-11)
+
+
+def test_adjoint_passes_the_dot_test():
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+
+    class Op:
+        model_shape = data_shape = (500,)
+        forward = staticmethod(k.forward)
+        adjoint = staticmethod(k.adjoint)
+
+    assert dottest(Op()) < 1e-12
+
+
+@pytest.mark.parametrize("args", KERNELS)
+@pytest.mark.parametrize("baseline", ["constant", "none"])
+def test_solver_reaches_the_dense_optimum(args, baseline):
+    k = TwoDecayKernel(*args)
+    T, lam = 400, 0.2
+    y = _trace(k, T, seed=1)
+    P = np.eye(T) - (np.full((T, T), 1.0 / T) if baseline == "constant" else 0.0)
+    A = P @ _dense(k, T)
+    ref = nnls_gram(A.T @ A, A.T @ (P @ y) - lam, tol=1e-14).x
+    f_ref = 0.5 * np.sum((P @ y - A @ ref) ** 2) + lam * ref.sum()
+    res = deconvolve_two_decay(y, k, lam, baseline)
+    assert res.gap[0] <= 1e-9 and res.converged[0]
+    assert abs(res.objective[0] - f_ref) <= 1e-12 * f_ref
+    np.testing.assert_allclose(res.spikes, ref, rtol=0, atol=1e-9)
+    # the result describes its own model: y = baseline + K s + residual, baseline its mean
+    np.testing.assert_allclose(res.calcium, k.forward(res.spikes), rtol=0, atol=1e-12)
+    expected = np.mean(y - res.calcium) if baseline == "constant" else 0.0
+    np.testing.assert_allclose(res.baseline, expected, rtol=0, atol=1e-12)
+
+
+def test_one_decay_equals_the_one_decay_solver():
+    # f = 1 is the one-decay kernel; on a trace shorter than that kernel's truncation the two
+    # solvers solve the same problem
+    tr, td, fs, T = 0.05, 0.5, 30.0, 200
+    k = TwoDecayKernel(tr, td, td, 1.0, fs)
+    Y = np.stack([_trace(k, T, seed) for seed in (3, 4, 5)])
+    lam = np.full(3, 0.15)
+    ours = deconvolve_two_decay(Y, k, lam)
+    theirs = solve_exact(Y, fs, tr, td, lam, "constant", tol=1e-12)
+    np.testing.assert_allclose(ours.objective, theirs.objective, rtol=1e-11)
+    np.testing.assert_allclose(ours.spikes, theirs.spikes, rtol=0, atol=1e-8)
+
+
+def test_long_traces_are_certified_in_few_iterations():
+    k = TwoDecayKernel(0.05, 0.6, 4.0, 0.5, 30.0)
+    rng = np.random.default_rng(2)
+    T = 30_000
+    s = (rng.random((2, T)) < 0.01) * (1 + rng.poisson(1, (2, T)))
+    drift = 0.2 * np.sin(np.arange(T) / 900.0)
+    Y = np.stack([k.forward(si) for si in s]) + 1.0 + drift + 0.3 * rng.standard_normal((2, T))
+    res = deconvolve_two_decay(Y, k, lam=1.5, n_jobs=2)
+    assert np.all(res.converged) and np.all(res.gap <= 1e-9) and np.all(res.kkt <= 1e-9)
+    assert np.all(res.iterations <= 30)
+    assert res.spikes.shape == (2, T) and np.all(res.spikes >= 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tau_decay2": 0.1}, "tau_decay2 must be"),
+        ({"fraction": 1.5}, "fraction"),
+        ({"tau_rise": 0.5}, "tau_rise"),
+    ],
+)
+def test_kernel_refuses_bad_kinetics(kwargs, match):
+    args = {"tau_rise": 0.02, "tau_decay": 0.15, "tau_decay2": 1.0, "fraction": 0.7, "fs": 60.0}
+    with pytest.raises(ValueError, match=match):
+        TwoDecayKernel(**{**args, **kwargs})
+
+
+def test_solver_refuses_bad_input():
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    y = np.zeros(100)
+    with pytest.raises(ValueError, match="baseline must be"):
+        deconvolve_two_decay(y, k, 0.1, baseline="drift")
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        deconvolve_two_decay(y, k, 0.0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        deconvolve_two_decay(np.full(100, np.nan), k, 0.1)
+    with pytest.raises(ValueError, match="T >= 8"):
+        deconvolve_two_decay(np.zeros(5), k, 0.1)
+    with pytest.raises(TypeError, match="TwoDecayKernel"):
+        deconvolve_two_decay(y, (0.02, 0.15), 0.1)
+
+
+def test_threads_give_the_answer_of_one_thread():
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    Y = np.stack([_trace(k, 600, seed) for seed in range(5)])
+    one = deconvolve_two_decay(Y, k, lam=[0.1, 0.2, 0.3, 0.2, 0.1])
+    two = deconvolve_two_decay(Y, k, lam=[0.1, 0.2, 0.3, 0.2, 0.1], n_jobs=2)
+    np.testing.assert_array_equal(one.spikes, two.spikes)
+    np.testing.assert_array_equal(one.objective, two.objective)
