@@ -77,6 +77,27 @@ def test_solver_reaches_the_dense_optimum(args, baseline):
     np.testing.assert_allclose(res.baseline, expected, rtol=0, atol=1e-12)
 
 
+def test_a_slow_basis_is_fitted_jointly_and_exactly():
+    # a drifting baseline as a constant and slow cosines (calcium_two_decay.py's projection)
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    T, lam = 500, 0.2
+    u = np.arange(T)
+    B = np.stack([np.ones(T)] + [np.cos(np.pi * j * (u + 0.5) / T) for j in (1, 2, 3)], axis=1)
+    y = _trace(k, T, seed=6) + 0.4 * np.cos(np.pi * 2 * (u + 0.5) / T)
+    Q, _ = np.linalg.qr(B)
+    P = np.eye(T) - Q @ Q.T
+    A = P @ _dense(k, T)
+    ref = nnls_gram(A.T @ A, A.T @ (P @ y) - lam, tol=1e-14).x
+    f_ref = 0.5 * np.sum((P @ y - A @ ref) ** 2) + lam * ref.sum()
+    res = deconvolve_two_decay(y, k, lam, baseline=3.0 * B)  # any scaling of the columns
+    assert res.gap[0] <= 1e-9 and res.baseline_kind == ["basis"]
+    assert abs(res.objective[0] - f_ref) <= 1e-12 * f_ref
+    np.testing.assert_allclose(res.spikes, ref, rtol=0, atol=1e-9)
+    # the baseline is the basis's least-squares fit to what the calcium leaves
+    fit = Q @ (Q.T @ (y - res.calcium))
+    np.testing.assert_allclose(res.baseline, fit, rtol=0, atol=1e-12)
+
+
 def test_one_decay_equals_the_one_decay_solver():
     # f = 1 is the one-decay kernel; on a trace shorter than that kernel's truncation the two
     # solvers solve the same problem
@@ -128,6 +149,10 @@ def test_solver_refuses_bad_input():
         deconvolve_two_decay(np.full(100, np.nan), k, 0.1)
     with pytest.raises(ValueError, match="T >= 8"):
         deconvolve_two_decay(np.zeros(5), k, 0.1)
+    with pytest.raises(ValueError, match="T = 100 rows"):
+        deconvolve_two_decay(y, k, 0.1, baseline=np.ones((99, 2)))
+    with pytest.raises(ValueError, match="dependent columns"):
+        deconvolve_two_decay(y, k, 0.1, baseline=np.ones((100, 2)))
     with pytest.raises(TypeError, match="TwoDecayKernel"):
         deconvolve_two_decay(y, (0.02, 0.15), 0.1)
 

@@ -15,10 +15,10 @@ The deconvolution minimises, for each trace ``y`` ::
 
     F(s) = 0.5 || Pi (y - K s) ||^2 + lam sum(s),   s >= 0
 
-(``Pi`` removes the mean where a constant baseline is fitted jointly) with a primal-dual
+(``Pi`` projects out the baseline fitted jointly: the mean, or any given slow basis) with a primal-dual
 interior-point method, whose Newton systems are banded: ``K^T K + D = G^-T (N^T Z^T Z N + G^T D
 G) G^-1`` has a middle factor with three diagonals on each side, factored in ``O(T)``, and the
-baseline's rank-one term is added by Sherman-Morrison. It stops on a certificate: a dual point
+baseline's low-rank term is added by Woodbury's identity. It stops on a certificate: a dual point
 ``theta Pi (y - K s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) -
 D``; the relative gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
 """
@@ -265,19 +265,56 @@ def _solve_a(L, g, rhs, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _newton(L, g, q, aq, den, rhs, tmp, out):  # pragma: no cover - compiled
-    """``(K^T Pi K + D)^-1 rhs``: Sherman-Morrison on ``A = K^T K + D`` minus ``q q^T``.
+def _project(Q, v):  # pragma: no cover - compiled
+    """``v <- Pi v = v - Q^T (Q v)`` in place; returns ``Q v`` (the baseline's coefficients)."""
+    m, T = Q.shape
+    c = np.zeros(m)
+    for j in range(m):
+        acc = 0.0
+        for t in range(T):
+            acc += Q[j, t] * v[t]
+        c[j] = acc
+    for j in range(m):
+        for t in range(T):
+            v[t] -= c[j] * Q[j, t]
+    return c
 
-    ``aq = A^-1 q`` and ``den = 1 - q^T A^-1 q`` (``q = 0`` without the baseline).
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _woodbury(L, g, q, aq, C):  # pragma: no cover - compiled
+    """After :func:`_factor`: ``aq = A^-1 q^T`` (rows) and ``C = I - q A^-1 q^T``."""
+    m, T = q.shape
+    tmp = np.empty(T)
+    for j in range(m):
+        _solve_a(L, g, q[j], tmp, aq[j])
+    for i in range(m):
+        for j in range(m):
+            acc = 0.0
+            for t in range(T):
+                acc += q[i, t] * aq[j, t]
+            C[i, j] = (1.0 if i == j else 0.0) - acc
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _newton(L, g, q, aq, C, rhs, tmp, out):  # pragma: no cover - compiled
+    """``(K^T Pi K + D)^-1 rhs``: Woodbury on ``A = K^T K + D`` minus ``q^T q``.
+
+    ``q = Q K`` (rows: the kernel's adjoint of the baseline's basis), ``aq`` and ``C`` from
+    :func:`_woodbury`; ``m = 0`` rows without a baseline.
     """
     _solve_a(L, g, rhs, tmp, out)
-    if den != 0.0:
-        c = 0.0
-        for t in range(out.shape[0]):
-            c += q[t] * out[t]
-        c /= den
-        for t in range(out.shape[0]):
-            out[t] += c * aq[t]
+    m, T = q.shape
+    if m > 0:
+        c = np.empty(m)
+        for j in range(m):
+            acc = 0.0
+            for t in range(T):
+                acc += q[j, t] * out[t]
+            c[j] = acc
+        w = np.linalg.solve(C, c)
+        for j in range(m):
+            for t in range(T):
+                out[t] += w[j] * aq[j, t]
     return out
 
 
@@ -293,24 +330,23 @@ def _step_to_boundary(v, dv):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _state(y, s, lam, centre, g, b, Ks, r, KTr):  # pragma: no cover - compiled
-    """Residual, gradient and certificate at ``s``: (primal, dual, baseline, kkt).
+def _state(y, s, lam, Q, g, b, Ks, r, KTr):  # pragma: no cover - compiled
+    """Residual, gradient and certificate at ``s``: (primal, dual, kkt).
 
-    ``r = Pi (y - K s)``; ``KTr = K^T r``; the dual point is ``theta r`` with ``theta`` the
-    best value of the concave dual along ``r`` that keeps ``K^T Pi (theta r) <= lam``.
+    ``r = Pi (y - K s)``, ``Ks`` gets the baseline ``y - K s - r`` added (the model);
+    ``KTr = K^T r``; the dual point is ``theta r`` with ``theta`` the best value of the
+    concave dual along ``r`` that keeps ``K^T Pi (theta r) <= lam``.
     """
     T = y.shape[0]
     _forward(s, g, b, Ks)
-    base = 0.0
-    if centre:
-        for t in range(T):
-            base += y[t] - Ks[t]
-        base /= T
+    for t in range(T):
+        r[t] = y[t] - Ks[t]
+    _project(Q, r)
     rr = 0.0
     ry = 0.0
     ssum = 0.0
     for t in range(T):
-        r[t] = y[t] - Ks[t] - base
+        Ks[t] = y[t] - r[t]
         rr += r[t] * r[t]
         ry += r[t] * y[t]
         ssum += s[t]
@@ -326,29 +362,22 @@ def _state(y, s, lam, centre, g, b, Ks, r, KTr):  # pragma: no cover - compiled
     if theta < 0.0:
         theta = 0.0
     dual = theta * ry - 0.5 * theta * theta * rr
-    # optimality in units of lam: the gradient lam - K^T r may not be negative anywhere, nor
-    # positive where a spike is larger than the step the gradient would take it by
+    # dual feasibility in units of lam: the gradient lam - K^T r may not be negative anywhere
     kkt = max(vmax - lam, 0.0) / lam
-    return primal, dual, base, kkt
+    return primal, dual, kkt
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _apply_h(v, centre, g, b, tmp, out):  # pragma: no cover - compiled
+def _apply_h(v, Q, g, b, tmp, out):  # pragma: no cover - compiled
     """``out = K^T Pi K v``."""
     _forward(v, g, b, tmp)
-    if centre:
-        m = 0.0
-        for t in range(tmp.shape[0]):
-            m += tmp[t]
-        m /= tmp.shape[0]
-        for t in range(tmp.shape[0]):
-            tmp[t] -= m
+    _project(Q, tmp)
     _adjoint(tmp, g, b, out)
     return out
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover - compiled
+def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - compiled
     """The exact minimiser on the support ``{t : z_t / s_t < SUPPORT_RATIO ||h||^2}``, in ``x``.
 
     Conjugate gradients on ``P_S K^T Pi K P_S x = P_S (K^T Pi y - lam)``, preconditioned by
@@ -359,6 +388,7 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
     caller's certificate decides).
     """
     T = y.shape[0]
+    m = Q.shape[0]
     on = work[0]
     Dg = work[1]
     r = work[2]
@@ -366,8 +396,10 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
     hp = work[4]
     zz = work[5]
     tmp = work[6]
-    aq = work[7]
-    rhs = work[8]
+    rhs = work[7]
+    kty = work[8]
+    aq = np.empty((m, T))
+    C = np.empty((m, m))
     n_on = 0
     for t in range(T):
         if z[t] < SUPPORT_RATIO * hsq * s[t]:
@@ -379,34 +411,23 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
             Dg[t] = PIN * hsq
     if n_on == 0 or on[T - 1] > 0.0:
         return False
-    kty = work[9]
-    ym = 0.0
-    if centre:
-        for t in range(T):
-            ym += y[t]
-        ym /= T
     for t in range(T):
-        tmp[t] = y[t] - ym
+        tmp[t] = y[t]
+    _project(Q, tmp)
     _adjoint(tmp, g, b, kty)
     for _ in range(POLISH_ROUNDS):
         _factor(Dg, g, b, L)
-        den = 0.0
-        if centre:
-            _solve_a(L, g, q, tmp, aq)
-            qaq = 0.0
-            for t in range(T):
-                qaq += q[t] * aq[t]
-            den = 1.0 - qaq
+        _woodbury(L, g, q, aq, C)
         # right-hand side K^T Pi y - lam on the support; start from the interior point's values
         bnorm = 0.0
         for t in range(T):
             x[t] = s[t] * on[t]
             rhs[t] = (kty[t] - lam) * on[t]
             bnorm += rhs[t] * rhs[t]
-        _apply_h(x, centre, g, b, tmp, hp)
+        _apply_h(x, Q, g, b, tmp, hp)
         for t in range(T):
             r[t] = rhs[t] - hp[t] * on[t]
-        _newton(L, g, q, aq, den, r, tmp, zz)
+        _newton(L, g, q, aq, C, r, tmp, zz)
         rz = 0.0
         for t in range(T):
             zz[t] *= on[t]
@@ -418,7 +439,7 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
                 rr += r[t] * r[t]
             if rr <= 1e-28 * bnorm:
                 break
-            _apply_h(p, centre, g, b, tmp, hp)
+            _apply_h(p, Q, g, b, tmp, hp)
             php = 0.0
             for t in range(T):
                 hp[t] *= on[t]
@@ -429,7 +450,7 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
             for t in range(T):
                 x[t] += a * p[t]
                 r[t] -= a * hp[t]
-            _newton(L, g, q, aq, den, r, tmp, zz)
+            _newton(L, g, q, aq, C, r, tmp, zz)
             rz_new = 0.0
             for t in range(T):
                 zz[t] *= on[t]
@@ -450,12 +471,15 @@ def _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, x):  # pragma: no cover
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
+def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compiled
     """One trace: Mehrotra's predictor-corrector to a relative gap of ``tol``.
 
-    Returns (iterations, primal, gap, kkt, baseline); ``s`` gets the best certified iterate.
+    ``Q``: ``(m, T)`` orthonormal rows spanning the baseline (``m = 0``: none). Returns
+    (iterations, primal, gap, kkt); ``s`` gets the best certified iterate, ``base`` its
+    baseline.
     """
     T = y.shape[0]
+    m = Q.shape[0]
     n = float(T)
     z = np.empty(T)
     Ks = np.empty(T)
@@ -466,22 +490,24 @@ def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
     dx = np.empty(T)
     dz = np.empty(T)
     tmp = np.empty(T)
-    q = np.zeros(T)
-    aq = np.zeros(T)
+    q = np.empty((m, T))
+    aq = np.empty((m, T))
+    C = np.empty((m, m))
     Dg = np.empty(T)
     L = np.zeros((T, 4))
     best = np.empty(T)
-    work = np.empty((10, T))
+    work = np.empty((9, T))
     xp = np.empty(T)
-    hsq = 0.0
-    if centre:
-        ones = np.full(T, 1.0 / np.sqrt(n))
-        _adjoint(ones, g, b, q)
+    for j in range(m):
+        _adjoint(Q[j], g, b, q[j])
     hsum = (b[0] + b[1]) / (1.0 - g[0] - g[1] - g[2])
-    # ||h||^2: the impulse response summed until it has decayed below rounding
-    _forward(np.eye(1, T)[0], g, b, tmp)
+    # ||h||^2: the impulse response until it has decayed below rounding
+    tmp[:] = 0.0
+    tmp[0] = 1.0
+    _forward(tmp, g, b, Ks)
+    hsq = 0.0
     for t in range(T):
-        hsq += tmp[t] * tmp[t]
+        hsq += Ks[t] * Ks[t]
     ymean = 0.0
     for t in range(T):
         ymean += y[t]
@@ -498,31 +524,28 @@ def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
     best_rel = np.inf
     best_primal = np.inf
     best_kkt = np.inf
-    best_base = 0.0
     it = 0
     while True:
-        primal, dual, base, kkt = _state(y, s, lam, centre, g, b, Ks, r, KTr)
+        primal, dual, kkt = _state(y, s, lam, Q, g, b, Ks, r, KTr)
         rel = (primal - dual) / primal if primal > 0.0 else 0.0
         if rel < best_rel:
             best_rel = rel
             best_primal = primal
             best_kkt = kkt
-            best_base = base
             best[:] = s
         if best_rel <= tol or it >= max_iter:
             break
-        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, centre, q, hsq, L, work, xp):
-            primal, dual, base, kkt = _state(y, xp, lam, centre, g, b, Ks, r, KTr)
+        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, xp):
+            primal, dual, kkt = _state(y, xp, lam, Q, g, b, Ks, r, KTr)
             rel_p = (primal - dual) / primal if primal > 0.0 else 0.0
             if rel_p < best_rel:
                 best_rel = rel_p
                 best_primal = primal
                 best_kkt = kkt
-                best_base = base
                 best[:] = xp
                 if best_rel <= tol:
                     break
-            _state(y, s, lam, centre, g, b, Ks, r, KTr)  # the interior point's again
+            _state(y, s, lam, Q, g, b, Ks, r, KTr)  # the interior point's again
         it += 1
         mu = 0.0
         for t in range(T):
@@ -531,17 +554,11 @@ def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
             mu += s[t] * z[t]
         mu /= n
         _factor(Dg, g, b, L)
-        den = 0.0
-        if centre:
-            _solve_a(L, g, q, tmp, aq)
-            qaq = 0.0
-            for t in range(T):
-                qaq += q[t] * aq[t]
-            den = 1.0 - qaq
+        _woodbury(L, g, q, aq, C)
         # predictor: the Newton step to s z = 0
         for t in range(T):
             rhs[t] = -rd[t] - z[t]
-        _newton(L, g, q, aq, den, rhs, tmp, dx)
+        _newton(L, g, q, aq, C, rhs, tmp, dx)
         for t in range(T):
             dz[t] = -z[t] - z[t] * dx[t] / s[t]
         a = min(_step_to_boundary(s, dx), _step_to_boundary(z, dz))
@@ -549,14 +566,14 @@ def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
         for t in range(T):
             mu_aff += (s[t] + a * dx[t]) * (z[t] + a * dz[t])
         sigma = (mu_aff / n / mu) ** 3
-        if not (np.isfinite(sigma) and np.isfinite(den)):  # rounding has taken over
+        if not np.isfinite(sigma):  # rounding has taken over
             break
         # corrector: towards sigma mu, with the predictor's second-order term
         for t in range(T):
             rc = s[t] * z[t] + dx[t] * dz[t] - sigma * mu
             rhs[t] = -rd[t] - rc / s[t]
             dz[t] = rc  # kept for the dual step below
-        _newton(L, g, q, aq, den, rhs, tmp, dx)
+        _newton(L, g, q, aq, C, rhs, tmp, dx)
         for t in range(T):
             dz[t] = (-dz[t] - z[t] * dx[t]) / s[t]
         a = min(1.0, STEP_FRACTION * min(_step_to_boundary(s, dx), _step_to_boundary(z, dz)))
@@ -569,14 +586,23 @@ def _ipm(y, g, b, lam, centre, tol, max_iter, s):  # pragma: no cover - compiled
         if not finite:  # the steps have run into rounding: the best iterate stands
             break
     s[:] = best
-    return it, best_primal, max(best_rel, 0.0), best_kkt, best_base
+    _forward(s, g, b, Ks)
+    for t in range(T):
+        r[t] = y[t] - Ks[t]
+    c = _project(Q, r)
+    for t in range(T):
+        acc = 0.0
+        for j in range(m):
+            acc += c[j] * Q[j, t]
+        base[t] = acc
+    return it, best_primal, max(best_rel, 0.0), best_kkt
 
 
 def deconvolve_two_decay(
     traces: np.ndarray,
     kernel: TwoDecayKernel,
     lam: float | np.ndarray,
-    baseline: str = "constant",
+    baseline: str | np.ndarray = "constant",
     *,
     tol: float = 1e-9,
     max_iter: int = 200,
@@ -592,8 +618,10 @@ def deconvolve_two_decay(
         The kernel (its ``fs`` is the traces' sampling rate).
     lam : float or array_like
         Sparsity weight, one value or one per cell, ``> 0``.
-    baseline : {"constant", "none"}
-        ``"constant"``: one offset per trace, fitted jointly; ``"none"``: no baseline.
+    baseline : {"constant", "none"} or numpy.ndarray
+        ``"constant"``: one offset per trace, fitted jointly; ``"none"``: no baseline; a
+        ``(T, m)`` array: any combination of its columns (e.g. a constant and slow cosines
+        for a drifting baseline), fitted jointly and exactly.
     tol : float
         Stop when the relative duality gap is at most ``tol``.
     max_iter : int
@@ -605,16 +633,17 @@ def deconvolve_two_decay(
     -------
     DeconvolutionResult
         Spikes, calcium ``K s``, baseline, objective, gap and iterations per cell;
-        ``tau_rise`` and ``tau_decay`` are the kernel's rise and *fast* decay, and ``kkt`` is
-        the largest violation of dual feasibility, ``max(K^T r - lam, 0) / lam``.
+        ``tau_rise`` and ``tau_decay`` are the kernel's rise and *fast* decay, ``kkt`` is
+        the largest violation of dual feasibility, ``max(K^T r - lam, 0) / lam``, and
+        ``baseline_kind`` is ``"constant"``, ``"none"`` or ``"basis"``.
 
     Notes
     -----
     Minimises ``0.5 ||Pi (y - K s)||^2 + lam sum(s)`` over ``s >= 0`` with Mehrotra's
     predictor-corrector interior-point method [1]_; the Newton matrix
     ``K^T Pi K + Z S^-1`` is applied through ``G M^-1 G^T`` with ``M`` banded (module
-    docstring) and the baseline's rank one by Sherman-Morrison, so one iteration is
-    ``O(T)``. The stop is the duality gap of the dual point ``theta Pi (y - K s)``, which
+    docstring) and the baseline's ``m`` columns by Woodbury's identity, so one iteration
+    is ``O(T m)``. The stop is the duality gap of the dual point ``theta Pi (y - K s)``, which
     bounds the distance of the objective to the optimum.
 
     References
@@ -634,8 +663,6 @@ def deconvolve_two_decay(
     start = time.perf_counter()
     if not isinstance(kernel, TwoDecayKernel):
         raise TypeError(f"kernel must be a TwoDecayKernel; got {type(kernel).__name__}")
-    if baseline not in ("constant", "none"):
-        raise ValueError(f"baseline must be 'constant' or 'none'; got {baseline!r}")
     x = np.asarray(traces, dtype=np.float64)
     one = x.ndim == 1
     x2 = np.ascontiguousarray(x[None, :] if one else x)
@@ -647,13 +674,32 @@ def deconvolve_two_decay(
     lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), (n_cells,)).copy()
     if not np.all(lams > 0):
         raise ValueError(f"lam must be > 0 (one value or one per cell); got {lam!r}")
+    if isinstance(baseline, str):
+        if baseline not in ("constant", "none"):
+            raise ValueError(
+                f"baseline must be 'constant', 'none' or a (T, m) array of basis columns; "
+                f"got {baseline!r}"
+            )
+        kind = baseline
+        Q = np.full((1, T), 1.0 / np.sqrt(T)) if baseline == "constant" else np.zeros((0, T))
+    else:
+        B = np.asarray(baseline, dtype=np.float64)
+        if B.ndim != 2 or B.shape[0] != T or not np.all(np.isfinite(B)):
+            raise ValueError(
+                f"a baseline basis must be a finite (T, m) array with T = {T} rows (one per "
+                f"frame); got shape {B.shape}"
+            )
+        u, sv, _ = np.linalg.svd(B, full_matrices=False)
+        if sv.size == 0 or sv[-1] <= 1e-10 * sv[0]:
+            raise ValueError("the baseline basis has dependent columns: drop the redundant ones")
+        kind, Q = "basis", np.ascontiguousarray(u.T)
     g, b = kernel.coefficients()
-    centre = baseline == "constant"
     S = np.zeros_like(x2)
-    info = np.zeros((n_cells, 5))
+    base = np.zeros_like(x2)
+    info = np.zeros((n_cells, 4))
 
     def work(i: int) -> None:
-        info[i] = _ipm(x2[i], g, b, lams[i], centre, float(tol), int(max_iter), S[i])
+        info[i] = _ipm(x2[i], g, b, lams[i], Q, float(tol), int(max_iter), S[i], base[i])
 
     workers = (os.cpu_count() or 1) if n_jobs == -1 else max(int(n_jobs), 1)
     if workers > 1 and n_cells > 1:
@@ -663,7 +709,6 @@ def deconvolve_two_decay(
         for i in range(n_cells):
             work(i)
     calcium = np.stack([_forward(S[i], g, b, np.empty(T)) for i in range(n_cells)])
-    base = np.repeat(info[:, 4:5], T, axis=1)
     gap = info[:, 2]
 
     def shape(a: np.ndarray) -> np.ndarray:
@@ -679,7 +724,7 @@ def deconvolve_two_decay(
         kkt=info[:, 3].copy(),
         iterations=info[:, 0].astype(int),
         converged=gap <= tol,
-        baseline_kind=[baseline] * n_cells,
+        baseline_kind=[kind] * n_cells,
         tau_rise=kernel.tau_rise,
         tau_decay=kernel.tau_decay,
         fs=kernel.fs,
