@@ -107,8 +107,16 @@ class TwoDecayKernel:
 
     @property
     def roots(self) -> np.ndarray:
-        """``(d_1, d_2, r)``: the per-frame roots of the two decays and the rise."""
-        return np.exp(-1.0 / (self.fs * np.array([self.tau_decay, self.tau_decay2, self.tau_rise])))
+        """``(d_1, d_2, r)``: the per-frame roots of the two decays and the rise.
+
+        A decay of weight 0 (``f = 1`` or ``f = 0``) gets the root 0, which takes it out of the
+        recursion (``g_3 = 0``) instead of leaving a pole cancelled by a zero: a double root
+        near 1 would make the Newton systems needlessly ill-conditioned.
+        """
+        taus = np.array([self.tau_decay, self.tau_decay2, self.tau_rise])
+        roots = np.exp(-1.0 / (self.fs * taus))
+        roots[[self.fraction == 0.0, self.fraction == 1.0, False]] = 0.0
+        return roots
 
     @property
     def weights(self) -> np.ndarray:
@@ -191,7 +199,8 @@ def _adjoint(u, g, b, out):  # pragma: no cover - compiled
 def _factor(Dg, g, b, L):  # pragma: no cover - compiled
     """Banded Cholesky of ``M = N^T Z^T Z N + G^T diag(Dg) G`` (half-bandwidth 3).
 
-    ``L[i, k]`` holds the factor's entry ``(i, i - k)``. ``M`` is assembled row by row from
+    ``L[i, k]`` holds the factor's entry ``(i, i - k)``; returns False where a pivot is not
+    positive and finite (rounding, with barrier weights many orders apart). ``M`` is assembled row by row from
     the rows of ``G`` (taps ``1, -g_1, -g_2, -g_3``) and of ``Z N`` (taps ``0, b_1, b_2``).
     """
     T = Dg.shape[0]
@@ -230,7 +239,10 @@ def _factor(Dg, g, b, L):  # pragma: no cover - compiled
         for k in range(1, 4):
             if i - k >= 0:
                 d -= L[i, k] * L[i, k]
+        if not (d > 0.0 and d < np.inf):  # lost to rounding: the caller stops
+            return False
         L[i, 0] = np.sqrt(d)
+    return True
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -282,7 +294,8 @@ def _project(Q, v):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _woodbury(L, g, q, aq, C):  # pragma: no cover - compiled
-    """After :func:`_factor`: ``aq = A^-1 q^T`` (rows) and ``C = I - q A^-1 q^T``."""
+    """After :func:`_factor`: ``aq = A^-1 q^T`` (rows) and ``C = I - q A^-1 q^T``; whether
+    ``C`` is finite."""
     m, T = q.shape
     tmp = np.empty(T)
     for j in range(m):
@@ -293,6 +306,7 @@ def _woodbury(L, g, q, aq, C):  # pragma: no cover - compiled
             for t in range(T):
                 acc += q[i, t] * aq[j, t]
             C[i, j] = (1.0 if i == j else 0.0) - acc
+    return bool(np.all(np.isfinite(C)))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -416,8 +430,8 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - co
     _project(Q, tmp)
     _adjoint(tmp, g, b, kty)
     for _ in range(POLISH_ROUNDS):
-        _factor(Dg, g, b, L)
-        _woodbury(L, g, q, aq, C)
+        if not (_factor(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+            return False
         # right-hand side K^T Pi y - lam on the support; start from the interior point's values
         bnorm = 0.0
         for t in range(T):
@@ -553,8 +567,8 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
             Dg[t] = z[t] / s[t]
             mu += s[t] * z[t]
         mu /= n
-        _factor(Dg, g, b, L)
-        _woodbury(L, g, q, aq, C)
+        if not (_factor(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+            break  # the Newton systems are lost to rounding: the best iterate stands
         # predictor: the Newton step to s z = 0
         for t in range(T):
             rhs[t] = -rd[t] - z[t]
