@@ -111,6 +111,20 @@ def test_one_decay_equals_the_one_decay_solver():
     np.testing.assert_allclose(ours.spikes, theirs.spikes, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("fraction", [1.0, 0.0])
+def test_one_slow_decay_is_certified(fraction):
+    # one decay of 3 s at 60 Hz: with the weightless decay left as a pole cancelled by a zero
+    # (a double root at 0.9945) the Newton systems broke down before the optimum
+    k = TwoDecayKernel(0.02, 3.0, 3.0, fraction, 60.0)
+    assert np.count_nonzero(k.roots) == 2
+    rng = np.random.default_rng(7)
+    T = 14_400
+    s = (rng.random(T) < 0.005) * (1 + rng.poisson(1, T))
+    y = k.forward(s) + 0.15 * rng.standard_normal(T)
+    res = deconvolve_two_decay(y, k, lam=2 * 0.15 * np.linalg.norm(k.samples(T)))
+    assert res.converged[0] and res.gap[0] <= 1e-9
+
+
 def test_long_traces_are_certified_in_few_iterations():
     k = TwoDecayKernel(0.05, 0.6, 4.0, 0.5, 30.0)
     rng = np.random.default_rng(2)
