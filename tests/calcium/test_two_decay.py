@@ -125,6 +125,20 @@ def test_one_slow_decay_is_certified(fraction):
     assert res.converged[0] and res.gap[0] <= 1e-9
 
 
+@pytest.mark.parametrize("seed", [2, 5])
+def test_two_slow_roots_are_certified(seed):
+    # 0.8 s and 4 s at 60 Hz (the slow end of the search grid on DS14): two roots near 1
+    # square the conditioning of the banded middle factor; with the banded solve alone these
+    # two draws stopped at gaps of 4e-5 and 7e-6
+    rng = np.random.default_rng(seed)
+    T, fs = 14_400, 60.0
+    k = TwoDecayKernel(0.117, 0.8, 4.0, 0.7, fs)
+    s = (rng.random(T) < 1.0 / fs) * rng.exponential(0.5, T)
+    y = k.forward(s) + 0.05 * rng.standard_normal(T) + 0.1 * np.sin(np.arange(T) / fs / 40)
+    res = deconvolve_two_decay(y, k, lam=2 * 0.05 * np.linalg.norm(k.samples(T)))
+    assert res.converged[0] and res.gap[0] <= 1e-9
+
+
 def test_long_traces_are_certified_in_few_iterations():
     k = TwoDecayKernel(0.05, 0.6, 4.0, 0.5, 30.0)
     rng = np.random.default_rng(2)

@@ -15,12 +15,18 @@ The deconvolution minimises, for each trace ``y`` ::
 
     F(s) = 0.5 || Pi (y - K s) ||^2 + lam sum(s),   s >= 0
 
-(``Pi`` projects out the baseline fitted jointly: the mean, or any given slow basis) with a primal-dual
-interior-point method, whose Newton systems are banded: ``K^T K + D = G^-T (N^T Z^T Z N + G^T D
-G) G^-1`` has a middle factor with three diagonals on each side, factored in ``O(T)``, and the
-baseline's low-rank term is added by Woodbury's identity. It stops on a certificate: a dual point
-``theta Pi (y - K s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) -
-D``; the relative gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
+(``Pi`` projects out the baseline fitted jointly: the mean, or any given slow basis) with
+a primal-dual interior-point method. Its Newton systems are banded in disguise: ``K^T K + D =
+G^-T (N^T Z^T Z N + G^T D G) G^-1`` has a middle factor with three diagonals on each side,
+factored in ``O(T)``, and the baseline's low-rank term is added by Woodbury's identity. That
+middle factor carries the conditioning of ``G`` squared, so with two slow decays (two roots
+near 1) rounding takes digits from it: each Newton direction is therefore computed by
+conjugate gradients against the operators themselves, with the banded inverse (its diagonal
+shifted where its pivots are lost) as the preconditioner; one or two iterations where it is
+exact. Once the gap is small, the exact minimiser on the support the iterate implies is tried
+(the same conjugate gradients). The stop is a certificate: a dual point ``theta Pi (y - K
+s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) - D``; the relative
+gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ POLISH_AT = 1e-4
 SUPPORT_RATIO = 1.0
 #: the polish's preconditioner pins the entries off the support with this many times ``||h||^2``
 PIN = 1e6
+#: the largest relative shift of the banded Cholesky's diagonal (:func:`_factor_shifted`)
+MAX_SHIFT = 1e-2
+#: a Newton direction: conjugate gradients preconditioned by the banded inverse, to this
+#: relative residual, at most this many iterations (the first is the banded solve itself)
+NEWTON_TOL = 1e-10
+NEWTON_MAX_CG = 50
 #: the polish drops the entries its solve makes non-positive and solves again, this many times
 POLISH_ROUNDS = 5
 
@@ -196,11 +208,11 @@ def _adjoint(u, g, b, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _factor(Dg, g, b, L):  # pragma: no cover - compiled
+def _factor(Dg, g, b, L, shift):  # pragma: no cover - compiled
     """Banded Cholesky of ``M = N^T Z^T Z N + G^T diag(Dg) G`` (half-bandwidth 3).
 
-    ``L[i, k]`` holds the factor's entry ``(i, i - k)``; returns False where a pivot is not
-    positive and finite (rounding, with barrier weights many orders apart). ``M`` is assembled row by row from
+    ``L[i, k]`` holds the factor's entry ``(i, i - k)``; the diagonal is scaled by ``1 +
+    shift``. Returns False where a pivot is not positive and finite. ``M`` is assembled row by row from
     the rows of ``G`` (taps ``1, -g_1, -g_2, -g_3``) and of ``Z N`` (taps ``0, b_1, b_2``).
     """
     T = Dg.shape[0]
@@ -235,14 +247,32 @@ def _factor(Dg, g, b, L):  # pragma: no cover - compiled
                     break
                 v -= L[i, k + m] * L[j, m]
             L[i, k] = v / L[j, 0]
-        d = M[i, 0]
+        d = M[i, 0] * (1.0 + shift)
         for k in range(1, 4):
             if i - k >= 0:
                 d -= L[i, k] * L[i, k]
-        if not (d > 0.0 and d < np.inf):  # lost to rounding: the caller stops
+        if not (d > 0.0 and d < np.inf):
             return False
         L[i, 0] = np.sqrt(d)
     return True
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _factor_shifted(Dg, g, b, L):  # pragma: no cover - compiled
+    """:func:`_factor`, with the diagonal raised by ``1e-12, 1e-10, ...`` of itself until the
+    pivots stay positive.
+
+    In ``M`` the conditioning of ``K^T K + D`` is multiplied by that of ``G`` squared, so with
+    two roots near 1 and barrier weights many orders apart rounding can take its pivots; the
+    factor of the shifted matrix is then a preconditioner (:func:`_pcg` iterates against the
+    operators themselves). Returns False where even ``MAX_SHIFT`` does not do.
+    """
+    shift = 0.0
+    while shift <= MAX_SHIFT:
+        if _factor(Dg, g, b, L, shift):
+            return True
+        shift = 1e-12 if shift == 0.0 else 100.0 * shift
+    return False
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -333,6 +363,68 @@ def _newton(L, g, q, aq, C, rhs, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
+def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragma: no cover
+    """Conjugate gradients on ``P (K^T Pi K + diag(Dop)) P x = P rhs``, ``P = diag(mask)``.
+
+    Preconditioned by the banded inverse of :func:`_newton` (factored beforehand), to a
+    residual of ``tol`` of the right-hand side; ``x`` holds the start and gets the answer.
+    The banded factor alone loses digits where roots near 1 square the conditioning of its
+    middle factor; the iterations, against the operators themselves, make up for it.
+    Returns the relative residual reached.
+    """
+    T = rhs.shape[0]
+    r = work[0]
+    p = work[1]
+    hp = work[2]
+    zz = work[3]
+    tmp = work[4]
+    bn = 0.0
+    for t in range(T):
+        bn += (mask[t] * rhs[t]) ** 2
+    if bn == 0.0:
+        for t in range(T):
+            x[t] = 0.0
+        return 0.0
+    _apply_h(x, Q, g, b, tmp, hp)
+    rr = 0.0
+    for t in range(T):
+        r[t] = mask[t] * (rhs[t] - hp[t] - Dop[t] * x[t])
+        rr += r[t] * r[t]
+    _newton(L, g, q, aq, C, r, tmp, zz)
+    rz = 0.0
+    for t in range(T):
+        zz[t] *= mask[t]
+        p[t] = zz[t]
+        rz += r[t] * zz[t]
+    for _ in range(max_iter):
+        if rr <= tol * tol * bn:
+            break
+        _apply_h(p, Q, g, b, tmp, hp)
+        php = 0.0
+        for t in range(T):
+            hp[t] = mask[t] * (hp[t] + Dop[t] * p[t])
+            php += p[t] * hp[t]
+        if not php > 0.0:
+            break
+        a = rz / php
+        rr = 0.0
+        for t in range(T):
+            x[t] += a * p[t]
+            r[t] -= a * hp[t]
+            rr += r[t] * r[t]
+        _newton(L, g, q, aq, C, r, tmp, zz)
+        rz_new = 0.0
+        for t in range(T):
+            zz[t] *= mask[t]
+            rz_new += r[t] * zz[t]
+        beta = rz_new / rz
+        rz = rz_new
+        for t in range(T):
+            p[t] = zz[t] + beta * p[t]
+    return np.sqrt(rr / bn)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _step_to_boundary(v, dv):  # pragma: no cover - compiled
     a = 1.0
     for t in range(v.shape[0]):
@@ -394,9 +486,9 @@ def _apply_h(v, Q, g, b, tmp, out):  # pragma: no cover - compiled
 def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - compiled
     """The exact minimiser on the support ``{t : z_t / s_t < SUPPORT_RATIO ||h||^2}``, in ``x``.
 
-    Conjugate gradients on ``P_S K^T Pi K P_S x = P_S (K^T Pi y - lam)``, preconditioned by
-    the banded inverse with the entries off the support pinned (``D = PIN ||h||^2`` there, 0
-    on it), to a residual of 1e-14 of the right-hand side; entries that come out non-positive
+    Conjugate gradients (:func:`_pcg`) on ``P_S K^T Pi K P_S x = P_S (K^T Pi y - lam)``,
+    preconditioned by the banded inverse with the entries off the support pinned (``D = PIN
+    ||h||^2`` there, 0 on it), to a residual of 1e-14 of the right-hand side; entries that come out non-positive
     leave the support and the solve is repeated (``POLISH_ROUNDS`` at most). Returns whether
     every entry of the final support came out positive (``x`` is then the candidate; the
     caller's certificate decides).
@@ -405,13 +497,12 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - co
     m = Q.shape[0]
     on = work[0]
     Dg = work[1]
-    r = work[2]
-    p = work[3]
-    hp = work[4]
-    zz = work[5]
-    tmp = work[6]
-    rhs = work[7]
-    kty = work[8]
+    zero = work[2]
+    tmp = work[3]
+    rhs = work[4]
+    kty = work[5]
+    pwork = work[6:11]
+    zero[:] = 0.0
     aq = np.empty((m, T))
     C = np.empty((m, m))
     n_on = 0
@@ -430,49 +521,13 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - co
     _project(Q, tmp)
     _adjoint(tmp, g, b, kty)
     for _ in range(POLISH_ROUNDS):
-        if not (_factor(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
             return False
         # right-hand side K^T Pi y - lam on the support; start from the interior point's values
-        bnorm = 0.0
         for t in range(T):
             x[t] = s[t] * on[t]
-            rhs[t] = (kty[t] - lam) * on[t]
-            bnorm += rhs[t] * rhs[t]
-        _apply_h(x, Q, g, b, tmp, hp)
-        for t in range(T):
-            r[t] = rhs[t] - hp[t] * on[t]
-        _newton(L, g, q, aq, C, r, tmp, zz)
-        rz = 0.0
-        for t in range(T):
-            zz[t] *= on[t]
-            p[t] = zz[t]
-            rz += r[t] * zz[t]
-        for _ in range(100):
-            rr = 0.0
-            for t in range(T):
-                rr += r[t] * r[t]
-            if rr <= 1e-28 * bnorm:
-                break
-            _apply_h(p, Q, g, b, tmp, hp)
-            php = 0.0
-            for t in range(T):
-                hp[t] *= on[t]
-                php += p[t] * hp[t]
-            if php <= 0.0:
-                break
-            a = rz / php
-            for t in range(T):
-                x[t] += a * p[t]
-                r[t] -= a * hp[t]
-            _newton(L, g, q, aq, C, r, tmp, zz)
-            rz_new = 0.0
-            for t in range(T):
-                zz[t] *= on[t]
-                rz_new += r[t] * zz[t]
-            beta = rz_new / rz
-            rz = rz_new
-            for t in range(T):
-                p[t] = zz[t] + beta * p[t]
+            rhs[t] = kty[t] - lam
+        _pcg(L, g, b, Q, q, aq, C, zero, on, rhs, x, pwork, 1e-14, 100)
         dropped = 0
         for t in range(T):
             if on[t] > 0.0 and not x[t] > 0.0:
@@ -504,13 +559,15 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
     dx = np.empty(T)
     dz = np.empty(T)
     tmp = np.empty(T)
+    ones = np.ones(T)
+    pwork = np.empty((5, T))
     q = np.empty((m, T))
     aq = np.empty((m, T))
     C = np.empty((m, m))
     Dg = np.empty(T)
     L = np.zeros((T, 4))
     best = np.empty(T)
-    work = np.empty((9, T))
+    work = np.empty((11, T))
     xp = np.empty(T)
     for j in range(m):
         _adjoint(Q[j], g, b, q[j])
@@ -567,12 +624,13 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
             Dg[t] = z[t] / s[t]
             mu += s[t] * z[t]
         mu /= n
-        if not (_factor(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
             break  # the Newton systems are lost to rounding: the best iterate stands
         # predictor: the Newton step to s z = 0
         for t in range(T):
             rhs[t] = -rd[t] - z[t]
-        _newton(L, g, q, aq, C, rhs, tmp, dx)
+        dx[:] = 0.0
+        _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
         for t in range(T):
             dz[t] = -z[t] - z[t] * dx[t] / s[t]
         a = min(_step_to_boundary(s, dx), _step_to_boundary(z, dz))
@@ -587,7 +645,8 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
             rc = s[t] * z[t] + dx[t] * dz[t] - sigma * mu
             rhs[t] = -rd[t] - rc / s[t]
             dz[t] = rc  # kept for the dual step below
-        _newton(L, g, q, aq, C, rhs, tmp, dx)
+        dx[:] = 0.0
+        _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
         for t in range(T):
             dz[t] = (-dz[t] - z[t] * dx[t]) / s[t]
         a = min(1.0, STEP_FRACTION * min(_step_to_boundary(s, dx), _step_to_boundary(z, dz)))
@@ -655,9 +714,10 @@ def deconvolve_two_decay(
     -----
     Minimises ``0.5 ||Pi (y - K s)||^2 + lam sum(s)`` over ``s >= 0`` with Mehrotra's
     predictor-corrector interior-point method [1]_; the Newton matrix
-    ``K^T Pi K + Z S^-1`` is applied through ``G M^-1 G^T`` with ``M`` banded (module
-    docstring) and the baseline's ``m`` columns by Woodbury's identity, so one iteration
-    is ``O(T m)``. The stop is the duality gap of the dual point ``theta Pi (y - K s)``, which
+    ``K^T Pi K + Z S^-1`` is inverted by conjugate gradients preconditioned with
+    ``G M^-1 G^T``, ``M`` banded (module docstring), the baseline's ``m`` columns by
+    Woodbury's identity, so one iteration is ``O(T m)`` times the few conjugate-gradient
+    steps it takes. The stop is the duality gap of the dual point ``theta Pi (y - K s)``, which
     bounds the distance of the objective to the optimum.
 
     References
