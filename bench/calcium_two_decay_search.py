@@ -19,18 +19,18 @@ one-decay search errs long without its cap, and a second, slow decay might take 
 
 For every kernel of a grid (one decay, or two decays ``tau_1 < tau_2`` with the weight ``f`` of
 the fast one; all peak-normalised, the rise fixed; decays not longer than the rise left out),
-each cell is deconvolved to a certified optimum by :func:`nnfit.calcium.deconvolve_two_decay`
-(a constant baseline fitted jointly; ``lam = 2 sigma ||h||`` with the simulated noise, as the
-decay search's ``REFINE_LAM_Z``), and the criterion is that of
-``nnfit.calcium.estimate.residual_whiteness``: the sum of the squared autocorrelations of the
-residual at lags 1 .. 1 s, summed over the cells. The rise is the simulated one (``--rise
+the criterion is :func:`nnfit.calcium.two_decay.two_decay_criteria` (each cell deconvolved by
+:func:`nnfit.calcium.deconvolve_two_decay`, a constant baseline fitted jointly, ``lam = 2 sigma
+||h||`` with the simulated noise as the decay search's ``REFINE_LAM_Z``; the sum of the squared
+autocorrelations of the residual at lags 1 .. 1 s, as ``residual_whiteness``), summed over the
+cells. The rise is the simulated one (``--rise
 truth``) or nnfit's estimate (``--rise estimate``; a rise estimated long moves lag-0 r by more
 than any decay does, so the two are kept apart).
 
 ``--datasets NAME ...`` runs the rule so fixed, once, on ground-truth datasets instead: the
-kernel is the criterion's minimum over :data:`REAL_GRID` (fixed before any recording was
-looked at) with nnfit's estimated rise and each trace's estimated noise, on the traces the
-pooled estimator reads; it is scored beside nnfit's estimate and the criterion's one-decay
+kernel of :func:`nnfit.calcium.estimate_two_decay_kernel` (the criterion's minimum over
+``two_decay_grid``, fixed before any recording was looked at, with nnfit's estimated rise and
+each trace's estimated noise, on the traces the pooled estimator reads); it is scored beside nnfit's estimate and the criterion's one-decay
 pick as ``bench/calcium_two_decay.py`` scores its kernels (the same recordings and solver, the
 slow baseline projected out, time stamps), so its table sits beside that oracle's.
 
@@ -63,27 +63,16 @@ from calcium_kinetics import neuropil
 from calcium_two_decay import MAX_RECORDINGS, deconvolve_one
 from nnfit.calcium import TwoDecayKernel, deconvolve_two_decay
 from nnfit.calcium.estimate import (
-    REFINE_LAGS_S,
     REFINE_LAM_Z,
-    REFINE_MAX_FRAMES,
-    REFINE_MAX_TRACES,
-    _autocov,
     estimate_kinetics_pooled,
     estimate_noise,
 )
 from nnfit.calcium.kernel import spike_time_offset
+from nnfit.calcium.two_decay import _search_traces, two_decay_criteria, two_decay_grid
 
 NOISE = 0.15
 N_CELLS = 4
 DURATION_S = 240.0
-
-#: the grid on real recordings, fixed before any was looked at: log-spaced over the decays of
-#: common indicators (tau_1 0.05-0.8 s, tau_2 0.5-4 s), the fast weights of the simulations
-REAL_GRID = (
-    [float(v) for v in np.geomspace(0.05, 0.8, 7)],
-    [float(v) for v in np.geomspace(0.5, 4.0, 5)],
-    [0.5, 0.7, 0.85],
-)
 
 #: per frame rate: the rise, the cases (decays, weights) and the grid of tau_1, tau_2, f
 SETUPS = {
@@ -115,29 +104,14 @@ def two_decay_kernel(kernel: Kernel, fs: float) -> TwoDecayKernel:
     return TwoDecayKernel(tr, t1, t2 if f < 1.0 else t1, f, fs)
 
 
-def grid(rise: float, t1s: list, t2s: list, fs_: list) -> list[Kernel]:
-    """The one-decay kernels, then the two-decay ones (``tau_2 > 1.4 tau_1``); decays > rise."""
-    one = [(rise, t, t, 1.0) for t in sorted(set(t1s + t2s)) if t > rise]
-    two = [(rise, a, b, f) for a in t1s if a > rise for b in t2s if b > 1.4 * a for f in fs_]
-    return one + two
-
-
-def solve(args: tuple) -> tuple[float, np.ndarray, float]:
-    """(whiteness, spikes, relative gap) of one trace deconvolved with one kernel, given its
-    noise level."""
-    y, fs, kernel, noise = args
+def spikes(y: np.ndarray, fs: float, kernel: Kernel, noise: float) -> np.ndarray:
+    """The spikes of one trace with one kernel, deconvolved as the criterion deconvolves."""
     k = two_decay_kernel(kernel, fs)
-    lam = REFINE_LAM_Z * noise * np.linalg.norm(k.samples(int(30 * fs)))
-    res = deconvolve_two_decay(y, k, lam, "constant")
-    # residual_whiteness's criterion on this solver's residual (its autocovariance, its lags)
-    resid = y - res.calcium - res.baseline
-    ac = _autocov(resid[None, :], max(3, round(REFINE_LAGS_S * fs)))[0]
-    rho = ac[1:] / ac[0]
-    return float(rho @ rho), res.spikes, float(res.gap[0])
+    return deconvolve_two_decay(y, k, REFINE_LAM_Z * noise * k.norm, "constant").spikes
 
 
 def run_case(
-    pool, fs: float, rise_mode: str, with_neuropil: bool, label: str, decays, weights, axes
+    fs: float, rise_mode: str, with_neuropil: bool, label: str, decays, weights, axes
 ) -> None:
     t0 = time.perf_counter()
     rise0 = SETUPS[fs][0]
@@ -156,16 +130,24 @@ def run_case(
     rise = tr_est if rise_mode == "estimate" else rise0
     truth = (rise, decays[0], decays[-1], weights[0])
     estimate = (tr_est, td_est, td_est, 1.0)
-    kernels = grid(rise, *axes)
-    todo = [*kernels, truth, estimate]
-    out = pool.map(solve, [(c[0], fs, k, NOISE) for k in todo for c in cells])
+    kernels = [(rise, *k) for k in two_decay_grid(rise, *axes)]
+    ys = [c[0] for c in cells]
+    noise = [NOISE] * N_CELLS
+    crit = dict(
+        zip(
+            kernels,
+            two_decay_criteria(ys, fs, rise, [k[1:] for k in kernels], noise=noise, n_jobs=2),
+            strict=True,
+        )
+    )
+    crit[truth] = float(two_decay_criteria(ys, fs, rise, [truth[1:]], noise=noise)[0])
+    crit[estimate] = float(two_decay_criteria(ys, fs, tr_est, [estimate[1:]], noise=noise)[0])
+    one = min((k for k in kernels if k[3] == 1.0), key=crit.get)
+    best = min(kernels, key=crit.get)
     res = {}
-    for i, k in enumerate(todo):
-        part = out[N_CELLS * i : N_CELLS * (i + 1)]
-        sc = np.array([score(r, s) for r, (_, s, _) in zip(recs, part, strict=True)])
-        res[k] = (sum(w for w, _, _ in part), sc[:, 0].mean(), sc[:, 1].mean())
-    one = min((k for k in kernels if k[3] == 1.0), key=lambda k: res[k][0])
-    best = min(kernels, key=lambda k: res[k][0])
+    for k in (truth, one, best, estimate):
+        sc = np.array([score(r, spikes(y, fs, k, NOISE)) for r, y in zip(recs, ys, strict=True)])
+        res[k] = (crit[k], sc[:, 0].mean(), sc[:, 1].mean())
 
     def row(name: str, k: Kernel) -> str:
         tr, t1, t2, f = k
@@ -177,19 +159,14 @@ def run_case(
     print(row("criterion's best, one decay", one))
     print(row("criterion's best, all", best))
     print(row("nnfit estimate", estimate))
-    worst = max(o[2] for o in out)
-    print(
-        f"<!-- {label}: {len(kernels)} kernels, {time.perf_counter() - t0:.0f} s, worst relative "
-        f"gap {worst:.1e} -->",
-        flush=True,
-    )
+    print(f"<!-- {label}: {len(kernels)} kernels, {time.perf_counter() - t0:.0f} s -->", flush=True)
 
 
 def run_dataset(pool, name: str, every_recording: bool = False) -> None:
     """The rule fixed on the simulations, run once on a ground-truth dataset.
 
-    The kernel: the minimum of the criterion over :data:`REAL_GRID` with nnfit's estimated
-    rise, on the traces the pooled estimator reads (up to ``REFINE_MAX_TRACES``, their first
+    The kernel: that of ``estimate_two_decay_kernel``, the minimum of the criterion over
+    ``two_decay_grid`` with nnfit's estimated rise, on the traces the pooled estimator reads (up to ``REFINE_MAX_TRACES``, their first
     ``REFINE_MAX_FRAMES`` frames; the noise from ``estimate_noise``). Scored against nnfit's
     estimate by ``calcium_two_decay.deconvolve_one`` (exact, the slow baseline projected out,
     nnfit's lam rule, spikes at the frame and at the time stamp of the rise and the slow decay)
@@ -200,18 +177,15 @@ def run_dataset(pool, name: str, every_recording: bool = False) -> None:
     every = load(name, False)
     fs = float(np.median([r["fs"] for r in every]))
     tr_est, td_est = estimate_kinetics_pooled([r["y"] for r in every], fs)
-    step = max(1, len(every) // REFINE_MAX_TRACES)
-    sub = [r["y"][:REFINE_MAX_FRAMES] for r in every[::step][:REFINE_MAX_TRACES]]
+    sub = _search_traces([r["y"] for r in every])
     noise = [float(estimate_noise(y, fs)[0]) for y in sub]
-    kernels = grid(tr_est, *REAL_GRID)
-    out = pool.map(
-        solve, [(y, fs, k, sd) for k in kernels for y, sd in zip(sub, noise, strict=True)]
-    )
+    kernels = [(tr_est, *k) for k in two_decay_grid(tr_est)]
+    values = two_decay_criteria(sub, fs, tr_est, [k[1:] for k in kernels], noise=noise, n_jobs=2)
+    crit = dict(zip(kernels, values, strict=True))
     m = len(sub)
-    crit = {k: sum(w for w, _, _ in out[m * i : m * (i + 1)]) for i, k in enumerate(kernels)}
-    worst = max(o[2] for o in out)
     one = min((k for k in kernels if k[3] == 1.0), key=crit.get)
     best = min(kernels, key=crit.get)
+    worst = 0.0
     recs = every if every_recording or len(every) <= MAX_RECORDINGS else every[::4]
     for r in recs:
         r["bins"] = rate_bins(r)
@@ -236,7 +210,7 @@ def run_dataset(pool, name: str, every_recording: bool = False) -> None:
         worst = max(worst, max(o[2] for o in res))
     print(
         f"<!-- {name}: {len(kernels)} kernels, {time.perf_counter() - t0:.0f} s, worst relative "
-        f"gap {worst:.1e} -->",
+        f"gap of the scored solves {worst:.1e} -->",
         flush=True,
     )
 
@@ -289,7 +263,7 @@ def main() -> int:
             _, cases, axes = SETUPS[fs]
             for label, (decays, weights) in cases.items():
                 name = f"{fs:g} Hz {label}" + (" + neuropil" if args.neuropil else "")
-                run_case(pool, fs, args.rise, args.neuropil, name, decays, weights, axes)
+                run_case(fs, args.rise, args.neuropil, name, decays, weights, axes)
     return 0
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnfit.calcium import TwoDecayKernel, deconvolve_two_decay
+from nnfit.calcium import TwoDecayKernel, deconvolve_two_decay, estimate_two_decay_kernel
+from nnfit.calcium.estimate import LAM_Z, estimate_noise
 from nnfit.calcium.exact import solve_exact
+from nnfit.calcium.two_decay import GRID_FAST, GRID_MIN_RATIO, two_decay_grid
 from nnfit.operators import dottest
 from nnfit.solvers.nnls import nnls_gram
 
@@ -192,3 +194,52 @@ def test_threads_give_the_answer_of_one_thread():
     two = deconvolve_two_decay(Y, k, lam=[0.1, 0.2, 0.3, 0.2, 0.1], n_jobs=2)
     np.testing.assert_array_equal(one.spikes, two.spikes)
     np.testing.assert_array_equal(one.objective, two.objective)
+
+
+def test_default_lam_is_the_deconvolve_rule():
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    Y = np.stack([_trace(k, 2000, seed) for seed in (8, 9)])
+    res = deconvolve_two_decay(Y, k)
+    np.testing.assert_allclose(res.lam, LAM_Z * estimate_noise(Y, 60.0) * k.norm, rtol=1e-12)
+    np.testing.assert_allclose(res.noise, estimate_noise(Y, 60.0), rtol=1e-12)
+    assert res.estimated["lam"] and np.all(res.converged)
+    # the closed-form norm is that of the samples
+    assert k.norm == pytest.approx(np.linalg.norm(k.samples(20_000)), rel=1e-12)
+
+
+def test_grid_holds_one_decay_kernels_and_ordered_pairs():
+    grid = two_decay_grid(0.1)
+    assert all(t1 > 0.1 for t1, _, _ in grid)
+    one = [g for g in grid if g[2] == 1.0]
+    assert all(t1 == t2 for t1, t2, _ in one) and len(one) == len({g[0] for g in one})
+    assert all(t2 > GRID_MIN_RATIO * t1 for t1, t2, f in grid if f < 1.0)
+    assert len(two_decay_grid(0.01)) == 108 and two_decay_grid(5.0) == []
+
+
+def _cells(kernel: TwoDecayKernel, n: int, T: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    s = (rng.random((n, T)) < 0.01) * (1 + rng.poisson(1, (n, T)))
+    return np.stack([kernel.forward(r) for r in s]) + 0.15 * rng.standard_normal((n, T))
+
+
+def test_estimate_finds_a_second_decay_where_there_is_one():
+    truth = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    k = estimate_two_decay_kernel(_cells(truth, 2, 3600), 60.0, tau_rise=0.02, n_jobs=2)
+    assert k.fraction < 1.0 and k.tau_decay < 0.3 and k.tau_decay2 > 0.6
+    # the kernel's shape is close to the simulated one (a coarse grid: not equal)
+    n = 240
+    assert np.abs(k.samples(n) - truth.samples(n)).max() < 0.1
+
+
+def test_estimate_keeps_one_decay_where_there_is_one():
+    decay = GRID_FAST[5]  # on the grid: the search can find it exactly
+    truth = TwoDecayKernel(0.02, decay, decay, 1.0, 60.0)
+    k = estimate_two_decay_kernel(_cells(truth, 2, 3600), 60.0, tau_rise=0.02, n_jobs=2)
+    assert k.fraction == 1.0 and k.tau_decay == decay
+
+
+def test_estimate_refuses_bad_input():
+    with pytest.raises(ValueError, match="non-empty list"):
+        estimate_two_decay_kernel([], 60.0)
+    with pytest.raises(ValueError, match="shorter rise"):
+        estimate_two_decay_kernel(np.zeros((1, 100)), 60.0, tau_rise=5.0)

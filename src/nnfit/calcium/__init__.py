@@ -31,7 +31,11 @@ from nnfit.calcium.kernel import build_kernel, compute_lipschitz, spike_time_off
 from nnfit.calcium.pipeline import deconvolve
 from nnfit.calcium.result import DeconvolutionResult
 from nnfit.calcium.simulate import SimulatedRecording, simulate_recording
-from nnfit.calcium.two_decay import TwoDecayKernel, deconvolve_two_decay
+from nnfit.calcium.two_decay import (
+    TwoDecayKernel,
+    deconvolve_two_decay,
+    estimate_two_decay_kernel,
+)
 
 __all__ = [
     "AR2Convolution",
@@ -49,6 +53,7 @@ __all__ = [
     "estimate_kinetics_per_recording",
     "estimate_kinetics_pooled",
     "estimate_parameters",
+    "estimate_two_decay_kernel",
     "indicator_kinetics",
     "load_export_params",
     "load_tuning_data",

@@ -209,9 +209,14 @@ def residual_whiteness(
         noise = float(estimate_noise(y2, fs)[0])
     lam = lam_from_noise(noise, tau_rise, tau_decay, fs, REFINE_LAM_Z)
     res = solve_exact(y2, fs, tau_rise, tau_decay, lam, "constant", tol=REFINE_TOL, polish=False)
-    r = y - res.baseline[0] - res.calcium[0]
+    return whiteness(y - res.baseline[0] - res.calcium[0], fs)
+
+
+def whiteness(residual: np.ndarray, fs: float) -> float:
+    """``sum_k rho_k^2``: the squared autocorrelations of a residual at lags ``1 .. REFINE_LAGS_S
+    fs`` (0 for a constant residual)."""
     L = max(3, round(REFINE_LAGS_S * fs))
-    ac = _autocov(r[None, :], L)[0]
+    ac = _autocov(np.asarray(residual, dtype=np.float64)[None, :], L)[0]
     if not ac[0] > 0:
         return 0.0
     rho = ac[1:] / ac[0]
