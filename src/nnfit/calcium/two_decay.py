@@ -44,7 +44,6 @@ import numpy as np
 from nnfit.calcium.estimate import (
     LAM_Z,
     REFINE_LAM_Z,
-    REFINE_LAGS_S,
     REFINE_MAX_FRAMES,
     REFINE_MAX_TRACES,
     REFINE_TOL,
@@ -577,10 +576,24 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - co
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compiled
+def _keep_best(x, state, best, stats):  # pragma: no cover - compiled
+    """Keep ``x`` in ``best`` if its relative gap (from ``state = (primal, dual, kkt)``) is
+    below ``stats[0]``; ``stats`` = (gap, primal, kkt) of the best. Returns ``x``'s gap."""
+    primal, dual, kkt = state
+    rel = (primal - dual) / primal if primal > 0.0 else 0.0
+    if rel < stats[0]:
+        stats[0] = rel
+        stats[1] = primal
+        stats[2] = kkt
+        best[:] = x
+    return rel
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - compiled
     """One trace: Mehrotra's predictor-corrector to a relative gap of ``tol``.
 
-    ``Q``: ``(m, T)`` orthonormal rows spanning the baseline (``m = 0``: none). Returns
+    ``hsq = ||h||^2``; ``Q``: ``(m, T)`` orthonormal rows spanning the baseline (``m = 0``: none). Returns
     (iterations, primal, gap, kkt); ``s`` gets the best certified iterate, ``base`` its
     baseline.
     """
@@ -595,7 +608,6 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
     rhs = np.empty(T)
     dx = np.empty(T)
     dz = np.empty(T)
-    tmp = np.empty(T)
     ones = np.ones(T)
     pwork = np.empty((5, T))
     q = np.empty((m, T))
@@ -609,50 +621,20 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
     for j in range(m):
         _adjoint(Q[j], g, b, q[j])
     hsum = (b[0] + b[1]) / (1.0 - g[0] - g[1] - g[2])
-    # ||h||^2: the impulse response until it has decayed below rounding
-    tmp[:] = 0.0
-    tmp[0] = 1.0
-    _forward(tmp, g, b, Ks)
-    hsq = 0.0
-    for t in range(T):
-        hsq += Ks[t] * Ks[t]
-    ymean = 0.0
-    for t in range(T):
-        ymean += y[t]
-    ymean /= n
-    yvar = 0.0
-    for t in range(T):
-        yvar += (y[t] - ymean) ** 2
-    ystd = np.sqrt(yvar / n)
-    if ystd <= 0.0:
-        ystd = 1.0
-    for t in range(T):
-        s[t] = START_SCALE * ystd / hsum
-        z[t] = lam
-    best_rel = np.inf
-    best_primal = np.inf
-    best_kkt = np.inf
+    # the start: spikes at START_SCALE times the rate that explains the trace's spread
+    ystd = np.std(y)
+    s[:] = START_SCALE * (ystd if ystd > 0.0 else 1.0) / hsum
+    z[:] = lam
+    stats = np.array([np.inf, np.inf, np.inf])  # best relative gap, its primal, its kkt
     it = 0
     while True:
-        primal, dual, kkt = _state(y, s, lam, Q, g, b, Ks, r, KTr)
-        rel = (primal - dual) / primal if primal > 0.0 else 0.0
-        if rel < best_rel:
-            best_rel = rel
-            best_primal = primal
-            best_kkt = kkt
-            best[:] = s
-        if best_rel <= tol or it >= max_iter:
+        rel = _keep_best(s, _state(y, s, lam, Q, g, b, Ks, r, KTr), best, stats)
+        if stats[0] <= tol or it >= max_iter:
             break
         if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, xp):
-            primal, dual, kkt = _state(y, xp, lam, Q, g, b, Ks, r, KTr)
-            rel_p = (primal - dual) / primal if primal > 0.0 else 0.0
-            if rel_p < best_rel:
-                best_rel = rel_p
-                best_primal = primal
-                best_kkt = kkt
-                best[:] = xp
-                if best_rel <= tol:
-                    break
+            _keep_best(xp, _state(y, xp, lam, Q, g, b, Ks, r, KTr), best, stats)
+            if stats[0] <= tol:
+                break
             _state(y, s, lam, Q, g, b, Ks, r, KTr)  # the interior point's again
         it += 1
         mu = 0.0
@@ -705,7 +687,7 @@ def _ipm(y, g, b, lam, Q, tol, max_iter, s, base):  # pragma: no cover - compile
         for j in range(m):
             acc += c[j] * Q[j, t]
         base[t] = acc
-    return it, best_primal, max(best_rel, 0.0), best_kkt
+    return it, stats[1], max(stats[0], 0.0), stats[2]
 
 
 def deconvolve_two_decay(
@@ -812,12 +794,13 @@ def deconvolve_two_decay(
             raise ValueError("the baseline basis has dependent columns: drop the redundant ones")
         kind, Q = "basis", np.ascontiguousarray(u.T)
     g, b = kernel.coefficients()
+    hsq = kernel.norm**2
     S = np.zeros_like(x2)
     base = np.zeros_like(x2)
     info = np.zeros((n_cells, 4))
 
     def work(i: int) -> None:
-        info[i] = _ipm(x2[i], g, b, lams[i], Q, float(tol), int(max_iter), S[i], base[i])
+        info[i] = _ipm(x2[i], g, b, lams[i], hsq, Q, float(tol), int(max_iter), S[i], base[i])
 
     workers = (os.cpu_count() or 1) if n_jobs == -1 else max(int(n_jobs), 1)
     if workers > 1 and n_cells > 1:
