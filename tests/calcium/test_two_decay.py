@@ -243,3 +243,21 @@ def test_estimate_refuses_bad_input():
         estimate_two_decay_kernel([], 60.0)
     with pytest.raises(ValueError, match="shorter rise"):
         estimate_two_decay_kernel(np.zeros((1, 100)), 60.0, tau_rise=5.0)
+
+
+def test_time_stamp_is_that_of_the_two_decay_kernel():
+    from nnfit.calcium import spike_time_offset
+
+    # one decay: the second is ignored; an instantaneous rise: half a frame; a slow one: ~0
+    assert spike_time_offset(0.05, 0.5, 30.0, tau_decay2=2.0, fraction=1.0) == spike_time_offset(
+        0.05, 0.5, 30.0
+    )
+    assert spike_time_offset(1e-5, 0.1, 30.0, tau_decay2=1.0, fraction=0.7) == pytest.approx(0.5)
+    assert spike_time_offset(0.2, 0.5, 30.0, tau_decay2=2.0, fraction=0.7) < 0.05
+    # the fast decay shapes the first frames: the offset differs from the slow decay's alone
+    two = spike_time_offset(0.02, 0.05, 60.0, tau_decay2=1.0, fraction=0.7)
+    assert two != spike_time_offset(0.02, 1.0, 60.0)
+    k = TwoDecayKernel(0.02, 0.05, 1.0, 0.7, 60.0)
+    res = deconvolve_two_decay(_trace(k, 600, seed=1), k, lam=0.2)
+    assert (res.tau_decay2, res.fraction) == (1.0, 0.7)
+    assert res.time_offset == pytest.approx(two / 60.0, rel=1e-12)

@@ -98,7 +98,14 @@ def tau_to_ar2(tau_rise: float, tau_decay: float, fs: float) -> tuple[float, flo
     return float(d + r), float(-(d * r)), float(d), float(r)
 
 
-def spike_time_offset(tau_rise: float, tau_decay: float, fs: float) -> float:
+def spike_time_offset(
+    tau_rise: float,
+    tau_decay: float,
+    fs: float,
+    *,
+    tau_decay2: float | None = None,
+    fraction: float = 1.0,
+) -> float:
     """Mean delay, in frames, from the frame a spike is reported at to the spike itself.
 
     The kernel's first sample is ``h[0] = 0``: a spike reported at frame ``j`` first shows at
@@ -117,6 +124,9 @@ def spike_time_offset(tau_rise: float, tau_decay: float, fs: float) -> float:
         Kinetics in seconds, ``0 < tau_rise < tau_decay``.
     fs : float
         Sampling rate in Hz.
+    tau_decay2, fraction : float, optional
+        A second, slower decay and the weight of the first
+        (:class:`nnfit.calcium.TwoDecayKernel`'s shape); ``fraction = 1`` (default): one decay.
 
     Returns
     -------
@@ -133,12 +143,15 @@ def spike_time_offset(tau_rise: float, tau_decay: float, fs: float) -> float:
     from scipy.optimize import nnls
 
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
-    n = int(np.ceil(10.0 * tau_decay * fs)) + 8
+    f = float(fraction)
+    tau_2 = tau_decay if tau_decay2 is None or f == 1.0 else float(tau_decay2)
+    n = int(np.ceil(10.0 * max(tau_decay, tau_2) * fs)) + 8
     k = np.arange(n, dtype=np.float64)
 
     def h(t: np.ndarray) -> np.ndarray:
         tp = np.maximum(t, 0.0)
-        return np.where(t > 0, np.exp(-tp / tau_decay) - np.exp(-tp / tau_rise), 0.0)
+        decay = f * np.exp(-tp / tau_decay) + (1.0 - f) * np.exp(-tp / tau_2)
+        return np.where(t > 0, decay - np.exp(-tp / tau_rise), 0.0)
 
     hd = h(k / fs)
     design = np.stack([np.r_[np.zeros(j), hd[: n - j]] for j in range(3)], axis=1)

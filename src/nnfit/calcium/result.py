@@ -55,7 +55,8 @@ class DeconvolutionResult:
     baseline_kind : list of str
         ``"none"``, ``"constant"`` or ``"drift"`` per cell (what ``"auto"`` chose).
     tau_rise, tau_decay, fs : float
-        Kinetics and sampling rate used.
+        Kinetics and sampling rate used (for a kernel with two decays, ``tau_decay`` is the
+        fast one).
     noise : numpy.ndarray
         Noise estimate per cell (from the spectrum); NaN where nothing needed it.
     estimated : dict
@@ -68,6 +69,9 @@ class DeconvolutionResult:
     params : ExportParams or None
         The browser export applied (:func:`~nnfit.calcium.deconvolve_from_export` and
         :func:`~nnfit.calcium.solve_with_baseline`); None for the other solvers.
+    tau_decay2, fraction : float or None, float
+        The slow decay and the fast decay's weight of a kernel with two decays
+        (:func:`~nnfit.calcium.deconvolve_two_decay`); None and 1 for one decay.
     """
 
     spikes: np.ndarray
@@ -88,6 +92,8 @@ class DeconvolutionResult:
     indicator: str | None = None
     time_s: float = math.nan
     params: Any = None
+    tau_decay2: float | None = None
+    fraction: float = 1.0
 
     @property
     def time_offset(self) -> float:
@@ -96,7 +102,16 @@ class DeconvolutionResult:
         :func:`nnfit.calcium.kernel.spike_time_offset` over ``fs``: spike ``spikes[..., j]``
         is best placed at ``frame_time[j] + time_offset``.
         """
-        return spike_time_offset(self.tau_rise, self.tau_decay, self.fs) / self.fs
+        return (
+            spike_time_offset(
+                self.tau_rise,
+                self.tau_decay,
+                self.fs,
+                tau_decay2=self.tau_decay2,
+                fraction=self.fraction,
+            )
+            / self.fs
+        )
 
     @property
     def reconvolution(self) -> np.ndarray:
@@ -142,4 +157,6 @@ class DeconvolutionResult:
             indicator=first.indicator,
             time_s=float(sum(p.time_s for p in parts)),
             params=first.params,
+            tau_decay2=first.tau_decay2,
+            fraction=first.fraction,
         )

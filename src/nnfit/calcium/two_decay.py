@@ -726,8 +726,9 @@ def deconvolve_two_decay(
     Returns
     -------
     DeconvolutionResult
-        Spikes, calcium ``K s``, baseline, objective, gap and iterations per cell;
-        ``tau_rise`` and ``tau_decay`` are the kernel's rise and *fast* decay, ``kkt`` is
+        Spikes, calcium ``K s``, baseline, objective, gap and iterations per cell; the
+        kernel in ``tau_rise``, ``tau_decay`` (the fast decay), ``tau_decay2`` and ``fraction``
+        (so ``time_offset`` is this kernel's time stamp), ``kkt`` is
         the largest violation of dual feasibility, ``max(K^T r - lam, 0) / lam``, and
         ``baseline_kind`` is ``"constant"``, ``"none"`` or ``"basis"``.
 
@@ -828,6 +829,8 @@ def deconvolve_two_decay(
         baseline_kind=[kind] * n_cells,
         tau_rise=kernel.tau_rise,
         tau_decay=kernel.tau_decay,
+        tau_decay2=kernel.tau_decay2,
+        fraction=kernel.fraction,
         fs=kernel.fs,
         noise=noise,
         estimated={"kinetics": False, "lam": lam_estimated},
