@@ -175,6 +175,8 @@ def test_solver_refuses_bad_input():
         deconvolve_two_decay(y, k, 0.1, baseline="drift")
     with pytest.raises(ValueError, match="lam must be > 0"):
         deconvolve_two_decay(y, k, 0.0)
+    with pytest.raises(ValueError, match="one per cell"):
+        deconvolve_two_decay(np.zeros((3, 100)), k, [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN or inf"):
         deconvolve_two_decay(np.full(100, np.nan), k, 0.1)
     with pytest.raises(ValueError, match="T >= 8"):

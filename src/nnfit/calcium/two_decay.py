@@ -772,7 +772,12 @@ def deconvolve_two_decay(
     if lam is None:
         noise = estimate_noise(x2, kernel.fs)
         lam = LAM_Z * noise * kernel.norm
-    lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), (n_cells,)).copy()
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if lam_arr.ndim > 1 or lam_arr.size not in (1, n_cells):
+        raise ValueError(
+            f"lam must be one value or one per cell ({n_cells}); got shape {lam_arr.shape}"
+        )
+    lams = np.broadcast_to(lam_arr.ravel(), (n_cells,)).copy()
     if not np.all(lams > 0):
         raise ValueError(f"lam must be > 0 (one value or one per cell); got {lam!r}")
     if isinstance(baseline, str):
