@@ -263,3 +263,27 @@ def test_time_stamp_is_that_of_the_two_decay_kernel():
     res = deconvolve_two_decay(_trace(k, 600, seed=1), k, lam=0.2)
     assert (res.tau_decay2, res.fraction) == (1.0, 0.7)
     assert res.time_offset == pytest.approx(two / 60.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_kernels_reach_the_dense_optimum(seed):
+    # kernels drawn over the frame rates, rises and decays of the indicators in use
+    rng = np.random.default_rng(100 + seed)
+    fs = float(rng.choice([30.0, 60.0, 122.0, 158.0]))
+    tau_rise = float(np.exp(rng.uniform(np.log(0.001), np.log(0.1))))
+    t1 = float(np.exp(rng.uniform(np.log(max(0.05, 2 * tau_rise)), np.log(1.0))))
+    t2 = t1 * float(np.exp(rng.uniform(0.0, np.log(8.0))))
+    k = TwoDecayKernel(tau_rise, t1, t2, float(rng.uniform(0.0, 1.0)), fs)
+    T = 300
+    y = _trace(k, T, seed) + 0.2 * np.linspace(-1, 1, T)
+    B = np.stack([np.ones(T), np.linspace(-1, 1, T)], axis=1)
+    Q, _ = np.linalg.qr(B)
+    P = np.eye(T) - Q @ Q.T
+    A = P @ _dense(k, T)
+    lam = float(rng.uniform(0.05, 0.5))
+    ref = nnls_gram(A.T @ A, A.T @ (P @ y) - lam, tol=1e-14).x
+    f_ref = 0.5 * np.sum((P @ y - A @ ref) ** 2) + lam * ref.sum()
+    res = deconvolve_two_decay(y, k, lam, baseline=B)
+    assert res.gap[0] <= 1e-9
+    assert res.objective[0] <= f_ref * (1 + 1e-10)
+    assert res.objective[0] >= f_ref * (1 - 1e-10)

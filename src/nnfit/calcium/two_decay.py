@@ -83,6 +83,10 @@ MAX_SHIFT = 1e-2
 #: relative residual, at most this many iterations (the first is the banded solve itself)
 NEWTON_TOL = 1e-10
 NEWTON_MAX_CG = 50
+#: iterations without the best gap falling below STALL_FACTOR of itself end the solve (near
+#: rounding, with decays of several seconds at 150 Hz, the gap can hover above tol)
+STALL_ITERATIONS = 30
+STALL_FACTOR = 0.5
 #: the grid of the two-decay search, fixed on simulations before any recording was looked at
 #: (``docs/calcium/ground-truth.rst``): fast decays 0.05-0.8 s, slow decays 0.5-4 s, log-spaced
 #: (neighbours about 1.6x apart), the fast decay's weight; one-decay kernels at every decay of
@@ -627,9 +631,13 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
     z[:] = lam
     stats = np.array([np.inf, np.inf, np.inf])  # best relative gap, its primal, its kkt
     it = 0
+    last_gain = 0
     while True:
+        before = stats[0]
         rel = _keep_best(s, _state(y, s, lam, Q, g, b, Ks, r, KTr), best, stats)
-        if stats[0] <= tol or it >= max_iter:
+        if stats[0] < STALL_FACTOR * before:
+            last_gain = it
+        if stats[0] <= tol or it >= max_iter or it - last_gain >= STALL_ITERATIONS:
             break
         if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, xp):
             _keep_best(xp, _state(y, xp, lam, Q, g, b, Ks, r, KTr), best, stats)
