@@ -75,6 +75,8 @@ POLISH_AT = 1e-4
 #: the support: the entries whose barrier weight z / s is below the kernel's energy
 #: ``||h||^2`` (the Hessian's diagonal), as the one-decay solver's ``SUPPORT_RATIO = 1``
 SUPPORT_RATIO = 1.0
+#: the polish drops the entries its solve makes non-positive and solves again, this many times
+POLISH_ROUNDS = 5
 #: the polish's preconditioner pins the entries off the support with this many times ``||h||^2``
 PIN = 1e6
 #: the largest relative shift of the banded Cholesky's diagonal (:func:`_factor_shifted`)
@@ -95,8 +97,6 @@ GRID_FAST = tuple(float(v) for v in np.geomspace(0.05, 0.8, 7))
 GRID_SLOW = tuple(float(v) for v in np.geomspace(0.5, 4.0, 5))
 GRID_WEIGHTS = (0.5, 0.7, 0.85)
 GRID_MIN_RATIO = 1.4
-#: the polish drops the entries its solve makes non-positive and solves again, this many times
-POLISH_ROUNDS = 5
 
 
 @dataclass(frozen=True)
