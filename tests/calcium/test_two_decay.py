@@ -100,6 +100,25 @@ def test_a_slow_basis_is_fitted_jointly_and_exactly():
     np.testing.assert_allclose(res.baseline, fit, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("baseline", ["auto", "drift"])
+def test_baseline_models_are_those_of_the_one_decay_solver(baseline):
+    # f = 1 on traces shorter than the one-decay kernel's truncation: the same problem, so the
+    # same "auto" choices and the same drift curves
+    tr, td, fs, T = 0.05, 0.5, 30.0, 200
+    k = TwoDecayKernel(tr, td, td, 1.0, fs)
+    u = np.arange(T) / fs
+    Y = np.stack([_trace(k, T, seed) for seed in (3, 4)])
+    Y[1] += 0.8 * np.sin(2 * np.pi * u / 5.0)  # a drift of 5 s
+    noise = estimate_noise(Y, fs)
+    lam = np.full(2, 0.15)
+    ours = deconvolve_two_decay(Y, k, lam, baseline, tol=1e-12)
+    theirs = solve_exact(Y, fs, tr, td, lam, baseline, noise=noise, tol=1e-12)
+    assert ours.baseline_kind == theirs.baseline_kind
+    assert ours.baseline_kind[1] == ("drift" if baseline == "drift" else "constant")  # too short
+    np.testing.assert_allclose(ours.baseline, theirs.baseline, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ours.spikes, theirs.spikes, rtol=0, atol=1e-7)
+
+
 def test_one_decay_equals_the_one_decay_solver():
     # f = 1 is the one-decay kernel; on a trace shorter than that kernel's truncation the two
     # solvers solve the same problem
@@ -172,7 +191,7 @@ def test_solver_refuses_bad_input():
     k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
     y = np.zeros(100)
     with pytest.raises(ValueError, match="baseline must be"):
-        deconvolve_two_decay(y, k, 0.1, baseline="drift")
+        deconvolve_two_decay(y, k, 0.1, baseline="wavy")
     with pytest.raises(ValueError, match="lam must be > 0"):
         deconvolve_two_decay(y, k, 0.0)
     with pytest.raises(ValueError, match="one per cell"):
@@ -287,3 +306,17 @@ def test_random_kernels_reach_the_dense_optimum(seed):
     assert res.gap[0] <= 1e-9
     assert res.objective[0] <= f_ref * (1 + 1e-10)
     assert res.objective[0] >= f_ref * (1 - 1e-10)
+
+
+def test_auto_finds_the_drift_where_there_is_one():
+    k = TwoDecayKernel(0.05, 0.3, 1.5, 0.6, 30.0)
+    T = 9000
+    Y = np.stack([_trace(k, T, seed) for seed in (11, 12)])
+    drift = 1.0 * np.sin(2 * np.pi * np.arange(T) / 30.0 / 40.0)  # 40 s period
+    Y[0] += drift
+    res = deconvolve_two_decay(Y, k, baseline="auto")
+    assert res.baseline_kind == ["drift", "constant"] and np.all(res.converged)
+    # the curve follows the drift (its amplitude shared with the spikes, as with one decay);
+    # the clean trace keeps one offset
+    assert np.corrcoef(res.baseline[0], drift)[0, 1] > 0.8
+    assert np.ptp(res.baseline[1]) == 0.0

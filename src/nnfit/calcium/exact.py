@@ -71,21 +71,24 @@ def _solve_rows(Y, coef, lams, hsq, centre, tol, max_iter, polish=True):
     return out
 
 
-def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds, polish=True):
-    """Deconvolve the rows of ``Y`` (one or two traces, each solve of the two side by side);
-    returns one (s, baseline array, kind, it, obj, gap, kkt) per row."""
+def baseline_models(Y, kind, lams, noise, solve_rows, forward, tau_decay, fs, tol, drift_rounds):
+    """The baseline models of ``kind`` around a solver: one (s, baseline array, kind, it, obj,
+    gap, kkt) per row of ``Y``.
+
+    ``solve_rows(Y, lams, centre, tol)`` gives one (s, b0, it, obj, gap, kkt) per row (``centre``:
+    a constant fitted jointly), ``forward(s)`` the calcium ``K s``; ``tau_decay`` (the kernel's
+    slowest decay) sets the drift's smoothing. ``"auto"`` solves with a constant and switches a
+    row to ``"drift"`` where the slow part of its residual is more than noise; ``"drift"``
+    alternates the solver with the smoothed residual, the final solve exact for the final curve.
+    """
     L, T = Y.shape
-    sigma = max(DRIFT_SMOOTH_TAU * coef.tau_decay, 1.0) * fs
+    sigma = max(DRIFT_SMOOTH_TAU * tau_decay, 1.0) * fs
     out: list = [None] * L
     if kind != "drift":
-        # "auto" solves with a constant first; drift where the slow part of the residual is
-        # more than noise
-        sols = _solve_rows(Y, coef, lams, hsq, kind != "none", tol, max_iter, polish)
+        sols = solve_rows(Y, lams, kind != "none", tol)
         for k, (s, b0, it, obj, gap, kkt) in enumerate(sols):
             if kind == "auto":
-                Ks = np.empty(T)
-                _forward(s, *coef.params(), Ks)
-                slow = ndimage.gaussian_filter1d(Y[k] - Ks - b0, sigma, mode="nearest")
+                slow = ndimage.gaussian_filter1d(Y[k] - forward(s) - b0, sigma, mode="nearest")
                 expected = noise[k] ** 2 / (2.0 * np.sqrt(np.pi) * sigma)
                 # independent samples of the smoothed residual
                 n_eff = T / (2.0 * np.sqrt(np.pi) * sigma)
@@ -97,19 +100,34 @@ def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds, pol
     rows = [k for k in range(L) if out[k] is None]
     if not rows:
         return out
-    # drift: the curve refined by alternating with the solver, the final solve exact for it
     D = Y[rows]
-    slow = np.stack([running_baseline(D[j], fs, coef.tau_decay) for j in range(len(rows))])
-    Ks = np.empty(T)
+    slow = np.stack([running_baseline(D[j], fs, tau_decay) for j in range(len(rows))])
     for _ in range(drift_rounds):
-        sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, max(tol, 1e-6), max_iter, polish)
+        sols = solve_rows(D - slow, lams[rows], True, max(tol, 1e-6))
         for j, sol in enumerate(sols):
-            _forward(sol[0], *coef.params(), Ks)
-            slow[j] = ndimage.gaussian_filter1d(D[j] - Ks, sigma, mode="nearest")
-    sols = _solve_rows(D - slow, coef, lams[rows], hsq, True, tol, max_iter, polish)
+            slow[j] = ndimage.gaussian_filter1d(D[j] - forward(sol[0]), sigma, mode="nearest")
+    sols = solve_rows(D - slow, lams[rows], True, tol)
     for j, (s, b0, it, obj, gap, kkt) in enumerate(sols):
         out[rows[j]] = (s, slow[j] + b0, "drift", it, obj, gap, kkt)
     return out
+
+
+def _cells(Y, kind, lams, noise, coef, hsq, fs, tol, max_iter, drift_rounds, polish=True):
+    """Deconvolve the rows of ``Y`` (one or two traces, each solve of the two side by side);
+    returns one (s, baseline array, kind, it, obj, gap, kkt) per row."""
+    T = Y.shape[1]
+
+    def solve_rows(Yr, lr, centre, tol_r):
+        return _solve_rows(Yr, coef, lr, hsq, centre, tol_r, max_iter, polish)
+
+    def forward(s):
+        Ks = np.empty(T)
+        _forward(s, *coef.params(), Ks)
+        return Ks
+
+    return baseline_models(
+        Y, kind, lams, noise, solve_rows, forward, coef.tau_decay, fs, tol, drift_rounds
+    )
 
 
 def solve_exact(

@@ -51,6 +51,7 @@ from nnfit.calcium.estimate import (
     estimate_noise,
     whiteness,
 )
+from nnfit.calcium.exact import BASELINES, baseline_models
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.result import DeconvolutionResult
 from nnfit.validate import check_real
@@ -707,6 +708,7 @@ def deconvolve_two_decay(
     tol: float = 1e-9,
     max_iter: int = 200,
     n_jobs: int = 1,
+    drift_rounds: int = 2,
 ) -> DeconvolutionResult:
     r"""Deconvolve with the two-decay kernel, to a certified optimum.
 
@@ -720,16 +722,18 @@ def deconvolve_two_decay(
         Sparsity weight, one value or one per cell, ``> 0``. ``None``: ``LAM_Z sigma ||h||``
         per cell, ``sigma`` its noise (:func:`nnfit.calcium.estimate.estimate_noise`), as
         :func:`nnfit.calcium.deconvolve`'s rule.
-    baseline : {"constant", "none"} or numpy.ndarray
-        ``"constant"``: one offset per trace, fitted jointly; ``"none"``: no baseline; a
-        ``(T, m)`` array: any combination of its columns (e.g. a constant and slow cosines
-        for a drifting baseline), fitted jointly and exactly.
+    baseline : {"auto", "none", "constant", "drift"} or numpy.ndarray
+        As :func:`nnfit.calcium.deconvolve`'s (``"drift"`` smoothed on the scale of the slow
+        decay), or a ``(T, m)`` array: any combination of its columns (e.g. a constant and
+        slow cosines), fitted jointly and exactly.
     tol : float
         Stop when the relative duality gap is at most ``tol``.
     max_iter : int
         Interior-point iterations per trace.
     n_jobs : int
         Threads over cells (the compiled solver releases the GIL); ``-1`` for all cores.
+    drift_rounds : int
+        Baseline refinement rounds for ``"drift"``.
 
     Returns
     -------
@@ -738,7 +742,7 @@ def deconvolve_two_decay(
         kernel in ``tau_rise``, ``tau_decay`` (the fast decay), ``tau_decay2`` and ``fraction``
         (so ``time_offset`` is this kernel's time stamp), ``kkt`` is
         the largest violation of dual feasibility, ``max(K^T r - lam, 0) / lam``, and
-        ``baseline_kind`` is ``"constant"``, ``"none"`` or ``"basis"``.
+        ``baseline_kind`` is ``"constant"``, ``"none"``, ``"drift"`` or ``"basis"``.
 
     Notes
     -----
@@ -775,10 +779,16 @@ def deconvolve_two_decay(
     if not np.all(np.isfinite(x2)):
         raise ValueError("traces hold NaN or inf: fill or drop those frames first")
     n_cells, T = x2.shape
+    if isinstance(baseline, str) and baseline not in BASELINES:
+        raise ValueError(
+            f"baseline must be one of {BASELINES} or a (T, m) array of basis columns; "
+            f"got {baseline!r}"
+        )
     noise = np.full(n_cells, np.nan)
     lam_estimated = lam is None
-    if lam is None:
+    if lam is None or (isinstance(baseline, str) and baseline == "auto"):
         noise = estimate_noise(x2, kernel.fs)
+    if lam is None:
         lam = LAM_Z * noise * kernel.norm
     lam_arr = np.asarray(lam, dtype=np.float64)
     if lam_arr.ndim > 1 or lam_arr.size not in (1, n_cells):
@@ -788,14 +798,33 @@ def deconvolve_two_decay(
     lams = np.broadcast_to(lam_arr.ravel(), (n_cells,)).copy()
     if not np.all(lams > 0):
         raise ValueError(f"lam must be > 0 (one value or one per cell); got {lam!r}")
+    g, b = kernel.coefficients()
+    hsq = kernel.norm**2
+    tol, max_iter = float(tol), int(max_iter)
+    constant = np.full((1, T), 1.0 / np.sqrt(T))
+
+    def solve_rows(Yr: np.ndarray, lr: np.ndarray, centre: bool, tol_r: float) -> list:
+        Q = constant if centre else np.zeros((0, T))
+        out = []
+        for y, lam_i in zip(Yr, lr, strict=True):
+            s, base = np.zeros(T), np.zeros(T)
+            it, primal, gap, kkt = _ipm(np.ascontiguousarray(y), g, b, lam_i, hsq, Q, tol_r,
+                                        max_iter, s, base)  # fmt: skip
+            out.append((s, float(base[0]), int(it), primal, gap, kkt))
+        return out
+
+    def forward(s: np.ndarray) -> np.ndarray:
+        return _forward(s, g, b, np.empty(T))
+
     if isinstance(baseline, str):
-        if baseline not in ("constant", "none"):
-            raise ValueError(
-                f"baseline must be 'constant', 'none' or a (T, m) array of basis columns; "
-                f"got {baseline!r}"
-            )
-        kind = baseline
-        Q = np.full((1, T), 1.0 / np.sqrt(T)) if baseline == "constant" else np.zeros((0, T))
+        # the baseline models of the one-decay solver around this one (drift smoothed on the
+        # scale of the slow decay)
+        def work(i: int) -> tuple:
+            rows = slice(i, i + 1)
+            return baseline_models(x2[rows], baseline, lams[rows], noise[rows], solve_rows,
+                                   forward, kernel.tau_decay2, kernel.fs, tol,
+                                   int(drift_rounds))[0]  # fmt: skip
+
     else:
         B = np.asarray(baseline, dtype=np.float64)
         if B.ndim != 2 or B.shape[0] != T or not np.all(np.isfinite(B)):
@@ -806,25 +835,25 @@ def deconvolve_two_decay(
         u, sv, _ = np.linalg.svd(B, full_matrices=False)
         if sv.size == 0 or sv[-1] <= 1e-10 * sv[0]:
             raise ValueError("the baseline basis has dependent columns: drop the redundant ones")
-        kind, Q = "basis", np.ascontiguousarray(u.T)
-    g, b = kernel.coefficients()
-    hsq = kernel.norm**2
-    S = np.zeros_like(x2)
-    base = np.zeros_like(x2)
-    info = np.zeros((n_cells, 4))
+        Q = np.ascontiguousarray(u.T)
 
-    def work(i: int) -> None:
-        info[i] = _ipm(x2[i], g, b, lams[i], hsq, Q, float(tol), int(max_iter), S[i], base[i])
+        def work(i: int) -> tuple:
+            s, base = np.zeros(T), np.zeros(T)
+            it, primal, gap, kkt = _ipm(x2[i], g, b, lams[i], hsq, Q, tol, max_iter, s, base)
+            return s, base, "basis", int(it), primal, gap, kkt
 
     workers = (os.cpu_count() or 1) if n_jobs == -1 else max(int(n_jobs), 1)
     if workers > 1 and n_cells > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, range(n_cells)))
+            out = list(pool.map(work, range(n_cells)))
     else:
-        for i in range(n_cells):
-            work(i)
-    calcium = np.stack([_forward(S[i], g, b, np.empty(T)) for i in range(n_cells)])
-    gap = info[:, 2]
+        out = [work(i) for i in range(n_cells)]
+    S = np.stack([o[0] for o in out])
+    calcium = np.stack([forward(S[i]) for i in range(n_cells)])
+    gap = np.array([o[5] for o in out])
+    info = np.array([[o[3], o[4], o[5], o[6]] for o in out])
+    base = np.stack([o[1] for o in out])
+    kinds = [o[2] for o in out]
 
     def shape(a: np.ndarray) -> np.ndarray:
         return a[0] if one else a
@@ -839,7 +868,7 @@ def deconvolve_two_decay(
         kkt=info[:, 3].copy(),
         iterations=info[:, 0].astype(int),
         converged=gap <= tol,
-        baseline_kind=[kind] * n_cells,
+        baseline_kind=kinds,
         tau_rise=kernel.tau_rise,
         tau_decay=kernel.tau_decay,
         tau_decay2=kernel.tau_decay2,
