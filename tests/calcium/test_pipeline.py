@@ -304,3 +304,113 @@ def test_cli_per_recording_refuses_inputs_at_different_frame_rates(tmp_path, mon
     assert main(["calcium", "estimate", "a", "b"]) == 2
     err = capsys.readouterr().err
     assert "must share one frame rate" in err and "a: 30 Hz" in err and "b: 60 Hz" in err
+
+
+def _two_decay_recording(tmp_path, n_cells=6, T=7200):
+    from nnfit.calcium import TwoDecayKernel
+
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    rng = np.random.default_rng(7)
+    s = (rng.random((n_cells, T)) < 0.01) * (1 + rng.poisson(1, (n_cells, T)))
+    y = np.stack([k.forward(r) for r in s]) + 0.5 + 0.15 * rng.standard_normal((n_cells, T))
+    np.save(tmp_path / "rec.npy", y)
+    return k, y
+
+
+def test_deconvolve_takes_a_kernel_with_two_decays(tmp_path):
+    from nnfit.calcium import deconvolve_two_decay
+
+    k, y = _two_decay_recording(tmp_path, n_cells=3, T=3600)
+    res = deconvolve(y, 60.0, 0.02, 0.15, tau_decay2=1.0, fraction=0.7, baseline="constant")
+    ref = deconvolve_two_decay(y, k, baseline="constant")
+    np.testing.assert_array_equal(res.spikes, ref.spikes)
+    assert (res.tau_decay2, res.fraction) == (1.0, 0.7) and res.estimated["lam"]
+    assert not res.estimated["kinetics"] and np.all(res.converged)
+    one = deconvolve(y[0], 60.0, 0.02, 0.15, tau_decay2=1.0, fraction=0.7, lam=0.3)
+    assert one.spikes.shape == (3600,)
+    est = deconvolve(y, 60.0, two_decay=True, n_jobs=2)
+    assert est.estimated["kinetics"] and est.fraction < 1.0 and est.tau_decay2 > 0.6
+    with pytest.raises(ValueError, match="together"):
+        deconvolve(y, 60.0, 0.02, 0.15, fraction=0.7)
+    with pytest.raises(ValueError, match="takes no indicator"):
+        deconvolve(y, 60.0, two_decay=True, indicator="GCaMP6f")
+
+
+def test_blocks_with_two_decays_equal_one_call_in_memory(tmp_path):
+    _, y = _two_decay_recording(tmp_path, n_cells=5, T=3000)
+    out = tmp_path / "out"
+    kin = {"tau_decay2": 1.0, "fraction": 0.7}
+    info = deconvolve_recording(
+        tmp_path / "rec.npy", out, 60.0, 0.02, 0.15, 0.3, block_cells=2, progress=False, **kin
+    )
+    ref = deconvolve(y, 60.0, 0.02, 0.15, lam=0.3, **kin)
+    np.testing.assert_array_equal(np.load(out / "spikes.npy"), ref.spikes)
+    np.testing.assert_array_equal(np.load(out / "baseline.npy"), ref.baseline)
+    assert (info["tau_decay2"], info["fraction"]) == (1.0, 0.7) and info["converged"] == 5
+
+
+def test_cli_two_decay_estimated_and_given(run_cli, tmp_path):
+    from nnfit.calcium import spike_time_offset
+
+    _two_decay_recording(tmp_path)
+    proc = run_cli(
+        "calcium", "deconvolve", "rec.npy", "--fs", "60", "--two-decay", "--out", "o",
+        "--plot-cells", "1", check=True,
+    )  # fmt: skip
+    assert "estimated from the data" in proc.stdout and "tau_decay2" in proc.stdout
+    assert "6/6 certified" in proc.stdout
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["kinetics_estimated"] and run["fraction"] < 1.0 and run["tau_decay2"] > 0.6
+    off = spike_time_offset(
+        run["tau_rise"], run["tau_decay"], 60.0, tau_decay2=run["tau_decay2"],
+        fraction=run["fraction"],
+    )  # fmt: skip
+    assert run["spike_time_offset_s"] == pytest.approx(off / 60.0)
+    given = ["--tau-rise", "0.02", "--tau-decay", "0.15", "--tau-decay2", "1.0", "--fraction"]
+    proc = run_cli(
+        "calcium", "deconvolve", "rec.npy", "--fs", "60", *given, "0.7", "--lam", "0.3",
+        "--out", "g", "--plot-cells", "0", check=True,
+    )  # fmt: skip
+    assert "kinetics (given)" in proc.stdout
+    ref = deconvolve(np.load(tmp_path / "rec.npy"), 60.0, 0.02, 0.15, lam=0.3, tau_decay2=1.0,
+                     fraction=0.7)  # fmt: skip
+    np.testing.assert_array_equal(np.load(tmp_path / "g" / "spikes.npy"), ref.spikes)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--tau-rise", "0.02", "--tau-decay", "0.15", "--fraction", "0.7"], "add --tau-decay2"),
+        (["--two-decay", "--solver", "fista"], "exact solver only"),
+        (["--two-decay", "--indicator", "GCaMP6f"], "--indicator bounds"),
+        (["--tau-rise", "0.02", "--tau-decay", "0.15", "--tau-decay2", "0.1", "--fraction",
+          "0.5"], "tau_decay2 must be"),
+    ],
+)  # fmt: skip
+def test_cli_two_decay_refuses_what_does_not_fit(run_cli, tmp_path, flags, match):
+    np.save(tmp_path / "rec.npy", np.zeros((2, 100)))
+    proc = run_cli("calcium", "deconvolve", "rec.npy", "--fs", "60", *flags, "--out", "o")
+    assert proc.returncode != 0 and match in proc.stderr
+    assert not (tmp_path / "o" / "spikes.npy").exists()
+
+
+def test_cli_two_decay_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
+    _, y = _two_decay_recording(tmp_path, n_cells=3, T=3000)
+    folder = tmp_path / "plane0"
+    folder.mkdir()
+    np.save(folder / "F.npy", (y + 2.0).astype(np.float32))
+    np.save(folder / "Fneu.npy", np.ones_like(y, dtype=np.float32))
+    np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * 3))
+    np.save(folder / "ops.npy", np.array({"fs": 60.0, "nframes": 3000}, dtype=object))
+    given = ["--tau-rise", "0.02", "--tau-decay", "0.15", "--tau-decay2", "1.0", "--fraction"]
+    proc = run_cli(
+        "calcium", "deconvolve", "plane0", *given, "0.7", "--lam", "0.3", "--baseline",
+        "constant", "--out", "o", "--plot-cells", "0", check=True,
+    )  # fmt: skip
+    assert "3/3 certified" in proc.stdout
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert (run["tau_decay2"], run["fraction"]) == (1.0, 0.7)
+    f = (y + 2.0).astype(np.float32).astype(float) - 0.7
+    ref = deconvolve(f, 60.0, 0.02, 0.15, lam=0.3, baseline="constant", tau_decay2=1.0,
+                     fraction=0.7)  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes, atol=1e-9)

@@ -53,10 +53,14 @@ browser exports (--params catune-params-*.json), which also selects the browser'
 Without kinetics (or lam) the exact solver estimates them from the data and reports them;
 '--solver exact' solves the same objective to a certified optimum (duality gap), with a baseline
 (--baseline auto|none|constant|drift), streaming .npy inputs in blocks (resumable after a kill)
-and spreading them over Dask with --scheduler.
+and spreading them over Dask with --scheduler. --two-decay estimates a kernel with a rise and
+two decays instead (a fast decay for most of each transient, a slow one for its tail; one decay
+is kept where the traces show no second), or give it as --tau-rise, --tau-decay (the fast one),
+--tau-decay2 and --fraction (the fast decay's weight).
 
 examples:
   nnfit calcium deconvolve rec.npy --fs 30 --out res/                  (all from the data)
+  nnfit calcium deconvolve rec.npy --fs 122 --two-decay --out res/     (two decays, from the data)
   nnfit calcium deconvolve rec.npy --fs 30 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/
   nnfit calcium deconvolve suite2p/plane0 --params catune-params-2025-01-01.json --out res/
   nnfit calcium deconvolve session1 --tau-rise 0.05 --tau-decay 0.5 --lam 0.5 --out res/

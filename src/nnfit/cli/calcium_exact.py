@@ -43,6 +43,26 @@ def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
         "data drift); 'none' is catune's problem",
     )
     p.add_argument(
+        "--two-decay",
+        action="store_true",
+        help="with no kinetics given: estimate a kernel with a rise and two decays (a second "
+        "decay only where the traces show one; takes 20-36x the one-decay estimate), exact "
+        "solver",
+    )
+    p.add_argument(
+        "--tau-decay2",
+        type=float,
+        metavar="S",
+        help="a second, slower decay (seconds), with --fraction, --tau-rise and --tau-decay "
+        "(then the fast decay): a kernel with two decays, exact solver",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        metavar="F",
+        help="weight of the fast decay (--tau-decay) in a kernel with two decays, 0 to 1",
+    )
+    p.add_argument(
         "--block-cells",
         type=int,
         default=256,
@@ -57,9 +77,24 @@ def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _two_decay(args: argparse.Namespace) -> bool:
+    return bool(
+        getattr(args, "two_decay", False)
+        or getattr(args, "tau_decay2", None) is not None
+        or getattr(args, "fraction", None) is not None
+    )
+
+
 def wants_exact(args: argparse.Namespace) -> bool:
     """Whether ``deconvolve`` takes the exact path (see the module docstring)."""
     if getattr(args, "solver", None) == "exact":
+        return True
+    if _two_decay(args):
+        if args.solver is not None or args.params is not None:
+            raise ValueError(
+                "a kernel with two decays (--two-decay, --tau-decay2, --fraction) is solved by "
+                "the exact solver only: drop --solver/--params"
+            )
         return True
     if args.params is not None or args.solver is not None:
         return False
@@ -102,6 +137,30 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         raise ValueError("--solver exact takes --tau-rise/--tau-decay/--lam, not --params")
     if (args.tau_rise is None) != (args.tau_decay is None):
         raise ValueError("give both --tau-rise and --tau-decay, or neither (both are estimated)")
+    two = _two_decay(args)
+    if two:
+        kin = {
+            "--tau-rise": args.tau_rise,
+            "--tau-decay": args.tau_decay,
+            "--tau-decay2": args.tau_decay2,
+            "--fraction": args.fraction,
+        }
+        given = [k for k, v in kin.items() if v is not None]
+        if given and len(given) < 4:
+            missing = [k for k, v in kin.items() if v is None]
+            raise ValueError(
+                f"a kernel with two decays takes --tau-rise, --tau-decay, --tau-decay2 and "
+                f"--fraction together: add {', '.join(missing)}, or give none of them with "
+                "--two-decay (then it is estimated)"
+            )
+        if indicator is not None:
+            raise ValueError(
+                "--indicator bounds the one-decay estimate: drop it, or drop --two-decay/"
+                "--tau-decay2/--fraction"
+            )
+    kernel2 = (
+        {"two_decay": True, "tau_decay2": args.tau_decay2, "fraction": args.fraction} if two else {}
+    )
     if args.lam is not None:
         check_real("--lam", args.lam, low=0.0, low_inclusive=False)
     tol = 1e-9 if args.tol is None else args.tol
@@ -137,6 +196,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             dataset=dataset,
             indicator=indicator,
+            **kernel2,
         )
         if r is None:
             traces = open_traces(npy)
@@ -161,6 +221,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             tol=tol,
             n_jobs=-1,
             indicator=indicator,
+            **kernel2,
         )
         out.mkdir(parents=True, exist_ok=True)
         from nnfit.io import atomic_path
@@ -188,6 +249,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             "fs": fs,
             "tau_rise": res.tau_rise,
             "tau_decay": res.tau_decay,
+            **({} if not two else {"tau_decay2": res.tau_decay2, "fraction": res.fraction}),
             "kinetics_estimated": res.estimated["kinetics"],
             "lam": args.lam,
             "baseline": baseline,
@@ -205,7 +267,14 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         seconds,
         **rec,
         # where spike j sits in time: frame_time[j] + this (see nnfit.calcium.spike_time_offset)
-        spike_time_offset_s=spike_time_offset(rec["tau_rise"], rec["tau_decay"], fs) / fs,
+        spike_time_offset_s=spike_time_offset(
+            rec["tau_rise"],
+            rec["tau_decay"],
+            fs,
+            tau_decay2=rec.get("tau_decay2"),
+            fraction=rec.get("fraction", 1.0),
+        )
+        / fs,
         lam_rule=None if args.lam is not None else f"lam = {LAM_Z:g} noise ||h||_2 per cell",
         **({} if indicator is None else indicator_record(indicator)),
         outputs=["spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv", "run.json"],
@@ -218,6 +287,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         recon = np.load(out / "reconvolution.npy", mmap_mode="r")[:k]
         title = (
             f"{Path(args.input).name}: exact, tau {rec['tau_rise']:.3g}/{rec['tau_decay']:.3g} s"
+            + ("" if not two else f" ({100 * rec['fraction']:.0f} %) + {rec['tau_decay2']:.3g} s")
         )
         shown = r.read_rows(0, k) if r is not None else np.asarray(traces[:k], dtype=float)
         plot_cells(out / "cells.png", shown, spikes, recon, fs, n_cells=k, title=title)
@@ -229,7 +299,14 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     if indicator is not None:
         how += f", the decay within {_prior_range(indicator_kinetics(indicator))}"
-    print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, tau_decay {rec['tau_decay']:.4g} s")
+    decays = f"tau_decay {rec['tau_decay']:.4g} s"
+    if two:
+        decays += (
+            f" (weight {rec['fraction']:.2f}), tau_decay2 {rec['tau_decay2']:.4g} s"
+            if rec["fraction"] < 1.0
+            else " (one decay: the traces showed no second)"
+        )
+    print(f"kinetics ({how}): tau_rise {rec['tau_rise']:.4g} s, {decays}")
     print(
         f"spike times: spikes.npy[:, j] is at frame j's time + {1e3 * run['spike_time_offset_s']:.3g}"
         " ms (spike_time_offset_s in run.json)"
