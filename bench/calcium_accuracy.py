@@ -13,6 +13,10 @@ the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the 
   frame that follows from the kernel alone, see ``nnfit.calcium.spike_time_offset``);
 - ``nnfit (estimated), frame times``: the same spikes placed at the frame times, for
   comparison (the other solvers report at the frame);
+- ``nnfit (two decays, estimated)`` (``--two-decay``): the kernel of
+  ``estimate_two_decay_kernel`` pooled over the dataset's recordings (one decay kept where
+  they show no second), each recording through ``deconvolve`` with it (lam from its noise,
+  baseline ``"auto"``), spikes at its time stamps, and at the frame times;
 - ``nnfit (indicator preset)``: the kinetics preset of the dataset's indicator
   (:mod:`nnfit.calcium.indicators`) given as ``tau_rise`` and ``tau_decay``, lam per recording
   from its noise, baseline ``"auto"``: one fixed kernel from the literature instead of the
@@ -36,7 +40,8 @@ Part 2, simulated drift (amplitude 0.5, periods 60-300 s, 30 Hz, 20 min, 10 cell
 
 Usage::
 
-    .venv/bin/python bench/calcium_accuracy.py [--quick] [--out bench-output/calcium_accuracy.json]
+    .venv/bin/python bench/calcium_accuracy.py [--quick] [--two-decay]
+        [--out bench-output/calcium_accuracy.json]
 """
 
 from __future__ import annotations
@@ -124,6 +129,15 @@ def run_nnfit(rec, tau_rise=None, tau_decay=None, z=LAM_Z, baseline="auto"):
     return res.spikes, res
 
 
+def run_nnfit_two_decay(rec, kernel):
+    """``deconvolve`` with a kernel of two decays, lam by its rule (``LAM_Z`` noise ``||h||``)."""
+    res = deconvolve(
+        rec["y"], rec["fs"], kernel.tau_rise, kernel.tau_decay, tau_decay2=kernel.tau_decay2,
+        fraction=kernel.fraction,
+    )  # fmt: skip
+    return res.spikes, res
+
+
 def run_oasis_ar2(rec):
     from oasis.functions import deconvolve as oasis_deconvolve
 
@@ -155,7 +169,7 @@ def mean_scores(recs, spikes_list, offsets=None):
     return float(sc[:, 0].mean()), float(sc[:, 1].mean())
 
 
-def part_real(quick: bool, fit: bool, datasets: list[str]) -> dict:
+def part_real(quick: bool, fit: bool, datasets: list[str], two_decay: bool = False) -> dict:
     results = {}
     for name in datasets:
         t0 = time.perf_counter()
@@ -175,6 +189,24 @@ def part_real(quick: bool, fit: bool, datasets: list[str]) -> dict:
             recs, [e[0] for e in est], [e[1].time_offset for e in est]
         )
         row["nnfit (estimated), frame times"] = mean_scores(recs, [e[0] for e in est])
+        kernel2 = None
+        if two_decay:
+            from nnfit.calcium import estimate_two_decay_kernel
+
+            t1 = time.perf_counter()
+            k2 = estimate_two_decay_kernel([r["y"] for r in recs], fs0, n_jobs=-1)
+            kernel2 = {
+                "tau_rise": k2.tau_rise,
+                "tau_decay": k2.tau_decay,
+                "tau_decay2": k2.tau_decay2,
+                "fraction": k2.fraction,
+                "estimation_seconds": round(time.perf_counter() - t1, 1),
+            }
+            two = [run_nnfit_two_decay(r, k2) for r in recs]
+            row["nnfit (two decays, estimated)"] = mean_scores(
+                recs, [e[0] for e in two], [e[1].time_offset for e in two]
+            )
+            row["nnfit (two decays), frame times"] = mean_scores(recs, [e[0] for e in two])
         preset = indicator_kinetics(name.split("-")[1])
         pre = [run_nnfit(r, preset.tau_rise, preset.tau_decay) for r in recs]
         row["nnfit (indicator preset)"] = mean_scores(
@@ -224,6 +256,7 @@ def part_real(quick: bool, fit: bool, datasets: list[str]) -> dict:
             },
             "baseline_kinds": {k: kinds.count(k) for k in sorted(set(kinds))},
             "fitted": fitted,
+            "two_decay_kernel": kernel2,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(f"{name}: {len(recs)} recordings, {results[name]['seconds']} s", flush=True)
@@ -294,6 +327,11 @@ def main() -> int:
         help="real datasets to score (default: all four)",
     )
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument(
+        "--two-decay",
+        action="store_true",
+        help="also score nnfit with a kernel of two decays estimated from the fluorescence",
+    )
     ap.add_argument("--out", default="bench-output/calcium_accuracy.json")
     args = ap.parse_args()
     report: dict = {"machine": f"{os.cpu_count()} cores", "quick": args.quick}
@@ -301,10 +339,17 @@ def main() -> int:
         if not GT.is_dir():
             print(f"ground truth not found at {GT}; skipping the real-data part")
         else:
-            report["real"] = part_real(args.quick, not args.no_fit, args.datasets)
+            report["real"] = part_real(
+                args.quick, not args.no_fit, args.datasets, two_decay=args.two_decay
+            )
             methods = [
                 "nnfit (estimated)",
                 "nnfit (estimated), frame times",
+                *(
+                    ["nnfit (two decays, estimated)", "nnfit (two decays), frame times"]
+                    if args.two_decay
+                    else []
+                ),
                 "nnfit (indicator preset)",
                 "nnfit (fitted)",
                 "OASIS AR(2)",
@@ -338,6 +383,17 @@ def main() -> int:
                     f"{d['estimated_tau_decay'] / g['tau_decay']:.2f} | "
                     f"{d['estimation_seconds']} |"
                 )
+            if args.two_decay:
+                print("\nTwo-decay kernels estimated from the fluorescence\n")
+                print("| dataset | tau_rise | fast decay (weight) | slow decay | estimation s |")
+                print("|---|---|---|---|---|")
+                for name, d in report["real"].items():
+                    k = d["two_decay_kernel"]
+                    print(
+                        f"| {name} | {k['tau_rise']:.4f} | {k['tau_decay']:.3f} "
+                        f"({k['fraction']:.2f}) | {k['tau_decay2']:.3f} | "
+                        f"{k['estimation_seconds']} |"
+                    )
     if not args.skip_drift:
         report["drift"] = part_drift(args.quick)
     report["record"] = current_record()
