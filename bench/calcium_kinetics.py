@@ -29,7 +29,8 @@ decay / truth with the decay search's lam multiplier ``z`` (``REFINE_LAM_Z``) se
 ``calcium_kernel_references._simulated``), the truth being the issue's reference, the decay
 fitted from the true spike times with one amplitude per recording (``fit_kernel``).
 ``--timing-rates`` times ``estimate_kinetics_pooled`` (CPU, min of 3) on 8 CaLab GCaMP6f
-cells, then 8 GCaMP6s cells, at 30 and 120 Hz of the same duration.
+cells, then 8 GCaMP6s cells, at 30 and 120 Hz of the same duration; with ``--two-decay``,
+``estimate_two_decay_kernel`` instead (one thread).
 
 Usage::
 
@@ -224,8 +225,17 @@ def vary_setting(
     return 0
 
 
-def timing_rates(duration_s: float) -> int:
-    """CPU time of estimate_kinetics_pooled at 30 and 120 Hz, same duration (min of 3)."""
+def timing_rates(duration_s: float, two_decay: bool = False) -> int:
+    """CPU time of estimate_kinetics_pooled (or, ``two_decay``, estimate_two_decay_kernel, one
+    thread) at 30 and 120 Hz, same duration (min of 3)."""
+    from nnfit.calcium import estimate_two_decay_kernel
+
+    def estimate(y: list, fs: float) -> tuple[float, float]:
+        if not two_decay:
+            return estimate_kinetics_pooled(y, fs)
+        k = estimate_two_decay_kernel(y, fs)
+        return k.tau_rise, k.tau_decay2 if k.fraction < 1.0 else k.tau_decay
+
     for preset in ("gcamp6f", "gcamp6s"):
         cpu = {}
         for fs in (30.0, 120.0):
@@ -233,13 +243,13 @@ def timing_rates(duration_s: float) -> int:
             runs = []
             for _ in range(3):
                 t0 = time.process_time()
-                tr, td = estimate_kinetics_pooled(y, fs)
+                tr, td = estimate(y, fs)
                 runs.append(time.process_time() - t0)
             cpu[fs] = min(runs)
             print(
                 f"{fs:g} Hz, 8 CaLab {preset} cells x {duration_s:g} s: {cpu[fs]:.2f} s CPU (min of "
-                f"3; runs {', '.join(f'{r:.2f}' for r in runs)}), tau {tr:.3f} / {td:.3f} s, "
-                f"load {os.getloadavg()[0]:.1f}",
+                f"3; runs {', '.join(f'{r:.2f}' for r in runs)}), tau {tr:.3f} / {td:.3f} s"
+                f"{' (slow decay)' if two_decay else ''}, load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
         print(f"{preset}: ratio 120 / 30 Hz: {cpu[120.0] / cpu[30.0]:.2f}", flush=True)
@@ -277,7 +287,8 @@ def main() -> int:
     ap.add_argument(
         "--two-decay",
         action="store_true",
-        help="with --cap or --search: transients of two decays instead of the grid",
+        help="with --cap or --search: transients of two decays instead of the grid; with "
+        "--timing-rates: time the two-decay estimate",
     )
     ap.add_argument(
         "--timing-rates",
@@ -290,7 +301,7 @@ def main() -> int:
     if args.timing_cells:
         return timing(args.timing_cells, args.timing_frames)
     if args.timing_rates:
-        return timing_rates(args.timing_rates)
+        return timing_rates(args.timing_rates, args.two_decay)
     rates = (30.0, 158.0) if args.quick else (30.0, 60.0, 122.0, 158.0)
     seeds = {fs: 18 * i for i, fs in enumerate(rates)}
     if args.rates:
