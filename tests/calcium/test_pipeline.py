@@ -414,3 +414,24 @@ def test_cli_two_decay_on_a_suite2p_folder_runs_in_memory(run_cli, tmp_path):
     ref = deconvolve(f, 60.0, 0.02, 0.15, lam=0.3, baseline="constant", tau_decay2=1.0,
                      fraction=0.7)  # fmt: skip
     np.testing.assert_allclose(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes, atol=1e-9)
+
+
+def test_cli_estimate_two_decay_reports_the_kernel_deconvolve_uses(run_cli, tmp_path):
+    from nnfit.calcium import estimate_two_decay_kernel
+
+    _, y = _two_decay_recording(tmp_path, n_cells=4, T=3600)
+    proc = run_cli(
+        "calcium", "estimate", "rec.npy", "--fs", "60", "--two-decay", "--json", "e.json",
+        check=True,
+    )  # fmt: skip
+    two = json.loads((tmp_path / "e.json").read_text())["two_decay"]
+    k = estimate_two_decay_kernel(list(y), 60.0)
+    assert two == {
+        "tau_rise": k.tau_rise,
+        "tau_decay": k.tau_decay,
+        "tau_decay2": k.tau_decay2,
+        "fraction": k.fraction,
+    }
+    assert "--tau-decay2" in proc.stdout and "--fraction" in proc.stdout
+    proc = run_cli("calcium", "estimate", "rec.npy", "rec.npy", "--fs", "60", "--two-decay")
+    assert proc.returncode != 0 and "one INPUT" in proc.stderr

@@ -368,6 +368,12 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         help="the recording's indicator: its preset's decay / or x 5 bounds the pooled decay "
         "(with several INPUTs, every recording's), as in 'nnfit calcium deconvolve --indicator'",
     )
+    p.add_argument(
+        "--two-decay",
+        action="store_true",
+        help="also estimate a kernel with a rise and two decays, as 'nnfit calcium deconvolve "
+        "--two-decay' does (one INPUT; seconds to minutes)",
+    )
     p.set_defaults(func=estimate_command)
 
 
@@ -479,6 +485,11 @@ def estimate_command(args: argparse.Namespace) -> int:
     from nnfit.io import atomic_write_json
 
     prior = None if args.indicator is None else indicator_kinetics(args.indicator)
+    if args.two_decay and (len(args.inputs) > 1 or prior is not None):
+        raise ValueError(
+            "--two-decay estimates one kernel from one INPUT, without an indicator prior: drop "
+            "--indicator or the other INPUTs"
+        )
     if len(args.inputs) > 1:
         return _estimate_per_recording(args, prior)
     args.input = args.inputs[0]
@@ -504,6 +515,29 @@ def estimate_command(args: argparse.Namespace) -> int:
         f"use: nnfit calcium deconvolve {args.input} --tau-rise {pooled['tau_rise']:.4g} "
         f"--tau-decay {pooled['tau_decay']:.4g} --out DIR   (lam per cell from the noise)"
     )
+    two = None
+    if args.two_decay:
+        from nnfit.calcium.two_decay import estimate_two_decay_kernel
+
+        k = estimate_two_decay_kernel(list(traces), fs, n_jobs=-1)
+        two = {
+            "tau_rise": k.tau_rise,
+            "tau_decay": k.tau_decay,
+            "tau_decay2": k.tau_decay2,
+            "fraction": k.fraction,
+        }
+        if k.fraction < 1.0:
+            print(
+                f"two decays: tau_rise {k.tau_rise:.4g} s, tau_decay {k.tau_decay:.4g} s "
+                f"(weight {k.fraction:.2f}), tau_decay2 {k.tau_decay2:.4g} s"
+            )
+        else:
+            print(f"two decays: the traces show one, tau_decay {k.tau_decay:.4g} s")
+        print(
+            f"use: nnfit calcium deconvolve {args.input} --tau-rise {k.tau_rise:.4g} --tau-decay "
+            f"{k.tau_decay:.4g} --tau-decay2 {k.tau_decay2:.4g} --fraction {k.fraction:.4g} "
+            "--out DIR"
+        )
     if args.json:
         atomic_write_json(
             args.json,
@@ -513,6 +547,7 @@ def estimate_command(args: argparse.Namespace) -> int:
                 "pooled": pooled,
                 **{k: [float(x) for x in p[k]] for k in ("noise", "tau_rise", "tau_decay", "lam")},
                 **({} if prior is None else indicator_record(prior.name)),
+                **({} if two is None else {"two_decay": two}),
             },
         )
         print(f"  wrote {args.json}")
