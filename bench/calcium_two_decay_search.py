@@ -66,9 +66,10 @@ from nnfit.calcium.estimate import (
     REFINE_LAM_Z,
     estimate_kinetics_pooled,
     estimate_noise,
+    search_traces,
 )
 from nnfit.calcium.kernel import spike_time_offset
-from nnfit.calcium.two_decay import _search_traces, two_decay_criteria, two_decay_grid
+from nnfit.calcium.two_decay import two_decay_criteria, two_decay_grid
 
 NOISE = 0.15
 N_CELLS = 4
@@ -166,8 +167,8 @@ def run_dataset(pool, name: str, every_recording: bool = False) -> None:
     """The rule fixed on the simulations, run once on a ground-truth dataset.
 
     The kernel: that of ``estimate_two_decay_kernel``, the minimum of the criterion over
-    ``two_decay_grid`` with nnfit's estimated rise, on the traces the pooled estimator reads (up to ``REFINE_MAX_TRACES``, their first
-    ``REFINE_MAX_FRAMES`` frames; the noise from ``estimate_noise``). Scored against nnfit's
+    ``two_decay_grid`` with nnfit's estimated rise, on the traces the pooled estimator reads
+    (``search_traces``; the noise from ``estimate_noise``). Scored against nnfit's
     estimate by ``calcium_two_decay.deconvolve_one`` (exact, the slow baseline projected out,
     nnfit's lam rule, spikes at the frame and at the time stamp of the rise and the slow decay)
     on the recordings ``calcium_two_decay.py`` scores (``every_recording``: on all of them, as
@@ -180,7 +181,7 @@ def run_dataset(pool, name: str, every_recording: bool = False) -> None:
     tr_est, td_est = estimate_kinetics_pooled([r["y"] for r in every], fs)
     t_one = time.perf_counter() - t1
     t1 = time.perf_counter()
-    sub = _search_traces([r["y"] for r in every])
+    sub = search_traces([r["y"] for r in every], fs)
     noise = [float(estimate_noise(y, fs)[0]) for y in sub]
     kernels = [(tr_est, *k) for k in two_decay_grid(tr_est)]
     values = two_decay_criteria(sub, fs, tr_est, [k[1:] for k in kernels], noise=noise, n_jobs=2)

@@ -263,7 +263,9 @@ def test_estimate_refuses_bad_input():
     with pytest.raises(ValueError, match="non-empty list"):
         estimate_two_decay_kernel([], 60.0)
     with pytest.raises(ValueError, match="shorter rise"):
-        estimate_two_decay_kernel(np.zeros((1, 100)), 60.0, tau_rise=5.0)
+        estimate_two_decay_kernel(np.zeros((1, 1000)), 60.0, tau_rise=5.0)
+    with pytest.raises(ValueError, match="too short to search"):
+        estimate_two_decay_kernel(np.zeros((3, 400)), 60.0, tau_rise=0.02)
 
 
 def test_time_stamp_is_that_of_the_two_decay_kernel():

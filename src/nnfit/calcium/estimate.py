@@ -223,6 +223,22 @@ def whiteness(residual: np.ndarray, fs: float) -> float:
     return float(rho @ rho)
 
 
+def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
+    """The traces a search by deconvolution reads: up to ``REFINE_MAX_TRACES`` spread over the
+    list, their first ``REFINE_MAX_FRAMES`` frames, those long enough for the criterion's lags
+    (``max(64, 8 REFINE_LAGS_S fs)`` frames).
+
+    A cap in frames, not seconds, so a search costs the same at any frame rate; the frames stay
+    at the full rate (averaging them blurs the kernel's first frames: fast decays at high rates
+    came out short).
+    """
+    step = max(1, len(traces) // REFINE_MAX_TRACES)
+    sub = [
+        np.asarray(t, dtype=float)[:REFINE_MAX_FRAMES] for t in traces[::step][:REFINE_MAX_TRACES]
+    ]
+    return [t for t in sub if t.shape[0] >= max(64, 8 * round(REFINE_LAGS_S * fs))]
+
+
 def _minimise_log_search(
     q: Callable[[float], float], lo: float, hi: float, ratio: float, log_tol: float
 ) -> float:
@@ -307,14 +323,7 @@ def refine_kinetics(
     True
     """
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
-    step = max(1, len(traces) // REFINE_MAX_TRACES)
-    # A cap in frames, not seconds, so the search costs the same at any frame rate; the frames
-    # stay at the full rate (averaging them blurs the kernel's first frames: fast decays at high
-    # rates came out short).
-    sub = [
-        np.asarray(t, dtype=float)[:REFINE_MAX_FRAMES] for t in traces[::step][:REFINE_MAX_TRACES]
-    ]
-    sub = [t for t in sub if t.shape[0] >= max(64, 8 * round(REFINE_LAGS_S * fs))]
+    sub = search_traces(traces, fs)
     bounds = None
     if decay_range is not None:
         a, b = (check_real("decay_range", v, low=0.0, low_inclusive=False) for v in decay_range)

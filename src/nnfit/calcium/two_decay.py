@@ -43,12 +43,12 @@ import numpy as np
 
 from nnfit.calcium.estimate import (
     LAM_Z,
+    REFINE_LAGS_S,
     REFINE_LAM_Z,
-    REFINE_MAX_FRAMES,
-    REFINE_MAX_TRACES,
     REFINE_TOL,
     estimate_kinetics_pooled,
     estimate_noise,
+    search_traces,
     whiteness,
 )
 from nnfit.calcium.exact import BASELINES, baseline_models
@@ -909,16 +909,6 @@ def two_decay_grid(
     return one + two
 
 
-def _search_traces(traces: list[np.ndarray]) -> list[np.ndarray]:
-    """The traces the search reads: those of the one-decay search (``REFINE_MAX_TRACES``
-    spread over the list, their first ``REFINE_MAX_FRAMES`` frames)."""
-    step = max(1, len(traces) // REFINE_MAX_TRACES)
-    return [
-        np.asarray(t, dtype=np.float64)[:REFINE_MAX_FRAMES]
-        for t in traces[::step][:REFINE_MAX_TRACES]
-    ]
-
-
 def two_decay_criteria(
     traces: list[np.ndarray],
     fs: float,
@@ -987,7 +977,8 @@ def estimate_two_decay_kernel(
     The rise is nnfit's pooled estimate (:func:`nnfit.calcium.estimate_kinetics_pooled`)
     unless given; the decays and the fast decay's weight are those of the kernel of
     :func:`two_decay_grid` whose deconvolution residuals are whitest
-    (:func:`two_decay_criteria`) over the traces the one-decay search reads. The grid holds
+    (:func:`two_decay_criteria`) over the traces the one-decay search reads
+    (:func:`nnfit.calcium.estimate.search_traces`). The grid holds
     the one-decay kernels too, so a single decay is kept where the traces show no second one.
 
     Parameters
@@ -1030,7 +1021,13 @@ def estimate_two_decay_kernel(
     if tau_rise is None:
         tau_rise = estimate_kinetics_pooled(rows, fs)[0]
     tau_rise = check_real("tau_rise", tau_rise, low=0.0, low_inclusive=False)
-    sub = _search_traces(rows)
+    sub = search_traces(rows, fs)
+    if not sub:
+        raise ValueError(
+            f"the traces are too short to search for a second decay: it needs traces of at "
+            f"least {max(64, 8 * round(REFINE_LAGS_S * fs))} frames ({8 * REFINE_LAGS_S:g} s); "
+            "give the kernel (tau_rise, tau_decay, tau_decay2, fraction) instead"
+        )
     kernels = two_decay_grid(tau_rise)
     if not kernels:
         raise ValueError(
