@@ -39,9 +39,10 @@ import shutil
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +56,9 @@ from nnfit.io.arrays import load_npy
 from nnfit.io.lock import output_folder
 from nnfit.validate import as_float_array, check_int, check_real
 
+if TYPE_CHECKING:
+    from nnfit.calcium.two_decay import TwoDecayKernel
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -67,45 +71,36 @@ __all__ = [
 ]
 
 
-def _deconvolve_two_decay(
-    x2: np.ndarray,
+def _two_decay_kernel(
     fs: float,
     tau_rise: float | None,
     tau_decay: float | None,
     tau_decay2: float | None,
     fraction: float | None,
-    lam: float | np.ndarray | None,
-    baseline: str,
     indicator: str | None,
-    **solver: Any,
-) -> DeconvolutionResult:
-    """:func:`deconvolve` with a kernel of two decays: given whole, or estimated."""
-    from nnfit.calcium.two_decay import (
-        TwoDecayKernel,
-        deconvolve_two_decay,
-        estimate_two_decay_kernel,
-    )
+    sample: Callable[[], np.ndarray],
+    n_jobs: int,
+) -> tuple[TwoDecayKernel, bool]:
+    """The kernel with two decays of :func:`deconvolve` and :func:`deconvolve_recording`: given
+    whole, or estimated from ``sample()`` (rows of traces); and whether it was estimated."""
+    from nnfit.calcium.two_decay import TwoDecayKernel, estimate_two_decay_kernel
 
     if indicator is not None:
         raise ValueError(
             "indicator bounds the one-decay estimate; a kernel with two decays takes no "
-            f"indicator: drop indicator={indicator!r} or two_decay"
+            f"indicator: drop indicator={indicator!r}, or the second decay"
         )
     given = (tau_rise, tau_decay, tau_decay2, fraction)
     if all(v is None for v in given):
-        kernel = estimate_two_decay_kernel(list(x2), fs, n_jobs=solver["n_jobs"])
-    elif any(v is None for v in given):
+        return estimate_two_decay_kernel(list(sample()), fs, n_jobs=n_jobs), True
+    if any(v is None for v in given):
         raise ValueError(
             "a kernel with two decays is given by tau_rise, tau_decay (the fast decay), "
             "tau_decay2 and fraction together, or estimated with none of them (two_decay=True); "
             f"got tau_rise={tau_rise!r}, tau_decay={tau_decay!r}, tau_decay2={tau_decay2!r}, "
             f"fraction={fraction!r}"
         )
-    else:
-        kernel = TwoDecayKernel(tau_rise, tau_decay, tau_decay2, fraction, fs)  # type: ignore[arg-type]
-    res = deconvolve_two_decay(x2, kernel, lam, baseline, **solver)
-    res.estimated = {"kinetics": all(v is None for v in given), "lam": lam is None}
-    return res
+    return TwoDecayKernel(tau_rise, tau_decay, tau_decay2, fraction, fs), False  # type: ignore[arg-type]
 
 
 def deconvolve(
@@ -224,10 +219,16 @@ def deconvolve(
     if T < 8:
         raise ValueError(f"traces need at least 8 frames; got {T}")
     if two_decay or tau_decay2 is not None or fraction is not None:
-        res = _deconvolve_two_decay(
-            x2, fs, tau_rise, tau_decay, tau_decay2, fraction, lam, baseline, indicator,
+        from nnfit.calcium.two_decay import deconvolve_two_decay
+
+        kernel, estimated_kinetics = _two_decay_kernel(
+            fs, tau_rise, tau_decay, tau_decay2, fraction, indicator, lambda: x2, n_jobs
+        )
+        res = deconvolve_two_decay(
+            x2, kernel, lam, baseline,
             tol=tol, max_iter=max_iter, n_jobs=n_jobs, drift_rounds=drift_rounds,
         )  # fmt: skip
+        res.estimated["kinetics"] = estimated_kinetics
         if x.ndim == 1:
             res.spikes, res.calcium, res.baseline = res.spikes[0], res.calcium[0], res.baseline[0]
         res.time_s = time.perf_counter() - start
@@ -541,40 +542,32 @@ def _deconvolve_recording(
     n_cells, T = open_traces(path).shape if dataset is None else _h5_shape(path, dataset)
     estimated = False
     two = two_decay or tau_decay2 is not None or fraction is not None
-    prior = _prior(indicator, tau_rise, tau_decay)
-    if two and prior is not None:
-        raise ValueError(
-            "indicator bounds the one-decay estimate; a kernel with two decays takes no "
-            f"indicator: drop indicator={indicator!r} or the second decay"
-        )
-    if tau_rise is None and tau_decay is None and tau_decay2 is None and fraction is None:
+
+    def sample() -> np.ndarray:
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
         if dataset is None:
-            sample = np.asarray(open_traces(path)[rows], dtype=float)
-        else:
-            sample = read_columns(path, dataset, rows)
-        if two:
-            from nnfit.calcium.two_decay import estimate_two_decay_kernel
+            return np.asarray(open_traces(path)[rows], dtype=float)
+        return read_columns(path, dataset, rows)
 
-            k = estimate_two_decay_kernel(list(sample), fs, n_jobs=n_jobs)
-            tau_rise, tau_decay, tau_decay2, fraction = (
-                k.tau_rise, k.tau_decay, k.tau_decay2, k.fraction
-            )  # fmt: skip
-        else:
-            tau_rise, tau_decay = _estimate_kinetics(sample, fs, prior)
-        estimated = True
-    elif (
-        tau_rise is None or tau_decay is None or (two and (tau_decay2 is None or fraction is None))
-    ):
-        raise ValueError(
-            "give tau_rise and tau_decay (with tau_decay2 and fraction for two decays), or none "
-            "of them (then they are estimated)"
-        )
     if two:
-        from nnfit.calcium.two_decay import TwoDecayKernel
-
-        k = TwoDecayKernel(tau_rise, tau_decay, tau_decay2, fraction, fs)  # type: ignore[arg-type]
-        tau_decay2, fraction = k.tau_decay2, k.fraction
+        k, estimated = _two_decay_kernel(
+            fs, tau_rise, tau_decay, tau_decay2, fraction, indicator, sample, n_jobs
+        )
+        tau_rise, tau_decay, tau_decay2, fraction = (
+            k.tau_rise,
+            k.tau_decay,
+            k.tau_decay2,
+            k.fraction,
+        )
+    else:
+        prior = _prior(indicator, tau_rise, tau_decay)
+        if tau_rise is None and tau_decay is None:
+            tau_rise, tau_decay = _estimate_kinetics(sample(), fs, prior)
+            estimated = True
+        elif tau_rise is None or tau_decay is None:
+            raise ValueError(
+                "give both tau_rise and tau_decay, or neither (then both are estimated)"
+            )
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
     settings = BlockSettings(
         str(path),
