@@ -249,12 +249,11 @@ def _adjoint(u, g, b, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _factor(Dg, g, b, L, shift):  # pragma: no cover - compiled
-    """Banded Cholesky of ``M = N^T Z^T Z N + G^T diag(Dg) G`` (half-bandwidth 3).
+def _assemble(Dg, g, b, M):  # pragma: no cover - compiled
+    """The bands of ``M = N^T Z^T Z N + G^T diag(Dg) G``, ``M[i, k] = M(i, i + k)``.
 
-    ``L[i, k]`` holds the factor's entry ``(i, i - k)``; the diagonal is scaled by ``1 +
-    shift``. Returns False where a pivot is not positive and finite. ``M`` is assembled row by row from
-    the rows of ``G`` (taps ``1, -g_1, -g_2, -g_3``) and of ``Z N`` (taps ``0, b_1, b_2``).
+    Accumulated row by row from the rows of ``G`` (taps ``1, -g_1, -g_2, -g_3``) and of ``Z N``
+    (taps ``0, b_1, b_2``).
     """
     T = Dg.shape[0]
     gc = np.empty(4)
@@ -265,8 +264,7 @@ def _factor(Dg, g, b, L, shift):  # pragma: no cover - compiled
     nc = np.zeros(4)
     nc[1] = b[0]
     nc[2] = b[1]
-    # M's bands, M[i, k] = M(i, i + k), accumulated over the rows t that touch column i
-    M = np.zeros((T, 4))
+    M[:] = 0.0
     for t in range(T):
         for j in range(4):
             ci = t - j
@@ -277,6 +275,16 @@ def _factor(Dg, g, b, L, shift):  # pragma: no cover - compiled
                 if cl < 0:
                     break
                 M[cl, m - j] += Dg[t] * gc[j] * gc[m] + nc[j] * nc[m]
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _cholesky(M, L, shift):  # pragma: no cover - compiled
+    """Banded Cholesky (half-bandwidth 3) of ``M`` with its diagonal scaled by ``1 + shift``.
+
+    ``L[i, k]`` holds the factor's entry ``(i, i - k)``. Returns False where a pivot is not
+    positive and finite.
+    """
+    T = M.shape[0]
     for i in range(T):
         for k in range(3, 0, -1):
             j = i - k
@@ -299,18 +307,19 @@ def _factor(Dg, g, b, L, shift):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _factor_shifted(Dg, g, b, L):  # pragma: no cover - compiled
-    """:func:`_factor`, with the diagonal raised by ``1e-12, 1e-10, ...`` of itself until the
-    pivots stay positive.
+def _factor_shifted(Dg, g, b, M, L):  # pragma: no cover - compiled
+    """``M`` assembled once (:func:`_assemble`) and factored, its diagonal raised by ``1e-12,
+    1e-10, ...`` of itself until the pivots stay positive.
 
     In ``M`` the conditioning of ``K^T K + D`` is multiplied by that of ``G`` squared, so with
     two roots near 1 and barrier weights many orders apart rounding can take its pivots; the
     factor of the shifted matrix is then a preconditioner (:func:`_pcg` iterates against the
     operators themselves). Returns False where even ``MAX_SHIFT`` does not do.
     """
+    _assemble(Dg, g, b, M)
     shift = 0.0
     while shift <= MAX_SHIFT:
-        if _factor(Dg, g, b, L, shift):
+        if _cholesky(M, L, shift):
             return True
         shift = 1e-12 if shift == 0.0 else 100.0 * shift
     return False
@@ -318,7 +327,7 @@ def _factor_shifted(Dg, g, b, L):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _solve_a(L, g, rhs, tmp, out):  # pragma: no cover - compiled
-    """``out = (K^T K + D)^-1 rhs = G M^-1 G^T rhs`` with ``M = L L^T`` from :func:`_factor`."""
+    """``out = (K^T K + D)^-1 rhs = G M^-1 G^T rhs`` with ``M = L L^T`` (:func:`_cholesky`)."""
     T = rhs.shape[0]
     # tmp = G^T rhs, then L y = tmp (forward), in tmp
     for i in range(T):
@@ -365,7 +374,7 @@ def _project(Q, v):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _woodbury(L, g, q, aq, C):  # pragma: no cover - compiled
-    """After :func:`_factor`: ``aq = A^-1 q^T`` (rows) and ``C = I - q A^-1 q^T``; whether
+    """After :func:`_factor_shifted`: ``aq = A^-1 q^T`` (rows) and ``C = I - q A^-1 q^T``; whether
     ``C`` is finite."""
     m, T = q.shape
     tmp = np.empty(T)
@@ -524,7 +533,7 @@ def _apply_h(v, Q, g, b, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - compiled
+def _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, x):  # pragma: no cover - compiled
     """The exact minimiser on the support ``{t : z_t / s_t < SUPPORT_RATIO ||h||^2}``, in ``x``.
 
     Conjugate gradients (:func:`_pcg`) on ``P_S K^T Pi K P_S x = P_S (K^T Pi y - lam)``,
@@ -562,7 +571,7 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, x):  # pragma: no cover - co
     _project(Q, tmp)
     _adjoint(tmp, g, b, kty)
     for _ in range(POLISH_ROUNDS):
-        if not (_factor_shifted(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, M, L) and _woodbury(L, g, q, aq, C)):
             return False
         # right-hand side K^T Pi y - lam on the support; start from the interior point's values
         for t in range(T):
@@ -619,6 +628,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
     aq = np.empty((m, T))
     C = np.empty((m, m))
     Dg = np.empty(T)
+    M = np.empty((T, 4))
     L = np.zeros((T, 4))
     best = np.empty(T)
     work = np.empty((11, T))
@@ -640,7 +650,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
             last_gain = it
         if stats[0] <= tol or it >= max_iter or it - last_gain >= STALL_ITERATIONS:
             break
-        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, L, work, xp):
+        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, xp):
             _keep_best(xp, _state(y, xp, lam, Q, g, b, Ks, r, KTr), best, stats)
             if stats[0] <= tol:
                 break
@@ -652,7 +662,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
             Dg[t] = z[t] / s[t]
             mu += s[t] * z[t]
         mu /= n
-        if not (_factor_shifted(Dg, g, b, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, M, L) and _woodbury(L, g, q, aq, C)):
             break  # the Newton systems are lost to rounding: the best iterate stands
         # predictor: the Newton step to s z = 0
         for t in range(T):
