@@ -204,6 +204,10 @@ def test_solver_refuses_bad_input():
         deconvolve_two_decay(y, k, 0.1, baseline=np.ones((99, 2)))
     with pytest.raises(ValueError, match="dependent columns"):
         deconvolve_two_decay(y, k, 0.1, baseline=np.ones((100, 2)))
+    for kwargs, name in [({"tol": 0.0}, "tol"), ({"max_iter": 0}, "max_iter"),
+                         ({"n_jobs": -2}, "n_jobs"), ({"drift_rounds": -1}, "drift_rounds")]:  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            deconvolve_two_decay(y, k, 0.1, **kwargs)
     with pytest.raises(TypeError, match="TwoDecayKernel"):
         deconvolve_two_decay(y, (0.02, 0.15), 0.1)
 
@@ -322,3 +326,12 @@ def test_auto_finds_the_drift_where_there_is_one():
     # the clean trace keeps one offset
     assert np.corrcoef(res.baseline[0], drift)[0, 1] > 0.8
     assert np.ptp(res.baseline[1]) == 0.0
+
+
+def test_a_constant_roi_gets_no_spikes_and_stops_nothing():
+    # a dead ROI has no noise, so the lam rule gives 0: floored as in the one-decay solver
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    Y = np.vstack([np.full(2000, 3.0), _trace(k, 2000, seed=13)])
+    res = deconvolve_two_decay(Y, k)
+    assert np.all(res.converged) and res.spikes[0].sum() < 1e-6
+    np.testing.assert_allclose(res.baseline[0], 3.0, atol=1e-6)

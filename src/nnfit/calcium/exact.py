@@ -46,6 +46,9 @@ AUTO_DRIFT_RATIO = 3.0
 #: ... and only on traces long enough for that variance to mean something (about 18 smoothing
 #: widths; a drift slower than the trace is a constant to it anyway)
 AUTO_MIN_SAMPLES = 5.0
+#: the smallest lam solved with: a trace without noise (a constant ROI) gets lam = 0 from the
+#: rule, and the interior point needs lam > 0 (its spikes are 0 either way)
+LAM_FLOOR = 1e-12
 #: smoothing of the drift refinement: Gaussian sigma = max(DRIFT_SMOOTH_TAU tau_decay, 1 s)
 DRIFT_SMOOTH_TAU = 4.0
 
@@ -185,7 +188,7 @@ def solve_exact(
     coef = AR2Coefficients(tau_rise, tau_decay, fs)
     h = coef.kernel()
     hsq = float(h @ h)
-    lams = np.maximum(np.asarray(lam, dtype=float), 1e-12)
+    lams = np.maximum(np.asarray(lam, dtype=float), LAM_FLOOR)
 
     # traces in pairs where every worker still gets one: a pair's sweeps run interleaved on
     # one core (the answers are those of one trace alone, bit for bit), but a pair takes longer

@@ -51,10 +51,10 @@ from nnfit.calcium.estimate import (
     search_traces,
     whiteness,
 )
-from nnfit.calcium.exact import BASELINES, baseline_models
+from nnfit.calcium.exact import BASELINES, LAM_FLOOR, baseline_models
 from nnfit.calcium.kernel import check_kinetics
 from nnfit.calcium.result import DeconvolutionResult
-from nnfit.validate import check_real
+from nnfit.validate import check_int, check_real
 
 log = logging.getLogger(__name__)
 
@@ -794,12 +794,16 @@ def deconvolve_two_decay(
             f"baseline must be one of {BASELINES} or a (T, m) array of basis columns; "
             f"got {baseline!r}"
         )
+    tol = check_real("tol", tol, low=0.0, low_inclusive=False)
+    max_iter = check_int("max_iter", max_iter, low=1)
+    n_jobs = check_int("n_jobs", n_jobs, low=-1)
+    drift_rounds = check_int("drift_rounds", drift_rounds, low=0)
     noise = np.full(n_cells, np.nan)
     lam_estimated = lam is None
     if lam is None or (isinstance(baseline, str) and baseline == "auto"):
         noise = estimate_noise(x2, kernel.fs)
     if lam is None:
-        lam = LAM_Z * noise * kernel.norm
+        lam = np.maximum(LAM_Z * noise * kernel.norm, LAM_FLOOR)
     lam_arr = np.asarray(lam, dtype=np.float64)
     if lam_arr.ndim > 1 or lam_arr.size not in (1, n_cells):
         raise ValueError(
@@ -810,7 +814,6 @@ def deconvolve_two_decay(
         raise ValueError(f"lam must be > 0 (one value or one per cell); got {lam!r}")
     g, b = kernel.coefficients()
     hsq = kernel.norm**2
-    tol, max_iter = float(tol), int(max_iter)
     constant = np.full((1, T), 1.0 / np.sqrt(T))
 
     def solve_rows(Yr: np.ndarray, lr: np.ndarray, centre: bool, tol_r: float) -> list:
@@ -833,7 +836,7 @@ def deconvolve_two_decay(
             rows = slice(i, i + 1)
             return baseline_models(x2[rows], baseline, lams[rows], noise[rows], solve_rows,
                                    forward, kernel.tau_decay2, kernel.fs, tol,
-                                   int(drift_rounds))[0]  # fmt: skip
+                                   drift_rounds)[0]  # fmt: skip
 
     else:
         B = np.asarray(baseline, dtype=np.float64)
@@ -852,7 +855,7 @@ def deconvolve_two_decay(
             it, primal, gap, kkt = _ipm(x2[i], g, b, lams[i], hsq, Q, tol, max_iter, s, base)
             return s, base, "basis", int(it), primal, gap, kkt
 
-    workers = (os.cpu_count() or 1) if n_jobs == -1 else max(int(n_jobs), 1)
+    workers = (os.cpu_count() or 1) if n_jobs == -1 else max(n_jobs, 1)
     if workers > 1 and n_cells > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             out = list(pool.map(work, range(n_cells)))
@@ -961,7 +964,7 @@ def two_decay_criteria(
 
     def one(pair: tuple[int, int]) -> float:
         k, i = ks[pair[0]], pair[1]
-        lam = REFINE_LAM_Z * noise[i] * k.norm
+        lam = max(REFINE_LAM_Z * noise[i] * k.norm, LAM_FLOOR)
         res = deconvolve_two_decay(ys[i], k, lam, "constant", tol=REFINE_TOL)
         return whiteness(ys[i] - res.calcium - res.baseline, fs)
 
