@@ -284,6 +284,10 @@ def test_time_stamp_is_that_of_the_two_decay_kernel():
     # the fast decay shapes the first frames: the offset differs from the slow decay's alone
     two = spike_time_offset(0.02, 0.05, 60.0, tau_decay2=1.0, fraction=0.7)
     assert two != spike_time_offset(0.02, 1.0, 60.0)
+    with pytest.raises(ValueError, match="fraction"):
+        spike_time_offset(0.02, 0.05, 60.0, tau_decay2=1.0, fraction=1.5)
+    with pytest.raises(ValueError, match="tau_decay2"):
+        spike_time_offset(0.02, 0.5, 60.0, tau_decay2=0.1, fraction=0.5)
     k = TwoDecayKernel(0.02, 0.05, 1.0, 0.7, 60.0)
     res = deconvolve_two_decay(_trace(k, 600, seed=1), k, lam=0.2)
     assert (res.tau_decay2, res.fraction) == (1.0, 0.7)

@@ -143,7 +143,9 @@ def spike_time_offset(
     from scipy.optimize import nnls
 
     tau_rise, tau_decay, fs = check_kinetics(tau_rise, tau_decay, fs)
-    f = float(fraction)
+    f = check_real("fraction", fraction, low=0.0, high=1.0)
+    if tau_decay2 is not None:
+        check_real("tau_decay2", tau_decay2, low=tau_decay)
     tau_2 = tau_decay if tau_decay2 is None or f == 1.0 else float(tau_decay2)
     n = int(np.ceil(10.0 * max(tau_decay, tau_2) * fs)) + 8
     k = np.arange(n, dtype=np.float64)
