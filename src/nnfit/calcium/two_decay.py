@@ -633,6 +633,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
     best = np.empty(T)
     work = np.empty((11, T))
     xp = np.empty(T)
+    cand = np.empty((3, T))
     for j in range(m):
         _adjoint(Q[j], g, b, q[j])
     hsum = (b[0] + b[1]) / (1.0 - g[0] - g[1] - g[2])
@@ -651,10 +652,10 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
         if stats[0] <= tol or it >= max_iter or it - last_gain >= STALL_ITERATIONS:
             break
         if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, xp):
-            _keep_best(xp, _state(y, xp, lam, Q, g, b, Ks, r, KTr), best, stats)
+            # the candidate's state in buffers of its own: the interior point's is kept
+            _keep_best(xp, _state(y, xp, lam, Q, g, b, cand[0], cand[1], cand[2]), best, stats)
             if stats[0] <= tol:
                 break
-            _state(y, s, lam, Q, g, b, Ks, r, KTr)  # the interior point's again
         it += 1
         mu = 0.0
         for t in range(T):
