@@ -435,20 +435,29 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
         for t in range(T):
             x[t] = 0.0
         return 0.0
-    _apply_h(x, Q, g, b, tmp, hp)
+    start = False
+    for t in range(T):
+        if x[t] != 0.0:
+            start = True
+            break
+    if start:
+        _apply_h(x, Q, g, b, tmp, hp)
+    else:  # the residual of x = 0 is the right-hand side: no product to form
+        hp[:] = 0.0
     rr = 0.0
     for t in range(T):
         r[t] = mask[t] * (rhs[t] - hp[t] - Dop[t] * x[t])
         rr += r[t] * r[t]
+    done = tol * tol * bn
+    if rr <= done:
+        return np.sqrt(rr / bn)
     _newton(L, g, q, aq, C, r, tmp, zz)
     rz = 0.0
     for t in range(T):
         zz[t] *= mask[t]
         p[t] = zz[t]
         rz += r[t] * zz[t]
-    for _ in range(max_iter):
-        if rr <= tol * tol * bn:
-            break
+    for it in range(max_iter):
         _apply_h(p, Q, g, b, tmp, hp)
         php = 0.0
         for t in range(T):
@@ -462,6 +471,10 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
             x[t] += a * p[t]
             r[t] -= a * hp[t]
             rr += r[t] * r[t]
+        # the stop is decided before the next preconditioned residual, which only the next
+        # iteration would use
+        if rr <= done or it + 1 >= max_iter:
+            break
         _newton(L, g, q, aq, C, r, tmp, zz)
         rz_new = 0.0
         for t in range(T):
