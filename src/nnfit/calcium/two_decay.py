@@ -80,7 +80,7 @@ SUPPORT_RATIO = 1.0
 POLISH_ROUNDS = 5
 #: the polish's preconditioner pins the entries off the support with this many times ``||h||^2``
 PIN = 1e6
-#: the largest relative shift of the banded Cholesky's diagonal (:func:`_factor_shifted`)
+#: the largest relative shift of the banded factor's diagonal (:func:`_factor_shifted`)
 MAX_SHIFT = 1e-2
 #: a Newton direction: conjugate gradients preconditioned by the banded inverse, to this
 #: relative residual, at most this many iterations (the first is the banded solve itself)
@@ -216,12 +216,15 @@ class TwoDecayKernel:
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _forward(s, g, b, out):  # pragma: no cover - compiled
     T = s.shape[0]
+    g1, g2, g3 = g[0], g[1], g[2]
+    b1, b2 = b[0], b[1]
     x1 = 0.0
     x2 = 0.0
     x3 = 0.0
     for t in range(T):
-        out[t] = b[0] * x1 + b[1] * x2
-        x = s[t] + g[0] * x1 + g[1] * x2 + g[2] * x3
+        out[t] = b1 * x1 + b2 * x2
+        # the newest value added last: one multiply-add on the recursion's critical path
+        x = (s[t] + g3 * x3 + g2 * x2) + g1 * x1
         x3 = x2
         x2 = x1
         x1 = x
@@ -231,16 +234,18 @@ def _forward(s, g, b, out):  # pragma: no cover - compiled
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _adjoint(u, g, b, out):  # pragma: no cover - compiled
     T = u.shape[0]
+    g1, g2, g3 = g[0], g[1], g[2]
+    b1, b2 = b[0], b[1]
     w1 = 0.0
     w2 = 0.0
     w3 = 0.0
     for t in range(T - 1, -1, -1):
         v = 0.0
-        if t + 1 < T:
-            v += b[0] * u[t + 1]
         if t + 2 < T:
-            v += b[1] * u[t + 2]
-        w = v + g[0] * w1 + g[1] * w2 + g[2] * w3
+            v = b1 * u[t + 1] + b2 * u[t + 2]
+        elif t + 1 < T:
+            v = b1 * u[t + 1]
+        w = (v + g3 * w3 + g2 * w2) + g1 * w1
         out[t] = w
         w3 = w2
         w2 = w1
@@ -250,59 +255,67 @@ def _adjoint(u, g, b, out):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _assemble(Dg, g, b, M):  # pragma: no cover - compiled
-    """The bands of ``M = N^T Z^T Z N + G^T diag(Dg) G``, ``M[i, k] = M(i, i + k)``.
+    """The bands of ``M = N^T Z^T Z N + G^T diag(Dg) G``, ``M[c, k] = M(c, c + k)``.
 
-    Accumulated row by row from the rows of ``G`` (taps ``1, -g_1, -g_2, -g_3``) and of ``Z N``
-    (taps ``0, b_1, b_2``).
+    Row ``t`` of ``G`` has the taps ``1, -g_1, -g_2, -g_3`` at columns ``t, t-1, t-2, t-3``, row
+    ``t`` of ``Z N`` the taps ``b_1, b_2`` at ``t-1, t-2``, so ``M(c, c + k) = sum_(m = k..3)
+    Dg[c + m] G_(m-k) G_m + N_(m-k) N_m`` over the rows ``c + m < T``.
     """
     T = Dg.shape[0]
-    gc = np.empty(4)
-    gc[0] = 1.0
-    gc[1] = -g[0]
-    gc[2] = -g[1]
-    gc[3] = -g[2]
-    nc = np.zeros(4)
-    nc[1] = b[0]
-    nc[2] = b[1]
-    M[:] = 0.0
-    for t in range(T):
-        for j in range(4):
-            ci = t - j
-            if ci < 0:
-                break
-            for m in range(j, 4):
-                cl = t - m
-                if cl < 0:
-                    break
-                M[cl, m - j] += Dg[t] * gc[j] * gc[m] + nc[j] * nc[m]
+    gc = np.array([1.0, -g[0], -g[1], -g[2]])
+    nc = np.array([0.0, b[0], b[1], 0.0])
+    g1, g2, g3 = gc[1], gc[2], gc[3]
+    n11, n12, n22 = nc[1] * nc[1], nc[1] * nc[2], nc[2] * nc[2]
+    # each term rounded as ``(Dg[c + m] G_(m-k)) G_m + N_(m-k) N_m`` and the terms summed in
+    # the order of m, as the last rows' loop below spells out (where a tap is 1 or 0 the
+    # product is exact): forming G_(m-k) G_m first and adding N's part last gave 3x the
+    # conjugate-gradient iterations with two slow decays at 120 Hz
+    for c in range(T - 3):
+        d0, d1, d2, d3 = Dg[c], Dg[c + 1], Dg[c + 2], Dg[c + 3]
+        M[c, 0] = ((d0 + (d1 * g1 * g1 + n11)) + (d2 * g2 * g2 + n22)) + d3 * g3 * g3
+        M[c, 1] = (d1 * g1 + (d2 * g1 * g2 + n12)) + d3 * g2 * g3
+        M[c, 2] = d2 * g2 + d3 * g1 * g3
+        M[c, 3] = d3 * g3
+    for c in range(max(T - 3, 0), T):  # the last rows, where G and N are cut off
+        for k in range(4):
+            v = 0.0
+            for m in range(k, T - c):
+                v += Dg[c + m] * gc[m - k] * gc[m] + nc[m - k] * nc[m]
+            M[c, k] = v
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _cholesky(M, L, shift):  # pragma: no cover - compiled
-    """Banded Cholesky (half-bandwidth 3) of ``M`` with its diagonal scaled by ``1 + shift``.
+def _ldl(M, L, shift):  # pragma: no cover - compiled
+    """Banded ``L D L^T`` (half-bandwidth 3) of ``M`` with its diagonal scaled by ``1 + shift``.
 
-    ``L[i, k]`` holds the factor's entry ``(i, i - k)``. Returns False where a pivot is not
-    positive and finite.
+    ``L[i, k]`` (``k = 1, 2, 3``) holds the unit factor's entry ``(i, i - k)``, ``L[i, 0]`` the
+    pivot ``D[i]`` and ``L[i, 4]`` its inverse (the solves multiply; one division a row, on the
+    factorisation's critical path only). Returns False where a pivot is not positive and
+    finite.
     """
     T = M.shape[0]
     for i in range(T):
-        for k in range(3, 0, -1):
-            j = i - k
-            if j < 0:
-                continue
-            v = M[j, k]
-            for m in range(1, 4 - k):
-                if j - m < 0:
-                    break
-                v -= L[i, k + m] * L[j, m]
-            L[i, k] = v / L[j, 0]
-        d = M[i, 0] * (1.0 + shift)
-        for k in range(1, 4):
-            if i - k >= 0:
-                d -= L[i, k] * L[i, k]
+        # e_k = L(i, i - k) D[i - k], from the rows above
+        e3 = M[i - 3, 3] if i >= 3 else 0.0
+        l3 = e3 * L[i - 3, 4] if i >= 3 else 0.0
+        e2 = 0.0
+        l2 = 0.0
+        if i >= 2:
+            e2 = M[i - 2, 2] - e3 * L[i - 2, 1]
+            l2 = e2 * L[i - 2, 4]
+        e1 = 0.0
+        l1 = 0.0
+        if i >= 1:
+            e1 = M[i - 1, 1] - e3 * L[i - 1, 2] - e2 * L[i - 1, 1]
+            l1 = e1 * L[i - 1, 4]
+        d = M[i, 0] * (1.0 + shift) - e3 * l3 - e2 * l2 - e1 * l1
         if not (d > 0.0 and d < np.inf):
             return False
-        L[i, 0] = np.sqrt(d)
+        L[i, 0] = d
+        L[i, 1] = l1
+        L[i, 2] = l2
+        L[i, 3] = l3
+        L[i, 4] = 1.0 / d
     return True
 
 
@@ -319,7 +332,7 @@ def _factor_shifted(Dg, g, b, M, L):  # pragma: no cover - compiled
     _assemble(Dg, g, b, M)
     shift = 0.0
     while shift <= MAX_SHIFT:
-        if _cholesky(M, L, shift):
+        if _ldl(M, L, shift):
             return True
         shift = 1e-12 if shift == 0.0 else 100.0 * shift
     return False
@@ -327,31 +340,52 @@ def _factor_shifted(Dg, g, b, M, L):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _solve_a(L, g, rhs, tmp, out):  # pragma: no cover - compiled
-    """``out = (K^T K + D)^-1 rhs = G M^-1 G^T rhs`` with ``M = L L^T`` (:func:`_cholesky`)."""
+    """``out = (K^T K + D)^-1 rhs = G M^-1 G^T rhs`` with ``M = L D L^T`` (:func:`_ldl`).
+
+    Two sweeps: ``G^T`` fused into the forward substitution, ``G`` into the backward one (its
+    row ``i + 3`` as soon as ``w[i]`` is known); the newest value enters each recursion last,
+    so one multiply-add a row lies on the critical path.
+    """
     T = rhs.shape[0]
-    # tmp = G^T rhs, then L y = tmp (forward), in tmp
+    g1, g2, g3 = g[0], g[1], g[2]
+    # forward: tmp = L^-1 G^T rhs (the last three values carried)
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
     for i in range(T):
         v = rhs[i]
-        for k in range(1, 4):
-            if i + k < T:
+        if i + 3 < T:
+            v = v - g1 * rhs[i + 1] - g2 * rhs[i + 2] - g3 * rhs[i + 3]
+        else:
+            for k in range(1, T - i):
                 v -= g[k - 1] * rhs[i + k]
-        for k in range(1, 4):
-            if i - k >= 0:
-                v -= L[i, k] * tmp[i - k]
-        tmp[i] = v / L[i, 0]
-    # L^T w = tmp (backward), in tmp
+        v = (v - L[i, 3] * t3 - L[i, 2] * t2) - L[i, 1] * t1
+        tmp[i] = v
+        t3 = t2
+        t2 = t1
+        t1 = v
+    # backward: w = L^-T D^-1 tmp (in tmp), and out = G w
+    w1 = 0.0
+    w2 = 0.0
+    w3 = 0.0
     for i in range(T - 1, -1, -1):
-        v = tmp[i]
-        for k in range(1, 4):
-            if i + k < T:
-                v -= L[i + k, k] * tmp[i + k]
-        tmp[i] = v / L[i, 0]
-    # out = G w
-    for t in range(T):
+        v = tmp[i] * L[i, 4]
+        if i + 3 < T:
+            v = (v - L[i + 3, 3] * w3 - L[i + 2, 2] * w2) - L[i + 1, 1] * w1
+            out[i + 3] = w3 - g1 * w2 - g2 * w1 - g3 * v
+        else:
+            if i + 2 < T:
+                v -= L[i + 2, 2] * w2
+            if i + 1 < T:
+                v -= L[i + 1, 1] * w1
+        tmp[i] = v
+        w3 = w2
+        w2 = w1
+        w1 = v
+    for t in range(min(3, T)):
         v = tmp[t]
-        for k in range(1, 4):
-            if t - k >= 0:
-                v -= g[k - 1] * tmp[t - k]
+        for k in range(1, t + 1):
+            v -= g[k - 1] * tmp[t - k]
         out[t] = v
     return out
 
@@ -642,7 +676,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
     C = np.empty((m, m))
     Dg = np.empty(T)
     M = np.empty((T, 4))
-    L = np.zeros((T, 4))
+    L = np.zeros((T, 5))
     best = np.empty(T)
     work = np.empty((11, T))
     xp = np.empty(T)
