@@ -160,6 +160,61 @@ def test_two_slow_roots_are_certified(seed):
     assert res.converged[0] and res.gap[0] <= 1e-9
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_slow_rise_with_two_slow_decays_reaches_the_rounding_floor(seed):
+    # GCaMP6s-like at 120 Hz: three roots near 1 (0.4 s, 0.8 s, 2.4 s). The double banded factor
+    # is then no preconditioner and these draws stopped at gaps of 1.7e-5 and 2.7e-6; with the
+    # factor in double-double they reach the floor of the operators' own rounding (a few 1e-9)
+    k = TwoDecayKernel(0.4, 0.8, 2.4, 0.7, 120.0)
+    rng = np.random.default_rng(seed)
+    T = 8000
+    s = (rng.random(T) < 0.005) * (1.0 + rng.poisson(1.0, T))
+    y = k.forward(s) + 0.15 * rng.standard_normal(T)
+    res = deconvolve_two_decay(y, k)
+    assert res.gap[0] <= 1e-8
+
+
+def test_precise_factor_is_the_exact_factor_rounded():
+    # against the L D L^T of the same banded matrix in rational arithmetic: barrier weights over
+    # 18 orders and three roots near 1, where the double factor is off by a third
+    from fractions import Fraction
+
+    from nnfit.calcium.two_decay import _assemble, _ldl, _ldl_precise
+
+    k = TwoDecayKernel(0.4, 0.8, 2.4, 0.7, 120.0)
+    g, b = k.coefficients()
+    T = 40
+    Dg = 10.0 ** np.random.default_rng(0).uniform(-8, 10, T)
+    gc = [Fraction(1)] + [-Fraction(v) for v in g]
+    nc = [Fraction(0), Fraction(b[0]), Fraction(b[1]), Fraction(0)]
+
+    def band(c: int, j: int) -> Fraction:
+        terms = (Fraction(Dg[c + m]) * gc[m - j] * gc[m] + nc[m - j] * nc[m]
+                 for m in range(j, min(4, T - c)))  # fmt: skip
+        return sum(terms, Fraction(0))
+
+    M = [[band(c, j) for j in range(4)] for c in range(T)]
+    L = [[Fraction(0)] * 4 for _ in range(T)]
+    D = [Fraction(0)] * T
+    for i in range(T):
+        e = {}
+        for j in (3, 2, 1):
+            if i - j >= 0:
+                above = (e[j + m] * L[i - j][m] for m in range(1, 4 - j) if i - j - m >= 0)
+                e[j] = M[i - j][j] - sum(above, Fraction(0))
+                L[i][j] = e[j] / D[i - j]
+        D[i] = M[i][0] - sum((e[j] * L[i][j] for j in e), Fraction(0))
+    exact = np.array([[float(D[i])] + [float(L[i][j]) for j in (1, 2, 3)] for i in range(T)])
+    precise = np.zeros((T, 5))
+    assert _ldl_precise(Dg, g, b, precise, 0.0)
+    np.testing.assert_allclose(precise[:, :4], exact, rtol=4e-16, atol=0)
+    np.testing.assert_allclose(precise[:, 4], 1.0 / exact[:, 0], rtol=4e-16, atol=0)
+    Mb, double = np.empty((T, 4)), np.zeros((T, 5))
+    _assemble(Dg, g, b, Mb)
+    assert _ldl(Mb, double, 0.0)
+    assert np.max(np.abs(double[:, :4] - exact) / np.maximum(np.abs(exact), 1e-300)) > 1e-3
+
+
 def test_long_traces_are_certified_in_few_iterations():
     k = TwoDecayKernel(0.05, 0.6, 4.0, 0.5, 30.0)
     rng = np.random.default_rng(2)

@@ -23,7 +23,9 @@ middle factor carries the conditioning of ``G`` squared, so with two slow decays
 near 1) rounding takes digits from it: each Newton direction is therefore computed by
 conjugate gradients against the operators themselves, with the banded inverse (its diagonal
 shifted where its pivots are lost) as the preconditioner; one or two iterations where it is
-exact. Once the gap is small, the exact minimiser on the support the iterate implies is tried
+exact. With three roots near 1 (a slow rise and two slow decays at a high frame rate) the double
+factor is no preconditioner at all, and once a direction takes many iterations the rest of the
+solve forms and factors the middle factor in double-double arithmetic. Once the gap is small, the exact minimiser on the support the iterate implies is tried
 (the same conjugate gradients). The stop is a certificate: a dual point ``theta Pi (y - K
 s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) - D``; the relative
 gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
@@ -86,6 +88,11 @@ MAX_SHIFT = 1e-2
 #: relative residual, at most this many iterations (the first is the banded solve itself)
 NEWTON_TOL = 1e-10
 NEWTON_MAX_CG = 50
+#: a Newton direction that takes more conjugate-gradient iterations than this makes the rest of
+#: the solve factor in double-double arithmetic (:func:`_ldl_precise`): with three roots near 1
+#: (a slow rise and two slow decays at a high frame rate) the double factor is no preconditioner
+#: at all
+PRECISE_AFTER = 10
 #: iterations without the best gap falling below STALL_FACTOR of itself end the solve (near
 #: rounding, with decays of several seconds at 150 Hz, the gap can hover above tol)
 STALL_ITERATIONS = 30
@@ -319,20 +326,146 @@ def _ldl(M, L, shift):  # pragma: no cover - compiled
     return True
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _two_sum(a, b):  # pragma: no cover - compiled
+    """``a + b`` as ``(s, e)`` with ``s + e`` exact (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _split(a):  # pragma: no cover - compiled
+    c = 134217729.0 * a  # 2^27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _two_prod(a, b):  # pragma: no cover - compiled
+    """``a b`` as ``(p, e)`` with ``p + e`` exact (Dekker's split; no fused multiply-add)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _dd_add(ah, al, bh, bl):  # pragma: no cover - compiled
+    s, e = _two_sum(ah, bh)
+    e += al + bl
+    hi = s + e
+    return hi, e - (hi - s)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _dd_mul(ah, al, bh, bl):  # pragma: no cover - compiled
+    p, e = _two_prod(ah, bh)
+    e += ah * bl + al * bh
+    hi = p + e
+    return hi, e - (hi - p)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _dd_div(ah, al, bh, bl):  # pragma: no cover - compiled
+    q1 = ah / bh
+    ph, pl = _dd_mul(bh, bl, q1, 0.0)
+    q2 = _dd_add(ah, al, -ph, -pl)[0] / bh
+    hi = q1 + q2
+    return hi, q2 - (hi - q1)
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _factor_shifted(Dg, g, b, M, L):  # pragma: no cover - compiled
+def _band_dd(Dg, P, c, k):  # pragma: no cover - compiled
+    """``M(c, c + k)`` of :func:`_assemble` in double-double; ``P[k, m]`` holds the tap products
+    ``(G_(m-k) G_m, N_(m-k) N_m)`` as double-double pairs."""
+    hi = 0.0
+    lo = 0.0
+    for m in range(k, min(4, Dg.shape[0] - c)):
+        th, tl = _dd_mul(P[k, m, 0], P[k, m, 1], Dg[c + m], 0.0)
+        th, tl = _dd_add(th, tl, P[k, m, 2], P[k, m, 3])
+        hi, lo = _dd_add(hi, lo, th, tl)
+    return hi, lo
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _ldl_precise(Dg, g, b, L, shift):  # pragma: no cover - compiled
+    """:func:`_ldl` of :func:`_assemble`'s ``M``, both in double-double arithmetic (about 32
+    digits), the factor rounded to double into ``L``.
+
+    Where ``M``'s entries span many orders (barrier weights from 1e-8 to 1e10) and ``G`` has three
+    roots near 1, the double factor's backward error swamps the smooth directions of ``G^T D G``
+    (one banded solve with it left a relative residual of 1 on ``K^T K + D``, a factor from 64-bit
+    long doubles 1e-2); rounding a more precise factor to double keeps what the solves need.
+    Rows are formed as they are reached, the last three kept, so no band is stored.
+    """
+    T = Dg.shape[0]
+    gc = np.array([1.0, -g[0], -g[1], -g[2]])
+    nc = np.array([0.0, b[0], b[1], 0.0])
+    P = np.zeros((4, 4, 4))
+    for k in range(4):
+        for m in range(k, 4):
+            P[k, m, 0], P[k, m, 1] = _two_prod(gc[m - k], gc[m])
+            P[k, m, 2], P[k, m, 3] = _two_prod(nc[m - k], nc[m])
+    # the unit factor's L(i - 1, i - 2), L(i - 1, i - 3), L(i - 2, i - 3) and the pivots of
+    # rows i - 1, i - 2, i - 3, each (hi, lo)
+    a1h = a1l = a2h = a2l = b1h = b1l = 0.0
+    d1h = d1l = d2h = d2l = d3h = d3l = 0.0
+    for i in range(T):
+        e3h = e3l = l3h = l3l = e2h = e2l = l2h = l2l = e1h = e1l = l1h = l1l = 0.0
+        if i >= 3:
+            e3h, e3l = _band_dd(Dg, P, i - 3, 3)
+            l3h, l3l = _dd_div(e3h, e3l, d3h, d3l)
+        if i >= 2:
+            e2h, e2l = _band_dd(Dg, P, i - 2, 2)
+            th, tl = _dd_mul(e3h, e3l, b1h, b1l)
+            e2h, e2l = _dd_add(e2h, e2l, -th, -tl)
+            l2h, l2l = _dd_div(e2h, e2l, d2h, d2l)
+        if i >= 1:
+            e1h, e1l = _band_dd(Dg, P, i - 1, 1)
+            th, tl = _dd_mul(e3h, e3l, a2h, a2l)
+            e1h, e1l = _dd_add(e1h, e1l, -th, -tl)
+            th, tl = _dd_mul(e2h, e2l, a1h, a1l)
+            e1h, e1l = _dd_add(e1h, e1l, -th, -tl)
+            l1h, l1l = _dd_div(e1h, e1l, d1h, d1l)
+        dh, dl = _band_dd(Dg, P, i, 0)
+        dh, dl = _dd_mul(dh, dl, 1.0 + shift, 0.0)
+        th, tl = _dd_mul(e3h, e3l, l3h, l3l)
+        dh, dl = _dd_add(dh, dl, -th, -tl)
+        th, tl = _dd_mul(e2h, e2l, l2h, l2l)
+        dh, dl = _dd_add(dh, dl, -th, -tl)
+        th, tl = _dd_mul(e1h, e1l, l1h, l1l)
+        dh, dl = _dd_add(dh, dl, -th, -tl)
+        if not (dh > 0.0 and dh < np.inf):
+            return False
+        L[i, 0] = dh
+        L[i, 1] = l1h
+        L[i, 2] = l2h
+        L[i, 3] = l3h
+        L[i, 4] = 1.0 / dh
+        # shift the window: row i becomes row i - 1
+        b1h, b1l = a1h, a1l
+        a1h, a1l, a2h, a2l = l1h, l1l, l2h, l2l
+        d3h, d3l, d2h, d2l, d1h, d1l = d2h, d2l, d1h, d1l, dh, dl
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _factor_shifted(Dg, g, b, M, L, precise):  # pragma: no cover - compiled
     """``M`` assembled once (:func:`_assemble`) and factored, its diagonal raised by ``1e-12,
-    1e-10, ...`` of itself until the pivots stay positive.
+    1e-10, ...`` of itself until the pivots stay positive; ``precise``: both in double-double
+    (:func:`_ldl_precise`).
 
     In ``M`` the conditioning of ``K^T K + D`` is multiplied by that of ``G`` squared, so with
     two roots near 1 and barrier weights many orders apart rounding can take its pivots; the
     factor of the shifted matrix is then a preconditioner (:func:`_pcg` iterates against the
     operators themselves). Returns False where even ``MAX_SHIFT`` does not do.
     """
-    _assemble(Dg, g, b, M)
+    if not precise:
+        _assemble(Dg, g, b, M)
     shift = 0.0
     while shift <= MAX_SHIFT:
-        if _ldl(M, L, shift):
+        if _ldl_precise(Dg, g, b, L, shift) if precise else _ldl(M, L, shift):
             return True
         shift = 1e-12 if shift == 0.0 else 100.0 * shift
     return False
@@ -454,7 +587,7 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
     residual of ``tol`` of the right-hand side; ``x`` holds the start and gets the answer.
     The banded factor alone loses digits where roots near 1 square the conditioning of its
     middle factor; the iterations, against the operators themselves, make up for it.
-    Returns the relative residual reached.
+    Returns the number of iterations.
     """
     T = rhs.shape[0]
     r = work[0]
@@ -468,7 +601,7 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
     if bn == 0.0:
         for t in range(T):
             x[t] = 0.0
-        return 0.0
+        return 0
     start = False
     for t in range(T):
         if x[t] != 0.0:
@@ -484,14 +617,16 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
         rr += r[t] * r[t]
     done = tol * tol * bn
     if rr <= done:
-        return np.sqrt(rr / bn)
+        return 0
     _newton(L, g, q, aq, C, r, tmp, zz)
     rz = 0.0
     for t in range(T):
         zz[t] *= mask[t]
         p[t] = zz[t]
         rz += r[t] * zz[t]
+    n = 0
     for it in range(max_iter):
+        n = it + 1
         _apply_h(p, Q, g, b, tmp, hp)
         php = 0.0
         for t in range(T):
@@ -518,7 +653,7 @@ def _pcg(L, g, b, Q, q, aq, C, Dop, mask, rhs, x, work, tol, max_iter):  # pragm
         rz = rz_new
         for t in range(T):
             p[t] = zz[t] + beta * p[t]
-    return np.sqrt(rr / bn)
+    return n
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -580,7 +715,7 @@ def _apply_h(v, Q, g, b, tmp, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, x):  # pragma: no cover - compiled
+def _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, x, precise):  # pragma: no cover
     """The exact minimiser on the support ``{t : z_t / s_t < SUPPORT_RATIO ||h||^2}``, in ``x``.
 
     Conjugate gradients (:func:`_pcg`) on ``P_S K^T Pi K P_S x = P_S (K^T Pi y - lam)``,
@@ -618,7 +753,7 @@ def _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, x):  # pragma: no cover -
     _project(Q, tmp)
     _adjoint(tmp, g, b, kty)
     for _ in range(POLISH_ROUNDS):
-        if not (_factor_shifted(Dg, g, b, M, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, M, L, precise) and _woodbury(L, g, q, aq, C)):
             return False
         # right-hand side K^T Pi y - lam on the support; start from the interior point's values
         for t in range(T):
@@ -691,6 +826,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
     stats = np.array([np.inf, np.inf, np.inf])  # best relative gap, its primal, its kkt
     it = 0
     last_gain = 0
+    precise = False
     while True:
         before = stats[0]
         rel = _keep_best(s, _state(y, s, lam, Q, g, b, Ks, r, KTr), best, stats)
@@ -698,7 +834,7 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
             last_gain = it
         if stats[0] <= tol or it >= max_iter or it - last_gain >= STALL_ITERATIONS:
             break
-        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, xp):
+        if rel <= POLISH_AT and _polish(y, s, z, g, b, lam, Q, q, hsq, M, L, work, xp, precise):
             # the candidate's state in buffers of its own: the interior point's is kept
             _keep_best(xp, _state(y, xp, lam, Q, g, b, cand[0], cand[1], cand[2]), best, stats)
             if stats[0] <= tol:
@@ -710,13 +846,14 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
             Dg[t] = z[t] / s[t]
             mu += s[t] * z[t]
         mu /= n
-        if not (_factor_shifted(Dg, g, b, M, L) and _woodbury(L, g, q, aq, C)):
+        if not (_factor_shifted(Dg, g, b, M, L, precise) and _woodbury(L, g, q, aq, C)):
             break  # the Newton systems are lost to rounding: the best iterate stands
         # predictor: the Newton step to s z = 0
         for t in range(T):
             rhs[t] = -rd[t] - z[t]
         dx[:] = 0.0
-        _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
+        n_cg = _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
+        precise = precise or n_cg > PRECISE_AFTER
         for t in range(T):
             dz[t] = -z[t] - z[t] * dx[t] / s[t]
         a = min(_step_to_boundary(s, dx), _step_to_boundary(z, dz))
@@ -732,7 +869,8 @@ def _ipm(y, g, b, lam, hsq, Q, tol, max_iter, s, base):  # pragma: no cover - co
             rhs[t] = -rd[t] - rc / s[t]
             dz[t] = rc  # kept for the dual step below
         dx[:] = 0.0
-        _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
+        n_cg = _pcg(L, g, b, Q, q, aq, C, Dg, ones, rhs, dx, pwork, NEWTON_TOL, NEWTON_MAX_CG)
+        precise = precise or n_cg > PRECISE_AFTER
         for t in range(T):
             dz[t] = (-dz[t] - z[t] * dx[t]) / s[t]
         a = min(1.0, STEP_FRACTION * min(_step_to_boundary(s, dx), _step_to_boundary(z, dz)))
