@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from nnfit.calcium.ar2 import _adjoint, _forward, _g_mul, _gt_mul
+from nnfit.calcium.doubledouble import dd_add, dd_div, dd_mul, two_prod
 
 #: fraction of the step to the boundary (Mehrotra)
 STEP_FRACTION = 0.995
@@ -36,6 +37,16 @@ START_SCALE = 3.0
 #: noise levels, with and without baseline, 2 x 40 traces) 1 gave the final support in 80 of 80
 #: and 1.7-2.0 rounds on average, 1e3 78 of 80 and 2.05-2.15 rounds, 0.1-0.3 76 of 80
 SUPPORT_RATIO = 1.0
+#: a trace that has not certified after this many iterations, or whose gap stalls, factors in
+#: double-double for the rest of its solve (:func:`_penta_factor_precise`); the traces that
+#: certify before are solved exactly as without it
+PRECISE_AFTER = 30
+#: ... and every trace does from the start where ``(1 - d)(1 - r)``, the smooth directions' share
+#: of ``G``, is below this: the double factor then keeps fewer than about 8 digits there
+#: (``eps |G|^2 / ((1 - d)(1 - r))^2``), and a switch after 30 iterations comes too late for
+#: half of those traces (GCaMP6s-like at 120-158 Hz: 13 of 24 certified with the switch alone,
+#: 24 of 24 from the start; at 60 Hz and for faster kinetics nothing changes)
+PRECISE_ROOTS = 3e-4
 
 
 #: Newton directions only: the certificate (primal, dual, residuals) never uses these flags, so
@@ -85,6 +96,56 @@ def _penta_factor(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compile
         l2m1 = li2
         a2m2 = a2m1
         a2m1 = a2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _penta_factor_precise(Dg, alpha2, g1, g2, dd, l1, l2):  # pragma: no cover - compiled
+    """:func:`_penta_factor` in double-double arithmetic, rounded to double into its arrays.
+
+    With both roots near 1 (slow kinetics at high frame rates) the smooth directions of ``G^T D
+    G`` fall below the double factor's rounding where the barrier weights span many orders, and
+    the Newton directions stop improving the gap: on CaLab's GCaMP6s preset at 120-158 Hz 10 of
+    24 cells stopped uncertified (gaps 2.5e-8 to 9.8e-6, 83-89 iterations); with this factor
+    24 of 24 certified in 19-25 (docs/calcium/limitations.rst).
+    """
+    T = Dg.shape[0]
+    g11h, g11l = two_prod(g1, g1)
+    g22h, g22l = two_prod(g2, g2)
+    g12h, g12l = two_prod(g1, g2)
+    e1h = e1l = inv1h = inv1l = 0.0  # e_(i-1), 1 / D_(i-1)
+    l2m1h = l2m1l = l2m2h = l2m2l = 0.0  # l2[i-1], l2[i-2]
+    a2m1h = a2m1l = a2m2h = a2m2l = 0.0  # a2_(i-1), a2_(i-2)
+    for i in range(T):
+        a0h, a0l = Dg[i], 0.0
+        if i < T - 1:
+            a0h, a0l = dd_add(a0h, a0l, alpha2, 0.0)
+        a1h = a1l = a2h = a2l = 0.0
+        if i + 1 < T:
+            th, tl = dd_mul(g11h, g11l, Dg[i + 1], 0.0)
+            a0h, a0l = dd_add(a0h, a0l, th, tl)
+            a1h, a1l = two_prod(-g1, Dg[i + 1])
+        if i + 2 < T:
+            th, tl = dd_mul(g22h, g22l, Dg[i + 2], 0.0)
+            a0h, a0l = dd_add(a0h, a0l, th, tl)
+            th, tl = dd_mul(g12h, g12l, Dg[i + 2], 0.0)
+            a1h, a1l = dd_add(a1h, a1l, th, tl)
+            a2h, a2l = two_prod(-g2, Dg[i + 2])
+        # D_i = (a0_i - l2[i-2] a2_(i-2)) - e_(i-1)^2 / D_(i-1), e_i = a1_i - l2[i-1] e_(i-1)
+        th, tl = dd_mul(l2m2h, l2m2l, a2m2h, a2m2l)
+        dh, dl = dd_add(a0h, a0l, -th, -tl)
+        th, tl = dd_mul(e1h, e1l, e1h, e1l)
+        th, tl = dd_mul(th, tl, inv1h, inv1l)
+        dh, dl = dd_add(dh, dl, -th, -tl)
+        th, tl = dd_mul(l2m1h, l2m1l, e1h, e1l)
+        eh, el = dd_add(a1h, a1l, -th, -tl)
+        invh, invl = dd_div(1.0, 0.0, dh, dl)
+        li2h, li2l = dd_mul(a2h, a2l, invh, invl)
+        dd[i] = invh
+        l1[i] = dd_mul(eh, el, invh, invl)[0]
+        l2[i] = li2h
+        e1h, e1l, inv1h, inv1l = eh, el, invh, invl
+        l2m2h, l2m2l, l2m1h, l2m1l = l2m1h, l2m1l, li2h, li2l
+        a2m2h, a2m2l, a2m1h, a2m1l = a2m1h, a2m1l, a2h, a2l
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH)
@@ -394,16 +455,19 @@ def _factor_forward_start(rhs):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_DIR_MATH, _nrt=False)
 def _factor_forward(
-    Dg, alpha2, g1, g2, dd, l1, l2, rhs, tmp, rhs2=None, tmp2=None
+    Dg, alpha2, g1, g2, dd, l1, l2, rhs, tmp, rhs2=None, tmp2=None, precise=False
 ):  # pragma: no cover - compiled
     """The forward half of :func:`_newton_solve` for ``rhs``, with the LDL^T of
     :func:`_penta_factor` formed in the same pass: row ``i`` of the elimination needs only
     the factor's rows up to ``i``. With ``rhs2``, its forward half too (into ``tmp2``), from
-    each row of the factor as it is formed."""
+    each row of the factor as it is formed. With ``precise``, the factor is
+    :func:`_penta_factor_precise`'s, formed first."""
     st = _factor_forward_start(rhs)
     st2 = st if rhs2 is None else _factor_forward_start(rhs2)
+    if precise:
+        _penta_factor_precise(Dg, alpha2, g1, g2, dd, l1, l2)
     for i in range(rhs.shape[0]):
-        st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, True, rhs, tmp, st)
+        st = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, not precise, rhs, tmp, st)
         if rhs2 is not None:
             st2 = _factor_forward_step(i, Dg, alpha2, g1, g2, dd, l1, l2, False, rhs2, tmp2, st2)
 
@@ -649,7 +713,9 @@ def _precondition(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, work, cg_tol=1e-12):
+def _polish(
+    y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, work, cg_tol=1e-12, precise=False
+):
     """Newton step restricted to the support, by preconditioned CG; returns the new s
     (``work``: 14 rows of scratch).
 
@@ -675,7 +741,10 @@ def _polish(y, s, grad, thr, hsq, lam, centre, p, kvec, max_rounds, work, cg_tol
     for _round in range(max_rounds):
         for t in range(T):
             Dg[t] = 1e-12 * hsq if mask[t] else 1e8 * hsq
-        _penta_factor(Dg, alpha * alpha, g1, g2, dd, l1, l2)
+        if precise:
+            _penta_factor_precise(Dg, alpha * alpha, g1, g2, dd, l1, l2)
+        else:
+            _penta_factor(Dg, alpha * alpha, g1, g2, dd, l1, l2)
         if centre:
             _newton_solve(dd, l1, l2, g1, g2, kvec, tmp, tmp2, Mk)
             kMk = 0.0
@@ -844,6 +913,8 @@ def ipm_traces(
     live = np.ones(L, dtype=np.bool_)
     done = np.zeros(L, dtype=np.bool_)  # finished inside the loop (certified exact step)
     factored = np.zeros(L, dtype=np.bool_)
+    # the rest of the solve factors in double-double
+    precise = np.full(L, (1.0 - d) * (1.0 - rr_) < PRECISE_ROOTS, dtype=np.bool_)
     stop_it = np.full(L, max(max_iter, 0), dtype=np.int64)
     a = np.zeros(L)  # the first pass takes no step
     m = np.zeros(L)
@@ -940,6 +1011,8 @@ def ipm_traces(
                     w[_KVEC],
                     4,
                     np.empty((_NW - _SCRATCH, T)),
+                    1e-12,
+                    precise[k],
                 )
                 # separate buffers: on failure the iterate's residual and gradient are needed
                 _residual(Y[k], s_pol, centre, p, w[_TMP], w[_RHS])
@@ -959,7 +1032,13 @@ def ipm_traces(
             # Near the optimum each step cuts the gap many times over; one that does not halve
             # it has met rounding (the Newton systems grow as ill-conditioned as mu is small),
             # and further steps only drift: the final point's exact step on the support follows.
-            stop = stop or (g <= STALL_GAP * abs(primal) and g > 0.5 * prev_gap[k])
+            stalled = g <= STALL_GAP * abs(primal) and g > 0.5 * prev_gap[k]
+            if not stop and not precise[k] and (stalled or it >= PRECISE_AFTER):
+                # the double factor may be what stops it (slow kinetics at high frame rates):
+                # the rest of this trace's solve factors in double-double
+                precise[k] = True
+                stalled = False
+            stop = stop or stalled
             prev_gap[k] = g
             if stop or not (mu[k] > 1e-300):
                 live[k] = False
@@ -975,17 +1054,23 @@ def ipm_traces(
         # negated; the factorisation is formed in the forward sweep. With the baseline, M^-1 kvec
         # too (Sherman-Morrison; its forward half in the same sweep), so that the correction's
         # coefficient kvec . dxa = -Mk . grad is known before the sweep back.
-        if k1 >= 0:
+        if k1 >= 0 and not (precise[k0] or precise[k1]):
             _factor_forward2(W[k0], W[k1], alpha2, g1, g2, centre)
         else:
-            w = W[k0]
-            if centre:
-                _factor_forward(
-                    w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP],
-                    w[_KVEC], w[_RHS],
-                )  # fmt: skip
-            else:
-                _factor_forward(w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP])
+            for k in (k0, k1):
+                if k < 0:
+                    continue
+                w = W[k]
+                if centre:
+                    _factor_forward(
+                        w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP],
+                        w[_KVEC], w[_RHS], precise[k],
+                    )  # fmt: skip
+                else:
+                    _factor_forward(
+                        w[_DG], alpha2, g1, g2, w[_DD], w[_L1], w[_L2], w[_GRAD], w[_TMP],
+                        None, None, precise[k],
+                    )  # fmt: skip
         for j in range(2):
             k = k0 if j == 0 else k1
             if k < 0:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from nnfit.calcium.doubledouble import dd_add, dd_div, dd_mul, two_prod
 from nnfit.calcium.estimate import (
     LAM_Z,
     REFINE_LAGS_S,
@@ -330,55 +331,6 @@ def _ldl(M, L, shift):  # pragma: no cover - compiled
     return True
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _two_sum(a, b):  # pragma: no cover - compiled
-    """``a + b`` as ``(s, e)`` with ``s + e`` exact (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _split(a):  # pragma: no cover - compiled
-    c = 134217729.0 * a  # 2^27 + 1
-    hi = c - (c - a)
-    return hi, a - hi
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _two_prod(a, b):  # pragma: no cover - compiled
-    """``a b`` as ``(p, e)`` with ``p + e`` exact (Dekker's split; no fused multiply-add)."""
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _dd_add(ah, al, bh, bl):  # pragma: no cover - compiled
-    s, e = _two_sum(ah, bh)
-    e += al + bl
-    hi = s + e
-    return hi, e - (hi - s)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _dd_mul(ah, al, bh, bl):  # pragma: no cover - compiled
-    p, e = _two_prod(ah, bh)
-    e += ah * bl + al * bh
-    hi = p + e
-    return hi, e - (hi - p)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _dd_div(ah, al, bh, bl):  # pragma: no cover - compiled
-    q1 = ah / bh
-    ph, pl = _dd_mul(bh, bl, q1, 0.0)
-    q2 = _dd_add(ah, al, -ph, -pl)[0] / bh
-    hi = q1 + q2
-    return hi, q2 - (hi - q1)
-
-
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _band_dd(Dg, P, c, k):  # pragma: no cover - compiled
     """``M(c, c + k)`` of :func:`_assemble` in double-double; ``P[k, m]`` holds the tap products
@@ -386,9 +338,9 @@ def _band_dd(Dg, P, c, k):  # pragma: no cover - compiled
     hi = 0.0
     lo = 0.0
     for m in range(k, min(4, Dg.shape[0] - c)):
-        th, tl = _dd_mul(P[k, m, 0], P[k, m, 1], Dg[c + m], 0.0)
-        th, tl = _dd_add(th, tl, P[k, m, 2], P[k, m, 3])
-        hi, lo = _dd_add(hi, lo, th, tl)
+        th, tl = dd_mul(P[k, m, 0], P[k, m, 1], Dg[c + m], 0.0)
+        th, tl = dd_add(th, tl, P[k, m, 2], P[k, m, 3])
+        hi, lo = dd_add(hi, lo, th, tl)
     return hi, lo
 
 
@@ -409,8 +361,8 @@ def _ldl_precise(Dg, g, b, L, shift):  # pragma: no cover - compiled
     P = np.zeros((4, 4, 4))
     for k in range(4):
         for m in range(k, 4):
-            P[k, m, 0], P[k, m, 1] = _two_prod(gc[m - k], gc[m])
-            P[k, m, 2], P[k, m, 3] = _two_prod(nc[m - k], nc[m])
+            P[k, m, 0], P[k, m, 1] = two_prod(gc[m - k], gc[m])
+            P[k, m, 2], P[k, m, 3] = two_prod(nc[m - k], nc[m])
     # the unit factor's L(i - 1, i - 2), L(i - 1, i - 3), L(i - 2, i - 3) and the pivots of
     # rows i - 1, i - 2, i - 3, each (hi, lo)
     a1h = a1l = a2h = a2l = b1h = b1l = 0.0
@@ -419,27 +371,27 @@ def _ldl_precise(Dg, g, b, L, shift):  # pragma: no cover - compiled
         e3h = e3l = l3h = l3l = e2h = e2l = l2h = l2l = e1h = e1l = l1h = l1l = 0.0
         if i >= 3:
             e3h, e3l = _band_dd(Dg, P, i - 3, 3)
-            l3h, l3l = _dd_div(e3h, e3l, d3h, d3l)
+            l3h, l3l = dd_div(e3h, e3l, d3h, d3l)
         if i >= 2:
             e2h, e2l = _band_dd(Dg, P, i - 2, 2)
-            th, tl = _dd_mul(e3h, e3l, b1h, b1l)
-            e2h, e2l = _dd_add(e2h, e2l, -th, -tl)
-            l2h, l2l = _dd_div(e2h, e2l, d2h, d2l)
+            th, tl = dd_mul(e3h, e3l, b1h, b1l)
+            e2h, e2l = dd_add(e2h, e2l, -th, -tl)
+            l2h, l2l = dd_div(e2h, e2l, d2h, d2l)
         if i >= 1:
             e1h, e1l = _band_dd(Dg, P, i - 1, 1)
-            th, tl = _dd_mul(e3h, e3l, a2h, a2l)
-            e1h, e1l = _dd_add(e1h, e1l, -th, -tl)
-            th, tl = _dd_mul(e2h, e2l, a1h, a1l)
-            e1h, e1l = _dd_add(e1h, e1l, -th, -tl)
-            l1h, l1l = _dd_div(e1h, e1l, d1h, d1l)
+            th, tl = dd_mul(e3h, e3l, a2h, a2l)
+            e1h, e1l = dd_add(e1h, e1l, -th, -tl)
+            th, tl = dd_mul(e2h, e2l, a1h, a1l)
+            e1h, e1l = dd_add(e1h, e1l, -th, -tl)
+            l1h, l1l = dd_div(e1h, e1l, d1h, d1l)
         dh, dl = _band_dd(Dg, P, i, 0)
-        dh, dl = _dd_mul(dh, dl, 1.0 + shift, 0.0)
-        th, tl = _dd_mul(e3h, e3l, l3h, l3l)
-        dh, dl = _dd_add(dh, dl, -th, -tl)
-        th, tl = _dd_mul(e2h, e2l, l2h, l2l)
-        dh, dl = _dd_add(dh, dl, -th, -tl)
-        th, tl = _dd_mul(e1h, e1l, l1h, l1l)
-        dh, dl = _dd_add(dh, dl, -th, -tl)
+        dh, dl = dd_mul(dh, dl, 1.0 + shift, 0.0)
+        th, tl = dd_mul(e3h, e3l, l3h, l3l)
+        dh, dl = dd_add(dh, dl, -th, -tl)
+        th, tl = dd_mul(e2h, e2l, l2h, l2l)
+        dh, dl = dd_add(dh, dl, -th, -tl)
+        th, tl = dd_mul(e1h, e1l, l1h, l1l)
+        dh, dl = dd_add(dh, dl, -th, -tl)
         if not (dh > 0.0 and dh < np.inf):
             return False
         L[i, 0] = dh
