@@ -37,9 +37,9 @@ START_SCALE = 3.0
 #: noise levels, with and without baseline, 2 x 40 traces) 1 gave the final support in 80 of 80
 #: and 1.7-2.0 rounds on average, 1e3 78 of 80 and 2.05-2.15 rounds, 0.1-0.3 76 of 80
 SUPPORT_RATIO = 1.0
-#: a trace that has not certified after this many iterations, or whose gap stalls, factors in
-#: double-double for the rest of its solve (:func:`_penta_factor_precise`); the traces that
-#: certify before are solved exactly as without it
+#: a trace still running after this many iterations factors in double-double for the rest of
+#: its solve (:func:`_penta_factor_precise`); the traces that stop before are solved exactly as
+#: without it
 PRECISE_AFTER = 30
 #: ... and every trace does from the start where ``(1 - d)(1 - r)``, the smooth directions' share
 #: of ``G``, is below this: the double factor then keeps fewer than about 8 digits there
@@ -1032,13 +1032,11 @@ def ipm_traces(
             # Near the optimum each step cuts the gap many times over; one that does not halve
             # it has met rounding (the Newton systems grow as ill-conditioned as mu is small),
             # and further steps only drift: the final point's exact step on the support follows.
-            stalled = g <= STALL_GAP * abs(primal) and g > 0.5 * prev_gap[k]
-            if not stop and not precise[k] and (stalled or it >= PRECISE_AFTER):
-                # the double factor may be what stops it (slow kinetics at high frame rates):
-                # the rest of this trace's solve factors in double-double
+            stop = stop or (g <= STALL_GAP * abs(primal) and g > 0.5 * prev_gap[k])
+            if not stop and it >= PRECISE_AFTER:
+                # the double factor may be what keeps it from the optimum (slow kinetics at high
+                # frame rates): the rest of this trace's solve factors in double-double
                 precise[k] = True
-                stalled = False
-            stop = stop or stalled
             prev_gap[k] = g
             if stop or not (mu[k] > 1e-300):
                 live[k] = False
