@@ -188,6 +188,15 @@ def test_a_slow_rise_with_two_slow_decays_is_certified(seed):
     y = k.forward(s) + 0.15 * rng.standard_normal(T)
     res = deconvolve_two_decay(y, k)
     assert res.converged[0] and res.gap[0] <= 1e-9 and res.iterations[0] <= 30
+    # the gap again from the spikes alone, the kernel applied by np.convolve (constant baseline)
+    h = k.samples(T)
+    r = y - np.convolve(res.spikes, h)[:T]
+    r -= r.mean()
+    ktr = np.convolve(r[::-1], h)[:T][::-1]
+    lam = res.lam[0]
+    primal = 0.5 * r @ r + lam * res.spikes.sum()
+    theta = min(r @ y / (r @ r), lam / ktr.max())
+    assert (primal - (theta * (r @ y) - 0.5 * theta**2 * (r @ r))) / primal <= 1e-8
 
 
 def test_precise_factor_is_the_exact_factor_rounded():

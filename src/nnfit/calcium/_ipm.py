@@ -1011,8 +1011,7 @@ def ipm_traces(
                     w[_KVEC],
                     4,
                     np.empty((_NW - _SCRATCH, T)),
-                    1e-12,
-                    precise[k],
+                    precise=precise[k],
                 )
                 # separate buffers: on failure the iterate's residual and gradient are needed
                 _residual(Y[k], s_pol, centre, p, w[_TMP], w[_RHS])

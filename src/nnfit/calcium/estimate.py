@@ -223,10 +223,16 @@ def whiteness(residual: np.ndarray, fs: float) -> float:
     return float(rho @ rho)
 
 
+def search_min_frames(fs: float) -> int:
+    """The shortest trace a search by deconvolution reads: ``max(64, 8 REFINE_LAGS_S fs)``
+    frames, eight times the criterion's lags."""
+    return max(64, 8 * round(REFINE_LAGS_S * fs))
+
+
 def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
     """The traces a search by deconvolution reads: up to ``REFINE_MAX_TRACES`` spread over the
     list, their first ``REFINE_MAX_FRAMES`` frames, those long enough for the criterion's lags
-    (``max(64, 8 REFINE_LAGS_S fs)`` frames).
+    (:func:`search_min_frames`).
 
     A cap in frames, not seconds, so a search costs the same at any frame rate; the frames stay
     at the full rate (averaging them blurs the kernel's first frames: fast decays at high rates
@@ -236,7 +242,7 @@ def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
     sub = [
         np.asarray(t, dtype=float)[:REFINE_MAX_FRAMES] for t in traces[::step][:REFINE_MAX_TRACES]
     ]
-    return [t for t in sub if t.shape[0] >= max(64, 8 * round(REFINE_LAGS_S * fs))]
+    return [t for t in sub if t.shape[0] >= search_min_frames(fs)]
 
 
 def _minimise_log_search(
@@ -515,8 +521,7 @@ def estimate_kinetics_per_recording(
         r[:: max(1, len(r) // REFINE_MAX_TRACES)][:REFINE_MAX_TRACES, :REFINE_MAX_FRAMES]
         for r in recs
     ]
-    half_min = max(64, 8 * round(REFINE_LAGS_S * fs))
-    ok = np.array([u.shape[1] // 2 >= half_min for u in used])
+    ok = np.array([u.shape[1] // 2 >= search_min_frames(fs) for u in used])
     if ok.sum() < SHRINK_MIN_RECORDINGS:
         return tr, td
 

@@ -26,8 +26,8 @@ conjugate gradients against the operators themselves, with the banded inverse (i
 shifted where its pivots are lost) as the preconditioner; one or two iterations where it is
 exact. With three roots near 1 (a slow rise and two slow decays at a high frame rate) the double
 factor is no preconditioner at all, and once a direction takes many iterations the rest of the
-solve forms and factors the middle factor in double-double arithmetic. Once the gap is small, the exact minimiser on the support the iterate implies is tried
-(the same conjugate gradients). The stop is a certificate: a dual point ``theta Pi (y - K
+solve forms and factors the middle factor in double-double arithmetic. Once the gap is small,
+the exact minimiser on the support the iterate implies is tried (the same conjugate gradients). The stop is a certificate: a dual point ``theta Pi (y - K
 s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) - D``; the relative
 gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
 """
@@ -47,11 +47,11 @@ import numpy as np
 from nnfit.calcium.doubledouble import dd_add, dd_div, dd_mul, two_prod
 from nnfit.calcium.estimate import (
     LAM_Z,
-    REFINE_LAGS_S,
     REFINE_LAM_Z,
     REFINE_TOL,
     estimate_kinetics_pooled,
     estimate_noise,
+    search_min_frames,
     search_traces,
     whiteness,
 )
@@ -1181,7 +1181,8 @@ def estimate_two_decay_kernel(
     if not sub:
         raise ValueError(
             f"the traces are too short to search for a second decay: it needs traces of at "
-            f"least {max(64, 8 * round(REFINE_LAGS_S * fs))} frames ({8 * REFINE_LAGS_S:g} s); "
+            f"least {search_min_frames(fs)} frames ({search_min_frames(fs) / fs:.3g} s at "
+            f"{fs:g} Hz); "
             "give the kernel (tau_rise, tau_decay, tau_decay2, fraction) instead"
         )
     kernels = two_decay_grid(tau_rise)
