@@ -1,7 +1,9 @@
 """Spike-inference accuracy on real ground truth, and on simulated drifting baselines.
 
 Part 1, real data (``../shared/datasets/calcium-ground-truth/``: simultaneous imaging and
-cell-attached recordings, 4 CASCADE datasets). Per dataset: Pearson r between the inferred and
+cell-attached recordings, 4 CASCADE datasets; ``--cascade DIR ...`` adds dataset folders of the
+CASCADE repository, ``Ground_truth/<dataset>/*.mat``, read by
+``nnfit.calcium.ground_truth.read_cascade``). Per dataset: Pearson r between the inferred and
 the true spike rate in 40 ms bins (the spikefinder metric), at lag 0 and at the best lag within
 +-2 frames, mean over recordings, for
 
@@ -41,7 +43,7 @@ Part 2, simulated drift (amplitude 0.5, periods 60-300 s, 30 Hz, 20 min, 10 cell
 Usage::
 
     .venv/bin/python bench/calcium_accuracy.py [--quick] [--two-decay]
-        [--out bench-output/calcium_accuracy.json]
+        [--datasets NAME ...] [--cascade DIR ...] [--out bench-output/calcium_accuracy.json]
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +61,7 @@ from scipy import ndimage
 from _record import current_record, recorded
 from nnfit.calcium import deconvolve, simulate_recording
 from nnfit.calcium.estimate import LAM_Z, estimate_kinetics_pooled
-from nnfit.calcium.ground_truth import open_ground_truth
+from nnfit.calcium.ground_truth import open_ground_truth, read_cascade
 from nnfit.calcium.indicators import indicator_kinetics
 from nnfit.calcium.kernel_fit import fit_kernel
 
@@ -68,8 +71,9 @@ BIN_S = 0.04
 LAGS = range(-2, 3)
 
 
-def load(name: str, quick: bool) -> list[dict]:
-    z = open_ground_truth(name, GT)
+def load(z: Mapping[str, np.ndarray], quick: bool) -> list[dict]:
+    """The recordings of one dataset in the converted layout (``open_ground_truth``,
+    ``read_cascade``); with ``quick`` about a sixth of them."""
     n = len(z["fs"])
     idx = range(n) if not quick else range(0, n, max(1, n // 6))
     recs = []
@@ -85,6 +89,16 @@ def load(name: str, quick: bool) -> list[dict]:
             }
         )
     return recs
+
+
+def sources(datasets: list[str], cascade: list[Path]) -> list[tuple[str, Callable[[], Mapping]]]:
+    """(name, opener) of each dataset: the shared conversions by name, CASCADE folders read
+    as they are (named by the folder)."""
+    out: list[tuple[str, Callable[[], Mapping]]] = [
+        (name, lambda name=name: open_ground_truth(name, GT)) for name in datasets
+    ]
+    out += [(folder.name, lambda folder=folder: read_cascade(folder)) for folder in cascade]
+    return out
 
 
 def rate_bins(rec: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -169,11 +183,13 @@ def mean_scores(recs, spikes_list, offsets=None):
     return float(sc[:, 0].mean()), float(sc[:, 1].mean())
 
 
-def part_real(quick: bool, fit: bool, datasets: list[str], two_decay: bool = False) -> dict:
+def part_real(
+    quick: bool, fit: bool, datasets: list[tuple[str, Callable[[], Mapping]]], two_decay: bool
+) -> dict:
     results = {}
-    for name in datasets:
+    for name, opener in datasets:
         t0 = time.perf_counter()
-        recs = load(name, quick)
+        recs = load(opener(), quick)
         for r in recs:
             r["bins"] = rate_bins(r)
         row = {}
@@ -207,11 +223,15 @@ def part_real(quick: bool, fit: bool, datasets: list[str], two_decay: bool = Fal
                 recs, [e[0] for e in two], [e[1].time_offset for e in two]
             )
             row["nnfit (two decays), frame times"] = mean_scores(recs, [e[0] for e in two])
-        preset = indicator_kinetics(name.split("-")[1])
-        pre = [run_nnfit(r, preset.tau_rise, preset.tau_decay) for r in recs]
-        row["nnfit (indicator preset)"] = mean_scores(
-            recs, [p[0] for p in pre], [p[1].time_offset for p in pre]
-        )
+        try:
+            preset = indicator_kinetics(name.split("-")[1])
+        except ValueError:  # an indicator without a preset (jGCaMP7f, jGCaMP8m/s, ...)
+            preset = None
+        if preset is not None:
+            pre = [run_nnfit(r, preset.tau_rise, preset.tau_decay) for r in recs]
+            row["nnfit (indicator preset)"] = mean_scores(
+                recs, [p[0] for p in pre], [p[1].time_offset for p in pre]
+            )
         taus = np.array([[e[1].tau_rise, e[1].tau_decay] for e in est])
         kinds = [e[1].baseline_kind[0] for e in est]
         row["OASIS AR(2)"] = mean_scores(recs, [run_oasis_ar2(r) for r in recs])
@@ -239,11 +259,9 @@ def part_real(quick: bool, fit: bool, datasets: list[str], two_decay: bool = Fal
             )
         results[name] = {
             "recordings": len(recs),
-            "indicator_preset": {
-                "name": preset.name,
-                "tau_rise": preset.tau_rise,
-                "tau_decay": preset.tau_decay,
-            },
+            "indicator_preset": None
+            if preset is None
+            else {"name": preset.name, "tau_rise": preset.tau_rise, "tau_decay": preset.tau_decay},
             "scores": row,
             "estimated_tau_rise": float(taus[0, 0]),
             "estimated_tau_decay": float(taus[0, 1]),
@@ -321,10 +339,19 @@ def main() -> int:
     ap.add_argument(
         "--datasets",
         nargs="+",
-        default=DATASETS,
+        default=None,
         choices=DATASETS,
         metavar="NAME",
-        help="real datasets to score (default: all four)",
+        help="shared datasets to score (default: all four, none if --cascade is given)",
+    )
+    ap.add_argument(
+        "--cascade",
+        nargs="+",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also score these CASCADE dataset folders (Ground_truth/<dataset>/*.mat), read "
+        "as they are; the indicator is the second part of the folder name",
     )
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument(
@@ -336,11 +363,16 @@ def main() -> int:
     args = ap.parse_args()
     report: dict = {"machine": f"{os.cpu_count()} cores", "quick": args.quick}
     if not args.skip_real:
-        if not GT.is_dir():
-            print(f"ground truth not found at {GT}; skipping the real-data part")
-        else:
+        shared = args.datasets if args.datasets is not None else [] if args.cascade else DATASETS
+        if shared and not GT.is_dir():
+            print(f"ground truth not found at {GT}; skipping the shared datasets")
+            shared = []
+        names = [*shared, *(folder.name for folder in args.cascade)]
+        if len(set(names)) < len(names):
+            ap.error(f"each dataset once: {', '.join(names)} repeats a name")
+        if shared or args.cascade:
             report["real"] = part_real(
-                args.quick, not args.no_fit, args.datasets, two_decay=args.two_decay
+                args.quick, not args.no_fit, sources(shared, args.cascade), args.two_decay
             )
             methods = [
                 "nnfit (estimated)",
