@@ -71,7 +71,12 @@ BIN_S = 0.04
 LAGS = range(-2, 3)
 
 
-def load(z: Mapping[str, np.ndarray], quick: bool) -> list[dict]:
+def load(name: str, quick: bool) -> list[dict]:
+    """The recordings of a shared dataset (:func:`recordings`)."""
+    return recordings(open_ground_truth(name, GT), quick)
+
+
+def recordings(z: Mapping[str, np.ndarray], quick: bool) -> list[dict]:
     """The recordings of one dataset in the converted layout (``open_ground_truth``,
     ``read_cascade``); with ``quick`` about a sixth of them."""
     n = len(z["fs"])
@@ -189,7 +194,7 @@ def part_real(
     results = {}
     for name, opener in datasets:
         t0 = time.perf_counter()
-        recs = load(opener(), quick)
+        recs = recordings(opener(), quick)
         for r in recs:
             r["bins"] = rate_bins(r)
         row = {}
