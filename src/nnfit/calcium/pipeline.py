@@ -159,7 +159,7 @@ def deconvolve(
     two_decay : bool
         With no kinetics given: estimate a kernel with two decays
         (:func:`~nnfit.calcium.estimate_two_decay_kernel`, a second decay only where the
-        traces show one; 7-13x the one-decay estimate's cost) instead of one decay.
+        traces show one; 4-13x the one-decay estimate's cost) instead of one decay.
 
     Returns
     -------

@@ -46,7 +46,7 @@ def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
         "--two-decay",
         action="store_true",
         help="with no kinetics given: estimate a kernel with a rise and two decays (a second "
-        "decay only where the traces show one; takes about 10x the one-decay estimate), exact "
+        "decay only where the traces show one; takes 4-13x the one-decay estimate), exact "
         "solver",
     )
     p.add_argument(
