@@ -355,8 +355,8 @@ def main() -> int:
         default=[],
         type=Path,
         metavar="DIR",
-        help="also score these CASCADE dataset folders (Ground_truth/<dataset>/*.mat), read "
-        "as they are; the indicator is the second part of the folder name",
+        help="score these CASCADE dataset folders (Ground_truth/<dataset>/*.mat), read as they "
+        "are, beside any --datasets; the indicator is the second part of the folder name",
     )
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument(

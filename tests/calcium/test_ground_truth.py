@@ -155,6 +155,14 @@ def test_read_cascade_refuses_what_is_not_a_cascade_dataset(tmp_path):
     _cascade_file(tmp_path / "a.mat", [rec])
     with pytest.raises(ValueError, match="20 frame times but 19 fluorescence values"):
         read_cascade(tmp_path)
+    (tmp_path / "a.mat").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable MATLAB file"):
+        read_cascade(tmp_path)
+    cells = np.empty((1, 1), dtype=object)
+    cells[0, 0] = np.zeros(3)
+    savemat(tmp_path / "a.mat", {"CAttached": cells})
+    with pytest.raises(ValueError, match=r"CAttached\{1\}: not one struct"):
+        read_cascade(tmp_path)
     (tmp_path / "a.mat").unlink()
     with h5py.File(tmp_path / "b.mat", "w", userblock_size=512) as f:  # MATLAB -v7.3 is HDF5
         f["x"] = 1.0

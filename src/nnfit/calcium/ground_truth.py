@@ -93,13 +93,16 @@ _CASCADE_FIELDS = ("fluo_time", "fluo_mean", "events_AP")
 
 def _cascade_recording(entry: np.ndarray, where: str) -> tuple[np.ndarray, ...]:
     """``(time, fluo, spikes)`` of one entry of a ``CAttached`` cell array, checked."""
-    rec = entry.ravel()[0] if entry.dtype == object else entry
-    names = rec.dtype.names or ()
+    names = entry.dtype.names
+    if names is None or entry.size != 1:
+        raise ValueError(f"{where}: not one struct")
     missing = [f for f in _CASCADE_FIELDS if f not in names]
     if missing:
-        raise ValueError(f"{where}: no field {', '.join(missing)}; a CASCADE recording holds "
-                         f"{', '.join(_CASCADE_FIELDS)}")  # fmt: skip
-    rec = rec.ravel()[0]
+        raise ValueError(
+            f"{where}: no field {', '.join(missing)}; a CASCADE recording holds "
+            f"{', '.join(_CASCADE_FIELDS)}"
+        )
+    rec = entry.ravel()[0]
     t = np.asarray(rec["fluo_time"], dtype=np.float64).ravel()
     f = np.asarray(rec["fluo_mean"], dtype=np.float64).ravel()
     ap = np.asarray(rec["events_AP"], dtype=np.float64).ravel()
@@ -115,8 +118,12 @@ def _cascade_recording(entry: np.ndarray, where: str) -> tuple[np.ndarray, ...]:
             "time or fluorescence (NaN); only leading and trailing ones are dropped"
         )
     if first or last < good.size:
-        log.warning("%s: dropped %d leading and %d trailing frames without time or fluorescence",
-                    where, first, good.size - last)  # fmt: skip
+        log.warning(
+            "%s: dropped %d leading and %d trailing frames without time or fluorescence",
+            where,
+            first,
+            good.size - last,
+        )
     t, f = t[first:last], f[first:last]
     if t.size < 2 or not np.all(np.diff(t) > 0):
         raise ValueError(f"{where}: frame times must increase strictly over at least 2 frames")
@@ -161,6 +168,7 @@ def read_cascade(folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
        https://doi.org/10.1038/s41593-021-00895-5
     """
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     root = Path(folder)
     if not root.is_dir():
@@ -174,16 +182,18 @@ def read_cascade(folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         try:
             mat = loadmat(path, variable_names=["CAttached"])
         except NotImplementedError:
-            raise ValueError(f"{path}: a MATLAB v7.3 (HDF5) file; CASCADE's files are "
-                             "MATLAB v5 (save it with -v7)") from None  # fmt: skip
-        except (ValueError, TypeError, OSError) as err:
+            raise ValueError(
+                f"{path}: a MATLAB v7.3 (HDF5) file; CASCADE's files are MATLAB v5 (save it "
+                "with -v7)"
+            ) from None
+        except (MatReadError, ValueError, TypeError, OSError) as err:
             raise ValueError(f"{path}: not a readable MATLAB file ({err})") from None
         cells = mat.get("CAttached")
         if cells is None or cells.dtype != object or cells.size == 0:
             raise ValueError(f"{path}: no CAttached cell array of recordings")
         for seg, entry in enumerate(cells.ravel()):
-            if not isinstance(entry, np.ndarray) or entry.size != 1:
-                raise ValueError(f"{path}: CAttached{{{seg + 1}}} is not one struct")
+            if not isinstance(entry, np.ndarray):
+                raise ValueError(f"{path}: CAttached{{{seg + 1}}}: not one struct")
             t, f, spikes = _cascade_recording(entry, f"{path}: CAttached{{{seg + 1}}}")
             i = len(fs)
             out[f"fluo_{i}"] = f.astype(np.float32)
