@@ -207,9 +207,10 @@ def test_a_slow_rise_with_two_slow_decays_is_certified(seed):
 
 @pytest.mark.parametrize("args", [(0.1, 0.3, 1.2, 0.7, 30.0), (0.1, 0.3, 1.2, 0.7, 120.0)])
 def test_without_polish_the_iterate_is_certified_to_tol(args):
-    """``polish=False`` (the two-decay search's solves) ends at an interior-point iterate: its
-    gap, recomputed from the spikes by ``np.convolve``, is within ``tol``, and its objective
-    within ``tol`` of the polished optimum's (solved to 1e-9)."""
+    """``polish=False`` (the two-decay search's solves) ends at an interior-point iterate (every
+    entry positive: no solve on a support, which would set the others to 0): its gap,
+    recomputed from the spikes by ``np.convolve``, is within ``tol``, and its objective within
+    ``tol`` of the polished optimum's (solved to 1e-9)."""
     k = TwoDecayKernel(*args)
     rng = np.random.default_rng(3)
     T = 6000
@@ -220,6 +221,7 @@ def test_without_polish_the_iterate_is_certified_to_tol(args):
     best = deconvolve_two_decay(y, k, lam, tol=1e-9)
     gap_fast, f_fast = _gap_by_convolve(y, fast.spikes, k, lam)
     _, f_best = _gap_by_convolve(y, best.spikes, k, lam)
+    assert np.all(fast.spikes > 0) and np.any(best.spikes == 0)
     assert gap_fast <= 1e-6 and fast.gap[0] <= 1e-6
     assert f_best <= f_fast <= f_best * (1.0 + 1e-6)
 

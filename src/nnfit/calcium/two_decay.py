@@ -1089,8 +1089,9 @@ def two_decay_criteria(
 
     Each trace is deconvolved with each kernel (:func:`deconvolve_two_decay`, a constant
     baseline, ``lam = REFINE_LAM_Z sigma ||h||`` as the one-decay search, to a gap of
-    ``REFINE_TOL``, without the exact step on the support, as the one-decay search), and the criterion is :func:`nnfit.calcium.estimate.whiteness` of the
-    residual, as :func:`nnfit.calcium.estimate.residual_whiteness` for one decay.
+    ``REFINE_TOL``, without the exact step on the support, as the one-decay search), and the
+    criterion is :func:`nnfit.calcium.estimate.whiteness` of the residual, as
+    :func:`nnfit.calcium.estimate.residual_whiteness` for one decay.
 
     Parameters
     ----------
