@@ -231,6 +231,28 @@ def test_rise_from_short_lags_with_a_two_component_decay():
     assert found[0] < found[1] < found[2]
 
 
+def test_a_shorter_rise_with_spread_spikes_reproduces_a_longer_rise():
+    """Why no criterion on a free non-negative deconvolution bounds the rise from below: the
+    kernel with the longer rise is the one with the shorter rise convolved with a non-negative
+    sequence (``c (delta + (r_l - r_s) r_l^(n-1))`` in the roots), so the short rise fits it
+    exactly with spikes spread over the following frames."""
+    from scipy.optimize import nnls
+
+    from nnfit.calcium import build_kernel
+
+    fs, td = 122.0, 0.48
+    long_ = build_kernel(0.016, td, fs)
+    short = build_kernel(0.002, td, fs)[: long_.size]
+    n = long_.size
+    K = np.array([np.r_[np.zeros(j), short[: n - j]] for j in range(n)]).T
+    g, res = nnls(K, long_)
+    assert res < 1e-8 * np.linalg.norm(long_)
+    assert np.all(g >= 0) and g[1:].sum() > 0.5 * g.sum()  # spread over later frames
+    rl, rs = np.exp(-1 / (0.016 * fs)), np.exp(-1 / (0.002 * fs))
+    np.testing.assert_allclose(g[2:20] / g[1:19], rl, rtol=1e-6)  # the closed form's tail
+    assert g[1] / g[0] == pytest.approx(rl - rs, rel=1e-6)
+
+
 @pytest.mark.parametrize("sigma", [3.0, 300.0, 1200.0])
 def test_gaussian_smooth_is_ndimage_gaussian_filter(sigma):
     from scipy import ndimage
