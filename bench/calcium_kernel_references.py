@@ -43,10 +43,10 @@ from calcium_accuracy import DATASETS, load, mean_scores, rate_bins, run_nnfit
 from nnfit.calcium import estimate
 from nnfit.calcium.estimate import (
     REFINE_MAX_FRAMES,
-    REFINE_MAX_TRACES,
     estimate_kinetics_pooled,
     estimate_noise,
     lam_from_noise,
+    search_selection,
 )
 from nnfit.calcium.exact import solve_exact
 from nnfit.calcium.kernel_fit import SLOW_S, _slow_basis, fit_kernel, spike_response
@@ -56,10 +56,11 @@ GRID = np.geomspace(0.1, 6.0, 19)  # ratio 1.255 between neighbours
 
 def _subset(recs: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(y, t, spike times) of the recordings and frames the pooled estimator reads."""
-    step = max(1, len(recs) // REFINE_MAX_TRACES)
+    fs = float(np.median([r["fs"] for r in recs]))
+    idx, n_max = search_selection([len(r["y"]) for r in recs], fs)
     out = []
-    for r in recs[::step][:REFINE_MAX_TRACES]:
-        n = min(len(r["y"]), REFINE_MAX_FRAMES)
+    for r in (recs[i] for i in idx):
+        n = min(len(r["y"]), n_max)
         t = r["t"][:n]
         st = r["spikes"][(r["spikes"] >= t[0] - 5.0) & (r["spikes"] <= t[-1])]
         out.append((r["y"][:n], t, st))

@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import optimize, signal
@@ -172,13 +172,16 @@ def normalized_autocov(traces: np.ndarray, fs: float, n_lags: int | None = None)
 
 #: refinement by deconvolution: residual autocorrelation summed over lags up to this (seconds),
 #: candidate decays on a log grid with this ratio between neighbours, the best one refined by a
-#: golden-section search to this width in log tau, and at most this many traces of at most this
-#: many frames each (600 s at 30 Hz)
+#: golden-section search to this width in log tau; it reads at most this many traces, at most
+#: this many frames of each (600 s at 30 Hz) and at most this many frames in all (so 8 traces or
+#: fewer read 18,000 frames each, 32 traces 4,500 each: spread over more cells, the same frames
+#: estimate a pooled decay that depends far less on which cells they are)
 REFINE_LAGS_S = 1.0
 REFINE_GRID_RATIO = 1.5
 REFINE_LOG_TOL = 0.04
-REFINE_MAX_TRACES = 8
+REFINE_MAX_TRACES = 32
 REFINE_MAX_FRAMES = 18000
+REFINE_FRAME_BUDGET = 144000
 #: relative duality gap of the search's deconvolutions: the criterion is the same to 5 digits as
 #: at 1e-9, and solves that stall below 1e-6 (most often at high frame rates) stop early. They
 #: end at the certified iterate, without the exact Newton step on the support: at this gap that
@@ -229,20 +232,34 @@ def search_min_frames(fs: float) -> int:
     return max(64, 8 * round(REFINE_LAGS_S * fs))
 
 
-def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
-    """The traces a search by deconvolution reads: up to ``REFINE_MAX_TRACES`` spread over the
-    list, their first ``REFINE_MAX_FRAMES`` frames, those long enough for the criterion's lags
-    (:func:`search_min_frames`).
+def search_selection(lengths: Sequence[int], fs: float) -> tuple[np.ndarray, int]:
+    """Which traces a search by deconvolution reads, and how many frames of each.
 
-    A cap in frames, not seconds, so a search costs the same at any frame rate; the frames stay
-    at the full rate (averaging them blurs the kernel's first frames: fast decays at high rates
-    came out short).
+    Up to ``REFINE_MAX_TRACES`` traces spread evenly over the list (every ``k``-th), those long
+    enough for the criterion's lags (:func:`search_min_frames`), each cut to its share of
+    ``REFINE_FRAME_BUDGET`` frames and to at most ``REFINE_MAX_FRAMES``; at frame rates where
+    that share would be under :func:`search_min_frames`, fewer traces. A cap in frames, not
+    seconds, so a search costs the same at any frame rate.
+
+    Returns ``(indices into lengths, frames per trace)``.
     """
-    step = max(1, len(traces) // REFINE_MAX_TRACES)
-    sub = [
-        np.asarray(t, dtype=float)[:REFINE_MAX_FRAMES] for t in traces[::step][:REFINE_MAX_TRACES]
-    ]
-    return [t for t in sub if t.shape[0] >= search_min_frames(fs)]
+    n_frames = np.asarray(lengths, dtype=np.int64)
+    need = search_min_frames(fs)
+    most = max(1, min(REFINE_MAX_TRACES, REFINE_FRAME_BUDGET // need))
+    idx = np.arange(0, n_frames.size, max(1, n_frames.size // most))[:most]
+    idx = idx[n_frames[idx] >= need]
+    return idx, int(min(REFINE_MAX_FRAMES, REFINE_FRAME_BUDGET // max(1, idx.size)))
+
+
+def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
+    """The traces a search by deconvolution reads (:func:`search_selection`), cut to their
+    frames.
+
+    The frames stay at the full rate (averaging them blurs the kernel's first frames: fast
+    decays at high rates came out short).
+    """
+    idx, n = search_selection([np.shape(t)[-1] for t in traces], fs)
+    return [np.asarray(traces[i], dtype=float)[:n] for i in idx]
 
 
 def _minimise_log_search(
@@ -308,8 +325,8 @@ def refine_kinetics(
 
     The autocovariance fit (:func:`_fit_roots`) sees everything slow in the traces (neuropil,
     slow state changes) as part of the kernel and overestimates the decay on real recordings.
-    Here the mean :func:`residual_whiteness` of up to ``REFINE_MAX_TRACES`` traces (first
-    ``REFINE_MAX_FRAMES`` frames each) is minimised over the decay by
+    Here the mean :func:`residual_whiteness` of the traces and frames of
+    :func:`search_traces` is minimised over the decay by
     :func:`_minimise_log_search` in ``REFINE_TAU_RANGE``. Where the autocovariance lags
     (``KINETICS_LAGS_S``) span at least ``REFINE_CAP_SPANS`` of the autocovariance decay
     ``tau_decay`` given, the search stops at that decay (the whiteness errs long where the
@@ -517,10 +534,7 @@ def estimate_kinetics_per_recording(
     tr = np.full(n, tr_p)
     td = np.full(n, td_p)
     # the cells and frames each recording's decay search reads, and their halves
-    used = [
-        r[:: max(1, len(r) // REFINE_MAX_TRACES)][:REFINE_MAX_TRACES, :REFINE_MAX_FRAMES]
-        for r in recs
-    ]
+    used = [np.stack(search_traces(list(r), fs) or [r[0, :0]]) for r in recs]
     ok = np.array([u.shape[1] // 2 >= search_min_frames(fs) for u in used])
     if ok.sum() < SHRINK_MIN_RECORDINGS:
         return tr, td
