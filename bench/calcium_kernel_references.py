@@ -57,10 +57,9 @@ GRID = np.geomspace(0.1, 6.0, 19)  # ratio 1.255 between neighbours
 def _subset(recs: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(y, t, spike times) of the recordings and frames the pooled estimator reads."""
     fs = float(np.median([r["fs"] for r in recs]))
-    idx, n_max = search_selection([len(r["y"]) for r in recs], fs)
     out = []
-    for r in (recs[i] for i in idx):
-        n = min(len(r["y"]), n_max)
+    for r in (recs[i] for i in search_selection([len(r["y"]) for r in recs], fs)):
+        n = min(len(r["y"]), REFINE_MAX_FRAMES)
         t = r["t"][:n]
         st = r["spikes"][(r["spikes"] >= t[0] - 5.0) & (r["spikes"] <= t[-1])]
         out.append((r["y"][:n], t, st))

@@ -281,17 +281,16 @@ def test_cli_estimates_kinetics_per_recording_from_several_inputs(tmp_path, monk
     # two recordings are too few to compare: the pooled kinetics for both, and said so
     assert main(["calcium", "estimate", *names[:2], "--fs", "30"]) == 0
     assert "fewer than 4 recordings to compare" in capsys.readouterr().out
-    # --max-cells is shared between the recordings, at least the 32 a decay search reads each
-    np.save("big.npy", simulate_recording(80, 1200, seed=9).traces)
+    # --max-cells is shared between the recordings, at least 8 cells each
+    np.save("big.npy", simulate_recording(20, 3600, seed=9).traces)
     assert (
-        main(["calcium", "estimate", "big.npy", *names[:3], "--fs", "30", "--max-cells", "160"])
-        == 0
+        main(["calcium", "estimate", "big.npy", *names[:3], "--fs", "30", "--max-cells", "40"]) == 0
     )
-    assert "40 of 80 cell(s)" in capsys.readouterr().out
+    assert "10 of 20 cell(s)" in capsys.readouterr().out
     assert (
         main(["calcium", "estimate", "big.npy", *names[:3], "--fs", "30", "--max-cells", "4"]) == 0
     )
-    assert "32 of 80 cell(s)" in capsys.readouterr().out
+    assert "8 of 20 cell(s)" in capsys.readouterr().out
 
 
 def test_cli_per_recording_refuses_inputs_at_different_frame_rates(tmp_path, monkeypatch, capsys):

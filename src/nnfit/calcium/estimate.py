@@ -172,16 +172,13 @@ def normalized_autocov(traces: np.ndarray, fs: float, n_lags: int | None = None)
 
 #: refinement by deconvolution: residual autocorrelation summed over lags up to this (seconds),
 #: candidate decays on a log grid with this ratio between neighbours, the best one refined by a
-#: golden-section search to this width in log tau; it reads at most this many traces, at most
-#: this many frames of each (600 s at 30 Hz) and at most this many frames in all (so 8 traces or
-#: fewer read 18,000 frames each, 32 traces 4,500 each: spread over more cells, the same frames
-#: estimate a pooled decay that depends far less on which cells they are)
+#: golden-section search to this width in log tau, and at most this many traces of at most this
+#: many frames each (600 s at 30 Hz)
 REFINE_LAGS_S = 1.0
 REFINE_GRID_RATIO = 1.5
 REFINE_LOG_TOL = 0.04
-REFINE_MAX_TRACES = 32
+REFINE_MAX_TRACES = 8
 REFINE_MAX_FRAMES = 18000
-REFINE_FRAME_BUDGET = 144000
 #: relative duality gap of the search's deconvolutions: the criterion is the same to 5 digits as
 #: at 1e-9, and solves that stall below 1e-6 (most often at high frame rates) stop early. They
 #: end at the certified iterate, without the exact Newton step on the support: at this gap that
@@ -232,34 +229,32 @@ def search_min_frames(fs: float) -> int:
     return max(64, 8 * round(REFINE_LAGS_S * fs))
 
 
-def search_selection(lengths: Sequence[int], fs: float) -> tuple[np.ndarray, int]:
-    """Which traces a search by deconvolution reads, and how many frames of each.
+def search_selection(lengths: Sequence[int], fs: float) -> np.ndarray:
+    """Which traces a search by deconvolution reads: up to ``REFINE_MAX_TRACES`` spread over
+    the list (every ``len(lengths) // REFINE_MAX_TRACES``-th from the first), those long enough
+    for the criterion's lags (:func:`search_min_frames`). Each is read to at most
+    ``REFINE_MAX_FRAMES`` frames: a cap in frames, not seconds, so a search costs the same at
+    any frame rate.
 
-    Up to ``REFINE_MAX_TRACES`` traces spread evenly over the list (every ``k``-th), those long
-    enough for the criterion's lags (:func:`search_min_frames`), each cut to its share of
-    ``REFINE_FRAME_BUDGET`` frames and to at most ``REFINE_MAX_FRAMES``; at frame rates where
-    that share would be under :func:`search_min_frames`, fewer traces. A cap in frames, not
-    seconds, so a search costs the same at any frame rate.
-
-    Returns ``(indices into lengths, frames per trace)``.
+    Which traces they are matters where cells decay differently: on the ground-truth datasets
+    the pooled decay moved by up to 1.7x with the order of the recordings
+    (``docs/calcium/ground-truth.rst``, "Which traces the decay search reads").
     """
     n_frames = np.asarray(lengths, dtype=np.int64)
-    need = search_min_frames(fs)
-    most = max(1, min(REFINE_MAX_TRACES, REFINE_FRAME_BUDGET // need))
-    idx = np.arange(0, n_frames.size, max(1, n_frames.size // most))[:most]
-    idx = idx[n_frames[idx] >= need]
-    return idx, int(min(REFINE_MAX_FRAMES, REFINE_FRAME_BUDGET // max(1, idx.size)))
+    idx = np.arange(0, n_frames.size, max(1, n_frames.size // REFINE_MAX_TRACES))
+    idx = idx[:REFINE_MAX_TRACES]
+    return idx[n_frames[idx] >= search_min_frames(fs)]
 
 
 def search_traces(traces: list[np.ndarray], fs: float) -> list[np.ndarray]:
-    """The traces a search by deconvolution reads (:func:`search_selection`), cut to their
-    frames.
+    """The traces a search by deconvolution reads (:func:`search_selection`), their first
+    ``REFINE_MAX_FRAMES`` frames.
 
     The frames stay at the full rate (averaging them blurs the kernel's first frames: fast
     decays at high rates came out short).
     """
-    idx, n = search_selection([np.shape(t)[-1] for t in traces], fs)
-    return [np.asarray(traces[i], dtype=float)[:n] for i in idx]
+    idx = search_selection([np.shape(t)[-1] for t in traces], fs)
+    return [np.asarray(traces[i], dtype=float)[:REFINE_MAX_FRAMES] for i in idx]
 
 
 def _minimise_log_search(

@@ -360,7 +360,7 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         default=2000,
         metavar="N",
         help="estimate on at most N cells spread over the recording; with several INPUTs, "
-        "N in all, shared between them, at least 32 each (default: %(default)s)",
+        "N in all, shared between them, at least 8 each (default: %(default)s)",
     )
     p.add_argument(
         "--indicator",
