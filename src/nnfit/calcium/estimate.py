@@ -528,8 +528,9 @@ def estimate_kinetics_per_recording(
     n = len(recs)
     tr = np.full(n, tr_p)
     td = np.full(n, td_p)
-    # the cells and frames each recording's decay search reads, and their halves
-    used = [np.stack(search_traces(list(r), fs) or [r[0, :0]]) for r in recs]
+    # the cells and frames each recording's decay search reads (its cells share one length, so
+    # none is read only where all are too short), and their halves
+    used = [r[search_selection([r.shape[1]] * r.shape[0], fs), :REFINE_MAX_FRAMES] for r in recs]
     ok = np.array([u.shape[1] // 2 >= search_min_frames(fs) for u in used])
     if ok.sum() < SHRINK_MIN_RECORDINGS:
         return tr, td

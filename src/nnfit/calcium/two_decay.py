@@ -27,9 +27,10 @@ shifted where its pivots are lost) as the preconditioner; one or two iterations 
 exact. With three roots near 1 (a slow rise and two slow decays at a high frame rate) the double
 factor is no preconditioner at all, and once a direction takes many iterations the rest of the
 solve forms and factors the middle factor in double-double arithmetic. Once the gap is small,
-the exact minimiser on the support the iterate implies is tried (the same conjugate gradients). The stop is a certificate: a dual point ``theta Pi (y - K
-s)``, scaled to be feasible, whose value ``D`` proves ``F(s) - F* <= F(s) - D``; the relative
-gap ``(F(s) - D) / F(s)`` is reported and the iterations stop at ``tol``.
+the exact minimiser on the support the iterate implies is tried (the same conjugate
+gradients). The stop is a certificate: a dual point ``theta Pi (y - K s)``, scaled to be
+feasible, whose value ``D`` proves ``F(s) - F* <= F(s) - D``; the relative gap ``(F(s) - D) /
+F(s)`` is reported and the iterations stop at ``tol``.
 """
 
 from __future__ import annotations
