@@ -161,6 +161,24 @@ def test_zero_trace_gives_zero_spikes():
     assert np.all(res.spikes < 1e-9)
 
 
+@pytest.mark.parametrize("baseline", ["constant", "auto"])
+def test_raw_fluorescence_offsets_keep_the_certificate(baseline):
+    # raw fluorescence sits at 1e3-1e6 over transients of ~1; the offset is fitted, so the
+    # answer is the offset-free one, certified to tol, and the certificate is true: its
+    # objective on the offset-free trace is within tol of the offset-free solve's
+    y = simulate_recording(2, 3000, tau_rise=0.05, tau_decay=0.6, rate_hz=0.5, seed=5).traces
+    ref = deconvolve(y, 30.0, 0.05, 0.6, lam=0.3, baseline=baseline)
+    for offset in (1e3, 1e4, 1e6):
+        res = deconvolve(y + offset, 30.0, 0.05, 0.6, lam=0.3, baseline=baseline)
+        assert np.all(res.converged) and res.baseline_kind == ref.baseline_kind
+        # (a drift's objective is that of its final curve: compared through the baseline below)
+        for i in np.flatnonzero(np.array(ref.baseline_kind) == "constant"):
+            f = objective(y[i], res.spikes[i], 0.05, 0.6, 30.0, 0.3, True)
+            f_ref = objective(y[i], ref.spikes[i], 0.05, 0.6, 30.0, 0.3, True)
+            assert abs(f - f_ref) <= 1e-9 * f_ref
+        np.testing.assert_allclose(res.baseline - offset, ref.baseline, atol=1e-6)
+
+
 @pytest.mark.parametrize("T", [2, 3, 4, 5, 7, 60])
 def test_fused_newton_solve_matches_dense(T):
     """The fused pentadiagonal factor + solve give (K^T K + D)^-1 rhs to rounding."""

@@ -446,3 +446,46 @@ def test_a_constant_roi_gets_no_spikes_and_stops_nothing():
     res = deconvolve_two_decay(Y, k)
     assert np.all(res.converged) and res.spikes[0].sum() < 1e-6
     np.testing.assert_allclose(res.baseline[0], 3.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("basis", [False, True])
+def test_raw_fluorescence_offsets_keep_the_certificate(basis):
+    # an offset of 1e4-1e6 (raw fluorescence) is fitted, so the answer is the offset-free
+    # one, certified to tol: its objective on the offset-free trace is within tol of the
+    # offset-free solve's (the baseline projected out by least squares, the kernel by
+    # np.convolve)
+    k = TwoDecayKernel(0.02, 0.15, 1.0, 0.7, 60.0)
+    T = 3000
+    y = _trace(k, T, seed=21)
+    u = np.linspace(0.0, 1.0, T)
+    B = np.stack([np.ones(T), np.cos(np.pi * u)], axis=1) if basis else np.ones((T, 1))
+    baseline = B if basis else "constant"
+    lam = 0.05
+    h = k.samples(T)
+
+    def objective(s):
+        r = y - np.convolve(s, h)[:T]
+        r -= B @ np.linalg.lstsq(B, r, rcond=None)[0]
+        return 0.5 * r @ r + lam * s.sum()
+
+    ref = deconvolve_two_decay(y, k, lam, baseline)
+    assert ref.spikes.sum() > 10.0
+    for offset in (1e4, 1e6):
+        drift = offset * B[:, 0] + (5.0 * B[:, 1] if basis else 0.0)
+        res = deconvolve_two_decay(y + drift, k, lam, baseline)
+        assert res.converged[0]
+        assert abs(objective(res.spikes) - objective(ref.spikes)) <= 1e-9 * objective(ref.spikes)
+        np.testing.assert_allclose(res.baseline - drift, ref.baseline, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "level"), [("none", 0.0), ("constant", 0.0), ("constant", 1.0)]
+)
+@pytest.mark.parametrize("lam", [1e-12, 0.1])
+def test_a_flat_trace_is_solved_at_no_spikes(baseline, level, lam):
+    # no spikes is the optimum (the gradient lam - K^T Pi y is lam there) even where the
+    # optimum's value is 0 and no relative gap can certify it
+    k = TwoDecayKernel(0.05, 0.3, 1.0, 0.7, 30.0)
+    res = deconvolve_two_decay(np.full((2, 3000), level), k, lam, baseline)
+    assert np.all(res.spikes == 0.0) and np.all(res.converged) and np.all(res.iterations == 0)
+    np.testing.assert_allclose(res.baseline, level, atol=1e-12)

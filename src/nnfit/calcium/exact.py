@@ -88,8 +88,15 @@ def baseline_models(Y, kind, lams, noise, solve_rows, forward, tau_decay, fs, to
     sigma = max(DRIFT_SMOOTH_TAU * tau_decay, 1.0) * fs
     out: list = [None] * L
     if kind != "drift":
-        sols = solve_rows(Y, lams, kind != "none", tol)
+        # Where the offset is fitted, each trace is solved about its mean: raw fluorescence
+        # sits at 1e3-1e6 over transients of ~1, and the solver's sums over the trace (the
+        # dual value, the residual) would lose that many digits, enough to stop the gap short
+        # of 1e-9 or to certify a point that is not within it. The drift's rows below are
+        # solved about their running baseline, which takes the offset out already.
+        offset = Y.mean(axis=1) if kind != "none" else np.zeros(L)
+        sols = solve_rows(Y - offset[:, None], lams, kind != "none", tol)
         for k, (s, b0, it, obj, gap, kkt) in enumerate(sols):
+            b0 = b0 + offset[k]
             if kind == "auto":
                 slow = ndimage.gaussian_filter1d(Y[k] - forward(s) - b0, sigma, mode="nearest")
                 expected = noise[k] ** 2 / (2.0 * np.sqrt(np.pi) * sigma)

@@ -776,16 +776,24 @@ def _ipm(y, g, b, p, lam, hsq, Q, tol, max_iter, s, base, polish_at):  # pragma:
     cand = np.empty((3, T))
     for j in range(m):
         _adjoint(Q[j], p, q[j])
+    stats = np.array([np.inf, np.inf, np.inf])  # best relative gap, its primal, its kkt
+    # no spikes is the optimum where the gradient there, lam - K^T Pi y, is nowhere negative
+    # (a flat trace): said here, as the relative gap cannot say it where the optimum is F = 0
+    s[:] = 0.0
+    primal, _, kkt = _state(y, s, lam, Q, p, Ks, r, KTr)
+    flat = kkt == 0.0
+    if flat:
+        stats[:] = (0.0, primal, 0.0)
+        best[:] = 0.0
     hsum = (b[0] + b[1]) / (1.0 - g[0] - g[1] - g[2])
     # the start: spikes at START_SCALE times the rate that explains the trace's spread
     ystd = np.std(y)
     s[:] = START_SCALE * (ystd if ystd > 0.0 else 1.0) / hsum
     z[:] = lam
-    stats = np.array([np.inf, np.inf, np.inf])  # best relative gap, its primal, its kkt
     it = 0
     last_gain = 0
     precise = False
-    while True:
+    while not flat:
         before = stats[0]
         rel = _keep_best(s, _state(y, s, lam, Q, p, Ks, r, KTr), best, stats)
         if stats[0] < STALL_FACTOR * before:
@@ -1004,11 +1012,14 @@ def deconvolve_two_decay(
         Q = np.ascontiguousarray(u.T)
 
         def work(i: int) -> tuple:
+            # solved about the trace's part in the basis, which holds the offset (as
+            # baseline_models solves about the mean: the solver's sums keep their digits)
+            part = Q.T @ (Q @ x2[i])
             s, base = np.zeros(T), np.zeros(T)
             it, primal, gap, kkt = _ipm(
-                x2[i], g, b, p, lams[i], hsq, Q, tol, max_iter, s, base, polish_at
+                x2[i] - part, g, b, p, lams[i], hsq, Q, tol, max_iter, s, base, polish_at
             )
-            return s, base, "basis", int(it), primal, gap, kkt
+            return s, base + part, "basis", int(it), primal, gap, kkt
 
     workers = (os.cpu_count() or 1) if n_jobs == -1 else max(n_jobs, 1)
     if workers > 1 and n_cells > 1:
