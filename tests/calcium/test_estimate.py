@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnfit.calcium import deconvolve, estimate_parameters, simulate_recording
-from nnfit.calcium.estimate import estimate_noise, lam_from_noise
+from nnfit.calcium.estimate import estimate_kinetics_pooled, estimate_noise, lam_from_noise
 
 
 @pytest.mark.slow
@@ -55,6 +55,19 @@ def test_bad_input():
         estimate_parameters(np.zeros(100), -1.0)
     with pytest.raises(ValueError, match="8 frames"):
         estimate_noise(np.zeros(4), 30.0)
+
+
+@pytest.mark.parametrize(
+    ("traces", "match"),
+    [
+        ([], "traces is empty: pass a list of 1-D traces"),
+        ([np.zeros((3, 900))], r"traces\[0\] must be 1-D; got 2-D"),
+        ([np.ones(900), np.r_[np.ones(899), np.nan]], r"traces\[1\] contains 1 NaN"),
+    ],
+)
+def test_pooled_estimate_names_the_bad_trace(traces, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_kinetics_pooled(traces, 30.0)
 
 
 @pytest.mark.parametrize(("tr", "td", "noise"), [(0.05, 0.5, 0.1), (0.1, 1.5, 0.1)])
@@ -107,7 +120,6 @@ def test_search_reads_up_to_8_traces_spread_over_the_list(n, count, step):
 def test_decay_does_not_depend_on_the_order_of_up_to_8_cells():
     """Every cell is read, so their order changes nothing but the criterion's summation order
     (beyond 8 cells, which 8 are read depends on it: docs/calcium/ground-truth.rst)."""
-    from nnfit.calcium.estimate import estimate_kinetics_pooled
 
     rng = np.random.default_rng(8)
     cells = [
@@ -170,7 +182,6 @@ def test_slow_decay_at_158_hz_within_15_percent(tr, td):
     """GCaMP6s-like kinetics sampled at 158 Hz (the search capped them at a short
     autocovariance decay, and a parabola through the grid landed short: 0.76 and 0.77 of the
     true decay here before; seeds 0-5 of the first case now give 1.00-1.03)."""
-    from nnfit.calcium.estimate import estimate_kinetics_pooled
 
     fs = 158.0
     rec = simulate_recording(
@@ -220,7 +231,6 @@ def test_rise_from_short_lags_recovers_simulated_rise(tr, td, fs, noise):
     """Measured before adopting it: over these cases the all-lag fit was off by 31-58% (at the
     floor for the 10 ms rise), the short-lag refit by 4-8%."""
     from nnfit.calcium import simulate_recording
-    from nnfit.calcium.estimate import estimate_kinetics_pooled
 
     rec = simulate_recording(
         4, int(600 * fs), fs=fs, tau_rise=tr, tau_decay=td, rate_hz=0.5, noise=noise, seed=8

@@ -433,11 +433,14 @@ def estimate_kinetics_pooled(
     True
     """
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
+    rows = [as_float_array(f"traces[{i}]", t, ndim=(1,)) for i, t in enumerate(traces)]
+    if not rows:
+        raise ValueError("traces is empty: pass a list of 1-D traces (e.g. one per recording)")
     n_lags = round(KINETICS_LAGS_S * fs)
-    acs = [normalized_autocov(t, fs, n_lags)[0] for t in traces]
+    acs = [normalized_autocov(t, fs, n_lags)[0] for t in rows]
     L = min(len(a) for a in acs)
     ac = np.mean([a[:L] for a in acs], axis=0)
-    _, td = refine_kinetics(list(traces), fs, *_fit_roots(ac, fs), decay_range)
+    _, td = refine_kinetics(rows, fs, *_fit_roots(ac, fs), decay_range)
     return rise_at_short_lags(ac, fs, td), td
 
 
