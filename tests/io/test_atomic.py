@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,23 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     atomic_write_json(dest, {"a": 2})
     assert json.loads(dest.read_text()) == {"a": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_an_hdf5_written_through_it_leaves_no_lock_file(tmp_path, fail):
+    # nnfit's HDF5 writers lock <file>.lock; at a temporary name nobody else locks, so that
+    # lock goes with the temporary (before, one hidden lock file stayed per write)
+    from nnfit.io.hdf5 import open_h5
+
+    dest = tmp_path / "store.h5"
+    for _ in range(2):
+        with contextlib.suppress(RuntimeError), atomic_path(dest, suffix=".h5") as tmp:
+            with open_h5(tmp, "w") as f:
+                f.create_dataset("x", data=[1.0])
+            assert (tmp_path / f"{tmp.name}.lock").exists()
+            if fail:
+                raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if fail else ["store.h5"])
 
 
 def test_new_file_gets_umask_mode_and_old_mode_is_kept(tmp_path):

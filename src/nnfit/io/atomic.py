@@ -98,6 +98,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+    finally:
+        if ours:
+            # a writer that locks the file it writes (nnfit's HDF5 writers hold
+            # ``<file>.lock``) leaves that lock next to the temporary name; no other process
+            # can know the random name, so removing it races with nobody
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{tmp}.lock").unlink()
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
