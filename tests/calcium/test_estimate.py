@@ -57,6 +57,18 @@ def test_bad_input():
         estimate_noise(np.zeros(4), 30.0)
 
 
+@pytest.mark.parametrize(("tau_decay", "fs", "end"), [(20.0, 30.0, "5 s"), (0.6, 30.0, None)])
+def test_a_decay_at_the_end_of_the_search_is_flagged(caplog, tau_decay, fs, end):
+    rec = simulate_recording(2, 9000, fs=fs, tau_rise=0.1, tau_decay=tau_decay, seed=3)
+    with caplog.at_level("WARNING", logger="nnfit.calcium"):
+        _, td = estimate_kinetics_pooled(list(rec.traces), fs)
+    ends = [r.getMessage() for r in caplog.records if "end of the range searched" in r.getMessage()]
+    if end is None:
+        assert not ends and 0.3 < td < 0.9
+    else:
+        assert td == pytest.approx(5.0) and len(ends) == 1 and f"-{end})" in ends[0]
+
+
 @pytest.mark.parametrize(
     ("traces", "match"),
     [

@@ -381,6 +381,27 @@ def refine_kinetics(
     return rise(td), td
 
 
+def warn_at_search_end(tau_decay: float, fs: float) -> None:
+    """Log a warning where a decay found by :func:`refine_kinetics` lies at an end of the range
+    it searches (within ``REFINE_LOG_TOL`` in ``log tau``): there the estimate says only that
+    the criterion kept falling, not where its minimum is."""
+    lo, hi = max(REFINE_TAU_RANGE[0], 2.0 / fs), REFINE_TAU_RANGE[1]
+    if np.log(hi / tau_decay) < REFINE_LOG_TOL:
+        why = (
+            "the traces may hold slow components that are not the kernel (neuropil, drift) "
+            "or an indicator slower than that"
+        )
+    elif np.log(tau_decay / lo) < REFINE_LOG_TOL:
+        why = f"a decay shorter than two frames ({2.0 / fs:.3g} s at {fs:g} Hz) is not resolved"
+    else:
+        return
+    log.warning(
+        "the decay estimated from the data, %.3g s, lies at an end of the range searched "
+        "(%.3g-%.3g s): %s; give tau_decay (or name the indicator) if it is known",
+        tau_decay, lo, hi, why,
+    )  # fmt: skip
+
+
 def rise_at_short_lags(ac: np.ndarray, fs: float, tau_decay: float) -> float:
     """The rise refitted to the autocovariance lags ``1 .. tau_decay fs`` only.
 
@@ -413,6 +434,7 @@ def estimate_kinetics(
     tr_p, td_p = _fit_roots(ac, fs)
     x = np.atleast_2d(as_float_array("traces", traces, ndim=(1, 2)))
     tr_p, td_p = refine_kinetics(list(x), fs, tr_p, td_p, decay_range)
+    warn_at_search_end(td_p, fs)
     tr_p = rise_at_short_lags(ac, fs, td_p)
     return taus[:, 0], taus[:, 1], tr_p, td_p
 
@@ -436,6 +458,15 @@ def estimate_kinetics_pooled(
     rows = [as_float_array(f"traces[{i}]", t, ndim=(1,)) for i, t in enumerate(traces)]
     if not rows:
         raise ValueError("traces is empty: pass a list of 1-D traces (e.g. one per recording)")
+    tr, td = _pooled_kinetics(rows, fs, decay_range)
+    warn_at_search_end(td, fs)
+    return tr, td
+
+
+def _pooled_kinetics(
+    rows: list[np.ndarray], fs: float, decay_range: tuple[float, float] | None
+) -> tuple[float, float]:
+    """:func:`estimate_kinetics_pooled` on checked 1-D float traces, without its warning."""
     n_lags = round(KINETICS_LAGS_S * fs)
     acs = [normalized_autocov(t, fs, n_lags)[0] for t in rows]
     L = min(len(a) for a in acs)
@@ -539,7 +570,8 @@ def estimate_kinetics_per_recording(
         return tr, td
 
     def decay(cells: np.ndarray) -> float:
-        return estimate_kinetics_pooled(list(cells), fs)[1]
+        # each recording and half on its own: no warning for each (the pooled call above warns)
+        return _pooled_kinetics(list(cells), fs, None)[1]
 
     idx = np.flatnonzero(ok)
     d = np.log([decay(used[i]) for i in idx])
