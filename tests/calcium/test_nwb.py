@@ -40,6 +40,7 @@ def make_nwb(
     more=False,
     data=None,
     chunks=True,
+    deconvolved=False,
 ):
     """An ophys NWB file as a pipeline writes it: ROI table, Fluorescence/RoiResponseSeries.
 
@@ -93,6 +94,16 @@ def make_nwb(
                 name="RoiResponseSeries", data=values, rois=region, unit="a.u.", **timing
             )
             module.add(DfOverF(name="DfOverF", roi_response_series=dff))
+        if deconvolved:  # another tool's spikes, as suite2p's NWB export writes them
+            theirs = RoiResponseSeries(
+                name="RoiResponseSeries",
+                data=np.zeros((T, n), np.float32),
+                rois=region,
+                unit="a.u.",
+                description="suite2p deconvolution",
+                **timing,
+            )
+            module.add(Fluorescence(name="Deconvolved", roi_response_series=theirs))
         with pynwb.NWBHDF5IO(str(path), "w") as io:
             io.write(nwb)
     return path
@@ -199,6 +210,10 @@ def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
     got = _spikes_in(tmp_path / "rec.nwb")
     np.testing.assert_array_equal(got["spikes"], ref)
     assert got["rows"] == [1, 2, 3, 4, 5, 6] and got["table"] == "PlaneSegmentation"
+    # summary.csv of the streamed run names each cell's ROI table row, as the spikes' region does
+    lines = (tmp_path / "b" / "summary.csv").read_text().splitlines()[1:]
+    source = [int(line.split(",")[1]) for line in lines]
+    assert source == got["rows"]
     if timing == "rate":
         assert got["rate"] == FS and got["starting_time"] == 2.0
     else:
@@ -238,7 +253,7 @@ def test_write_into_a_new_file_and_fista_path(tmp_path, rec, monkeypatch, capsys
     # writing into the same file twice is refused (the series exists)
     assert main([*args[:-4], "--out", "h", "--write-nwb"]) == 0
     assert main([*args[:-4], "--out", "i", "--write-nwb"]) == 2
-    assert "Deconvolved/RoiResponseSeries exists" in capsys.readouterr().err
+    assert "Deconvolved/RoiResponseSeries holds nnfit's spikes" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
 
 
@@ -366,6 +381,27 @@ def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
         "rec.nwb",
         "s.npy",
     ]
+
+
+def test_spikes_go_beside_another_tools_deconvolution(tmp_path, rec):
+    # suite2p's NWB export holds its own Deconvolved/<series>: nnfit's go beside it
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces, deconvolved=True)
+    spikes = np.abs(rec.traces)
+    np.save(tmp_path / "s.npy", spikes)
+    _, inside = write_nwb(path, None, tmp_path / "s.npy", {}, dest=tmp_path / "new.nwb")
+    assert inside == "/processing/ophys/Deconvolved/RoiResponseSeries_nnfit"
+    np.testing.assert_array_equal(
+        _spikes_in(tmp_path / "new.nwb", "RoiResponseSeries_nnfit")["spikes"], spikes
+    )
+    with pynwb.NWBHDF5IO(str(tmp_path / "new.nwb"), "r") as io:
+        theirs = io.read().processing["ophys"]["Deconvolved"]["RoiResponseSeries"]
+        assert theirs.description == "suite2p deconvolution" and not theirs.data[:].any()
+    assert write_nwb(path, None, tmp_path / "s.npy", {})[1] == inside  # the input itself
+    # a second run into the input is refused; a new file gets the next name
+    with pytest.raises(ValueError, match=r"RoiResponseSeries_nnfit holds nnfit's spikes"):
+        write_nwb(path, None, tmp_path / "s.npy", {})
+    _, inside = write_nwb(path, None, tmp_path / "s.npy", {}, dest=tmp_path / "newer.nwb")
+    assert inside.endswith("/RoiResponseSeries_nnfit2")
 
 
 @pytest.mark.slow

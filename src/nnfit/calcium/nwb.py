@@ -57,6 +57,37 @@ logger = logging.getLogger(__name__)
 
 #: Name of the container the spikes are written to (suite2p's and NeuroConv's convention).
 DECONVOLVED = "Deconvolved"
+#: How the description of a series of spikes nnfit wrote begins.
+SPIKES_DESCRIPTION = "non-negative spikes deconvolved from"
+
+
+def spikes_series_name(
+    name: str, existing: dict[str, str], *, in_place: bool, where: str | os.PathLike[str]
+) -> str:
+    """The name in ``Deconvolved`` that :func:`write_nwb` gives the spikes of series ``name``.
+
+    ``existing``: the series already in that container, name to description. ``name`` where it
+    is free; beside another tool's series of that name (suite2p's NWB export writes its own
+    deconvolution as ``Deconvolved/plane0``), ``name_nnfit``, then ``name_nnfit2``, ... An
+    input that holds nnfit's spikes of the series already is not rewritten (a second run); a
+    new file gets the next free name.
+
+    Examples
+    --------
+    >>> spikes_series_name("plane0", {"plane0": "suite2p"}, in_place=True, where="a.nwb")
+    'plane0_nnfit'
+    """
+    candidates = [name, f"{name}_nnfit", *(f"{name}_nnfit{k}" for k in range(2, 1000))]
+    if in_place:
+        ours = [c for c in candidates if existing.get(c, "").startswith(SPIKES_DESCRIPTION)]
+        if ours:
+            raise ValueError(
+                f"{where}: {DECONVOLVED}/{ours[0]} holds nnfit's spikes of {name} from an earlier "
+                "run; write into a new file with --write-nwb NEW.nwb"
+            )
+    return next(c for c in candidates if c not in existing)
+
+
 #: Largest relative deviation of a frame interval from the median one accepted as uniform.
 TIMESTAMP_TOLERANCE = 0.01
 #: Containers holding traces that are not fluorescence to deconvolve (never chosen by default).
@@ -331,7 +362,12 @@ def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
 
 
 def _add_spikes(
-    nwbfile: Any, rec_series: str | None, spikes_npy: Path, run: dict[str, Any], where: Path
+    nwbfile: Any,
+    rec_series: str | None,
+    spikes_npy: Path,
+    run: dict[str, Any],
+    where: Path,
+    in_place: bool,
 ) -> str:
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb.ophys import Fluorescence, RoiResponseSeries
@@ -345,11 +381,13 @@ def _add_spikes(
     if tuple(shape) != (n_cols, T):
         raise ValueError(f"{spikes_npy} holds {shape}; {where} series {key} needs {(n_cols, T)}")
     container = module.data_interfaces.get(DECONVOLVED)
-    if container is not None and src.name in container.roi_response_series:
-        raise ValueError(
-            f"{where}: /processing/{module_name}/{DECONVOLVED}/{src.name} exists; write into a "
-            "new file with --write-nwb NEW.nwb"
-        )
+    existing = {} if container is None else container.roi_response_series
+    name = spikes_series_name(
+        src.name,
+        {k: str(v.description) for k, v in existing.items()},
+        in_place=in_place,
+        where=where,
+    )
     if container is None:
         container = Fluorescence(name=DECONVOLVED)
         module.add(container)
@@ -368,19 +406,19 @@ def _add_spikes(
             description=f"the ROIs of {key}",
         )
         series = RoiResponseSeries(
-            name=src.name,
+            name=name,
             data=H5DataIO(columns_from_npy(spikes_npy), compression="gzip", compression_opts=4),
             rois=region,
             unit=src.unit,
             description=(
-                f"non-negative spikes deconvolved from {key} by nnfit (trace = kernel * spikes + "
-                "baseline, in the units of the source); settings in comments (JSON)"
+                f"{SPIKES_DESCRIPTION} {key} by nnfit (trace = kernel * spikes + baseline, in "
+                "the units of the source); settings in comments (JSON)"
             ),
             comments=json.dumps(run, sort_keys=True, allow_nan=False, default=str),
             **timing,
         )
         container.add_roi_response_series(series)
-    return f"/processing/{module_name}/{DECONVOLVED}/{src.name}"
+    return f"/processing/{module_name}/{DECONVOLVED}/{name}"
 
 
 def write_nwb(
@@ -436,12 +474,12 @@ def write_nwb(
             shutil.copyfile(src_path, tmp)
             with pynwb.NWBHDF5IO(str(tmp), "a") as io:
                 nwbfile = io.read()
-                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path)
+                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path, True)
                 io.write(nwbfile)
         else:
             with pynwb.NWBHDF5IO(str(src_path), "r") as src_io:
                 nwbfile = src_io.read()
-                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path)
+                inside = _add_spikes(nwbfile, series, spikes_npy, run, src_path, False)
                 nwbfile.set_modified()
                 with pynwb.NWBHDF5IO(str(tmp), "w") as out_io:
                     out_io.export(src_io=src_io, nwbfile=nwbfile, write_args={"link_data": False})

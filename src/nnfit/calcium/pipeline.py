@@ -39,7 +39,7 @@ import shutil
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -473,6 +473,7 @@ def _deconvolve_recording(
     tau_decay2: float | None = None,
     fraction: float | None = None,
     two_decay: bool = False,
+    source_rows: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Deconvolve every cell of a ``.npy`` recording into ``out``, in blocks, resumably.
 
@@ -512,6 +513,9 @@ def _deconvolve_recording(
     tau_decay2, fraction, two_decay
         A kernel with two decays, given or estimated (from the ``estimate_cells`` cells), as in
         :func:`nnfit.calcium.deconvolve`.
+    source_rows : sequence of int, optional
+        Each cell's row in the input's ROI list (``summary.csv``'s ``source_row``; e.g. the
+        ROI table rows of an NWB series). Default: the cell's index.
 
     Returns
     -------
@@ -540,6 +544,10 @@ def _deconvolve_recording(
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     block_cells = check_int("block_cells", block_cells, low=1)
     n_cells, T = open_traces(path).shape if dataset is None else _h5_shape(path, dataset)
+    if source_rows is not None and len(source_rows) != n_cells:
+        raise ValueError(
+            f"source_rows must give one row per cell ({n_cells}); got {len(source_rows)}"
+        )
     estimated = False
     two = two_decay or tau_decay2 is not None or fraction is not None
 
@@ -615,7 +623,7 @@ def _deconvolve_recording(
 
         map_blocks(_run_block, todo, scheduler=scheduler, broadcast=[settings], on_result=done)
 
-    converged = _assemble(out, specs, n_cells, T)
+    converged = _assemble(out, specs, n_cells, T, source_rows)
     shutil.rmtree(partial)
     return {
         "cells": n_cells,
@@ -664,7 +672,13 @@ def _block_ok(path: Path) -> bool:
     return False
 
 
-def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int) -> int:
+def _assemble(
+    out: Path,
+    specs: list[tuple[int, int, int]],
+    n_cells: int,
+    T: int,
+    source_rows: Sequence[int] | None,
+) -> int:
     """Append the block files, in order, to the final arrays and write ``summary.csv``.
 
     Plain sequential writes after an ``.npy`` header, not a memory map: the mapped output
@@ -704,6 +718,8 @@ def _assemble(out: Path, specs: list[tuple[int, int, int]], n_cells: int, T: int
                         columns["baseline"] = block.mean(axis=1)
                     elif key == "spikes":
                         columns["spike_sum"] = block.sum(axis=1)
+                if source_rows is not None:
+                    columns["source_row"] = np.asarray(source_rows[a:b])
                 lines += summary_lines(columns, first_cell=a)
                 converged += int(z["converged"].sum())
     atomic_write_bytes(out / "summary.csv", ("\n".join(lines) + "\n").encode())

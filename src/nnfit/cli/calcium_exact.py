@@ -196,6 +196,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             dataset=dataset,
             indicator=indicator,
+            source_rows=None if r is None else r.cell_index,
             **kernel2,
         )
         if r is None:

@@ -54,6 +54,10 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
     """Refuse, before any work, write-back options that cannot be honoured."""
     if getattr(args, "write_suite2p", False):
@@ -69,17 +73,15 @@ def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
         return
     if rec.kind != "nwb":
         raise ValueError(f"--write-nwb needs an .nwb INPUT; got {rec.kind}")
-    from nnfit.calcium.nwb import DECONVOLVED
+    from nnfit.calcium.nwb import DECONVOLVED, spikes_series_name
     from nnfit.io.hdf5 import open_h5
 
     if write_nwb is True:
         module, _, name = rec.provenance["series_path"].rsplit("/", 2)
-        inside = f"{module}/{DECONVOLVED}/{name}"
         with open_h5(rec.source, "r") as f:
-            if inside in f:
-                raise ValueError(
-                    f"{rec.source}: {inside} exists; write into a new file with --write-nwb NEW.nwb"
-                )
+            group = f.get(f"{module}/{DECONVOLVED}", {})
+            existing = {k: _text(group[k].attrs.get("description", "")) for k in group}
+        spikes_series_name(name, existing, in_place=True, where=rec.source)
         return
     dest = Path(write_nwb).resolve()
     if dest == Path(rec.source).resolve():
