@@ -299,7 +299,7 @@ BAD = {
     ),
     "dropped frames": (
         {"timestamps": np.r_[np.arange(700), np.arange(701, 1501)] / FS},
-        "RoiResponseSeries/timestamps: sampling is not uniform: interval 699",
+        "RoiResponseSeries/timestamps: sampling is not uniform: interval 699 is 0.0666667 s",
     ),
     "ROI count mismatch": ({"rois": [0, 1, 2]}, "RoiResponseSeries/rois: the ROI region lists 3"),
     "wrong shape": (
@@ -361,6 +361,20 @@ def test_missing_ophys_and_not_nwb(tmp_path, monkeypatch, capsys):
     assert main(["calcium", "deconvolve", "text.nwb", *KIN, "--out", "x"]) == 2
     assert "text.nwb: not a readable NWB file" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "rounding",
+    [
+        lambda t: np.round(t, 3),  # to the millisecond
+        lambda t: (5000.0 + t).astype(np.float32).astype(np.float64),  # float32, late in a day
+    ],
+)
+def test_rounded_timestamps_are_uniform_sampling(tmp_path, rec, rounding):
+    ts = rounding(np.arange(rec.traces.shape[1]) / FS)
+    read = read_nwb(make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts))
+    assert read.fs == pytest.approx(FS, rel=1e-5)
+    np.testing.assert_array_equal(read.read_rows(0, 6), rec.traces.astype(np.float32))
 
 
 def test_fs_must_agree(tmp_path, rec):

@@ -6,8 +6,8 @@ Reading
     ``Container/Series`` (``Fluorescence/RoiResponseSeries``; ``module/Container/Series`` for
     another module). The data are ``(frames, ROIs)``; column ``j`` is row ``rois[j]`` of the
     ROI table (a ``PlaneSegmentation``). The sampling rate is the series' ``rate`` or, when it
-    keeps ``timestamps``, ``1 / median(diff(timestamps))`` (uniform to within
-    :data:`TIMESTAMP_TOLERANCE`). Read lazily, a series is never loaded whole: the
+    keeps ``timestamps``, ``(n - 1) / (t[-1] - t[0])`` (each within
+    :data:`TIMESTAMP_TOLERANCE` of a frame interval of the evenly spaced frames). Read lazily, a series is never loaded whole: the
     :class:`~nnfit.calcium.recording.Recording` names the HDF5 dataset behind the pynwb object's
     ``data`` and blocks of ROIs are read as hyperslabs of it (chunked and compressed data
     included).
@@ -46,6 +46,7 @@ from nnfit.validate import as_float_array, check_real
 
 __all__ = [
     "DECONVOLVED",
+    "FS_TOLERANCE",
     "TIMESTAMP_TOLERANCE",
     "columns_from_npy",
     "list_series",
@@ -88,8 +89,12 @@ def spikes_series_name(
     return next(c for c in candidates if c not in existing)
 
 
-#: Largest relative deviation of a frame interval from the median one accepted as uniform.
-TIMESTAMP_TOLERANCE = 0.01
+#: Largest distance, in frame intervals, of a timestamp from the evenly spaced frames through
+#: the first and the last accepted as uniform sampling: timestamps rounded to the millisecond
+#: or stored in float32 stay within a few hundredths, a dropped frame moves them by ~0.5.
+TIMESTAMP_TOLERANCE = 0.1
+#: Largest relative difference between a given ``fs`` and the rate of the timestamps.
+FS_TOLERANCE = 0.01
 #: Containers holding traces that are not fluorescence to deconvolve (never chosen by default).
 _NOT_TRACES = (DECONVOLVED, "Neuropil")
 
@@ -170,23 +175,31 @@ def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[flo
                 "file (or export the traces and pass --fs)"
             )
         dt = np.diff(ts)
-        step = float(np.median(dt))
-        if step <= 0:
-            raise ValueError(f"{tpath}: timestamps do not increase (median interval {step:g} s)")
-        off = np.flatnonzero(np.abs(dt - step) > TIMESTAMP_TOLERANCE * step)
-        if off.size:
-            i = int(off[0])
+        back = np.flatnonzero(dt <= 0)
+        if back.size:
+            i = int(back[0])
             raise ValueError(
-                f"{tpath}: sampling is not uniform: interval {i} is {dt[i]:.6g} s, the median "
-                f"{step:.6g} s ({off.size} interval(s) off by more than "
-                f"{100 * TIMESTAMP_TOLERANCE:g} %); deconvolution needs evenly spaced frames"
+                f"{tpath}: timestamps do not increase: interval {i} is {dt[i]:.6g} s "
+                f"({back.size} such interval(s)); fix the file"
+            )
+        # the rate from the whole span, not one interval: rounded timestamps (1 ms at 30 Hz
+        # makes intervals of 33 and 34 ms) give it to the rounding over the recording
+        step = float(ts[-1] - ts[0]) / (ts.size - 1)
+        dev = np.abs(ts - (ts[0] + step * np.arange(ts.size))) / step
+        if float(dev.max()) > TIMESTAMP_TOLERANCE:
+            j = int(np.argmax(np.abs(dt - step)))
+            raise ValueError(
+                f"{tpath}: sampling is not uniform: interval {j} is {dt[j]:.6g} s against "
+                f"{step:.6g} s on average, and frame {int(np.argmax(dev))} lies "
+                f"{float(dev.max()):.2g} intervals off the evenly spaced frames (more than "
+                f"{TIMESTAMP_TOLERANCE:g}); deconvolution needs evenly spaced frames"
             )
         found, how = 1.0 / step, "timestamps"
     else:
         raise ValueError(f"{where}: neither rate nor timestamps; the file is not valid NWB")
     if fs is not None:
         given = check_real(fs_label, fs, low=0.0, low_inclusive=False)
-        tol = 1e-9 if how == "rate" else TIMESTAMP_TOLERANCE
+        tol = 1e-9 if how == "rate" else FS_TOLERANCE
         if not math.isclose(given, found, rel_tol=tol):
             raise ValueError(
                 f"{fs_label} = {given:g} Hz contradicts the sampling rate {found:g} Hz of {where} "
@@ -227,8 +240,8 @@ def read_nwb(
         ``Container/Series`` (see :func:`list_series`); optional when the file holds one
         fluorescence series (``Deconvolved`` and ``Neuropil`` containers are not counted).
     fs : float, optional
-        Sampling rate in Hz; must agree with the file's (``rate``, or the timestamps to
-        within :data:`TIMESTAMP_TOLERANCE`).
+        Sampling rate in Hz; must agree with the file's (``rate``, or the timestamps' to
+        within :data:`FS_TOLERANCE`).
     fs_label : str
         Name of ``fs`` in error messages.
     lazy : bool
