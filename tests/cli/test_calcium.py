@@ -201,6 +201,21 @@ def test_export_writes_browser_files(run_cli, tmp_path, rec):
     assert not list(tmp_path.glob("nofs*"))
 
 
+@pytest.mark.parametrize("solver", [KIN, []])  # fista (kinetics given), exact (estimated)
+def test_a_file_of_fewer_frames_than_cells_is_flagged(run_cli, tmp_path, solver):
+    # a (frames, cells) .npy reads as many short cells: said on stderr, once, with the fix
+    traces = simulate_recording(20, 300, seed=4).traces
+    np.save(tmp_path / "rec.npy", traces.T.copy())
+    proc = run_cli(
+        "calcium", "deconvolve", "rec.npy", "--fs", "30", *solver, "--out", "o", check=True
+    )
+    assert proc.stderr.count("is read as (cells, frames) = (300, 20)") == 1
+    assert "save its transpose" in proc.stderr
+    np.save(tmp_path / "ok.npy", traces)
+    proc = run_cli("calcium", "deconvolve", "ok.npy", "--fs", "30", *solver, "--out", "p")
+    assert "is read as" not in proc.stderr
+
+
 def test_read_input_rules(tmp_path, rec):
     save_for_tuning(rec.traces, 20.0, tmp_path / "s")
     assert read_input(tmp_path / "s").fs == 20.0

@@ -386,12 +386,12 @@ def warn_at_search_end(tau_decay: float, fs: float) -> None:
     it searches (within ``REFINE_LOG_TOL`` in ``log tau``): there the estimate says only that
     the criterion kept falling, not where its minimum is."""
     lo, hi = max(REFINE_TAU_RANGE[0], 2.0 / fs), REFINE_TAU_RANGE[1]
-    if np.log(hi / tau_decay) < REFINE_LOG_TOL:
+    if abs(np.log(hi / tau_decay)) < REFINE_LOG_TOL:
         why = (
             "the traces may hold slow components that are not the kernel (neuropil, drift) "
             "or an indicator slower than that"
         )
-    elif np.log(tau_decay / lo) < REFINE_LOG_TOL:
+    elif abs(np.log(tau_decay / lo)) < REFINE_LOG_TOL:
         why = f"a decay shorter than two frames ({2.0 / fs:.3g} s at {fs:g} Hz) is not resolved"
     else:
         return

@@ -5,6 +5,7 @@ Every reader returns the same :class:`Recording`, so solvers never see a file.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,26 @@ from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
 from nnfit.io.arrays import load_npy
 from nnfit.validate import as_float_array
 
-__all__ = ["NEUROPIL_FACTOR", "Recording", "read_input"]
+__all__ = ["NEUROPIL_FACTOR", "Recording", "read_input", "warn_if_transposed"]
+
+log = logging.getLogger(__name__)
+
+
+def warn_if_transposed(shape: tuple[int, ...], path: str | os.PathLike[str], fs: float) -> None:
+    """Log a warning where a ``(cells, frames)`` array holds fewer frames than cells.
+
+    A ``.npy`` carries no axis names; a ``(frames, cells)`` file (as pandas or MATLAB users
+    often save one) is read with cells and frames swapped and deconvolves without complaint.
+    Recordings have far more frames than cells, so the other way round is worth a word.
+    """
+    if len(shape) == 2 and shape[1] < shape[0]:
+        n, T = shape
+        log.warning(
+            "%s is read as (cells, frames) = (%d, %d): %d cells of %d frames (%.3g s at %g Hz); "
+            "if it holds (frames, cells), save its transpose (np.save(path, traces.T))",
+            path, n, T, n, T, T / fs, fs,
+        )  # fmt: skip
+
 
 #: File suffixes read as NWB and as CaImAn HDF5 results.
 NWB_SUFFIXES = (".nwb",)
@@ -101,6 +121,7 @@ def read_input(
     traces = as_float_array(f"traces in {p}", raw, ndim=(1, 2))
     traces = np.ascontiguousarray(np.atleast_2d(traces))
     fs_ = resolve_fs(None, fs, str(p), fs_label)
+    warn_if_transposed(traces.shape, p, fs_)
     return Recording(
         traces,
         fs_,

@@ -118,7 +118,12 @@ def _npy_source(path: str, fs: float | None) -> tuple[Path, float, str] | None:
         meta = read_tuning_metadata(npy, shape, dtype)  # the FISTA path's checks, no load
         return npy, resolve_fs(meta["sampling_rate_hz"], fs, str(sidecar), "--fs"), "catune"
     if p.suffix == ".npy" and p.is_file():
-        return p, resolve_fs(None, fs, str(p), "--fs"), "npy"
+        from nnfit.calcium.recordings import warn_if_transposed
+        from nnfit.io.arrays import read_npy_header
+
+        fs_ = resolve_fs(None, fs, str(p), "--fs")
+        warn_if_transposed(tuple(read_npy_header(p)[0]), p, fs_)
+        return p, fs_, "npy"
     return None
 
 
