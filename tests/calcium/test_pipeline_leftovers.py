@@ -46,6 +46,20 @@ def test_early_error_leaves_no_partial_state(rec, tmp_path, monkeypatch):
     assert not out.exists()  # created for this run, removed again
 
 
+@pytest.mark.parametrize("estimated", [False, True])
+def test_a_nan_in_a_later_block_is_named_and_leaves_nothing(tmp_path, estimated):
+    # blocks of 2 cells: the NaN is in the second block, found after the first was written;
+    # the message names the file, the recording's cell and frame, and no .partial stays
+    x = simulate_recording(5, 400, seed=3).traces
+    x[3, 100] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    out = tmp_path / "out"
+    kin = {k: v for k, v in KIN.items() if not (estimated and k.startswith("tau"))}
+    with pytest.raises(ValueError, match=r"nan\.npy: cell 3 has NaN/Inf at frame 100"):
+        deconvolve_recording(tmp_path / "nan.npy", out, 30.0, **kin)
+    assert not out.exists()
+
+
 def test_truncated_block_is_recomputed_not_a_badzipfile(rec, tmp_path, monkeypatch):
     import nnfit.calcium.pipeline as pipeline
 

@@ -381,15 +381,21 @@ def read_columns(
 ) -> np.ndarray:
     """Columns ``cols`` (a slice or increasing indices) of an HDF5 ``(T, cells)`` dataset.
 
-    Returned as float64 ``(cells, T)`` rows, checked finite. One selection, so each chunk of a
-    chunked dataset is read and decompressed once.
+    Returned as float64 ``(cells, T)`` rows, checked finite (:func:`check_finite_rows`). One
+    selection, so each chunk of a chunked dataset is read and decompressed once.
     """
     from nnfit.io.hdf5 import open_h5
     from nnfit.validate import as_float_array
 
     with open_h5(path, "r") as f:
+        n_cols = f[dataset].shape[1]
         block = f[dataset][:, cols]
-    return np.ascontiguousarray(as_float_array(f"{dataset} in {path}", block, ndim=(2,)).T)
+    rows = np.arange(n_cols)[cols]
+    out = np.ascontiguousarray(
+        as_float_array(f"{dataset} in {path}", block, ndim=(2,), finite=False).T
+    )
+    check_finite_rows(out, rows, path, dataset)
+    return out
 
 
 def _h5_shape(path: str | os.PathLike[str], dataset: str) -> tuple[int, int]:
@@ -415,10 +421,34 @@ def _block_path(out: str, i: int) -> Path:
     return Path(out) / ".partial" / f"block_{i:06d}.npz"
 
 
+class NonFiniteTraces(ValueError):
+    """A block of a streamed recording holds NaN or Inf: the input must be cleaned first."""
+
+
+def check_finite_rows(
+    traces: np.ndarray, rows: np.ndarray, path: str | os.PathLike[str], dataset: str | None
+) -> None:
+    """Refuse NaN/Inf in rows read from a file, naming the file, the cell and the frame.
+
+    ``rows``: each row's cell index in the whole recording (a streamed block is a slice of
+    it, so its own row numbers would mislead).
+    """
+    bad = ~np.isfinite(traces)
+    if bad.any():
+        r, t = (int(v) for v in np.argwhere(bad)[0])
+        where = str(path) if dataset is None else f"{dataset} in {path}"
+        raise NonFiniteTraces(
+            f"{where}: cell {int(rows[r])} has NaN/Inf at frame {t} ({int(bad.sum())} such "
+            f"value(s) in cells {int(rows[0])}-{int(rows[-1])}); clean or interpolate them "
+            "first (nothing was kept of this run)"
+        )
+
+
 def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str, Any]:
     """Deconvolve rows ``start:stop`` and write the block file atomically; return its summary."""
     i, start, stop = spec
     traces = read_rows(settings.path, start, stop, dataset=settings.dataset)
+    check_finite_rows(traces, np.arange(start, stop), settings.path, settings.dataset)
     res = deconvolve(
         traces,
         settings.fs,
@@ -554,7 +584,9 @@ def _deconvolve_recording(
     def sample() -> np.ndarray:
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
         if dataset is None:
-            return np.asarray(open_traces(path)[rows], dtype=float)
+            x = np.asarray(open_traces(path)[rows], dtype=float)
+            check_finite_rows(x, rows, path, None)
+            return x
         return read_columns(path, dataset, rows)
 
     if two:
@@ -645,15 +677,16 @@ def _deconvolve_recording(
 @functools.wraps(_deconvolve_recording)
 def deconvolve_recording(path, out, *args, **kwargs):
     # One run per output folder (a second is refused, naming the first); temporary files of
-    # an assembly killed by a signal are removed first; an error before any block finished
-    # leaves no .partial behind.
+    # an assembly killed by a signal are removed first; an error before any block finished,
+    # or traces that must be cleaned (their fix changes the input, so nothing resumes), leave
+    # no .partial behind.
     names = ("spikes.npy", "reconvolution.npy", "baseline.npy", "summary.csv")
     with output_folder(Path(out).resolve(), outputs=names) as folder:
         try:
             return _deconvolve_recording(path, out, *args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             partial = folder / ".partial"
-            if not any(partial.glob("block_*.npz")):
+            if isinstance(exc, NonFiniteTraces) or not any(partial.glob("block_*.npz")):
                 shutil.rmtree(partial, ignore_errors=True)
             raise
 
