@@ -216,6 +216,27 @@ def test_a_file_of_fewer_frames_than_cells_is_flagged(run_cli, tmp_path, solver)
     assert "is read as" not in proc.stderr
 
 
+def test_a_reused_output_folder_keeps_only_the_last_run(tmp_path, rec, monkeypatch, capsys):
+    # the exact solver writes baseline.npy and a figure; a later run with other settings that
+    # writes neither must not leave the earlier run's beside its own
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    assert main(["calcium", "deconvolve", "rec.npy", "--fs", "30", "--out", "o"]) == 0
+    assert {"baseline.npy", "cells.png"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    args = ["calcium", "deconvolve", "rec.npy", "--fs", "30", *KIN, "--plot-cells", "0"]
+    assert main([*args, "--out", "o"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")) == [
+        "notes.txt",  # not nnfit's: kept
+        "reconvolution.npy",
+        "run.json",
+        "spikes.npy",
+        "summary.csv",
+    ]
+    capsys.readouterr()
+
+
 def test_read_input_rules(tmp_path, rec):
     save_for_tuning(rec.traces, 20.0, tmp_path / "s")
     assert read_input(tmp_path / "s").fs == 20.0

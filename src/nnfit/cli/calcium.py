@@ -290,7 +290,25 @@ def deconvolve_command(args: argparse.Namespace) -> int:
 
     refuse_output_over_input([Path(args.out) / n for n in RESULT_FILES], input_files(args.input))
     with output_folder(args.out, outputs=RESULT_FILES):
-        return _deconvolve(args)
+        before = _outputs_recorded(Path(args.out))
+        code = _deconvolve(args)
+        # what an earlier run wrote and this one did not (a figure, the exact solver's
+        # baseline.npy) belongs to another input or other settings: gone once this run's
+        # run.json is written, so the folder holds one run
+        for name in before - _outputs_recorded(Path(args.out)):
+            if name in RESULT_FILES:
+                (Path(args.out) / name).unlink(missing_ok=True)
+        return code
+
+
+def _outputs_recorded(out: Path) -> set[str]:
+    """The file names ``out/run.json`` lists as written by its run (none if unreadable)."""
+    try:
+        outputs = json.loads((out / "run.json").read_text()).get("outputs", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    names = outputs.values() if isinstance(outputs, dict) else outputs
+    return {n for n in names if isinstance(n, str)} | {"run.json"}
 
 
 def _check_indicator(args: argparse.Namespace) -> None:
