@@ -57,6 +57,21 @@ def test_real_ops_give_fs_and_neuropil_coefficient(tmp_path, rec):
     )
 
 
+def test_nan_in_a_rejected_roi_is_no_reason_to_refuse(tmp_path, rec):
+    # suite2p leaves NaN in ROIs it rejected; only the cells' traces must be finite
+    make_plane(tmp_path / "plane0", rec, ops={"fs": 30.0})
+    f = np.load(tmp_path / "plane0" / "F.npy")
+    f[-1, 10] = np.nan  # the ROI that is not a cell
+    np.save(tmp_path / "plane0" / "F.npy", f)
+    assert np.isfinite(read_suite2p(tmp_path / "plane0").traces).all()
+    f[2, 30] = np.nan  # a cell
+    np.save(tmp_path / "plane0" / "F.npy", f)
+    with pytest.raises(
+        ValueError, match=r"F\.npy: ROI 2 \(a cell in iscell\.npy\) has NaN/Inf at frame 30"
+    ):
+        read_suite2p(tmp_path / "plane0")
+
+
 def test_suite2p_1_settings_npy(tmp_path, rec):
     settings = {"fs": 20.0, "extraction": {"neuropil_coefficient": 0.6}, "tau": 1.0}
     f, fneu = make_plane(tmp_path / "p", rec, settings=settings)

@@ -102,8 +102,11 @@ def read_suite2p(
         factor, factor_from = found_c, str(settings_path)
     else:
         factor, factor_from = NEUROPIL_FACTOR, "default"
-    f = as_float_array(f"traces in {files['F']}", _load_array(files["F"]), ndim=(2,))
-    fneu = as_float_array(f"traces in {files['Fneu']}", _load_array(files["Fneu"]), ndim=(2,))
+    # finite only where a cell is kept (below): suite2p leaves NaN in ROIs it rejected
+    f = as_float_array(f"traces in {files['F']}", _load_array(files["F"]), ndim=(2,), finite=False)
+    fneu = as_float_array(
+        f"traces in {files['Fneu']}", _load_array(files["Fneu"]), ndim=(2,), finite=False
+    )
     if f.shape != fneu.shape:
         raise ValueError(f"{files['Fneu']} has shape {fneu.shape} but {files['F']} has {f.shape}")
     keep = np.arange(f.shape[0])
@@ -122,6 +125,15 @@ def read_suite2p(
     if "fs" in settings:
         found = check_real(f"fs in {settings_path}", settings["fs"], low=0.0, low_inclusive=False)
     fs_ = resolve_fs(found, fs, str(settings_path) if found is not None else str(root), fs_label)
+    for name, values in (("F", f), ("Fneu", fneu)):
+        bad = ~np.isfinite(values[keep])
+        if bad.any():
+            r, t = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{files[name]}: ROI {int(keep[r])} (a cell in iscell.npy) has NaN/Inf at frame "
+                f"{t} ({int(bad.sum())} such value(s) in the cells); clean or interpolate them "
+                "first"
+            )
     traces = np.ascontiguousarray(f[keep] - factor * fneu[keep])
     provenance = {
         "input_sha256": file_sha256(files["F"]),
