@@ -397,6 +397,19 @@ def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
     ]
 
 
+def test_export_into_a_folder_names_the_files_after_the_recording(
+    tmp_path, rec, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    make_nwb(tmp_path / "rec.nwb", rec.traces)
+    assert main(["calcium", "export", "rec.nwb", "--out", "browser/"]) == 0
+    assert sorted(p.name for p in (tmp_path / "browser").iterdir()) == [
+        "rec.npy",
+        "rec_metadata.json",
+    ]
+    capsys.readouterr()
+
+
 def test_spikes_go_beside_another_tools_deconvolution(tmp_path, rec):
     # suite2p's NWB export holds its own Deconvolved/<series>: nnfit's go beside it
     path = make_nwb(tmp_path / "rec.nwb", rec.traces, deconvolved=True)

@@ -420,8 +420,14 @@ def export_command(args: argparse.Namespace) -> int:
 
     stem = Path(args.out)
     if args.out.endswith(("/", os.sep)) or stem.is_dir():
-        # A folder gets the input's name, never the hidden files "folder/.npy".
-        stem = stem / tuning_paths(Path(args.input).name)[0].stem
+        # A folder gets the input's name (without an .nwb/.hdf5 suffix), never the hidden
+        # files "folder/.npy".
+        from nnfit.calcium.recordings import CAIMAN_SUFFIXES, NWB_SUFFIXES
+
+        name = Path(args.input).name
+        if Path(name).suffix.lower() in NWB_SUFFIXES + CAIMAN_SUFFIXES:
+            name = Path(name).stem
+        stem = stem / tuning_paths(name)[0].stem
     refuse_output_over_input(tuning_paths(stem), input_files(args.input))
     rec = read_input(args.input, fs=args.fs, fs_label="--fs", series=args.series)
     traces = rec.load()
