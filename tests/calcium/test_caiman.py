@@ -146,6 +146,8 @@ def test_cli_deconvolve_equals_in_memory(tmp_path, traces, monkeypatch, capsys):
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "spikes.npy"), ref.spikes)
     assert main(["calcium", "estimate", "res.hdf5", "--series", "F_dff"]) == 2
     assert "estimates/F_dff is missing" in capsys.readouterr().err
+    assert main(["calcium", "estimate", "res.hdf5", "--series", "Fluorescence/X"]) == 2
+    assert "res.hdf5 is CaImAn results: its traces are one of" in capsys.readouterr().err
 
 
 def _edit(path, fn):

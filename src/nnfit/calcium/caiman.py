@@ -106,7 +106,10 @@ def read_caiman(
 
     p = Path(path)
     if traces not in CAIMAN_TRACES:
-        raise ValueError(f"CaImAn traces must be one of {', '.join(CAIMAN_TRACES)}; got {traces!r}")
+        raise ValueError(
+            f"{p} is CaImAn results: its traces are one of {', '.join(CAIMAN_TRACES)} "
+            f"(--series); got {traces!r}"
+        )
     try:
         f = open_h5(p, "r")
     except (OSError, ValueError) as exc:
