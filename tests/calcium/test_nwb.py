@@ -397,6 +397,22 @@ def test_write_nwb_refuses_mismatched_spikes(tmp_path, rec):
     ]
 
 
+def test_neuroconv_neuropil_and_deconvolved_series_are_not_chosen(tmp_path, rec):
+    # NeuroConv writes suite2p's neuropil and spikes as series inside Fluorescence
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces)
+    with pynwb.NWBHDF5IO(str(path), "a") as io:
+        nwb = io.read()
+        fluorescence = nwb.processing["ophys"]["Fluorescence"]
+        region = fluorescence["RoiResponseSeries"].rois
+        for name in ("Neuropil", "Deconvolved"):
+            fluorescence.create_roi_response_series(
+                name=name, data=np.zeros(rec.traces.T.shape), rois=region, unit="a.u.", rate=FS
+            )
+        io.write(nwb)
+    got = read_nwb(path)
+    assert got.provenance["series"] == "Fluorescence/RoiResponseSeries"
+
+
 def test_export_into_a_folder_names_the_files_after_the_recording(
     tmp_path, rec, monkeypatch, capsys
 ):

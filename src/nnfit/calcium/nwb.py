@@ -95,8 +95,10 @@ def spikes_series_name(
 TIMESTAMP_TOLERANCE = 0.1
 #: Largest relative difference between a given ``fs`` and the rate of the timestamps.
 FS_TOLERANCE = 0.01
-#: Containers holding traces that are not fluorescence to deconvolve (never chosen by default).
-_NOT_TRACES = (DECONVOLVED, "Neuropil")
+#: Containers, or series, holding traces that are not fluorescence to deconvolve (never chosen
+#: by default): suite2p's export writes them as containers, NeuroConv as series named so inside
+#: ``Fluorescence``.
+_NOT_TRACES = (DECONVOLVED, "Neuropil", "Denoised")
 
 
 def _pynwb():
@@ -139,7 +141,11 @@ def _choose(candidates: dict[str, Any], series: str | None, path: Path) -> tuple
                 f"--series is one of: {listing}"
             )
         return key, candidates[key]
-    usable = {k: v for k, v in candidates.items() if k.split("/")[-2] not in _NOT_TRACES}
+    usable = {
+        k: v
+        for k, v in candidates.items()
+        if not {k.split("/")[-2], k.split("/")[-1]} & set(_NOT_TRACES)
+    }
     if len(usable) == 1:
         return next(iter(usable.items()))
     if not usable:
