@@ -191,3 +191,30 @@ def test_cube_options_on_the_array_path_are_refused_naming_them(small_sim, tmp_p
     assert "--redshift, --target-sn: these apply to a FITS cube" in err
     assert not store.exists()
     assert main(args) == 0
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--kernel", "linear"],
+        ["--kernel", "fourier", "--vsyst", "0"],
+        ["--safety-pad-px", "50"],
+        ["--convention", "ppxf"],
+        ["--flux-scale", "data"],
+        ["--medium-templates", "air"],
+    ],
+)
+def test_array_options_with_a_fits_cube_are_refused_naming_them(tmp_path, capsys, flags):
+    """The array path's model options would be ignored with a FITS cube (the store was
+    'fourier', vsyst 0, pad 2 whatever was given): refused, even at their array defaults."""
+    pytest.importorskip("astropy")
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    store = tmp_path / "s.h5"
+    argv = ["spectral", "init", str(info["cube"]), "--templates", str(info["templates"])]
+    assert main([*argv, "--losvd", str(info["losvd"]), *flags, "--out", str(store)]) == 2
+    err = _one_line_error(capsys)
+    named = [f for f in flags if f.startswith("--")]
+    assert err.startswith(f"nnfit: error: {', '.join(named)}: these ")
+    assert not store.exists()

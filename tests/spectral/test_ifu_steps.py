@@ -264,3 +264,45 @@ def test_ppxf_kinematics_refuse_a_bin_beyond_vmax_as_it_comes_back():
         )  # fmt: skip
     assert err.value.bin_id == 2 and done == [1, 2]
     assert isinstance(err.value, ValueError)  # what the CLI reports as bad input
+
+
+def test_bin_map_with_a_bin_of_only_nan_spaxels_is_refused_before_any_fit(small_cube, tmp_path):
+    """pPXF fails on such a bin (moments 4) or returns its start as kinematics (moments 2)."""
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    p, _, _ = small_cube
+    bmap = np.zeros((6, 7), dtype=np.int64)
+    bmap[0, 0] = 1  # the all-NaN spaxel alone
+    bmap[5, 6] = -1
+    out = tmp_path / "s.h5"
+    with pytest.raises(ValueError, match=r"--bin-map\): bin\(s\) 1 have no pixel .* -1"):
+        store_from_ifu_cube(p, tmp_path / "no-templates", out, bin_map=bmap, kinematics="ppxf")
+    assert not out.exists()
+    bmap[0, 1] = 1  # with one spaxel that has data the bin is a bin: refused later, elsewhere
+    with pytest.raises(ValueError, match="--fwhm"):
+        store_from_ifu_cube(p, tmp_path / "no-templates", out, bin_map=bmap, kinematics="ppxf")
+
+
+def test_kinematics_beyond_the_template_margin_name_the_margin_option(tmp_path, monkeypatch):
+    """A sigma ~ 400 km/s galaxy reaches past the default 2000 km/s: the advice names
+    margin_kms / --template-margin with a value that covers the fit (the old advice, redshift
+    and S/N, could not help)."""
+    import nnfit.spectral.kinematics as kinematics
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+
+    def broad(*args, vmax, **kwargs):
+        raise kinematics.KinematicsAtBoundError(0, -84.0, 405.0, vmax)
+
+    monkeypatch.setattr(kinematics, "ppxf_kinematics", broad)
+    out = tmp_path / "s.h5"
+    kw = dict(fwhm_gal=None, lines=[], min_sn=0.0, kinematics="ppxf")
+    with pytest.raises(ValueError, match="reaching 2109 km/s") as err:
+        store_from_ifu_cube(info["cube"], info["templates"], out, **kw)
+    need = float(str(err.value).split("--template-margin ")[1].split(")")[0])
+    assert need >= 2109 and "margin_kms=" in str(err.value)
+    with pytest.raises(ValueError, match="must be > 0 km/s"):
+        store_from_ifu_cube(info["cube"], info["templates"], out, margin_kms=0.0, **kw)
+    assert not out.exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
+import h5py
 import numpy as np
 import pytest
 
@@ -177,3 +179,116 @@ def test_map_figures_on_sky_axes_for_one_component_and_without_wcs(tmp_path):
     res = write_maps(store, tmp_path / "pix")
     assert not res["sky_axes"]
     assert (tmp_path / "pix" / "maps.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_per_bin_dof_counts_only_the_pixels_the_bin_has(tmp_path):
+    """A bin missing a stretch of its spectrum (NaN in every spaxel, /BinMask False there):
+    its dof and chi^2/dof count only its own fitted pixels, as maps' global branch does."""
+    from nnfit.spectral.bin_fit import fit_bins
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import population_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    with fits.open(info["cube"]) as h:
+        hdul = fits.HDUList([hdu.copy() for hdu in h])
+    L = hdul["DATA"].data.shape[0]
+    hdul["DATA"].data[L // 3 : L // 2, 0, 1] = np.nan  # spaxel (x 1, y 0) = bin 1
+    cube = tmp_path / "gap.fits"
+    hdul.writeto(cube)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        cube,
+        info["templates"],
+        store,
+        losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None,
+        lines=[],
+        min_sn=0.0,
+    )
+    degree = 2
+    res = fit_bins(store, degree=degree)
+    with h5py.File(store, "r") as f:
+        good = f["Mask"][()] & f["BinMask"][()]
+        y, noise = f["DataCube"][()], f["Noise"][()]
+        model = f["BinFit/model"][()].astype(np.float64)
+    n_good = good.sum(axis=1)
+    assert n_good[1] < n_good[0] - L // 10  # the gap is the bin's own, not the store's mask
+    nnz = np.count_nonzero(res["weights"].reshape(res["weights"].shape[0], -1), axis=1)
+    np.testing.assert_array_equal(res["dof"], n_good - nnz - (degree + 1))
+    chi2 = (np.where(good, (y - model) / noise, 0.0) ** 2).sum(axis=1)
+    np.testing.assert_allclose(res["chi2"], chi2, rtol=1e-4)  # model is stored as float32
+    np.testing.assert_allclose(population_maps(store)["chi2_dof"], chi2 / res["dof"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_init_excludes_dq_flagged_pixels_and_says_how_many(run_cli, tmp_path):
+    """A DQ extension's flagged pixels give the store a NaN-variance cube would; --dq-ext none
+    reads them as good."""
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    with fits.open(info["cube"]) as h:
+        hdul = fits.HDUList([hdu.copy() for hdu in h])
+    var = hdul["STAT"].data
+    flagged = np.random.default_rng(1).random(var.shape) < 0.02
+    n = int(flagged.sum())
+    dq_cube, nan_cube = tmp_path / "dq.fits", tmp_path / "nan.fits"
+    fits.HDUList([*hdul, fits.ImageHDU(flagged.astype(np.uint8), name="DQ")]).writeto(dq_cube)
+    hdul["STAT"].data = np.where(flagged, np.nan, var).astype(np.float32)
+    hdul.writeto(nan_cube)
+    common = ["--templates", info["templates"], "--losvd", info["losvd"], "--fwhm", "none"]
+    common += ["--no-line-mask", "--min-sn", "0"]
+    stores = {}
+    for name, cube, extra in (
+        ("dq", dq_cube, []),
+        ("nan", nan_cube, []),
+        ("off", dq_cube, ["--dq-ext", "none"]),
+    ):
+        stores[name] = tmp_path / f"{name}.h5"
+        out = run_cli("cube", "init", cube, *common, *extra, "--out", stores[name], check=True)
+        assert (f"extension DQ flags {n} pixels of the selection bad" in out.stdout) == (
+            name == "dq"
+        )
+    with h5py.File(stores["dq"]) as a, h5py.File(stores["nan"]) as b, h5py.File(stores["off"]) as c:
+        for k in ("DataCube", "Noise", "BinMask"):
+            np.testing.assert_array_equal(a[k][()], b[k][()])
+        assert c["BinMask"][()].all() and not a["BinMask"][()].all()
+    bad = run_cli("cube", "init", dq_cube, *common, "--dq-ext", "QUAL", "--out", tmp_path / "x.h5")
+    assert bad.returncode == 2 and "--dq-ext none" in bad.stderr
+
+
+@pytest.mark.slow
+def test_medium_obs_and_template_margin_reach_a_store_from_a_fits_cube(run_cli, tmp_path):
+    """--medium-obs stands in for a missing CTYPE3 (it was ignored and the error named a
+    --medium that does not exist); --template-margin widens the template grid."""
+    info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    with fits.open(info["cube"]) as h:
+        hdul = fits.HDUList([hdu.copy() for hdu in h])
+    for ext in ("DATA", "STAT"):
+        del hdul[ext].header["CTYPE3"]
+    bare = tmp_path / "noctype.fits"
+    hdul.writeto(bare)
+    common = ["--templates", info["templates"], "--losvd", info["losvd"], "--fwhm", "none"]
+    common += ["--no-line-mask", "--min-sn", "0"]
+    s = {k: tmp_path / f"{k}.h5" for k in ("ref", "air", "wide")}
+    bad = run_cli("cube", "init", bare, *common, "--out", tmp_path / "x.h5")
+    assert bad.returncode == 2 and "(CLI --medium-obs)" in bad.stderr
+    run_cli("cube", "init", bare, *common, "--medium-obs", "air", "--out", s["air"], check=True)
+    run_cli("cube", "init", info["cube"], *common, "--out", s["ref"], check=True)
+    bad = run_cli(
+        "cube", "init", info["cube"], *common, "--medium-obs", "vacuum", "--out", s["wide"]
+    )
+    assert bad.returncode == 2 and "says air wavelengths but medium='vacuum'" in bad.stderr
+    lo, hi = info["lam_range"]
+    wide = ["--template-margin", "4000", "--lam-range", f"{lo + 60}", f"{hi - 60}"]
+    run_cli("cube", "init", info["cube"], *common, *wide, "--out", s["wide"], check=True)
+
+    def reach_kms(f):  # template coverage beyond the data, the narrower side
+        tem, obs = f["TemPix"][()], f["ObsPix"][()]
+        return 299792.458 * min(obs[0] - tem[0], tem[-1] - obs[-1])
+
+    with h5py.File(s["ref"]) as r, h5py.File(s["air"]) as a, h5py.File(s["wide"]) as w:
+        assert json.loads(a.attrs["ifu_json"])["medium"] == "air"
+        for k in ("DataCube", "Noise", "TemPix", "ObsPix"):
+            np.testing.assert_array_equal(a[k][()], r[k][()])
+        assert reach_kms(r) < 4000 <= reach_kms(w)

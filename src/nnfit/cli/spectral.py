@@ -173,11 +173,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=("SL", "LS"),
         help="orientation of datacube/noise; needed when S == L",
     )
+    # Array-path options default to None so that the FITS path can tell a given flag (refused
+    # there: nothing would read it) from an absent one; _ARRAY_DEFAULTS fills them in.
     p.add_argument(
         "--safety-pad-px",
         type=int,
-        default=2,
-        help="template pixels required beyond the largest LOSVD shift (default: %(default)s)",
+        help="template pixels required beyond the largest LOSVD shift (default: 2)",
     )
     p.add_argument(
         "--template-meta", help="JSON with template axis names/values, stored in template_meta_json"
@@ -185,25 +186,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kernel",
         choices=("linear", "fourier"),
-        default="linear",
         help="model: 'fourier' = exact band-limited placement (pPXF's); 'linear' = the "
-        "HyperCube builder's (default: %(default)s)",
+        "HyperCube builder's (default: linear)",
     )
     p.add_argument(
         "--convention",
         choices=("cz", "ppxf"),
-        default="cz",
         help="velocity convention of vel_pix and --vsyst: 'cz' (v = c z) or 'ppxf' "
-        "(V = c ln(1+z)) (default: %(default)s)",
+        "(V = c ln(1+z)) (default: cz)",
     )
-    p.add_argument("--vsyst", type=float, default=0.0, help="systemic velocity, km/s (fourier)")
+    p.add_argument("--vsyst", type=float, help="systemic velocity, km/s (fourier; default 0)")
     p.add_argument(
         "--flux-scale",
         choices=("data",),
         default=None,
         help="'data': scale each spaxel's LOSVD by its mean flux (unit-normalised LOSVDs)",
     )
-    p.add_argument("--medium-obs", choices=("air", "vacuum"), help="wavelength medium of the data")
+    p.add_argument(
+        "--medium-obs",
+        choices=("air", "vacuum"),
+        help="wavelength medium of the data (with a FITS cube: needed only when CTYPE3 is "
+        "neither AWAV nor WAVE)",
+    )
     p.add_argument("--medium-templates", choices=("air", "vacuum"), help="... of the templates")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -347,6 +351,9 @@ def _read_template_meta(text: str | None) -> dict | None:
     return meta
 
 
+_ARRAY_DEFAULTS = {"safety_pad_px": 2, "kernel": "linear", "convention": "cz", "vsyst": 0.0}
+
+
 def _init(args: argparse.Namespace) -> int:
     from nnfit.io.hdf5 import staged_h5
     from nnfit.io.paths import refuse_output_over_input
@@ -360,6 +367,9 @@ def _init(args: argparse.Namespace) -> int:
     from nnfit.cli.spectral_ifu import refuse_cube_options_without_cube
 
     refuse_cube_options_without_cube(args)
+    for dest, default in _ARRAY_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
     names = _INIT_ARRAYS
     out = Path(args.out)
     refuse_output_over_input(

@@ -84,11 +84,30 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="with --kinematics ppxf: pPXF's additive polynomial degree (default 4; -1 none)",
     )
+    g.add_argument(
+        "--template-margin",
+        type=float,
+        default=2000.0,
+        metavar="KMS",
+        help="template coverage beyond the data on each side, km/s: at least |V| + 5 sigma "
+        "of the broadest bin (default 2000; raise it for sigma above ~400 km/s)",
+    )
     g.add_argument("--mask-lines", help="line list: name wavelength_A half_width_kms rest|observed")
     g.add_argument("--no-line-mask", action="store_true", help="mask no lines")
     g.add_argument("--data-ext", help="data extension (default DATA)")
-    g.add_argument("--var-ext", help="variance extension (default ERRDATA/STAT/VAR)")
+    g.add_argument("--var-ext", help="variance extension (default ERRDATA/STAT/VAR/VARIANCE)")
+    g.add_argument(
+        "--ivar-ext",
+        help="inverse-variance extension instead of a variance (default: IVAR/INVVAR when the "
+        "file has no variance); 0 marks a bad pixel",
+    )
     g.add_argument("--noise-ext", help="1-sigma noise extension instead of a variance")
+    g.add_argument(
+        "--dq-ext",
+        default="auto",
+        help="data-quality extension, non-zero = bad pixel (excluded); 'none' reads none "
+        "(default: QUALDATA or DQ when the file has one)",
+    )
     g.add_argument(
         "--scheduler",
         help="Dask scheduler address for pPXF's per-bin kinematics, the long step (default: "
@@ -160,6 +179,9 @@ def init_from_cube(args: argparse.Namespace) -> int:
             "ypix",
             "binnum",
             "template_meta",
+            "datacube_layout",
+            "flux_scale",
+            "medium_templates",
         )
         if getattr(args, n, None)
     ]
@@ -167,6 +189,20 @@ def init_from_cube(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{', '.join(mixed)}: these build a store from arrays; with a FITS cube the cube, "
             "--templates and --kinematics/--losvd say everything"
+        )
+    # None unless given (the array path fills in its defaults): a given value would be ignored
+    model = [
+        f"--{n.replace('_', '-')}"
+        for n in ("kernel", "convention", "vsyst", "safety_pad_px")
+        if getattr(args, n, None) is not None
+    ]
+    if model:
+        raise ValueError(
+            f"{', '.join(model)}: these set up a store built from arrays; with a FITS cube the "
+            "store's model is the exact 'fourier' one in pPXF's velocity convention, its "
+            "systemic velocity follows from --redshift and the template grid, and its template "
+            "margin is --template-margin; drop them (a 'linear' store from a cube: "
+            "nnfit.spectral.store_from_ifu_cube(kernel='linear') in Python)"
         )
     if args.kinematics and args.losvd:
         raise ValueError("give --kinematics or --losvd, not both")
@@ -234,6 +270,10 @@ def init_from_cube(args: argparse.Namespace) -> int:
         data_ext=args.data_ext,
         var_ext=args.var_ext,
         noise_ext=args.noise_ext,
+        ivar_ext=args.ivar_ext,
+        medium=args.medium_obs,
+        margin_kms=args.template_margin,
+        dq_ext=None if args.dq_ext.lower() == "none" else args.dq_ext,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
         progress=_bin_bar(enabled=False if args.no_progress else None),
@@ -243,6 +283,11 @@ def init_from_cube(args: argparse.Namespace) -> int:
         f"pixels at {info['velscale']:.2f} km/s ({info['n_masked']} masked), P={info['P']} "
         f"templates, V={info['V']} LOSVD bins; kinematics from {info['kinematics']}"
     )
+    if info["dq_ext"]:
+        print(
+            f"data quality: extension {info['dq_ext']} flags {info['dq_flagged']} pixels of the "
+            "selection bad: excluded (--dq-ext none keeps them)"
+        )
     print(
         f"next: nnfit spectral fit {info['path']} --per-bin, then nnfit spectral maps {info['path']}"
     )

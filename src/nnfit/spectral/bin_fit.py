@@ -9,8 +9,9 @@ Each bin ``s`` is a one-spaxel problem ``y_s = A_s x_s`` (its own LOSVDs and noi
     /BinFit/model   (S, L)     float32  mpoly * (A_s x_s) + apoly (the polynomials when fitted)
     /BinFit/mpoly, /BinFit/apoly (S, L) float32  the continuum polynomials (1 and 0 without)
     /BinFit/chi2    (S,)       float64  sum over fitted pixels of ((y - model) / noise)^2
-    /BinFit/dof     (S,)       int64    fitted pixels minus non-zero weights and polynomial
-                                        coefficients (``fit_cube``'s ``dof``)
+    /BinFit/dof     (S,)       int64    the bin's fitted pixels (``n_good``) minus non-zero
+                                        weights and polynomial coefficients (``fit_cube``'s
+                                        ``dof``)
     /BinFit/n_good  (S,)       int64    fitted pixels (``/Mask`` and ``/BinMask``)
     /BinFit/regul   (S,)       float64  the regularisation strength of each bin's fit
 
@@ -100,7 +101,8 @@ def fit_bins(
     n_good = (bin_mask & prob.mask[None, :]).sum(axis=1)
     whole = CubeOperator.from_problem(prob)  # one dictionary for every bin
     for s in range(S):
-        op = whole.spaxels(s, s + 1)
+        # the bin's own missing pixels weigh zero, so fit_cube's dof counts n_good pixels
+        op = whole.spaxels(s, s + 1, keep=bin_mask[s : s + 1])
         op.template_meta = prob.template_meta  # the population grid for ``regul``
 
         def fit(r: float, op: CubeOperator = op) -> tuple[np.ndarray, dict]:

@@ -686,7 +686,7 @@ class CubeOperator(LinearOperator):
             _REGISTRY[source] = op._data
         return op
 
-    def spaxels(self, a: int, b: int) -> CubeOperator:
+    def spaxels(self, a: int, b: int, *, keep: np.ndarray | None = None) -> CubeOperator:
         """The operator of spaxels (or bins) ``a:b`` alone, sharing this one's dictionary.
 
         The same model and data as ``from_problem(problem.spaxel(s))`` for ``a:b = s:s+1``
@@ -694,6 +694,15 @@ class CubeOperator(LinearOperator):
         library): what a per-bin fit needs for each bin. Kernels, weights and data are views
         of this operator's rows; the continuum of the new operator
         (:meth:`set_continuum`) is its own. Runs on the local scheduler.
+
+        Parameters
+        ----------
+        a, b : int
+            The rows ``a:b``.
+        keep : ndarray (b - a, L) bool, optional
+            Pixels of these rows to fit on top of the operator's mask; the others weigh
+            exactly zero, so they count neither in chi^2 nor in the fit's ``dof`` (a store's
+            ``/BinMask``: pixels a bin has no data for).
         """
         S = self.n_spaxels
         if not (0 <= a < b <= S):
@@ -703,6 +712,13 @@ class CubeOperator(LinearOperator):
         op._data.s0 = 0
         op._w0 = None if self._w0 is None else self._w0[a:b]
         op._wy0 = None if self._wy0 is None else self._wy0[a:b]
+        if keep is not None:
+            k = np.asarray(keep, dtype=bool)
+            if k.shape != (b - a, self.n_obs):
+                raise ValueError(f"keep must be ({b - a}, {self.n_obs}); got {k.shape}")
+            w0 = np.ones(k.shape) if op._w0 is None else op._w0
+            op._w0 = np.where(k, w0, 0.0)
+            op._wy0 = None if op._wy0 is None else np.where(k, op._wy0, 0.0)
         op.data_shape = (b - a, self.n_obs)
         op.n_spaxels = b - a
         op.block_size = min(b - a, 256)

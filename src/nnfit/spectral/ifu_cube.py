@@ -1,7 +1,10 @@
 """Reading integral-field (IFU) cubes from FITS: data, variance, spectral and celestial WCS.
 
 A cube is a 3-D image ``(L, ny, nx)`` (FITS axes NAXIS1 = x, NAXIS2 = y, NAXIS3 = wavelength)
-with a variance (MUSE ``STAT``) or 1-sigma noise cube of the same shape. The reader maps the
+with a variance (MUSE ``STAT``), inverse-variance (MaNGA ``IVAR``) or 1-sigma noise cube of the
+same shape, and optionally a data-quality cube (``DQ``, non-zero = bad pixel). Every pixel
+whose noise cannot be a variance (NaN, a variance or 1-sigma noise <= 0, an inverse variance
+<= 0) or that DQ flags gets a NaN variance, which every later step excludes. The reader maps the
 file into memory (nothing is read until a slab is asked for), so a full MUSE cube (300 x 300
 spaxels x 3,700 pixels, 1.3 GB per extension in float32) costs no memory until it is streamed
 slab by slab (:meth:`IFUCube.slabs`).
@@ -10,8 +13,8 @@ The spectral axis comes from the standard linear FITS WCS keywords ``CTYPE3`` (`
 ``WAVE`` = vacuum wavelengths), ``CRVAL3``, ``CRPIX3``, ``CD3_3`` or ``CDELT3`` (times
 ``PC3_3`` when present) and ``CUNIT3``; the celestial WCS of axes 1-2 is kept for the maps.
 
-One module, though just over 500 lines: one file format (a FITS IFU cube with its variance
-extension and its spectral and celestial WCS) and the slab reader over it.
+One module, though over 600 lines: one file format (a FITS IFU cube with its noise and DQ
+extensions and its spectral and celestial WCS) and the slab reader over it.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_VAR_NAMES = ("STAT", "VAR", "VARIANCE", "IVAR")
+_VAR_NAMES = ("STAT", "VAR", "VARIANCE")
+_IVAR_NAMES = ("IVAR", "INVVAR")
 _NOISE_NAMES = ("ERR", "ERROR", "NOISE", "SIGMA")
+_DQ_NAMES = ("DQ",)
+# what each kind of noise extension holds, for messages
+_KIND_WORD = {"variance": "variance", "sigma": "noise", "ivar": "inverse-variance"}
 _DATA_NAMES = ("DATA", "FLUX", "SCI")
 
 
@@ -168,8 +175,10 @@ class IFUCube:
         ``INSTRUME`` of the data or primary header ("" when absent).
     path : Path
         The file.
-    noise_is_sigma : bool
-        True when the file stores a 1-sigma noise cube rather than a variance.
+    noise_kind : {"variance", "sigma", "ivar"}
+        What the noise extension holds: a variance, a 1-sigma noise or an inverse variance.
+    noise_name, dq_name : str
+        The noise and data-quality extensions read (``dq_name`` "" when none).
     """
 
     wave: np.ndarray
@@ -178,10 +187,47 @@ class IFUCube:
     bunit: str
     instrument: str
     path: Path
-    noise_is_sigma: bool
+    noise_kind: str
     _data: _Extension
     _var: _Extension
     _sel: tuple[slice, slice, slice]
+    _dq: _Extension | None = None
+
+    @property
+    def noise_is_sigma(self) -> bool:
+        """True when the file stores a 1-sigma noise cube rather than a variance."""
+        return self.noise_kind == "sigma"
+
+    @property
+    def noise_name(self) -> str:
+        """The noise extension read (its EXTNAME)."""
+        return self._var.name
+
+    @property
+    def dq_name(self) -> str:
+        """The data-quality extension read ("" when none)."""
+        return "" if self._dq is None else self._dq.name
+
+    def _variance(self, raw: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
+        """The variance of ``raw`` noise values, NaN where the pixel is bad.
+
+        A variance is kept as it is (later steps drop values that are not finite and > 0); a
+        1-sigma noise or an inverse variance that is not finite and > 0 cannot give one, so
+        it becomes NaN rather than a square of a negative flag or 1 / 0.
+        """
+        raw = np.asarray(raw, dtype=np.float64)  # a float32 1 / ivar would lose digits
+        if self.noise_kind == "variance":
+            v = raw
+        else:
+            ok = np.isfinite(raw) & (raw > 0)
+            with np.errstate(divide="ignore", over="ignore"):
+                if self.noise_kind == "sigma":
+                    v = np.where(ok, raw * raw, np.nan)
+                else:
+                    v = np.where(ok, 1.0 / np.where(ok, raw, 1.0), np.nan)
+        if dq is not None:
+            v = np.where(dq != 0, np.nan, v)  # NaN DQ (a BLANK) is bad too: NaN != 0
+        return v
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -197,9 +243,30 @@ class IFUCube:
 
     @property
     def variance(self) -> np.ndarray:
-        """The selected variance ``(L, ny, nx)`` (memory-mapped; a noise file is squared)."""
+        """The selected variance ``(L, ny, nx)``, NaN on bad pixels.
+
+        Memory-mapped for a variance extension without DQ; a 1-sigma noise is squared and an
+        inverse variance inverted (both into memory).
+        """
         v = self._var.memmap(self.path)[self._sel]
-        return np.square(v, dtype=np.float64) if self.noise_is_sigma else v
+        dq = None if self._dq is None else self._dq.memmap(self.path)[self._sel]
+        if self.noise_kind == "variance" and dq is None:
+            return v
+        return self._variance(np.asarray(v), dq)
+
+    def n_flagged(self, max_bytes: float = 64e6) -> int:
+        """Pixels of the selection the DQ extension flags (0 without one), streamed."""
+        if self._dq is None:
+            return 0
+        ls, ys, xs = self._sel
+        _, ny, nx = self._dq.shape
+        step = max(1, int(max_bytes // (8 * ny * nx)))
+        n = 0
+        with open(self.path, "rb") as fh:
+            for a in range(ls.start, ls.stop, step):
+                dq = self._dq.read_planes(fh, a, min(ls.stop, a + step))[:, ys, xs]
+                n += int(np.count_nonzero(dq != 0))
+        return n
 
     def slabs(self, max_bytes: float = 64e6) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """Yield ``(wavelength slice, flux, variance)`` slabs as float64, about ``max_bytes``
@@ -214,8 +281,9 @@ class IFUCube:
                 a, b = ls.start + l0, ls.start + l1
                 f = self._data.read_planes(fh, a, b)[:, ys, xs]
                 v = self._var.read_planes(fh, a, b)[:, ys, xs]
-                if self.noise_is_sigma:
-                    v = v * v
+                dq = None if self._dq is None else self._dq.read_planes(fh, a, b)[:, ys, xs]
+                if self.noise_kind != "variance" or dq is not None:
+                    v = self._variance(v, dq)
                 yield slice(l0, l1), f, v
 
 
@@ -244,6 +312,15 @@ def _extension(hdul, hdu, path: Path) -> _Extension:
     )
 
 
+_ARG_OF = {
+    "data": "data_ext=, CLI --data-ext",
+    "variance": "var_ext=, CLI --var-ext",
+    "noise": "noise_ext=, CLI --noise-ext",
+    "inverse-variance": "ivar_ext=, CLI --ivar-ext",
+    "data-quality": "dq_ext=, CLI --dq-ext; --dq-ext none reads no DQ",
+}
+
+
 def _hdu_by_name(hdul, name: str | int, path: Path, what: str):
     names = [h.name or f"#{i}" for i, h in enumerate(hdul)]
     try:
@@ -251,7 +328,7 @@ def _hdu_by_name(hdul, name: str | int, path: Path, what: str):
     except (KeyError, IndexError):
         raise ValueError(
             f"{path}: no {what} extension {name!r} (the file has {', '.join(names)}); "
-            f"name the right one (data_ext= / var_ext=, CLI --data-ext / --var-ext)"
+            f"name the right one ({_ARG_OF[what]})"
         ) from None
 
 
@@ -267,28 +344,61 @@ def _find_data_hdu(hdul, data_ext, path: Path):
     raise ValueError(f"{path}: no image extension with data (HDUs: {[h.name for h in hdul]})")
 
 
-def _find_var_hdu(hdul, data_hdu, var_ext, noise_ext, path: Path):
-    if var_ext is not None and noise_ext is not None:
-        raise ValueError("give var_ext or noise_ext, not both")
+def _find_var_hdu(hdul, data_hdu, var_ext, noise_ext, ivar_ext, path: Path):
+    """The noise HDU and what it holds: "variance", "sigma" or "ivar"."""
+    given = [
+        (a, v)
+        for a, v in (("var_ext", var_ext), ("noise_ext", noise_ext), ("ivar_ext", ivar_ext))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(
+            f"give one of var_ext, noise_ext, ivar_ext (CLI --var-ext / --noise-ext / "
+            f"--ivar-ext); got {' and '.join(a for a, _ in given)}"
+        )
     if var_ext is not None:
-        return _hdu_by_name(hdul, var_ext, path, "variance"), False
+        h = _hdu_by_name(hdul, var_ext, path, "variance")
+        if h.name.upper() in _IVAR_NAMES:
+            # an inverse variance read as a variance weights every pixel upside down
+            raise ValueError(
+                f"{path}: var_ext {var_ext!r}: extension {h.name!r} holds an inverse variance, "
+                "not a variance; name it with ivar_ext= (CLI --ivar-ext)"
+            )
+        return h, "variance"
     if noise_ext is not None:
-        return _hdu_by_name(hdul, noise_ext, path, "noise"), True
+        return _hdu_by_name(hdul, noise_ext, path, "noise"), "sigma"
+    if ivar_ext is not None:
+        return _hdu_by_name(hdul, ivar_ext, path, "inverse-variance"), "ivar"
     err = data_hdu.header.get("ERRDATA")  # ESO data-format pointer (MUSE: 'STAT')
     if err and err in hdul:
-        return hdul[err], False
-    for n in _VAR_NAMES:
-        if n in hdul and n != "IVAR":
-            return hdul[n], False
-    for n in _NOISE_NAMES:
-        if n in hdul:
-            return hdul[n], True
+        kind = "ivar" if hdul[err].name.upper() in _IVAR_NAMES else "variance"
+        return hdul[err], kind
+    for names, kind in ((_VAR_NAMES, "variance"), (_IVAR_NAMES, "ivar"), (_NOISE_NAMES, "sigma")):
+        for n in names:
+            if n in hdul:
+                return hdul[n], kind
     names = [h.name for h in hdul]
     raise ValueError(
-        f"{path}: no variance extension (looked for ERRDATA and {', '.join(_VAR_NAMES[:3])}) or "
-        f"noise extension ({', '.join(_NOISE_NAMES)}); the file has {', '.join(names)}. Name "
-        "it with var_ext= or noise_ext= (CLI --var-ext / --noise-ext)"
+        f"{path}: no variance extension (looked for ERRDATA and {', '.join(_VAR_NAMES)}), "
+        f"inverse-variance extension ({', '.join(_IVAR_NAMES)}) or noise extension "
+        f"({', '.join(_NOISE_NAMES)}); the file has {', '.join(names)}. Name it with var_ext=, "
+        "ivar_ext= or noise_ext= (CLI --var-ext / --ivar-ext / --noise-ext)"
     )
+
+
+def _find_dq_hdu(hdul, data_hdu, dq_ext, path: Path):
+    """The data-quality HDU: ``dq_ext`` by name, None = none, "auto" = QUALDATA or DQ if any."""
+    if dq_ext is None:
+        return None
+    if dq_ext != "auto":
+        return _hdu_by_name(hdul, dq_ext, path, "data-quality")
+    qual = data_hdu.header.get("QUALDATA")  # ESO data-format pointer (MUSE: 'DQ')
+    if qual and qual in hdul:
+        return hdul[qual]
+    for n in _DQ_NAMES:
+        if n in hdul:
+            return hdul[n]
+    return None
 
 
 def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, str]:
@@ -324,11 +434,12 @@ def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, 
     else:
         raise ValueError(
             f"{path}: CTYPE3 = {ctype!r}: expected 'AWAV' (air) or 'WAVE' (vacuum wavelengths); "
-            "pass medium='air' or 'vacuum' (CLI --medium) if the header cannot say"
+            "pass medium='air' or 'vacuum' (CLI --medium-obs) if the header cannot say"
         )
     if medium is not None and medium != found:
         raise ValueError(
-            f"{path}: CTYPE3 = {ctype!r} says {found} wavelengths but medium={medium!r} was given"
+            f"{path}: CTYPE3 = {ctype!r} says {found} wavelengths but medium={medium!r} (CLI "
+            "--medium-obs) was given; drop it"
         )
     unit_s = str(header.get("CUNIT3", "")).strip()
     if unit_s:
@@ -366,6 +477,22 @@ def _celestial_header(header, ys: slice, xs: slice) -> str:
     return cel.to_header().tostring()
 
 
+def _cube_like(hdul, hdu, what: str, data_name: str, shape: tuple, path: Path) -> _Extension:
+    """The extension of ``hdu``, refused unless it is a cube shaped like the data."""
+    if hdu.header.get("NAXIS", 0) != 3:
+        raise ValueError(
+            f"{path}: {what} extension {hdu.name!r} has NAXIS = {hdu.header.get('NAXIS', 0)}; "
+            f"it must be a cube shaped like {data_name!r}"
+        )
+    ext = _extension(hdul, hdu, path)
+    if ext.shape != shape:
+        raise ValueError(
+            f"{path}: {what} extension {hdu.name!r} has shape {ext.shape}, the data "
+            f"{data_name!r} {shape}; they must match"
+        )
+    return ext
+
+
 def _as_slice(r, n: int, name: str) -> slice:
     if r is None:
         return slice(0, n)
@@ -381,6 +508,8 @@ def read_ifu_cube(
     data_ext: str | int | None = None,
     var_ext: str | int | None = None,
     noise_ext: str | int | None = None,
+    ivar_ext: str | int | None = None,
+    dq_ext: str | int | None = "auto",
     lam_range: tuple[float, float] | None = None,
     x_range: tuple[int, int] | None = None,
     y_range: tuple[int, int] | None = None,
@@ -394,9 +523,16 @@ def read_ifu_cube(
         The FITS file.
     data_ext : str or int, optional
         Data extension; default ``DATA`` (or ``FLUX``/``SCI``, else the first image HDU).
-    var_ext, noise_ext : str or int, optional
-        Variance or 1-sigma noise extension; default the ``ERRDATA`` pointer, then ``STAT``,
-        ``VAR``, ``VARIANCE``, then ``ERR``/``NOISE``/``SIGMA`` (as noise).
+    var_ext, noise_ext, ivar_ext : str or int, optional
+        Variance, 1-sigma noise or inverse-variance extension (give at most one); default the
+        ``ERRDATA`` pointer, then ``STAT``, ``VAR``, ``VARIANCE``, then ``IVAR``/``INVVAR``
+        (as inverse variance), then ``ERR``/``ERROR``/``NOISE``/``SIGMA`` (as noise). An
+        extension named ``IVAR`` or ``INVVAR`` is refused as ``var_ext``. Pixels whose noise is
+        not finite, or is <= 0 (1-sigma noise, inverse variance), get a NaN variance: excluded.
+    dq_ext : str, int or None
+        Data-quality extension, non-zero = bad pixel (excluded like a NaN variance; the flux is
+        read unchanged). ``"auto"`` (default): the ``QUALDATA`` pointer, else ``DQ`` when the
+        file has one; None: read none.
     lam_range : (float, float), optional
         Keep pixels with ``lam_range[0] <= wave <= lam_range[1]`` (observed Angstrom).
     x_range, y_range : (int, int), optional
@@ -452,20 +588,12 @@ def read_ifu_cube(
                 f"{p}: extension {dh.name!r} is not a cube: NAXIS = {hdr.get('NAXIS', 0)} "
                 "(expected 3: x, y, wavelength)"
             )
-        vh, is_sigma = _find_var_hdu(hdul, dh, var_ext, noise_ext, p)
+        vh, kind = _find_var_hdu(hdul, dh, var_ext, noise_ext, ivar_ext, p)
+        qh = _find_dq_hdu(hdul, dh, dq_ext, p)
         wave, found_medium = _spectral_axis(hdr, p, medium)
         d_ext = _extension(hdul, dh, p)
-        if vh.header.get("NAXIS", 0) != 3:
-            raise ValueError(
-                f"{p}: {'noise' if is_sigma else 'variance'} extension {vh.name!r} has NAXIS = "
-                f"{vh.header.get('NAXIS', 0)}; it must be a cube shaped like {dh.name!r}"
-            )
-        v_ext = _extension(hdul, vh, p)
-        if v_ext.shape != d_ext.shape:
-            raise ValueError(
-                f"{p}: {'noise' if is_sigma else 'variance'} extension {vh.name!r} has shape "
-                f"{v_ext.shape}, the data {dh.name!r} {d_ext.shape}; they must match"
-            )
+        v_ext = _cube_like(hdul, vh, _KIND_WORD[kind], dh.name, d_ext.shape, p)
+        q_ext = None if qh is None else _cube_like(hdul, qh, "DQ", dh.name, d_ext.shape, p)
         L, ny, nx = d_ext.shape
         if lam_range is not None:
             lo, hi = (float(v) for v in lam_range)
@@ -487,10 +615,11 @@ def read_ifu_cube(
             bunit=str(hdr.get("BUNIT", hdul[0].header.get("BUNIT", ""))),
             instrument=str(hdr.get("INSTRUME", hdul[0].header.get("INSTRUME", ""))).strip(),
             path=p,
-            noise_is_sigma=is_sigma,
+            noise_kind=kind,
             _data=d_ext,
             _var=v_ext,
             _sel=(ls, ys, xs),
+            _dq=q_ext,
         )
     # An all-NaN cube is refused here, not after binning: a few planes are read.
     L2 = cube.shape[0]

@@ -67,9 +67,12 @@ def store_from_ifu_cube(
     ppxf_degree: int = 4,
     margin_kms: float = 2000.0,
     kernel: str = "fourier",
+    medium: str | None = None,
     data_ext: str | int | None = None,
     var_ext: str | int | None = None,
     noise_ext: str | int | None = None,
+    ivar_ext: str | int | None = None,
+    dq_ext: str | int | None = "auto",
     overwrite: bool = False,
     scheduler: Any = None,
     progress: Callable[[int, int], None] | None = None,
@@ -122,13 +125,20 @@ def store_from_ifu_cube(
     losvd : (losvd (S, V, C), vel_pix (V,)), optional
         Histograms instead of moments (e.g. from an orbit model), velocities in cz km/s.
     margin_kms : float
-        Template coverage beyond the observed range on each side (>= largest LOSVD shift).
+        Template coverage beyond the observed range on each side (>= largest LOSVD shift,
+        ``|V| + 5 sigma``; CLI ``--template-margin``): raise it for galaxies broader than
+        about 400 km/s. Kinematics tables and LOSVD histograms widen it as they need.
     kernel : {"fourier", "linear"}
         The store's model (:class:`~nnfit.spectral.cube_operator.CubeOperator`): ``"fourier"``,
         the exact band-limited one (pPXF's), with LOSVDs from moments on pPXF's log-velocity
         grid; ``"linear"`` the original one (needed by ``nnfit spectral build``/Kaczmarz).
-    data_ext, var_ext, noise_ext : optional
-        FITS extensions (see ``read_ifu_cube``).
+    medium : {"air", "vacuum"}, optional
+        Wavelength medium of the cube, needed only when its ``CTYPE3`` says neither (CLI
+        ``--medium-obs``).
+    data_ext, var_ext, noise_ext, ivar_ext, dq_ext : optional
+        FITS extensions (see :func:`~nnfit.spectral.ifu_cube.read_ifu_cube`): pixels the DQ
+        extension flags (``"auto"``: ``DQ`` when the file has one; None: none) are excluded
+        like pixels without a valid variance.
     overwrite : bool
         Replace ``out`` if it exists.
     scheduler : optional
@@ -142,13 +152,15 @@ def store_from_ifu_cube(
     -------
     dict
         ``S`` bins, ``L`` pixels, ``T``, ``P``, ``V``, ``velscale``, ``n_masked``,
-        ``kinematics`` (source) and ``path``.
+        ``kinematics`` (source), ``path``, ``dq_ext`` (the DQ extension read, "" when none)
+        and ``dq_flagged`` (pixels of the selection it flags).
     """
     from nnfit.io import atomic_path
     from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.binning import BinMap, bin_spectra, spaxel_signal_noise, voronoi_bins
     from nnfit.spectral.ifu_cube import muse_lsf_fwhm, read_ifu_cube
     from nnfit.spectral.kinematics import (
+        N_SIGMA,
         KinematicsAtBoundError,
         losvd_from_kinematics,
         ppxf_kinematics,
@@ -171,6 +183,8 @@ def store_from_ifu_cube(
         kinematics = "ppxf"
     if ppxf_moments not in (2, 4):
         raise ValueError(f"ppxf_moments must be 2 (V, sigma) or 4 (+ h3, h4); got {ppxf_moments}")
+    if not float(margin_kms) > 0:
+        raise ValueError(f"margin_kms (--template-margin) must be > 0 km/s; got {margin_kms}")
     if int(ppxf_degree) < -1:
         raise ValueError(f"ppxf_degree must be >= -1 (-1: no polynomial); got {ppxf_degree}")
     if kinematics != "ppxf" and (ppxf_moments, ppxf_degree) != (2, 4):
@@ -191,11 +205,23 @@ def store_from_ifu_cube(
         data_ext=data_ext,
         var_ext=var_ext,
         noise_ext=noise_ext,
+        ivar_ext=ivar_ext,
+        dq_ext=dq_ext,
         lam_range=lam_range,
         x_range=x_range,
         y_range=y_range,
+        medium=medium,
     )
     _, ny, nx = cube.shape
+    n_dq = cube.n_flagged()
+    if cube.dq_name:
+        log.info(
+            "%s: extension %r flags %d of the selection's %d pixels (excluded)",
+            cube.path,
+            cube.dq_name,
+            n_dq,
+            int(np.prod(cube.shape)),
+        )
     signal, noise, usable = spaxel_signal_noise(cube)
     if bin_map is not None:
         bins = BinMap.from_map(bin_map)
@@ -207,6 +233,17 @@ def store_from_ifu_cube(
         bins = voronoi_bins(signal, noise, usable, target_sn, min_sn=min_sn)
     flux_lin, var_lin = bin_spectra(cube, bins)
     S = bins.n_bins
+    with np.errstate(invalid="ignore"):
+        has_data = (np.isfinite(flux_lin) & np.isfinite(var_lin) & (var_lin > 0)).any(axis=1)
+    if not has_data.all():
+        # pPXF would fail on such a bin or return its starting guess as kinematics
+        empty = np.flatnonzero(~has_data)
+        shown = ", ".join(str(b) for b in empty[:10]) + (", ..." if empty.size > 10 else "")
+        raise ValueError(
+            f"bin map (--bin-map): bin(s) {shown} have no pixel with finite data "
+            "and a valid variance over the selection (every spaxel NaN or flagged); mark their "
+            "spaxels -1 (unused) or merge them into neighbouring bins"
+        )
     log.info("%d bins from %d spaxels", S, bins.binnum.size)
 
     flux, var, ln_obs, vs = log_rebin(cube.wave, flux_lin, velscale=velscale, variance=var_lin)
@@ -299,13 +336,22 @@ def store_from_ifu_cube(
                 # the bin's S/N as --min-sn and --target-sn measure it (vorbin's sum)
                 sel = bins.bin_map == e.bin_id
                 sn = float(signal[sel].sum() / np.sqrt((noise[sel] ** 2).sum()))
+                wider = ""
+                if e.vmax is not None:  # a fit beyond the margin, maybe a broad galaxy's
+                    reach = abs(e.V) + N_SIGMA * e.sigma
+                    need = 500.0 * np.ceil((reach + 500.0) / 500.0)
+                    wider = (
+                        f"If the galaxy is that broad, keep the templates further out: "
+                        f"margin_kms={need:.0f} (CLI --template-margin {need:.0f}). Otherwise: "
+                    )
                 if bin_map is not None:
                     more = "merge it with its neighbours in --bin-map"
                 else:
                     now = "" if target_sn is None else f" (now {target_sn:g})"
                     more = f"raise --min-sn (now {min_sn:g}) or bin spaxels to a --target-sn{now}"
                 raise ValueError(
-                    f"{e} (S/N {sn:.1f}). The spectra were de-redshifted by z = {redshift:g}: "
+                    f"{e} (S/N {sn:.1f}). {wider}"
+                    f"The spectra were de-redshifted by z = {redshift:g}: "
                     "give the galaxy's --redshift if that is not it; a bin of noise needs more "
                     f"signal: {more}; or give kinematics you trust as a --kinematics table"
                 ) from None
@@ -344,6 +390,8 @@ def store_from_ifu_cube(
             else "function"
         ),
         "instrument": cube.instrument,
+        "noise": f"{cube.noise_name} ({cube.noise_kind})",
+        "dq": {"extension": cube.dq_name, "flagged": n_dq} if cube.dq_name else None,
     }
     with atomic_path(out, suffix=".h5") as tmp:
         tmp.unlink(missing_ok=True)  # H5Manager creates the file itself
@@ -392,4 +440,6 @@ def store_from_ifu_cube(
         "n_masked": int((~mask).sum()),
         "kinematics": kin_source,
         "spaxels": int(bins.binnum.size),
+        "dq_ext": cube.dq_name,
+        "dq_flagged": n_dq,
     }

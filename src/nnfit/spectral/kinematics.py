@@ -298,7 +298,7 @@ class KinematicsAtBoundError(ValueError):
     :func:`ppxf_kinematics`)."""
 
     def __init__(self, bin_id: int, V: float, sigma: float, vmax: float | None = None) -> None:
-        self.bin_id, self.V, self.sigma = bin_id, V, sigma
+        self.bin_id, self.V, self.sigma, self.vmax = bin_id, V, sigma, vmax
         if vmax is None:
             why = (
                 f"pPXF's fit ended on its safety limits (V {V:.0f} km/s, sigma {sigma:.0f} "
