@@ -66,6 +66,23 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "resumed" in capsys.readouterr().out
 
 
+def test_bad_fit_arguments_are_refused_before_the_store_changes(tmp_path, small_store, capsys):
+    # a NaN tol failed deep in the solver, a negative one ran and replaced /X_global, and a
+    # --stats/--out that cannot be written failed only after /X_global was replaced
+    before = small_store.read_bytes()
+    for extra, msg in [
+        (["--tol", "nan"], "tol (--tol) must be finite"),
+        (["--tol", "-1"], "tol (--tol) must be > 0"),
+        (["--degree", "-5"], "degree (--degree, -1: none) must be >= -1"),
+        (["--mdegree", "-1"], "mdegree (--mdegree, 0: none) must be >= 0"),
+        (["--stats", str(tmp_path)], "is a folder; give a file name in it"),
+        (["--out", str(tmp_path / "no" / "x.npy")], "does not exist; create it first"),
+    ]:
+        assert main(["spectral", "fit", str(small_store), "--no-progress", *extra]) == 2
+        assert msg in capsys.readouterr().err
+    assert small_store.read_bytes() == before
+
+
 def test_dashboard_after_the_default_exact_fit(tmp_path, run_cli, small_store):
     run_cli("spectral", "fit", small_store, "--no-progress", check=True)
     r = run_cli("spectral", "dashboard", small_store, "--out", tmp_path / "d.png", check=True)

@@ -26,7 +26,7 @@ def _digest(path):
 def test_status_before_and_after_build(small_store, capsys):
     assert hypercube_status(small_store)["present"] is False
     H5Manager.print_hypercube_done_status(small_store)
-    assert "no /HyperCube yet" in capsys.readouterr().out
+    assert "no /HyperCube (the exact fit needs none" in capsys.readouterr().out
     build_hypercube(small_store, S_chunk=5, P_chunk=4, n_workers=0)
     st = H5Manager.print_hypercube_done_status(small_store)
     out = capsys.readouterr().out

@@ -109,6 +109,47 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
 
 
 @pytest.mark.slow
+def test_maps_and_the_model_cube_follow_the_fit_written_last(tmp_path, capsys):
+    """A per-bin fit, then a global fit with polynomials: maps show the global one (the newer),
+    and reconstruct's /ModelCube is the model that fit compared with the data (its chi^2)."""
+    import h5py
+
+    from nnfit.cli import main
+    from nnfit.spectral.bin_fit import fit_bins
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import population_maps
+    from nnfit.spectral.store import load_problem
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"],
+        info["templates"],
+        store,
+        losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None,
+        lines=[],
+        min_sn=0.0,
+    )
+    fit_bins(store)
+    _, stats = fit_cube(store, degree=2)
+    assert population_maps(store)["source"] == "global"
+    assert population_maps(store, fit="per-bin")["source"] == "bins"
+    fit_bins(store)
+    assert population_maps(store)["source"] == "bins"
+    assert main(["spectral", "reconstruct", str(store)]) == 0
+    assert "with the fit's continuum (degree 2, mdegree 0)" in capsys.readouterr().out
+    prob = load_problem(store)
+    with h5py.File(store, "r") as f:
+        model = f["ModelCube"][()]
+        fitted = f["BinMask"][()] & prob.mask[None, :]
+    chi2 = (np.where(fitted, (prob.datacube - model) / prob.noise, 0.0) ** 2).sum()
+    assert chi2 == pytest.approx(stats["chi2"], rel=1e-9)
+
+
+@pytest.mark.slow
 def test_maps_read_per_bin_settings_and_refuse_contradicting_flags(run_cli, tmp_path):
     """--per-bin --degree/--regul are recorded on /BinFit, in maps.fits' header and table."""
     info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)

@@ -380,6 +380,16 @@ def _refuse_outputs_over_store(args: argparse.Namespace) -> None:
     for flag, value in (("--out", args.out), ("--stats", args.stats)):
         if value:
             refuse_output_over_input([value], inputs, what=flag)
+            # checked before the fit, which replaces /X_global: a failure to write these
+            # afterwards would leave the store changed and the command failed
+            where = Path(value)
+            if where.is_dir():
+                raise ValueError(f"{flag} {value} is a folder; give a file name in it")
+            if not where.resolve().parent.is_dir():
+                raise ValueError(
+                    f"{flag} {value}: the folder {where.resolve().parent} does not exist; "
+                    "create it first"
+                )
 
 
 def _jsonable(obj):
@@ -398,9 +408,11 @@ def _jsonable(obj):
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from nnfit.io.hdf5 import open_h5
+    from nnfit.spectral.fit_record import recorded_settings
     from nnfit.spectral.reconstruct import reconstruct_model_cube_single
 
     x = _load_vector(args.x, "--x")
+    continuum = (-1, 0)
     if x is None:
         with open_h5(args.store, "r") as f:
             if "X_global" not in f:
@@ -408,6 +420,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                     f"{args.store} has no /X_global; run `nnfit spectral fit` or pass --x"
                 )
             x = np.asarray(f["X_global"], dtype=np.float64)
+            settings = recorded_settings(f["X_global"].attrs)
+        if settings is not None:  # the fit's continuum belongs to its model
+            continuum = (settings["degree"], settings["mdegree"])
     info = reconstruct_model_cube_single(
         args.store,
         x,
@@ -416,18 +431,24 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         S_tile=args.S_tile,
         max_bytes_per_slab=int(args.max_bytes_per_slab),
         force=args.overwrite,
+        continuum=continuum,
+    )
+    with_poly = (
+        ""
+        if continuum == (-1, 0)
+        else f", with the fit's continuum (degree {continuum[0]}, mdegree {continuum[1]})"
     )
     if info["skipped"]:
         print(f"/{args.array_name} is up to date for this x ({info['x_sha256'][:19]}...); skipped")
     elif info.get("matrix_free"):
         print(
             f"wrote /{args.array_name}: no HyperCube, so the model was applied matrix-free "
-            f"from the templates and LOSVDs in {info['time_s']:.2f} s"
+            f"from the templates and LOSVDs{with_poly} in {info['time_s']:.2f} s"
         )
     else:
         print(
             f"wrote /{args.array_name}: {info['tiles']} slab(s) of {info['tile']} "
-            f"(max {info['slab_bytes_max'] / 1e6:.1f} MB) in {info['time_s']:.2f} s"
+            f"(max {info['slab_bytes_max'] / 1e6:.1f} MB){with_poly} in {info['time_s']:.2f} s"
         )
     return 0
 

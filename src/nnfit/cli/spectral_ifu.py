@@ -319,6 +319,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="multiplicative polynomial degree of the fit: as --degree (default then 0)",
     )
+    p.add_argument(
+        "--fit",
+        choices=("per-bin", "global"),
+        help="which fit to map where the store holds both (default: the one written last)",
+    )
     p.set_defaults(func=_maps)
 
 
@@ -328,7 +333,7 @@ def _maps(args: argparse.Namespace) -> int:
     _require("astropy")
     if not Path(args.store).exists():
         raise FileNotFoundError(f"{args.store}: no such file")
-    res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree)
+    res = write_maps(args.store, args.out, degree=args.degree, mdegree=args.mdegree, fit=args.fit)
     chi = res["chi2_dof"]
     st = res["settings"]
     print(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.spectral.fit_record import fit_settings
+from nnfit.spectral.fit_record import WRITTEN, fit_settings, written_now
 
 __all__ = ["fit_bins"]
 
@@ -148,6 +148,7 @@ def fit_bins(
         settings = fit_settings("per-bin", degree, mdegree, regul, regul_order)
         for k, v in settings.items():
             g.attrs[k] = v
+        g.attrs[WRITTEN] = written_now()  # maps read the newer of /BinFit and /X_global
         g.attrs["fit_options"] = json.dumps({k: v for k, v in fit_kwargs.items()})
     return {
         "weights": weights,

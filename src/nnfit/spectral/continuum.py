@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import legendre
 
-__all__ = ["fit_continuum", "legendre_basis", "mpoly_step", "weighted_basis"]
+__all__ = ["fit_continuum", "legendre_basis", "mpoly_step", "weighted_basis", "with_continuum"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,25 @@ def project_out(q: np.ndarray | None, r: np.ndarray) -> np.ndarray:
     if r.ndim == 2:
         return r - np.einsum("sld,sd->sl", q, np.einsum("sld,sl->sd", q, r))
     return r - np.einsum("msd,sld->msl", np.einsum("msl,sld->msd", r, q), q)
+
+
+def with_continuum(
+    u: np.ndarray, y: np.ndarray, w: np.ndarray, degree: int, mdegree: int
+) -> np.ndarray:
+    """``u`` (S, L) with each spaxel's continuum polynomials at their optimum for it:
+    ``u (1 + mpoly) + apoly``, the model a fit with ``degree``/``mdegree`` compares with the
+    data (:func:`mpoly_step`; ``u`` itself where there are none).
+
+    Examples
+    --------
+    >>> L = 50; x = np.linspace(-1, 1, L); u = np.ones((1, L)) * (2 + np.sin(5 * x))
+    >>> bool(np.allclose(with_continuum(u, u + 0.3, np.ones((1, L)), 0, 0), u + 0.3))
+    True
+    """
+    if degree < 0 and mdegree <= 0:
+        return u
+    coef, apoly, _ = mpoly_step(u, y, w, degree, mdegree)
+    return u * (1.0 + coef @ legendre_basis(u.shape[1], mdegree)[:, 1:].T) + apoly
 
 
 def mpoly_step(

@@ -45,7 +45,10 @@ def hypercube_status(path: str | os.PathLike[str]) -> dict[str, Any]:
 def describe_hypercube_status(path: str | os.PathLike[str], st: dict[str, Any]) -> str:
     """One line for people: the HyperCube's shape, chunks and ``N_done / N_total`` tiles."""
     if not st["present"]:
-        return f"{Path(path)}: no /HyperCube yet (run build_hypercube)"
+        return (
+            f"{Path(path)}: no /HyperCube (the exact fit needs none: 'nnfit spectral fit'; the "
+            "Kaczmarz path of a 'linear' store builds it with 'nnfit spectral build')"
+        )
     pct = 100.0 * st["tiles_done"] / max(st["tiles_total"], 1)
     return (
         f"{Path(path)}: models {st['shape']} float32, chunks {st['chunks']}, "

@@ -51,11 +51,12 @@ import numpy as np
 from nnfit.io.hdf5 import open_h5
 from nnfit.solvers.nnls import nnls_gram
 from nnfit.spectral.cube_operator import CubeOperator
-from nnfit.spectral.fit_record import fit_settings
+from nnfit.spectral.fit_record import WRITTEN, fit_settings, written_now
 from nnfit.spectral.gram import cube_gram
 from nnfit.spectral.regularization import grid_shape_from_meta, mass_constraints, regularizer
 from nnfit.spectral.result import FitResult
 from nnfit.spectral.store import load_problem, read_warm_start_from, solution_sha
+from nnfit.validate import check_int, check_real
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +383,11 @@ def fit_cube(
             raise ValueError(f"{name} must be a finite number of GiB >= 0; got {gib!r}")
     if screen not in (None, True, False):
         raise ValueError(f"screen must be True, False or None (the default); got {screen!r}")
+    # checked before anything is loaded or written (a NaN tol failed deep in the solver; a
+    # negative one ran to the iteration cap and still replaced /X_global)
+    check_real("tol (--tol)", tol, low=0.0, low_inclusive=False)
+    check_int("degree (--degree, -1: none)", degree, low=-1)
+    check_int("mdegree (--mdegree, 0: none)", mdegree, low=0)
     # the solver's options: passed on unchanged to fit_store (a path) and to the inner fits
     solver = dict(
         tol=tol,
@@ -637,7 +643,7 @@ def fit_store(
         )
 
         def callback(x: np.ndarray, info: dict) -> None:
-            write_solution(path, x, {**info, **settings})
+            write_solution(path, x, {**info, **settings, WRITTEN: written_now()})
 
     load_s = time.perf_counter() - t
     result = fit_cube(op, method, x0=x0, callback=callback, **kwargs)

@@ -8,10 +8,14 @@ one by one, :func:`nnfit.spectral.bin_fit.fit_bins`) carry ``fit`` ("global" or 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["fit_settings", "recorded_settings"]
+__all__ = ["WRITTEN", "fit_settings", "latest_result", "recorded_settings", "written_now"]
+
+#: attribute with the UTC time (ISO 8601) a fit wrote its results
+WRITTEN = "written_utc"
 
 _KEYS = ("fit", "degree", "mdegree", "regul", "regul_order")
 
@@ -55,3 +59,38 @@ def recorded_settings(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     out["regul_order"] = int(out["regul_order"])
     out["regul"] = out["regul"] if isinstance(out["regul"], str) else float(out["regul"])
     return out
+
+
+def written_now() -> str:
+    """The value of :data:`WRITTEN` for results written now (ISO 8601, UTC, sortable)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+
+
+def latest_result(f: Any, choice: str | None = None) -> str:
+    """Which fit result of an open store to read: ``"BinFit"`` or ``"X_global"``.
+
+    ``choice`` ("per-bin" or "global") names one; otherwise, where the store holds both, the
+    one written last (:data:`WRITTEN`; a result without the stamp counts as older, and of two
+    without it the per-bin one is taken).
+
+    Raises
+    ------
+    ValueError
+        Where the chosen result, or any, is missing.
+    """
+    names = {"per-bin": "BinFit", "global": "X_global"}
+    if choice is not None:
+        if choice not in names:
+            raise ValueError(f"fit must be 'per-bin' or 'global'; got {choice!r}")
+        if names[choice] not in f:
+            raise ValueError(
+                f"{f.filename}: no /{names[choice]}: run 'nnfit spectral fit"
+                f"{' --per-bin' if choice == 'per-bin' else ''}' first"
+            )
+        return names[choice]
+    have = [n for n in ("BinFit", "X_global") if n in f]
+    if not have:
+        raise ValueError(
+            f"{f.filename}: no fit results (/BinFit or /X_global); run 'nnfit spectral fit'"
+        )
+    return max(have, key=lambda n: (str(f[n].attrs.get(WRITTEN, "")), n == "BinFit"))

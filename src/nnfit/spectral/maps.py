@@ -32,7 +32,11 @@ def _spaxel_image(values: np.ndarray, binnum, xpix, ypix, shape) -> np.ndarray:
 
 
 def population_maps(
-    path: str | os.PathLike[str], *, degree: int | None = None, mdegree: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    degree: int | None = None,
+    mdegree: int | None = None,
+    fit: str | None = None,
 ) -> dict[str, Any]:
     """Per-bin population quantities of a fitted store.
 
@@ -47,6 +51,9 @@ def population_maps(
         (default then -1 and 0). For a global fit the model is rebuilt with each spaxel's
         polynomials at their optimum for that ``x``
         (:func:`nnfit.spectral.continuum.mpoly_step`); ``/BinFit`` stores its model.
+    fit : {"per-bin", "global"}, optional
+        Which result to map where the store holds both; default the one written last
+        (:func:`nnfit.spectral.fit_record.latest_result`).
 
     Returns
     -------
@@ -60,7 +67,7 @@ def population_maps(
         per bin for ``/BinFit``).
     """
     from nnfit.io.hdf5 import open_h5
-    from nnfit.spectral.fit_record import recorded_settings
+    from nnfit.spectral.fit_record import latest_result, recorded_settings
     from nnfit.spectral.store import load_problem
 
     prob = load_problem(path)
@@ -84,7 +91,7 @@ def population_maps(
         xpix = f["XPix"][()] if "XPix" in f else np.arange(S, dtype=float)
         ypix = f["YPix"][()] if "YPix" in f else np.zeros(S)
         dof = None
-        if "BinFit" in f:
+        if latest_result(f, fit) == "BinFit":
             g = f["BinFit"]
             w = g["weights"][()]
             model = g["model"][()].astype(np.float64)
@@ -93,7 +100,7 @@ def population_maps(
             settings = recorded_settings(g.attrs)
             if settings is not None and "regul" in g:
                 settings["regul_per_bin"] = g["regul"][()]
-        elif "X_global" in f:
+        else:
             x = f["X_global"][()].reshape(C, P)
             source, where = "global", "/X_global"
             fp = f.get("Fit/state/X_global_fp")
@@ -102,10 +109,6 @@ def population_maps(
             # it is fit_cube's from before, stale
             by_fit_cube = fp == b"" or fp.startswith(b"fit_cube")
             settings = recorded_settings(f["X_global"].attrs) if by_fit_cube else None
-        else:
-            raise ValueError(
-                f"{path}: no fit results (/BinFit or /X_global); run 'nnfit spectral fit'"
-            )
     for name, given in (("degree", degree), ("mdegree", mdegree)):
         if settings is not None and given is not None and given != settings[name]:
             raise ValueError(
@@ -125,11 +128,10 @@ def population_maps(
         model = CubeOperator.from_problem(prob).forward(x)
     fitted = bin_mask & prob.mask[None, :]
     noise = prob.noise if prob.noise is not None else np.ones((S, L))
-    if source == "global" and (degree >= 0 or mdegree > 0):
-        from nnfit.spectral.continuum import legendre_basis, mpoly_step
+    if source == "global":
+        from nnfit.spectral.continuum import with_continuum
 
-        coef, apoly, _ = mpoly_step(model, prob.datacube, fitted / noise, degree, mdegree)
-        model = model * (1.0 + coef @ legendre_basis(L, mdegree)[:, 1:].T) + apoly
+        model = with_continuum(model, prob.datacube, fitted / noise, degree, mdegree)
     r = np.where(fitted, (prob.datacube - model) / noise, 0.0)
     if dof is None:  # the global x: its non-zero weights shared by all bins, the polynomials
         dof = fitted.sum(axis=1) - np.count_nonzero(x) / S - (degree + 1) - max(mdegree, 0)
@@ -202,6 +204,7 @@ def write_maps(
     *,
     degree: int | None = None,
     mdegree: int | None = None,
+    fit: str | None = None,
 ) -> dict[str, Any]:
     """Write ``maps.fits`` (per-spaxel images with the celestial WCS, per-bin table) and PNGs.
 
@@ -221,7 +224,7 @@ def write_maps(
     ``residuals.png``
         Data, model and normalised residuals of the worst and the median-chi^2 bin.
 
-    ``degree``/``mdegree``: see :func:`population_maps`.
+    ``degree``/``mdegree``/``fit``: see :func:`population_maps`.
 
     Returns
     -------
@@ -236,7 +239,7 @@ def write_maps(
 
     from nnfit.io import atomic_path
 
-    res = population_maps(path, degree=degree, mdegree=mdegree)
+    res = population_maps(path, degree=degree, mdegree=mdegree, fit=fit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ifu = res["ifu"]

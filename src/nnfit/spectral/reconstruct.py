@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def reconstruct_model_cube_single(
     max_bytes_per_slab: int = 6_000_000_000,
     *,
     force: bool = False,
+    continuum: tuple[int, int] = (-1, 0),
 ) -> dict[str, Any]:
     """Write ``/<array_name>`` (S, L) float64 = A x, tile by tile, within a memory budget.
 
@@ -88,6 +90,12 @@ def reconstruct_model_cube_single(
         ``2 * dS * L * 8`` bytes.
     force : bool
         Recompute even when the stored digest of ``x`` matches.
+    continuum : (int, int)
+        ``(degree, mdegree)`` of the fit's continuum polynomials (the record on ``/X_global``,
+        :func:`nnfit.spectral.fit_record.recorded_settings`): each spaxel's model gets them at
+        their optimum for ``x`` (:func:`nnfit.spectral.continuum.with_continuum`, from the
+        store's data, noise and masks), so the cube is the model the fit compared with the
+        data. Default ``(-1, 0)``: none, ``A x`` alone.
 
     Returns
     -------
@@ -113,11 +121,16 @@ def reconstruct_model_cube_single(
     t0 = time.perf_counter()
     x = as_float_array("x_global", x_global, ndim=(1, 2)).reshape(-1)
     budget = check_int("max_bytes_per_slab", int(max_bytes_per_slab), low=1)
+    degree, mdegree = (int(v) for v in continuum)
     digest = array_sha256(x)
+    polish = None
+    if degree >= 0 or mdegree > 0:
+        digest += f" continuum degree={degree} mdegree={mdegree}"
+        polish = _continuum(path, degree, mdegree)
     with open_h5(path, "r") as f:
         has_cube = "HyperCube/models" in f
     if not has_cube:
-        return _reconstruct_matrix_free(path, x, array_name, digest, force, t0)
+        return _reconstruct_matrix_free(path, x, array_name, digest, force, t0, polish)
     with open_h5(path, "a") as f:
         models = f["HyperCube/models"]
         S, C, P, L = check_hypercube_shape(f, path)
@@ -173,7 +186,7 @@ def reconstruct_model_cube_single(
                         )
                         acc[:n] += tmp[:n]
                         info["tiles"] += 1
-                out[s0:s1] = acc[:n]
+                out[s0:s1] = acc[:n] if polish is None else polish(acc[:n], s0, s1)
         out.attrs["x_sha256"] = digest
         out.attrs["complete"] = True
         f.flush()
@@ -208,8 +221,32 @@ def _up_to_date(
     return False
 
 
+def _continuum(path: Path, degree: int, mdegree: int) -> Callable[..., np.ndarray]:
+    """``polish(u, s0, s1)``: spaxels ``s0:s1`` of the model ``u`` with their continuum."""
+    from nnfit.spectral.continuum import with_continuum
+    from nnfit.spectral.store import load_problem
+
+    prob = load_problem(path)
+    with open_h5(path, "r") as f:
+        bins = f["BinMask"][()] if "BinMask" in f else np.ones((prob.S, prob.L), bool)
+    noise = prob.noise if prob.noise is not None else np.ones((prob.S, prob.L))
+    w = (bins & prob.mask[None, :]) / noise  # the fit's weights: masked pixels count zero
+    y = prob.datacube
+
+    def polish(u: np.ndarray, s0: int, s1: int) -> np.ndarray:
+        return with_continuum(u, y[s0:s1], w[s0:s1], degree, mdegree)
+
+    return polish
+
+
 def _reconstruct_matrix_free(
-    path: Path, x: np.ndarray, array_name: str, digest: str, force: bool, t0: float
+    path: Path,
+    x: np.ndarray,
+    array_name: str,
+    digest: str,
+    force: bool,
+    t0: float,
+    polish: Callable[..., np.ndarray] | None,
 ) -> dict[str, Any]:
     """``/array_name = A x`` without a HyperCube: the operator applied to ``x`` once."""
     from nnfit.spectral.cube_operator import CubeOperator
@@ -219,6 +256,8 @@ def _reconstruct_matrix_free(
     if x.size != C * P:
         raise ValueError(f"x_global must have C*P = {C * P} values; got {x.size}")
     model = op.unweighted_forward(x.reshape(C, P))
+    if polish is not None:
+        model = polish(model, 0, model.shape[0])
     info: dict[str, Any] = {"skipped": False, "tiles": 0, "tile": None, "slab_bytes_max": 0}
     info["x_sha256"] = digest
     info["matrix_free"] = True
