@@ -67,7 +67,7 @@ def test_nan_in_a_rejected_roi_is_no_reason_to_refuse(tmp_path, rec):
     f[2, 30] = np.nan  # a cell
     np.save(tmp_path / "plane0" / "F.npy", f)
     with pytest.raises(
-        ValueError, match=r"F\.npy: ROI 2 \(a cell in iscell\.npy\) has NaN/Inf at frame 30"
+        ValueError, match=r"F\.npy: ROI 2 has NaN/Inf at frame 30 \(1 such value\(s\) in ROIs 0-4\)"
     ):
         read_suite2p(tmp_path / "plane0")
 

@@ -63,18 +63,17 @@ def test_demo_files_through_init_global_fit_and_maps(run_cli, tmp_path):
     assert np.abs(got - truth).max() < 0.1
 
 
-@pytest.mark.slow
-def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
-    """maps' chi^2 of a global fit with additive polynomials equals the fit's own chi^2."""
-    from nnfit.spectral.fit import fit_cube
+def _demo_store(tmp_path, info=None, cube=None):
+    """A store of a demo cube (default: the 3 x 3 one, one component, or ``cube`` made from
+    ``info``'s) with the demo's LOSVDs, every spaxel kept."""
     from nnfit.spectral.ifu_store import store_from_ifu_cube
     from nnfit.spectral.kinematics import read_losvd_file
-    from nnfit.spectral.maps import population_maps
 
-    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
+    if info is None:
+        info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
     store = tmp_path / "s.h5"
     store_from_ifu_cube(
-        info["cube"],
+        info["cube"] if cube is None else cube,
         info["templates"],
         store,
         losvd=read_losvd_file(info["losvd"]),
@@ -82,6 +81,16 @@ def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
         lines=[],
         min_sn=0.0,
     )
+    return store
+
+
+@pytest.mark.slow
+def test_global_fit_with_polynomials_maps_rebuild_the_continuum(tmp_path):
+    """maps' chi^2 of a global fit with additive polynomials equals the fit's own chi^2."""
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.maps import population_maps
+
+    store = _demo_store(tmp_path)
     _, stats = fit_cube(store, degree=3)
     res = population_maps(store)  # the degree is read from the fit's record on /X_global
     assert res["source"] == "global"
@@ -117,22 +126,10 @@ def test_maps_and_the_model_cube_follow_the_fit_written_last(tmp_path, capsys):
     from nnfit.cli import main
     from nnfit.spectral.bin_fit import fit_bins
     from nnfit.spectral.fit import fit_cube
-    from nnfit.spectral.ifu_store import store_from_ifu_cube
-    from nnfit.spectral.kinematics import read_losvd_file
     from nnfit.spectral.maps import population_maps
     from nnfit.spectral.store import load_problem
 
-    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=5)
-    store = tmp_path / "s.h5"
-    store_from_ifu_cube(
-        info["cube"],
-        info["templates"],
-        store,
-        losvd=read_losvd_file(info["losvd"]),
-        fwhm_gal=None,
-        lines=[],
-        min_sn=0.0,
-    )
+    store = _demo_store(tmp_path)
     fit_bins(store)
     _, stats = fit_cube(store, degree=2)
     assert population_maps(store)["source"] == "global"
@@ -227,8 +224,6 @@ def test_per_bin_dof_counts_only_the_pixels_the_bin_has(tmp_path):
     """A bin missing a stretch of its spectrum (NaN in every spaxel, /BinMask False there):
     its dof and chi^2/dof count only its own fitted pixels, as maps' global branch does."""
     from nnfit.spectral.bin_fit import fit_bins
-    from nnfit.spectral.ifu_store import store_from_ifu_cube
-    from nnfit.spectral.kinematics import read_losvd_file
     from nnfit.spectral.maps import population_maps
 
     info = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
@@ -238,16 +233,7 @@ def test_per_bin_dof_counts_only_the_pixels_the_bin_has(tmp_path):
     hdul["DATA"].data[L // 3 : L // 2, 0, 1] = np.nan  # spaxel (x 1, y 0) = bin 1
     cube = tmp_path / "gap.fits"
     hdul.writeto(cube)
-    store = tmp_path / "s.h5"
-    store_from_ifu_cube(
-        cube,
-        info["templates"],
-        store,
-        losvd=read_losvd_file(info["losvd"]),
-        fwhm_gal=None,
-        lines=[],
-        min_sn=0.0,
-    )
+    store = _demo_store(tmp_path, info, cube)
     degree = 2
     res = fit_bins(store, degree=degree)
     with h5py.File(store, "r") as f:

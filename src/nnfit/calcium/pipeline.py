@@ -50,6 +50,7 @@ from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_n
 from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
+from nnfit.calcium.recording import NonFiniteTraces, check_finite_rows
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.io.arrays import load_npy
@@ -394,7 +395,7 @@ def read_columns(
     out = np.ascontiguousarray(
         as_float_array(f"{dataset} in {path}", block, ndim=(2,), finite=False).T
     )
-    check_finite_rows(out, rows, path, dataset)
+    check_finite_rows(out, rows, _where(path, dataset))
     return out
 
 
@@ -421,34 +422,16 @@ def _block_path(out: str, i: int) -> Path:
     return Path(out) / ".partial" / f"block_{i:06d}.npz"
 
 
-class NonFiniteTraces(ValueError):
-    """A block of a streamed recording holds NaN or Inf: the input must be cleaned first."""
-
-
-def check_finite_rows(
-    traces: np.ndarray, rows: np.ndarray, path: str | os.PathLike[str], dataset: str | None
-) -> None:
-    """Refuse NaN/Inf in rows read from a file, naming the file, the cell and the frame.
-
-    ``rows``: each row's cell index in the whole recording (a streamed block is a slice of
-    it, so its own row numbers would mislead).
-    """
-    bad = ~np.isfinite(traces)
-    if bad.any():
-        r, t = (int(v) for v in np.argwhere(bad)[0])
-        where = str(path) if dataset is None else f"{dataset} in {path}"
-        raise NonFiniteTraces(
-            f"{where}: cell {int(rows[r])} has NaN/Inf at frame {t} ({int(bad.sum())} such "
-            f"value(s) in cells {int(rows[0])}-{int(rows[-1])}); clean or interpolate them "
-            "first (nothing was kept of this run)"
-        )
+def _where(path: str | os.PathLike[str], dataset: str | None) -> str:
+    """How a message names the traces read: the file, or the dataset in it."""
+    return str(path) if dataset is None else f"{dataset} in {path}"
 
 
 def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str, Any]:
     """Deconvolve rows ``start:stop`` and write the block file atomically; return its summary."""
     i, start, stop = spec
     traces = read_rows(settings.path, start, stop, dataset=settings.dataset)
-    check_finite_rows(traces, np.arange(start, stop), settings.path, settings.dataset)
+    check_finite_rows(traces, np.arange(start, stop), _where(settings.path, settings.dataset))
     res = deconvolve(
         traces,
         settings.fs,
@@ -585,7 +568,7 @@ def _deconvolve_recording(
         rows = np.unique(np.linspace(0, n_cells - 1, min(n_cells, estimate_cells)).astype(int))
         if dataset is None:
             x = np.asarray(open_traces(path)[rows], dtype=float)
-            check_finite_rows(x, rows, path, None)
+            check_finite_rows(x, rows, _where(path, None))
             return x
         return read_columns(path, dataset, rows)
 

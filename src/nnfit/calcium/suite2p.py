@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
+from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, check_finite_rows, resolve_fs
 from nnfit.io import atomic_path, file_sha256, load_object_npy
 from nnfit.validate import as_float_array, check_real
 
@@ -126,14 +126,7 @@ def read_suite2p(
         found = check_real(f"fs in {settings_path}", settings["fs"], low=0.0, low_inclusive=False)
     fs_ = resolve_fs(found, fs, str(settings_path) if found is not None else str(root), fs_label)
     for name, values in (("F", f), ("Fneu", fneu)):
-        bad = ~np.isfinite(values[keep])
-        if bad.any():
-            r, t = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{files[name]}: ROI {int(keep[r])} (a cell in iscell.npy) has NaN/Inf at frame "
-                f"{t} ({int(bad.sum())} such value(s) in the cells); clean or interpolate them "
-                "first"
-            )
+        check_finite_rows(values[keep], keep, str(files[name]), "ROI")
     traces = np.ascontiguousarray(f[keep] - factor * fneu[keep])
     provenance = {
         "input_sha256": file_sha256(files["F"]),
