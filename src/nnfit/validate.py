@@ -118,3 +118,30 @@ def as_float_array(
                 "clean or interpolate them first"
             )
     return out
+
+
+class NonFiniteValues(ValueError):
+    """Values read from a file hold NaN or Inf: the input must be cleaned first."""
+
+
+def check_finite_rows(values: np.ndarray, rows: np.ndarray, where: str, what: str = "cell") -> None:
+    """Refuse NaN/Inf in rows read from a file, naming the file, the row and the frame.
+
+    ``rows``: each row's index in the whole input (a streamed block, or the cells a reader
+    keeps, is a part of it, so its own row numbers would mislead); ``what`` names such a row.
+
+    Examples
+    --------
+    >>> check_finite_rows(np.array([[0.0, np.nan]]), np.array([7]), "rec.npy")
+    Traceback (most recent call last):
+    ...
+    nnfit.validate.NonFiniteValues: rec.npy: cell 7 has NaN/Inf at frame 1 (1 such value(s) in cells 7-7); clean or interpolate them first
+    """
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, t = (int(v) for v in np.argwhere(bad)[0])
+        raise NonFiniteValues(
+            f"{where}: {what} {int(rows[r])} has NaN/Inf at frame {t} ({int(bad.sum())} such "
+            f"value(s) in {what}s {int(rows[0])}-{int(rows[-1])}); clean or interpolate them "
+            "first"
+        )

@@ -50,12 +50,11 @@ from nnfit.calcium.estimate import estimate_kinetics, estimate_noise, lam_from_n
 from nnfit.calcium.exact import BASELINES, DeconvolutionResult, solve_exact
 from nnfit.calcium.indicators import Indicator, indicator_kinetics
 from nnfit.calcium.kernel import check_kinetics
-from nnfit.calcium.recording import NonFiniteTraces, check_finite_rows
 from nnfit.calcium.results import SUMMARY_FIELDS, summary_lines
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 from nnfit.io.arrays import load_npy
 from nnfit.io.lock import output_folder
-from nnfit.validate import as_float_array, check_int, check_real
+from nnfit.validate import NonFiniteValues, as_float_array, check_finite_rows, check_int, check_real
 
 if TYPE_CHECKING:
     from nnfit.calcium.two_decay import TwoDecayKernel
@@ -669,7 +668,7 @@ def deconvolve_recording(path, out, *args, **kwargs):
             return _deconvolve_recording(path, out, *args, **kwargs)
         except BaseException as exc:
             partial = folder / ".partial"
-            if isinstance(exc, NonFiniteTraces) or not any(partial.glob("block_*.npz")):
+            if isinstance(exc, NonFiniteValues) or not any(partial.glob("block_*.npz")):
                 shutil.rmtree(partial, ignore_errors=True)
             raise
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from nnfit.validate import check_real
 
-__all__ = ["NEUROPIL_FACTOR", "NonFiniteTraces", "Recording", "check_finite_rows", "resolve_fs"]
+__all__ = ["NEUROPIL_FACTOR", "Recording", "resolve_fs"]
 
 #: suite2p's usual neuropil coefficient: F_corrected = F - 0.7 Fneu.
 NEUROPIL_FACTOR = 0.7
@@ -103,30 +103,3 @@ def resolve_fs(found: float | None, given: float | None, where: str, label: str 
     if fs is None:
         raise ValueError(f"{where} does not record a sampling rate: pass {label} (in Hz)")
     return fs
-
-
-class NonFiniteTraces(ValueError):
-    """Traces read from a file hold NaN or Inf: the input must be cleaned first."""
-
-
-def check_finite_rows(traces: np.ndarray, rows: np.ndarray, where: str, what: str = "cell") -> None:
-    """Refuse NaN/Inf in rows read from a file, naming the file, the row and the frame.
-
-    ``rows``: each row's index in the whole input (a streamed block, or the cells a reader
-    keeps, is a part of it, so its own row numbers would mislead); ``what`` names such a row.
-
-    Examples
-    --------
-    >>> check_finite_rows(np.array([[0.0, np.nan]]), np.array([7]), "rec.npy")
-    Traceback (most recent call last):
-    ...
-    nnfit.calcium.recording.NonFiniteTraces: rec.npy: cell 7 has NaN/Inf at frame 1 (1 such value(s) in cells 7-7); clean or interpolate them first
-    """
-    bad = ~np.isfinite(traces)
-    if bad.any():
-        r, t = (int(v) for v in np.argwhere(bad)[0])
-        raise NonFiniteTraces(
-            f"{where}: {what} {int(rows[r])} has NaN/Inf at frame {t} ({int(bad.sum())} such "
-            f"value(s) in {what}s {int(rows[0])}-{int(rows[-1])}); clean or interpolate them "
-            "first"
-        )

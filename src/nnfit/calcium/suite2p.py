@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, check_finite_rows, resolve_fs
+from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
 from nnfit.io import atomic_path, file_sha256, load_object_npy
-from nnfit.validate import as_float_array, check_real
+from nnfit.validate import as_float_array, check_finite_rows, check_real
 
 __all__ = ["read_settings", "read_suite2p", "write_spks"]
 
