@@ -118,6 +118,7 @@ def test_alignment_residuals_find_every_pattern_at_its_own_coordinates():
         ({"probe_size": 2}, "probe_size"),
         ({"object_shape": (20, 100), "probe_size": 32}, "object_shape"),
         ({"photons": -1.0}, "photons"),
+        ({"photons": 1e30}, r"photons must be <= 1e\+18"),
         ({"layout": "hwn"}, "layout"),
     ],
 )

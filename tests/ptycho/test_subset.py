@@ -272,6 +272,10 @@ BAD_SOURCES = {
         "non-negative",
     ),
     "intensity": (lambda a: a.update(diffraction=(a["diffraction"] * 1e3) ** 2), "max < 10"),
+    "coordinates in metres": (
+        lambda a: a.update({k: (a[k] - 60) * 1e-8 for k in ("xcoords", "ycoords")}),
+        "metres or another unit? convert them to object pixels",
+    ),
     "object not 2-D": (
         lambda a: a.update(objectGuess=a["objectGuess"][None]),
         "objectGuess: expected a 2-D array",
@@ -356,3 +360,27 @@ def test_an_uncompressed_source_is_streamed_not_loaded(big_source, tmp_path):
         tracemalloc.stop()
     assert big_source.stat().st_size > 35e6
     assert peak < 20e6  # the fixture is 1.4 MB raw; the source 36 MB (about 8.5 MB measured)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda a: a.update({k: a[k] * 1e-8 for k in ("xcoords", "ycoords")}),
+            "they look like metres",
+        ),
+        (lambda a: a["xcoords"].__setitem__(3, 15.5), "away from the object's edge"),
+    ],
+    ids=["metres", "near the edge"],
+)
+def test_patches_reaching_outside_the_object_are_refused_before_writing(
+    small_data, tmp_path, change, message
+):
+    """verify --alignment needs every probe-sized patch inside the object: make checks it too."""
+    write_npz(tmp_path / "src.npz", _bad(small_data, change))
+    with pytest.raises(ValueError) as exc:
+        generate_fixture(tmp_path / "src.npz", tmp_path / "fx.npz", n_subset=16)
+    text = str(exc.value)
+    assert "outside the 120x118 objectGuess" in text and message in text
+    assert "x in [16, 102] and y in [16, 104] object pixels" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.npz"]

@@ -208,3 +208,112 @@ def test_unwritable_destination_is_a_user_error(run_cli, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("nnfit: error:")
     assert "Traceback" not in proc.stderr
+
+
+def _arrays_entry(key, field, value):
+    return lambda m: m["arrays"][key].update({field: value})
+
+
+SIDECAR_EDITS = {
+    "another contract": (
+        "first",
+        lambda m: m.update(contract="DATA-999"),
+        "contract version",
+        "contract 'DATA-999'",
+    ),
+    "first relabelled random": (
+        "first",
+        lambda m: m.update(subset_strategy="random", subset_seed=0),
+        "subset",
+        "not the 16 of 300 scans that 'random' with seed 0 selects",
+    ),
+    "random with another seed": (
+        "random",
+        lambda m: m.update(subset_seed=4),
+        "subset",
+        "'random' with seed 4 selects",
+    ),
+    "a seed with first": (
+        "first",
+        lambda m: m.update(subset_seed=5),
+        "subset",
+        "subset_seed 5 with subset_strategy 'first'",
+    ),
+    "a seed with stratified": (
+        "stratified",
+        lambda m: m.update(subset_seed=0),
+        "subset",
+        "make records a seed only for 'random'",
+    ),
+    "unknown strategy": (
+        "first",
+        lambda m: m.update(subset_strategy="first_n_positions"),
+        "subset",
+        "subset_strategy must be one of first, stratified, random",
+    ),
+    "indices as a string": (
+        "first",
+        lambda m: m.update(subset_indices="0-15"),
+        "subset",
+        "subset_indices must be a list of integers (scan numbers); found str",
+    ),
+    "indices past the source": (
+        "stratified",
+        lambda m: m.update(source_scans=max(m["subset_indices"])),
+        "subset",
+        "subset_indices must lie in",
+    ),
+    "source_scans a string": (
+        "first",
+        lambda m: m.update(source_scans="300"),
+        "subset",
+        "source_scans must be an integer >= N=16; found '300'",
+    ),
+    "array dtype": (
+        "first",
+        _arrays_entry("diffraction", "dtype", "<f8"),
+        "array hashes",
+        "diffraction: dtype '<f8' in the sidecar, '<f4' in the file",
+    ),
+    "array shape": (
+        "first",
+        _arrays_entry("xcoords", "shape", [15]),
+        "array hashes",
+        "xcoords: shape [15] in the sidecar, [16] in the file",
+    ),
+    "source checksum": (
+        "first",
+        lambda m: m.update(source_sha256="sha256:00"),
+        "sidecar",
+        "source_sha256 (sha256:<64 hex digits>; found 'sha256:00')",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIDECAR_EDITS))
+def test_verify_rechecks_every_sidecar_field_it_can(small_source, tmp_path, case):
+    strategy, change, check, text = SIDECAR_EDITS[case]
+    out, meta, _ = generate_fixture(
+        small_source,
+        tmp_path / "fx.npz",
+        n_subset=16,
+        subset_strategy=strategy,
+        seed=3 if strategy == "random" else None,
+    )
+    assert verify_fixture(out).ok
+    doc = json.loads(meta.read_text())
+    change(doc)
+    meta.write_text(json.dumps(doc))
+    failed = {c.name: c.detail for c in verify_fixture(out).checks if not c.ok}
+    assert set(failed) == {check} and text in failed[check], failed
+
+
+def test_verify_says_which_subsets_it_re_derived(small_source, tmp_path):
+    for strategy, seed, said in (
+        ("first", None, "indices re-derived"),
+        ("random", 3, "indices re-derived"),
+        ("stratified", None, "stratified indices need the source to re-derive"),
+    ):
+        out, _, _ = generate_fixture(small_source, tmp_path / f"{strategy}.npz", 16, strategy, seed)
+        detail = {c.name: c.detail for c in verify_fixture(out).checks}["subset"]
+        assert detail == f"16 scans, strategy {strategy}; {said}"

@@ -149,20 +149,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ver.set_defaults(func=_verify)
 
 
+# simulate_dataset's arguments as this command spells them, for its messages
+_SIMULATE_FLAGS = {
+    "n_scans": "--n-scans",
+    "probe_size": "--probe-size",
+    "object_shape": "--object-shape",
+    "photons": "--photons",
+    "seed": "--seed",
+    "layout": "--layout",
+}
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from nnfit.io.npz import write_npz
-    from nnfit.ptycho.simulate import simulate_dataset
+    from nnfit.ptycho.simulate import check_simulation_args, simulate_dataset
 
+    if args.out.is_dir():
+        raise ValueError(
+            f"--out {args.out} is a folder; give a file name, e.g. --out {args.out / 'source.npz'}"
+        )
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
-    data = simulate_dataset(
-        n_scans=args.n_scans,
-        probe_size=args.probe_size,
-        object_shape=tuple(args.object_shape),
-        photons=args.photons,
-        seed=args.seed,
-        layout=args.layout,
+    n_scans, probe_size, object_shape, photons, seed, layout = check_simulation_args(
+        args.n_scans,
+        args.probe_size,
+        tuple(args.object_shape),
+        args.photons,
+        args.seed,
+        args.layout,
+        names=_SIMULATE_FLAGS,
     )
+    data = simulate_dataset(n_scans, probe_size, object_shape, photons, seed, layout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_npz(args.out, data, compress=False)
     d = data["diffraction"]

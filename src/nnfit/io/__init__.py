@@ -5,6 +5,7 @@ from nnfit.io.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     remove_stale_temporaries,
+    replace_together,
 )
 from nnfit.io.hashing import array_sha256, bytes_sha256, file_sha256
 from nnfit.io.safe_pickle import load_object_npy
@@ -18,4 +19,5 @@ __all__ = [
     "file_sha256",
     "load_object_npy",
     "remove_stale_temporaries",
+    "replace_together",
 ]

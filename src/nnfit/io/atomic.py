@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+import stat
+from collections.abc import Iterator, Sequence
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,73 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2
     """
     text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_together(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Replace every ``(path, data)`` with its new bytes: all of them, or none.
+
+    Each new file is written to ``.NAME.<hex>.tmp<suffix>`` beside its destination and
+    fsynced; each existing destination is kept as ``.NAME.<hex>.tmp.old`` (a hard link, so the
+    destination never goes missing); only then are the new files renamed into place, in the
+    order given. Any exception on the way (a full disk, a failed write, fsync
+    or rename, Ctrl-C) puts the kept files back, removes new files that had no predecessor
+    and re-raises, so the old files (or none, where there were none) are left, never a mix of
+    old and new. On success the kept files are removed.
+
+    A SIGKILL or power cut skips that cleanup: between two renames it leaves some files new
+    and the others old (a ptychography fixture beside its old sidecar, which ``nnfit ptycho
+    verify`` reports); anywhere else the old set or the new set is whole. Either way it may
+    leave ``.NAME.<hex>.tmp*`` files (new files not yet renamed, kept old ones), which
+    :func:`remove_stale_temporaries` removes; the caller holds a lock that excludes other
+    writers of these paths.
+    """
+    token = secrets.token_hex(8)
+    staged: list[tuple[Path, Path]] = []  # (temporary, destination)
+    kept: dict[Path, Path] = {}  # destination -> its old file under a temporary name
+    placed: list[Path] = []
+    try:
+        for dest, data in files:
+            tmp = dest.parent / f".{dest.name}.{token}.tmp{dest.suffix}"
+            with open(tmp, "xb") as fh:
+                staged.append((tmp, dest))
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileNotFoundError):  # an overwrite keeps the file's mode
+                os.chmod(tmp, stat.S_IMODE(dest.stat().st_mode))
+        for _, dest in staged:
+            if os.path.lexists(dest):
+                old = dest.parent / f".{dest.name}.{token}.tmp.old"
+                try:
+                    os.link(dest, old, follow_symlinks=False)
+                except (OSError, NotImplementedError):  # no hard links here: copy instead
+                    shutil.copy2(dest, old, follow_symlinks=False)
+                kept[dest] = old
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+            placed.append(dest)
+        for folder in dict.fromkeys(dest.parent for _, dest in staged):
+            _fsync_dir(folder)
+    except BaseException:
+        for dest in reversed(placed):
+            previous = kept.pop(dest, None)
+            try:
+                if previous is not None:
+                    os.replace(previous, dest)
+                else:
+                    dest.unlink()
+            except OSError as exc:  # the old file stays under its temporary name
+                logger.warning(
+                    "could not put back %s%s: %s",
+                    dest,
+                    f" from {previous}" if previous is not None else "",
+                    exc.strerror or exc,
+                )
+        raise
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        for old in kept.values():  # the destination holds the same file, or the new one
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()

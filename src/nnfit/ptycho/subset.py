@@ -11,6 +11,8 @@ paths, commit) lives in the JSON sidecar.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import logging
 import os
 import re
 import subprocess
@@ -21,16 +23,26 @@ from pathlib import Path
 import numpy as np
 
 from nnfit import __version__
-from nnfit.io import array_sha256, atomic_path, atomic_write_json, bytes_sha256, file_sha256
+from nnfit.io import (
+    array_sha256,
+    bytes_sha256,
+    file_sha256,
+    remove_stale_temporaries,
+    replace_together,
+)
+from nnfit.io.lock import run_lock
 from nnfit.io.npz import encode_npz, open_npz
 from nnfit.ptycho.contract import CONTRACT, LAYOUT_AXES, Violation, resolve_layout
 from nnfit.ptycho.result import FixtureResult
+from nnfit.ptycho.simulate import centre_limits, patches_outside
 from nnfit.validate import check_int
 
 STRATEGIES = ("first", "stratified", "random")
 MIN_SUBSET = 16
 SIDECAR_VERSION = "v1"
 PER_SCAN_KEYS = ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "scan_index")
+
+logger = logging.getLogger(__name__)
 
 
 class ContractViolationError(ValueError):
@@ -159,8 +171,7 @@ def select_subset(
     if strategy == "first":
         return np.arange(n_subset, dtype=np.int64)
     if strategy == "random":
-        rng = np.random.default_rng(0 if seed is None else check_int("seed", seed, low=0))
-        return np.sort(rng.choice(n_total, size=n_subset, replace=False)).astype(np.int64)
+        return random_subset(n_total, n_subset, 0 if seed is None else seed)
     cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
     chosen = [int(np.argmin((x - cx) ** 2 + (y - cy) ** 2))]
     mind = (x - x[chosen[0]]) ** 2 + (y - y[chosen[0]]) ** 2
@@ -171,6 +182,22 @@ def select_subset(
         mind = np.minimum(mind, (x - x[j]) ** 2 + (y - y[j]) ** 2)
         mind[chosen] = -1.0
     return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def random_subset(n_total: int, n_subset: int, seed: int) -> np.ndarray:
+    """The sorted int64 indices of the ``random`` strategy: ``n_subset`` of ``n_total`` scans.
+
+    A uniform draw without replacement from ``numpy.random.default_rng(seed)``; it needs no
+    coordinates, so ``verify`` can redraw it from the sidecar's ``source_scans`` and
+    ``subset_seed``.
+
+    Examples
+    --------
+    >>> random_subset(100, 16, 7).tolist() == random_subset(100, 16, 7).tolist()
+    True
+    """
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    return np.sort(rng.choice(n_total, size=n_subset, replace=False)).astype(np.int64)
 
 
 def _git_commit() -> str:
@@ -377,6 +404,7 @@ def _generate(
     problems = CONTRACT.validate(arrays)
     if problems:  # e.g. a float64 max of 9.99999999 that rounds to 10.0 in float32
         raise ContractViolationError("the fixture cut from this source", problems)
+    _check_patches_inside(arrays, indices)
     dkey = "diffraction" if "diffraction" in source else "diff3d"
     src_layout = resolve_layout(source[dkey].shape, n_total, layout)
     payload = encode_npz(arrays)
@@ -411,15 +439,60 @@ def _generate(
             + ". Check with: nnfit ptycho verify <fixture>"
         ),
     }
+    text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_existed = meta_path.exists()
-    try:
-        with atomic_path(out, suffix=".npz") as tmp:
-            tmp.write_bytes(payload)
-            atomic_write_json(meta_path, meta)
-    except BaseException:
-        if not meta_existed:  # the sidecar landed but the fixture did not: take it back
-            meta_path.unlink(missing_ok=True)
-        raise
+    with (
+        run_lock(_lock_path(out), what=f"fixture {out}"),
+        run_lock(_lock_path(meta_path), what=f"sidecar {meta_path}"),
+    ):
+        if not overwrite:  # another run may have written them since the check above
+            for p in (out, meta_path):
+                if p.exists():
+                    raise FileExistsError(
+                        f"{p} already exists; pass --overwrite (overwrite=True) to replace it"
+                    )
+        for p in (out, meta_path):
+            remove_stale_temporaries(p)
+        replace_together([(out, payload), (meta_path, text.encode("utf-8"))])
     return FixtureResult(out, meta_path, checksum, meta, time.perf_counter() - start)
+
+
+def _check_patches_inside(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> None:
+    """Refuse a fixture whose probe-sized patches reach outside the object.
+
+    The contract asks only that the centres lie inside ``objectGuess``; the forward model
+    (and ``nnfit ptycho verify --alignment``) needs the whole patch inside, so a fixture that
+    breaks this rule could never pass the alignment check.
+    """
+    x, y = arrays["xcoords"], arrays["ycoords"]
+    obj, probe = arrays["objectGuess"].shape, arrays["probeGuess"].shape
+    bad = patches_outside(x, y, obj, probe)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    (xlo, xhi), (ylo, yhi) = centre_limits(obj, probe)
+    span = max(float(np.ptp(x)), float(np.ptp(y)))
+    if x.size > 1 and span < 1:
+        hint = (
+            f"the coordinates span only {span:.3g}, less than one pixel: they look like metres "
+            "(or another physical unit), not object pixels. Convert xcoords and ycoords in the "
+            "source to object pixels (x / pixel_size + the origin's column, likewise y) and "
+            "run make again"
+        )
+    else:
+        hint = (
+            "check that xcoords and ycoords are patch centres in object pixels (x = column, "
+            "y = row), not metres or top-left corners, or keep scans away from the object's "
+            "edge (--strategy, --subset-size)"
+        )
+    raise ValueError(
+        f"{int(bad.sum())} of {x.size} kept scans put their {probe[0]}x{probe[1]} probe patch "
+        f"outside the {obj[0]}x{obj[1]} objectGuess (first: scan {int(indices[i])} at "
+        f"x={x[i]:g}, y={y[i]:g}); the forward model and verify --alignment need centres in "
+        f"x in [{xlo}, {xhi}] and y in [{ylo}, {yhi}] object pixels; {hint}"
+    )
+
+
+def _lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
