@@ -46,6 +46,8 @@ def test_kernel_shape_and_ar2_recursion(tr, td, fs):
         ((0.05, -1.0, 30.0), "tau_decay must be > 0"),
         ((0.05, 0.5, 0.0), "fs must be > 0"),
         ((0.05, 0.5, float("nan")), "fs must be finite"),
+        ((1e-9, 2e-9, 30.0), "tau_decay=2e-09 s is shorter than 1/8 of a frame"),
+        ((2.5e-4, 5e-4, 30.0), "shorter than 1/8 of a frame"),
     ],
 )
 def test_bad_kinetics_are_refused(args, message):
@@ -105,3 +107,11 @@ def test_spike_time_offset_limits():
     assert spike_time_offset(1e-6, 0.5, 30.0) == pytest.approx(0.5, abs=1e-3)
     slow = [spike_time_offset(tr, 1.0, 30.0) for tr in (0.01, 0.05, 0.2)]
     assert slow[0] > slow[1] > slow[2] >= 0.0
+
+
+def test_a_decay_given_in_ms_is_flagged(caplog):
+    with caplog.at_level("WARNING", logger="nnfit.calcium"):
+        build_kernel(0.05, 0.5, 30.0)
+        assert not caplog.records
+        build_kernel(50.0, 500.0, 30.0)
+    assert "tau_decay=500 s: calcium indicators decay within seconds" in caplog.text

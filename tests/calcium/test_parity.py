@@ -84,6 +84,8 @@ SWEEP = [
     (0.05, 0.5, 30.0, 0.5, 10),
     (0.05, 0.5, 30.0, 0.5, 207),
     (0.05, 0.5, 30.0, 0.5, 209),
+    # the shortest decay accepted (1/8 of a frame): the kernel's recursion keeps its digits
+    (0.5 / (8.0 * 30.0), 1.0001 / (8.0 * 30.0), 30.0, 0.1, 300),
 ]
 
 
@@ -104,6 +106,14 @@ def test_matches_catune_random_parameters(rng):
         n = int(rng.integers(2, 1500))
         y = _synthetic(rng, 2, n, tau_r, tau_d, fs, noise=float(rng.uniform(0, 0.5)))
         assert_parity(y, fs, tau_r, tau_d, lam)
+
+
+def test_decays_catune_accepts_but_nnfit_cannot_resolve_are_refused(rng):
+    # below 1/8 of a frame the two-pole recursion loses digits (1/30: 8e-4 of the
+    # spikes); catune's explicit convolution has no such limit, but such a kernel is one frame
+    y = _synthetic(rng, 1, 200, 0.002, 0.05, 30.0)[0]
+    with pytest.raises(ValueError, match=r"tau_d=0\.0005 s is shorter than 1/8 of a frame"):
+        run_deconvolution(y, 30.0, 2.5e-4, 5e-4, 0.1)
 
 
 def test_matches_catune_zero_trace():

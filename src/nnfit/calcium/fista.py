@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from nnfit.calcium.ar2 import convolve_kernel
-from nnfit.calcium.kernel import build_kernel, compute_lipschitz, kernel_length
+from nnfit.calcium.kernel import build_kernel, check_decay_scale, compute_lipschitz, kernel_length
 from nnfit.calcium.result import DeconvolutionResult
 from nnfit.validate import as_float_array, check_int, check_real
 
@@ -68,6 +68,7 @@ def check_solver_params(
             f"tau_r must be smaller than tau_d; got tau_r={tr:g} s, tau_d={td:g} s "
             "(swap them if they were given in the wrong order)"
         )
+    check_decay_scale(td, fs_, "tau_d")
     lam_ = check_real("lam", lam, low=0.0)
     tol = check_real("tolerance", tolerance, low=0.0, low_inclusive=False)
     iters = check_int("max_iters", max_iters, low=1)
