@@ -165,3 +165,12 @@ def test_metadata_returned_by_load_tuning_data_can_be_saved_again(tmp_path):
     assert load_tuning_data(tmp_path / "b")[1] == meta
     with pytest.raises(ValueError, match=r"may not set sampling_rate_hz=30\.0"):
         save_for_tuning(traces, 20.0, tmp_path / "c", metadata=meta)
+
+
+@pytest.mark.parametrize("name", ["out/", "out"])
+def test_a_folder_is_not_a_stem(tmp_path, name):
+    # "out/" wrote the hidden files out/.npy and out/_metadata.json
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"must name a file stem, not a folder; .*session1"):
+        save_for_tuning(np.ones((2, 20)), 30.0, str(tmp_path / name))
+    assert not any((tmp_path / "out").iterdir())

@@ -83,3 +83,15 @@ def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capsys):
     monkeypatch.setattr(calcium_exact, "estimate_command", broken)
     assert main(["calcium", "estimate", "x.npy", "--fs", "30"]) == 2
     assert "nnfit: error: " in (err := capsys.readouterr().err) and "Broken pipe" in err
+
+
+def test_ctrl_c_in_a_demo_step_ends_the_demo_as_interrupted(tmp_path, monkeypatch, capsys):
+    # a step run through main() reports Ctrl-C as exit code 130; the demo must stop the same
+    # way (it raised "the demo step ... failed" with a traceback and exited 1)
+    import nnfit.cli as cli
+    from nnfit.cli.demo import run_spectral_ifu
+
+    monkeypatch.setattr(cli, "main", lambda argv: 130)
+    with pytest.raises(KeyboardInterrupt):
+        run_spectral_ifu(tmp_path)
+    capsys.readouterr()

@@ -68,8 +68,12 @@ def tuning_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     text = os.fspath(path)
     if text.endswith(".npy"):
         text = text[: -len(".npy")]
-    if not Path(text).name:
-        raise ValueError(f"path must name a file stem; got {os.fspath(path)!r}")
+    # "dir/" would give the hidden files "dir/.npy" and "dir/_metadata.json"
+    if not Path(text).name or text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise ValueError(
+            f"path must name a file stem, not a folder; got {os.fspath(path)!r} (e.g. "
+            f"{os.path.join(text.rstrip('/' + os.sep) or '.', 'session1')!r})"
+        )
     return Path(text + ".npy"), Path(text + "_metadata.json")
 
 

@@ -302,5 +302,8 @@ def run_spectral_ifu(out_dir: Path, *, seed: int = 0) -> None:
     )
     for argv in steps:
         print(f"   $ nnfit {' '.join(argv)}", flush=True)
-        if main(argv) != 0:
+        code = main(argv)
+        if code == 130:  # Ctrl-C in the step (it said so): the demo stops as interrupted too
+            raise KeyboardInterrupt
+        if code != 0:
             raise RuntimeError(f"the demo step 'nnfit {' '.join(argv)}' failed")
