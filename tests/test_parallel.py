@@ -48,6 +48,14 @@ def test_bad_scheduler_is_explained():
         pass
 
 
+def test_an_address_without_a_scheduler_names_the_option():
+    with pytest.raises(
+        ValueError, match=r"scheduler 'garbage' \(CLI --scheduler\): could not reach"
+    ):
+        with client_for("garbage"):
+            pass
+
+
 @pytest.mark.slow
 def test_local_cluster_gives_identical_results():
     from dask.distributed import Client, LocalCluster

@@ -35,7 +35,13 @@ def client_for(scheduler: Any) -> Iterator[Any]:
             "scheduler must be None (run here), a scheduler address such as "
             f"'tcp://127.0.0.1:8786', or a dask.distributed.Client; got {type(scheduler).__name__}"
         )
-    client = Client(scheduler)
+    try:
+        client = Client(scheduler)
+    except (OSError, ValueError, TypeError) as exc:  # a bad address, or nothing listening
+        raise ValueError(
+            f"scheduler {scheduler!r} (CLI --scheduler): could not reach a Dask scheduler there "
+            f"({exc}); give its address, e.g. tcp://127.0.0.1:8786, or leave it out to run here"
+        ) from exc
     try:
         yield client
     finally:

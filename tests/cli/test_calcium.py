@@ -237,6 +237,15 @@ def test_a_reused_output_folder_keeps_only_the_last_run(tmp_path, rec, monkeypat
     capsys.readouterr()
 
 
+def test_scheduler_with_a_solver_that_runs_here_is_refused(tmp_path, rec, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    args = ["calcium", "deconvolve", "rec.npy", "--fs", "30", *KIN, "--out", "o"]
+    assert main([*args, "--solver", "fista", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "--solver fista runs here: drop --scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_read_input_rules(tmp_path, rec):
     save_for_tuning(rec.traces, 20.0, tmp_path / "s")
     assert read_input(tmp_path / "s").fs == 20.0

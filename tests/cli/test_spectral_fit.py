@@ -77,6 +77,7 @@ def test_bad_fit_arguments_are_refused_before_the_store_changes(tmp_path, small_
         (["--mdegree", "-1"], "mdegree (--mdegree, 0: none) must be >= 0"),
         (["--stats", str(tmp_path)], "is a folder; give a file name in it"),
         (["--out", str(tmp_path / "no" / "x.npy")], "does not exist; create it first"),
+        (["--method", "kaczmarz", "--scheduler", "tcp://h:1"], "kaczmarz runs here: drop"),
     ]:
         assert main(["spectral", "fit", str(small_store), "--no-progress", *extra]) == 2
         assert msg in capsys.readouterr().err

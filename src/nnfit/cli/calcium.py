@@ -349,6 +349,11 @@ def _deconvolve(args: argparse.Namespace) -> int:
     if _fast.wants_exact(args):
         return _fast.deconvolve_exact_command(args)
     settings, solver, record = _settings(args)
+    if getattr(args, "scheduler", None) is not None:
+        raise ValueError(
+            f"--scheduler spreads the exact solver's blocks over a Dask cluster; --solver "
+            f"{solver} runs here: drop --scheduler, or use --solver exact"
+        )
     params_fs = record.pop("params_fs")
     if args.fs is not None and params_fs is not None and args.fs != params_fs:
         raise ValueError(

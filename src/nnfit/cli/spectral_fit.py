@@ -290,6 +290,8 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.store}: no such file")
     if args.method == "kaczmarz":
         raise ValueError("--per-bin uses the exact methods; drop --method kaczmarz")
+    if args.scheduler is not None:
+        raise ValueError("--per-bin fits the bins here, one by one: drop --scheduler")
     res = fit_bins(
         args.store,
         method=args.method,
@@ -322,6 +324,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return _cmd_fit_bins(args)
     if args.method != "kaczmarz":
         return _cmd_fit_exact(args)
+    if args.scheduler is not None:
+        raise ValueError("--method kaczmarz runs here: drop --scheduler (the exact fit uses it)")
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 

@@ -216,6 +216,11 @@ def init_from_cube(args: argparse.Namespace) -> int:
             "--ppxf-moments/--ppxf-degree set up pPXF's kinematics; drop them with a "
             "kinematics table or --losvd"
         )
+    if args.scheduler is not None and (args.losvd or args.kinematics not in (None, "ppxf")):
+        raise ValueError(
+            "--scheduler spreads pPXF's per-bin kinematics over a Dask cluster; with a "
+            "kinematics table or --losvd there are none to fit: drop --scheduler"
+        )
     kin = None
     if args.kinematics:
         kin = "ppxf" if args.kinematics == "ppxf" else read_kinematics_table(args.kinematics)
