@@ -61,6 +61,7 @@ def test_deconvolve_npy_writes_everything(run_cli, tmp_path, rec):
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [int(r["iterations"]) for r in rows] == info.iterations.tolist()
     assert all(r["converged"] == "True" for r in rows)
+    assert all(r["lam"] == "0.5" and r["baseline_kind"] == "none" for r in rows)
     run = json.loads((out / "run.json").read_text())
     assert run["solver"] == "fista" and run["settings"]["lam"] == 0.5
     assert run["input_sha256"].startswith("sha256:")

@@ -218,7 +218,9 @@ def write_results(
             np.save(tmp, np.ascontiguousarray(values, dtype="<f8"))
     columns = {
         "source_row": idx,
+        "baseline_kind": result.baseline_kind,
         "baseline": result.baseline.mean(axis=1),
+        "lam": result.lam,
         "objective": result.objective,
         "iterations": result.iterations,
         "converged": result.converged,
