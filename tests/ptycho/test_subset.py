@@ -293,7 +293,10 @@ def test_bad_sources_give_a_clear_error_and_no_output(small_data, tmp_path, case
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["src.npz"]
 
 
-@pytest.mark.parametrize(("n_subset", "message"), [(15, "< 16"), (301, "exceeds")])
+@pytest.mark.parametrize(
+    ("n_subset", "message"),
+    [(15, r"< 16: .*--subset-size"), (301, r"exceeds .*--subset-size .* between 16 and 300")],
+)
 def test_bad_subset_sizes_leave_no_output(small_source, tmp_path, n_subset, message):
     with pytest.raises(ValueError, match=message):
         generate_fixture(small_source, tmp_path / "fx.npz", n_subset=n_subset)

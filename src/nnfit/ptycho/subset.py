@@ -85,14 +85,20 @@ def validate_subset_size(n_subset: int, n_total: int) -> int:
     >>> validate_subset_size(8, 1087)
     Traceback (most recent call last):
     ...
-    ValueError: subset size 8 < 16: too few scans for grouping tests
+    ValueError: subset size 8 < 16: too few scans for grouping tests (--subset-size, subset_size=)
     """
     n_subset = check_int("subset size", n_subset)
     n_total = check_int("dataset size", n_total, low=0)
     if n_subset < MIN_SUBSET:
-        raise ValueError(f"subset size {n_subset} < {MIN_SUBSET}: too few scans for grouping tests")
+        raise ValueError(
+            f"subset size {n_subset} < {MIN_SUBSET}: too few scans for grouping tests "
+            f"(--subset-size, subset_size=)"
+        )
     if n_subset > n_total:
-        raise ValueError(f"subset size {n_subset} exceeds the dataset's {n_total} scans")
+        raise ValueError(
+            f"subset size {n_subset} exceeds the dataset's {n_total} scans: give "
+            f"--subset-size (subset_size=) between {MIN_SUBSET} and {n_total}"
+        )
     return n_subset
 
 
