@@ -280,3 +280,19 @@ def test_demo_runs(tmp_path, capsys, monkeypatch):
     assert corr > 0.8
     assert (tmp_path / "calcium" / "cells.png").is_file()
     assert load_tuning_data(tmp_path / "calcium" / "simulated")[0].shape == (6, 1200)
+
+
+@pytest.mark.parametrize(
+    ("extra", "drop"),
+    [
+        (["b.npy"], "drop all INPUTs but one (got 2)"),
+        (["--indicator", "GCaMP6f"], "drop --indicator"),
+        (["b.npy", "--indicator", "GCaMP6f"], "drop --indicator and all INPUTs but one"),
+    ],
+)
+def test_two_decay_estimate_names_what_to_drop(tmp_path, rec, monkeypatch, capsys, extra, drop):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.npy", "b.npy"):
+        np.save(tmp_path / name, rec.traces)
+    assert main(["calcium", "estimate", "a.npy", *extra, "--fs", "30", "--two-decay"]) == 2
+    assert drop in capsys.readouterr().err

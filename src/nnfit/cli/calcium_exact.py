@@ -494,9 +494,17 @@ def estimate_command(args: argparse.Namespace) -> int:
 
     prior = None if args.indicator is None else indicator_kinetics(args.indicator)
     if args.two_decay and (len(args.inputs) > 1 or prior is not None):
+        drop = [
+            what
+            for what, given in (
+                ("--indicator", prior is not None),
+                (f"all INPUTs but one (got {len(args.inputs)})", len(args.inputs) > 1),
+            )
+            if given
+        ]
         raise ValueError(
             "--two-decay estimates one kernel from one INPUT, without an indicator prior: drop "
-            "--indicator or the other INPUTs"
+            + " and ".join(drop)
         )
     if len(args.inputs) > 1:
         return _estimate_per_recording(args, prior)
