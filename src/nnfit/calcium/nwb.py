@@ -7,15 +7,17 @@ Reading
     another module). The data are ``(frames, ROIs)``; column ``j`` is row ``rois[j]`` of the
     ROI table (a ``PlaneSegmentation``). The sampling rate is the series' ``rate`` or, when it
     keeps ``timestamps``, ``(n - 1) / (t[-1] - t[0])`` (each within
-    :data:`TIMESTAMP_TOLERANCE` of a frame interval of the evenly spaced frames). Read lazily, a series is never loaded whole: the
+    :data:`TIMESTAMP_TOLERANCE` of a frame interval of the evenly spaced frames). Read lazily,
+    a series is never loaded whole: the
     :class:`~nnfit.calcium.recording.Recording` names the HDF5 dataset behind the pynwb object's
     ``data`` and blocks of ROIs are read as hyperslabs of it (chunked and compressed data
     included).
 
 Writing
-    Spikes go where suite2p's NWB export and NeuroConv put deconvolved activity: a
-    ``Fluorescence`` container named ``Deconvolved`` in the same processing module, holding a
-    ``RoiResponseSeries`` with the source series' name, a region of the *same* ROI table rows,
+    Spikes go where suite2p's NWB export puts deconvolved activity: a ``Fluorescence``
+    container named ``Deconvolved`` in the same processing module, holding a
+    ``RoiResponseSeries`` with the source series' name (beside another tool's series of that
+    name, :func:`spikes_series_name`), a region of the *same* ROI table rows,
     and the source's timing (the same ``rate`` and ``starting_time``, or a link to its
     timestamps). The run record (settings, kinetics, input sha256, nnfit version) is the series'
     ``comments`` as JSON. :func:`write_nwb` either rewrites the input (a copy with the new
@@ -244,7 +246,8 @@ def read_nwb(
         The ``.nwb`` (HDF5) file.
     series : str, optional
         ``Container/Series`` (see :func:`list_series`); optional when the file holds one
-        fluorescence series (``Deconvolved`` and ``Neuropil`` containers are not counted).
+        fluorescence series (``Deconvolved`` and ``Neuropil`` containers, and series so named
+        or named ``Denoised``, are not counted).
     fs : float, optional
         Sampling rate in Hz; must agree with the file's (``rate``, or the timestamps' to
         within :data:`FS_TOLERANCE`).

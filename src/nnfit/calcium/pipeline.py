@@ -347,10 +347,12 @@ def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
 def read_rows(
     path: str | os.PathLike[str], start: int, stop: int, *, dataset: str | None = None
 ) -> np.ndarray:
-    """Rows ``start:stop`` of a ``(cells, T)`` ``.npy`` as float64, read with plain file reads.
+    """Rows ``start:stop`` of a ``(cells, T)`` ``.npy`` as float64, read with plain file reads,
+    checked finite (:func:`~nnfit.validate.check_finite_rows`: a NaN is named by its cell in
+    the whole file).
 
     With ``dataset``, ``path`` is an HDF5 file and the rows are columns ``start:stop`` of its
-    ``(T, cells)`` dataset ``dataset`` (one hyperslab read, transposed), checked finite.
+    ``(T, cells)`` dataset ``dataset`` (one hyperslab read, transposed).
 
     A memory map would leave every page it touched resident in this process (file-backed
     pages count in its RSS until the kernel evicts them); reading only the block's bytes keeps
@@ -359,6 +361,13 @@ def read_rows(
     """
     if dataset is not None:
         return read_columns(path, dataset, slice(start, stop))
+    rows = _npy_rows(path, start, stop)
+    check_finite_rows(rows, np.arange(start, stop), _where(path, None))
+    return rows
+
+
+def _npy_rows(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a ``.npy`` as float64 (:func:`read_rows`, unchecked)."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         readers = {
@@ -430,7 +439,6 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
     """Deconvolve rows ``start:stop`` and write the block file atomically; return its summary."""
     i, start, stop = spec
     traces = read_rows(settings.path, start, stop, dataset=settings.dataset)
-    check_finite_rows(traces, np.arange(start, stop), _where(settings.path, settings.dataset))
     res = deconvolve(
         traces,
         settings.fs,
