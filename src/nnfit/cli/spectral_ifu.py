@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 INIT_FROM_CUBE_HELP = """\
-From a FITS IFU cube (MUSE DATA + STAT, or a variance/noise extension), give the cube as the
-first argument and --templates a library (pPXF SPS .npz, or a folder of MILES/E-MILES FITS):
-the cube is read in slabs, Voronoi-binned to --target-sn (vorbin), log-rebinned to the data's
-velocity step (or --velscale), de-redshifted by --redshift, the templates matched to the
-MUSE line-spread function (or --fwhm), emission and sky lines masked, and the kinematics
+From a FITS IFU cube (MUSE, MaNGA LOGCUBE/LINCUBE, CALIFA, SAMI, KCWI, JWST s3d, or any cube
+with a variance/noise extension), give the cube as the first argument and --templates a
+library (pPXF SPS .npz, or a folder of MILES/E-MILES FITS): the cube is read in slabs,
+Voronoi-binned to --target-sn (vorbin), log-rebinned to the data's velocity step (or
+--velscale), de-redshifted by --redshift, the templates matched to the MUSE line-spread
+function or the cube's own (MaNGA's LSFPRE) (or --fwhm), emission and sky lines masked, and the
+kinematics
 (--kinematics TABLE with V, SIGMA[, H3, H4, BIN_ID] per bin in pPXF's convention; --losvd
 histograms; default: measured with pPXF) turned into LOSVDs.
 
@@ -57,7 +59,8 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="instrument FWHM in Angstrom, 'muse' (Bacon+17 LSF), an LSF file (text or FITS "
         "table of wavelength and FWHM in Angstrom) or 'none' (default: muse when INSTRUME = "
-        "MUSE, else required)",
+        "MUSE, else the cube's own LSF extension (MaNGA: LSFPRE, median over spaxels), else "
+        "required)",
     )
     g.add_argument(
         "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
@@ -94,19 +97,26 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--mask-lines", help="line list: name wavelength_A half_width_kms rest|observed")
     g.add_argument("--no-line-mask", action="store_true", help="mask no lines")
-    g.add_argument("--data-ext", help="data extension (default DATA)")
+    g.add_argument(
+        "--data-ext", help="data extension (default DATA/FLUX/SCI, else the first image HDU)"
+    )
     g.add_argument("--var-ext", help="variance extension (default ERRDATA/STAT/VAR/VARIANCE)")
     g.add_argument(
         "--ivar-ext",
         help="inverse-variance extension instead of a variance (default: IVAR/INVVAR when the "
         "file has no variance); 0 marks a bad pixel",
     )
-    g.add_argument("--noise-ext", help="1-sigma noise extension instead of a variance")
+    g.add_argument(
+        "--noise-ext",
+        help="1-sigma noise extension instead of a variance (default: UNCERT by its UTYPE, "
+        "else ERR/ERROR/NOISE/SIGMA when the file has no variance)",
+    )
     g.add_argument(
         "--dq-ext",
         default="auto",
-        help="data-quality extension, non-zero = bad pixel (excluded); 'none' reads none "
-        "(default: QUALDATA or DQ when the file has one)",
+        help="data-quality extension, non-zero = bad pixel (excluded), but MaNGA MASK: "
+        "FORESTAR or DONOTUSE set, JWST DQ: DO_NOT_USE set; 'none' reads none (default: "
+        "QUALDATA, DQ, BADPIX or MASK when the file has one)",
     )
     g.add_argument(
         "--scheduler",

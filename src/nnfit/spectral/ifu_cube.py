@@ -1,17 +1,36 @@
 """Reading integral-field (IFU) cubes from FITS: data, variance, spectral and celestial WCS.
 
 A cube is a 3-D image ``(L, ny, nx)`` (FITS axes NAXIS1 = x, NAXIS2 = y, NAXIS3 = wavelength)
-with a variance (MUSE ``STAT``), inverse-variance (MaNGA ``IVAR``) or 1-sigma noise cube of the
-same shape, and optionally a data-quality cube (``DQ``, non-zero = bad pixel). Every pixel
-whose noise cannot be a variance (NaN, a variance or 1-sigma noise <= 0, an inverse variance
-<= 0) or that DQ flags gets a NaN variance, which every later step excludes. The reader maps the
-file into memory (nothing is read until a slab is asked for), so a full MUSE cube (300 x 300
-spaxels x 3,700 pixels, 1.3 GB per extension in float32) costs no memory until it is streamed
-slab by slab (:meth:`IFUCube.slabs`).
+with a variance, inverse-variance or 1-sigma noise cube of the same shape, and optionally a
+data-quality cube. Every pixel whose noise cannot be a variance (NaN, a variance or 1-sigma
+noise <= 0, an inverse variance <= 0) or that the data-quality cube flags gets a NaN variance,
+which every later step excludes. The reader maps the file into memory (nothing is read until a
+slab is asked for), so a full MUSE cube (300 x 300 spaxels x 3,700 pixels, 1.3 GB per extension
+in float32) costs no memory until it is streamed slab by slab (:meth:`IFUCube.slabs`).
 
-The spectral axis comes from the standard linear FITS WCS keywords ``CTYPE3`` (``AWAV`` = air,
-``WAVE`` = vacuum wavelengths), ``CRVAL3``, ``CRPIX3``, ``CD3_3`` or ``CDELT3`` (times
-``PC3_3`` when present) and ``CUNIT3``; the celestial WCS of axes 1-2 is kept for the maps.
+Formats read, each found from what the file says (extension names, pointer keywords,
+``TELESCOP``/``INSTRUME``); :func:`read_ifu_cube` lists the rules:
+
+* MUSE (ESO): ``DATA`` + ``STAT`` (variance) + ``DQ`` (non-zero = bad), through the ESO
+  ``ERRDATA``/``QUALDATA`` pointers; ``HDUCLAS3`` of the error extension (``MSE`` variance,
+  ``RMSE`` 1-sigma, ``INVMSE`` inverse variance) says what it holds.
+* SDSS-IV MaNGA DRP ``LOGCUBE``/``LINCUBE``: ``FLUX`` + ``IVAR`` + ``MASK`` (DRP3PIXMASK: bad
+  where ``DONOTUSE`` or ``FORESTAR`` is set, the bits MaNGA's DAP excludes), ``WAVE`` (vacuum
+  Angstrom, checked against the WCS) and the spectral-resolution extensions (``LSFPRE``,
+  ``PREDISP``, ``PRESPECRES``, ``LSFPOST``, ``DISP``, ``SPECRES``; :meth:`IFUCube.lsf_fwhm`).
+* CALIFA DR3 (V500, V1200, COMB): flux in the primary HDU, ``ERROR`` (1-sigma), ``BADPIX``
+  (1 = bad); no ``CTYPE3``: air wavelengths.
+* SAMI DR3: flux in the primary HDU, ``VARIANCE``; ``WEIGHT`` and ``COVAR`` are not read.
+* Keck KCWI DRP (``_icubes``): flux in the primary HDU, ``UNCERT`` (what it holds from its
+  ``UTYPE``, astropy's ``CCDData`` convention), ``MASK`` (non-zero = bad); ``FLAGS`` is not read.
+* JWST NIRSpec/MIRI IFU ``s3d``: ``SCI`` (MJy/sr), ``ERR`` (1-sigma), ``DQ`` (bad where
+  ``DO_NOT_USE``, bit 0, is set), micron wavelengths; ``WAVE-TAB`` axes are refused.
+
+The spectral axis comes from the FITS WCS keywords ``CTYPE3`` (``AWAV`` = air, ``WAVE`` =
+vacuum; a ``-LOG`` suffix: logarithmic, Greisen et al. 2006), ``CRVAL3``, ``CRPIX3``, ``CD3_3``
+or ``CDELT3`` (times ``PC3_3`` when present) and ``CUNIT3``; the celestial WCS of axes 1-2 is
+kept for the maps. Files must be uncompressed (a gzip file, such as MaNGA's ``.fits.gz``, is
+refused with the command that decompresses it), since slabs are read straight from the file.
 
 One module, though over 600 lines: one file format (a FITS IFU cube with its noise and DQ
 extensions and its spectral and celestial WCS) and the slab reader over it.
@@ -40,7 +59,32 @@ log = logging.getLogger(__name__)
 _VAR_NAMES = ("STAT", "VAR", "VARIANCE")
 _IVAR_NAMES = ("IVAR", "INVVAR")
 _NOISE_NAMES = ("ERR", "ERROR", "NOISE", "SIGMA")
-_DQ_NAMES = ("DQ",)
+_DQ_NAMES = ("DQ", "BADPIX", "MASK")
+# What an error extension holds: the ESO data-format HDUCLAS3 (MUSE, MaNGA) and astropy
+# CCDData's UTYPE (KCWI's UNCERT)
+_HDUCLAS3_KIND = {"MSE": "variance", "RMSE": "sigma", "INVMSE": "ivar"}
+_UTYPE_KIND = {
+    "StdDevUncertainty": "sigma",
+    "VarianceUncertainty": "variance",
+    "InverseVariance": "ivar",
+}
+# MaNGA DRP3PIXMASK bits MaNGA's DAP excludes (mangadap DRPFits.do_not_use_flags): FORESTAR (3)
+# and DONOTUSE (10); NOCOV (0), LOWCOV (1) and DEADFIBER (2) are kept, as the DAP keeps them.
+_MANGA_BAD_BITS = {3: "FORESTAR", 10: "DONOTUSE"}
+# JWST DQ: DO_NOT_USE (bit 0) excludes a pixel; the other bits (NON_SCIENCE, ...) inform.
+_JWST_BAD_BITS = {0: "DO_NOT_USE"}
+# MaNGA's spectral-resolution extensions, in MaNGA's DAP order (DRPFits.spectral_resolution:
+# pre-pixelisation first, cubes before vectors); PREDISP / DISP are the DR15 names of LSFPRE /
+# LSFPOST. "sigma": a cube of the LSF's 1-sigma in A; "R": a vector of lambda / FWHM.
+_MANGA_LSF = (
+    ("LSFPRE", "sigma"),
+    ("PREDISP", "sigma"),
+    ("PRESPECRES", "R"),
+    ("LSFPOST", "sigma"),
+    ("DISP", "sigma"),
+    ("SPECRES", "R"),
+)
+_SIG2FWHM = float(np.sqrt(8.0 * np.log(2.0)))
 # what each kind of noise extension holds, for messages
 _KIND_WORD = {"variance": "variance", "sigma": "noise", "ivar": "inverse-variance"}
 _DATA_NAMES = ("DATA", "FLUX", "SCI")
@@ -179,6 +223,11 @@ class IFUCube:
         What the noise extension holds: a variance, a 1-sigma noise or an inverse variance.
     noise_name, dq_name : str
         The noise and data-quality extensions read (``dq_name`` "" when none).
+    file_format : str
+        The survey format recognised ("manga", "califa", "sami", "kcwi", "jwst", "muse"), ""
+        for any other cube (read by the generic rules).
+    dq_rule : str
+        Which DQ values make a pixel bad, in words ("" without a DQ extension).
     """
 
     wave: np.ndarray
@@ -192,6 +241,19 @@ class IFUCube:
     _var: _Extension
     _sel: tuple[slice, slice, slice]
     _dq: _Extension | None = None
+    file_format: str = ""
+    dq_rule: str = ""
+    _dq_bits: int | None = None  # None: any non-zero value is bad
+    # (extension, its 1-sigma cube | its R = lambda / FWHM vector) of the file's own LSF
+    _lsf: tuple[str, _Extension | np.ndarray] | None = None
+
+    def _dq_bad(self, dq: np.ndarray) -> np.ndarray:
+        """True where the DQ value makes the pixel bad (a NaN DQ, from a BLANK, is bad too)."""
+        if self._dq_bits is None:
+            return dq != 0  # NaN != 0
+        finite = np.isfinite(dq)
+        flags = np.where(finite, dq, 0).astype(np.int64)
+        return ~finite | ((flags & self._dq_bits) != 0)
 
     @property
     def noise_is_sigma(self) -> bool:
@@ -226,7 +288,7 @@ class IFUCube:
                 else:
                     v = np.where(ok, 1.0 / np.where(ok, raw, 1.0), np.nan)
         if dq is not None:
-            v = np.where(dq != 0, np.nan, v)  # NaN DQ (a BLANK) is bad too: NaN != 0
+            v = np.where(self._dq_bad(np.asarray(dq, dtype=np.float64)), np.nan, v)
         return v
 
     @property
@@ -265,8 +327,54 @@ class IFUCube:
         with open(self.path, "rb") as fh:
             for a in range(ls.start, ls.stop, step):
                 dq = self._dq.read_planes(fh, a, min(ls.stop, a + step))[:, ys, xs]
-                n += int(np.count_nonzero(dq != 0))
+                n += int(np.count_nonzero(self._dq_bad(dq)))
         return n
+
+    def lsf_fwhm(self, max_bytes: float = 64e6) -> tuple[str, np.ndarray] | None:
+        """The file's own line-spread function: (extension, FWHM in A at :attr:`wave`), or None.
+
+        MaNGA's cubes of the LSF's 1-sigma per spaxel (``LSFPRE``, ...) give the median over
+        the selected spaxels with a positive value, wavelength by wavelength (MaNGA's DAP takes
+        the same median for its single resolution vector), times ``sqrt(8 ln 2)``; its vectors
+        of the resolution ``R = lambda / FWHM`` (``PRESPECRES``, ``SPECRES``) give
+        ``wave / R``. Wavelengths without a positive value are interpolated from their
+        neighbours, as the DAP does.
+
+        Raises
+        ------
+        ValueError
+            The extension has no positive value over the selection.
+        """
+        if self._lsf is None:
+            return None
+        name, src = self._lsf
+        ls, ys, xs = self._sel
+        if isinstance(src, _Extension):
+            _, ny, nx = src.shape
+            step = max(1, int(max_bytes // (8 * ny * nx)))
+            sig = np.empty(self.shape[0])
+            with open(self.path, "rb") as fh:
+                for a in range(ls.start, ls.stop, step):
+                    b = min(ls.stop, a + step)
+                    planes = src.read_planes(fh, a, b)[:, ys, xs].reshape(b - a, -1)
+                    good = np.isfinite(planes) & (planes > 0)
+                    n = good.sum(axis=1)
+                    med = np.nanmedian(np.where(good, planes, np.nan)[n > 0], axis=1)
+                    out = np.full(b - a, np.nan)
+                    out[n > 0] = med
+                    sig[a - ls.start : b - ls.start] = out
+            fwhm = _SIG2FWHM * sig
+        else:
+            r = np.asarray(src, dtype=np.float64)[ls]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fwhm = np.where(np.isfinite(r) & (r > 0), self.wave / r, np.nan)
+        ok = np.isfinite(fwhm) & (fwhm > 0)
+        if not ok.any():
+            raise ValueError(
+                f"{self.path}: spectral-resolution extension {name!r} has no positive value over "
+                "the selection; give the instrument's FWHM (fwhm_gal=, CLI --fwhm)"
+            )
+        return name, np.interp(self.wave, self.wave[ok], fwhm[ok])
 
     def slabs(self, max_bytes: float = 64e6) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """Yield ``(wavelength slice, flux, variance)`` slabs as float64, about ``max_bytes``
@@ -369,25 +477,43 @@ def _find_var_hdu(hdul, data_hdu, var_ext, noise_ext, ivar_ext, path: Path):
         return _hdu_by_name(hdul, noise_ext, path, "noise"), "sigma"
     if ivar_ext is not None:
         return _hdu_by_name(hdul, ivar_ext, path, "inverse-variance"), "ivar"
-    err = data_hdu.header.get("ERRDATA")  # ESO data-format pointer (MUSE: 'STAT')
+    err = data_hdu.header.get("ERRDATA")  # ESO data-format pointer (MUSE: 'STAT', MaNGA: 'IVAR')
     if err and err in hdul:
-        kind = "ivar" if hdul[err].name.upper() in _IVAR_NAMES else "variance"
-        return hdul[err], kind
-    for names, kind in ((_VAR_NAMES, "variance"), (_IVAR_NAMES, "ivar"), (_NOISE_NAMES, "sigma")):
+        h = hdul[err]
+        clas3 = str(h.header.get("HDUCLAS3", "")).strip().upper()
+        if clas3 in _HDUCLAS3_KIND:
+            return h, _HDUCLAS3_KIND[clas3]
+        return h, "ivar" if h.name.upper() in _IVAR_NAMES else "variance"
+    for names, kind in ((_VAR_NAMES, "variance"), (_IVAR_NAMES, "ivar")):
         for n in names:
             if n in hdul:
                 return hdul[n], kind
+    if "UNCERT" in hdul:  # astropy CCDData's uncertainty (KCWI): UTYPE says what it holds
+        h = hdul["UNCERT"]
+        utype = str(h.header.get("UTYPE", "")).strip()
+        if utype not in _UTYPE_KIND:
+            raise ValueError(
+                f"{path}: extension 'UNCERT' has UTYPE = {utype or 'missing'!r}, not one of "
+                f"{', '.join(_UTYPE_KIND)}, so it could hold a 1-sigma noise, a variance or an "
+                "inverse variance; say which: noise_ext='UNCERT', var_ext='UNCERT' or "
+                "ivar_ext='UNCERT' (CLI --noise-ext / --var-ext / --ivar-ext UNCERT)"
+            )
+        return h, _UTYPE_KIND[utype]
+    for n in _NOISE_NAMES:
+        if n in hdul:
+            return hdul[n], "sigma"
     names = [h.name for h in hdul]
     raise ValueError(
         f"{path}: no variance extension (looked for ERRDATA and {', '.join(_VAR_NAMES)}), "
-        f"inverse-variance extension ({', '.join(_IVAR_NAMES)}) or noise extension "
+        f"inverse-variance extension ({', '.join(_IVAR_NAMES)}), UNCERT or noise extension "
         f"({', '.join(_NOISE_NAMES)}); the file has {', '.join(names)}. Name it with var_ext=, "
         "ivar_ext= or noise_ext= (CLI --var-ext / --ivar-ext / --noise-ext)"
     )
 
 
 def _find_dq_hdu(hdul, data_hdu, dq_ext, path: Path):
-    """The data-quality HDU: ``dq_ext`` by name, None = none, "auto" = QUALDATA or DQ if any."""
+    """The data-quality HDU: ``dq_ext`` by name, None = none, "auto" = the ``QUALDATA``
+    pointer, else ``DQ``, ``BADPIX`` or ``MASK``, if any."""
     if dq_ext is None:
         return None
     if dq_ext != "auto":
@@ -401,7 +527,80 @@ def _find_dq_hdu(hdul, data_hdu, dq_ext, path: Path):
     return None
 
 
-def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, str]:
+def _file_format(hdul) -> str:
+    """The survey format the file's extension names and primary header say, "" for none."""
+    names = {h.name.upper() for h in hdul}
+    h0 = hdul[0].header
+    instrument = str(h0.get("INSTRUME", "")).strip().upper()
+    if "VERSDRP3" in h0 or {"FLUX", "IVAR", "MASK", "WAVE"} <= names:
+        return "manga"  # VERSDRP3: the MaNGA DRP version, which MaNGA's DAP reads from it
+    if str(h0.get("TELESCOP", "")).strip().upper() == "JWST":
+        return "jwst"
+    if instrument.startswith("KCWI"):
+        return "kcwi"
+    if {"ERRWEIGHT", "BADPIX", "FIBCOVER"} <= names:
+        return "califa"
+    if {"VARIANCE", "WEIGHT", "COVAR"} <= names:
+        return "sami"
+    if instrument == "MUSE":
+        return "muse"
+    return ""
+
+
+def _dq_rule(fmt: str, dq_name: str) -> tuple[int | None, str]:
+    """(bits that make a pixel bad, None = any non-zero; the rule in words) for a DQ extension."""
+    bits = {("manga", "MASK"): _MANGA_BAD_BITS, ("jwst", "DQ"): _JWST_BAD_BITS}.get(
+        (fmt, dq_name.upper())
+    )
+    if bits is None:
+        return None, "non-zero = bad"
+    words = " or ".join(f"{name} (bit {b})" for b, name in bits.items())
+    return sum(1 << b for b in bits), f"bad where {words} is set"
+
+
+def _manga_lsf(hdul, shape: tuple[int, int, int], path: Path):
+    """MaNGA's own LSF, the first of :data:`_MANGA_LSF` the file has, or None."""
+    for name, kind in _MANGA_LSF:
+        if name not in hdul:
+            continue
+        h = hdul[name]
+        if kind == "sigma":
+            return name, _cube_like(hdul, h, "spectral-resolution", "FLUX", shape, path)
+        vec = np.asarray(h.data, dtype=np.float64)
+        if vec.shape != (shape[0],):
+            raise ValueError(
+                f"{path}: spectral-resolution extension {name!r} has shape {vec.shape}, not "
+                f"({shape[0]},) like the wavelength axis; give the instrument's FWHM (fwhm_gal=, "
+                "CLI --fwhm)"
+            )
+        return name, vec
+    return None
+
+
+def _check_wave_extension(hdul, wave: np.ndarray, path: Path) -> None:
+    """Refuse a MaNGA ``WAVE`` vector that disagrees with the spectral WCS by 1% of a pixel."""
+    if "WAVE" not in hdul or hdul["WAVE"].header.get("NAXIS", 0) != 1:
+        return
+    vec = np.asarray(hdul["WAVE"].data, dtype=np.float64)
+    if vec.shape != wave.shape:
+        raise ValueError(
+            f"{path}: the WAVE extension has {vec.size} wavelengths, the cube {wave.size}; the "
+            "file is inconsistent: fix its header or its WAVE extension"
+        )
+    width = np.gradient(wave)
+    off = np.abs(vec - wave) / width
+    if not np.all(off <= 0.01):
+        i = int(np.nanargmax(np.where(np.isfinite(off), off, np.inf)))
+        raise ValueError(
+            f"{path}: the WAVE extension gives {vec[i]!r} A at pixel {i}, the spectral WCS "
+            f"(CTYPE3, CRVAL3, CRPIX3, CD3_3) {wave[i]!r} A, {off[i]:.3g} pixels apart; the "
+            "file is inconsistent: fix its header or its WAVE extension"
+        )
+
+
+def _spectral_axis(
+    header, path: Path, medium: str | None, default_medium: str | None = None
+) -> tuple[np.ndarray, str]:
     import astropy.units as u
 
     L = int(header["NAXIS3"])
@@ -420,9 +619,17 @@ def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, 
     if not np.isfinite(step) or step <= 0:
         raise ValueError(f"{path}: spectral step CD3_3/CDELT3 must be > 0; got {step!r}")
     crpix = float(header.get("CRPIX3", 0.0))  # FITS default for a missing CRPIXj
-    if ctype[4:].strip("-"):
+    algorithm = ctype[4:].strip("-")
+    if algorithm == "TAB":
         raise ValueError(
-            f"{path}: CTYPE3 = {ctype!r}: only linear wavelength axes (AWAV or WAVE) are read"
+            f"{path}: CTYPE3 = {ctype!r}: the wavelengths are a table (-TAB, e.g. a JWST cube "
+            "built from several bands), which is not read; build the cube on a linear "
+            "wavelength grid (JWST cube_build: one band, or linear_wave=True)"
+        )
+    if algorithm not in ("", "LOG"):
+        raise ValueError(
+            f"{path}: CTYPE3 = {ctype!r}: only linear (AWAV, WAVE) and logarithmic "
+            "(AWAV-LOG, WAVE-LOG) wavelength axes are read"
         )
     kind = ctype[:4]
     if kind == "AWAV":
@@ -431,6 +638,8 @@ def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, 
         found = "vacuum"
     elif medium is not None:
         found = medium
+    elif default_medium is not None and not ctype:
+        found = default_medium
     else:
         raise ValueError(
             f"{path}: CTYPE3 = {ctype!r}: expected 'AWAV' (air) or 'WAVE' (vacuum wavelengths); "
@@ -453,7 +662,14 @@ def _spectral_axis(header, path: Path, medium: str | None) -> tuple[np.ndarray, 
     else:
         log.warning("%s: CUNIT3 missing; assuming Angstrom", path)
         factor = 1.0
-    wave = (float(header["CRVAL3"]) + step * (np.arange(L) + 1.0 - crpix)) * factor
+    crval = float(header["CRVAL3"])
+    p = np.arange(L) + 1.0 - crpix
+    if algorithm == "LOG":  # Greisen et al. 2006 (FITS WCS III), eq. 5
+        if crval <= 0:
+            raise ValueError(f"{path}: CTYPE3 = {ctype!r} needs CRVAL3 > 0; got {crval!r}")
+        wave = crval * np.exp(step * p / crval) * factor
+    else:
+        wave = (crval + step * p) * factor
     if wave[0] <= 0:
         raise ValueError(f"{path}: spectral WCS gives a non-positive wavelength {wave[0]!r} A")
     return wave, found
@@ -522,24 +738,33 @@ def read_ifu_cube(
     path : path-like
         The FITS file.
     data_ext : str or int, optional
-        Data extension; default ``DATA`` (or ``FLUX``/``SCI``, else the first image HDU).
+        Data extension; default ``DATA`` (or ``FLUX``/``SCI``, else the first image HDU: the
+        primary of CALIFA, SAMI and KCWI cubes).
     var_ext, noise_ext, ivar_ext : str or int, optional
         Variance, 1-sigma noise or inverse-variance extension (give at most one); default the
-        ``ERRDATA`` pointer, then ``STAT``, ``VAR``, ``VARIANCE``, then ``IVAR``/``INVVAR``
-        (as inverse variance), then ``ERR``/``ERROR``/``NOISE``/``SIGMA`` (as noise). An
+        ``ERRDATA`` pointer (what it holds from its ``HDUCLAS3``: ``MSE`` variance, ``RMSE``
+        1-sigma, ``INVMSE`` inverse variance; else from its name), then ``STAT``, ``VAR``,
+        ``VARIANCE``, then ``IVAR``/``INVVAR`` (as inverse variance), then ``UNCERT`` (as its
+        ``UTYPE`` says: ``StdDevUncertainty``, ``VarianceUncertainty`` or ``InverseVariance``;
+        refused without one), then ``ERR``/``ERROR``/``NOISE``/``SIGMA`` (as noise). An
         extension named ``IVAR`` or ``INVVAR`` is refused as ``var_ext``. Pixels whose noise is
         not finite, or is <= 0 (1-sigma noise, inverse variance), get a NaN variance: excluded.
     dq_ext : str, int or None
-        Data-quality extension, non-zero = bad pixel (excluded like a NaN variance; the flux is
-        read unchanged). ``"auto"`` (default): the ``QUALDATA`` pointer, else ``DQ`` when the
-        file has one; None: read none.
+        Data-quality extension (its bad pixels are excluded like a NaN variance; the flux is
+        read unchanged). ``"auto"`` (default): the ``QUALDATA`` pointer, else ``DQ``,
+        ``BADPIX`` or ``MASK`` when the file has one; None: read none. Non-zero = bad, except
+        MaNGA's ``MASK`` (DRP3PIXMASK: bad where ``FORESTAR`` or ``DONOTUSE`` is set, the bits
+        MaNGA's DAP excludes; ``NOCOV``, ``LOWCOV``, ``DEADFIBER`` alone are kept, as the DAP
+        keeps them, and a zero ``IVAR`` still excludes a pixel) and JWST's ``DQ`` (bad where ``DO_NOT_USE`` is set;
+        ``NON_SCIENCE`` and the other bits inform).
     lam_range : (float, float), optional
         Keep pixels with ``lam_range[0] <= wave <= lam_range[1]`` (observed Angstrom).
     x_range, y_range : (int, int), optional
         Keep spaxel columns ``x_range[0]:x_range[1]`` and rows ``y_range[0]:y_range[1]``
         (0-based, stop excluded).
     medium : {"air", "vacuum"}, optional
-        Needed only when ``CTYPE3`` is neither ``AWAV`` nor ``WAVE``.
+        Needed only when ``CTYPE3`` is neither ``AWAV`` nor ``WAVE`` (``-LOG`` or not); a
+        CALIFA cube without ``CTYPE3`` is read as air wavelengths unless this says otherwise.
 
     Returns
     -------
@@ -551,9 +776,10 @@ def read_ifu_cube(
     FileNotFoundError
         ``path`` does not exist.
     ValueError
-        A missing extension, a file that is not 3-D, a spectral WCS keyword missing or wrong,
-        variance and data of different shapes, or no finite data in the selection; the
-        message names the extension or keyword.
+        A gzip-compressed file, a missing extension, a file that is not 3-D, a spectral WCS
+        keyword missing or wrong (or a ``-TAB`` axis), a ``WAVE`` extension that disagrees with
+        the WCS, variance and data of different shapes, or no finite data in the selection;
+        the message names the extension or keyword.
 
     Examples
     --------
@@ -576,6 +802,13 @@ def read_ifu_cube(
         raise FileNotFoundError(f"{p}: no such file")
     if medium is not None and medium not in ("air", "vacuum"):
         raise ValueError(f"medium must be 'air' or 'vacuum'; got {medium!r}")
+    with open(p, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            # slabs are read at offsets into the file: a gzip stream has none to seek to
+            raise ValueError(
+                f"{p}: the file is gzip-compressed (MaNGA's .fits.gz); decompress it first "
+                f"(gunzip -k {p}) and give the .fits"
+            )
     try:
         hdul = fits.open(p, memmap=False, lazy_load_hdus=True)
     except OSError as exc:
@@ -588,12 +821,20 @@ def read_ifu_cube(
                 f"{p}: extension {dh.name!r} is not a cube: NAXIS = {hdr.get('NAXIS', 0)} "
                 "(expected 3: x, y, wavelength)"
             )
+        fmt = _file_format(hdul)
         vh, kind = _find_var_hdu(hdul, dh, var_ext, noise_ext, ivar_ext, p)
         qh = _find_dq_hdu(hdul, dh, dq_ext, p)
-        wave, found_medium = _spectral_axis(hdr, p, medium)
+        # CALIFA's cubes carry no CTYPE3; their wavelengths are in air
+        wave, found_medium = _spectral_axis(
+            hdr, p, medium, default_medium="air" if fmt == "califa" else None
+        )
+        if fmt == "manga":
+            _check_wave_extension(hdul, wave, p)
         d_ext = _extension(hdul, dh, p)
         v_ext = _cube_like(hdul, vh, _KIND_WORD[kind], dh.name, d_ext.shape, p)
         q_ext = None if qh is None else _cube_like(hdul, qh, "DQ", dh.name, d_ext.shape, p)
+        dq_bits, dq_rule = _dq_rule(fmt, qh.name) if qh is not None else (None, "")
+        lsf = _manga_lsf(hdul, d_ext.shape, p) if fmt == "manga" else None
         L, ny, nx = d_ext.shape
         if lam_range is not None:
             lo, hi = (float(v) for v in lam_range)
@@ -620,6 +861,10 @@ def read_ifu_cube(
             _var=v_ext,
             _sel=(ls, ys, xs),
             _dq=q_ext,
+            file_format=fmt,
+            dq_rule=dq_rule,
+            _dq_bits=dq_bits,
+            _lsf=lsf,
         )
     # An all-NaN cube is refused here, not after binning: a few planes are read.
     L2 = cube.shape[0]

@@ -12,7 +12,8 @@ mask lines (:mod:`~nnfit.spectral.linemask`), turn kinematics into LOSVDs
     /BinMask (S, L) bool      per-bin fitted pixels (False where no spaxel of the bin had data)
     /Kinematics/{V,sigma,h3,h4} (S,)  when the LOSVDs came from moments (pPXF convention)
     attrs ifu_json            source file, redshift, frame "rest", medium, flux unit, velscale,
-                              velscale ratio, spatial shape and the celestial WCS header
+                              velscale ratio, spatial shape, the celestial WCS header, the
+                              file format, noise and DQ read (with the DQ rule) and the LSF
 
 Pixels a bin lacks are stored as data 0 with a noise ``1e10`` times the bin's largest, so they
 carry no weight in any fit; ``/BinMask`` says which they are.
@@ -108,8 +109,10 @@ def store_from_ifu_cube(
         :func:`~nnfit.spectral.ifu_cube.muse_lsf_fwhm`; a number; a function; a path
         (``pathlib.Path``) to an LSF file of wavelength against FWHM
         (:func:`~nnfit.spectral.lsf.read_lsf_table`, which must cover the cube's selection);
-        None = no resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is MUSE,
-        else refused (give the instrument's FWHM).
+        None = no resolution matching; ``"auto"`` = ``"muse"`` when the header's ``INSTRUME`` is
+        MUSE, else the cube's own LSF when it has one (MaNGA's ``LSFPRE`` first: the median
+        over the selected spaxels, :meth:`~nnfit.spectral.ifu_cube.IFUCube.lsf_fwhm`), logged
+        and recorded in ``ifu_json``; else refused (give the instrument's FWHM).
     fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
         See :func:`nnfit.spectral.templates.load_template_library`.
     lines : list, optional
@@ -137,8 +140,9 @@ def store_from_ifu_cube(
         ``--medium-obs``).
     data_ext, var_ext, noise_ext, ivar_ext, dq_ext : optional
         FITS extensions (see :func:`~nnfit.spectral.ifu_cube.read_ifu_cube`): pixels the DQ
-        extension flags (``"auto"``: ``DQ`` when the file has one; None: none) are excluded
-        like pixels without a valid variance.
+        extension flags (``"auto"``: ``QUALDATA``, ``DQ``, ``BADPIX`` or ``MASK`` when the file
+        has one, by the file format's rule; None: none) are excluded like pixels without a
+        valid variance.
     overwrite : bool
         Replace ``out`` if it exists.
     scheduler : optional
@@ -216,9 +220,10 @@ def store_from_ifu_cube(
     n_dq = cube.n_flagged()
     if cube.dq_name:
         log.info(
-            "%s: extension %r flags %d of the selection's %d pixels (excluded)",
+            "%s: extension %r (%s) flags %d of the selection's %d pixels (excluded)",
             cube.path,
             cube.dq_name,
+            cube.dq_rule,
             n_dq,
             int(np.prod(cube.shape)),
         )
@@ -257,13 +262,33 @@ def store_from_ifu_cube(
     edge0 = ln_rest[0] - 0.5 * dlog
     j = np.arange(-m, ln_rest.size * ratio + m + 1)
     tem_edges = edge0 + j * dlog_t
+    own_lsf = None  # the cube's own LSF, tabulated at the observed wavelengths
     if fwhm_gal == "auto":
-        if cube.instrument.upper() != "MUSE":
-            raise ValueError(
-                f"--fwhm: the cube's INSTRUME is {cube.instrument or 'missing'!r}, not MUSE; give "
-                "the instrument's FWHM in Angstrom (--fwhm 2.5), or --fwhm none to skip matching"
+        if cube.instrument.upper() == "MUSE":
+            fwhm_gal = "muse"
+            log.info("%s: INSTRUME is MUSE: templates matched to MUSE's LSF", cube.path)
+        else:
+            own_lsf = cube.lsf_fwhm()
+            if own_lsf is None:
+                raise ValueError(
+                    f"--fwhm: the cube's INSTRUME is {cube.instrument or 'missing'!r}, not MUSE, "
+                    "and it has no spectral-resolution extension (MaNGA's LSFPRE, ...); give "
+                    "the instrument's FWHM in Angstrom (--fwhm 2.5) or an LSF file, or "
+                    "--fwhm none to skip matching"
+                )
+            per_spaxel = own_lsf[0] not in ("PRESPECRES", "SPECRES")
+            lsf_words = f"{own_lsf[0]}, " + (
+                "median over the selected spaxels" if per_spaxel else "lambda / R"
             )
-        fwhm_gal = "muse"
+            log.info(
+                "%s: templates matched to the cube's own LSF (extension %s): FWHM %.2f-%.2f A",
+                cube.path,
+                lsf_words,
+                float(own_lsf[1].min()),
+                float(own_lsf[1].max()),
+            )
+            lam_lsf, fwhm_lsf = cube.wave, own_lsf[1]
+            fwhm_gal = lambda lam: np.interp(lam, lam_lsf, fwhm_lsf)  # noqa: E731
     if isinstance(fwhm_gal, os.PathLike):
         fwhm_gal = read_lsf_table(fwhm_gal)
     if isinstance(fwhm_gal, LSFTable):
@@ -383,15 +408,22 @@ def store_from_ifu_cube(
         "kinematics": kin_source,
         "target_sn": target_sn,
         "fwhm_gal": (
-            fwhm_gal
+            f"cube extension {lsf_words}"
+            if own_lsf is not None
+            else fwhm_gal
             if isinstance(fwhm_gal, str | float | int | None)
             else f"LSF file {fwhm_gal.source}"
             if isinstance(fwhm_gal, LSFTable)
             else "function"
         ),
         "instrument": cube.instrument,
+        "format": cube.file_format,
         "noise": f"{cube.noise_name} ({cube.noise_kind})",
-        "dq": {"extension": cube.dq_name, "flagged": n_dq} if cube.dq_name else None,
+        "dq": (
+            {"extension": cube.dq_name, "rule": cube.dq_rule, "flagged": n_dq}
+            if cube.dq_name
+            else None
+        ),
     }
     with atomic_path(out, suffix=".h5") as tmp:
         tmp.unlink(missing_ok=True)  # H5Manager creates the file itself

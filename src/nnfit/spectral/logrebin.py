@@ -6,6 +6,11 @@ density over its edges, ``f_j = sum_i |new_j & old_i| f_i / |new_j|`` (overlaps 
 the output stays a flux density in the input's unit. The map is a sparse matrix ``M`` with at
 most two or three non-zeros per row; variances go through ``M**2`` (independent input pixels;
 the covariance it creates between neighbouring output pixels is not kept).
+
+Input pixel edges follow the input's sampling (:func:`pixel_edges`): arithmetic midpoints for
+a linear (or irregular) grid, geometric midpoints for a grid uniform in ln(lambda) such as a
+MaNGA ``LOGCUBE``'s, so that a spectrum already on the requested ln(lambda) grid maps onto
+itself (the matrix is the identity to rounding).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import scipy.sparse as sp
 
 from nnfit.spectral.model import C_KMS
 
-__all__ = ["linear_pixel_edges", "log_grid", "log_rebin", "log_rebin_matrix"]
+__all__ = ["linear_pixel_edges", "log_grid", "log_rebin", "log_rebin_matrix", "pixel_edges"]
 
 
 def linear_pixel_edges(wave: np.ndarray) -> np.ndarray:
@@ -31,6 +36,43 @@ def linear_pixel_edges(wave: np.ndarray) -> np.ndarray:
         raise ValueError("wave must be 1-D, strictly increasing, with at least 2 pixels")
     mid = 0.5 * (w[1:] + w[:-1])
     return np.concatenate([[1.5 * w[0] - 0.5 * w[1]], mid, [1.5 * w[-1] - 0.5 * w[-2]]])
+
+
+def pixel_edges(wave: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
+    """Pixel edges (n + 1,) of pixel centres ``wave`` (n,), in the grid's own spacing.
+
+    A grid uniform in ln(lambda) (every ``ln(wave[i+1] / wave[i])`` equal to ``rtol`` of their
+    mean) gets geometric midpoints, its ends mirrored in ln(lambda): the edges of pixels
+    uniform in ln(lambda), whose centres are those midpoints in ln(lambda) (the FITS
+    ``WAVE-LOG`` axis, MaNGA's ``LOGCUBE``). Any other grid gets
+    :func:`linear_pixel_edges`. Arithmetic midpoints of a log-spaced grid would widen every
+    pixel's red half at the expense of its blue one, by ``d ln(lambda)^2 / 8`` of a pixel.
+
+    Parameters
+    ----------
+    wave : array (n,)
+        Pixel centres, strictly increasing, at least 2.
+    rtol : float
+        How uniform the ln(lambda) steps must be, relative to their mean, to count as a log grid.
+
+    Examples
+    --------
+    >>> w = 5000.0 * np.exp(1e-4 * np.arange(4))
+    >>> bool(np.allclose(np.diff(np.log(pixel_edges(w))), 1e-4, rtol=1e-9, atol=0))
+    True
+    >>> pixel_edges(np.array([1.0, 2.0, 3.0])).tolist()
+    [0.5, 1.5, 2.5, 3.5]
+    """
+    w = np.asarray(wave, dtype=np.float64)
+    if w.ndim != 1 or w.size < 2 or not np.all(np.diff(w) > 0) or w[0] <= 0:
+        raise ValueError("wave must be 1-D, positive, strictly increasing, with at least 2 pixels")
+    d = np.diff(np.log(w))
+    if w.size < 3 or np.max(np.abs(d - d.mean())) > rtol * d.mean():
+        # two pixels cannot tell a log grid from a linear one
+        return linear_pixel_edges(w)
+    ln = np.log(w)
+    mid = 0.5 * (ln[1:] + ln[:-1])
+    return np.exp(np.concatenate([[1.5 * ln[0] - 0.5 * ln[1]], mid, [1.5 * ln[-1] - 0.5 * ln[-2]]]))
 
 
 def log_grid(lam_lo: float, lam_hi: float, velscale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +157,8 @@ def log_rebin(
     Parameters
     ----------
     wave : array (n,)
-        Pixel centres in Angstrom (edges at midpoints), increasing.
+        Pixel centres in Angstrom, increasing; edges from :func:`pixel_edges` (geometric
+        midpoints when ``wave`` is uniform in ln(lambda), else arithmetic ones).
     spectra : array (..., n)
         Flux densities; the last axis is wavelength.
     velscale : float, optional
@@ -154,7 +197,7 @@ def log_rebin(
     (True, 400, 71.44)
     """
     w = np.asarray(wave, dtype=np.float64)
-    edges = linear_pixel_edges(w)
+    edges = pixel_edges(w)
     if ln_edges is None:
         if velscale is None:
             velscale = C_KMS * np.log(edges[-1] / edges[0]) / w.size

@@ -1,0 +1,424 @@
+"""The survey cube formats read_ifu_cube recognises, each in its data model's layout.
+
+Every file here is synthetic and tiny, written with the extension names, header keywords and
+dtypes of the survey's data model: MaNGA DRP ``LOGCUBE`` (FLUX/IVAR/MASK/WAVE and the LSF
+extensions, ``CTYPE3 = 'WAVE-LOG'``), CALIFA DR3 (primary + ERROR/ERRWEIGHT/BADPIX/FIBCOVER, no
+``CTYPE3``), SAMI DR3 (primary + VARIANCE/WEIGHT/COVAR), KCWI ``_icubes`` (primary +
+UNCERT/MASK/FLAGS) and JWST ``s3d`` (SCI/ERR/DQ/WMAP, micron).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from nnfit.spectral.ifu_cube import read_ifu_cube
+
+fits = pytest.importorskip("astropy.io.fits")
+
+L, NY, NX = 40, 3, 4
+# MaNGA DR17 LOGCUBE: 1e-4 dex pixels from 3621.596 A, CD3_3 = CRVAL3 ln(10) 1e-4
+MANGA_CRVAL3 = 3621.5959848601
+MANGA_CD3_3 = MANGA_CRVAL3 * np.log(10.0) * 1e-4
+NOCOV, LOWCOV, DEADFIBER, FORESTAR, DONOTUSE = 1, 2, 4, 8, 1024
+
+
+def _streamed_variance(cube):
+    return np.concatenate([v for _, _, v in cube.slabs(max_bytes=8 * NY * NX * 7)])
+
+
+def _manga_wave(n=L, crval=MANGA_CRVAL3, cd=MANGA_CD3_3):
+    return crval * np.exp(cd * np.arange(n) / crval)
+
+
+def write_manga(
+    path,
+    *,
+    n=L,
+    crval=MANGA_CRVAL3,
+    flux=None,
+    ivar=None,
+    mask=None,
+    lsf=("LSFPRE", "LSFPOST", "PRESPECRES", "SPECRES"),
+    wave=None,
+    pointers=False,
+    ny=NY,
+    nx=NX,
+):
+    """A MaNGA DRP LOGCUBE: FLUX/IVAR float32, MASK int32 (DRP3PIXMASK), WAVE float64."""
+    cd = crval * np.log(10.0) * 1e-4
+    rng = np.random.default_rng(2)
+    flux = (rng.random((n, ny, nx)) + 1.0).astype(np.float32) if flux is None else flux
+    ivar = (
+        (1.0 / (rng.random((n, ny, nx)) * 0.1 + 0.01)).astype(np.float32) if ivar is None else ivar
+    )
+    mask = np.zeros((n, ny, nx), dtype=np.int32) if mask is None else mask
+    wave = _manga_wave(n, crval, cd) if wave is None else wave
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRVAL1"], h["CRVAL2"], h["CRPIX1"], h["CRPIX2"] = 205.4, 27.0, 2.0, 2.0
+    h["CD1_1"], h["CD2_2"] = -0.5 / 3600, 0.5 / 3600
+    h["CUNIT1"], h["CUNIT2"] = "deg", "deg"
+    h["CTYPE3"], h["CUNIT3"] = "WAVE-LOG", "Angstrom"
+    h["CRPIX3"], h["CRVAL3"], h["CD3_3"] = 1.0, crval, cd
+    h["BUNIT"] = "1E-17 erg/s/cm^2/Ang/spaxel"
+    if pointers:  # ESO data-format keywords, as an SDSS file may carry them
+        h["HDUCLAS1"], h["ERRDATA"], h["QUALDATA"] = "CUBE", "IVAR", "MASK"
+    prim = fits.PrimaryHDU()
+    prim.header["VERSDRP3"] = "v3_1_1"
+    prim.header["TELESCOP"] = "SDSS 2.5-M"
+    hdus = [prim, fits.ImageHDU(flux, h, name="FLUX")]
+    ih = h.copy()
+    if pointers:
+        ih["HDUCLAS3"] = "INVMSE"
+    hdus += [fits.ImageHDU(ivar, ih, name="IVAR"), fits.ImageHDU(mask, h, name="MASK")]
+    yy, xx = np.mgrid[:ny, :nx]
+    sig = 1.1 + 0.05 * (yy + xx)[None] + 1e-4 * np.arange(n)[:, None, None]  # A, per spaxel
+    for name in ("LSFPOST", "LSFPRE"):
+        if name in lsf:
+            hdus.append(
+                fits.ImageHDU(
+                    sig.astype(np.float32) * (1.02 if "POST" in name else 1.0), h, name=name
+                )
+            )
+    hdus.append(fits.ImageHDU(np.asarray(wave, dtype=np.float64), name="WAVE"))
+    R = wave / (2.3548 * 1.2)
+    for name in ("PRESPECRES", "SPECRES"):
+        if name in lsf:
+            hdus.append(fits.ImageHDU(R * (0.98 if name == "SPECRES" else 1.0), name=name))
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+# ------------------------------------------------------------------ MaNGA
+@pytest.mark.parametrize("pointers", [False, True])
+def test_manga_logcube_wavelengths_follow_wave_log_and_the_wave_extension(tmp_path, pointers):
+    p = write_manga(tmp_path / "manga-8485-1901-LOGCUBE.fits", pointers=pointers)
+    cube = read_ifu_cube(p)
+    p_ = np.arange(1, L + 1)
+    want = MANGA_CRVAL3 * np.exp(MANGA_CD3_3 * (p_ - 1.0) / MANGA_CRVAL3)  # FITS WCS III
+    np.testing.assert_allclose(cube.wave, want, rtol=1e-14, atol=0)
+    with fits.open(p) as h:
+        np.testing.assert_allclose(cube.wave, h["WAVE"].data, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(np.diff(np.log(cube.wave)), np.log(10) * 1e-4, rtol=1e-9)
+    assert cube.medium == "vacuum" and cube.file_format == "manga"
+    assert (cube.noise_name, cube.noise_kind, cube.dq_name) == ("IVAR", "ivar", "MASK")
+    assert cube.bunit == "1E-17 erg/s/cm^2/Ang/spaxel"
+
+
+def test_manga_mask_excludes_the_bits_the_dap_excludes_and_keeps_the_others(tmp_path):
+    mask = np.zeros((L, NY, NX), dtype=np.int32)
+    ivar = np.full((L, NY, NX), 4.0, dtype=np.float32)
+    bad = {(1, 0, 0): FORESTAR, (2, 1, 1): DONOTUSE, (3, 2, 2): NOCOV | DONOTUSE}
+    kept = {(4, 0, 1): LOWCOV, (5, 1, 2): DEADFIBER, (6, 2, 3): NOCOV, (7, 0, 3): 1 << 20}
+    for idx, bits in {**bad, **kept}.items():
+        mask[idx] = bits
+    ivar[3, 2, 2] = 0.0  # MaNGA: no coverage, no inverse variance
+    cube = read_ifu_cube(write_manga(tmp_path / "m.fits", ivar=ivar, mask=mask))
+    assert cube.n_flagged() == len(bad)
+    assert cube.dq_rule == "bad where FORESTAR (bit 3) or DONOTUSE (bit 10) is set"
+    want = np.full((L, NY, NX), 0.25)
+    for idx in bad:
+        want[idx] = np.nan
+    np.testing.assert_array_equal(cube.variance, want)  # LOWCOV etc.: 1 / ivar, kept
+    np.testing.assert_array_equal(_streamed_variance(cube), want)
+    assert np.isfinite(np.asarray(cube.flux)).all()  # the flux is the file's
+
+
+def test_manga_wave_extension_that_disagrees_with_the_wcs_is_refused(tmp_path):
+    wave = _manga_wave()
+    wave[10] += 0.1  # a tenth of a 0.9 A pixel
+    p = write_manga(tmp_path / "m.fits", wave=wave)
+    with pytest.raises(ValueError, match=r"WAVE extension gives .* pixel 10.*inconsistent"):
+        read_ifu_cube(p)
+
+
+def test_manga_lsf_is_the_dap_choice_median_over_spaxels_as_fwhm(tmp_path):
+    cube = read_ifu_cube(write_manga(tmp_path / "m.fits"), x_range=(1, 4), y_range=(0, 2))
+    name, fwhm = cube.lsf_fwhm()
+    with fits.open(tmp_path / "m.fits") as h:
+        sig = h["LSFPRE"].data[:, 0:2, 1:4].astype(np.float64)
+    assert name == "LSFPRE"  # before PRESPECRES, LSFPOST and SPECRES, as in MaNGA's DAP
+    np.testing.assert_allclose(fwhm, np.median(sig.reshape(L, -1), axis=1) * 2.354820045, rtol=1e-9)
+    # spaxels without an LSF (0) are left out of the median
+    sig0 = np.ones((L, NY, NX), dtype=np.float32)
+    sig0[:, 0, :] = 0.0
+    sig0[:, 1, :] = 3.0
+    p2 = write_manga(tmp_path / "m2.fits", lsf=())
+    with fits.open(p2, mode="update") as h:
+        h.insert(4, fits.ImageHDU(sig0, h["FLUX"].header, name="LSFPRE"))
+    np.testing.assert_allclose(read_ifu_cube(p2).lsf_fwhm()[1], 2.0 * 2.354820045, rtol=1e-9)
+    # a file with only the resolution vector: FWHM = lambda / R
+    cube = read_ifu_cube(write_manga(tmp_path / "m3.fits", lsf=("SPECRES",)))
+    name, fwhm = cube.lsf_fwhm()
+    assert name == "SPECRES"
+    np.testing.assert_allclose(fwhm, 2.3548 * 1.2 / 0.98, rtol=1e-12)
+
+
+def test_gzip_file_is_refused_naming_gunzip(tmp_path):
+    p = write_manga(tmp_path / "m.fits")
+    gz = tmp_path / "manga-8485-1901-LOGCUBE.fits.gz"
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    with pytest.raises(ValueError, match=r"gzip-compressed.*gunzip -k"):
+        read_ifu_cube(gz)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "words"),
+    [("WAVE-TAB", r"-TAB.*linear_wave=True"), ("WAVE-F2W", r"linear .* and logarithmic")],
+)
+def test_tabulated_and_other_nonlinear_axes_are_refused(tmp_path, ctype, words):
+    h = fits.Header(
+        {"CTYPE3": ctype, "CRVAL3": 1.0, "CDELT3": 0.001, "CRPIX3": 1.0, "CUNIT3": "um"}
+    )
+    d = np.ones((L, NY, NX), dtype=np.float32)
+    p = tmp_path / "c.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(d, h, name="SCI"), fits.ImageHDU(d, h, name="ERR")]
+    ).writeto(p)
+    with pytest.raises(ValueError, match=words):
+        read_ifu_cube(p)
+
+
+# ------------------------------------------------------------------ CALIFA, SAMI, KCWI, JWST
+def test_califa_error_is_sigma_badpix_one_is_bad_and_air_without_ctype3(tmp_path):
+    rng = np.random.default_rng(4)
+    flux = (rng.random((L, NY, NX)) + 1.0).astype(np.float32)
+    err = (rng.random((L, NY, NX)) * 0.2 + 0.05).astype(np.float32)
+    badpix = np.zeros((L, NY, NX), dtype=np.uint8)
+    badpix[[3, 9], [0, 2], [1, 3]] = 1
+    h = fits.Header({"CRVAL3": 3749.0, "CDELT3": 2.0, "CRPIX3": 1.0})  # V500, no CTYPE3
+    prim = fits.PrimaryHDU(flux, h)
+    p = tmp_path / "NGC0001.V500.rscube.fits"
+    fits.HDUList(
+        [
+            prim,
+            fits.ImageHDU(err, h, name="ERROR"),
+            fits.ImageHDU(np.ones_like(err), h, name="ERRWEIGHT"),
+            fits.ImageHDU(badpix, h, name="BADPIX"),
+            fits.ImageHDU(np.full((L, NY, NX), 3, dtype=np.uint8), h, name="FIBCOVER"),
+        ]
+    ).writeto(p)
+    cube = read_ifu_cube(p)
+    assert (cube.file_format, cube.medium, cube.noise_kind, cube.dq_name) == (
+        "califa",
+        "air",
+        "sigma",
+        "BADPIX",
+    )
+    np.testing.assert_allclose(cube.wave, 3749.0 + 2.0 * np.arange(L))
+    want = np.where(badpix == 1, np.nan, err.astype(np.float64) ** 2)
+    np.testing.assert_array_equal(cube.variance, want)
+    np.testing.assert_array_equal(_streamed_variance(cube), want)
+    assert read_ifu_cube(p, medium="vacuum").medium == "vacuum"  # the default can be overridden
+
+
+def test_sami_primary_flux_and_variance(tmp_path):
+    rng = np.random.default_rng(5)
+    flux = (rng.random((L, NY, NX)) + 1.0).astype(np.float32)
+    var = (rng.random((L, NY, NX)) * 0.1 + 0.01).astype(np.float32)
+    flux[:, 0, 0] = np.nan  # SAMI: NaN where there is no data
+    var[:, 0, 0] = np.nan
+    h = fits.Header(
+        {"CTYPE3": "AWAV", "CUNIT3": "Angstrom", "CRVAL3": 4700.0, "CDELT3": 1.04, "CRPIX3": 1.0}
+    )
+    p = tmp_path / "9011900430_cube_blue.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(flux, h),
+            fits.ImageHDU(var, h, name="VARIANCE"),
+            fits.ImageHDU(np.ones_like(var), h, name="WEIGHT"),
+            fits.ImageHDU(np.zeros((2, 5, 5, NY, NX), dtype=np.float32), name="COVAR"),
+        ]
+    ).writeto(p)
+    cube = read_ifu_cube(p)
+    assert (cube.file_format, cube.noise_name, cube.noise_kind, cube.dq_name) == (
+        "sami",
+        "VARIANCE",
+        "variance",
+        "",
+    )
+    np.testing.assert_array_equal(cube.variance, var.astype(np.float64))
+
+
+def _kcwi(path, utype="StdDevUncertainty"):
+    rng = np.random.default_rng(6)
+    flux = (rng.random((L, NY, NX)) + 1.0).astype(np.float32)
+    unc = (rng.random((L, NY, NX)) * 0.2 + 0.05).astype(np.float32)
+    mask = np.zeros((L, NY, NX), dtype=np.uint8)
+    mask[[2, 5], [1, 2], [0, 3]] = 1
+    flags = np.zeros((L, NY, NX), dtype=np.uint8)
+    flags[8, 0, 0] = 128  # FLAGS is not read: this pixel stays good
+    h = fits.Header(
+        {
+            "INSTRUME": "KCWI",
+            "CTYPE3": "AWAV",
+            "CUNIT3": "Angstrom",
+            "CRVAL3": 4400.0,
+            "CD3_3": 0.5,
+            "CRPIX3": 1.0,
+            "BUNIT": "FLAM16",
+        }
+    )
+    uh = fits.Header()
+    if utype:
+        uh["UTYPE"] = utype  # astropy CCDData.to_hdu's key_uncertainty_type
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(flux, h),
+            fits.ImageHDU(mask, name="MASK"),
+            fits.ImageHDU(unc, uh, name="UNCERT"),
+            fits.ImageHDU(flags, name="FLAGS"),
+        ]
+    ).writeto(path)
+    return unc.astype(np.float64), mask
+
+
+def test_kcwi_uncert_by_its_utype_and_mask_nonzero_is_bad(tmp_path):
+    unc, mask = _kcwi(tmp_path / "kb230101_00042_icubes.fits")
+    cube = read_ifu_cube(tmp_path / "kb230101_00042_icubes.fits")
+    assert (cube.file_format, cube.noise_name, cube.noise_kind, cube.dq_name, cube.medium) == (
+        "kcwi",
+        "UNCERT",
+        "sigma",
+        "MASK",
+        "air",
+    )
+    want = np.where(mask != 0, np.nan, unc**2)
+    np.testing.assert_array_equal(cube.variance, want)
+    np.testing.assert_array_equal(_streamed_variance(cube), want)
+    _kcwi(tmp_path / "nout.fits", utype=None)
+    with pytest.raises(ValueError, match=r"UTYPE = 'missing'.*--noise-ext"):
+        read_ifu_cube(tmp_path / "nout.fits")
+    assert read_ifu_cube(tmp_path / "nout.fits", noise_ext="UNCERT").noise_kind == "sigma"
+
+
+def test_jwst_s3d_microns_err_sigma_and_only_do_not_use_is_bad(tmp_path):
+    rng = np.random.default_rng(7)
+    sci = (rng.random((L, NY, NX)) + 1.0).astype(np.float32)
+    err = (rng.random((L, NY, NX)) * 0.2 + 0.05).astype(np.float32)
+    dq = np.zeros((L, NY, NX), dtype=np.uint32)
+    bad = {(1, 0, 0): 1, (2, 1, 1): 513, (3, 2, 2): 1 | 2}  # DO_NOT_USE (+ NON_SCIENCE, SATURATED)
+    kept = {(4, 0, 1): 512, (5, 1, 2): 2, (6, 2, 3): 1 << 31}
+    for idx, v in {**bad, **kept}.items():
+        dq[idx] = v
+    h = fits.Header(
+        {
+            "CTYPE3": "WAVE",
+            "CUNIT3": "um",
+            "CRVAL3": 1.65,
+            "CDELT3": 0.000395,
+            "CRPIX3": 1.0,
+            "PC3_3": 1.0,
+            "BUNIT": "MJy/sr",
+        }
+    )
+    prim = fits.PrimaryHDU()
+    prim.header["TELESCOP"], prim.header["INSTRUME"] = "JWST", "NIRSPEC"
+    p = tmp_path / "jw01234-o001_t001_nirspec_g235h-f170lp_s3d.fits"
+    fits.HDUList(
+        [
+            prim,
+            fits.ImageHDU(sci, h, name="SCI"),
+            fits.ImageHDU(err, h, name="ERR"),
+            fits.ImageHDU(dq, h, name="DQ"),
+            fits.ImageHDU(np.ones((L, NY, NX), dtype=np.float32), h, name="WMAP"),
+        ]
+    ).writeto(p)
+    cube = read_ifu_cube(p)
+    assert (cube.file_format, cube.medium, cube.noise_kind, cube.bunit) == (
+        "jwst",
+        "vacuum",
+        "sigma",
+        "MJy/sr",
+    )
+    np.testing.assert_allclose(cube.wave, 1e4 * (1.65 + 0.000395 * np.arange(L)), rtol=1e-12)
+    assert cube.n_flagged() == len(bad) and "DO_NOT_USE (bit 0)" in cube.dq_rule
+    want = err.astype(np.float64) ** 2
+    for idx in bad:
+        want[idx] = np.nan
+    np.testing.assert_array_equal(cube.variance, want)
+    np.testing.assert_array_equal(_streamed_variance(cube), want)
+
+
+def test_eso_hduclas3_says_what_the_errdata_extension_holds(tmp_path):
+    rng = np.random.default_rng(8)
+    d = (rng.random((L, NY, NX)) + 1.0).astype(np.float32)
+    sig = (rng.random((L, NY, NX)) * 0.2 + 0.05).astype(np.float32)
+    h = fits.Header(
+        {
+            "CTYPE3": "AWAV",
+            "CUNIT3": "Angstrom",
+            "CRVAL3": 5000.0,
+            "CD3_3": 1.25,
+            "CRPIX3": 1.0,
+            "ERRDATA": "NOISE",
+        }
+    )
+    p = tmp_path / "c.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(d, h, name="DATA"),
+            fits.ImageHDU(sig, fits.Header({"HDUCLAS3": "RMSE"}), name="NOISE"),
+        ]
+    ).writeto(p)
+    cube = read_ifu_cube(p)
+    assert cube.noise_kind == "sigma"
+    np.testing.assert_array_equal(cube.variance, sig.astype(np.float64) ** 2)
+
+
+# ------------------------------------------------------------------ MaNGA end to end
+def test_manga_logcube_to_a_store_with_its_own_lsf(tmp_path, caplog):
+    """A MaNGA-layout LOGCUBE, with a kinematics table and small templates, to a store: the
+    data's own 1e-4 dex step is kept, its LSFPRE chosen by fwhm_gal="auto" and recorded."""
+    import h5py
+
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.model import C_KMS
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    n, ny, nx = 600, 2, 3
+    wave = _manga_wave(n, 5000.0, 5000.0 * np.log(10) * 1e-4)
+    rng = np.random.default_rng(9)
+    flux = (1.0 + 0.1 * np.sin(wave / 40.0))[:, None, None] * np.ones((n, ny, nx))
+    flux = (flux + rng.normal(0, 0.01, flux.shape)).astype(np.float32)
+    mask = np.zeros((n, ny, nx), dtype=np.int32)
+    mask[100:110, 0, 0] = DONOTUSE
+    p = write_manga(
+        tmp_path / "manga-1-2-LOGCUBE.fits",
+        n=n,
+        crval=5000.0,
+        flux=flux,
+        ivar=np.full((n, ny, nx), 1e4, dtype=np.float32),
+        mask=mask,
+        ny=ny,
+        nx=nx,
+    )
+    S = ny * nx
+    kin = {"V": np.zeros(S), "sigma": np.full(S, 150.0), "h3": np.zeros(S), "h4": np.zeros(S)}
+    out = tmp_path / "s.h5"
+    with caplog.at_level("INFO", logger="nnfit.spectral.ifu_store"):
+        info = store_from_ifu_cube(
+            p,
+            demo["templates"],
+            out,
+            bin_map=np.arange(S).reshape(ny, nx),
+            kinematics=kin,
+            lines=[],
+            min_sn=0.0,
+        )
+    assert info["S"] == S and info["L"] == n and info["dq_flagged"] == 10
+    np.testing.assert_allclose(info["velscale"], C_KMS * np.log(10) * 1e-4, rtol=1e-9)
+    assert "own LSF (extension LSFPRE, median over the selected spaxels)" in caplog.text
+    with h5py.File(out, "r") as f:
+        ifu = json.loads(f.attrs["ifu_json"])
+        assert f["BinMask"][0, 100:110].sum() == 0 and f["BinMask"][1].all()
+    assert ifu["fwhm_gal"] == "cube extension LSFPRE, median over the selected spaxels"
+    assert ifu["format"] == "manga"
+    assert ifu["medium"] == "vacuum" and ifu["bunit"] == "1E-17 erg/s/cm^2/Ang/spaxel"
+    assert ifu["dq"]["rule"].startswith("bad where FORESTAR") and ifu["noise"] == "IVAR (ivar)"
