@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nnfit.calcium import run_deconvolution, simulate_recording
+from nnfit.calcium.recordings import read_input
 from nnfit.calcium.suite2p import read_suite2p, write_spks
 from nnfit.cli import main
 
@@ -179,3 +180,39 @@ def test_bad_plane_one_line_exit_2(tmp_path, rec, monkeypatch, capsys, break_it,
     err = capsys.readouterr().err
     assert err.startswith("nnfit: error:") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "x").exists() and not (tmp_path / "plane0" / "spks.npy").exists()
+
+
+def test_suite2p_folder_reads_every_plane(tmp_path, rec, monkeypatch, capsys):
+    rec2 = simulate_recording(3, 1500, seed=8)
+    f0, n0 = make_plane(tmp_path / "suite2p" / "plane0", rec, ops={"fs": 30.0, "neucoeff": 0.7})
+    f1, n1 = make_plane(tmp_path / "suite2p" / "plane1", rec2, ops={"fs": 30.0, "neucoeff": 0.7})
+    make_plane(tmp_path / "suite2p" / "combined", rec, ops={"fs": 30.0})  # not read
+    r = read_input(tmp_path / "suite2p")
+    np.testing.assert_array_equal(r.traces, np.r_[f0[:5] - 0.7 * n0[:5], f1[:3] - 0.7 * n1[:3]])
+    assert r.cell_index.tolist() == [0, 1, 2, 3, 4, 6, 7, 8]  # rows in the planes' concatenation
+    assert r.roi_ids.tolist()[4:6] == ["plane0/4", "plane1/0"]
+    assert [pl["folder"] for pl in r.provenance["planes"]] == ["plane0", "plane1"]
+    assert r.provenance["planes"][1]["rows"] == [6, 10] and r.provenance["n_rois"] == 10
+    monkeypatch.chdir(tmp_path)
+    args = ["calcium", "deconvolve", "suite2p", *KIN, "--plot-cells", "0", "--write-suite2p"]
+    assert main([*args, "--out", "a"]) == 0
+    for plane, (f, fneu, n) in {"plane0": (f0, n0, 5), "plane1": (f1, n1, 3)}.items():
+        spks = np.load(tmp_path / "suite2p" / plane / "spks.npy")
+        assert spks.shape == f.shape
+        ref = run_deconvolution(f[:n] - 0.7 * fneu[:n], 30.0, 0.05, 0.5, 0.5)
+        np.testing.assert_array_equal(spks[:n], ref.astype(np.float32))
+        np.testing.assert_array_equal(spks[n], 0.0)
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert len(run["written_back"]) == 2 and run["input_provenance"]["planes"][0]["cells"] == 5
+    assert main([*args, "--out", "b"]) == 2  # spks.npy now in every plane
+    assert "plane0/spks.npy exists" in capsys.readouterr().err
+
+
+def test_suite2p_folder_with_unequal_planes_is_refused(tmp_path, rec):
+    make_plane(tmp_path / "s2p" / "plane0", rec, ops={"fs": 30.0})
+    make_plane(tmp_path / "s2p" / "plane1", simulate_recording(2, 1499, seed=1), ops={"fs": 30.0})
+    with pytest.raises(ValueError, match=r"plane0: 1500 frames at 30 Hz, plane1: 1499 frames"):
+        read_input(tmp_path / "s2p")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty has no F\.npy"):
+        read_input(tmp_path / "empty")

@@ -261,8 +261,11 @@ def test_read_input_rules(tmp_path, rec):
     (tmp_path / "p" / "Fneu.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"has no Fneu\.npy"):
         read_input(tmp_path / "p", fs=30)
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.md").write_text("x")
     with pytest.raises(ValueError, match=r"not a \.npy file"):
+        read_input(tmp_path / "notes.md", fs=30)
+    (tmp_path / "notes.txt").write_text("x")  # a .txt is read as a table of traces
+    with pytest.raises(ValueError, match=r"notes\.txt: a header but no rows of values"):
         read_input(tmp_path / "notes.txt", fs=30)
 
 

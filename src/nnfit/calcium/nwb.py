@@ -42,7 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.calcium.recording import Recording
+from nnfit.calcium.recording import (
+    FS_TOLERANCE,
+    TIMESTAMP_TOLERANCE,
+    Recording,
+    rate_from_timestamps,
+)
 from nnfit.io import atomic_path, file_sha256
 from nnfit.validate import as_float_array, check_real
 
@@ -91,12 +96,6 @@ def spikes_series_name(
     return next(c for c in candidates if c not in existing)
 
 
-#: Largest distance, in frame intervals, of a timestamp from the evenly spaced frames through
-#: the first and the last accepted as uniform sampling: timestamps rounded to the millisecond
-#: or stored in float32 stay within a few hundredths, a dropped frame moves them by ~0.5.
-TIMESTAMP_TOLERANCE = 0.1
-#: Largest relative difference between a given ``fs`` and the rate of the timestamps.
-FS_TOLERANCE = 0.01
 #: Containers, or series, holding traces that are not fluorescence to deconvolve (never chosen
 #: by default): suite2p's export writes them as containers, NeuroConv as series named so inside
 #: ``Fluorescence``.
@@ -173,36 +172,7 @@ def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[flo
         found, how = float(rate), "rate"
     elif series.timestamps is not None:
         ts = np.asarray(series.timestamps[:], dtype=np.float64)
-        tpath = f"{where}/timestamps"
-        if ts.ndim != 1 or ts.size < 2:
-            raise ValueError(f"{tpath}: expected at least 2 timestamps; got shape {ts.shape}")
-        bad = np.flatnonzero(~np.isfinite(ts))
-        if bad.size:
-            raise ValueError(
-                f"{tpath}: {bad.size} NaN/Inf timestamp(s), first at index {bad[0]}; fix the "
-                "file (or export the traces and pass --fs)"
-            )
-        dt = np.diff(ts)
-        back = np.flatnonzero(dt <= 0)
-        if back.size:
-            i = int(back[0])
-            raise ValueError(
-                f"{tpath}: timestamps do not increase: interval {i} is {dt[i]:.6g} s "
-                f"({back.size} such interval(s)); fix the file"
-            )
-        # the rate from the whole span, not one interval: rounded timestamps (1 ms at 30 Hz
-        # makes intervals of 33 and 34 ms) give it to the rounding over the recording
-        step = float(ts[-1] - ts[0]) / (ts.size - 1)
-        dev = np.abs(ts - (ts[0] + step * np.arange(ts.size))) / step
-        if float(dev.max()) > TIMESTAMP_TOLERANCE:
-            j = int(np.argmax(np.abs(dt - step)))
-            raise ValueError(
-                f"{tpath}: sampling is not uniform: interval {j} is {dt[j]:.6g} s against "
-                f"{step:.6g} s on average, and frame {int(np.argmax(dev))} lies "
-                f"{float(dev.max()):.2g} intervals off the evenly spaced frames (more than "
-                f"{TIMESTAMP_TOLERANCE:g}); deconvolution needs evenly spaced frames"
-            )
-        found, how = 1.0 / step, "timestamps"
+        found, how = rate_from_timestamps(ts, f"{where}/timestamps"), "timestamps"
     else:
         raise ValueError(f"{where}: neither rate nor timestamps; the file is not valid NWB")
     if fs is not None:

@@ -11,10 +11,23 @@ import numpy as np
 
 from nnfit.validate import check_real
 
-__all__ = ["NEUROPIL_FACTOR", "Recording", "resolve_fs"]
+__all__ = [
+    "FS_TOLERANCE",
+    "NEUROPIL_FACTOR",
+    "TIMESTAMP_TOLERANCE",
+    "Recording",
+    "rate_from_timestamps",
+    "resolve_fs",
+]
 
 #: suite2p's usual neuropil coefficient: F_corrected = F - 0.7 Fneu.
 NEUROPIL_FACTOR = 0.7
+#: Largest distance, in frame intervals, of a timestamp from the evenly spaced frames through
+#: the first and the last accepted as uniform sampling: timestamps rounded to the millisecond
+#: or stored in float32 stay within a few hundredths, a dropped frame moves them by ~0.5.
+TIMESTAMP_TOLERANCE = 0.1
+#: Largest relative difference between a given ``fs`` and the rate of the timestamps.
+FS_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -103,3 +116,58 @@ def resolve_fs(found: float | None, given: float | None, where: str, label: str 
     if fs is None:
         raise ValueError(f"{where} does not record a sampling rate: pass {label} (in Hz)")
     return fs
+
+
+def rate_from_timestamps(
+    ts: np.ndarray, where: str, fs: float | None = None, fs_label: str = "fs"
+) -> float:
+    """The sampling rate of evenly spaced ``ts`` (seconds): ``(n - 1) / (t[-1] - t[0])``.
+
+    Every timestamp must be finite and lie within :data:`TIMESTAMP_TOLERANCE` frame intervals
+    of the evenly spaced frames through the first and the last (rounding stays well within
+    that; a dropped frame or a gap between recordings does not), and a given ``fs`` within
+    :data:`FS_TOLERANCE` of the rate found. ``where`` (the timestamps' file and place) starts
+    every error message.
+
+    Examples
+    --------
+    >>> rate_from_timestamps(np.round(np.arange(100) / 30, 3), "t.csv")
+    30.0
+    """
+    if ts.ndim != 1 or ts.size < 2:
+        raise ValueError(f"{where}: expected at least 2 timestamps; got shape {ts.shape}")
+    bad = np.flatnonzero(~np.isfinite(ts))
+    if bad.size:
+        raise ValueError(
+            f"{where}: {bad.size} NaN/Inf timestamp(s), first at index {bad[0]}; fix the file "
+            "(or export the traces and pass --fs)"
+        )
+    dt = np.diff(ts)
+    back = np.flatnonzero(dt <= 0)
+    if back.size:
+        i = int(back[0])
+        raise ValueError(
+            f"{where}: timestamps do not increase: interval {i} is {dt[i]:.6g} s "
+            f"({back.size} such interval(s)); fix the file"
+        )
+    # from the whole span, not one interval: timestamps rounded to the millisecond make
+    # intervals of 33 and 34 ms at 30 Hz, and the span averages the rounding out
+    step = float(ts[-1] - ts[0]) / (ts.size - 1)
+    dev = np.abs(ts - (ts[0] + step * np.arange(ts.size))) / step
+    if float(dev.max()) > TIMESTAMP_TOLERANCE:
+        j = int(np.argmax(np.abs(dt - step)))
+        raise ValueError(
+            f"{where}: sampling is not uniform: interval {j} is {dt[j]:.6g} s against "
+            f"{step:.6g} s on average, and frame {int(np.argmax(dev))} lies "
+            f"{float(dev.max()):.2g} intervals off the evenly spaced frames (more than "
+            f"{TIMESTAMP_TOLERANCE:g}); deconvolution needs evenly spaced frames"
+        )
+    found = 1.0 / step
+    if fs is not None:
+        given = check_real(fs_label, fs, low=0.0, low_inclusive=False)
+        if not math.isclose(given, found, rel_tol=FS_TOLERANCE):
+            raise ValueError(
+                f"{fs_label} = {given:g} Hz contradicts the sampling rate {found:g} Hz of the "
+                f"timestamps in {where}; drop {fs_label} or fix the file"
+            )
+    return found

@@ -7,22 +7,37 @@ up to 0.14 keeps ``fs`` and ``neucoeff`` there) or, from suite2p 1.0, ``settings
 (``fs`` and ``extraction/neuropil_coefficient``). The pickled files are read with
 :func:`nnfit.io.load_object_npy`, which refuses anything but plain data: a crafted ``ops.npy``
 cannot run code. Every array file is read with ``allow_pickle=False``.
+
+A multi-plane run leaves ``suite2p/plane0``, ``suite2p/plane1``, ... and, with
+``combine=True``, ``suite2p/combined``: suite2p's ``io.save.combined`` concatenates the planes'
+ROIs (plane 0's first) and pads a plane with fewer frames with zeros, which a deconvolution
+would read as a drop in fluorescence. :func:`read_suite2p_planes` reads the planes themselves
+in the same ROI order, and only when they share their frame count and rate.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nnfit.calcium.recording import NEUROPIL_FACTOR, Recording, resolve_fs
-from nnfit.io import atomic_path, file_sha256, load_object_npy
+from nnfit.io import atomic_path, bytes_sha256, file_sha256, load_object_npy
 from nnfit.validate import as_float_array, check_finite_rows, check_real
 
-__all__ = ["read_settings", "read_suite2p", "write_spks"]
+__all__ = [
+    "plane_folders",
+    "read_settings",
+    "read_suite2p",
+    "read_suite2p_planes",
+    "write_spks",
+    "write_spks_planes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +158,131 @@ def read_suite2p(
         "suite2p %s: %d of %d ROIs, c = %g (%s)", root, keep.size, f.shape[0], factor, factor_from
     )
     return Recording(traces, fs_, "suite2p", root, keep, provenance=provenance)
+
+
+def plane_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The ``planeN`` folders holding ``F.npy`` inside a suite2p output folder, by ``N``."""
+    root = Path(folder)
+    found = [
+        (int(m.group(1)), q)
+        for q in root.iterdir()
+        if (m := re.fullmatch(r"plane(\d+)", q.name)) and (q / "F.npy").is_file()
+    ]
+    return [q for _, q in sorted(found)]
+
+
+def read_suite2p_planes(
+    folder: str | os.PathLike[str], fs: float | None = None, *, fs_label: str = "fs"
+) -> Recording:
+    """Read every plane of a suite2p output folder (``suite2p/``) as one recording.
+
+    Each plane is read as by :func:`read_suite2p` (its own ``fs`` and neuropil coefficient)
+    and the planes' cells are stacked in plane order, so ``cell_index`` is the ROI row in the
+    planes' concatenation, the order of suite2p's own ``combined`` folder. ``combined`` itself
+    is not read (it pads shorter planes with zeros).
+
+    Returns
+    -------
+    Recording
+        ``roi_ids``: ``planeN/ROW`` of each cell; ``provenance``: ``planes`` (folder, ROI rows
+        ``[start, stop)`` in the concatenation, ROIs, cells, neuropil coefficient, file
+        hashes), ``n_rois`` (all planes), ``neuropil_factor`` (one value, or one per plane
+        where they differ), and ``input_sha256``: the sha256 of the lines
+        ``planeN/F.npy <sha256>`` of every plane.
+
+    Raises
+    ------
+    ValueError
+        No plane folder, planes with different frame counts or rates (each plane can still be
+        read on its own), or what :func:`read_suite2p` refuses in any plane.
+    """
+    root = Path(folder)
+    planes = plane_folders(root)
+    if not planes:
+        raise FileNotFoundError(
+            f"suite2p folder {root} has no F.npy and no plane folder (plane0, plane1, ...) "
+            "holding one"
+        )
+    recs = [read_suite2p(q, fs, fs_label=fs_label) for q in planes]
+    shapes = {q.name: r.shape[1] for q, r in zip(planes, recs, strict=True)}
+    rates = {q.name: r.fs for q, r in zip(planes, recs, strict=True)}
+    if len(set(shapes.values())) > 1 or not all(
+        math.isclose(v, recs[0].fs, rel_tol=1e-9) for v in rates.values()
+    ):
+        listed = ", ".join(f"{k}: {shapes[k]} frames at {rates[k]:g} Hz" for k in shapes)
+        raise ValueError(
+            f"{root}: the planes differ ({listed}); deconvolve each plane folder on its own "
+            f"(e.g. {planes[0]})"
+        )
+    start = 0
+    parts = []
+    for q, r in zip(planes, recs, strict=True):
+        n_rois = int(r.provenance["n_rois"])
+        parts.append(
+            {
+                "folder": q.name,
+                "rows": [start, start + n_rois],
+                "n_rois": n_rois,
+                "cells": len(r.cell_index),
+                "neuropil_factor": r.provenance["neuropil_factor"],
+                "neuropil_factor_from": r.provenance["neuropil_factor_from"],
+                "files_sha256": r.provenance["files_sha256"],
+            }
+        )
+        start += n_rois
+    factors = [pl["neuropil_factor"] for pl in parts]
+    digests = "".join(f"{pl['folder']}/F.npy {pl['files_sha256']['F.npy']}\n" for pl in parts)
+    provenance = {
+        "input_sha256": bytes_sha256(digests.encode()),
+        "planes": parts,
+        "n_rois": start,
+        "neuropil_factor": factors[0] if len(set(factors)) == 1 else factors,
+    }
+    logger.info(
+        "suite2p %s: %s", root, ", ".join(f"{pl['folder']} {pl['cells']} cells" for pl in parts)
+    )
+    return Recording(
+        np.concatenate([r.load() for r in recs]),
+        recs[0].fs,
+        "suite2p",
+        root,
+        np.concatenate([pl["rows"][0] + r.cell_index for pl, r in zip(parts, recs, strict=True)]),
+        roi_ids=np.asarray(
+            [f"{q.name}/{i}" for q, r in zip(planes, recs, strict=True) for i in r.cell_index]
+        ),
+        provenance=provenance,
+    )
+
+
+def write_spks_planes(
+    folder: str | os.PathLike[str],
+    spikes: np.ndarray,
+    cell_index: np.ndarray,
+    planes: list[dict[str, Any]],
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write the spikes of :func:`read_suite2p_planes`' cells back into each plane folder.
+
+    ``planes``: the recording's ``provenance["planes"]``; each plane gets its own ``spks.npy``
+    (:func:`write_spks`) from the cells whose ``cell_index`` lies in its ``rows``.
+    """
+    root = Path(folder)
+    cell_index = np.asarray(cell_index, dtype=np.int64)
+    written = []
+    for pl in planes:
+        start, stop = pl["rows"]
+        mine = np.flatnonzero((cell_index >= start) & (cell_index < stop))
+        written.append(
+            write_spks(
+                root / pl["folder"],
+                np.asarray(spikes[mine]) if mine.size else np.zeros((0, spikes.shape[1])),
+                cell_index[mine] - start,
+                n_rois=pl["n_rois"],
+                overwrite=overwrite,
+            )
+        )
+    return written
 
 
 def write_spks(

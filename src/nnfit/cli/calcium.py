@@ -41,10 +41,17 @@ INPUT is one of
   rec  or  rec.npy    a CaTune stem: rec.npy + rec_metadata.json (fs from the sidecar)
   suite2p/plane0/     F.npy - c * Fneu.npy for ROIs in iscell.npy; fs and c (neucoeff, default
                       0.7) from ops.npy or settings.npy, read without unpickling any code
+  suite2p/            every plane folder in it (same frame count and fs), ROIs in plane order
   rec.nwb             a RoiResponseSeries in processing/ophys (--series Fluorescence/NAME when
                       the file holds several); fs from its rate or timestamps; streamed
   results.hdf5        CaImAn CNMF.save() results: C + YrA (or --series F_dff), accepted
                       components, fs from params/data/fr
+  rec.mat             MATLAB (v5/v7 or v7.3): the matrix --series NAME (or NAME.FIELD),
+                      cells x frames as MATLAB shows it; fs from a scalar fs/Fs/framerate
+                      beside it, else --fs
+  traces.csv          a table, one row per frame: an Inscopix IDPS export (accepted cells,
+                      fs from its time column) or plain columns (optional header; a column
+                      headed time or Time (s) gives fs); also .tsv and .txt
 
 Kinetics come either from --tau-rise/--tau-decay/--lam, or from the parameters file the CaTune
 browser exports (--params catune-params-*.json), which also selects the browser's own solver
@@ -67,6 +74,8 @@ examples:
   nnfit calcium deconvolve rec.nwb --series Fluorescence/RoiResponseSeries --out res/ --write-nwb
   nnfit calcium deconvolve caiman_results.hdf5 --out res/
   nnfit calcium deconvolve suite2p/plane0 --out res/ --write-suite2p
+  nnfit calcium deconvolve rec.mat --series results.F --fs 30 --out res/
+  nnfit calcium deconvolve cell_traces.csv --out res/
 
 writes into --out: spikes.npy, reconvolution.npy (cells x time, float64), summary.csv
 (iterations, converged, objective, baseline per cell), run.json (settings, input hash) and
@@ -81,6 +90,7 @@ examples:
   nnfit calcium export suite2p/plane0 --out for_catune/plane0
   nnfit calcium export rec.nwb --series Fluorescence/RoiResponseSeries --out for_catune/rec
   nnfit calcium export caiman_results.hdf5 --out for_catune/session1
+  nnfit calcium export rec.mat --series F --fs 30 --out for_catune/rec
 
 writes STEM.npy (cells x time, <f8, the format the browser reads) and STEM_metadata.json.
 Load STEM.npy in the CaTune browser, tune the kernel, export the parameters, then run
@@ -162,7 +172,9 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+        "input",
+        metavar="INPUT",
+        help=".npy, CaTune stem, suite2p folder, .nwb, CaImAn .hdf5, .mat or .csv/.tsv/.txt",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
@@ -219,7 +231,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "input", metavar="INPUT", help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5"
+        "input",
+        metavar="INPUT",
+        help=".npy, CaTune stem, suite2p folder, .nwb, CaImAn .hdf5, .mat or .csv/.tsv/.txt",
     )
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--out", required=True, metavar="STEM", help="output stem, e.g. dir/session1")
@@ -425,12 +439,12 @@ def export_command(args: argparse.Namespace) -> int:
 
     stem = Path(args.out)
     if args.out.endswith(("/", os.sep)) or stem.is_dir():
-        # A folder gets the input's name (without an .nwb/.hdf5 suffix), never the hidden
+        # A folder gets the input's name (without an .nwb/.hdf5/.mat/.csv suffix), never the hidden
         # files "folder/.npy".
-        from nnfit.calcium.recordings import CAIMAN_SUFFIXES, NWB_SUFFIXES
+        from nnfit.calcium.recordings import FILE_SUFFIXES
 
         name = Path(args.input).name
-        if Path(name).suffix.lower() in NWB_SUFFIXES + CAIMAN_SUFFIXES:
+        if Path(name).suffix.lower() in FILE_SUFFIXES:
             name = Path(name).stem
         stem = stem / tuning_paths(name)[0].stem
     refuse_output_over_input(tuning_paths(stem), input_files(args.input))
@@ -441,7 +455,7 @@ def export_command(args: argparse.Namespace) -> int:
     if rec.kind == "suite2p":
         meta["suite2p_rows"] = [int(i) for i in rec.cell_index]
         meta["neuropil_factor"] = rec.provenance["neuropil_factor"]
-    elif rec.kind in ("nwb", "caiman"):
+    elif rec.kind in ("nwb", "caiman", "matlab", "table"):
         meta["source_rows"] = [int(i) for i in rec.cell_index]
         meta["source_series"] = rec.provenance.get("series", rec.provenance.get("traces"))
     npy, sidecar = save_for_tuning(traces, rec.fs, stem, metadata=meta)

@@ -357,7 +357,8 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         "inputs",
         metavar="INPUT",
         nargs="+",
-        help=".npy, CaTune stem, suite2p folder, .nwb or CaImAn .hdf5; several: one per recording",
+        help=".npy, CaTune stem, suite2p folder, .nwb, CaImAn .hdf5, .mat or .csv/.tsv/.txt; "
+        "several: one per recording",
     )
     p.add_argument("--fs", type=float, help="sampling rate in Hz (if INPUT does not record it)")
     p.add_argument("--json", metavar="FILE", help="also write the estimates as JSON")

@@ -21,9 +21,12 @@ def add_series_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--series",
         metavar="NAME",
-        help="which traces of an .nwb or CaImAn INPUT: an NWB RoiResponseSeries as "
-        "Container/Series (e.g. Fluorescence/RoiResponseSeries; listed when the file holds "
-        "several), or for CaImAn C+YrA (raw, default), C or F_dff",
+        help="which traces of an .nwb, CaImAn, .mat or IDPS .csv INPUT: an NWB RoiResponseSeries "
+        "as Container/Series (e.g. Fluorescence/RoiResponseSeries; listed when the file holds "
+        "several); for CaImAn C+YrA (raw, default), C or F_dff; for a .mat the variable, "
+        "cells x frames (or a struct field as NAME.FIELD; optional when the file holds one "
+        "numeric matrix); for an Inscopix IDPS .csv the cell statuses read, comma-separated "
+        "(default accepted; e.g. accepted,undecided, or all)",
     )
 
 
@@ -44,7 +47,8 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
         "--write-suite2p",
         action="store_true",
         help="also write the spikes as spks.npy (ROIs x frames, float32, zeros for ROIs that are "
-        "not cells) into the suite2p plane folder INPUT",
+        "not cells) into the suite2p plane folder INPUT (into each plane folder of a suite2p "
+        "folder INPUT)",
     )
     p.add_argument(
         "--overwrite",
@@ -63,11 +67,12 @@ def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
     if getattr(args, "write_suite2p", False):
         if rec.kind != "suite2p":
             raise ValueError(f"--write-suite2p needs a suite2p plane folder INPUT; got {rec.kind}")
-        dest = Path(rec.source) / "spks.npy"
-        if dest.exists() and not args.overwrite:
-            raise ValueError(
-                f"{dest} exists (suite2p's own deconvolution); pass --overwrite to replace it"
-            )
+        planes = [Path(rec.source) / pl["folder"] for pl in rec.provenance.get("planes", [])]
+        for dest in (folder / "spks.npy" for folder in planes or [Path(rec.source)]):
+            if dest.exists() and not args.overwrite:
+                raise ValueError(
+                    f"{dest} exists (suite2p's own deconvolution); pass --overwrite to replace it"
+                )
     write_nwb = getattr(args, "write_nwb", None)
     if write_nwb is None:
         return
@@ -97,17 +102,28 @@ def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any
     written = []
     spikes_npy = Path(out) / "spikes.npy"
     if getattr(args, "write_suite2p", False):
-        from nnfit.calcium.suite2p import write_spks
+        from nnfit.calcium.suite2p import write_spks, write_spks_planes
 
         spikes = np.load(spikes_npy, mmap_mode="r")
-        path = write_spks(
-            rec.source,
-            spikes,
-            rec.cell_index,
-            n_rois=rec.provenance.get("n_rois"),
-            overwrite=args.overwrite,
-        )
-        written.append(str(path))
+        if "planes" in rec.provenance:
+            paths = write_spks_planes(
+                rec.source,
+                spikes,
+                rec.cell_index,
+                rec.provenance["planes"],
+                overwrite=args.overwrite,
+            )
+        else:
+            paths = [
+                write_spks(
+                    rec.source,
+                    spikes,
+                    rec.cell_index,
+                    n_rois=rec.provenance.get("n_rois"),
+                    overwrite=args.overwrite,
+                )
+            ]
+        written.extend(str(path) for path in paths)
     if getattr(args, "write_nwb", None) is not None:
         from nnfit.calcium.nwb import write_nwb
 
