@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from nnfit.spectral.logrebin import linear_pixel_edges, log_rebin_matrix
+from nnfit.spectral.logrebin import log_rebin_matrix, pixel_edges
 
 __all__ = ["TemplateLibrary", "gaussian_filter_variable", "load_template_library"]
 
@@ -254,9 +254,10 @@ def load_template_library(
     -----
     Broadening before rebinning: the difference kernel has
     ``sigma(lambda) = sqrt(max(FWHM_gal(lambda)^2 - FWHM_tem(lambda)^2, 0)) / (2 sqrt(2 ln 2))``
-    A, applied per pixel of the library's own (linear) grid by
+    A, applied per pixel of the library's own grid (linear, or uniform in ln(lambda)) by
     :func:`gaussian_filter_variable`; the rebin is
-    :func:`nnfit.spectral.logrebin.log_rebin_matrix`.
+    :func:`nnfit.spectral.logrebin.log_rebin_matrix` over the library's pixel edges
+    (:func:`nnfit.spectral.logrebin.pixel_edges`).
 
     References
     ----------
@@ -288,7 +289,7 @@ def load_template_library(
 
     ln_edges = np.asarray(ln_edges, dtype=np.float64)
     lo, hi = np.exp(ln_edges[0]), np.exp(ln_edges[-1])
-    edges = linear_pixel_edges(lam)
+    edges = pixel_edges(lam)
     if edges[0] > lo or edges[-1] < hi:
         raise ValueError(
             f"templates: {src.name} covers {edges[0]:.1f}-{edges[-1]:.1f} A; the fit needs "
@@ -312,7 +313,7 @@ def load_template_library(
             )
         sigma_pix = np.sqrt(np.clip(diff2, 0.0, None)) * FWHM_TO_SIGMA / np.gradient(lam_s)
         t_s = gaussian_filter_variable(t_s, sigma_pix)
-    M = log_rebin_matrix(linear_pixel_edges(lam_s), ln_edges)
+    M = log_rebin_matrix(pixel_edges(lam_s), ln_edges)
     shape = t_s.shape[1:]
     out = np.asarray(M @ t_s.reshape(lam_s.size, -1)).reshape(M.shape[0], *shape)
     ln_lam = 0.5 * (ln_edges[1:] + ln_edges[:-1])
