@@ -135,3 +135,81 @@ def test_a_budget_named_after_method_auto_keeps_the_working_set_method(tmp_path,
     assert "fit (active-set): optimum" in out
     assert re.search(r"held 0 of the working set's \d+ design columns", out)
     assert re.search(r"; --method active-set --memory-gb [0-9.]+ would keep them all", out)
+
+
+@pytest.mark.parametrize(
+    ("extra", "msg"),
+    [
+        (["--epochs", "10"], "--epochs is an option of --method kaczmarz, unused by the exact "),
+        (
+            ["-K", "64", "--lr", "0.5", "--no-nonneg"],
+            "-K/--pixels-per-aperture, --lr, --no-nonneg are options of --method kaczmarz",
+        ),
+        (["--method", "gram", "--seed", "3"], "unused by the exact fit (--method gram)"),
+        (["--row-order", "sequential"], "add --method kaczmarz"),
+        (["--ratio-prob", "0.1", "--ratio-eta", "0.01"], "or drop them"),
+        (["--blas-threads", "1"], "--blas-threads is an option of --method kaczmarz"),
+        (["--ckpt-interval", "60", "--metrics-interval", "10"], "--ckpt-interval, --metrics"),
+        (["--per-bin", "--epochs", "3"], "--per-bin fits each bin exactly: drop it"),
+    ],
+)
+def test_kaczmarz_options_with_an_exact_method_are_refused(small_store, capsys, extra, msg):
+    # the exact fit ran and silently dropped them (the help's own example with --epochs did)
+    before = small_store.read_bytes()
+    assert main(["spectral", "fit", str(small_store), "--no-progress", *extra]) == 2
+    assert msg in capsys.readouterr().err
+    assert small_store.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "msg"),
+    [
+        (["--degree", "4"], "--degree is an option of the exact fit, unused by --method kaczmarz"),
+        (["--mdegree", "8", "--tol", "1e-8"], "--mdegree, --tol are options of the exact fit"),
+        (["--regul", "5", "--regul-order", "1"], "drop them, or drop --method kaczmarz"),
+        (["--epochs", "0"], "--epochs is the total number of epochs, >= 1; got 0"),
+    ],
+)
+def test_exact_options_and_no_epochs_with_kaczmarz_are_refused(small_store, capsys, extra, msg):
+    # Kaczmarz fits no polynomials and has no regularisation or KKT tolerance: it ignored them
+    before = small_store.read_bytes()
+    argv = ["spectral", "fit", str(small_store), "--method", "kaczmarz", "--no-progress"]
+    assert main([*argv, *extra]) == 2
+    assert msg in capsys.readouterr().err
+    assert small_store.read_bytes() == before
+
+
+def test_a_kaczmarz_rerun_with_nothing_to_do_says_so(built_store, capsys):
+    argv = ["spectral", "fit", str(built_store), "--method", "kaczmarz", "-K", "20"]
+    assert main([*argv, "--epochs", "2", "--no-progress"]) == 0
+    assert "2 epoch(s) run from seed" in capsys.readouterr().out
+    with h5py.File(built_store, "r") as f:
+        x = f["X_global"][()]
+    for epochs in ("2", "1"):
+        assert main([*argv, "--epochs", epochs, "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("fit: nothing to run: the fit is already at epoch 2 "), out
+        assert f"and --epochs is {epochs}; /X_global not written" in out
+        assert "nan" not in out and "updated" not in out
+    with h5py.File(built_store, "r") as f:
+        np.testing.assert_array_equal(f["X_global"][()], x)
+
+
+def test_the_help_examples_are_accepted_as_written():
+    """Each ``spectral fit`` example of the help passes the option checks it would meet."""
+    import shlex
+
+    from nnfit.cli import build_parser
+    from nnfit.cli.spectral_fit import (
+        _FIT_EPILOG,
+        _refuse_exact_options,
+        _refuse_kaczmarz_options,
+    )
+
+    parser = build_parser()
+    lines = [ln.split("#")[0] for ln in _FIT_EPILOG.splitlines() if "spectral fit " in ln]
+    assert len(lines) >= 6
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[1:])
+        _refuse_kaczmarz_options(args)
+        _refuse_exact_options(args)

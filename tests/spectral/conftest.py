@@ -44,3 +44,19 @@ def built_store(tmp_path, _built_store_master):
     dst = tmp_path / "built.h5"
     shutil.copyfile(_built_store_master, dst)
     return dst
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib Figure saved while the test runs, in order (to read their labels)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    real_savefig = Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        saved.append(self)
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved

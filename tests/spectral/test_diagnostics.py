@@ -40,6 +40,24 @@ def test_snapshot_without_and_with_models(small_store, built_store, tmp_path):
     assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b.stat().st_size > 20_000
 
 
+def test_snapshot_panels_name_their_axes_and_keep_the_title_inside(
+    built_store, tmp_path, saved_figures
+):
+    live_prefit_snapshot_from_models(built_store, tmp_path / "s.png")
+    (fig,) = saved_figures
+    (obs, tpl), (losvd, models) = np.reshape(fig.axes[:4], (2, 2))
+    assert obs.get_ylabel() == "flux (/DataCube)"
+    assert tpl.get_ylabel() == "template flux (/Templates)"
+    assert losvd.get_ylabel() == "density per km/s"
+    assert models.get_ylabel() == "model flux (/HyperCube/models)"
+    assert all(ax.get_xlabel() for ax in fig.axes[:4])
+    # the long title is two lines, so it fits its panel instead of running off the figure
+    fig.canvas.draw()
+    title = models.title.get_window_extent()
+    assert "max relative difference" in models.get_title()
+    assert title.x1 <= fig.bbox.x1 and title.width <= models.bbox.width
+
+
 def test_compress_inplace_keeps_data_and_inputs(built_store):
     before = _digest(built_store)
     size0 = built_store.stat().st_size

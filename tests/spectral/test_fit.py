@@ -257,6 +257,25 @@ def test_auto_picks_gram_for_small_problems(small_store):
     assert st["method"] == "gram"
 
 
+@pytest.mark.parametrize("method", ["gram", "active-set"])
+def test_the_phase_log_reads_as_text(small_store, caplog, method):
+    """Each phase is one line of numbers with their names and units, not a dict's repr with
+    numbers as strings (``gram {'time_s': '0.00366724'}``)."""
+    import re
+
+    with caplog.at_level("INFO", logger="nnfit.spectral"):
+        fit_cube(small_store, method=method, x0=None, verbose=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[fit_cube")]
+    assert lines and not any("{" in line or "'" in line for line in lines), lines
+    done = lines[-1]
+    assert re.search(r"\] done: chi2 [0-9.e+]+, KKT violation [0-9.]+e[-+]\d+, ", done), done
+    assert re.search(r"(\d ms|\d s)$", done), done
+    if method == "gram":
+        assert any(re.search(r"\] gram [0-9.]+ (ms|s)$", line) for line in lines), lines
+    else:
+        assert any(re.search(r"\] round 1: chi2 \S+, working set \d+, ", ln) for ln in lines)
+
+
 def test_matrix_free_is_close_in_chi2(small_store, dense_reference):
     _, chi2_ref = dense_reference
     _, st = fit_cube(small_store, method="matrix-free", x0=None, checkpoint=False, max_iter=600)

@@ -35,7 +35,7 @@ def test_dashboard_before_during_and_after_a_fit(tmp_path):
     assert _is_png(tmp_path / "out" / "after.png")
 
 
-def test_run_fit_demo_fits_reconstructs_and_draws(built_store, tmp_path):
+def test_run_fit_demo_fits_reconstructs_and_draws(built_store, tmp_path, capsys):
     import h5py
 
     from nnfit.cli.demo import run_fit_demo
@@ -45,6 +45,7 @@ def test_run_fit_demo_fits_reconstructs_and_draws(built_store, tmp_path):
     with h5py.File(built_store, "r") as f:
         assert f["ModelCube"].shape == f["DataCube"].shape
     assert (tmp_path / "demo" / "x_fit.npy").exists()
+    assert f"weights {tmp_path / 'demo' / 'x_fit.npy'}" in capsys.readouterr().out
 
 
 def test_dashboard_after_the_exact_fit_without_a_hypercube(small_store, built_store, tmp_path):
@@ -60,3 +61,30 @@ def test_dashboard_after_the_exact_fit_without_a_hypercube(small_store, built_st
     assert info["spaxels"] == ref["spaxels"]
     for s in info["spaxels"]:
         np.testing.assert_allclose(info["model"][s], ref["model"][s], rtol=1e-5, atol=1e-6)
+
+
+def _labels(fig):
+    return {ax.get_title(): (ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes}
+
+
+def test_dashboard_panels_name_their_axes(built_store, small_sim, tmp_path, saved_figures):
+    cfg = TrackerConfig(metrics_interval_sec=0.0, val_interval_sec=0.0, ckpt_interval_sec=0.0)
+    PipelineRunner(built_store).solve_all(
+        epochs=2,
+        pixels_per_aperture=20,
+        orbit_weights=small_sim.x_true.sum(axis=1),
+        verbose=False,
+        tracker=cfg,
+    )
+    live_fit_dashboard(built_store, tmp_path / "d.png")
+    (fig,) = saved_figures
+    labels = _labels(fig)
+    assert labels["component mass fractions"][1].startswith("mass fraction")
+    assert labels["mass errors and step size"][1] == "mass-fraction error, relative step"
+    spectra = next(t for t in labels if t.startswith("observed (grey) vs model"))
+    assert labels[spectra][0] == "wavelength [Å]"
+    colorbar = next(ax for ax in fig.axes if not ax.get_title() and ax.get_ylabel())
+    assert colorbar.get_ylabel() == "weight x[c, p]"
+    bars = next(ax for ax in fig.axes if ax.get_title() == "component mass fractions")
+    legend = [t.get_text() for t in bars.get_legend().get_texts()]
+    assert legend == ["fit", "target (orbit_weights)"]

@@ -319,3 +319,28 @@ def test_medium_obs_and_template_margin_reach_a_store_from_a_fits_cube(run_cli, 
         for k in ("DataCube", "Noise", "TemPix", "ObsPix"):
             np.testing.assert_array_equal(a[k][()], r[k][()])
         assert reach_kms(r) < 4000 <= reach_kms(w)
+
+
+def test_map_figures_name_their_axes_with_typeset_units(tmp_path, saved_figures):
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import write_maps
+
+    info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=2, seed=8)
+    store = tmp_path / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
+        fwhm_gal=None, lines=[], min_sn=0.0,
+    )  # fmt: skip
+    fit_cube(store)
+    write_maps(store, tmp_path / "maps")
+    names = ["maps", "weights_grid", "mass_fractions", "residuals"]
+    figs = dict(zip(names, saved_figures, strict=True))
+    spectra = [ax for ax in figs["residuals"].axes if ax.get_title()]
+    assert len(spectra) == 2
+    for ax in spectra:  # the cube's BUNIT 10**(-20)*erg/s/cm**2/Angstrom, typeset
+        assert ax.get_ylabel().startswith(r"flux [$\mathrm{1 \times 10^{-20}\,erg\,")
+    assert figs["residuals"].axes[-1].get_xlabel() == "wavelength (rest frame, air) [Å]"
+    bars = [ax.get_ylabel() for ax in figs["mass_fractions"].axes if not ax.get_title()]
+    assert bars == ["mass fraction", "mass fraction"]

@@ -113,7 +113,8 @@ def run_calcium(out_dir: Path, *, seed: int = 0) -> None:
     )
     print(f"   figure:  {paths['figure']}")
     print(f"   results: {out} (spikes.npy, reconvolution.npy, summary.csv, run.json,")
-    print("            simulated.npy + simulated_metadata.json for the CaTune browser)")
+    print("            simulated.npy + simulated_metadata.json for the CaTune browser,")
+    print("            true_spikes.npy: the simulated spikes)")
 
 
 # -- ptycho ----------------------------------------------------------------------------------
@@ -256,7 +257,7 @@ def run_fit_demo(
         print(
             f"   fit: {stats['epochs_run']} epochs, train RMSE {stats['train_rmse'][0]:.4g} -> "
             f"{stats['train_rmse'][-1]:.4g}, {sum(stats['epoch_time_s']):.2f} s; "
-            f"model cube in /ModelCube; dashboard {png}"
+            f"model cube in /ModelCube; weights {out / 'x_fit.npy'}; dashboard {png}"
         )
     return {"x": x, "stats": stats, "reconstruct": rec, "dashboard": png}
 
@@ -278,7 +279,8 @@ def run_spectral_ifu(out_dir: Path, *, seed: int = 0) -> None:
             old.unlink()
     info = write_ifu_demo(folder, n_side=5, n_components=2, seed=seed)
     print(f"   wrote a simulated 5 x 5 spaxel FITS cube {info['cube']} with its template")
-    print(f"   library {info['templates']} (pPXF's npz format) and LOSVDs {info['losvd']}")
+    print(f"   library {info['templates']} (pPXF's npz format), LOSVDs {info['losvd']}")
+    print(f"   and the true weights {info['truth']}")
     store = out / "ifu_store.h5"
     steps = (
         [
@@ -301,6 +303,10 @@ def run_spectral_ifu(out_dir: Path, *, seed: int = 0) -> None:
         ["spectral", "maps", str(store), "--out", str(out / "maps")],
     )
     for argv in steps:
+        if argv[1] == "fit":
+            # init suggests both fits; the simulation has one answer for the whole cube
+            print("   # without --per-bin: the global fit, as the simulated bins share one weight")
+            print("   # array (truth.npz's x_true); --per-bin would fit each bin on its own")
         print(f"   $ nnfit {' '.join(argv)}", flush=True)
         code = main(argv)
         if code == 130:  # Ctrl-C in the step (it said so): the demo stops as interrupted too

@@ -118,9 +118,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         _simulate,
     )
     p.add_argument("--out", required=True, help="store to write (.h5)")
-    p.add_argument("--spaxels", type=int, default=16, help="S (default: %(default)s)")
-    p.add_argument("--components", type=int, default=2, help="C (default: %(default)s)")
-    p.add_argument("--populations", type=int, default=12, help="P (default: %(default)s)")
+    p.add_argument("--spaxels", type=int, default=16, help="S spaxels (default: %(default)s)")
+    p.add_argument(
+        "--components",
+        type=int,
+        default=2,
+        help="C LOSVD components per spaxel (default: %(default)s)",
+    )
+    p.add_argument(
+        "--populations", type=int, default=12, help="P template populations (default: %(default)s)"
+    )
     p.add_argument(
         "--tem-pix", type=int, default=1500, help="T template pixels (default: %(default)s)"
     )
@@ -208,7 +215,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="wavelength medium of the data (with a FITS cube: needed only when CTYPE3 is "
         "neither AWAV nor WAVE)",
     )
-    p.add_argument("--medium-templates", choices=("air", "vacuum"), help="... of the templates")
+    p.add_argument(
+        "--medium-templates",
+        choices=("air", "vacuum"),
+        help="wavelength medium of the templates (--tem-pix), recorded in the store: one other "
+        "than --medium-obs is refused (default: unknown, not checked); arrays only: with a "
+        "FITS cube the library's own medium is used",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     p = _add(sub, "build", "build (or resume) the HyperCube of a store", _BUILD_HELP, _build)
@@ -287,7 +300,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="cube store (.h5)")
     p.add_argument(
-        "--codec", choices=("gzip", "lzf"), default="gzip", help="(default: %(default)s)"
+        "--codec",
+        choices=("gzip", "lzf"),
+        default="gzip",
+        help="HDF5 compression filter: gzip (smaller) or lzf (faster) (default: %(default)s)",
     )
     p.add_argument("--level", type=int, default=2, help="gzip level 0-9 (default: %(default)s)")
     p.add_argument("--no-shuffle", action="store_true", help="disable the byte-shuffle filter")
@@ -324,8 +340,17 @@ def _simulate(args: argparse.Namespace) -> int:
         f"wrote {out}: S={sh['S']} C={sh['C']} P={sh['P']} L={sh['L']} T={sh['T']} V={sh['V']}, "
         f"{int((~sim.mask).sum())} pixels masked; truth in /Truth/x_true"
     )
-    print(f"next: nnfit spectral build {out}")
+    print(_next_steps(out, "linear"))
     return 0
+
+
+def _next_steps(store: Path, kernel: str) -> str:
+    """The commands after a store is written: the exact fit, and the HyperCube route of
+    ``--method kaczmarz`` where the builder supports the store's model (``kernel="linear"``)."""
+    hint = f"next: nnfit spectral fit {store} (the exact fit; no HyperCube needed)"
+    if kernel == "linear":
+        hint += f"; for --method kaczmarz first nnfit spectral build {store}"
+    return hint
 
 
 def _load_array(path: str | None, name: str):
@@ -426,7 +451,7 @@ def _init(args: argparse.Namespace) -> int:
         f"wrote {out} (kernel={args.kernel}); template margins {rep['left_margin_px']} / "
         f"{rep['right_margin_px']} px (safe)"
     )
-    print(f"next: nnfit spectral build {out}")
+    print(_next_steps(out, args.kernel))
     return 0
 
 

@@ -18,13 +18,34 @@ examples:
   nnfit spectral fit cube.h5 --scheduler tcp://head:8786   # spaxel blocks on a Dask cluster
   nnfit spectral fit cube.h5 --memory-gb 8        # more design columns kept: faster, same x
   nnfit spectral fit cube.h5 --method kaczmarz --epochs 5 -K 256 --lr 0.25
-  nnfit spectral fit cube.h5 --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
+  nnfit spectral fit cube.h5 --method kaczmarz --epochs 10 --orbit-weights 0.5,0.3,0.2 --out x.npy
   nnfit spectral reconstruct cube.h5              # A x with x from /X_global
   nnfit spectral dashboard cube.h5 --out fit.png  # safe while a fit runs
 
 A killed fit is resumed by running the same command again: it continues from the last
 checkpoint stored in the file (/Fit/x_best, /X_global, /Fit/x_latest).
 """
+
+
+# The options only --method kaczmarz reads, with their defaults: the parser's default is None,
+# so that one given with an exact method is told apart from its default and refused.
+_KACZMARZ_ONLY: dict[str, tuple[str, Any]] = {
+    "epochs": ("--epochs", 1),
+    "pixels_per_aperture": ("-K/--pixels-per-aperture", 256),
+    "lr": ("--lr", 0.25),
+    "row_order": ("--row-order", "random"),
+    "no_nonneg": ("--no-nonneg", False),
+    "ratio_prob": ("--ratio-prob", 0.02),
+    "ratio_eta": ("--ratio-eta", None),
+    "seed": ("--seed", 0),
+    "blas_threads": ("--blas-threads", None),
+    "ckpt_interval": ("--ckpt-interval", 1800.0),
+    "metrics_interval": ("--metrics-interval", 300.0),
+}
+
+
+def _kaczmarz_default(dest: str) -> Any:
+    return _KACZMARZ_ONLY[dest][1]
 
 
 def _load_vector(text: str | None, name: str) -> np.ndarray | None:
@@ -74,28 +95,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--method",
         default="auto",
         choices=("auto", "gram", "active-set", "matrix-free", "kaczmarz"),
-        help="solver (default: %(default)s = gram when the n x n Gram is cheap, else "
-        "active-set; both exact)",
+        help="solver: gram and active-set reach the exact optimum, matrix-free (projected "
+        "gradient) stops on a chi2 plateau, and all three report the KKT conditions at the "
+        "weights they return; kaczmarz iterates on the HyperCube of nnfit spectral build "
+        "(default: %(default)s = gram when the n x n Gram is cheap, else active-set)",
     )
     fit.add_argument(
         "--regul",
         type=_regul_arg,
         default=0.0,
-        help="pPXF-style regularisation (exact methods); with --per-bin also 'auto': per bin "
-        "the largest regul that raises chi2 by sqrt(2 N) (pPXF's rule)",
+        help="pPXF-style regularisation strength R (exact methods): R^2 ||D x||^2 is added to "
+        "chi2, D the differences of each component's weights over the population grid "
+        "(default: %(default)s, none); with --per-bin also 'auto': per bin the largest regul "
+        "that raises chi2 by sqrt(2 N) (pPXF's rule)",
     )
-    fit.add_argument("--regul-order", type=int, choices=(1, 2), default=2)
+    fit.add_argument(
+        "--regul-order",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="the differences D of --regul, pPXF's reg_ord: 1 = first differences along each "
+        "grid axis, 2 = the Laplacian (default: %(default)s)",
+    )
     fit.add_argument(
         "--degree",
         type=int,
         default=-1,
-        help="additive Legendre polynomial degree per spaxel, pPXF's degree (-1: none)",
+        help="additive Legendre polynomial degree per spaxel, pPXF's degree (default: "
+        "%(default)s, none)",
     )
     fit.add_argument(
         "--mdegree",
         type=int,
         default=0,
-        help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (0: none)",
+        help="multiplicative Legendre polynomial degree per spaxel, pPXF's mdegree (default: "
+        "%(default)s, none)",
     )
     fit.add_argument(
         "--tol",
@@ -113,26 +147,53 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "the working set did not fit, the fit prints the budget that would hold it)",
     )
     fit.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
-    fit.add_argument("--epochs", type=int, default=1, help="total epochs (default: %(default)s)")
+    fit.add_argument(
+        "--epochs",
+        type=int,
+        help="kaczmarz: total epochs of this fit, a rerun runs only those still missing "
+        f"(default: {_kaczmarz_default('epochs')})",
+    )
     fit.add_argument(
         "-K",
         "--pixels-per-aperture",
         type=int,
-        default=256,
-        help="rows per spaxel per epoch (default: %(default)s)",
+        help="kaczmarz: pixel rows per spaxel per epoch "
+        f"(default: {_kaczmarz_default('pixels_per_aperture')})",
     )
-    fit.add_argument("--lr", type=float, default=0.25, help="relaxation (default: %(default)s)")
     fit.add_argument(
-        "--row-order", choices=("random", "sequential"), default="random", help="pixel order"
+        "--lr",
+        type=float,
+        help=f"kaczmarz: relaxation, 0 < lr < 2 (default: {_kaczmarz_default('lr')})",
     )
-    fit.add_argument("--no-nonneg", action="store_true", help="do not project onto x >= 0")
+    fit.add_argument(
+        "--row-order",
+        choices=("random", "sequential"),
+        help="kaczmarz: order of the pixel rows in each spaxel visit "
+        f"(default: {_kaczmarz_default('row_order')})",
+    )
+    fit.add_argument(
+        "--no-nonneg",
+        action="store_true",
+        default=None,
+        help="kaczmarz: do not project onto x >= 0 after each row update",
+    )
     fit.add_argument(
         "--orbit-weights",
         help="per-component weights: .npy or 'w1,w2,...' (kaczmarz: ratio targets; exact "
         "methods: exact constraints sum_p x[c,p] = alpha * w_c)",
     )
-    fit.add_argument("--ratio-prob", type=float, default=0.02, help="(default: %(default)s)")
-    fit.add_argument("--ratio-eta", type=float, default=None, help="default 0.1 * lr")
+    fit.add_argument(
+        "--ratio-prob",
+        type=float,
+        help="kaczmarz with --orbit-weights: probability per pixel row of a step pulling the "
+        "component sums towards the --orbit-weights ratios "
+        f"(default: {_kaczmarz_default('ratio_prob')})",
+    )
+    fit.add_argument(
+        "--ratio-eta",
+        type=float,
+        help="kaczmarz with --orbit-weights: size of each of those steps (default: 0.1 * lr)",
+    )
     fit.add_argument("--x0", help="starting weights (.npy)")
     fit.add_argument(
         "--warm-start",
@@ -140,13 +201,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: resume from the store, else --x0, else a Jacobi seed (default: auto)",
     )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    fit.add_argument("--blas-threads", type=int, default=None)
     fit.add_argument(
-        "--ckpt-interval", type=float, default=1800.0, help="seconds between checkpoints"
+        "--seed",
+        type=int,
+        help=f"kaczmarz: seed of its random draws (default: {_kaczmarz_default('seed')})",
     )
     fit.add_argument(
-        "--metrics-interval", type=float, default=300.0, help="seconds between metrics rows"
+        "--blas-threads",
+        type=int,
+        help="kaczmarz: BLAS threads, N >= 1 (default: the BLAS library's own setting)",
+    )
+    fit.add_argument(
+        "--ckpt-interval",
+        type=float,
+        help="kaczmarz: least seconds between two /Fit/x_latest checkpoints within an epoch; "
+        f"every epoch end writes one (default: {_kaczmarz_default('ckpt_interval'):g})",
+    )
+    fit.add_argument(
+        "--metrics-interval",
+        type=float,
+        help="kaczmarz: least seconds between two rows of /Fit/metrics within an epoch; every "
+        f"epoch end writes one (default: {_kaczmarz_default('metrics_interval'):g})",
     )
     fit.add_argument(
         "--per-bin",
@@ -166,12 +241,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Write /ModelCube (S, L) = A x from the HyperCube in tiles within a "
         "memory budget; skipped when the stored digest of x matches.",
     )
-    rec.add_argument("store")
+    rec.add_argument("store", help="fitted HDF5 cube store")
     rec.add_argument("--x", help="weights (.npy); default /X_global from the store")
-    rec.add_argument("--array-name", default="ModelCube")
-    rec.add_argument("--max-bytes-per-slab", type=float, default=6e9)
-    rec.add_argument("--S-tile", type=int, default=None)
-    rec.add_argument("--blas-threads", type=int, default=None)
+    rec.add_argument(
+        "--array-name",
+        default="ModelCube",
+        help="dataset written in the store, /NAME (default: %(default)s)",
+    )
+    rec.add_argument(
+        "--max-bytes-per-slab",
+        type=float,
+        default=6e9,
+        help="with a HyperCube: bytes of the HyperCube slab read at once, which bounds the "
+        "memory used (default: %(default)g)",
+    )
+    rec.add_argument(
+        "--S-tile",
+        type=int,
+        default=None,
+        help="with a HyperCube: spaxels per tile (default: the HyperCube's spaxel chunk)",
+    )
+    rec.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="with a HyperCube: BLAS threads, N >= 1 (default: the BLAS library's own setting)",
+    )
     rec.add_argument(
         "--overwrite", "--force", action="store_true", help="recompute even if up to date"
     )
@@ -183,8 +278,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Convergence, weights, mass errors, observed vs model spectra and "
         "component usage, read from /Fit/* with SWMR.",
     )
-    dash.add_argument("store")
-    dash.add_argument("--out", default="fit_dashboard.png", help="PNG (default: %(default)s)")
+    dash.add_argument("store", help="HDF5 cube store, during or after a fit")
+    dash.add_argument(
+        "--out", default="fit_dashboard.png", help="output PNG file (default: %(default)s)"
+    )
     dash.set_defaults(func=_cmd_dashboard)
 
 
@@ -320,12 +417,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             "--memory-gb is the budget of the exact global fit; drop it with "
             + ("--per-bin" if args.per_bin else "--method kaczmarz")
         )
+    _refuse_kaczmarz_options(args)
+    _refuse_exact_options(args)
     if args.per_bin:
         return _cmd_fit_bins(args)
     if args.method != "kaczmarz":
         return _cmd_fit_exact(args)
     if args.scheduler is not None:
         raise ValueError("--method kaczmarz runs here: drop --scheduler (the exact fit uses it)")
+    for dest, (_, default) in _KACZMARZ_ONLY.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    if args.epochs < 1:
+        # no epoch would run, yet a store never fitted would get a zero /X_global
+        raise ValueError(f"--epochs is the total number of epochs, >= 1; got {args.epochs}")
     from nnfit.spectral.kaczmarz_fit import PipelineRunner
     from nnfit.spectral.tracker import TrackerConfig
 
@@ -361,6 +466,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         kept = {k: v for k, v in stats.items() if k not in ("mpoly", "apoly")}
         atomic_write_json(args.stats, _jsonable(kept))
     start = stats.get("start", {})
+    if not stats.get("epochs_run"):
+        # /X_global is committed at epoch ends only: with none run it was not written
+        print(
+            f"fit: nothing to run: the fit is already at epoch {start.get('epoch')} (from "
+            f"{start.get('source')}) and --epochs is {args.epochs}; /X_global not written "
+            "(raise --epochs to continue the fit)"
+        )
+        return 0
     rmse = stats.get("rmse", math.nan)
     kept = stats.get("kept", {})
     result = "/X_global updated"
@@ -375,6 +488,48 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"{stats.get('time_s', 0.0):.2f} s; {result}"
     )
     return 0
+
+
+def _refuse_kaczmarz_options(args: argparse.Namespace) -> None:
+    """Refuse the options only ``--method kaczmarz`` reads when an exact fit runs."""
+    given = [flag for dest, (flag, _) in _KACZMARZ_ONLY.items() if getattr(args, dest) is not None]
+    if not given or args.method == "kaczmarz":  # --per-bin refuses kaczmarz itself
+        return
+    what = f"{given[0]} is an option" if len(given) == 1 else f"{', '.join(given)} are options"
+    them = "it" if len(given) == 1 else "them"
+    if args.per_bin:
+        raise ValueError(
+            f"{what} of --method kaczmarz; --per-bin fits each bin exactly: drop {them}"
+        )
+    raise ValueError(
+        f"{what} of --method kaczmarz, unused by the exact fit (--method {args.method}): add "
+        f"--method kaczmarz (it reads the HyperCube of nnfit spectral build) or drop {them}"
+    )
+
+
+# The options only the exact methods (and --per-bin) read, with their parser defaults: with
+# --method kaczmarz a value other than the default would be silently ignored.
+_EXACT_ONLY = {
+    "regul": ("--regul", 0.0),
+    "regul_order": ("--regul-order", 2),
+    "degree": ("--degree", -1),
+    "mdegree": ("--mdegree", 0),
+    "tol": ("--tol", 1e-6),
+}
+
+
+def _refuse_exact_options(args: argparse.Namespace) -> None:
+    """Refuse the exact fit's options, given other than their defaults, with Kaczmarz."""
+    if args.method != "kaczmarz" or args.per_bin:
+        return
+    given = [flag for dest, (flag, d) in _EXACT_ONLY.items() if getattr(args, dest) != d]
+    if given:
+        what = f"{given[0]} is an option" if len(given) == 1 else f"{', '.join(given)} are options"
+        them = "it" if len(given) == 1 else "them"
+        raise ValueError(
+            f"{what} of the exact fit, unused by --method kaczmarz (no polynomials, "
+            f"regularisation or KKT tolerance there): drop {them}, or drop --method kaczmarz"
+        )
 
 
 def _refuse_outputs_over_store(args: argparse.Namespace) -> None:

@@ -71,10 +71,35 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         default="light",
         help="template normalisation: light in --norm-range or mass (default light)",
     )
-    g.add_argument("--norm-range", type=float, nargs=2, default=(5070.0, 5950.0))
-    g.add_argument("--age-range", type=float, nargs=2, help="keep templates with ages in Gyr")
-    g.add_argument("--metal-range", type=float, nargs=2, help="keep templates with [M/H] in")
-    g.add_argument("--template-pattern", default="*.fits", help="glob in a template folder")
+    g.add_argument(
+        "--norm-range",
+        type=float,
+        nargs=2,
+        default=(5070.0, 5950.0),
+        metavar=("LAM0", "LAM1"),
+        help="with --normalise light: the rest-frame band in Angstrom over which each template "
+        "is divided by its mean flux, so the weights are light fractions there (default: "
+        "5070 5950, the V band's FWHM as in pPXF's examples)",
+    )
+    g.add_argument(
+        "--age-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="keep the templates with ages in [MIN, MAX] Gyr (default: all)",
+    )
+    g.add_argument(
+        "--metal-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="keep the templates with [M/H] in [MIN, MAX] dex (default: all)",
+    )
+    g.add_argument(
+        "--template-pattern",
+        default="*.fits",
+        help="glob of the FITS files to read in a --templates folder (default: %(default)s)",
+    )
     g.add_argument("--kinematics", help="per-bin table (fits/ecsv/csv) or 'ppxf' (default)")
     g.add_argument(
         "--ppxf-moments",
@@ -304,7 +329,9 @@ def init_from_cube(args: argparse.Namespace) -> int:
             "selection bad: excluded (--dq-ext none keeps them)"
         )
     print(
-        f"next: nnfit spectral fit {info['path']} --per-bin, then nnfit spectral maps {info['path']}"
+        f"next: nnfit spectral fit {info['path']} --per-bin (each bin on its own, pPXF style) "
+        f"or without --per-bin (the global fit: one weight array for all bins), then nnfit "
+        f"spectral maps {info['path']}"
     )
     return 0
 

@@ -162,6 +162,7 @@ def live_prefit_snapshot_from_models(
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_title("observed spectra (grey: masked)")
     ax.set_xlabel("wavelength [Å]")
+    ax.set_ylabel("flux (/DataCube)")
     ax.legend(fontsize=7)
 
     ax = axs[0, 1]
@@ -169,6 +170,7 @@ def live_prefit_snapshot_from_models(
         ax.plot(lam, R @ tpl[i], lw=0.8, label=f"template {p}")
     ax.set_title("templates rebinned to the observed grid (before convolution)")
     ax.set_xlabel("wavelength [Å]")
+    ax.set_ylabel("template flux (/Templates)")
     ax.legend(fontsize=7)
 
     ax = axs[1, 0]
@@ -182,6 +184,7 @@ def live_prefit_snapshot_from_models(
         ax.plot(vk, k / dvk, "o", ms=2.5, color=line.get_color(), alpha=0.7)
     ax.set_title("LOSVD (lines) and kernel taps on ln(λ) offsets (dots), per km/s")
     ax.set_xlabel("velocity [km/s]")
+    ax.set_ylabel("density per km/s")
     ax.legend(fontsize=7)
 
     ax = axs[1, 1]
@@ -197,13 +200,16 @@ def live_prefit_snapshot_from_models(
             worst = max(worst, float(np.max(np.abs(rows - ref))) / scale)
             (line,) = ax.plot(lam, mean_row, lw=0.9, label=f"stored s={s} c={c}")
             ax.plot(lam, ref_mean, "--", lw=0.8, color=line.get_color())
-        ax.set_title(f"stored models, mean over p (dashed: recomputed); max rel diff {worst:.1e}")
+        ax.set_title(
+            f"stored models, mean over p (dashed: recomputed)\nmax relative difference {worst:.1e}"
+        )
         ax.legend(fontsize=7)
     else:
         msg = "no HyperCube yet" if not have_cube else "no finished tiles yet"
         ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes)
         ax.set_title("stored models")
     ax.set_xlabel("wavelength [Å]")
+    ax.set_ylabel("model flux (/HyperCube/models)")
 
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -493,12 +493,9 @@ def fit_cube(
         if progress is not None:
             progress(phase, info)
         elif verbose:
-            shown = {
-                k: (f"{v:.6g}" if isinstance(v, float) else v)
-                for k, v in info.items()
-                if k in ("round", "chi2", "working_set", "violators", "time_s", "kkt_violation")
-            }
-            logger.info("[fit_cube %8.1f s] %s %s", time.perf_counter() - t_start, phase, shown)
+            logger.info(
+                "[fit_cube %8.1f s] %s", time.perf_counter() - t_start, _describe(phase, info)
+            )
 
     stats: dict[str, Any] = {"method": chosen, "kkt_tol": tol, "n": n}
     if chosen == "gram":
@@ -564,6 +561,38 @@ def fit_cube(
     stats["time_s"] = time.perf_counter() - t_start
     report("done", **{k: v for k, v in stats.items() if k != "phases"})
     return FitResult(x, stats)
+
+
+def _describe(phase: str, info: dict[str, Any]) -> str:
+    """One log line for a phase of :func:`fit_cube`, e.g. ``gram 3.7 ms``.
+
+    Examples
+    --------
+    >>> _describe("gram", {"time_s": 0.00366724})
+    'gram 3.7 ms'
+    >>> _describe("round", {"round": 3, "chi2": 19674.378, "working_set": 192, "violators": 5})
+    'round 3: chi2 19674.4, working set 192, 5 violators'
+    >>> _describe("done", {"chi2": 19674.378, "kkt_violation": 8.8e-11, "time_s": 1.18})
+    'done: chi2 19674.4, KKT violation 8.80e-11, 1.18 s'
+    """
+    parts = []
+    if "chi2" in info:
+        parts.append(f"chi2 {info['chi2']:.6g}")
+    if "kkt_violation" in info:
+        parts.append(f"KKT violation {info['kkt_violation']:.2e}")
+    if "working_set" in info:
+        parts.append(f"working set {info['working_set']}")
+    if "violators" in info:
+        n = info["violators"]
+        parts.append(f"{n} violator{'' if n == 1 else 's'}")
+    head = f"round {info['round']}" if phase == "round" and "round" in info else phase
+    if "time_s" in info:
+        t = float(info["time_s"])
+        took = f"{t * 1e3:.2g} ms" if t < 0.1 else f"{t:.2f} s"
+        if not parts:
+            return f"{head} {took}"
+        parts.append(took)
+    return f"{head}: {', '.join(parts)}" if parts else head
 
 
 def fit_store(

@@ -335,9 +335,9 @@ def write_maps(
         m = ax.imshow(im, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         fig.colorbar(m, ax=ax, label=label, shrink=0.85)
 
-    def save(fig, name):
+    def save(fig, name, **kw):
         with atomic_path(out / name, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            fig.savefig(tmp, dpi=110, format="png", **kw)
         files.append(out / name)
 
     fig = Figure(figsize=(15, 9), layout="constrained")
@@ -369,12 +369,16 @@ def write_maps(
         fig.colorbar(m, ax=ax, label="fraction of total light")
     save(fig, "weights_grid.png")
 
-    fig = Figure(figsize=(5.0 * C + 0.5, 4.6), layout="constrained")
+    # One row of maps of the field's aspect: a map about 3.2 in wide beside its axis labels
+    # and colour bar, the title and the RA labels about 0.9 in together; what the estimate
+    # leaves over is trimmed at saving.
+    aspect = min(max(shape[0] / shape[1], 0.25), 3.0)
+    fig = Figure(figsize=(5.0 * C + 0.5, 3.2 * aspect + 0.9), layout="constrained")
     for c in range(C):
         ax = sky_axes(fig, 1, C, c + 1)
         panel(ax, mf[c], "mass fraction", "viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"component {c}")
-    save(fig, "mass_fractions.png")
+    save(fig, "mass_fractions.png", bbox_inches="tight", pad_inches=0.1)
 
     chi = res["chi2_dof"]
     order = np.argsort(chi)
@@ -382,7 +386,7 @@ def write_maps(
     fig = Figure(figsize=(12, 10), layout="constrained")
     axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1, 3, 1]})
     lam = res["lam_rest"]
-    unit = ifu.get("bunit", "") or "flux"
+    flux = _flux_label(ifu.get("bunit", ""))
     for k, (what, s) in enumerate(picks):
         ax, axr = axes[2 * k], axes[2 * k + 1]
         fit = res["fitted"][s]
@@ -390,16 +394,41 @@ def write_maps(
         ax.plot(lam, res["model"][s], "r", lw=0.8, label="model")
         _shade(ax, lam, ~fit)
         _shade(axr, lam, ~fit)
-        ax.set_ylabel(unit)
+        ax.set_ylabel(flux)
         ax.set_title(f"{what} bin {s}: chi2/dof = {chi[s]:.3f}")
         ax.legend(loc="upper right", fontsize=8)
         rr = np.where(fit, (res["data"][s] - res["model"][s]) / res["noise"][s], np.nan)
         axr.plot(lam, rr, "b", lw=0.5)
         axr.axhline(0, color="k", lw=0.5)
         axr.set_ylabel("(data-model)/noise")
-    axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Angstrom]")
+    axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Å]")
     save(fig, "residuals.png")
     return {"files": files, "sky_axes": wcs is not None, **res}
+
+
+def _flux_label(bunit: str) -> str:
+    r"""Axis label of the cube's flux: its FITS ``BUNIT`` typeset by astropy, else as written.
+
+    Examples
+    --------
+    >>> print(_flux_label("10**(-20)*erg/s/cm**2/Angstrom"))
+    flux [$\mathrm{1 \times 10^{-20}\,erg\,\mathring{A}^{-1}\,s^{-1}\,cm^{-2}}$]
+    >>> _flux_label("counts per thing"), _flux_label("")
+    ('flux [counts per thing]', 'flux')
+    """
+    import warnings
+
+    import astropy.units as u
+
+    if not bunit.strip():
+        return "flux"
+    try:
+        with warnings.catch_warnings():  # FITS discourages "a/b/c"; the unit is clear
+            warnings.simplefilter("ignore", u.UnitsWarning)
+            text = u.Unit(bunit, format="fits").to_string("latex_inline")
+    except ValueError:
+        text = bunit
+    return f"flux [{text}]"
 
 
 def _celestial_wcs(hdr):

@@ -141,7 +141,7 @@ def live_fit_dashboard(
         ax.set_ylabel("component c")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="weight x[c, p]")
     else:
         _note(ax, "no stored weights yet")
 
@@ -150,13 +150,19 @@ def live_fit_dashboard(
     if n_met:
         ep = met["epoch"]
         any_line = False
-        for name, style in (("mass_err_L1", "o-"), ("mass_err_Linf", "s--"), ("delta_x_rel", ".:")):
+        # f: the fit's component mass fractions, w: those of orbit_weights
+        for name, style, what in (
+            ("mass_err_L1", "o-", "sum |f - w|"),
+            ("mass_err_Linf", "s--", "max |f - w|"),
+            ("delta_x_rel", ".:", "|x - x_prev| / |x|"),
+        ):
             v = met[name]
             ok = np.isfinite(v) & (v > 0)
             if ok.any():
-                ax.semilogy(ep[ok], v[ok], style, label=name)
+                ax.semilogy(ep[ok], v[ok], style, label=f"{name}: {what}")
                 any_line = True
         ax.set_xlabel("epoch")
+        ax.set_ylabel("mass-fraction error, relative step")
         if any_line:
             ax.legend(fontsize=8)
         else:
@@ -189,7 +195,7 @@ def live_fit_dashboard(
         edges = np.flatnonzero(np.diff(np.r_[0, (~mask).astype(int), 0]))
         for a0, a1 in zip(edges[::2], edges[1::2], strict=True):
             ax.axvspan(xs[a0], xs[min(a1, L) - 1], color="0.9", zorder=0)
-    ax.set_xlabel("wavelength" if wave is not None else "pixel")
+    ax.set_xlabel("wavelength [Å]" if wave is not None else "pixel")
     if mod:
         ax.legend(fontsize=8, loc="upper right")
 
@@ -200,8 +206,9 @@ def live_fit_dashboard(
         idx = np.arange(C)
         ax.bar(idx - 0.2, frac, width=0.4, label="fit")
         if w is not None:
-            ax.bar(idx + 0.2, w / w.sum(), width=0.4, label="orbit_weights")
+            ax.bar(idx + 0.2, w / w.sum(), width=0.4, label="target (orbit_weights)")
         ax.set_xlabel("component c")
+        ax.set_ylabel("mass fraction, sum_p x[c, p] / sum x")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     else:
