@@ -396,3 +396,20 @@ def test_per_recording_takes_sessions_of_several_cells():
     assert tr.shape == td.shape == (6,)
     assert td[:3].max() < td[3:].min()
     assert np.abs(np.log(td / truth)).max() < 0.5
+
+
+def test_per_recording_info_gives_the_pooled_kinetics_and_the_move_towards_each_own():
+    from nnfit.calcium import estimate_kinetics_per_recording, estimate_kinetics_pooled
+
+    recs = _recordings([0.4, 0.4, 0.4, 1.6, 1.6, 1.6])
+    tr, td, info = estimate_kinetics_per_recording(recs, 30.0, return_info=True)
+    np.testing.assert_array_equal((tr, td), estimate_kinetics_per_recording(recs, 30.0))
+    tr_p, td_p = estimate_kinetics_pooled(recs, 30.0)
+    assert info["pooled"] == {"tau_rise": tr_p, "tau_decay": td_p}
+    own, w = info["own_tau_decay"], info["weight"]
+    assert 0.0 < w <= 1.0 and info["spread"] > 0.0 and info["noise_variance"] >= 0.0
+    # each decay sits the weight's share of the way (in log) from the pooled one to its own
+    np.testing.assert_allclose(np.log(td), np.log(td_p) + w * np.log(own / td_p), rtol=1e-12)
+    # too few recordings to compare: the pooled decay for all, and no weight
+    *_, info = estimate_kinetics_per_recording(recs[:2], 30.0, return_info=True)
+    assert info["weight"] is None and np.isnan(info["own_tau_decay"]).all()

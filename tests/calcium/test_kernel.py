@@ -109,9 +109,19 @@ def test_spike_time_offset_limits():
     assert slow[0] > slow[1] > slow[2] >= 0.0
 
 
-def test_a_decay_given_in_ms_is_flagged(caplog):
+def test_a_decay_given_in_ms_is_flagged_once(caplog, monkeypatch):
+    from nnfit.calcium import kernel
+    from nnfit.calcium.fista import check_solver_params
+
+    monkeypatch.setattr(kernel, "_WARNED_DECAYS", set())
     with caplog.at_level("WARNING", logger="nnfit.calcium"):
         build_kernel(0.05, 0.5, 30.0)
         assert not caplog.records
         build_kernel(50.0, 500.0, 30.0)
+        # a solver checks the same kinetics again for each form of the kernel it builds
+        tau_to_ar2(50.0, 500.0, 30.0)
+        check_solver_params(30.0, 50.0, 500.0, 0.5)
+        build_kernel(50.0, 400.0, 30.0)
     assert "tau_decay=500 s: calcium indicators decay within seconds" in caplog.text
+    assert caplog.text.count("=500 s: calcium") == 1
+    assert caplog.text.count("=400 s: calcium") == 1

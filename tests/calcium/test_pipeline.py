@@ -268,7 +268,8 @@ def test_cli_estimates_kinetics_per_recording_from_several_inputs(tmp_path, monk
         np.save(names[-1], simulate_recording(3, 3600, tau_decay=td, seed=20 + i).traces)
     assert main(["calcium", "estimate", *names, "--fs", "30", "--json", "p.json"]) == 0
     out = capsys.readouterr().out
-    assert "6 recordings at 30 Hz" in out and out.count("tau_decay") == 6
+    assert "6 recordings at 30 Hz; pooled: tau_rise" in out
+    assert out.count("tau_decay") == 7  # the pooled and each recording's
     p = json.loads((tmp_path / "p.json").read_text())
     assert [r["input"] for r in p["recordings"]] == names
     td = np.array([r["tau_decay"] for r in p["recordings"]])
@@ -280,7 +281,7 @@ def test_cli_estimates_kinetics_per_recording_from_several_inputs(tmp_path, monk
     assert out.count("tau_decay 1.5 s: at a bound of the prior") == 3  # the 1.6 s recordings
     # two recordings are too few to compare: the pooled kinetics for both, and said so
     assert main(["calcium", "estimate", *names[:2], "--fs", "30"]) == 0
-    assert "fewer than 4 recordings to compare" in capsys.readouterr().out
+    assert "fewer than 4 recordings long enough to compare" in capsys.readouterr().out
     # --max-cells is shared between the recordings, at least 8 cells each
     np.save("big.npy", simulate_recording(20, 3600, seed=9).traces)
     assert (

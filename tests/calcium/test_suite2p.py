@@ -128,7 +128,8 @@ def test_write_suite2p_spks(tmp_path, rec, monkeypatch, capsys):
     args = ["calcium", "deconvolve", "plane0", *KIN, "--plot-cells", "0", "--write-suite2p"]
     assert main([*args, "--out", "a"]) == 2
     assert (
-        "spks.npy exists (suite2p's own deconvolution); pass --overwrite" in capsys.readouterr().err
+        "spks.npy exists (suite2p's deconvolution or an earlier --write-suite2p); pass --overwrite"
+        in capsys.readouterr().err
     )
     assert not (tmp_path / "a").exists()
     assert (tmp_path / "plane0" / "spks.npy").read_bytes() == own
@@ -144,6 +145,31 @@ def test_write_suite2p_spks(tmp_path, rec, monkeypatch, capsys):
     ][0].endswith("spks.npy")
     assert run["input_provenance"]["neuropil_factor"] == 0.7
     assert not list((tmp_path / "plane0").glob(".spks*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["fista", "exact"])
+def test_write_suite2p_twice_names_the_first_run(tmp_path, rec, monkeypatch, capsys, solver):
+    make_plane(tmp_path / "plane0", rec, ops={"fs": 30.0, "neucoeff": 0.7})
+    monkeypatch.chdir(tmp_path)
+    args = ["calcium", "deconvolve", "plane0", *KIN, "--solver", solver, "--plot-cells", "0"]
+    assert main([*args, "--write-suite2p", "--out", "a"]) == 0
+    spks = tmp_path / "plane0" / "spks.npy"
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert list(run["spks_sha256"]) == [str(spks.resolve())]
+    capsys.readouterr()
+    assert main([*args, "--write-suite2p", "--out", "a"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "spks.npy exists (written by the earlier --write-suite2p into a); pass --overwrite" in err
+    )
+    # another output folder, or the file changed since: who wrote it is not known
+    assert main([*args, "--write-suite2p", "--out", "b"]) == 2
+    assert "(suite2p's deconvolution or an earlier --write-suite2p)" in capsys.readouterr().err
+    np.save(spks, np.zeros((2, 2), np.float32))
+    assert main([*args, "--write-suite2p", "--out", "a"]) == 2
+    assert "(suite2p's deconvolution or an earlier --write-suite2p)" in capsys.readouterr().err
+    assert main([*args, "--write-suite2p", "--out", "a", "--overwrite"]) == 0
 
 
 def test_write_spks_checks(tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -37,6 +39,15 @@ def make_suite2p(folder, rec, *, fs=30.0):
 def test_help_teaches(run_cli):
     proc = run_cli("calcium", "deconvolve", "--help", check=True)
     assert "examples:" in proc.stdout and "suite2p" in proc.stdout and "--params" in proc.stdout
+    # the three solvers, and when each is the default
+    text = " ".join(proc.stdout.split())
+    assert "one of three solvers" in text
+    assert "exact certified optimum" in text and "Default unless --params is given or" in text
+    assert "fista catune 0.1.0's problem" in text and "are all given" in text
+    assert "browser the CaTune browser's problem" in text and "Default with --params" in text
+    # each solver's stop rule where none is given
+    assert "fista, default 1e-06; browser, 1e-12) or duality gap (exact, 1e-09)" in text
+    assert "(default: fista 2000, browser 20000, exact 100)" in text
     proc = run_cli("calcium", "export", "--help", check=True)
     assert "CaTune browser" in proc.stdout
 
@@ -159,6 +170,12 @@ def test_deconvolve_with_browser_params(run_cli, tmp_path, rec):
         (["nan.npy", "--fs", "30", *KIN, "--out", "x"], "NaN/Inf"),
         (["cube.npy", "--fs", "30", *KIN, "--out", "x"], "must be 1-D or 2-D"),
         (["missing.npy", "--fs", "30", *KIN, "--out", "x"], "input not found: missing.npy"),
+        # a missing file is missing, whatever --series asks of it
+        (
+            ["missing.nwb", "--series", "Fluorescence/RoiResponseSeries", "--out", "x"],
+            "input not found: missing.nwb",
+        ),
+        (["missing.mat", "--series", "F", "--fs", "30", *KIN, "--out", "x"], "input not found"),
         (["rec.npy", "--params", "p.json", "--lam", "1", "--out", "x"], "drop --lam"),
     ],
 )
@@ -299,3 +316,114 @@ def test_two_decay_estimate_names_what_to_drop(tmp_path, rec, monkeypatch, capsy
         np.save(tmp_path / name, rec.traces)
     assert main(["calcium", "estimate", "a.npy", *extra, "--fs", "30", "--two-decay"]) == 2
     assert drop in capsys.readouterr().err
+
+
+def test_stop_defaults_are_the_library_defaults():
+    import inspect
+
+    from nnfit.calcium import deconvolve, deconvolve_from_export
+    from nnfit.cli.calcium import STOP_DEFAULTS
+
+    def defaults(fn, tol, max_iter):
+        params = inspect.signature(fn).parameters
+        return params[tol].default, params[max_iter].default
+
+    assert STOP_DEFAULTS == {
+        "fista": defaults(run_deconvolution, "tolerance", "max_iters"),
+        "browser": defaults(deconvolve_from_export, "tol", "max_iter"),
+        "exact": defaults(deconvolve, "tol", "max_iter"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("solver", "extra", "stop"),
+    [
+        ("fista", KIN, {"tol": 1e-6, "max_iter": 2000}),
+        ("browser", ["--params", "p.json"], {"tol": 1e-12, "max_iter": 20000}),
+        ("exact", [], {"tol": 1e-9, "max_iter": 100}),
+        ("exact", ["--max-iter", "1", "--tol", "1e-3"], {"tol": 1e-3, "max_iter": 1}),
+    ],
+)
+def test_run_json_records_the_stop_rule_applied(tmp_path, rec, monkeypatch, solver, extra, stop):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "rec.npy", rec.traces)
+    params = {"tau_rise_s": 0.05, "tau_decay_s": 0.5, "lambda": 0.02, "sampling_rate_hz": 30.0}
+    (tmp_path / "p.json").write_text(json.dumps({"schema_version": "1.2.0", "parameters": params}))
+    fs = [] if "--params" in extra else ["--fs", "30"]
+    argv = ["calcium", "deconvolve", "rec.npy", *fs, *extra, "--plot-cells", "0", "--out", "o"]
+    assert main(argv) == 0
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["solver"] == solver
+    assert {k: run.get("settings", run)[k] for k in stop} == stop
+    if stop["max_iter"] == 1:  # the limit reaches the exact solver
+        rows = list(csv.DictReader((tmp_path / "o" / "summary.csv").open()))
+        assert {r["iterations"] for r in rows} == {"1"}
+
+
+def test_a_decay_in_ms_is_flagged_once(tmp_path, monkeypatch, caplog):
+    from nnfit.calcium import kernel
+
+    monkeypatch.setattr(kernel, "_WARNED_DECAYS", set())
+    monkeypatch.chdir(tmp_path)
+    # more cells than one block: the browser's solver builds the kernel for each
+    np.save(tmp_path / "rec.npy", simulate_recording(40, 300, seed=4).traces)
+    params = {"tau_rise_s": 0.05, "tau_decay_s": 50.0, "lambda": 0.02, "sampling_rate_hz": 30.0}
+    (tmp_path / "p.json").write_text(json.dumps({"schema_version": "1.2.0", "parameters": params}))
+    argv = ["calcium", "deconvolve", "rec.npy", "--params", "p.json", "--plot-cells", "0"]
+    with caplog.at_level("WARNING", logger="nnfit"):
+        assert main([*argv, "--out", "o"]) == 0
+    assert caplog.text.count("=50 s: calcium indicators decay within seconds") == 1
+
+
+@pytest.mark.parametrize("two_decay", [False, True])
+def test_estimate_prints_a_command_that_runs(tmp_path, rec, monkeypatch, capsys, two_decay):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "my rec.npy", rec.traces)
+    extra = ["--two-decay"] if two_decay else []
+    assert main(["calcium", "estimate", "my rec.npy", "--fs", "30", *extra]) == 0
+    uses = [line for line in capsys.readouterr().out.splitlines() if line.startswith("use: ")]
+    assert len(uses) == 1 + two_decay
+    words = shlex.split(uses[-1].removeprefix("use: ").split("   (")[0])
+    assert words[:4] == ["nnfit", "calcium", "deconvolve", "my rec.npy"]
+    assert words[words.index("--fs") + 1] == "30"  # a .npy records no sampling rate
+    if two_decay:
+        assert {"--tau-decay2", "--fraction"} <= set(words)
+    words[words.index("DIR")] = "o"
+    assert main([*words[1:], "--plot-cells", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["kinetics_estimated"] is False
+
+
+def test_estimate_repeats_series():
+    from nnfit.cli.calcium_exact import _deconvolve_line
+
+    args = argparse.Namespace(input="rec.nwb", fs=None, series="Fluorescence/Roi Series")
+    line = _deconvolve_line(args, {"--tau-rise": 0.05, "--tau-decay": 0.5})
+    assert shlex.split(line) == [
+        *("nnfit", "calcium", "deconvolve", "rec.nwb"),
+        *("--series", "Fluorescence/Roi Series", "--tau-rise", "0.05", "--tau-decay", "0.5"),
+        *("--out", "DIR"),
+    ]
+    args = argparse.Namespace(input="rec.npy", fs=30.000001234, series=None)
+    assert "--fs 30.000001234 " in _deconvolve_line(args, {})
+
+
+def test_estimate_of_several_recordings_reports_the_pooled_decay(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    names = []
+    for i, td in enumerate([0.4, 0.4, 0.4, 1.6, 1.6, 1.6]):
+        names.append(f"day{i}.npy")
+        np.save(tmp_path / names[-1], simulate_recording(3, 7200, tau_decay=td, seed=i).traces)
+    assert main(["calcium", "estimate", *names, "--fs", "30", "--json", "k.json"]) == 0
+    out = capsys.readouterr().out
+    k = json.loads((tmp_path / "k.json").read_text())
+    pooled = k["pooled"]
+    assert (
+        f"pooled: tau_rise {pooled['tau_rise']:.4g} s, tau_decay {pooled['tau_decay']:.4g} s" in out
+    )
+    assert 0.0 < k["shrinkage_weight"] <= 1.0
+    assert f"each decay moved {100 * k['shrinkage_weight']:.0f} % of the way" in out
+    for r in k["recordings"]:
+        assert f"shrunk towards the pooled from its own {r['own_tau_decay']:.4g} s" in out
+    assert [r["tau_decay"] < pooled["tau_decay"] for r in k["recordings"]] == [True] * 3 + [
+        False
+    ] * 3

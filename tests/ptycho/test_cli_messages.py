@@ -77,3 +77,17 @@ def test_integer_counts_are_refused_with_the_conversion(small_data, tmp_path, ca
     assert "diffraction: expected float32 or float64; found <u2" in err
     assert "sqrt(counts) / scale" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counts.npz"]
+
+
+def test_make_help_names_the_sidecar_it_writes(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ptycho", "make", "--help"])
+    assert "--output with .json in place of .npz" in " ".join(capsys.readouterr().out.split())
+    src, out = tmp_path / "src.npz", tmp_path / "fx" / "spread.npz"
+    argv = ["--n-scans", "40", "--probe-size", "16", "--object-shape", "48", "48"]
+    assert main(["ptycho", "simulate", "--out", str(src), *argv]) == 0
+    assert (
+        main(["ptycho", "make", "--source", str(src), "--output", str(out), "--subset-size", "16"])
+        == 0
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["spread.json", "spread.npz"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 from scipy import optimize, signal
@@ -480,9 +481,33 @@ def _pooled_kinetics(
 SHRINK_MIN_RECORDINGS = 4
 
 
+@overload
 def estimate_kinetics_per_recording(
-    traces: list[np.ndarray], fs: float, *, decay_range: tuple[float, float] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    traces: list[np.ndarray],
+    fs: float,
+    *,
+    decay_range: tuple[float, float] | None = ...,
+    return_info: Literal[False] = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def estimate_kinetics_per_recording(
+    traces: list[np.ndarray],
+    fs: float,
+    *,
+    decay_range: tuple[float, float] | None = ...,
+    return_info: Literal[True],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]: ...
+
+
+def estimate_kinetics_per_recording(
+    traces: list[np.ndarray],
+    fs: float,
+    *,
+    decay_range: tuple[float, float] | None = None,
+    return_info: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     r"""Per-recording ``(tau_rise, tau_decay)``: each decay shrunk towards the pooled one by as
     much as the recordings' own noise explains their disagreement.
 
@@ -505,6 +530,8 @@ def estimate_kinetics_per_recording(
     decay_range : (float, float), optional
         Bounds on every decay (e.g. an indicator's,
         :attr:`nnfit.calcium.indicators.Indicator.decay_range`).
+    return_info : bool
+        Also return how the decays were found (below).
 
     Returns
     -------
@@ -513,6 +540,14 @@ def estimate_kinetics_per_recording(
         :data:`SHRINK_MIN_RECORDINGS` recordings are long enough to be searched in halves
         (``8 REFINE_LAGS_S fs`` frames each), or where they do not disagree beyond their noise;
         a recording too short for that keeps the pooled decay.
+    info : dict
+        Only with ``return_info``: ``pooled`` (``{"tau_rise", "tau_decay"}``, the pooled
+        estimate every decay is shrunk towards), ``own_tau_decay`` (each recording's decay
+        found on its own, NaN where it was too short to be compared), ``weight`` (how far each
+        decay moved from the pooled one towards its own, in log: 0 keeps the pooled decay, 1
+        the recording's own; ``None`` where fewer than :data:`SHRINK_MIN_RECORDINGS` could be
+        compared), ``noise_variance`` and ``spread`` (``v`` and ``tau^2`` of the Notes;
+        ``None`` with ``weight``).
 
     Notes
     -----
@@ -547,6 +582,9 @@ def estimate_kinetics_per_recording(
     >>> tr, td = estimate_kinetics_per_recording(recs, 30.0)
     >>> bool(td[:3].max() < td[3:].min())
     True
+    >>> *_, info = estimate_kinetics_per_recording(recs, 30.0, return_info=True)
+    >>> bool(info["weight"] > 0.5), bool(td[0] < info["pooled"]["tau_decay"] < td[-1])
+    (True, True)
     """
     fs = check_real("fs", fs, low=0.0, low_inclusive=False)
     if isinstance(traces, np.ndarray) or not len(traces):
@@ -562,12 +600,19 @@ def estimate_kinetics_per_recording(
     n = len(recs)
     tr = np.full(n, tr_p)
     td = np.full(n, td_p)
+    info: dict[str, Any] = {
+        "pooled": {"tau_rise": float(tr_p), "tau_decay": float(td_p)},
+        "own_tau_decay": np.full(n, np.nan),
+        "weight": None,
+        "noise_variance": None,
+        "spread": None,
+    }
     # the cells and frames each recording's decay search reads (its cells share one length, so
     # none is read only where all are too short), and their halves
     used = [r[search_selection([r.shape[1]] * r.shape[0], fs), :REFINE_MAX_FRAMES] for r in recs]
     ok = np.array([u.shape[1] // 2 >= search_min_frames(fs) for u in used])
     if ok.sum() < SHRINK_MIN_RECORDINGS:
-        return tr, td
+        return (tr, td, info) if return_info else (tr, td)
 
     def decay(cells: np.ndarray) -> float:
         # each recording and half on its own: no warning for each (the pooled call above warns)
@@ -588,7 +633,10 @@ def estimate_kinetics_per_recording(
     log.info(
         "per-recording decays: noise variance %.3g, spread %.3g (log), weight %.2f", v, tau2, w
     )
-    return np.minimum(tr, 0.5 * td), td
+    info["own_tau_decay"][idx] = np.exp(d)
+    info.update(weight=w, noise_variance=v, spread=tau2)
+    tr = np.minimum(tr, 0.5 * td)
+    return (tr, td, info) if return_info else (tr, td)
 
 
 def lam_from_noise(

@@ -44,7 +44,7 @@ def check_kinetics(tau_rise: object, tau_decay: object, fs: object) -> tuple[flo
 
 def check_decay_scale(tau_decay: float, fs: float, name: str = "tau_decay") -> None:
     """Refuse a decay shorter than :data:`MIN_DECAY_FRAMES` of a frame; warn above
-    :data:`MAX_PLAUSIBLE_DECAY_S` (kinetics given in ms).
+    :data:`MAX_PLAUSIBLE_DECAY_S` (kinetics given in ms), once per decay value in a process.
 
     Below the floor the kernel is one frame: nothing to deconvolve, and its two-pole
     recursion (CaTune's, :func:`~nnfit.calcium.run_deconvolution`) subtracts terms that differ
@@ -65,7 +65,8 @@ def check_decay_scale(tau_decay: float, fs: float, name: str = "tau_decay") -> N
             f"({MIN_DECAY_FRAMES / fs:.3g} s at fs={fs:g} Hz): the kernel would be a single "
             "frame; give the decay in seconds (not ms), or a higher fs"
         )
-    if tau_decay > MAX_PLAUSIBLE_DECAY_S:
+    if tau_decay > MAX_PLAUSIBLE_DECAY_S and tau_decay not in _WARNED_DECAYS:
+        _WARNED_DECAYS.add(tau_decay)
         log.warning(
             "%s=%g s: calcium indicators decay within seconds; is it in seconds, not ms?",
             name,
@@ -79,6 +80,9 @@ def check_decay_scale(tau_decay: float, fs: float, name: str = "tau_decay") -> N
 MIN_DECAY_FRAMES = 1.0 / 8.0
 #: Longer decays are accepted with a warning (kinetics given in ms look like this).
 MAX_PLAUSIBLE_DECAY_S = 30.0
+#: Decays warned about: a run checks its kinetics wherever it builds a kernel (its AR(2) form,
+#: each block of cells, each solver), and its user needs to read the warning once.
+_WARNED_DECAYS: set[float] = set()
 
 MAX_KERNEL_LENGTH = 10_000_000
 """Longest kernel accepted (samples): ~23 min of decay at 1 kHz, far beyond any indicator."""

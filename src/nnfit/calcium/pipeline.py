@@ -330,6 +330,7 @@ class BlockSettings:
     dataset: str | None = None
     tau_decay2: float | None = None
     fraction: float | None = None
+    max_iter: int = 100
 
 
 def open_traces(path: str | os.PathLike[str]) -> np.ndarray:
@@ -447,6 +448,7 @@ def _run_block(spec: tuple[int, int, int], settings: BlockSettings) -> dict[str,
         lam=settings.lam,
         baseline=settings.baseline,
         tol=settings.tol,
+        max_iter=settings.max_iter,
         n_jobs=settings.n_jobs,
         tau_decay2=settings.tau_decay2,
         fraction=settings.fraction,
@@ -483,6 +485,7 @@ def _deconvolve_recording(
     *,
     baseline: str = "auto",
     tol: float = 1e-9,
+    max_iter: int = 100,
     block_cells: int = 256,
     scheduler: Any = None,
     n_jobs: int = -1,
@@ -515,6 +518,8 @@ def _deconvolve_recording(
         As in :func:`nnfit.calcium.deconvolve`.
     tol : float
         Relative duality gap that certifies a cell.
+    max_iter : int
+        Iteration limit per cell, as in :func:`nnfit.calcium.deconvolve`.
     block_cells : int
         Cells per block (memory is a few blocks).
     scheduler : None, str or dask.distributed.Client
@@ -612,6 +617,7 @@ def _deconvolve_recording(
         dataset,
         tau_decay2,
         fraction,
+        check_int("max_iter", max_iter, low=1),
     )
     partial = out / ".partial"
     state = {
@@ -658,6 +664,7 @@ def _deconvolve_recording(
         "lam": lam,
         "baseline": baseline,
         "tol": tol,
+        "max_iter": max_iter,
         "blocks": len(specs),
         "blocks_resumed": resumed,
         "converged": converged,

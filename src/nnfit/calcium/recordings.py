@@ -128,9 +128,13 @@ def read_input(
             fix = "a table's rows are frames: if its rows are cells, store its transpose"
         warn_if_transposed(rec.shape, p, rec.fs, fix)
         return rec
-    _no_series(series, p)
     npy, sidecar = tuning_paths(p)
-    if npy.is_file() and sidecar.is_file():
+    stem = npy.is_file() and sidecar.is_file()
+    # a missing file is named as missing before any option is held against it
+    if not stem and not p.is_file():
+        raise FileNotFoundError(f"input not found: {p} (expected {INPUT_KINDS})")
+    _no_series(series, p)
+    if stem:
         traces, meta = load_tuning_data(npy)
         fs_ = resolve_fs(float(meta["sampling_rate_hz"]), fs, str(sidecar), fs_label)
         return Recording(
@@ -141,8 +145,6 @@ def read_input(
             np.arange(traces.shape[0]),
             provenance={"input_sha256": file_sha256(npy)},
         )
-    if not p.is_file():
-        raise FileNotFoundError(f"input not found: {p} (expected {INPUT_KINDS})")
     if p.suffix != ".npy":
         raise ValueError(f"input {p} is not {INPUT_KINDS}")
     try:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nnfit.calcium.result import DeconvolutionResult
 from nnfit.io import atomic_path, atomic_write_bytes, atomic_write_json
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
     "SUMMARY_FIELDS",
+    "cells_figure",
     "plot_cells",
     "run_record",
     "summary_csv",
@@ -119,6 +123,78 @@ def run_record(
     }
 
 
+def cells_figure(
+    traces: np.ndarray,
+    spikes: np.ndarray,
+    reconvolution: np.ndarray,
+    fs: float,
+    *,
+    n_cells: int = 4,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    window_s: float = 60.0,
+) -> Figure:
+    """The figure of :func:`plot_cells`: one panel per cell, the first ``window_s`` seconds.
+
+    Each panel's left axis is the trace's fluorescence, in the input's units (the file states
+    none that every reader could carry: a.u., dF/F, ...); the inferred spikes stand below the
+    trace on the right axis, in the same units (a spike's size is the peak of the transient it
+    adds). The title says which part of the recording is drawn.
+
+    Examples
+    --------
+    >>> z = np.zeros((2, 3000))
+    >>> fig = cells_figure(z, z, z, 30.0, title="rec.npy")
+    >>> fig.texts[0].get_text()
+    'rec.npy (first 60 s of 100 s)'
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    k = max(1, min(n_cells, traces.shape[0]))
+    n_frames = traces.shape[1]
+    m = max(2, min(n_frames, round(window_s * fs)))
+    traces = np.asarray(traces[:k, :m])
+    spikes = np.asarray(spikes[:k, :m])
+    reconvolution = np.asarray(reconvolution[:k, :m])
+    truth = None if truth is None else truth[:k, :m]
+    t = np.arange(m) / fs
+    fig = Figure(figsize=(11, 2.2 * k + 0.8))
+    axes = fig.subplots(k, 1, sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(t, traces[i], color="0.6", lw=0.6, label="trace")
+        ax.plot(t, reconvolution[i], color="C0", lw=0.9, label="reconvolution")
+        low = float(min(traces[i].min(), reconvolution[i].min()))
+        high = float(max(traces[i].max(), reconvolution[i].max()))
+        span = high - low or 1.0
+        ax.set_ylim(low - 0.55 * span, low + 1.05 * span)
+        # fluorescence ticks over the trace only: below it the panel holds the spikes
+        ax.set_yticks([v for v in MaxNLocator(4).tick_values(low, high) if low <= v <= high])
+        ax.set_ylabel(f"cell {i}\nfluorescence\n(input units)", fontsize=8)
+        # the spikes' own axis: 0 at 0.45 span below the trace, the largest 0.4 span above that
+        top = float(spikes[i].max()) or 1.0
+        zero, per_unit = low - 0.45 * span, 0.4 * span / top
+        bottom, upper = ax.get_ylim()
+        sx = ax.twinx()
+        sx.set_ylim((bottom - zero) / per_unit, (upper - zero) / per_unit)
+        sx.vlines(t, 0.0, spikes[i], color="C3", lw=0.8, label="inferred spikes (right axis)")
+        sx.set_yticks([0.0, top], labels=["0", f"{top:.3g}"])
+        sx.tick_params(axis="y", colors="C3", labelsize=7)
+        sx.set_ylabel("spike size\n(transient peak)", color="C3", fontsize=7)
+        if truth is not None:
+            hit = truth[i] > 0
+            ax.plot(t[hit], np.full(hit.sum(), low - 0.5 * span), "k|", ms=5, label="true spikes")
+        if i == 0:
+            handles = ax.get_legend_handles_labels()[0] + sx.get_legend_handles_labels()[0]
+            ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=4, frameon=False)
+    axes[-1, 0].set_xlabel("time (s)")
+    duration = n_frames / fs
+    shown = f"first {m / fs:.3g} s of {duration:.4g} s" if m < n_frames else f"all {duration:.4g} s"
+    fig.suptitle(f"{title} ({shown})" if title else shown, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_cells(
     path: str | os.PathLike[str],
     traces: np.ndarray,
@@ -133,48 +209,21 @@ def plot_cells(
 ) -> Path:
     """Save a PNG of the first ``n_cells``: trace, reconvolution, inferred (and true) spikes.
 
-    Only the first ``window_s`` seconds are drawn, so single events stay visible.
+    Only the first ``window_s`` seconds are drawn, so single events stay visible; the figure
+    is :func:`cells_figure`'s.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = max(1, min(n_cells, traces.shape[0]))
-    m = max(2, min(traces.shape[1], round(window_s * fs)))
-    traces = np.asarray(traces[:k, :m])
-    spikes = np.asarray(spikes[:k, :m])
-    reconvolution = np.asarray(reconvolution[:k, :m])
-    truth = None if truth is None else truth[:k, :m]
-    t = np.arange(m) / fs
-    fig, axes = plt.subplots(k, 1, figsize=(11, 2.2 * k + 0.6), sharex=True, squeeze=False)
-    for i, ax in enumerate(axes[:, 0]):
-        ax.plot(t, traces[i], color="0.6", lw=0.6, label="trace")
-        ax.plot(t, reconvolution[i], color="C0", lw=0.9, label="reconvolution")
-        low = float(min(traces[i].min(), reconvolution[i].min()))
-        span = float(max(traces[i].max(), reconvolution[i].max())) - low or 1.0
-        top = float(spikes[i].max()) or 1.0
-        ax.vlines(
-            t,
-            low - 0.45 * span,
-            low - 0.45 * span + 0.4 * span * spikes[i] / top,
-            color="C3",
-            lw=0.8,
-            label="inferred spikes",
-        )
-        if truth is not None:
-            hit = truth[i] > 0
-            ax.plot(t[hit], np.full(hit.sum(), low - 0.5 * span), "k|", ms=5, label="true spikes")
-        ax.set_ylabel(f"cell {i}")
-        ax.set_yticks([])
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4, frameon=False)
-    axes[-1, 0].set_xlabel("time (s)")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig = cells_figure(
+        traces,
+        spikes,
+        reconvolution,
+        fs,
+        n_cells=n_cells,
+        truth=truth,
+        title=title,
+        window_s=window_s,
+    )
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return Path(path)
 
 

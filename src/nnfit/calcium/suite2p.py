@@ -298,8 +298,8 @@ def write_spks(
 
     Row ``cell_index[i]`` gets ``spikes[i]``; ROIs that were not deconvolved (not marked as
     cells) get zeros. ``spikes`` may be a memory map; it is copied a block of rows at a time.
-    The file is written atomically, and an existing one (suite2p's own deconvolution) is
-    kept unless ``overwrite``.
+    The file is written atomically, and an existing one (suite2p's deconvolution, or an
+    earlier write) is kept unless ``overwrite``.
 
     Parameters
     ----------
@@ -320,7 +320,8 @@ def write_spks(
     dest = root / name
     if dest.exists() and not overwrite:
         raise ValueError(
-            f"{dest} exists (suite2p's own deconvolution?); pass --overwrite to replace it"
+            f"{dest} exists (suite2p's deconvolution or an earlier write); pass --overwrite to "
+            "replace it"
         )
     cell_index = np.asarray(cell_index, dtype=np.int64)
     if n_rois is None:

@@ -53,17 +53,18 @@ INPUT is one of
                       fs from its time column) or plain columns (optional header; a column
                       headed time or Time (s) gives fs); also .tsv and .txt
 
-Kinetics come either from --tau-rise/--tau-decay/--lam, or from the parameters file the CaTune
-browser exports (--params catune-params-*.json), which also selects the browser's own solver
-(lambda scaled by the kernel's DC gain, a fitted constant baseline, its optional band-pass).
+Kinetics and lam come from --tau-rise/--tau-decay/--lam, from the parameters file the CaTune
+browser exports (--params catune-params-*.json: the browser's solver, lambda scaled by the
+kernel's DC gain, a fitted constant baseline, its optional band-pass), or from the data.
 
-Without kinetics (or lam) the exact solver estimates them from the data and reports them;
-'--solver exact' solves the same objective to a certified optimum (duality gap), with a baseline
-(--baseline auto|none|constant|drift), streaming .npy inputs in blocks (resumable after a kill)
-and spreading them over Dask with --scheduler. --two-decay estimates a kernel with a rise and
-two decays instead (a fast decay for most of each transient, a slow one for its tail; one decay
-is kept where the traces show no second), or give it as --tau-rise, --tau-decay (the fast one),
---tau-decay2 and --fraction (the fast decay's weight).
+The exact solver (the default unless --params is given or --tau-rise, --tau-decay and --lam
+all are; then '--solver exact') estimates from the data whatever is not given and reports it,
+and solves to a certified optimum (duality gap) with a baseline (--baseline auto|none|constant|
+drift), streaming .npy and .nwb inputs in blocks (resumable after a kill) and spreading them
+over Dask with --scheduler. --two-decay estimates a kernel with a rise and two decays instead
+(a fast decay for most of each transient, a slow one for its tail; one decay is kept where the
+traces show no second), or give it as --tau-rise, --tau-decay (the fast one), --tau-decay2 and
+--fraction (the fast decay's weight).
 
 examples:
   nnfit calcium deconvolve rec.npy --fs 30 --out res/                  (all from the data)
@@ -81,7 +82,7 @@ writes into --out: spikes.npy, reconvolution.npy (cells x time, float64), summar
 (iterations, converged, objective, baseline per cell), run.json (settings, input hash) and
 cells.png (trace, reconvolution and spikes of the first cells). --write-nwb adds the spikes to
 the NWB input (or a new copy of it) as processing/ophys/Deconvolved/<series>; --write-suite2p
-writes them as spks.npy into the plane folder (never over suite2p's own without --overwrite).
+writes them as spks.npy into the plane folder (never over an existing one without --overwrite).
 """
 
 _EXPORT_EPILOG = """\
@@ -96,6 +97,16 @@ writes STEM.npy (cells x time, <f8, the format the browser reads) and STEM_metad
 Load STEM.npy in the CaTune browser, tune the kernel, export the parameters, then run
 'nnfit calcium deconvolve INPUT --params catune-params-*.json --out DIR'.
 """
+
+
+#: ``(tol, max_iter)`` of each solver where --tol/--max-iter are not given: the defaults of its
+#: library function (run_deconvolution, deconvolve_from_export, deconvolve), stated in --help and
+#: recorded in run.json
+STOP_DEFAULTS: dict[str, tuple[float, int]] = {
+    "fista": (1e-6, 2000),
+    "browser": (1e-12, 20000),
+    "exact": _fast.EXACT_STOP,
+}
 
 
 @dataclass(frozen=True)
@@ -166,8 +177,21 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         "deconvolve",
         help="infer spikes from calcium traces",
         description="Infer non-negative spike trains from calcium traces, cell by cell, with "
-        "the CaTune kernel (FISTA, equal to catune 0.1.0; or the browser's solver with "
-        "--params).",
+        "the CaTune kernel\nand one of three solvers (--solver picks one; the default follows "
+        "from what is given):\n"
+        "  exact    certified optimum (duality gap) with a fitted baseline; estimates the "
+        "kinetics\n"
+        "           and lam that are not given. Default unless --params is given or "
+        "--tau-rise,\n"
+        "           --tau-decay and --lam all are; and with --baseline, --scheduler or a "
+        "kernel\n"
+        "           with two decays.\n"
+        "  fista    catune 0.1.0's problem and iterations (no baseline), equal to catune. "
+        "Default when\n"
+        "           --tau-rise, --tau-decay and --lam are all given.\n"
+        "  browser  the CaTune browser's problem (DC-gain lambda, constant baseline). Default "
+        "with\n"
+        "           --params.",
         epilog=_DECONVOLVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -203,10 +227,18 @@ def _add_deconvolve(sub: argparse._SubParsersAction) -> None:
         "--tolerance",
         dest="tol",
         type=float,
-        help="stop rule: relative objective change (fista, browser) or duality gap (exact)",
+        help="stop rule: relative objective change (fista, default "
+        f"{STOP_DEFAULTS['fista'][0]:g}; browser, {STOP_DEFAULTS['browser'][0]:g}) or duality "
+        f"gap (exact, {STOP_DEFAULTS['exact'][0]:g})",
     )
     p.add_argument(
-        "--max-iter", "--max-iters", dest="max_iter", type=int, help="iteration limit per cell"
+        "--max-iter",
+        "--max-iters",
+        dest="max_iter",
+        type=int,
+        help="iteration limit per cell (default: fista "
+        f"{STOP_DEFAULTS['fista'][1]}, browser {STOP_DEFAULTS['browser'][1]}, exact "
+        f"{STOP_DEFAULTS['exact'][1]})",
     )
     p.add_argument(
         "--plot-cells",
@@ -265,8 +297,11 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str, dict[str, Any]]:
             )
         kin = (args.tau_rise, args.tau_decay, args.lam, False, None)
         solver = args.solver or "fista"
-    tol = None if args.tol is None else check_real("--tol", args.tol, low=0.0, low_inclusive=False)
-    iters = None if args.max_iter is None else check_int("--max-iter", args.max_iter, low=1)
+    tol, iters = STOP_DEFAULTS[solver]
+    if args.tol is not None:
+        tol = check_real("--tol", args.tol, low=0.0, low_inclusive=False)
+    if args.max_iter is not None:
+        iters = check_int("--max-iter", args.max_iter, low=1)
     settings = Settings(
         fs=0.0,  # from the recording, once read
         tau_rise=kin[0],
@@ -387,8 +422,8 @@ def _deconvolve(args: argparse.Namespace) -> int:
         settings.tau_rise,
         settings.tau_decay,
         settings.lam,
-        settings.tol or 1e-6,
-        settings.max_iter or 1,
+        settings.tol,
+        settings.max_iter,
     )
     t0 = time.perf_counter()
     result = run_solver(traces, settings, solver, progress=False if args.no_progress else None)
@@ -417,7 +452,7 @@ def _deconvolve(args: argparse.Namespace) -> int:
     written = write_back(args, rec, Path(args.out), run)
     if written:
         record = json.loads(paths["run"].read_text())
-        atomic_write_json(paths["run"], {**record, "written_back": written})
+        atomic_write_json(paths["run"], {**record, **written})
     n = traces.shape[0]
     print(
         f"deconvolved {n} cell(s) x {traces.shape[1]} frames at {rec.fs:g} Hz with "
@@ -426,7 +461,7 @@ def _deconvolve(args: argparse.Namespace) -> int:
     )
     for name, path in paths.items():
         print(f"  {name:14s} {path}")
-    for target in written:
+    for target in written.get("written_back", []):
         print(f"  {'written back':14s} {target}")
     return 0
 

@@ -13,6 +13,7 @@ read whole and solved in memory.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,12 +27,17 @@ if TYPE_CHECKING:
     from nnfit.calcium.indicators import Indicator
 
 __all__ = [
+    "EXACT_STOP",
     "add_deconvolve_arguments",
     "add_estimate",
     "deconvolve_exact_command",
     "estimate_command",
     "wants_exact",
 ]
+
+#: ``(tol, max_iter)`` of the exact solver where --tol/--max-iter are not given: the defaults of
+#: :func:`nnfit.calcium.deconvolve`
+EXACT_STOP = (1e-9, 100)
 
 
 def add_deconvolve_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,7 +141,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     from nnfit.calcium.results import plot_cells, run_record, summary_csv
     from nnfit.cli.calcium_formats import check_write_targets, write_back
     from nnfit.io import atomic_write_bytes, atomic_write_json, file_sha256
-    from nnfit.validate import check_real
+    from nnfit.validate import check_int, check_real
 
     indicator = getattr(args, "indicator", None)
     if args.params is not None:
@@ -168,8 +174,11 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     )
     if args.lam is not None:
         check_real("--lam", args.lam, low=0.0, low_inclusive=False)
-    tol = 1e-9 if args.tol is None else args.tol
-    check_real("--tol", tol, low=0.0, low_inclusive=False)
+    tol, max_iter = EXACT_STOP
+    if args.tol is not None:
+        tol = check_real("--tol", args.tol, low=0.0, low_inclusive=False)
+    if args.max_iter is not None:
+        max_iter = check_int("--max-iter", args.max_iter, low=1)
     baseline = args.baseline or "auto"
     out = Path(args.out)
     src = None if args.series is not None else _npy_source(args.input, args.fs)
@@ -196,6 +205,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             args.lam,
             baseline=baseline,
             tol=tol,
+            max_iter=max_iter,
             block_cells=args.block_cells,
             scheduler=args.scheduler,
             progress=False if args.no_progress else None,
@@ -225,6 +235,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             lam=args.lam,
             baseline=baseline,
             tol=tol,
+            max_iter=max_iter,
             n_jobs=-1,
             indicator=indicator,
             **kernel2,
@@ -260,6 +271,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
             "lam": args.lam,
             "baseline": baseline,
             "tol": tol,
+            "max_iter": max_iter,
             "converged": int(res.converged.sum()),
         }
         input_hash = r.provenance.get("input_sha256")
@@ -298,9 +310,8 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         shown = r.read_rows(0, k) if r is not None else np.asarray(traces[:k], dtype=float)
         plot_cells(out / "cells.png", shown, spikes, recon, fs, n_cells=k, title=title)
         run["outputs"].append("cells.png")
-    written = write_back(args, r, out, run) if r is not None else []
-    if written:
-        run["written_back"] = written
+    written = write_back(args, r, out, run) if r is not None else {}
+    run.update(written)
     atomic_write_json(out / "run.json", run)
     how = "estimated from the data" if rec["kinetics_estimated"] else "given"
     if indicator is not None:
@@ -328,7 +339,7 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
     )
     for name in run["outputs"]:
         print(f"  {name:18s} {out / name}")
-    for target in written:
+    for target in written.get("written_back", []):
         print(f"  {'written back':18s} {target}")
     return 0
 
@@ -408,6 +419,36 @@ def _estimate_input(
     return fs, (n, T), rows, np.asarray(take(rows), dtype=float)
 
 
+def _deconvolve_line(args: argparse.Namespace, kinetics: dict[str, float]) -> str:
+    """The ``nnfit calcium deconvolve`` command line that runs ``args.input`` with the estimated
+    ``kinetics`` (flag -> seconds or weight, 4 digits), into ``--out DIR``.
+
+    The --fs and --series this estimate read the input with are repeated: the input needs them
+    again (a ``.npy`` records no sampling rate), and they agree with it where it has its own.
+    """
+    words = ["nnfit", "calcium", "deconvolve", args.input]
+    if args.fs is not None:
+        fs = f"{args.fs:g}"
+        words += ["--fs", fs if float(fs) == args.fs else repr(args.fs)]
+    if args.series is not None:
+        words += ["--series", args.series]
+    for flag, value in kinetics.items():
+        words += [flag, f"{value:.4g}"]
+    return shlex.join([*words, "--out", "DIR"])
+
+
+def _shrunk(own: float, weight: float | None) -> str:
+    """How a recording's decay relates to its own estimate (``own``, NaN where it was too short
+    to compare) and the pooled one, for ``estimate`` with several INPUTs."""
+    if np.isnan(own):
+        return " (the pooled: too short to compare)" if weight is not None else ""
+    if weight == 0.0:
+        return f" (the pooled; its own {own:.4g} s)"
+    if weight == 1.0:
+        return " (its own)"
+    return f" (shrunk towards the pooled from its own {own:.4g} s)"
+
+
 def _prior_range(prior: Indicator) -> str:
     """``the GCaMP6s prior's 0.36-9 s``: the decays a named indicator allows."""
     lo, hi = prior.decay_range
@@ -448,36 +489,56 @@ def _estimate_per_recording(args: argparse.Namespace, prior: Indicator | None) -
             "rate's recordings on their own"
         )
     fs = rates.pop()
-    tr, td = estimate_kinetics_per_recording(
+    tr, td, info = estimate_kinetics_per_recording(
         [traces for *_, traces in read],
         fs,
         decay_range=None if prior is None else prior.decay_range,
+        return_info=True,
     )
-    print(f"{len(read)} recordings at {fs:g} Hz")
+    pooled, weight, own = info["pooled"], info["weight"], info["own_tau_decay"]
+    print(
+        f"{len(read)} recordings at {fs:g} Hz; pooled: tau_rise {pooled['tau_rise']:.4g} s, "
+        f"tau_decay {pooled['tau_decay']:.4g} s{_at_bound(prior, pooled['tau_decay'])}"
+    )
     width = max(len(path) for path in args.inputs)
-    for path, (_, (n, T), rows, _), a, b in zip(args.inputs, read, tr, td, strict=True):
+    for path, (_, (n, T), rows, _), a, b, c in zip(args.inputs, read, tr, td, own, strict=True):
         print(
             f"  {path:{width}s}  {len(rows)} of {n} cell(s) x {T} frames: "
             f"tau_rise {a:.4g} s, tau_decay {b:.4g} s{_at_bound(prior, b)}"
+            f"{_shrunk(c, weight)}"
         )
     if prior is not None:
         print(f"  the decays held within {_prior_range(prior)}")
-    if len(read) < SHRINK_MIN_RECORDINGS:
-        print(f"  one decay for all: fewer than {SHRINK_MIN_RECORDINGS} recordings to compare")
-    elif np.all(td == td[0]):
+    if weight is None:
         print(
-            "  one decay for all: the recordings do not disagree beyond their noise (or too "
-            "few are long enough to compare)"
+            f"  one decay for all, the pooled: fewer than {SHRINK_MIN_RECORDINGS} recordings "
+            "long enough to compare"
+        )
+    elif weight == 0.0:
+        print("  one decay for all, the pooled: the recordings do not disagree beyond their noise")
+    else:
+        print(
+            f"  each decay moved {100 * weight:.0f} % of the way (in log) from the pooled one "
+            "towards the recording's own, as far as the recordings disagree beyond their noise"
         )
     if args.json:
         atomic_write_json(
             args.json,
             {
                 "fs": fs,
+                "pooled": pooled,
+                # how far each decay moved from the pooled towards its own (null: not compared)
+                "shrinkage_weight": weight,
                 "recordings": [
-                    {"input": path, "cells": [int(i) for i in rows], "tau_rise": a, "tau_decay": b}
-                    for path, (_, _, rows, _), a, b in zip(
-                        args.inputs, read, tr.tolist(), td.tolist(), strict=True
+                    {
+                        "input": path,
+                        "cells": [int(i) for i in rows],
+                        "tau_rise": a,
+                        "tau_decay": b,
+                        "own_tau_decay": None if np.isnan(c) else c,
+                    }
+                    for path, (_, _, rows, _), a, b, c in zip(
+                        args.inputs, read, tr.tolist(), td.tolist(), own.tolist(), strict=True
                     )
                 ],
                 **({} if prior is None else indicator_record(prior.name)),
@@ -528,10 +589,8 @@ def estimate_command(args: argparse.Namespace) -> int:
         print(
             f"  {key:9s} per cell: median {np.median(v):.4g}  (5-95 %: {q(v, 5):.4g} - {q(v, 95):.4g})"
         )
-    print(
-        f"use: nnfit calcium deconvolve {args.input} --tau-rise {pooled['tau_rise']:.4g} "
-        f"--tau-decay {pooled['tau_decay']:.4g} --out DIR   (lam per cell from the noise)"
-    )
+    kinetics = {"--tau-rise": pooled["tau_rise"], "--tau-decay": pooled["tau_decay"]}
+    print(f"use: {_deconvolve_line(args, kinetics)}   (lam per cell from the noise)")
     two = None
     if args.two_decay:
         from nnfit.calcium.two_decay import estimate_two_decay_kernel
@@ -550,11 +609,13 @@ def estimate_command(args: argparse.Namespace) -> int:
             )
         else:
             print(f"two decays: the traces show one, tau_decay {k.tau_decay:.4g} s")
-        print(
-            f"use: nnfit calcium deconvolve {args.input} --tau-rise {k.tau_rise:.4g} --tau-decay "
-            f"{k.tau_decay:.4g} --tau-decay2 {k.tau_decay2:.4g} --fraction {k.fraction:.4g} "
-            "--out DIR"
-        )
+        kinetics = {
+            "--tau-rise": k.tau_rise,
+            "--tau-decay": k.tau_decay,
+            "--tau-decay2": k.tau_decay2,
+            "--fraction": k.fraction,
+        }
+        print(f"use: {_deconvolve_line(args, kinetics)}")
     if args.json:
         atomic_write_json(
             args.json,

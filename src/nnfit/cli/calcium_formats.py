@@ -8,6 +8,7 @@ checked before any work starts, so a refused write leaves nothing behind.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,29 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="let --write-suite2p replace an existing spks.npy (suite2p's own) and --write-nwb "
-        "an existing NEW.nwb",
+        help="let --write-suite2p replace an existing spks.npy (suite2p's deconvolution or an "
+        "earlier --write-suite2p) and --write-nwb an existing NEW.nwb",
     )
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _spks_origin(dest: Path, out: Path) -> str:
+    """Who wrote the existing ``dest``, where that is known: the run in ``out`` records the hash
+    of each spks.npy it wrote (``spks_sha256`` in run.json), and a file with that hash is the
+    one it wrote; a spks.npy is otherwise suite2p's or another run's."""
+    from nnfit.io import file_sha256
+
+    try:
+        hashes = json.loads((out / "run.json").read_text()).get("spks_sha256", {})
+        recorded = hashes.get(str(dest.resolve()))
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded == file_sha256(dest):
+        return f"written by the earlier --write-suite2p into {out}"
+    return "suite2p's deconvolution or an earlier --write-suite2p"
 
 
 def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
@@ -71,7 +88,8 @@ def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
         for dest in (folder / "spks.npy" for folder in planes or [Path(rec.source)]):
             if dest.exists() and not args.overwrite:
                 raise ValueError(
-                    f"{dest} exists (suite2p's own deconvolution); pass --overwrite to replace it"
+                    f"{dest} exists ({_spks_origin(dest, Path(args.out))}); pass --overwrite to "
+                    "replace it"
                 )
     write_nwb = getattr(args, "write_nwb", None)
     if write_nwb is None:
@@ -97,9 +115,22 @@ def check_write_targets(args: argparse.Namespace, rec: Any) -> None:
         raise ValueError(f"--write-nwb {write_nwb} exists; pass --overwrite to replace it")
 
 
-def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any]) -> list[str]:
-    """Write ``out/spikes.npy`` back into the input's format as asked; return what was written."""
+def write_back(
+    args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``out/spikes.npy`` back into the input's format as asked.
+
+    Returns
+    -------
+    dict
+        What run.json records of it (empty when nothing was written): ``written_back``, the
+        targets, and ``spks_sha256``, the hash of each spks.npy written by its absolute path
+        (how a later --write-suite2p knows the file as this run's).
+    """
+    from nnfit.io import file_sha256
+
     written = []
+    hashes = {}
     spikes_npy = Path(out) / "spikes.npy"
     if getattr(args, "write_suite2p", False):
         from nnfit.calcium.suite2p import write_spks, write_spks_planes
@@ -124,6 +155,7 @@ def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any
                 )
             ]
         written.extend(str(path) for path in paths)
+        hashes = {str(Path(path).resolve()): file_sha256(path) for path in paths}
     if getattr(args, "write_nwb", None) is not None:
         from nnfit.calcium.nwb import write_nwb
 
@@ -137,4 +169,6 @@ def write_back(args: argparse.Namespace, rec: Any, out: Path, run: dict[str, Any
             overwrite=args.overwrite,
         )
         written.append(f"{path}:{inside}")
-    return written
+    if not written:
+        return {}
+    return {"written_back": written, **({"spks_sha256": hashes} if hashes else {})}

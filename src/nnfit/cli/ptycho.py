@@ -108,7 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--subset-size", type=int, default=64, help="scan positions to keep, >= 16 (default: 64)"
     )
     make.add_argument(
-        "--metadata-out", type=Path, default=None, help="sidecar JSON (default: <output>.json)"
+        "--metadata-out",
+        type=Path,
+        default=None,
+        help="sidecar JSON (default: --output with .json in place of .npz, e.g. fx/spread.json "
+        "for fx/spread.npz)",
     )
     make.add_argument(
         "--strategy",
@@ -140,7 +144,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ver.add_argument("path", type=Path, help="fixture NPZ")
-    ver.add_argument("--metadata", type=Path, default=None, help="sidecar (default: <path>.json)")
+    ver.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        help="sidecar (default: the fixture's path with .json in place of .npz)",
+    )
     ver.add_argument(
         "--alignment",
         action="store_true",
