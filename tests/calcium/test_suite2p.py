@@ -242,3 +242,19 @@ def test_suite2p_folder_with_unequal_planes_is_refused(tmp_path, rec):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty has no F\.npy"):
         read_input(tmp_path / "empty")
+
+
+def test_combined_folder_with_zero_padded_planes_is_refused(tmp_path, rec):
+    # suite2p's combined gives a plane with fewer frames zeros in F and Fneu at its end
+    folder = tmp_path / "suite2p" / "combined"
+    make_plane(folder, rec, ops={"fs": 30.0})
+    assert read_suite2p(folder).shape == (5, 1500)  # planes of equal length: nothing padded
+    f, fneu = np.load(folder / "F.npy"), np.load(folder / "Fneu.npy")
+    f[3:, -7:] = 0.0
+    fneu[3:, -7:] = 0.0
+    np.save(folder / "F.npy", f)
+    np.save(folder / "Fneu.npy", fneu)
+    with pytest.raises(ValueError, match=r"combined: 2 ROI\(s\) end in frames that are 0 in both"):
+        read_suite2p(folder)
+    with pytest.raises(ValueError, match=r"row 3: its last 7 frames\), the padding suite2p"):
+        read_input(folder)

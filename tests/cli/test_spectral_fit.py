@@ -151,6 +151,12 @@ def test_a_budget_named_after_method_auto_keeps_the_working_set_method(tmp_path,
         (["--blas-threads", "1"], "--blas-threads is an option of --method kaczmarz"),
         (["--ckpt-interval", "60", "--metrics-interval", "10"], "--ckpt-interval, --metrics"),
         (["--per-bin", "--epochs", "3"], "--per-bin fits each bin exactly: drop it"),
+        (["--per-bin", "--out", "x.npy"], "--out: options of the global fit; --per-bin starts"),
+        (
+            ["--per-bin", "--stats", "s.json", "--x0", "x0.npy", "--orbit-weights", "1,1"],
+            "--stats, --x0, --orbit-weights: options of the global fit",
+        ),
+        (["--per-bin", "--warm-start", "seed"], "writes its weights and chi2/dof to /BinFit"),
     ],
 )
 def test_kaczmarz_options_with_an_exact_method_are_refused(small_store, capsys, extra, msg):

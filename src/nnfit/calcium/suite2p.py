@@ -12,7 +12,8 @@ A multi-plane run leaves ``suite2p/plane0``, ``suite2p/plane1``, ... and, with
 ``combine=True``, ``suite2p/combined``: suite2p's ``io.save.combined`` concatenates the planes'
 ROIs (plane 0's first) and pads a plane with fewer frames with zeros, which a deconvolution
 would read as a drop in fluorescence. :func:`read_suite2p_planes` reads the planes themselves
-in the same ROI order, and only when they share their frame count and rate.
+in the same ROI order, and only when they share their frame count and rate; a ``combined``
+folder given as a plane folder is refused where its cells end in such padding.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def read_suite2p(
     ------
     ValueError
         A settings file holding anything but plain data (nothing from it is executed),
-        mismatched shapes, NaN, or no ROI marked as a cell.
+        mismatched shapes, NaN, no ROI marked as a cell, or a ``combined`` folder whose cells
+        end in the zeros suite2p pads shorter planes with.
     """
     root = Path(folder)
     files = {name: root / f"{name}.npy" for name in ("F", "Fneu", "iscell")}
@@ -142,6 +144,8 @@ def read_suite2p(
     fs_ = resolve_fs(found, fs, str(settings_path) if found is not None else str(root), fs_label)
     for name, values in (("F", f), ("Fneu", fneu)):
         check_finite_rows(values[keep], keep, str(files[name]), "ROI")
+    if root.name == "combined":
+        _refuse_padded_planes(root, f[keep], fneu[keep], keep)
     traces = np.ascontiguousarray(f[keep] - factor * fneu[keep])
     provenance = {
         "input_sha256": file_sha256(files["F"]),
@@ -158,6 +162,26 @@ def read_suite2p(
         "suite2p %s: %d of %d ROIs, c = %g (%s)", root, keep.size, f.shape[0], factor, factor_from
     )
     return Recording(traces, fs_, "suite2p", root, keep, provenance=provenance)
+
+
+def _refuse_padded_planes(root: Path, f: np.ndarray, fneu: np.ndarray, rows: np.ndarray) -> None:
+    """Refuse a ``combined`` folder whose ROIs end in frames suite2p padded with zeros.
+
+    suite2p's ``combined`` gives every plane the longest plane's frame count, the missing
+    frames 0 in ``F`` and ``Fneu``; deconvolved, they would read as a drop to zero fluorescence.
+    """
+    zero = (f == 0) & (fneu == 0)
+    # the length of each row's run of zeros at its end
+    tail = np.argmin(zero[:, ::-1], axis=1)
+    tail[zero.all(axis=1)] = f.shape[1]
+    padded = np.flatnonzero(tail > 0)
+    if padded.size:
+        raise ValueError(
+            f"{root}: {padded.size} ROI(s) end in frames that are 0 in both F.npy and Fneu.npy "
+            f"(ROI row {int(rows[padded[0]])}: its last {int(tail[padded[0]])} frames), the "
+            "padding suite2p's combined folder gives planes with fewer frames; pass the suite2p "
+            f"folder above it ({root.parent}) to read the planes themselves, or one plane folder"
+        )
 
 
 def plane_folders(folder: str | os.PathLike[str]) -> list[Path]:

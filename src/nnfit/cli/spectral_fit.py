@@ -389,6 +389,24 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
         raise ValueError("--per-bin uses the exact methods; drop --method kaczmarz")
     if args.scheduler is not None:
         raise ValueError("--per-bin fits the bins here, one by one: drop --scheduler")
+    # the global fit's inputs and outputs; the bins' weights and chi2/dof go to /BinFit
+    unused = [
+        flag
+        for flag, given in (
+            ("--out", args.out),
+            ("--stats", args.stats),
+            ("--x0", args.x0),
+            ("--orbit-weights", args.orbit_weights),
+            ("--warm-start", args.warm_start != "auto"),
+        )
+        if given
+    ]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: options of the global fit; --per-bin starts every bin "
+            "afresh and writes its weights and chi2/dof to /BinFit in the store (read them "
+            "with nnfit spectral maps): drop " + ("it" if len(unused) == 1 else "them")
+        )
     res = fit_bins(
         args.store,
         method=args.method,
