@@ -166,3 +166,43 @@ def test_cli_mat_equals_npy(tmp_path, traces, monkeypatch, version):
     assert run["input_sha256"] == run["input_provenance"]["input_sha256"]
     assert main(["calcium", "export", "rec.mat", "--fs", "30", "--out", "exp/"]) == 0
     np.testing.assert_array_equal(np.load("exp/rec.npy"), traces)
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_suite2p_fall_mat_rate_from_ops_and_a_warning(tmp_path, traces, caplog, version):
+    # suite2p's Fall.mat: F, Fneu, spks (ROIs x frames, single), iscell, stat, ops (fs there)
+    fall = {
+        "F": traces.astype(np.float32),
+        "Fneu": np.ones_like(traces, np.float32),
+        "spks": np.zeros_like(traces, np.float32),
+        "iscell": np.c_[[1.0, 0.0, 1.0, 1.0], [0.9, 0.1, 0.8, 0.7]],
+        "ops": {"fs": 30.0, "neucoeff": 0.7, "nframes": 600.0},
+    }
+    p = tmp_path / "Fall.mat"
+    if version == "v5":
+        scipy.io.savemat(p, fall)
+    else:
+        save_v73(p, fall)
+    with caplog.at_level(logging.WARNING):
+        rec = read_input(p, series="F")
+    assert rec.fs == 30.0 and rec.provenance["fs_from"] == "ops.fs" and rec.shape == (4, 600)
+    assert (
+        "F of suite2p's Fall.mat holds every ROI" in caplog.text and "plane folder" in caplog.text
+    )
+    # a rate in any struct around the traces is theirs
+    save_v73(p, {"data": {"traces": {"F": traces}, "fs": 20.0}})
+    assert read_input(p, series="data.traces.F").provenance["fs_from"] == "data.fs"
+
+
+def test_a_field_of_an_object_says_how_to_save_it(tmp_path, traces):
+    # CNMF-E's neuron (a Sources2D classdef object) in a v7.3 file: references into MATLAB's
+    # own subsystem, not readable data
+    p = save_v73(tmp_path / "cnmfe.mat", {"dummy": np.ones((2, 5))})
+    with h5py.File(p, "r+") as f:
+        ds = f.create_dataset("neuron", data=np.array([[3707764736, 2, 1, 1, 1, 1]], np.uint32).T)
+        ds.attrs["MATLAB_class"] = np.bytes_("Sources2D")
+        ds.attrs["MATLAB_object_decode"] = np.int32(3)
+    with pytest.raises(ValueError, match=re.escape("neuron is a MATLAB object (1x6 Sources2D)")):
+        read_input(p, series="neuron.C", fs=30)
+    with pytest.raises(ValueError, match=re.escape("(C = neuron.C; save('traces.mat', 'C'))")):
+        read_input(p, series="neuron.C", fs=30)

@@ -11,7 +11,7 @@ import pytest
 
 from nnfit.calcium import run_deconvolution, simulate_recording
 from nnfit.calcium.recordings import read_input
-from nnfit.calcium.suite2p import read_suite2p, write_spks
+from nnfit.calcium.suite2p import read_suite2p, write_spks, write_spks_planes
 from nnfit.cli import main
 
 _spec = importlib.util.spec_from_file_location(
@@ -258,3 +258,34 @@ def test_combined_folder_with_zero_padded_planes_is_refused(tmp_path, rec):
         read_suite2p(folder)
     with pytest.raises(ValueError, match=r"row 3: its last 7 frames\), the padding suite2p"):
         read_input(folder)
+
+
+def test_a_plane_without_cells_adds_none(tmp_path, rec):
+    # a flyback plane, or one whose every ROI was rejected, leaves the other planes readable
+    f0, n0 = make_plane(tmp_path / "suite2p" / "plane0", rec, ops={"fs": 30.0})
+    make_plane(tmp_path / "suite2p" / "plane1", rec, ops={"fs": 30.0})
+    np.save(tmp_path / "suite2p" / "plane1" / "iscell.npy", np.zeros((6, 2)))
+    r = read_input(tmp_path / "suite2p")
+    np.testing.assert_array_equal(r.traces, f0[:5] - 0.7 * n0[:5])
+    assert [pl["cells"] for pl in r.provenance["planes"]] == [5, 0]
+    np.save(tmp_path / "suite2p" / "plane0" / "iscell.npy", np.zeros((6, 2)))
+    with pytest.raises(ValueError, match=r"no plane's iscell\.npy marks a ROI as a cell"):
+        read_input(tmp_path / "suite2p")
+
+
+def test_write_spks_planes_changes_no_plane_unless_it_can_write_all(tmp_path, rec):
+    root = tmp_path / "suite2p"
+    make_plane(root / "plane0", rec, ops={"fs": 30.0})
+    make_plane(root / "plane1", rec, ops={"fs": 30.0}, spks=True)
+    r = read_input(root)
+    spikes = np.ones(r.shape)
+    with pytest.raises(ValueError, match=r"plane1/spks\.npy exist\(s\)"):
+        write_spks_planes(root, spikes, r.cell_index, r.provenance["planes"])
+    assert not (root / "plane0" / "spks.npy").exists()
+    planes = [*r.provenance["planes"][:1], {**r.provenance["planes"][1], "n_rois": 2}]
+    with pytest.raises(ValueError, match=r"5 spike trains for 5 ROI rows in 0\.\.1"):
+        write_spks_planes(root, spikes, r.cell_index, planes, overwrite=True)
+    assert not (root / "plane0" / "spks.npy").exists()  # plane 1's error: plane 0 untouched
+    assert sorted(q.name for q in root.rglob("*") if q.is_file() and "tmp" in q.name) == []
+    written = write_spks_planes(root, spikes, r.cell_index, r.provenance["planes"], overwrite=True)
+    assert [np.load(q)[:5].sum() for q in written] == [7500.0, 7500.0]

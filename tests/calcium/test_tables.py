@@ -104,3 +104,84 @@ def test_cli_idps_equals_npy(tmp_path, traces, monkeypatch):
     run = json.loads(Path("c/run.json").read_text())
     assert run["input_kind"] == "table" and run["input_provenance"]["layout"] == "inscopix"
     assert main(["calcium", "estimate", "cells.csv", "--max-cells", "2"]) == 0
+
+
+def test_excel_csv_in_a_decimal_comma_locale(tmp_path, traces):
+    # Excel (German, French, ... locale): byte order mark, CRLF, ';' with decimal commas,
+    # quoted fields, a ';' ending every line, empty rows at the end
+    rows = [
+        f"{i / FS:.2f};" + ";".join(f'"{v:.6f}"' for v in row) for i, row in enumerate(traces.T)
+    ]
+    text = "\r\n".join(["Time (s);cell 1;cell 2;cell 3", *rows]).replace(".", ",")
+    p = tmp_path / "excel.csv"
+    p.write_bytes(("\ufeff" + text.replace("\r\n", ";\r\n") + ";\r\n;;;;\r\n\r\n").encode())
+    rec = read_input(p)
+    np.testing.assert_allclose(rec.traces, traces, atol=5e-7)
+    assert rec.fs == pytest.approx(FS) and rec.roi_ids.tolist() == ["cell 1", "cell 2", "cell 3"]
+    (tmp_path / "sep.csv").write_text("sep=;\n" + text.replace("\r\n", "\n"))
+    np.testing.assert_array_equal(read_input(tmp_path / "sep.csv").traces, rec.traces)
+    # a headerless one-cell column of decimal commas in a .txt: one cell, not two
+    (tmp_path / "one.txt").write_text("sep=;\n1,25\n3,5\n2,0\n")
+    assert read_input(tmp_path / "one.txt", fs=FS).traces.tolist() == [[1.25, 3.5, 2.0]]
+
+
+def test_index_frame_and_millisecond_columns_are_no_cells(tmp_path, traces):
+    t = np.arange(traces.shape[1]) / FS
+    body = [",".join(f"{v:.17g}" for v in row) for row in traces.T]
+    pandas = [",cell0,cell1,cell2", *(f"{i},{r}" for i, r in enumerate(body))]  # df.to_csv()
+    (tmp_path / "pandas.csv").write_text("\n".join(pandas) + "\n")
+    rec = read_input(tmp_path / "pandas.csv", fs=FS)
+    np.testing.assert_array_equal(rec.traces, traces)
+    assert rec.roi_ids.tolist() == ["cell0", "cell1", "cell2"]
+    assert rec.provenance["frame_columns"] == [""]
+    ms = ["frame,Time (ms),a,b,c", *(f"{i + 1},{1e3 * t[i]:.6f},{r}" for i, r in enumerate(body))]
+    (tmp_path / "ms.csv").write_text("\n".join(ms) + "\n")
+    rec = read_input(tmp_path / "ms.csv")
+    np.testing.assert_array_equal(rec.traces, traces)
+    assert rec.fs == pytest.approx(FS) and rec.provenance["time_column"] == "Time (ms)"
+    del ms[10]  # a frame missing
+    (tmp_path / "gap.csv").write_text("\n".join(ms) + "\n")
+    with pytest.raises(ValueError, match=r"column 1 \('frame'\) is read as frame numbers, and "):
+        read_input(tmp_path / "gap.csv")
+
+
+def test_excel_encodings(tmp_path):
+    text = "time,\u00b5F cell\n0,1\n0.1,2\n0.2,3\n"
+    (tmp_path / "ansi.csv").write_bytes(text.encode("cp1252"))  # Excel's "CSV (comma delimited)"
+    (tmp_path / "unicode.txt").write_bytes(text.replace(",", "\t").encode("utf-16"))
+    for name in ("ansi.csv", "unicode.txt"):
+        rec = read_input(tmp_path / name)
+        assert rec.traces.tolist() == [[1.0, 2.0, 3.0]] and rec.roi_ids.tolist() == ["\u00b5F cell"]
+
+
+def test_a_wide_table_is_converted_row_by_row(tmp_path):
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal((300, 400))
+    np.savetxt(tmp_path / "wide.csv", x, delimiter=",", header=",".join("c" * 400), comments="")
+    tracemalloc.start()
+    rec = read_input(tmp_path / "wide.csv", fs=FS)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(rec.traces, x.T)
+    # the float64 values, their transpose and one copy; never every field as text at once
+    assert peak < 6 * x.nbytes, peak / x.nbytes
+
+
+def test_a_comma_in_a_table_whose_decimal_mark_is_a_point_is_refused_not_misread(tmp_path):
+    # a tab-separated export with English thousands separators: "1,234.5" is no 1.2345
+    p = tmp_path / "t.tsv"
+    p.write_text("time\tcell\n0.0\t1.5\n0.1\t1,234.5\n0.2\t2.5\n")
+    with pytest.raises(ValueError, match=r"row 3, column 2 \('cell'\): '1,234.5' is not a number"):
+        read_input(p)
+    p.write_text("time\tcell\n0.0\t1.5\n0.1\t1,234\n0.2\t2.5\n")
+    with pytest.raises(ValueError, match=r"'1,234' is not a number"):
+        read_input(p)
+
+
+def test_a_time_column_in_ms_headed_time_is_flagged(tmp_path, caplog):
+    p = tmp_path / "t.csv"
+    p.write_text("time,cell\n" + "".join(f"{i * 33.3:.1f},{i % 3}\n" for i in range(50)))
+    rec = read_input(p)
+    assert rec.fs == pytest.approx(0.03003, rel=1e-3)
+    assert "slower than calcium imaging runs; if its times are in ms, head it" in caplog.text

@@ -234,7 +234,16 @@ def _choose(mat: _V5 | _V73, series: str | None, path: Path) -> list[str]:
         shape, cls = members[name]
         where = ".".join(parts[: depth + 1])
         if depth < len(parts) - 1 and cls != "struct":
-            raise ValueError(f"{path}: {where} is a {_size(shape)} {cls}, not a struct")
+            if cls in _NUMERIC or (cls in _REFUSED and cls not in ("object", "opaque")):
+                raise ValueError(f"{path}: {where} is a {_size(shape)} {cls}, not a struct")
+            # a classdef object (CNMF-E's Sources2D) is stored opaque: its properties cannot
+            # be read from the file, only saved from MATLAB as plain variables
+            field = parts[depth + 1]
+            raise ValueError(
+                f"{path}: {where} is a MATLAB object ({_size(shape)} {cls}), whose fields cannot "
+                f"be read from the file; in MATLAB, save the field as a variable ({field} = "
+                f"{where}.{field}; save('traces.mat', '{field}')) and pass --series {field}"
+            )
         if cls == "struct" and math.prod(shape) != 1:
             raise ValueError(
                 f"{path}: {where} is a {_size(shape)} struct array; nnfit reads one struct's "
@@ -253,9 +262,14 @@ def _choose(mat: _V5 | _V73, series: str | None, path: Path) -> list[str]:
 
 
 def _found_fs(mat: _V5 | _V73, parts: list[str], path: Path) -> tuple[float | None, str | None]:
-    """The sampling rate stored beside the traces (same struct, else the file's top level)."""
+    """The sampling rate stored beside the traces: in the traces' struct, else the structs
+    around it, else the file's top level, else suite2p's ``ops`` struct (``Fall.mat``)."""
     named: dict[str, list[str]] = {}
-    for container in (parts[:-1], []) if len(parts) > 1 else ([],):
+    containers = [parts[:depth] for depth in range(len(parts) - 1, -1, -1)]
+    top = mat.members([])
+    if "ops" in top and top["ops"][1] == "struct" and math.prod(top["ops"][0]) == 1:
+        containers.append(["ops"])
+    for container in containers:
         prefix = "".join(f"{c}." for c in container)
         named = {
             prefix + k: [*container, k]
@@ -334,6 +348,7 @@ def read_matlab(
         shape, cls = mat.members(parts[:-1])[parts[-1]]
         raw = mat.array(parts)
         found, fs_from = _found_fs(mat, parts, p)
+        top = mat.members([])
     finally:
         mat.close()
     if raw.dtype.kind == "c" or raw.dtype.names:  # v7.3 keeps complex as (real, imag)
@@ -354,6 +369,14 @@ def read_matlab(
         "mat_version": mat.version,
         "fs_from": fs_from,
     }
+    if parts[0] in ("F", "Fneu") and {"F", "Fneu", "iscell", "ops"} <= top.keys():
+        logger.warning(
+            "%s: %s of suite2p's Fall.mat holds every ROI (cells or not), without neuropil "
+            "subtraction; to deconvolve F - neucoeff * Fneu of the cells, pass the plane folder "
+            "that holds its F.npy, Fneu.npy, iscell.npy and ops.npy instead",
+            p,
+            name,
+        )
     n, T = traces.shape
     logger.info("MATLAB %s: %s (%s %s), %d cell(s) x %d frames", p, name, _size(shape), cls, n, T)
     return Recording(traces, fs_, "matlab", p, np.arange(traces.shape[0]), provenance=provenance)

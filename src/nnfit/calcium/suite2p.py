@@ -18,6 +18,7 @@ folder given as a plane folder is refused where its cells end in such padding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -82,6 +83,7 @@ def read_suite2p(
     *,
     neuropil_factor: float | None = None,
     fs_label: str = "fs",
+    allow_no_cells: bool = False,
 ) -> Recording:
     """Read a suite2p plane folder: ``F - c * Fneu`` for the ROIs marked as cells.
 
@@ -91,6 +93,8 @@ def read_suite2p(
     ``extraction/neuropil_coefficient``) when present; ``c`` defaults to
     :data:`~nnfit.calcium.recording.NEUROPIL_FACTOR` (suite2p's default) and an explicit
     ``neuropil_factor`` wins over the file's.
+    ``allow_no_cells`` reads a plane whose ``iscell.npy`` marks no ROI as a cell as a recording
+    of no cells (as a plane of a multi-plane run is read) instead of refusing it.
 
     Returns
     -------
@@ -136,7 +140,7 @@ def read_suite2p(
                 f"F.npy {f.shape[0]}: they must list the same ROIs"
             )
         keep = np.flatnonzero(flags > 0)
-        if keep.size == 0:
+        if keep.size == 0 and not allow_no_cells:
             raise ValueError(f"{files['iscell']} marks no ROI as a cell: nothing to deconvolve")
     found = None
     if "fs" in settings:
@@ -227,7 +231,13 @@ def read_suite2p_planes(
             f"suite2p folder {root} has no F.npy and no plane folder (plane0, plane1, ...) "
             "holding one"
         )
-    recs = [read_suite2p(q, fs, fs_label=fs_label) for q in planes]
+    # a plane without cells (the flyback plane, say) adds none; the others are still read
+    recs = [read_suite2p(q, fs, fs_label=fs_label, allow_no_cells=True) for q in planes]
+    if not any(len(r.cell_index) for r in recs):
+        raise ValueError(
+            f"{root}: no plane's iscell.npy marks a ROI as a cell "
+            f"({', '.join(q.name for q in planes)}): nothing to deconvolve"
+        )
     shapes = {q.name: r.shape[1] for q, r in zip(planes, recs, strict=True)}
     rates = {q.name: r.fs for q, r in zip(planes, recs, strict=True)}
     if len(set(shapes.values())) > 1 or not all(
@@ -289,24 +299,33 @@ def write_spks_planes(
     """Write the spikes of :func:`read_suite2p_planes`' cells back into each plane folder.
 
     ``planes``: the recording's ``provenance["planes"]``; each plane gets its own ``spks.npy``
-    (:func:`write_spks`) from the cells whose ``cell_index`` lies in its ``rows``.
+    (as :func:`write_spks` writes one) from the cells whose ``cell_index`` lies in its ``rows``.
+    An existing ``spks.npy`` in any plane refuses them all unless ``overwrite``.
     """
     root = Path(folder)
     cell_index = np.asarray(cell_index, dtype=np.int64)
-    written = []
-    for pl in planes:
-        start, stop = pl["rows"]
-        mine = np.flatnonzero((cell_index >= start) & (cell_index < stop))
-        written.append(
-            write_spks(
-                root / pl["folder"],
+    # every plane is checked before any is written, so a refusal leaves every plane as it was
+    existing = [root / pl["folder"] / "spks.npy" for pl in planes]
+    existing = [dest for dest in existing if dest.exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{', '.join(map(str, existing))} exist(s) (suite2p's deconvolution or an earlier "
+            "write); pass --overwrite to replace them"
+        )
+    # every plane's file is written in full before any replaces what the folder holds, so an
+    # error leaves no plane changed and a kill leaves at most the renames undone
+    with contextlib.ExitStack() as stack:
+        for pl in planes:
+            start, stop = pl["rows"]
+            mine = np.flatnonzero((cell_index >= start) & (cell_index < stop))
+            tmp = stack.enter_context(atomic_path(root / pl["folder"] / "spks.npy", suffix=".npy"))
+            _write_rows(
+                tmp,
                 np.asarray(spikes[mine]) if mine.size else np.zeros((0, spikes.shape[1])),
                 cell_index[mine] - start,
-                n_rois=pl["n_rois"],
-                overwrite=overwrite,
+                pl["n_rois"],
             )
-        )
-    return written
+    return [root / pl["folder"] / "spks.npy" for pl in planes]
 
 
 def write_spks(
@@ -347,9 +366,15 @@ def write_spks(
             f"{dest} exists (suite2p's deconvolution or an earlier write); pass --overwrite to "
             "replace it"
         )
-    cell_index = np.asarray(cell_index, dtype=np.int64)
     if n_rois is None:
         n_rois = int(np.load(root / "F.npy", mmap_mode="r").shape[0])
+    with atomic_path(dest, suffix=".npy") as tmp:
+        _write_rows(tmp, spikes, np.asarray(cell_index, dtype=np.int64), n_rois)
+    return dest
+
+
+def _write_rows(path: Path, spikes: np.ndarray, cell_index: np.ndarray, n_rois: int) -> None:
+    """Write ``spikes`` as ``(n_rois, n_frames)`` float32 into ``path``, zeros in other rows."""
     n_cells, n_frames = spikes.shape
     if n_cells != cell_index.size or (
         n_cells and (cell_index.min() < 0 or cell_index.max() >= n_rois)
@@ -361,7 +386,7 @@ def write_spks(
     row_of[cell_index] = np.arange(n_cells)
     header = {"descr": "<f4", "fortran_order": False, "shape": (n_rois, n_frames)}
     block = max(1, (32 << 20) // max(1, 4 * n_frames))
-    with atomic_path(dest, suffix=".npy") as tmp, open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         for a in range(0, n_rois, block):
             b = min(a + block, n_rois)
@@ -371,4 +396,3 @@ def write_spks(
             if have.any():
                 out[have] = np.asarray(spikes[src[have]], dtype="<f4")
             f.write(out.tobytes())
-    return dest
