@@ -276,7 +276,9 @@ def test_bin_map_with_a_bin_of_only_nan_spaxels_is_refused_before_any_fit(small_
     bmap[5, 6] = -1
     out = tmp_path / "s.h5"
     with pytest.raises(ValueError, match=r"--bin-map\): bin\(s\) 1 have no pixel .* -1"):
-        store_from_ifu_cube(p, tmp_path / "no-templates", out, bin_map=bmap, kinematics="ppxf")
+        store_from_ifu_cube(
+            p, tmp_path / "no-templates", out, bin_map=bmap, kinematics="ppxf", fwhm_gal=2.5
+        )
     assert not out.exists()
     bmap[0, 1] = 1  # with one spaxel that has data the bin is a bin: refused later, elsewhere
     with pytest.raises(ValueError, match="--fwhm"):

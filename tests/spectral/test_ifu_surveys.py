@@ -422,3 +422,214 @@ def test_manga_logcube_to_a_store_with_its_own_lsf(tmp_path, caplog):
     assert ifu["format"] == "manga"
     assert ifu["medium"] == "vacuum" and ifu["bunit"] == "1E-17 erg/s/cm^2/Ang/spaxel"
     assert ifu["dq"]["rule"].startswith("bad where FORESTAR") and ifu["noise"] == "IVAR (ivar)"
+
+
+# ------------------------------------------------------------------ units, messages, logging
+def _jwst_s3d(path, sci, err, *, crval, cdelt, bunit="MJy/sr"):
+    """A JWST s3d: SCI/ERR float32, DQ uint32 (all good), micron axis, CDELT + PC celestial."""
+    h = fits.Header(
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CTYPE3": "WAVE",
+            "CUNIT1": "deg",
+            "CUNIT2": "deg",
+            "CUNIT3": "um",
+            "CRVAL1": 205.4,
+            "CRVAL2": 27.0,
+            "CRVAL3": crval,
+            "CRPIX1": 1.0,
+            "CRPIX2": 1.0,
+            "CRPIX3": 1.0,
+            "CDELT1": 0.1 / 3600,
+            "CDELT2": 0.1 / 3600,
+            "CDELT3": cdelt,
+            "PC1_1": -1.0,
+            "PC2_2": 1.0,
+            "PC3_3": 1.0,
+            "BUNIT": bunit,
+        }
+    )
+    prim = fits.PrimaryHDU()
+    prim.header["TELESCOP"], prim.header["INSTRUME"] = "JWST", "NIRSPEC"
+    fits.HDUList(
+        [
+            prim,
+            fits.ImageHDU(sci.astype(np.float32), h, name="SCI"),
+            fits.ImageHDU(err.astype(np.float32), h, name="ERR"),
+            fits.ImageHDU(np.zeros(sci.shape, dtype=np.uint32), h, name="DQ"),
+        ]
+    ).writeto(path)
+    return path
+
+
+def test_jwst_flux_per_frequency_is_fitted_per_wavelength(tmp_path, caplog):
+    """An s3d in MJy/sr (per unit frequency) gives the store of the same cube in f_lambda: the
+    templates are per unit wavelength, and f_nu = f_lambda lambda^2 / c would tilt it."""
+    import h5py
+
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    n, ny, nx = 500, 2, 2
+    lam_um = 0.52 + 0.0001 * np.arange(n)  # inside the demo templates' 4788-6316 A
+    f_lam = 1.0 + 0.1 * np.sin(lam_um * 2e3)[:, None, None] * np.ones((n, ny, nx))
+    to_f_nu = (lam_um * 1e4) ** 2 / 2.99792458e18 * 1e17 * 4.0  # erg/s/cm2/A/sr -> MJy/sr
+    S = ny * nx
+    kin = {"V": np.zeros(S), "sigma": np.full(S, 100.0), "h3": np.zeros(S), "h4": np.zeros(S)}
+    stores = {}
+    for unit, f in (("MJy/sr", f_lam * to_f_nu[:, None, None]), ("erg/s/cm2/Angstrom/sr", f_lam)):
+        p = _jwst_s3d(tmp_path / "jw_s3d.fits", f, 0.01 * f, crval=0.52, cdelt=1e-4, bunit=unit)
+        with caplog.at_level("INFO", logger="nnfit.spectral.ifu_store"):
+            store_from_ifu_cube(
+                p,
+                demo["templates"],
+                tmp_path / "s.h5",
+                bin_map=np.arange(S).reshape(ny, nx),
+                kinematics=kin,
+                lines=[],
+                min_sn=0.0,
+                fwhm_gal=None,
+                overwrite=True,
+            )
+        p.unlink()
+        with h5py.File(tmp_path / "s.h5", "r") as h5:
+            stores[unit] = (h5["DataCube"][()], h5["Noise"][()], json.loads(h5.attrs["ifu_json"]))
+    (d_nu, n_nu, ifu), (d_lam, n_lam, _) = stores["MJy/sr"], stores["erg/s/cm2/Angstrom/sr"]
+    np.testing.assert_allclose(d_nu, 4.0 * d_lam, rtol=1e-5)  # not tilted by lambda^2
+    np.testing.assert_allclose(n_nu, 4.0 * n_lam, rtol=1e-5)
+    assert ifu["bunit"] == "erg / (Angstrom s sr cm2)" and ifu["bunit_file"] == "MJy/sr"
+    assert (ifu["data"], ifu["noise"], ifu["format"]) == ("SCI", "ERR (sigma)", "jwst")
+    assert "'MJy/sr' is a flux density per unit frequency" in caplog.text
+
+
+def test_lam_range_refusal_names_the_file_the_flag_and_the_unit(tmp_path):
+    p = _jwst_s3d(
+        tmp_path / "jw_s3d.fits", np.ones((L, NY, NX)), np.ones((L, NY, NX)), crval=1.65, cdelt=1e-3
+    )
+    # a JWST user's micron range: the cube is read in Angstrom
+    with pytest.raises(
+        ValueError, match=r"jw_s3d\.fits: lam_range .*--lam-range, observed Angstrom"
+    ):
+        read_ifu_cube(p, lam_range=(1.66, 1.67))
+
+
+def test_tile_compressed_cube_is_refused_with_the_funpack_command(tmp_path):
+    p = write_manga(tmp_path / "m.fits")
+    with fits.open(p) as h:
+        hdus = [fits.PrimaryHDU(header=h[0].header)] + [
+            fits.CompImageHDU(e.data, e.header, name=e.name)
+            if e.header.get("NAXIS") == 3
+            else e.copy()
+            for e in h[1:]
+        ]
+        fits.HDUList(hdus).writeto(tmp_path / "manga-1-2-LOGCUBE.fits.fz")
+    fz = tmp_path / "manga-1-2-LOGCUBE.fits.fz"
+    with pytest.raises(ValueError, match=r"tile-compressed.*funpack -O .*LOGCUBE\.fits .*\.fz\)"):
+        read_ifu_cube(fz)
+
+
+def test_califa_units_are_known_and_a_sky_wcs_without_ctypes_is_reported(tmp_path, caplog):
+    """CALIFA's cubes say neither CTYPE3 nor CUNIT3 (Angstrom by the data model: no warning);
+    axes 1-2 with CRVAL/CDELT but no CTYPE1/2 cannot be RA/Dec, which the user is told."""
+    h = fits.Header({"CRVAL3": 3749.0, "CDELT3": 2.0, "CRPIX3": 1.0})
+    h["CRVAL1"], h["CRVAL2"], h["CRPIX1"], h["CRPIX2"] = 205.4, 27.0, 2.0, 2.0
+    h["CDELT1"], h["CDELT2"] = -1 / 3600, 1 / 3600
+    d = np.ones((L, NY, NX), dtype=np.float32)
+    p = tmp_path / "NGC0001.V500.rscube.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(d, h),
+            fits.ImageHDU(d, h, name="ERROR"),
+            fits.ImageHDU(d, h, name="ERRWEIGHT"),
+            fits.ImageHDU(np.zeros(d.shape, np.uint8), h, name="BADPIX"),
+            fits.ImageHDU(np.zeros(d.shape, np.uint8), h, name="FIBCOVER"),
+        ]
+    ).writeto(p)
+    with caplog.at_level("WARNING", logger="nnfit.spectral.ifu_cube"):
+        cube = read_ifu_cube(p)
+    assert cube.file_format == "califa" and cube.celestial_header == ""
+    assert "CUNIT3" not in caplog.text
+    assert "NGC0001.V500.rscube.fits: axes 1-2 have CRVAL/CDELT" in caplog.text
+    assert "maps carry spaxel axes" in caplog.text
+
+
+def test_init_shows_the_lsf_the_templates_were_matched_to(tmp_path, run_cli):
+    """The command line shows the cube's own LSF, in the observed and the rest frame, and
+    where the templates are already broader than it (not sharpened)."""
+    from astropy.table import Table
+
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    n, ny, nx = 600, 2, 3
+    flux = np.ones((n, ny, nx), dtype=np.float32)
+    p = write_manga(tmp_path / "manga-1-2-LOGCUBE.fits", n=n, crval=5000.0, flux=flux, ny=ny, nx=nx)
+    S = ny * nx
+    Table({"V": np.zeros(S), "SIGMA": np.full(S, 150.0)}).write(tmp_path / "kin.ecsv")
+    out = run_cli(
+        "spectral",
+        "init",
+        p,
+        "--templates",
+        demo["templates"],
+        "--kinematics",
+        tmp_path / "kin.ecsv",
+        "--fwhm-templates",
+        "4.0",
+        "--redshift",
+        "0.03",
+        "--no-line-mask",
+        "--out",
+        tmp_path / "s.h5",
+        check=True,
+    )
+    assert "templates matched to the cube's own LSF (extension LSFPRE" in out.stderr
+    assert "in the rest frame (z = 0.03)" in out.stderr
+    assert "templates broader than the instrument" in out.stderr
+
+
+def test_missing_fwhm_is_refused_before_the_cube_is_streamed(tmp_path, monkeypatch):
+    """A cube without an LSF the reader knows (KCWI) is refused naming the file and --fwhm
+    before the DQ count and the binning read the whole cube (minutes for a large one)."""
+    from nnfit.spectral import binning, ifu_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    p = tmp_path / "kb230101_00042_icubes.fits"
+    _kcwi(p)
+
+    def streamed(*args, **kwargs):
+        raise AssertionError("the cube was streamed before the --fwhm refusal")
+
+    monkeypatch.setattr(ifu_cube.IFUCube, "n_flagged", streamed)
+    monkeypatch.setattr(binning, "spaxel_signal_noise", streamed)
+    with pytest.raises(ValueError, match=r"icubes\.fits: --fwhm: INSTRUME is 'KCWI'.*--fwhm 2\.5"):
+        store_from_ifu_cube(p, tmp_path / "none.npz", tmp_path / "s.h5", kinematics="ppxf")
+
+
+def test_near_infrared_cube_is_told_to_move_the_light_band(tmp_path):
+    """A NIRSpec cube (1.65-1.69 micron) and the default --norm-range, the V band: refused
+    naming the flag and a band inside the grid, before any template is read."""
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+
+    p = _jwst_s3d(
+        tmp_path / "jw_s3d.fits", np.ones((L, NY, NX)), np.ones((L, NY, NX)), crval=1.65, cdelt=1e-3
+    )
+    S = NY * NX
+    kin = {"V": np.zeros(S), "sigma": np.full(S, 100.0), "h3": np.zeros(S), "h4": np.zeros(S)}
+    with pytest.raises(
+        ValueError, match=r"jw_s3d\.fits: --norm-range 5070 5950 .*--norm-range 1"
+    ) as e:
+        store_from_ifu_cube(
+            p,
+            tmp_path / "templates.npz",  # not read: the band is checked first
+            tmp_path / "s.h5",
+            bin_map=np.arange(S).reshape(NY, NX),
+            kinematics=kin,
+            lines=[],
+            min_sn=0.0,
+            fwhm_gal=None,
+        )
+    a, b = (float(v) for v in str(e.value).rsplit("--norm-range ", 1)[1].split())
+    assert 16500 < a < b < 16890  # inside the cube's rest-frame range

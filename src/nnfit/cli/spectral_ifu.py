@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,10 @@ def init_from_cube(args: argparse.Namespace) -> int:
     from nnfit.spectral.ifu_store import store_from_ifu_cube
     from nnfit.spectral.kinematics import read_kinematics_table, read_losvd_file
     from nnfit.spectral.linemask import read_line_list
+
+    # what the store was built from is logged at INFO: the LSF the templates were matched to
+    # (and where they are already broader than it), the DQ pixels excluded, the flux unit
+    logging.getLogger("nnfit.spectral").setLevel(logging.INFO)
 
     if not args.templates:
         raise ValueError("--templates: give the template library (.npz or a folder of FITS)")

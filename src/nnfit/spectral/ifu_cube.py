@@ -19,7 +19,7 @@ Formats read, each found from what the file says (extension names, pointer keywo
   Angstrom, checked against the WCS) and the spectral-resolution extensions (``LSFPRE``,
   ``PREDISP``, ``PRESPECRES``, ``LSFPOST``, ``DISP``, ``SPECRES``; :meth:`IFUCube.lsf_fwhm`).
 * CALIFA DR3 (V500, V1200, COMB): flux in the primary HDU, ``ERROR`` (1-sigma), ``BADPIX``
-  (1 = bad); no ``CTYPE3``: air wavelengths.
+  (1 = bad); no ``CTYPE3`` or ``CUNIT3``: air wavelengths in Angstrom.
 * SAMI DR3: flux in the primary HDU, ``VARIANCE``; ``WEIGHT`` and ``COVAR`` are not read.
 * Keck KCWI DRP (``_icubes``): flux in the primary HDU, ``UNCERT`` (what it holds from its
   ``UTYPE``, astropy's ``CCDData`` convention), ``MASK`` (non-zero = bad); ``FLAGS`` is not read.
@@ -261,6 +261,11 @@ class IFUCube:
         return self.noise_kind == "sigma"
 
     @property
+    def data_name(self) -> str:
+        """The data extension read (its EXTNAME; "PRIMARY" for CALIFA, SAMI and KCWI)."""
+        return self._data.name
+
+    @property
     def noise_name(self) -> str:
         """The noise extension read (its EXTNAME)."""
         return self._var.name
@@ -399,9 +404,11 @@ def _extension(hdul, hdu, path: Path) -> _Extension:
     from astropy.io import fits
 
     if isinstance(hdu, fits.CompImageHDU) or hdu.header.get("ZIMAGE", False):
+        plain = path.with_suffix("") if path.suffix == ".fz" else path.with_suffix(".plain.fits")
+        # slabs are read at offsets into the file: compressed tiles have none to seek to
         raise ValueError(
-            f"{path}: extension {hdu.name!r} is tile-compressed; decompress it first "
-            "(e.g. funpack) so it can be streamed"
+            f"{path}: extension {hdu.name!r} is tile-compressed (.fits.fz); decompress it "
+            f"first (funpack -O {plain} {path}) and give the uncompressed file"
         )
     h = hdu.header
     bitpix = int(h["BITPIX"])
@@ -599,7 +606,11 @@ def _check_wave_extension(hdul, wave: np.ndarray, path: Path) -> None:
 
 
 def _spectral_axis(
-    header, path: Path, medium: str | None, default_medium: str | None = None
+    header,
+    path: Path,
+    medium: str | None,
+    default_medium: str | None = None,
+    default_unit: str | None = None,
 ) -> tuple[np.ndarray, str]:
     import astropy.units as u
 
@@ -650,7 +661,7 @@ def _spectral_axis(
             f"{path}: CTYPE3 = {ctype!r} says {found} wavelengths but medium={medium!r} (CLI "
             "--medium-obs) was given; drop it"
         )
-    unit_s = str(header.get("CUNIT3", "")).strip()
+    unit_s = str(header.get("CUNIT3", "")).strip() or (default_unit or "")
     if unit_s:
         try:
             factor = (1.0 * u.Unit(unit_s)).to_value(u.AA)
@@ -675,7 +686,7 @@ def _spectral_axis(
     return wave, found
 
 
-def _celestial_header(header, ys: slice, xs: slice) -> str:
+def _celestial_header(header, ys: slice, xs: slice, path: Path) -> str:
     import warnings
 
     from astropy.wcs import WCS, FITSFixedWarning
@@ -685,9 +696,19 @@ def _celestial_header(header, ys: slice, xs: slice) -> str:
         try:
             w = WCS(header)
         except Exception:  # a broken celestial WCS only costs the maps their WCS
-            log.warning("celestial WCS unreadable; maps will carry pixel coordinates only")
+            log.warning("%s: celestial WCS unreadable; maps will carry spaxel axes only", path)
             return ""
     if not w.has_celestial:
+        if any(f"{k}{i}" in header for k in ("CRVAL", "CDELT") for i in (1, 2)):
+            # the numbers of a sky WCS without the CTYPEs that say it is one
+            log.warning(
+                "%s: axes 1-2 have CRVAL/CDELT keywords but CTYPE1/CTYPE2 = %r/%r, not a "
+                "celestial projection (e.g. 'RA---TAN'/'DEC--TAN'); the maps carry spaxel axes "
+                "(add the CTYPEs to the header for RA/Dec)",
+                path,
+                header.get("CTYPE1", ""),
+                header.get("CTYPE2", ""),
+            )
         return ""
     cel = w.celestial[ys, xs]
     return cel.to_header().tostring()
@@ -824,9 +845,14 @@ def read_ifu_cube(
         fmt = _file_format(hdul)
         vh, kind = _find_var_hdu(hdul, dh, var_ext, noise_ext, ivar_ext, p)
         qh = _find_dq_hdu(hdul, dh, dq_ext, p)
-        # CALIFA's cubes carry no CTYPE3; their wavelengths are in air
+        # CALIFA's cubes carry neither CTYPE3 nor CUNIT3: air wavelengths in Angstrom
+        califa = fmt == "califa"
         wave, found_medium = _spectral_axis(
-            hdr, p, medium, default_medium="air" if fmt == "califa" else None
+            hdr,
+            p,
+            medium,
+            default_medium="air" if califa else None,
+            default_unit="Angstrom" if califa else None,
         )
         if fmt == "manga":
             _check_wave_extension(hdul, wave, p)
@@ -841,8 +867,9 @@ def read_ifu_cube(
             keep = np.flatnonzero((wave >= lo) & (wave <= hi))
             if keep.size < 2:
                 raise ValueError(
-                    f"lam_range {lam_range} keeps {keep.size} pixels of the cube's "
-                    f"{wave[0]:.1f}-{wave[-1]:.1f} A"
+                    f"{p}: lam_range {lam_range} (CLI --lam-range, observed Angstrom) keeps "
+                    f"{keep.size} pixels of the cube's {wave[0]:.1f}-{wave[-1]:.1f} A; give a "
+                    "range in Angstrom inside it"
                 )
             ls = slice(int(keep[0]), int(keep[-1]) + 1)
         else:
@@ -852,7 +879,7 @@ def read_ifu_cube(
         cube = IFUCube(
             wave=wave[ls],
             medium=found_medium,
-            celestial_header=_celestial_header(hdr, ys, xs),
+            celestial_header=_celestial_header(hdr, ys, xs, p),
             bunit=str(hdr.get("BUNIT", hdul[0].header.get("BUNIT", ""))),
             instrument=str(hdr.get("INSTRUME", hdul[0].header.get("INSTRUME", ""))).strip(),
             path=p,

@@ -11,9 +11,12 @@ mask lines (:mod:`~nnfit.spectral.linemask`), turn kinematics into LOSVDs
     /BinNum, /XPix, /YPix     spaxel -> bin (from the binning)
     /BinMask (S, L) bool      per-bin fitted pixels (False where no spaxel of the bin had data)
     /Kinematics/{V,sigma,h3,h4} (S,)  when the LOSVDs came from moments (pPXF convention)
-    attrs ifu_json            source file, redshift, frame "rest", medium, flux unit, velscale,
+    attrs ifu_json            source file, redshift, frame "rest", medium, flux unit (the
+                              file's and the store's: a flux density per unit frequency, such
+                              as JWST's MJy/sr, is converted to one per Angstrom), velscale,
                               velscale ratio, spatial shape, the celestial WCS header, the
-                              file format, noise and DQ read (with the DQ rule) and the LSF
+                              file format, the data, noise and DQ extensions read (with the DQ
+                              rule) and the LSF
 
 Pixels a bin lacks are stored as data 0 with a noise ``1e10`` times the bin's largest, so they
 carry no weight in any fit; ``/BinMask`` says which they are.
@@ -38,6 +41,42 @@ __all__ = ["store_from_ifu_cube"]
 log = logging.getLogger(__name__)
 
 _MISSING_NOISE = 1e10
+
+
+def _per_wavelength(bunit: str, wave: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """(factor at each wavelength, new unit) turning a flux density per unit frequency into
+    one per Angstrom, or None when ``bunit`` is not per unit frequency (or unreadable).
+
+    JWST's cubes are in MJy/sr. The templates are per unit wavelength, and
+    ``f_lambda = f_nu c / lambda^2`` tilts a spectrum by ``lambda^-2``: fitted as it is, an f_nu
+    spectrum looks redder, older and more metal-rich than it is.
+
+    Examples
+    --------
+    >>> f, unit = _per_wavelength("MJy/sr", np.array([20000.0]))
+    >>> unit, f"{f[0]:.5e}"   # 1 MJy = 1e-17 erg/s/cm^2/Hz, times c / (2 micron)^2
+    ('erg / (Angstrom s sr cm2)', '7.49481e-08')
+    >>> _per_wavelength("1E-17 erg/s/cm^2/Ang/spaxel", np.array([5000.0])) is None
+    True
+    """
+    import warnings
+
+    import astropy.units as u
+
+    with warnings.catch_warnings():  # FITS discourages some spellings; only the unit matters
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        try:
+            unit = u.Unit(bunit.strip(), parse_strict="raise")
+        except (ValueError, TypeError):
+            return None
+    f_lambda = u.erg / u.s / u.cm**2 / u.AA
+    lam = np.asarray(wave, dtype=np.float64) * u.AA
+    for per in (u.sr, u.dimensionless_unscaled):  # a surface brightness (MJy/sr) or a flux
+        if unit.is_equivalent(u.MJy / per):
+            scale = unit.to(u.MJy / per)
+            factor = scale * (1.0 * u.MJy).to_value(f_lambda, u.spectral_density(lam))
+            return np.asarray(factor, dtype=np.float64), (f_lambda / per).to_string()
+    return None
 
 
 def store_from_ifu_cube(
@@ -217,6 +256,55 @@ def store_from_ifu_cube(
         medium=medium,
     )
     _, ny, nx = cube.shape
+    # the LSF before the DQ count and the binning, which read the whole cube: a refusal
+    # comes at once
+    own_lsf = None  # the cube's own LSF, tabulated at the observed wavelengths
+    if fwhm_gal == "auto":
+        if cube.instrument.upper() == "MUSE":
+            fwhm_gal = "muse"
+            log.info("%s: INSTRUME is MUSE: templates matched to MUSE's LSF", cube.path)
+        else:
+            own_lsf = cube.lsf_fwhm()
+            if own_lsf is None:
+                raise ValueError(
+                    f"{cube.path}: --fwhm: INSTRUME is {cube.instrument or 'missing'!r}, not MUSE, "
+                    "and it has no spectral-resolution extension (MaNGA's LSFPRE, ...); give "
+                    "the instrument's FWHM in Angstrom (--fwhm 2.5) or an LSF file, or "
+                    "--fwhm none to skip matching"
+                )
+            per_spaxel = own_lsf[0] not in ("PRESPECRES", "SPECRES")
+            lsf_words = f"{own_lsf[0]}, " + (
+                "median over the selected spaxels" if per_spaxel else "lambda / R"
+            )
+            log.info(
+                "%s: templates matched to the cube's own LSF (extension %s): FWHM %.2f-%.2f A "
+                "observed, %.2f-%.2f A in the rest frame (z = %g)",
+                cube.path,
+                lsf_words,
+                float(own_lsf[1].min()),
+                float(own_lsf[1].max()),
+                float(own_lsf[1].min()) / zf,
+                float(own_lsf[1].max()) / zf,
+                redshift,
+            )
+            lam_lsf, fwhm_lsf = cube.wave, own_lsf[1]
+            fwhm_gal = lambda lam: np.interp(lam, lam_lsf, fwhm_lsf)  # noqa: E731
+    if isinstance(fwhm_gal, os.PathLike):
+        fwhm_gal = read_lsf_table(fwhm_gal)
+    if isinstance(fwhm_gal, LSFTable):
+        fwhm_gal.check_covers(float(cube.wave[0]), float(cube.wave[-1]))
+    if isinstance(fwhm_gal, str):
+        if fwhm_gal != "muse":
+            raise ValueError(
+                f"fwhm_gal must be 'muse', a number, a function or None; got {fwhm_gal!r}"
+            )
+        fwhm_rest = lambda lam: muse_lsf_fwhm(lam * zf) / zf  # noqa: E731
+    elif callable(fwhm_gal):
+        fwhm_rest = lambda lam: np.asarray(fwhm_gal(lam * zf)) / zf  # noqa: E731
+    elif fwhm_gal is None:
+        fwhm_rest = None
+    else:
+        fwhm_rest = float(fwhm_gal) / zf
     n_dq = cube.n_flagged()
     if cube.dq_name:
         log.info(
@@ -250,6 +338,19 @@ def store_from_ifu_cube(
             "spaxels -1 (unused) or merge them into neighbouring bins"
         )
     log.info("%d bins from %d spaxels", S, bins.binnum.size)
+    bunit = cube.bunit
+    per_lambda = _per_wavelength(cube.bunit, cube.wave)
+    if per_lambda is not None:
+        factor, bunit = per_lambda
+        flux_lin *= factor
+        var_lin *= factor**2
+        log.info(
+            "%s: BUNIT = %r is a flux density per unit frequency; converted to %s "
+            "(f_lambda = f_nu c / lambda^2), per unit wavelength like the templates",
+            cube.path,
+            cube.bunit,
+            bunit,
+        )
 
     flux, var, ln_obs, vs = log_rebin(cube.wave, flux_lin, velscale=velscale, variance=var_lin)
     del flux_lin, var_lin
@@ -262,49 +363,16 @@ def store_from_ifu_cube(
     edge0 = ln_rest[0] - 0.5 * dlog
     j = np.arange(-m, ln_rest.size * ratio + m + 1)
     tem_edges = edge0 + j * dlog_t
-    own_lsf = None  # the cube's own LSF, tabulated at the observed wavelengths
-    if fwhm_gal == "auto":
-        if cube.instrument.upper() == "MUSE":
-            fwhm_gal = "muse"
-            log.info("%s: INSTRUME is MUSE: templates matched to MUSE's LSF", cube.path)
-        else:
-            own_lsf = cube.lsf_fwhm()
-            if own_lsf is None:
-                raise ValueError(
-                    f"--fwhm: the cube's INSTRUME is {cube.instrument or 'missing'!r}, not MUSE, "
-                    "and it has no spectral-resolution extension (MaNGA's LSFPRE, ...); give "
-                    "the instrument's FWHM in Angstrom (--fwhm 2.5) or an LSF file, or "
-                    "--fwhm none to skip matching"
-                )
-            per_spaxel = own_lsf[0] not in ("PRESPECRES", "SPECRES")
-            lsf_words = f"{own_lsf[0]}, " + (
-                "median over the selected spaxels" if per_spaxel else "lambda / R"
-            )
-            log.info(
-                "%s: templates matched to the cube's own LSF (extension %s): FWHM %.2f-%.2f A",
-                cube.path,
-                lsf_words,
-                float(own_lsf[1].min()),
-                float(own_lsf[1].max()),
-            )
-            lam_lsf, fwhm_lsf = cube.wave, own_lsf[1]
-            fwhm_gal = lambda lam: np.interp(lam, lam_lsf, fwhm_lsf)  # noqa: E731
-    if isinstance(fwhm_gal, os.PathLike):
-        fwhm_gal = read_lsf_table(fwhm_gal)
-    if isinstance(fwhm_gal, LSFTable):
-        fwhm_gal.check_covers(float(cube.wave[0]), float(cube.wave[-1]))
-    if isinstance(fwhm_gal, str):
-        if fwhm_gal != "muse":
-            raise ValueError(
-                f"fwhm_gal must be 'muse', a number, a function or None; got {fwhm_gal!r}"
-            )
-        fwhm_rest = lambda lam: muse_lsf_fwhm(lam * zf) / zf  # noqa: E731
-    elif callable(fwhm_gal):
-        fwhm_rest = lambda lam: np.asarray(fwhm_gal(lam * zf)) / zf  # noqa: E731
-    elif fwhm_gal is None:
-        fwhm_rest = None
-    else:
-        fwhm_rest = float(fwhm_gal) / zf
+    lo, hi = np.exp(tem_edges[0]), np.exp(tem_edges[-1])
+    if not (norm_range[0] < hi and norm_range[1] > lo):
+        # the default V band misses a near-infrared cube (JWST) altogether
+        a, b = np.exp(ln_rest[0] + np.array([0.4, 0.6]) * (ln_rest[-1] - ln_rest[0]))
+        raise ValueError(
+            f"{cube.path}: --norm-range {norm_range[0]:g} {norm_range[1]:g} (the band the "
+            "templates' light is measured in, rest-frame Angstrom) lies outside the templates' "
+            f"grid, the spectra plus the LOSVD margin, {lo:.0f}-{hi:.0f} A; give a band inside "
+            f"it, e.g. the middle fifth of the spectra: --norm-range {a:.0f} {b:.0f}"
+        )
     lib = load_template_library(
         templates,
         tem_edges,
@@ -399,7 +467,8 @@ def store_from_ifu_cube(
         "redshift": float(redshift),
         "frame": "rest",
         "medium": cube.medium,
-        "bunit": cube.bunit,
+        "bunit": bunit,
+        "bunit_file": cube.bunit,
         "velscale_kms": vs,
         "velscale_ratio": ratio,
         "spatial_shape": [ny, nx],
@@ -418,6 +487,7 @@ def store_from_ifu_cube(
         ),
         "instrument": cube.instrument,
         "format": cube.file_format,
+        "data": cube.data_name,
         "noise": f"{cube.noise_name} ({cube.noise_kind})",
         "dq": (
             {"extension": cube.dq_name, "rule": cube.dq_rule, "flagged": n_dq}
