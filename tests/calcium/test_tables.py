@@ -185,3 +185,12 @@ def test_a_time_column_in_ms_headed_time_is_flagged(tmp_path, caplog):
     rec = read_input(p)
     assert rec.fs == pytest.approx(0.03003, rel=1e-3)
     assert "slower than calcium imaging runs; if its times are in ms, head it" in caplog.text
+
+
+def test_an_idps_export_of_several_recordings_says_to_export_each(tmp_path, traces):
+    a = write_idps(tmp_path / "a.csv", traces[:, :250], ["accepted"] * 3)
+    b = write_idps(tmp_path / "b.csv", traces[:, 250:], ["accepted"] * 3, t0=3600.0)
+    p = tmp_path / "series.csv"
+    p.write_text(a.read_text() + "".join(b.read_text().splitlines(keepends=True)[2:]))
+    with pytest.raises(ValueError, match=r"not uniform.*export each recording of the series"):
+        read_input(p)

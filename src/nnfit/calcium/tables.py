@@ -361,7 +361,17 @@ def read_table(
     found = None
     if time_col is not None:
         where = f"{p}: column {time_col + 1} ({names[time_col]!r})"
-        found = rate_from_timestamps(values[:, 0] * scale, where, fs, fs_label)
+        try:
+            found = rate_from_timestamps(values[:, 0] * scale, where, fs, fs_label)
+        except ValueError as exc:
+            if not idps or "not uniform" not in str(exc):
+                raise
+            # IDPS exports a series of recordings (a longitudinal or multi-file cell set) as one
+            # table whose times jump between the segments
+            raise ValueError(
+                f"{exc}; an IDPS export of several recordings holds each one's frames in turn: "
+                "export each recording of the series on its own"
+            ) from None
         if found < 1.0 and fs is None:
             # frames 33 apart at 30 Hz: a time column in ms read as seconds looks like this
             logger.warning(
