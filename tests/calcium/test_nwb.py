@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,8 @@ def make_nwb(
     data=None,
     chunks=True,
     deconvolved=False,
+    conversion=1.0,
+    offset=0.0,
 ):
     """An ophys NWB file as a pipeline writes it: ROI table, Fluorescence/RoiResponseSeries.
 
@@ -86,7 +89,13 @@ def make_nwb(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pynwb warns about the deliberately bad files
         series = RoiResponseSeries(
-            name="RoiResponseSeries", data=values, rois=region, unit="a.u.", **timing
+            name="RoiResponseSeries",
+            data=values,
+            rois=region,
+            unit="a.u.",
+            conversion=conversion,
+            offset=offset,
+            **timing,
         )
         module.add(Fluorescence(name="Fluorescence", roi_response_series=series))
         if more:
@@ -216,8 +225,9 @@ def test_deconvolve_round_trip_equals_npy_path(run_cli, tmp_path, rec, timing):
     assert source == got["rows"]
     if timing == "rate":
         assert got["rate"] == FS and got["starting_time"] == 2.0
-    else:
-        np.testing.assert_array_equal(got["timestamps"], ts)
+    else:  # timestamps on an even grid: the same timing as rate and starting time
+        assert got["timestamps"] is None and got["starting_time"] == 7.0
+        assert got["rate"] == pytest.approx(FS, rel=1e-12)
     assert got["compression"] == "gzip" and got["chunks"][0] == rec.traces.shape[1]
     assert got["run"]["tau_decay"] == 0.5 and got["run"]["input_sha256"].startswith("sha256:")
     assert got["run"]["input_provenance"]["series"] == "Fluorescence/RoiResponseSeries"
@@ -481,3 +491,114 @@ def test_format_options_checked_before_any_work(tmp_path, rec, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.startswith("nnfit: error:") and message in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_scaled_integer_data_are_read_in_the_units_of_the_series(
+    tmp_path, rec, monkeypatch, capsys
+):
+    # DANDI holds raw counts as int16 with conversion/offset: values = data * conversion + offset
+    offset = float(rec.traces.mean())
+    conversion = float(np.abs(rec.traces - offset).max()) / 30000
+    raw = np.round((rec.traces - offset) / conversion).astype(np.int16)
+    path = make_nwb(
+        tmp_path / "rec.nwb", rec.traces, data=raw.T.copy(), conversion=conversion, offset=offset
+    )
+    expected = raw.astype(np.float64) * conversion + offset
+    got = read_nwb(path)
+    np.testing.assert_allclose(got.load(), expected, rtol=1e-12)
+    assert got.provenance["conversion"] == conversion and got.provenance["offset"] == offset
+    np.testing.assert_allclose(read_nwb(path, lazy=False).traces, expected, rtol=1e-12)
+    monkeypatch.chdir(tmp_path)
+    make_nwb(tmp_path / "zero.nwb", rec.traces, conversion=0.0)
+    assert main(["calcium", "export", "zero.nwb", "--out", "x"]) == 2
+    assert "RoiResponseSeries/data: conversion = 0, offset = 0;" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blank", [1000, 0])
+def test_a_filter_hdf5_lacks_is_named_with_what_to_install(
+    tmp_path, rec, monkeypatch, capsys, blank
+):
+    import h5py
+
+    if h5py.h5z.filter_avail(32001):
+        pytest.skip("Blosc is registered with HDF5 here")
+    monkeypatch.setitem(__import__("sys").modules, "hdf5plugin", None)  # not installed
+    traces = rec.traces.copy()
+    traces[:, :blank] = 0.0  # frames before the shutter opened: the filter shrinks them
+    path = make_nwb(tmp_path / "rec.nwb", traces, chunks=False)
+    with h5py.File(path, "a") as f:
+        group = f["processing/ophys/Fluorescence/RoiResponseSeries"]
+        attrs = dict(group["data"].attrs)
+        del group["data"]
+        group.create_dataset("data", data=traces.T, chunks=(1500, 2), compression="lzf")
+        group["data"].attrs.update(attrs)
+    # the pipeline now names Blosc (id 32001, optional, as hdf5plugin writes it), which h5py
+    # does not bring; an optional filter that shrank no chunk was skipped and is not needed
+    content = path.read_bytes()
+    at = content.index(b"lzf\0")
+    assert content[at - 8 : at - 6] == (32000).to_bytes(2, "little")
+    content = content[: at - 8] + (32001).to_bytes(2, "little") + content[at - 6 :]
+    path.write_bytes(content.replace(b"lzf\0\0\0\0\0", b"blosc\0\0\0", 1))
+    if not blank:
+        np.testing.assert_array_equal(read_nwb(path).load(), traces)
+        return
+    monkeypatch.chdir(tmp_path)
+    assert main(["calcium", "deconvolve", "rec.nwb", *KIN, "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "RoiResponseSeries/data is compressed with the HDF5 filter 'blosc' (id 32001)" in err
+        and "pip install hdf5plugin" in err
+    ), err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_new_file_elsewhere_names_the_same_external_movie(tmp_path, rec):
+    # suite2p's export keeps the raw movie as a TwoPhotonSeries naming files relative to the NWB
+    from pynwb.ophys import TwoPhotonSeries
+
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces)
+    elsewhere = str(tmp_path / "raw" / "b.tif")
+    with pynwb.NWBHDF5IO(str(path), "a") as io:
+        nwb = io.read()
+        nwb.add_acquisition(
+            TwoPhotonSeries(
+                name="TwoPhotonSeries",
+                external_file=["a.tif", elsewhere],
+                starting_frame=[0, 750],
+                format="external",
+                imaging_plane=nwb.imaging_planes["ImagingPlane"],
+                rate=FS,
+                num_samples=1500,
+            )
+        )
+        io.write(nwb)
+    np.save(tmp_path / "s.npy", np.abs(rec.traces))
+    dest = tmp_path / "out" / "new.nwb"
+    write_nwb(path, None, tmp_path / "s.npy", {}, dest=dest)
+    with pynwb.NWBHDF5IO(str(dest), "r") as io:
+        movie = io.read().acquisition["TwoPhotonSeries"]
+        assert list(movie.external_file[:]) == [str(Path("..") / "a.tif"), elsewhere]
+        assert list(movie.starting_frame[:]) == [0, 750]
+    write_nwb(path, None, tmp_path / "s.npy", {})  # in place: the folder is the same
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        assert list(io.read().acquisition["TwoPhotonSeries"].external_file[:]) == [
+            "a.tif",
+            elsewhere,
+        ]
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1e-4])
+def test_spikes_keep_the_timing_of_timestamps(tmp_path, rec, jitter):
+    # regular timestamps become rate and starting time (NWB best practice); others are linked
+    T = rec.traces.shape[1]
+    ts = 7.0 + np.arange(T) / FS + jitter * np.random.default_rng(1).standard_normal(T)
+    path = make_nwb(tmp_path / "rec.nwb", rec.traces, timestamps=ts)
+    np.save(tmp_path / "s.npy", np.abs(rec.traces))
+    for dest in (tmp_path / "new.nwb", None):
+        got = _spikes_in(write_nwb(path, None, tmp_path / "s.npy", {}, dest=dest)[0])
+        if jitter:
+            assert got["rate"] is None
+            np.testing.assert_array_equal(got["timestamps"], ts)
+        else:
+            assert got["timestamps"] is None and got["starting_time"] == 7.0
+            assert got["rate"] == pytest.approx(FS, rel=1e-12)

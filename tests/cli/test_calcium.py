@@ -264,6 +264,19 @@ def test_scheduler_with_a_solver_that_runs_here_is_refused(tmp_path, rec, monkey
     assert not (tmp_path / "o").exists()
 
 
+def test_scheduler_with_an_input_read_whole_is_refused(tmp_path, rec, monkeypatch, capsys):
+    import scipy.io
+
+    monkeypatch.chdir(tmp_path)
+    scipy.io.savemat(tmp_path / "rec.mat", {"F": rec.traces, "fs": 30.0})
+    args = ["calcium", "deconvolve", "rec.mat", "--out", "o", "--scheduler", "tcp://127.0.0.1:9"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--scheduler needs traces that workers can read from the shared disk in blocks" in err
+    assert "rec.mat (matlab) is read whole here: drop --scheduler, or save the traces" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_read_input_rules(tmp_path, rec):
     save_for_tuning(rec.traces, 20.0, tmp_path / "s")
     assert read_input(tmp_path / "s").fs == 20.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import warnings
 
 import h5py
@@ -344,3 +346,128 @@ def test_map_figures_name_their_axes_with_typeset_units(tmp_path, saved_figures)
     assert figs["residuals"].axes[-1].get_xlabel() == "wavelength (rest frame, air) [Å]"
     bars = [ax.get_ylabel() for ax in figs["mass_fractions"].axes if not ax.get_title()]
     assert bars == ["mass fraction", "mass fraction"]
+
+
+def test_demo_cube_variance_unit_is_the_flux_unit_squared(tmp_path):
+    import astropy.units as u
+
+    info = write_ifu_demo(tmp_path, n_side=2, n_components=1)
+    with fits.open(info["cube"]) as h:
+        flux = u.Unit(h["DATA"].header["BUNIT"], format="fits")
+        var = u.Unit(h["STAT"].header["BUNIT"], format="fits")
+    assert var == flux**2
+
+
+def test_demo_cube_checksums_verify(tmp_path):
+    info = write_ifu_demo(tmp_path, n_side=2, n_components=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checksum that does not verify warns
+        with fits.open(info["cube"], checksum=True) as h:
+            assert all("CHECKSUM" in x.header and "DATASUM" in x.header for x in h)
+
+
+_CUT = {"n": 4, "C": 2, "x": (1, 4), "y": (2, 4)}
+
+
+@pytest.fixture(scope="module")
+def cut_maps(tmp_path_factory):
+    """maps.fits of a demo cube cut with x_range/y_range (``_CUT``), the cube, and maps.fits of
+    the same store without its celestial WCS."""
+    from nnfit.spectral.fit import fit_cube
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.kinematics import read_losvd_file
+    from nnfit.spectral.maps import write_maps
+
+    tmp = tmp_path_factory.mktemp("cut_maps")
+    n, (x0, x1), (y0, y1) = _CUT["n"], _CUT["x"], _CUT["y"]
+    info = write_ifu_demo(tmp / "demo", n_side=n, n_components=_CUT["C"], seed=8)
+    losvd, vel = read_losvd_file(info["losvd"])
+    each = losvd.shape[1:]
+    cut = losvd.reshape(n, n, *each)[y0:y1, x0:x1].reshape(-1, *each)  # spaxel s = y n + x
+    store = tmp / "s.h5"
+    store_from_ifu_cube(
+        info["cube"], info["templates"], store, losvd=(cut, vel), fwhm_gal=None, lines=[],
+        min_sn=0.0, x_range=(x0, x1), y_range=(y0, y1),
+    )  # fmt: skip
+    fit_cube(store)
+    write_maps(store, tmp / "maps")
+    bare = tmp / "bare.h5"  # the same without a celestial WCS
+    shutil.copy(store, bare)
+    with h5py.File(bare, "a") as f:
+        ifu = json.loads(f.attrs["ifu_json"])
+        ifu.pop("celestial_header")
+        f.attrs["ifu_json"] = json.dumps(ifu)
+    write_maps(bare, tmp / "bare")
+    return tmp / "maps" / "maps.fits", info["cube"], tmp / "bare" / "maps.fits"
+
+
+@pytest.mark.slow
+def test_maps_fits_checksums_verify_without_warnings(cut_maps):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # VerifyWarning, a checksum that does not verify
+        with fits.open(cut_maps[0], checksum=True) as h:
+            h.verify("exception")
+            assert all("CHECKSUM" in x.header and "DATASUM" in x.header for x in h)
+
+
+@pytest.mark.slow
+def test_maps_fits_images_and_table_columns_carry_fits_units(cut_maps):
+    with fits.open(cut_maps[0]) as h:
+        units = {x.name: x.header.get("BUNIT") for x in h[1:] if x.is_image}
+        tunits = {c.name: c.unit for t in ("BINS", "AGES", "METALS") for c in h[t].columns}
+    assert units == {
+        "CHI2DOF": "", "LGAGE_L": "log(yr)", "LGAGE_M": "log(yr)", "MH_L": "dex",
+        "MH_M": "dex", "BINMAP": None, "MASSFRAC": "", "LIGHTGRID": "",
+    }  # fmt: skip
+    assert tunits == {
+        "BIN_ID": None, "CHI2DOF": None, "LGAGE_L": "log(yr)", "LGAGE_M": "log(yr)",
+        "MH_L": "dex", "MH_M": "dex", "MASSFRAC0": None, "MASSFRAC1": None,
+        "AGE_GYR": "Gyr", "MH": "dex",
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_maps_fits_wcs_describes_every_axis_and_puts_the_cut_on_the_cube_sky(cut_maps):
+    """Every image's WCS has as many axes as the image; the third of MASSFRAC and LIGHTGRID is
+    the component; pixel (0, 0) of a map is the cut's first spaxel on the cube's sky."""
+    from astropy.wcs import WCS
+
+    path, cube, _ = cut_maps
+    (x0, x1), (y0, y1) = _CUT["x"], _CUT["y"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FITSFixedWarning: a header astropy had to repair
+        with fits.open(path) as h:
+            for x in h[1:]:
+                if x.is_image:
+                    assert WCS(x.header).naxis == x.header["NAXIS"], x.name
+            mf = WCS(h["MASSFRAC"].header)
+            grid = WCS(h["LIGHTGRID"].header)
+            shape = h["MASSFRAC"].data.shape
+    assert shape == (_CUT["C"], y1 - y0, x1 - x0)
+    assert mf.wcs.ctype[2] == "COMP"
+    assert list(grid.wcs.ctype) == ["AGEINDEX", "MHINDEX", "COMP"]
+    pix = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
+    world = mf.all_pix2world(pix, 0)
+    np.testing.assert_allclose(world[:, 2], [0.0, 1.0])  # the component index
+    sky = WCS(fits.getheader(cube, "DATA")).celestial.all_pix2world(pix[:, :2] + [x0, y0], 0)
+    np.testing.assert_allclose(world[:, :2], sky, rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_maps_fits_wcs_axes_have_all_their_keywords_with_and_without_a_sky_wcs(cut_maps):
+    """fitsverify warns about a WCS axis (up to WCSAXES) without CTYPE, CRPIX or CRVAL."""
+    for path in (cut_maps[0], cut_maps[2]):
+        with fits.open(path) as h:
+            for x in h[1:]:
+                n = x.header.get("WCSAXES", 0)
+                for key in ("CTYPE", "CRPIX", "CRVAL"):
+                    missing = [i for i in range(1, n + 1) if f"{key}{i}" not in x.header]
+                    assert not missing, (path.parent.name, x.name, key, missing)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("fitsverify") is None, reason="needs HEASARC's fitsverify")
+def test_fitsverify_finds_no_warning_or_error_in_maps_fits(cut_maps):
+    for path in (cut_maps[0], cut_maps[2]):
+        out = subprocess.run(["fitsverify", path], capture_output=True, text=True).stdout
+        assert "Verification found 0 warning(s) and 0 error(s)" in out, out

@@ -11,7 +11,11 @@ Reading
     a series is never loaded whole: the
     :class:`~nnfit.calcium.recording.Recording` names the HDF5 dataset behind the pynwb object's
     ``data`` and blocks of ROIs are read as hyperslabs of it (chunked and compressed data
-    included).
+    included). Values are in the series' ``unit``: ``data * conversion + offset``; a series
+    with another ``conversion`` or ``offset`` than 1 and 0 (integer counts) is read whole and
+    scaled, since the streamed blocks are read as stored. Data
+    compressed with a filter HDF5 lacks (Blosc, Zstd: hdf5plugin's) are refused up front with
+    what to install; hdf5plugin is imported where it is installed.
 
 Writing
     Spikes go where suite2p's NWB export puts deconvolved activity: a ``Fluorescence``
@@ -19,10 +23,13 @@ Writing
     ``RoiResponseSeries`` with the source series' name (beside another tool's series of that
     name, :func:`spikes_series_name`), a region of the *same* ROI table rows,
     and the source's timing (the same ``rate`` and ``starting_time``, or a link to its
-    timestamps). The run record (settings, kinetics, input sha256, nnfit version) is the series'
+    timestamps; timestamps on an even grid become ``rate`` and ``starting_time``, as NWB's best
+    practice asks). The run record (settings, kinetics, input sha256, nnfit version) is the series'
     ``comments`` as JSON. :func:`write_nwb` either rewrites the input (a copy with the new
     series, then ``os.replace``: the input is intact until the new file is complete) or writes a
-    new, self-contained file (``NWBHDF5IO.export``: the input's contents plus the new series).
+    new, self-contained file (``NWBHDF5IO.export``: the input's contents plus the new series;
+    relative ``external_file`` paths of image series are rewritten to name the same files from
+    the new file's folder).
     A new file *linking* the input was considered and not taken: a ``DynamicTableRegion`` cannot
     reference a ROI table in another file (HDF5 object references stay inside one file), so it
     would need its own copy of the table anyway, and external links break as soon as the files
@@ -186,6 +193,66 @@ def _rate(series: Any, where: str, fs: float | None, fs_label: str) -> tuple[flo
     return found, how
 
 
+def _scaling(series: Any, where: str) -> tuple[float, float]:
+    """``(conversion, offset)`` of a series: its values in ``unit`` are ``data * conversion +
+    offset`` (raw counts stored as integers, DANDI's ADC data)."""
+    conversion = float(series.conversion)
+    offset = float(series.offset)
+    if not (math.isfinite(conversion) and conversion != 0 and math.isfinite(offset)):
+        raise ValueError(
+            f"{where}/data: conversion = {conversion:g}, offset = {offset:g}; the values in "
+            f"{series.unit} (data * conversion + offset) need a finite, non-zero conversion and "
+            "a finite offset (fix the file)"
+        )
+    return conversion, offset
+
+
+#: The HDF5 filters (registered ids) hdf5plugin brings: Blosc, Blosc2, bitshuffle, BZip2,
+#: LZ4, Zstd, Zfp, SZ, SZ3, FCIDECOMP.
+_HDF5PLUGIN_FILTERS = frozenset(
+    {307, 32001, 32004, 32008, 32013, 32015, 32017, 32018, 32024, 32026}
+)
+
+
+def _check_filters(data: Any, where: str) -> None:
+    """Refuse, naming the filter and what to install, data this HDF5 cannot decompress.
+
+    hdf5plugin registers its filters with HDF5 when imported, so it is imported (where it is
+    installed) before a filter is declared missing; HDF5's own error would only say that no
+    plugin directory was found, at the first block read. A filter is missing only where a
+    chunk went through it: writers mark such filters optional and skip them for chunks they
+    do not shrink (bit ``i`` of a chunk's filter mask), and those chunks read without it.
+    """
+    import h5py
+
+    plist = data.id.get_create_plist()
+    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    missing = [i for i, f in enumerate(filters) if not h5py.h5z.filter_avail(f[0])]
+    if not missing:
+        return
+    try:
+        import hdf5plugin  # noqa: F401  (registers its filters on import)
+    except ImportError:
+        pass
+    n_chunks = data.id.get_num_chunks()
+    for i in missing:
+        code, name = filters[i][0], filters[i][3]
+        if h5py.h5z.filter_avail(code) or all(
+            data.id.get_chunk_info(k).filter_mask >> i & 1 for k in range(n_chunks)
+        ):
+            continue
+        label = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+        fix = (
+            "pip install hdf5plugin (nnfit imports it when installed)"
+            if code in _HDF5PLUGIN_FILTERS
+            else "install that filter's HDF5 plugin and point HDF5_PLUGIN_PATH at it"
+        )
+        raise ValueError(
+            f"{where}/data is compressed with the HDF5 filter {label!r} (id {code}), which "
+            f"this HDF5 cannot decompress; {fix}, or rewrite the file with gzip"
+        )
+
+
 def _unreadable(path: Path, exc: Exception) -> ValueError:
     """One line for pynwb's failure to open or build a file.
 
@@ -233,7 +300,7 @@ def read_nwb(
     Recording
         ``cell_index``: the ROI table rows of the columns; ``roi_ids``: their ``id``;
         ``provenance``: ``input_sha256``, ``series``, ``series_path``, ``rate_from``,
-        ``roi_table``, ``identifier``.
+        ``roi_table``, ``identifier`` (and ``conversion``, ``offset`` of scaled data).
 
     Raises
     ------
@@ -241,7 +308,8 @@ def read_nwb(
         One line naming the file and the path inside it: no such series (the candidates are
         listed), several and none chosen, rate 0, NaN or uneven timestamps, data that are not
         ``(frames, ROIs)`` numbers, a ROI region that does not match the columns, data stored
-        in another file (external link).
+        in another file (external link), a ``conversion`` of 0, data compressed with a filter
+        HDF5 lacks.
     """
     pynwb = _pynwb()
     p = Path(path)
@@ -275,6 +343,7 @@ def read_nwb(
             )
         if data.dtype.kind not in "fiu":
             raise ValueError(f"{at}/data: expected numbers; got dtype {data.dtype}")
+        _check_filters(data, at)
         if data.ndim not in (1, 2) or data.shape[0] < 2 or (data.ndim == 2 and data.shape[1] < 1):
             raise ValueError(
                 f"{at}/data: expected (frames, ROIs) with at least 2 frames; got shape {data.shape}"
@@ -292,10 +361,14 @@ def read_nwb(
             raise ValueError(f"{at}/rois: row {rows.max()} outside the ROI table ({n_table} rows)")
         roi_ids = np.asarray(table.id[:], dtype=np.int64)[rows]
         rate, how = _rate(obj, at, fs, fs_label)
+        conversion, offset = _scaling(obj, at)
         dataset = data.name
         traces = None
-        if not lazy or data.ndim == 1:
+        scaled = (conversion, offset) != (1.0, 0.0)
+        if not lazy or data.ndim == 1 or scaled:
             raw = np.asarray(data[:]).reshape(data.shape[0], -1)
+            if scaled:
+                raw = raw * conversion + offset
             traces = np.ascontiguousarray(as_float_array(f"{where}/data in {p}", raw, ndim=(2,)).T)
         provenance = {
             "input_sha256": file_sha256(p),
@@ -304,6 +377,7 @@ def read_nwb(
             "rate_from": how,
             "roi_table": table.name,
             "identifier": nwbfile.identifier,
+            **({"conversion": conversion, "offset": offset} if scaled else {}),
         }
     for w in caught:
         logger.info("pynwb reading %s: %s", p, w.message)
@@ -353,6 +427,27 @@ def columns_from_npy(npy: str | os.PathLike[str], dtype: str = "<f8") -> Any:
     return _Columns(buffer_shape=(T, per_buffer), chunk_shape=(T, per_chunk))
 
 
+#: Seconds within which timestamps on an even grid are stored as ``rate`` (nwbinspector's
+#: ``check_regular_timestamps`` compares intervals to 9 decimals).
+REGULAR_TIMESTAMPS = 1e-9
+
+
+def _timing(src: Any) -> dict[str, Any]:
+    """The timing arguments of a series sampled as ``src``.
+
+    The source's ``rate`` and ``starting_time``; for timestamps, a link to them, unless every
+    one lies within :data:`REGULAR_TIMESTAMPS` of an even grid: then ``rate`` and
+    ``starting_time`` say the same in two numbers, as NWB's best practice asks.
+    """
+    if src.rate is not None:
+        return {"rate": float(src.rate), "starting_time": float(src.starting_time or 0.0)}
+    ts = np.asarray(src.timestamps[:], dtype=np.float64)
+    rate = (ts.size - 1) / (ts[-1] - ts[0])
+    if np.max(np.abs(ts - (ts[0] + np.arange(ts.size) / rate))) <= REGULAR_TIMESTAMPS:
+        return {"rate": float(rate), "starting_time": float(ts[0])}
+    return {"timestamps": src}
+
+
 def _add_spikes(
     nwbfile: Any,
     rec_series: str | None,
@@ -383,11 +478,7 @@ def _add_spikes(
     if container is None:
         container = Fluorescence(name=DECONVOLVED)
         module.add(container)
-    timing: dict[str, Any] = (
-        {"rate": float(src.rate), "starting_time": float(src.starting_time or 0.0)}
-        if src.rate is not None
-        else {"timestamps": src}
-    )
+    timing = _timing(src)
     with warnings.catch_warnings():
         # hdmf checks, as each new object gets its parent, that the region's table shares an
         # ancestor with it; the table was read from the file, so the check cannot see that.
@@ -411,6 +502,38 @@ def _add_spikes(
         )
         container.add_roi_response_series(series)
     return f"/processing/{module_name}/{DECONVOLVED}/{name}"
+
+
+def _rebase_external_files(path: Path, old_dir: Path, new_dir: Path) -> None:
+    """Keep the relative ``external_file`` paths of a file moved from ``old_dir`` to ``new_dir``.
+
+    An ``ImageSeries`` (suite2p's ``TwoPhotonSeries`` of the raw movie) may keep its frames in
+    files named relative to the NWB file; a copy of the file written elsewhere must name the
+    same files from its own folder. Absolute paths and URLs are kept as they are.
+    """
+    if old_dir == new_dir:
+        return
+    import h5py
+
+    found: list[str] = []
+    with h5py.File(path, "r+") as f:
+        f.visititems(
+            lambda name, obj: (
+                found.append(name)
+                if isinstance(obj, h5py.Dataset) and name.rsplit("/", 1)[-1] == "external_file"
+                else None
+            )
+        )
+        for name in found:
+            files = [str(x) for x in f[name].asstr()[...].ravel()]
+            moved = [
+                x
+                if not x or os.path.isabs(x) or "://" in x
+                else os.path.relpath(old_dir / x, new_dir)
+                for x in files
+            ]
+            if moved != files:
+                f[name][...] = np.array(moved, dtype=object).reshape(f[name].shape)
 
 
 def write_nwb(
@@ -475,5 +598,6 @@ def write_nwb(
                 nwbfile.set_modified()
                 with pynwb.NWBHDF5IO(str(tmp), "w") as out_io:
                     out_io.export(src_io=src_io, nwbfile=nwbfile, write_args={"link_data": False})
+            _rebase_external_files(tmp, src_path.parent, target.parent)
     logger.info("wrote %s into %s", inside, target)
     return target, inside

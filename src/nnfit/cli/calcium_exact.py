@@ -223,8 +223,13 @@ def deconvolve_exact_command(args: argparse.Namespace) -> int:
         from nnfit.calcium.pipeline import deconvolve
 
         if args.scheduler is not None:
+            # workers read blocks of rows from the file as it is stored; what nnfit reads
+            # whole (other formats, a one-ROI or a scaled NWB series) has no such rows
             raise ValueError(
-                "--scheduler needs a .npy or .nwb INPUT (workers read it from the shared disk)"
+                f"--scheduler needs traces that workers can read from the shared disk in "
+                f"blocks: a .npy, or an NWB series of several ROIs stored in its units; "
+                f"{args.input} ({r.kind}) is read whole here: drop --scheduler, or save the "
+                "traces as .npy (nnfit calcium export) and give that"
             )
         fs, kind, traces = r.fs, r.kind, r.traces
         res = deconvolve(

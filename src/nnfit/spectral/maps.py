@@ -189,12 +189,16 @@ def population_maps(
     }
 
 
+# (EXTNAME, key, label, colour map, FITS unit). "log(yr)" is the FITS Standard's (4.0,
+# Sect. 4.3) common logarithm of years; [M/H] has no unit there, and "dex" is how Gaia's
+# catalogues write it. astropy's FITS unit parser knows neither: Table.read reports them as
+# UnrecognizedUnit.
 _MAPS = (
-    ("CHI2DOF", "chi2_dof", r"$\chi^2$/dof", "viridis"),
-    ("LGAGE_L", "lg_age_light", "light-weighted lg(age / yr)", "magma"),
-    ("LGAGE_M", "lg_age_mass", "mass-weighted lg(age / yr)", "magma"),
-    ("MH_L", "metal_light", "light-weighted [M/H] (dex)", "cividis"),
-    ("MH_M", "metal_mass", "mass-weighted [M/H] (dex)", "cividis"),
+    ("CHI2DOF", "chi2_dof", r"$\chi^2$/dof", "viridis", ""),
+    ("LGAGE_L", "lg_age_light", "light-weighted lg(age / yr)", "magma", "log(yr)"),
+    ("LGAGE_M", "lg_age_mass", "mass-weighted lg(age / yr)", "magma", "log(yr)"),
+    ("MH_L", "metal_light", "light-weighted [M/H] (dex)", "cividis", "dex"),
+    ("MH_M", "metal_mass", "mass-weighted [M/H] (dex)", "cividis", "dex"),
 )
 
 
@@ -213,7 +217,11 @@ def write_maps(
     ``maps.fits``
         Image extensions ``CHI2DOF, LGAGE_L, LGAGE_M, MH_L, MH_M, BINMAP`` and
         ``MASSFRAC`` (C, ny, nx) on the cube's spaxel grid with its celestial WCS; ``LIGHTGRID``
-        (C, n_metals, n_ages) light fractions; table ``BINS`` with one row per bin.
+        (C, n_metals, n_ages) light fractions; table ``BINS`` with one row per bin, tables
+        ``AGES`` and ``METALS`` of the grid. Units in ``BUNIT``/``TUNITn`` (``log(yr)``,
+        ``dex``, ``Gyr``; ``''`` for pure numbers), the component as WCS axis 3 (``COMP``) of
+        ``MASSFRAC`` (with a celestial WCS) and ``LIGHTGRID`` (axes 1-2: rows of ``AGES`` and
+        ``METALS``), ``CHECKSUM``/``DATASUM`` in every HDU.
     ``maps.png``
         The five maps and the bin map, on RA/Dec axes drawn from the cube's celestial WCS
         (astropy WCSAxes; spaxel axes when the cube has none).
@@ -234,7 +242,6 @@ def write_maps(
         :func:`population_maps`).
     """
     from astropy.io import fits
-    from astropy.table import Table
     from matplotlib.figure import Figure
 
     from nnfit.io import atomic_path
@@ -271,35 +278,45 @@ def write_maps(
     hdus[0].header["REGUL"] = (str(st["regul"]), "regularisation (auto: pPXF's rule per bin)")
     hdus[0].header["REGORD"] = (st["regul_order"], "regularisation order")
     images = {}
-    for name, key, label, _ in _MAPS:
+    for name, key, label, _, unit in _MAPS:
         images[name] = img(res[key])
         h = hdr.copy()
-        h["BUNIT"] = {"CHI2DOF": "", "LGAGE_L": "lg(yr)", "LGAGE_M": "lg(yr)"}.get(name, "dex")
-        h["COMMENT"] = label
+        h["BUNIT"] = (unit, "FITS unit of the values ('': a pure number)")
+        h["COMMENT"] = _plain(label)
         hdus.append(fits.ImageHDU(images[name].astype(np.float32), h, name=name))
     bimg = img(np.arange(S))
-    hdus.append(
-        fits.ImageHDU(np.nan_to_num(bimg, nan=-1).astype(np.int32), hdr.copy(), name="BINMAP")
-    )
+    h = hdr.copy()
+    h["COMMENT"] = "the bin of each spaxel: a row of table BINS; -1: in no bin"
+    hdus.append(fits.ImageHDU(np.nan_to_num(bimg, nan=-1).astype(np.int32), h, name="BINMAP"))
     mf = np.stack([img(res["mass_fraction"][:, c]) for c in range(C)])
-    hdus.append(fits.ImageHDU(mf.astype(np.float32), hdr.copy(), name="MASSFRAC"))
-    grid_h = fits.Header()
-    grid_h["COMMENT"] = "light fraction (C, n_metals, n_ages); ages/metals in table GRIDAXES"
+    # the component as axis 3 beside the sky's; without a sky WCS the planes stay bare like
+    # the 2-D maps, as fitsverify wants all or none of an axis' keywords
+    component = {3: ("COMP", "LOSVD component")}
+    h = _index_axes(hdr, component) if "CTYPE1" in hdr else hdr.copy()
+    h["BUNIT"] = ("", "mass fraction of the component (a pure number)")
+    hdus.append(fits.ImageHDU(mf.astype(np.float32), h, name="MASSFRAC"))
+    grid_h = _index_axes(
+        fits.Header(),
+        {1: ("AGEINDEX", "row of table AGES"), 2: ("MHINDEX", "row of table METALS"), **component},
+    )
+    grid_h["BUNIT"] = ("", "fraction of the light of all bins (a pure number)")
+    grid_h["COMMENT"] = "light fraction (C, n_metals, n_ages): rows of tables METALS and AGES"
     hdus.append(fits.ImageHDU(res["light_grid"].transpose(0, 2, 1), grid_h, name="LIGHTGRID"))
-    t = Table({"BIN_ID": np.arange(S)})
-    for name, key, _, _ in _MAPS:
-        t[name] = res[key]
-    for c in range(C):
-        t[f"MASSFRAC{c}"] = res["mass_fraction"][:, c]
+    cols = [("BIN_ID", np.arange(S), None, "bin index (BINMAP value)")]
+    cols += [(name, res[key], unit or None, _plain(label)) for name, key, label, _, unit in _MAPS]
+    cols += [
+        (f"MASSFRAC{c}", res["mass_fraction"][:, c], None, f"mass fraction of component {c}")
+        for c in range(C)
+    ]
     if "regul_per_bin" in st:
-        t["REGUL"] = st["regul_per_bin"]
-    hdus.append(fits.BinTableHDU(t, name="BINS"))
-    ax_t = Table({"AGE_GYR": res["ages"]})
-    hdus.append(fits.BinTableHDU(ax_t, name="AGES"))
-    hdus.append(fits.BinTableHDU(Table({"MH": res["metals"]}), name="METALS"))
+        cols.append(("REGUL", st["regul_per_bin"], None, "regularisation of the bin's fit"))
+    hdus.append(_table("BINS", cols))
+    hdus.append(_table("AGES", [("AGE_GYR", res["ages"], "Gyr", "template age")]))
+    hdus.append(_table("METALS", [("MH", res["metals"], "dex", "template [M/H]")]))
     files = []
     with atomic_path(out / "maps.fits", suffix=".fits") as tmp:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        # CHECKSUM/DATASUM: archives (fitsverify) and readers can tell a damaged copy
+        fits.HDUList(hdus).writeto(tmp, overwrite=True, checksum=True)
     files.append(out / "maps.fits")
 
     frame = "rest frame" if ifu.get("frame") == "rest" else "observed frame"
@@ -342,7 +359,7 @@ def write_maps(
 
     fig = Figure(figsize=(15, 9), layout="constrained")
     axes = [sky_axes(fig, 2, 3, k + 1) for k in range(6)]
-    for ax, (name, _key, label, cmap) in zip(axes, _MAPS, strict=False):
+    for ax, (name, _key, label, cmap, _unit) in zip(axes, _MAPS, strict=False):
         panel(ax, images[name], label, cmap)
         ax.set_title(label)
     panel(axes[5], np.ma.masked_less(bimg, 0), "bin index", "tab20")
@@ -404,6 +421,68 @@ def write_maps(
     axes[-1].set_xlabel(f"wavelength ({frame}, {ifu.get('medium', '')}) [Å]")
     save(fig, "residuals.png")
     return {"files": files, "sky_axes": wcs is not None, **res}
+
+
+def _plain(label: str) -> str:
+    r"""A figure label as header text: FITS comments are not typeset.
+
+    Examples
+    --------
+    >>> _plain(r"$\chi^2$/dof")
+    'chi^2/dof'
+    """
+    return label.replace("$", "").replace("\\", "")
+
+
+def _index_axes(header, axes: dict[int, tuple[str, str]]):
+    """``header`` with linear WCS axes counting pixels from 0.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Kept as it is; ``WCSAXES`` grows to the largest axis of ``axes``.
+    axes : dict
+        Axis number (1-based, FITS order) to its ``(CTYPE, CNAME)``.
+
+    Each axis gets ``CTYPE``, ``CRPIX``, ``CRVAL`` and ``CDELT``: fitsverify warns about a WCS
+    axis without the first three, and viewers (DS9, CARTA) label a cube's planes by them.
+    """
+    h = header.copy()
+    # WCSAXES leads the WCS keywords (FITS Standard 4.0, Sect. 8.2)
+    h.set("WCSAXES", max(int(h.get("WCSAXES", 0)), *axes), "number of WCS axes", before=0)
+    for i, (ctype, cname) in axes.items():
+        h[f"CTYPE{i}"] = (ctype, cname)
+        h[f"CNAME{i}"] = cname
+        h[f"CRPIX{i}"] = (1.0, "the first pixel is 0")
+        h[f"CRVAL{i}"] = 0.0
+        h[f"CDELT{i}"] = 1.0
+    return h
+
+
+def _table(name: str, columns):
+    """Binary table ``name`` of ``(TTYPE, values, TUNIT or None, description)`` columns.
+
+    Integers are written as 64-bit (``K``), the rest as doubles (``D``); each description is
+    its TTYPE card's comment, so that a header listing says what the column holds.
+    """
+    from astropy.io import fits
+
+    cols = []
+    for ttype, values, unit, _ in columns:
+        a = np.asarray(values)
+        integer = a.dtype.kind in "iu"
+        cols.append(
+            fits.Column(
+                name=ttype,
+                format="K" if integer else "D",
+                unit=unit,
+                array=a.astype(np.int64 if integer else np.float64),
+            )
+        )
+    hdu = fits.BinTableHDU.from_columns(cols, name=name)
+    for i, (_, _, _, text) in enumerate(columns, start=1):
+        hdu.header.comments[f"TTYPE{i}"] = text
+    return hdu
 
 
 def _flux_label(bunit: str) -> str:

@@ -110,14 +110,16 @@ def write_ifu_demo(
         k: out / f"{k}.{ext}"
         for k, ext in (("cube", "fits"), ("templates", "npz"), ("losvd", "npz"), ("truth", "npz"))
     }
+    var_hdr = hdr.copy()
+    var_hdr["BUNIT"] = "10**(-40)*erg**2/s**2/cm**4/Angstrom**2"  # STAT holds the variance
     with atomic_path(paths["cube"], suffix=".fits") as tmp:
         fits.HDUList(
             [
                 fits.PrimaryHDU(),
                 fits.ImageHDU(data.astype(np.float32), hdr, name="DATA"),
-                fits.ImageHDU(var.astype(np.float32), hdr, name="STAT"),
+                fits.ImageHDU(var.astype(np.float32), var_hdr, name="STAT"),
             ]
-        ).writeto(tmp, overwrite=True)
+        ).writeto(tmp, overwrite=True, checksum=True)
     meta = sim.template_meta["axis_values"]
     ages = 10.0 ** np.asarray(meta["log_age"])  # Gyr
     tpl = np.ascontiguousarray(sim.templates.transpose(0, 2, 1))  # (T, n_ages, n_metals)
