@@ -60,3 +60,28 @@ def test_a_log_sampled_template_library_on_its_own_grid_comes_back_unchanged(tmp
     # mass normalisation is one scalar for the whole library: out = t / scalar on the pixels
     ratio = lib.templates / t[1000:2000]
     np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-10)
+
+
+def test_a_library_fwhm_that_varies_is_matched_wavelength_by_wavelength(tmp_path):
+    from nnfit.spectral.lsf import LSFTable
+    from nnfit.spectral.templates import load_template_library
+
+    wave = 4500.0 + 0.9 * np.arange(4000)
+    rng = np.random.default_rng(6)
+    t = rng.random((wave.size, 2, 1)) + 0.5
+    npz = tmp_path / "lib.npz"
+    np.savez(npz, templates=t, lam=wave, ages=np.array([1.0, 5.0]), metals=np.array([0.0]))
+    edges = np.log(pixel_edges(wave))[500:3001:2]
+    kw = {"normalisation": "mass"}
+    fwhm = LSFTable([4500.0, 6000.0, 8100.0], [2.5, 2.5, 6.0], source="test")
+    # a library already at the instrument's varying resolution is not smoothed at all
+    same = load_template_library(npz, edges, fwhm_gal=fwhm, fwhm_tem=fwhm, **kw)
+    none = load_template_library(npz, edges, fwhm_gal=None, **kw)
+    np.testing.assert_allclose(same.templates, none.templates, rtol=1e-12)
+    # and a constant given as a function is the constant
+    const = load_template_library(
+        npz, edges, fwhm_gal=fwhm, fwhm_tem=lambda lam: 0 * lam + 2.5, **kw
+    )
+    ref = load_template_library(npz, edges, fwhm_gal=fwhm, fwhm_tem=2.5, **kw)
+    np.testing.assert_array_equal(const.templates, ref.templates)
+    assert not np.allclose(ref.templates, same.templates, rtol=1e-6)  # 2.5 A smooths the red

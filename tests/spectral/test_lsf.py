@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -120,3 +121,22 @@ def test_store_with_a_constant_lsf_file_equals_the_number(tmp_path, run_cli):
         "--out", tmp_path / "d.h5",
     )  # fmt: skip
     assert bad.returncode == 2 and "an LSF file" in bad.stderr
+    # the library's own resolution from a file (E-MILES varies): a constant one is the number
+    np.savetxt(tmp_path / "tem.txt", [[1000.0, 0.5], [60000.0, 0.5]])
+    store_from_ifu_cube(
+        info["cube"], info["templates"], tmp_path / "e.h5", fwhm_gal=1.5, fwhm_tem=0.5, **kw
+    )
+    store_from_ifu_cube(
+        info["cube"], info["templates"], tmp_path / "f.h5", fwhm_gal=1.5,
+        fwhm_tem=tmp_path / "tem.txt", **kw,
+    )  # fmt: skip
+    with h5py.File(tmp_path / "e.h5") as e, h5py.File(tmp_path / "f.h5") as f:
+        np.testing.assert_array_equal(e["Templates"][()], f["Templates"][()])
+        assert json.loads(f.attrs["ifu_json"])["fwhm_templates"].startswith("LSF file")
+    bad = run_cli(
+        "cube", "init", info["cube"], "--templates", info["templates"], "--fwhm-templates", "x",
+        "--out", tmp_path / "g.h5",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--fwhm-templates must be a number (A) or an LSF file" in (
+        bad.stderr
+    )

@@ -64,7 +64,11 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
         "required)",
     )
     g.add_argument(
-        "--fwhm-templates", type=float, help="library FWHM in A (default: file's, else 2.51)"
+        "--fwhm-templates",
+        metavar="FWHM",
+        help="the library's FWHM in A, or an LSF file (text or FITS table of the library's "
+        "wavelength and FWHM in A) for a library whose resolution varies, e.g. E-MILES beyond "
+        "the MILES range (default: the library file's, else 2.51, MILES)",
     )
     g.add_argument(
         "--normalise",
@@ -288,6 +292,19 @@ def init_from_cube(args: argparse.Namespace) -> int:
                     f"{fwhm!r} is none of these"
                 ) from None
             fwhm = Path(fwhm)
+    fwhm_tem: float | Path | None = None
+    if args.fwhm_templates is not None:
+        try:
+            fwhm_tem = float(args.fwhm_templates)
+        except ValueError:
+            fwhm_tem = Path(args.fwhm_templates)
+            if not fwhm_tem.is_file():
+                raise ValueError(
+                    f"--fwhm-templates must be a number (A) or an LSF file; "
+                    f"{args.fwhm_templates!r} is neither"
+                ) from None
+        if isinstance(fwhm_tem, float) and not 0 < fwhm_tem < float("inf"):
+            raise ValueError(f"--fwhm-templates must be > 0 A; got {args.fwhm_templates}")
     info = store_from_ifu_cube(
         args.cube,
         args.templates,
@@ -302,7 +319,7 @@ def init_from_cube(args: argparse.Namespace) -> int:
         velscale=args.velscale,
         velscale_ratio=args.velscale_ratio,
         fwhm_gal=fwhm,
-        fwhm_tem=args.fwhm_templates,
+        fwhm_tem=fwhm_tem,
         normalisation=args.normalise,
         norm_range=tuple(args.norm_range),
         age_range=args.age_range,

@@ -94,7 +94,7 @@ def store_from_ifu_cube(
     velscale: float | None = None,
     velscale_ratio: int = 2,
     fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | str | os.PathLike[str] | None = "auto",
-    fwhm_tem: float | None = None,
+    fwhm_tem: float | os.PathLike[str] | None = None,
     normalisation: str = "light",
     norm_range: tuple[float, float] = (5070.0, 5950.0),
     age_range: tuple[float, float] | None = None,
@@ -152,7 +152,11 @@ def store_from_ifu_cube(
         MUSE, else the cube's own LSF when it has one (MaNGA's ``LSFPRE`` first: the median
         over the selected spaxels, :meth:`~nnfit.spectral.ifu_cube.IFUCube.lsf_fwhm`), logged
         and recorded in ``ifu_json``; else refused (give the instrument's FWHM).
-    fwhm_tem, normalisation, norm_range, age_range, metal_range, template_pattern
+    fwhm_tem : float or path, optional
+        The library's FWHM (A): a number, or a path (``pathlib.Path``) to an LSF file of the
+        library's wavelength against its FWHM (:func:`~nnfit.spectral.lsf.read_lsf_table`) for
+        a library whose resolution varies; default the library file's, else 2.51 (MILES).
+    normalisation, norm_range, age_range, metal_range, template_pattern
         See :func:`nnfit.spectral.templates.load_template_library`.
     lines : list, optional
         Line list for the mask (default :data:`nnfit.spectral.linemask.DEFAULT_LINES`);
@@ -377,7 +381,7 @@ def store_from_ifu_cube(
         templates,
         tem_edges,
         fwhm_gal=fwhm_rest,
-        fwhm_tem=fwhm_tem,
+        fwhm_tem=read_lsf_table(fwhm_tem) if isinstance(fwhm_tem, os.PathLike) else fwhm_tem,
         normalisation=normalisation,
         norm_range=norm_range,
         age_range=age_range,
@@ -484,6 +488,9 @@ def store_from_ifu_cube(
             else f"LSF file {fwhm_gal.source}"
             if isinstance(fwhm_gal, LSFTable)
             else "function"
+        ),
+        "fwhm_templates": (
+            f"LSF file {fwhm_tem}" if isinstance(fwhm_tem, os.PathLike) else lib.fwhm_tem
         ),
         "instrument": cube.instrument,
         "format": cube.file_format,

@@ -209,7 +209,7 @@ def load_template_library(
     ln_edges: np.ndarray,
     *,
     fwhm_gal: float | Callable[[np.ndarray], np.ndarray] | None = None,
-    fwhm_tem: float | None = None,
+    fwhm_tem: float | Callable[[np.ndarray], np.ndarray] | None = None,
     normalisation: str = "light",
     norm_range: tuple[float, float] = (5070.0, 5950.0),
     age_range: tuple[float, float] | None = None,
@@ -230,8 +230,11 @@ def load_template_library(
         wavelength (A); the templates are convolved with a Gaussian of FWHM
         ``sqrt(fwhm_gal^2 - fwhm_tem^2)`` (0 where the templates are already broader, as
         pPXF clips it). None: no convolution.
-    fwhm_tem : float, optional
-        The library's FWHM (A); default the ``.npz`` file's ``fwhm``, else 2.51 (MILES).
+    fwhm_tem : float or callable, optional
+        The library's FWHM (A), constant or a function of its wavelength (A): a library whose
+        resolution varies (E-MILES beyond the MILES range) needs the function, e.g. an
+        :class:`~nnfit.spectral.lsf.LSFTable`; default the ``.npz`` file's ``fwhm``, else 2.51
+        (MILES).
     normalisation : {"light", "mass"}
         "light": each template divided by its mean in ``norm_range`` (weights are light
         fractions there); "mass": all divided by one scalar, the median positive value
@@ -295,7 +298,14 @@ def load_template_library(
             f"templates: {src.name} covers {edges[0]:.1f}-{edges[-1]:.1f} A; the fit needs "
             f"{lo:.1f}-{hi:.1f} A (observed range plus the LOSVD margin). Trim --lam-range"
         )
-    ftem = lib["fwhm"] if fwhm_tem is None else np.asarray(fwhm_tem, dtype=np.float64)
+    if fwhm_tem is None:
+        ftem = lib["fwhm"]
+    elif callable(fwhm_tem):
+        ftem = np.asarray(fwhm_tem(lam), dtype=np.float64)
+        if ftem.shape != lam.shape or not np.all(np.isfinite(ftem) & (ftem > 0)):
+            raise ValueError("fwhm_tem: the library's FWHM must be > 0 A at every wavelength")
+    else:
+        ftem = np.asarray(fwhm_tem, dtype=np.float64)
     if ftem is None:
         ftem = np.asarray(MILES_FWHM)
     # Work on the library's pixels that matter (plus room for the smoothing kernel).
