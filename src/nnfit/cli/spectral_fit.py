@@ -405,7 +405,7 @@ def _cmd_fit_bins(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{', '.join(unused)}: options of the global fit; --per-bin starts every bin "
             "afresh and writes its weights and chi2/dof to /BinFit in the store (read them "
-            "with nnfit spectral maps): drop " + ("it" if len(unused) == 1 else "them")
+            "with nnfit spectral maps): drop " + _options_named(unused)[1]
         )
     res = fit_bins(
         args.store,
@@ -508,13 +508,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options_named(flags: list[str]) -> tuple[str, str]:
+    """("--a is an option" | "--a, --b are options", "it" | "them") for a refusal."""
+    if len(flags) == 1:
+        return f"{flags[0]} is an option", "it"
+    return f"{', '.join(flags)} are options", "them"
+
+
 def _refuse_kaczmarz_options(args: argparse.Namespace) -> None:
     """Refuse the options only ``--method kaczmarz`` reads when an exact fit runs."""
     given = [flag for dest, (flag, _) in _KACZMARZ_ONLY.items() if getattr(args, dest) is not None]
     if not given or args.method == "kaczmarz":  # --per-bin refuses kaczmarz itself
         return
-    what = f"{given[0]} is an option" if len(given) == 1 else f"{', '.join(given)} are options"
-    them = "it" if len(given) == 1 else "them"
+    what, them = _options_named(given)
     if args.per_bin:
         raise ValueError(
             f"{what} of --method kaczmarz; --per-bin fits each bin exactly: drop {them}"
@@ -542,8 +548,7 @@ def _refuse_exact_options(args: argparse.Namespace) -> None:
         return
     given = [flag for dest, (flag, d) in _EXACT_ONLY.items() if getattr(args, dest) != d]
     if given:
-        what = f"{given[0]} is an option" if len(given) == 1 else f"{', '.join(given)} are options"
-        them = "it" if len(given) == 1 else "them"
+        what, them = _options_named(given)
         raise ValueError(
             f"{what} of the exact fit, unused by --method kaczmarz (no polynomials, "
             f"regularisation or KKT tolerance there): drop {them}, or drop --method kaczmarz"

@@ -291,8 +291,7 @@ def store_from_ifu_cube(
                 float(own_lsf[1].max()) / zf,
                 redshift,
             )
-            lam_lsf, fwhm_lsf = cube.wave, own_lsf[1]
-            fwhm_gal = lambda lam: np.interp(lam, lam_lsf, fwhm_lsf)  # noqa: E731
+            fwhm_gal = LSFTable(cube.wave, own_lsf[1], source=f"cube extension {lsf_words}")
     if isinstance(fwhm_gal, os.PathLike):
         fwhm_gal = read_lsf_table(fwhm_gal)
     if isinstance(fwhm_gal, LSFTable):
