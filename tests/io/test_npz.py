@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from nnfit.io.npz import zip_layout_problems
+from nnfit.io.npz import StreamedArray, zip_layout_problems
 from nnfit.ptycho import encode_npz, open_npz, read_npz, write_npz
 
 
@@ -119,3 +119,22 @@ def test_a_damaged_member_header_is_a_clear_error(tmp_path, reader, damaged):
     p.write_bytes(data.replace(b"(48,), }", damaged))
     with pytest.raises(ValueError, match=r"x\.npz is not a readable NPZ file"):
         reader(p)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_streamed_member_has_the_bytes_of_the_whole_array(rng, compress):
+    a = rng.standard_normal((37, 5, 6)).astype(">f4")
+    blocks = StreamedArray(a.shape, a.dtype, lambda: (a[i : i + 8] for i in range(0, 37, 8)))
+    whole = encode_npz({"d": a, "x": np.arange(3)}, compress=compress)
+    assert encode_npz({"d": blocks, "x": np.arange(3)}, compress=compress) == whole
+
+
+def test_streamed_blocks_that_do_not_make_the_array_are_refused(tmp_path):
+    a = np.zeros((10, 3))
+    short = StreamedArray(a.shape, a.dtype, lambda: iter([a[:6]]))
+    with pytest.raises(ValueError, match="4 rows short"):
+        write_npz(tmp_path / "s.npz", {"d": short})
+    wide = StreamedArray(a.shape, a.dtype, lambda: iter([np.zeros((10, 4))]))
+    with pytest.raises(ValueError, match="does not continue"):
+        write_npz(tmp_path / "s.npz", {"d": wide})
+    assert not list(tmp_path.iterdir())  # nothing left behind

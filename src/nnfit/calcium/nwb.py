@@ -56,6 +56,7 @@ from nnfit.calcium.recording import (
     rate_from_timestamps,
 )
 from nnfit.io import atomic_path, file_sha256
+from nnfit.io.hdf5 import check_filters
 from nnfit.validate import as_float_array, check_real
 
 __all__ = [
@@ -207,52 +208,6 @@ def _scaling(series: Any, where: str) -> tuple[float, float]:
     return conversion, offset
 
 
-#: The HDF5 filters (registered ids) hdf5plugin brings: Blosc, Blosc2, bitshuffle, BZip2,
-#: LZ4, Zstd, Zfp, SZ, SZ3, FCIDECOMP.
-_HDF5PLUGIN_FILTERS = frozenset(
-    {307, 32001, 32004, 32008, 32013, 32015, 32017, 32018, 32024, 32026}
-)
-
-
-def _check_filters(data: Any, where: str) -> None:
-    """Refuse, naming the filter and what to install, data this HDF5 cannot decompress.
-
-    hdf5plugin registers its filters with HDF5 when imported, so it is imported (where it is
-    installed) before a filter is declared missing; HDF5's own error would only say that no
-    plugin directory was found, at the first block read. A filter is missing only where a
-    chunk went through it: writers mark such filters optional and skip them for chunks they
-    do not shrink (bit ``i`` of a chunk's filter mask), and those chunks read without it.
-    """
-    import h5py
-
-    plist = data.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    missing = [i for i, f in enumerate(filters) if not h5py.h5z.filter_avail(f[0])]
-    if not missing:
-        return
-    try:
-        import hdf5plugin  # noqa: F401  (registers its filters on import)
-    except ImportError:
-        pass
-    n_chunks = data.id.get_num_chunks()
-    for i in missing:
-        code, name = filters[i][0], filters[i][3]
-        if h5py.h5z.filter_avail(code) or all(
-            data.id.get_chunk_info(k).filter_mask >> i & 1 for k in range(n_chunks)
-        ):
-            continue
-        label = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
-        fix = (
-            "pip install hdf5plugin (nnfit imports it when installed)"
-            if code in _HDF5PLUGIN_FILTERS
-            else "install that filter's HDF5 plugin and point HDF5_PLUGIN_PATH at it"
-        )
-        raise ValueError(
-            f"{where}/data is compressed with the HDF5 filter {label!r} (id {code}), which "
-            f"this HDF5 cannot decompress; {fix}, or rewrite the file with gzip"
-        )
-
-
 def _unreadable(path: Path, exc: Exception) -> ValueError:
     """One line for pynwb's failure to open or build a file.
 
@@ -343,7 +298,7 @@ def read_nwb(
             )
         if data.dtype.kind not in "fiu":
             raise ValueError(f"{at}/data: expected numbers; got dtype {data.dtype}")
-        _check_filters(data, at)
+        check_filters(data, f"{at}/data")
         if data.ndim not in (1, 2) or data.shape[0] < 2 or (data.ndim == 2 and data.shape[1] < 1):
             raise ValueError(
                 f"{at}/data: expected (frames, ROIs) with at least 2 frames; got shape {data.shape}"

@@ -1,4 +1,4 @@
-"""``nnfit ptycho``: ptychography dataset fixtures (simulate, make, verify)."""
+"""``nnfit ptycho``: ptychography dataset fixtures (simulate, import, make, verify)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,23 @@ _SIMULATE_EPILOG = """\
 examples:
   nnfit ptycho simulate --out run1084_like.npz                 # 1087 scans, (H, W, N) legacy
   nnfit ptycho simulate --out small.npz --n-scans 200 --layout canonical --seed 3
+"""
+
+_IMPORT_EPILOG = """\
+examples:
+  # a ptychodus product and the patterns saved from ptychodus (NPZ)
+  nnfit ptycho import --product scan42_product.h5 --patterns scan42_patterns.npz \\
+      --out data/scan42_source.npz
+  nnfit ptycho make --source data/scan42_source.npz --output fx/scan42.npz
+
+  # patterns in an HDF5 stack nnfit does not know by name
+  nnfit ptycho import --product p.h5 --patterns frames.h5 --patterns-path /entry/detector/frames \\
+      --out data/source.npz
+
+What it does: pairs each position with the pattern of the same index; coordinates from
+metres to object pixels as ptychodus maps them; the probe's first mode at unit power; the
+object's first layer; diffraction = sqrt(counts) / sqrt(mean counts per pattern). The
+sidecar (--out with .json) lists every conversion and both inputs' SHA-256.
 """
 
 _VERIFY_EPILOG = """\
@@ -135,6 +152,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     make.set_defaults(func=_make)
 
+    imp = sub.add_parser(
+        "import",
+        help="turn a ptychodus product and its diffraction patterns into a fixture source",
+        description="Read a ptychodus product (.h5, .hdf5 or .npz: positions in metres, "
+        "probe, object) and its diffraction patterns in counts (ptychodus NPZ, or an HDF5 "
+        "stack: /dp, CXI /entry_1/data_1/data, /exchange/data, /entry/data/data) and write "
+        "a DATA-001 source NPZ that `nnfit ptycho make` cuts fixtures from.",
+        epilog=_IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("--product", required=True, type=Path, help="ptychodus product file")
+    imp.add_argument(
+        "--patterns", required=True, type=Path, help="diffraction patterns (detector counts)"
+    )
+    imp.add_argument(
+        "--patterns-path",
+        default=None,
+        metavar="DATASET",
+        help="the (N, H, W) dataset in an HDF5 --patterns file, when not one nnfit knows",
+    )
+    imp.add_argument("--out", required=True, type=Path, help="source NPZ to write")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing source")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.set_defaults(func=_import)
+
     ver = sub.add_parser(
         "verify",
         help="recheck a fixture's hashes, contract and sidecar",
@@ -198,12 +240,44 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make(args: argparse.Namespace) -> int:
+def _command(default: str) -> str:
     from nnfit import __version__
-    from nnfit.ptycho.subset import _generate
 
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("nnfit", "__main__.py")) else []
-    command = f"nnfit {shlex.join(argv)}" if argv else "nnfit ptycho make"
+    return f"{f'nnfit {shlex.join(argv)}' if argv else default} (nnfit {__version__})"
+
+
+def _import(args: argparse.Namespace) -> int:
+    from nnfit.progress import progress
+    from nnfit.ptycho.ptychodus import import_ptychodus, open_patterns
+
+    if args.out.is_dir():
+        raise ValueError(
+            f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'source.npz'}"
+        )
+    n = open_patterns(args.patterns, args.patterns_path).shape[0]
+    enabled = False if args.no_progress else None
+    with progress(2 * n, desc="patterns (2 passes)", unit="pattern", enabled=enabled) as bar:
+        out, meta_path, meta = import_ptychodus(
+            args.product,
+            args.patterns,
+            args.out,
+            data_path=args.patterns_path,
+            overwrite=args.overwrite,
+            on_block=bar.update,
+            command=_command("nnfit ptycho import"),
+        )
+    print(f"source   {out} ({meta['scans']} scans, {out.stat().st_size} bytes)")
+    print(f"sidecar  {meta_path}")
+    for note in meta["transformations"]:
+        print(f"  {note}")
+    print(f"next: nnfit ptycho make --source {out} --output FIXTURE.npz")
+    return 0
+
+
+def _make(args: argparse.Namespace) -> int:
+    from nnfit.ptycho.subset import _generate
+
     out, meta, checksum = _generate(
         args.source,
         args.output,
@@ -213,7 +287,7 @@ def _make(args: argparse.Namespace) -> int:
         args.metadata_out,
         args.layout,
         overwrite=args.overwrite,
-        command=f"{command} (nnfit {__version__})",
+        command=_command("nnfit ptycho make"),
     )
     print(f"fixture  {out} ({out.stat().st_size} bytes, {args.subset_size} scans, {args.strategy})")
     print(f"sidecar  {meta}")

@@ -301,6 +301,73 @@ def check_no_external(f: h5py.File, path: str | os.PathLike[str], *, allow: bool
         )
 
 
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` starts with the HDF5 signature (as h5py writes files).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.npz"
+    >>> _ = p.write_bytes(b"PK")
+    >>> is_hdf5(p)
+    False
+    """
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == _SIGNATURE
+    except OSError:
+        return False
+
+
+#: The HDF5 filters (registered ids) hdf5plugin brings: Blosc, Blosc2, bitshuffle, BZip2,
+#: LZ4, Zstd, Zfp, SZ, SZ3, FCIDECOMP.
+_HDF5PLUGIN_FILTERS = frozenset(
+    {307, 32001, 32004, 32008, 32013, 32015, 32017, 32018, 32024, 32026}
+)
+
+
+def check_filters(data: Any, where: str) -> None:
+    """Refuse, naming the filter and what to install, a dataset this HDF5 cannot decompress.
+
+    ``where`` names the dataset in the message (e.g. ``"file.nwb: /acquisition/x/data"``).
+
+    hdf5plugin registers its filters with HDF5 when imported, so it is imported (where it is
+    installed) before a filter is declared missing; HDF5's own error would only say that no
+    plugin directory was found, at the first block read. A filter is missing only where a
+    chunk went through it: writers mark such filters optional and skip them for chunks they
+    do not shrink (bit ``i`` of a chunk's filter mask), and those chunks read without it.
+    """
+    plist = data.id.get_create_plist()
+    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    missing = [i for i, f in enumerate(filters) if not h5py.h5z.filter_avail(f[0])]
+    if not missing:
+        return
+    try:
+        import hdf5plugin  # type: ignore[import-not-found]  # noqa: F401  (registers its filters on import)
+    except ImportError:
+        pass
+    n_chunks = data.id.get_num_chunks()
+    for i in missing:
+        code, name = filters[i][0], filters[i][3]
+        if h5py.h5z.filter_avail(code) or all(
+            data.id.get_chunk_info(k).filter_mask >> i & 1 for k in range(n_chunks)
+        ):
+            continue
+        label = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+        fix = (
+            "pip install hdf5plugin (nnfit imports it when installed)"
+            if code in _HDF5PLUGIN_FILTERS
+            else "install that filter's HDF5 plugin and point HDF5_PLUGIN_PATH at it"
+        )
+        raise ValueError(
+            f"{where} is compressed with the HDF5 filter {label!r} (id {code}), which "
+            f"this HDF5 cannot decompress; {fix}, or rewrite the file with gzip"
+        )
+
+
 class _WriterLock:
     """An exclusive advisory lock on ``<file>.lock`` held by the one nnfit writer.
 

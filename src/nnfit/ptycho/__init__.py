@@ -5,10 +5,12 @@
 - :data:`CONTRACT` -- the versioned DATA-001 contract; ``CONTRACT.validate(arrays)``.
 - :func:`generate_fixture` -- cut a byte-deterministic fixture plus JSON sidecar.
 - :func:`verify_fixture` -- recheck a fixture's hashes, contract and sidecar.
+- :func:`import_ptychodus` -- a ptychodus product and its diffraction patterns as a source.
 """
 
 from nnfit.io.npz import encode_npz, open_npz, read_npz, write_npz
 from nnfit.ptycho.contract import CONTRACT, DataContract, KeySpec, Violation, resolve_layout
+from nnfit.ptycho.ptychodus import import_ptychodus, read_ptychodus_source
 from nnfit.ptycho.result import FixtureResult
 from nnfit.ptycho.simulate import (
     alignment_residuals,
@@ -44,8 +46,10 @@ __all__ = [
     "far_field_intensity",
     "forward_amplitude",
     "generate_fixture",
+    "import_ptychodus",
     "open_npz",
     "read_npz",
+    "read_ptychodus_source",
     "resolve_layout",
     "select_subset",
     "simulate_dataset",

@@ -30,6 +30,7 @@ from nnfit.io import (
     remove_stale_temporaries,
     replace_together,
 )
+from nnfit.io.hdf5 import is_hdf5
 from nnfit.io.lock import run_lock
 from nnfit.io.npz import encode_npz, open_npz
 from nnfit.ptycho.contract import CONTRACT, LAYOUT_AXES, Violation, resolve_layout
@@ -126,7 +127,15 @@ def validate_source(
     path = Path(source_path)
     if not path.exists():
         raise FileNotFoundError(f"source dataset not found: {path}")
+    fix = (
+        f"a ptychodus product and its patterns become a source with: nnfit ptycho import "
+        f"--product {path} --patterns PATTERNS --out SOURCE.npz"
+    )
+    if is_hdf5(path):
+        raise ValueError(f"{path} is an HDF5 file, not a DATA-001 source NPZ; {fix}")
     arrays = open_npz(path)
+    if "probe_position_x_m" in arrays:
+        raise ValueError(f"{path} is a ptychodus product (positions in metres); {fix}")
     problems = CONTRACT.validate(arrays, role="source", layout=layout)
     if problems:
         raise ContractViolationError(f"source {path}", problems)
