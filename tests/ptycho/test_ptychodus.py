@@ -204,10 +204,21 @@ def test_read_product_gives_both_containers_the_same_content():
     assert a.object_center_m == b.object_center_m and a.object_pixel_m == b.object_pixel_m
 
 
-def test_make_on_a_product_names_the_import_command(tmp_path):
+def test_make_on_a_product_or_a_training_export_names_the_import_command(tmp_path):
     for name in ("product.h5", "product.npz"):
         with pytest.raises(ValueError, match="nnfit ptycho import --product"):
             generate_fixture(DATA / name, tmp_path / "fx.npz")
+    # what ptychodus 1.7.0's save_ptychopinn_training_data writes: counts in diff3d
+    src, _ = _source("product.h5", "patterns.npz")
+    raw = np.load(DATA / "patterns.npz")
+    export = {
+        "diff3d": raw["patterns"],
+        "bad_pixels": raw["bad_pixels"],
+        **{k: src.arrays[k] for k in ("xcoords", "ycoords", "objectGuess", "probeGuess")},
+    }
+    np.savez(tmp_path / "train.npz", **export)
+    with pytest.raises(ValueError, match=r"training-data export .* nnfit ptycho import"):
+        generate_fixture(tmp_path / "train.npz", tmp_path / "fx.npz")
 
 
 def _nnfit(*args: str | Path) -> subprocess.CompletedProcess:

@@ -138,7 +138,14 @@ def validate_source(
         raise ValueError(f"{path} is a ptychodus product (positions in metres); {fix}")
     problems = CONTRACT.validate(arrays, role="source", layout=layout)
     if problems:
-        raise ContractViolationError(f"source {path}", problems)
+        what = f"source {path}"
+        if any(arrays[k].dtype.kind in "iu" for k in CONTRACT.diffraction_aliases if k in arrays):
+            what += (
+                " (it holds detector counts, as ptychodus's PtychoPINN training-data export "
+                "does; from ptychodus, build the source from the product and its patterns: "
+                "nnfit ptycho import --product PRODUCT --patterns PATTERNS --out SOURCE.npz)"
+            )
+        raise ContractViolationError(what, problems)
     return arrays
 
 
