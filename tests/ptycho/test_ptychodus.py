@@ -243,3 +243,19 @@ def test_cli_import_then_make(tmp_path):
     make = _nnfit("ptycho", "make", "--source", out, "--output", fx, "--subset-size", "16")
     assert make.returncode == 0, make.stderr
     assert _nnfit("ptycho", "verify", fx, "--alignment").returncode == 0
+
+
+def test_damaged_files_are_named(tmp_path):
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes((DATA / "product.h5").read_bytes()[:20000])
+    with pytest.raises(OSError, match=r"cut\.h5: cannot open as an HDF5 file"):
+        read_product(cut)
+    raw = np.load(DATA / "patterns.npz")["patterns"]
+    with h5py.File(tmp_path / "dp.h5", "w") as f:
+        f.create_dataset("dp", data=raw, chunks=(1, 16, 16), compression="gzip")
+        offset = f["dp"].id.get_chunk_info(20).byte_offset
+    data = bytearray((tmp_path / "dp.h5").read_bytes())
+    data[offset : offset + 40] = b"\0" * 40  # one chunk's deflate stream destroyed
+    (tmp_path / "dp.h5").write_bytes(bytes(data))
+    with pytest.raises(OSError, match=r"dp\.h5: /dp: cannot read rows"):
+        read_ptychodus_source(DATA / "product_scan_order.h5", tmp_path / "dp.h5")

@@ -44,7 +44,7 @@ import numpy as np
 
 from nnfit import __version__
 from nnfit.io import atomic_path, atomic_write_json, file_sha256
-from nnfit.io.hdf5 import check_filters, is_hdf5
+from nnfit.io.hdf5 import check_filters, is_hdf5, open_plain
 from nnfit.io.lock import run_lock
 from nnfit.io.npz import StreamedArray, open_npz, write_npz
 from nnfit.ptycho.subset import validate_source
@@ -165,7 +165,7 @@ def read_product(path: str | os.PathLike[str]) -> Product:
     if is_hdf5(p):
         import h5py
 
-        with h5py.File(p, "r") as f:
+        with open_plain(p) as f:
             arrays = {k: f[k][()] for k in _ARRAYS if k in f and isinstance(f[k], h5py.Dataset)}
             for k, names in _H5_NAMES.items():
                 if names[0] not in f:
@@ -310,7 +310,7 @@ def open_patterns(path: str | os.PathLike[str], data_path: str | None = None) ->
         )  # fmt: skip
     import h5py
 
-    with h5py.File(p, "r") as f:
+    with open_plain(p) as f:
         if data_path is None:
             found = [q for q in PATTERN_PATHS if isinstance(f.get(q), h5py.Dataset)]
             if len(found) != 1:
@@ -332,10 +332,13 @@ def open_patterns(path: str | os.PathLike[str], data_path: str | None = None) ->
 
     def read_rows(rows: np.ndarray) -> np.ndarray:
         # rows arrive sorted and distinct; a run of consecutive rows is read as one slice
-        with h5py.File(p, "r") as f:
-            if rows.size and rows[-1] - rows[0] + 1 == rows.size:
-                return np.asarray(f[name][int(rows[0]) : int(rows[-1]) + 1])
-            return np.asarray(f[name][rows])
+        with open_plain(p) as f:
+            try:
+                if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+                    return np.asarray(f[name][int(rows[0]) : int(rows[-1]) + 1])
+                return np.asarray(f[name][rows])
+            except OSError as exc:  # a damaged chunk: HDF5's message names neither
+                raise OSError(f"{where}: cannot read rows {rows[0]}..{rows[-1]} ({exc})") from None
 
     return Patterns(p, where, shape, dtype, np.arange(shape[0]), None, read_rows)
 
