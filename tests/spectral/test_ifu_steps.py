@@ -79,6 +79,45 @@ def test_voronoi_bins_reach_the_target_with_vorbin(small_cube):
         BinMap.from_map(np.array([[0, 2], [2, -1]]))
 
 
+def test_covariance_scales_bin_noise_by_one_plus_alpha_log10_n(small_cube):
+    p, _, _ = small_cube
+    cube = read_ifu_cube(p)
+    _, _, ok = spaxel_signal_noise(cube)
+    bmap = np.full((6, 7), -1)
+    bmap[ok] = np.arange(41) % 5  # bins of 8 and 9 spaxels
+    bins = BinMap.from_map(bmap)
+    flux0, var0 = bin_spectra(cube, bins)
+    flux, var = bin_spectra(cube, bins, covariance=1.62)
+    n = np.bincount(bins.binnum)
+    np.testing.assert_array_equal(flux, flux0)
+    np.testing.assert_allclose(var, var0 * ((1 + 1.62 * np.log10(n)) ** 2)[:, None], rtol=1e-14)
+    a, b = bin_spectra(cube, bins, covariance=0.0)
+    np.testing.assert_array_equal(a, flux0)
+    np.testing.assert_array_equal(b, var0)
+    with pytest.raises(ValueError, match="--covariance"):
+        bin_spectra(cube, bins, covariance=-1.0)
+
+
+def test_voronoi_bins_with_covariance_reach_the_corrected_target(small_cube):
+    p, _, _ = small_cube
+    cube = read_ifu_cube(p)
+    s, n, ok = spaxel_signal_noise(cube)
+    target = 3 * np.nanmedian(s / n)
+    plain = voronoi_bins(s, n, ok, target_sn=target)
+    cov = voronoi_bins(s, n, ok, target_sn=target, covariance=0.5)
+    assert 1 <= cov.n_bins < plain.n_bins  # correlated noise needs bigger bins
+    y, x = cov.ypix.astype(int), cov.xpix.astype(int)
+    n_b = np.bincount(cov.binnum)
+    corrected = (
+        np.bincount(cov.binnum, s[y, x])
+        / np.sqrt(np.bincount(cov.binnum, n[y, x] ** 2))
+        / (1 + 0.5 * np.log10(n_b))
+    )
+    assert np.median(corrected) > 0.8 * target
+    with pytest.raises(ValueError, match=r"whole field reaches S/N .* < target_sn"):
+        voronoi_bins(s, n, ok, target_sn=0.9 * np.sqrt(np.nansum((s / n)[ok] ** 2)), covariance=1)
+
+
 def test_kinematics_table_to_losvds(tmp_path):
     from astropy.table import Table
 

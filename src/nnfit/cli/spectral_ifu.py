@@ -41,6 +41,15 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--bin-map", help="your own bins: .npy (ny, nx) of 0..S-1, -1 unused")
     g.add_argument(
+        "--covariance",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="spatially correlated noise: a bin of n spaxels has 1 + ALPHA log10(n) times the "
+        "noise of its summed variances, in the Voronoi S/N and the bin's variance (GIST's "
+        "COVARIANCE; e.g. 1.07 CALIFA, 1.62 MaNGA; see the IFU docs). Default 0: independent",
+    )
+    g.add_argument(
         "--lam-range",
         type=float,
         nargs=2,
@@ -313,6 +322,7 @@ def init_from_cube(args: argparse.Namespace) -> int:
         target_sn=args.target_sn,
         bin_map=bin_map,
         min_sn=args.min_sn,
+        covariance=args.covariance,
         lam_range=args.lam_range,
         x_range=args.x_range,
         y_range=args.y_range,

@@ -88,6 +88,7 @@ def store_from_ifu_cube(
     target_sn: float | None = None,
     bin_map: np.ndarray | None = None,
     min_sn: float = 1.0,
+    covariance: float = 0.0,
     lam_range: tuple[float, float] | None = None,
     x_range: tuple[int, int] | None = None,
     y_range: tuple[int, int] | None = None,
@@ -135,6 +136,12 @@ def store_from_ifu_cube(
         Your own bins (0..S-1, -1 unused) instead of Voronoi binning.
     min_sn : float
         Spaxels below this mean S/N per pixel are not used.
+    covariance : float
+        Spatial covariance of the cube's noise (CLI ``--covariance``; GIST's ``COVARIANCE``): a
+        bin of ``n`` spaxels has noise ``1 + covariance * log10(n)`` times the root of its
+        summed variances, in the Voronoi S/N and in the bin's variance
+        (:func:`~nnfit.spectral.binning.covariance_factor`). 0 (the default) treats spaxels as
+        independent; :doc:`/spectral/ifu` lists published values.
     lam_range : (float, float), optional
         Observed wavelengths (A) to keep.
     x_range, y_range : (int, int), optional
@@ -204,7 +211,14 @@ def store_from_ifu_cube(
     """
     from nnfit.io import atomic_path
     from nnfit.io.hdf5 import open_h5
-    from nnfit.spectral.binning import BinMap, bin_spectra, spaxel_signal_noise, voronoi_bins
+    from nnfit.spectral.binning import (
+        BinMap,
+        bin_spectra,
+        check_covariance,
+        covariance_factor,
+        spaxel_signal_noise,
+        voronoi_bins,
+    )
     from nnfit.spectral.ifu_cube import muse_lsf_fwhm, read_ifu_cube
     from nnfit.spectral.kinematics import (
         N_SIGMA,
@@ -226,6 +240,7 @@ def store_from_ifu_cube(
     if int(velscale_ratio) < 1:
         raise ValueError(f"velscale_ratio must be an integer >= 1; got {velscale_ratio}")
     ratio = int(velscale_ratio)
+    covariance = check_covariance(covariance)
     if kinematics is None and losvd is None:
         kinematics = "ppxf"
     if ppxf_moments not in (2, 4):
@@ -326,8 +341,8 @@ def store_from_ifu_cube(
                 f"bin map shape {bins.bin_map.shape} differs from the selected cube's {(ny, nx)}"
             )
     else:
-        bins = voronoi_bins(signal, noise, usable, target_sn, min_sn=min_sn)
-    flux_lin, var_lin = bin_spectra(cube, bins)
+        bins = voronoi_bins(signal, noise, usable, target_sn, min_sn=min_sn, covariance=covariance)
+    flux_lin, var_lin = bin_spectra(cube, bins, covariance=covariance)
     S = bins.n_bins
     with np.errstate(invalid="ignore"):
         has_data = (np.isfinite(flux_lin) & np.isfinite(var_lin) & (var_lin > 0)).any(axis=1)
@@ -431,7 +446,11 @@ def store_from_ifu_cube(
             except KinematicsAtBoundError as e:
                 # the bin's S/N as --min-sn and --target-sn measure it (vorbin's sum)
                 sel = bins.bin_map == e.bin_id
-                sn = float(signal[sel].sum() / np.sqrt((noise[sel] ** 2).sum()))
+                sn = float(
+                    signal[sel].sum()
+                    / np.sqrt((noise[sel] ** 2).sum())
+                    / covariance_factor(int(sel.sum()), covariance)
+                )
                 wider = ""
                 if e.vmax is not None:  # a fit beyond the margin, maybe a broad galaxy's
                     reach = abs(e.V) + N_SIGMA * e.sigma
@@ -479,6 +498,7 @@ def store_from_ifu_cube(
         "lam_range_observed": [float(np.exp(ln_obs[0])), float(np.exp(ln_obs[-1]))],
         "kinematics": kin_source,
         "target_sn": target_sn,
+        "covariance": covariance,
         "fwhm_gal": (
             f"cube extension {lsf_words}"
             if own_lsf is not None
