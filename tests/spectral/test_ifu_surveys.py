@@ -424,6 +424,55 @@ def test_manga_logcube_to_a_store_with_its_own_lsf(tmp_path, caplog):
     assert ifu["dq"]["rule"].startswith("bad where FORESTAR") and ifu["noise"] == "IVAR (ivar)"
 
 
+def test_manga_bins_with_covariance_carry_the_calibrated_noise(tmp_path, caplog):
+    """Bins of a MaNGA cube: without --covariance the store says the noise is correlated; with
+    it, each bin's noise is 1 + ALPHA log10(n) times the root of its summed variances."""
+    import h5py
+
+    from nnfit.spectral.ifu_store import store_from_ifu_cube
+    from nnfit.spectral.simulate_ifu import write_ifu_demo
+
+    demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
+    n, ny, nx = 600, 2, 3
+    wave = _manga_wave(n, 5000.0, 5000.0 * np.log(10) * 1e-4)
+    rng = np.random.default_rng(9)
+    flux = (1.0 + 0.1 * np.sin(wave / 40.0))[:, None, None] * np.ones((n, ny, nx))
+    flux = (flux + rng.normal(0, 0.01, flux.shape)).astype(np.float32)
+    p = write_manga(
+        tmp_path / "manga-1-2-LOGCUBE.fits",
+        n=n,
+        crval=5000.0,
+        flux=flux,
+        ivar=np.full((n, ny, nx), 1e4, dtype=np.float32),
+        ny=ny,
+        nx=nx,
+    )
+    kin = {"V": np.zeros(2), "sigma": np.full(2, 150.0), "h3": np.zeros(2), "h4": np.zeros(2)}
+    rows = np.repeat(np.arange(2), 3).reshape(ny, nx)  # two bins of three spaxels
+    noise = {}
+    for alpha in (0.0, 1.62):
+        out = tmp_path / f"s{alpha}.h5"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="nnfit.spectral.ifu_store"):
+            store_from_ifu_cube(
+                p,
+                demo["templates"],
+                out,
+                bin_map=rows,
+                kinematics=kin,
+                lines=[],
+                min_sn=0.0,
+                covariance=alpha,
+            )
+        assert ("--covariance ALPHA corrects" in caplog.text) == (alpha == 0)
+        with h5py.File(out, "r") as f:
+            noise[alpha] = f["Noise"][()]
+            assert json.loads(f.attrs["ifu_json"])["covariance"] == alpha
+    ok = np.isfinite(noise[0.0]) & (noise[0.0] > 0)
+    assert ok.sum() > 500
+    np.testing.assert_allclose(noise[1.62][ok] / noise[0.0][ok], 1 + 1.62 * np.log10(3), rtol=1e-6)
+
+
 # ------------------------------------------------------------------ units, messages, logging
 def _jwst_s3d(path, sci, err, *, crval, cdelt, bunit="MJy/sr"):
     """A JWST s3d: SCI/ERR float32, DQ uint32 (all good), micron axis, CDELT + PC celestial."""

@@ -79,6 +79,14 @@ def _per_wavelength(bunit: str, wave: np.ndarray) -> tuple[np.ndarray, str] | No
     return None
 
 
+#: Survey formats whose cubes are resampled from fibres, with what is known of the covariance.
+_CORRELATED_SURVEYS = {
+    "manga": "MaNGA: ALPHA = 1.62, the MaNGA DAP's calibration",
+    "califa": "CALIFA: ALPHA = 1.07, Garcia-Benito et al. 2015, Eq. 1",
+    "sami": "SAMI: its COVAR extension, which nnfit does not read, gives the covariance",
+}
+
+
 def store_from_ifu_cube(
     cube_path: str | os.PathLike[str],
     templates: str | os.PathLike[str],
@@ -342,6 +350,15 @@ def store_from_ifu_cube(
             )
     else:
         bins = voronoi_bins(signal, noise, usable, target_sn, min_sn=min_sn, covariance=covariance)
+    shared = np.bincount(bins.binnum).max() > 1
+    if shared and not covariance and cube.file_format in _CORRELATED_SURVEYS:
+        log.warning(
+            "%s: neighbouring spaxels of a resampled cube share noise, so bins reach their "
+            "S/N only on paper and their variance is too small; --covariance ALPHA corrects "
+            "both (%s; see the IFU docs)",
+            cube.path,
+            _CORRELATED_SURVEYS[cube.file_format],
+        )
     flux_lin, var_lin = bin_spectra(cube, bins, covariance=covariance)
     S = bins.n_bins
     with np.errstate(invalid="ignore"):
