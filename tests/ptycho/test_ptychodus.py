@@ -47,20 +47,6 @@ def test_coordinates_are_the_simulated_ones_through_ptychodus_metres(product, pa
     np.testing.assert_array_equal(a["scan_index"], first + np.arange(40))
 
 
-def test_coordinates_are_ptychodus_own_pixel_map_shifted_to_nnfit_patch_start():
-    # ptychodus 1.7.0's map_probe_positions_to_object_x_px gives the pixel under the probe's
-    # centre; for an even probe nnfit's patch start x - W // 2 needs that + 1/2.
-    src, _ = _source("product.h5", "patterns.npz")
-    order = np.argsort(REF["indexes"])
-    assert src.arrays["probeGuess"].shape[0] % 2 == 0
-    np.testing.assert_allclose(
-        src.arrays["xcoords"], np.asarray(REF["x_px"])[order] + 0.5, rtol=0, atol=1e-9
-    )
-    np.testing.assert_allclose(
-        src.arrays["ycoords"], np.asarray(REF["y_px"])[order] + 0.5, rtol=0, atol=1e-9
-    )
-
-
 def test_each_pattern_fits_the_forward_model_at_its_own_coordinates_and_not_half_a_pixel_off():
     src, d = _source("product.h5", "patterns.npz")
     a = src.arrays
@@ -259,3 +245,32 @@ def test_damaged_files_are_named(tmp_path):
     (tmp_path / "dp.h5").write_bytes(bytes(data))
     with pytest.raises(OSError, match=r"dp\.h5: /dp: cannot read rows"):
         read_ptychodus_source(DATA / "product_scan_order.h5", tmp_path / "dp.h5")
+
+
+@pytest.mark.parametrize("folder", [DATA, DATA / "odd15"])
+def test_coordinates_put_each_pattern_where_ptychodus_own_forward_model_made_it(folder):
+    # ptychodus_forward.npz: patterns ptychodus 1.7.0's simulator computed from the product
+    # (its patch bounds, Fourier sub-pixel shift and Fresnel propagation; see the README).
+    # nnfit's forward model at the imported coordinates must fit them better than anywhere
+    # on a quarter-pixel grid around them, in both axes, for an even and an odd probe.
+    src = read_ptychodus_source(folder / "product_scan_order.h5", folder / "ptychodus_forward.npz")
+    a = src.arrays
+    d = np.concatenate(list(src.diffraction.blocks())).astype(np.float64)
+
+    def misfit(dx: float, dy: float) -> float:
+        r = alignment_residuals(
+            d, a["probeGuess"], a["objectGuess"], a["xcoords"] + dx, a["ycoords"] + dy,
+            fit_scale=True,
+        )  # fmt: skip
+        return float(np.median(np.diag(r)))
+
+    at_zero = misfit(0.0, 0.0)
+    assert at_zero < 1e-4
+    shifts = [(dx, dy) for dx in (-0.5, -0.25, 0, 0.25, 0.5) for dy in (-0.5, -0.25, 0, 0.25, 0.5)]
+    assert all(misfit(dx, dy) > at_zero for dx, dy in shifts if (dx, dy) != (0, 0))
+    # ptychodus's own map of product.h5 (reversed position order), + 1/2 for an even probe
+    ref = json.loads((folder / "ptychodus_pixels.json").read_text())
+    order = np.argsort(ref["indexes"])
+    half = 0.5 if a["probeGuess"].shape[1] % 2 == 0 else 0.0
+    np.testing.assert_allclose(a["xcoords"], np.asarray(ref["x_px"])[order] + half, atol=1e-9)
+    np.testing.assert_allclose(a["ycoords"], np.asarray(ref["y_px"])[order] + half, atol=1e-9)
