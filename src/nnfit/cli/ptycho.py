@@ -255,12 +255,13 @@ def _import(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'source.npz'}"
         )
-    n = open_patterns(args.patterns, args.patterns_path).shape[0]
+    pats = open_patterns(args.patterns, args.patterns_path)
     enabled = False if args.no_progress else None
-    with progress(2 * n, desc="patterns (2 passes)", unit="pattern", enabled=enabled) as bar:
+    total = 2 * pats.shape[0]  # two passes; patterns without a position are not read
+    with progress(total, desc="patterns (2 passes)", unit="pattern", enabled=enabled) as bar:
         out, meta_path, meta = import_ptychodus(
             args.product,
-            args.patterns,
+            pats,
             args.out,
             data_path=args.patterns_path,
             overwrite=args.overwrite,

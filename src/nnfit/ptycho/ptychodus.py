@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 #: Where HDF5 diffraction files keep their (N, H, W) stack, in the order they are tried.
 PATTERN_PATHS = ("/dp", "/entry_1/data_1/data", "/exchange/data", "/entry/data/data")
 
-#: Rows of patterns read at a time.
+#: Patterns are converted in blocks of about this many bytes (as float64).
 _BLOCK_BYTES = 64 << 20
 
 
@@ -451,7 +451,7 @@ def read_ptychodus_source(
         "pixel under the probe's centre) - (W - 1) / 2 + W // 2 (nnfit's patch start), likewise y"
     )
     bad = _bad_pixels(pats, notes)
-    step = max(1, _BLOCK_BYTES // max(1, h * w * max(pats.dtype.itemsize, 4)))
+    step = max(1, _BLOCK_BYTES // (8 * h * w))
 
     def blocks() -> Iterator[tuple[int, np.ndarray]]:
         for s in range(0, rows.size, step):
@@ -555,7 +555,7 @@ def _size(px: tuple[float, float]) -> str:
 
 def import_ptychodus(
     product: str | os.PathLike[str],
-    patterns: str | os.PathLike[str],
+    patterns: str | os.PathLike[str] | Patterns,
     output: str | os.PathLike[str],
     *,
     data_path: str | None = None,
@@ -575,7 +575,8 @@ def import_ptychodus(
     Parameters
     ----------
     product, patterns : path-like
-        The ptychodus product and its diffraction file.
+        The ptychodus product and its diffraction file (or the file opened with
+        :func:`open_patterns`, read once).
     output : path-like
         The source NPZ to write (its folder is created).
     data_path : str, optional
@@ -598,7 +599,8 @@ def import_ptychodus(
     meta_path = out.with_suffix(".json")
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: give a .npz file name, e.g. {out.with_suffix('.npz')}")
-    for src in (Path(product), Path(patterns)):
+    pats_path = patterns.path if isinstance(patterns, Patterns) else Path(patterns)
+    for src in (Path(product), pats_path):
         if src.exists() and src.resolve() in (out.resolve(), meta_path.resolve()):
             raise ValueError(f"refusing to write over the input {src}")
     if not overwrite:
@@ -608,7 +610,7 @@ def import_ptychodus(
                     f"{p} already exists; pass --overwrite (overwrite=True) to replace it"
                 )
     prod = read_product(product)
-    pats = open_patterns(patterns, data_path)
+    pats = patterns if isinstance(patterns, Patterns) else open_patterns(patterns, data_path)
     src = read_ptychodus_source(prod, pats, on_block=on_block)
 
     def counted() -> Iterator[np.ndarray]:
