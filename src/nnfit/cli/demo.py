@@ -123,10 +123,12 @@ def run_calcium(out_dir: Path, *, seed: int = 0) -> None:
 def run_ptycho(out_dir: Path, *, seed: int = 0) -> None:
     """Simulate a 1087-scan legacy (H, W, N) dataset, cut and verify a 64-scan fixture.
 
-    Writes ``source_legacy.npz``, ``minimal_dataset_v1.npz`` and ``minimal_dataset_v1.json``
-    under ``out_dir`` (replacing earlier demo files) and prints the checksum.
+    Writes ``source_legacy.npz``, ``minimal_dataset_v1.npz``, ``minimal_dataset_v1.json`` and
+    the figure ``minimal_dataset_v1.png`` under ``out_dir`` (replacing earlier demo files) and
+    prints the checksum.
     """
-    from nnfit.io.npz import write_npz
+    from nnfit.io.npz import read_npz, write_npz
+    from nnfit.ptycho.plots import fixture_figure
     from nnfit.ptycho.simulate import simulate_dataset
     from nnfit.ptycho.subset import generate_fixture
     from nnfit.ptycho.verify import verify_fixture
@@ -152,9 +154,11 @@ def run_ptycho(out_dir: Path, *, seed: int = 0) -> None:
         print(f"   {line}")
     if not report.ok:
         raise RuntimeError("the demo fixture failed verification")
+    png = fixture_figure(read_npz(fixture), fixture.with_suffix(".png"), title=fixture.name)
     print(f"   checksum {checksum}")
     print(f"   fixture  {fixture.resolve()}")
     print(f"   sidecar  {meta.resolve()}")
+    print(f"   figure   {png['path'].resolve()}")
 
 
 # -- spectral --------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ _VERIFY_EPILOG = """\
 examples:
   nnfit ptycho verify tests/fixtures/pytorch_integration/minimal_dataset_v1.npz
   nnfit ptycho verify fx/spread.npz --metadata fx/spread.json --alignment
+  nnfit ptycho verify fx/spread.npz --figure fx/spread.png      # and draw what it holds
 
 Exit status: 0 when every check passes, 1 when any fails, 2 for unusable input.
 """
@@ -197,6 +198,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also check that every pattern fits the forward model best at its own coordinates",
     )
+    ver.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw the fixture: object phase and amplitude with the probe centres, probe "
+        "amplitude and phase, mean pattern (log), each pattern's misfit against the model",
+    )
     ver.set_defaults(func=_verify)
 
 
@@ -301,4 +310,10 @@ def _verify(args: argparse.Namespace) -> int:
 
     report = verify_fixture(args.path, args.metadata, alignment=args.alignment)
     print(report)
+    if args.figure is not None:
+        from nnfit.io.npz import read_npz
+        from nnfit.ptycho.plots import fixture_figure
+
+        drawn = fixture_figure(read_npz(args.path), args.figure, title=args.path.name)
+        print(f"figure   {drawn['path']}")
     return 0 if report.ok else 1
