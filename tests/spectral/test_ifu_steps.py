@@ -116,6 +116,10 @@ def test_voronoi_bins_with_covariance_reach_the_corrected_target(small_cube):
     assert np.median(corrected) > 0.8 * target
     with pytest.raises(ValueError, match=r"whole field reaches S/N .* < target_sn"):
         voronoi_bins(s, n, ok, target_sn=0.9 * np.sqrt(np.nansum((s / n)[ok] ** 2)), covariance=1)
+    # just below the whole field's corrected S/N vorbin keeps no bin: named, not an IndexError
+    whole = np.nansum(s[ok]) / np.sqrt(np.nansum(n[ok] ** 2)) / (1 + np.log10(ok.sum()))
+    with pytest.raises(ValueError, match=r"could not grow any bin .* --covariance 1\)"):
+        voronoi_bins(s, n, ok, target_sn=0.99 * whole, covariance=1.0)
 
 
 def test_kinematics_table_to_losvds(tmp_path):

@@ -184,17 +184,27 @@ def voronoi_bins(
             )
             from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
-            binnum = voronoi_2d_binning(
-                x.astype(float),
-                y.astype(float),
-                s_k,
-                n_k,
-                float(target_sn),
-                pixelsize=1.0,
-                plot=False,
-                quiet=True,
-                sn_func=sn_func if covariance > 0 else None,
-            )[0]
+            try:
+                binnum = voronoi_2d_binning(
+                    x.astype(float),
+                    y.astype(float),
+                    s_k,
+                    n_k,
+                    float(target_sn),
+                    pixelsize=1.0,
+                    plot=False,
+                    quiet=True,
+                    sn_func=sn_func if covariance > 0 else None,
+                )[0]
+            except IndexError:  # vorbin 3.2's accretion kept no bin (no bin reached 80 %)
+                raise ValueError(
+                    f"vorbin could not grow any bin to 80 % of target_sn {target_sn:g} (the "
+                    f"whole field reaches S/N {whole:.1f}"
+                    + (f" with --covariance {covariance:g}" if covariance else "")
+                    + "); lower --target-sn"
+                    + (" or --covariance" if covariance else "")
+                    + ", or give your own --bin-map"
+                ) from None
     bmap = np.full((ny, nx), -1, dtype=np.int64)
     bmap[y, x] = binnum
     return BinMap(
