@@ -16,9 +16,11 @@ from nnfit.io.npz import open_npz
 from nnfit.ptycho import alignment_residuals, generate_fixture, validate_source, verify_fixture
 from nnfit.ptycho.ptychodus import (
     import_ptychodus,
+    is_training_data,
     open_patterns,
     read_product,
     read_ptychodus_source,
+    read_training_data,
 )
 
 DATA = Path(__file__).parent / "data" / "ptychodus-1.7.0"
@@ -274,3 +276,47 @@ def test_coordinates_put_each_pattern_where_ptychodus_own_forward_model_made_it(
     half = 0.5 if a["probeGuess"].shape[1] % 2 == 0 else 0.0
     np.testing.assert_allclose(a["xcoords"], np.asarray(ref["x_px"])[order] + half, atol=1e-9)
     np.testing.assert_allclose(a["ycoords"], np.asarray(ref["y_px"])[order] + half, atol=1e-9)
+
+
+@pytest.mark.parametrize("folder", [DATA, DATA / "odd15"])
+def test_ptychodus_training_data_file_alone_is_a_source(folder, tmp_path):
+    # training.h5: ptychodus 1.7.0's save_training_data of Poisson counts its own simulator
+    # made; positions in its object pixels, probe stack, object, filled bad pixels, one file
+    path = folder / "training.h5"
+    assert is_training_data(path) and not is_training_data(folder / "product_scan_order.h5")
+    prod, pats = read_training_data(path)
+    src = read_ptychodus_source(prod, pats)
+    a = src.arrays
+    ref = json.loads((folder / "ptychodus_pixels.json").read_text())
+    np.testing.assert_allclose(a["xcoords"], ref["simulated_xcoords"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(a["ycoords"], ref["simulated_ycoords"], rtol=0, atol=1e-9)
+    assert "1 pixels ptychodus filled (bad_pixels) kept as filled" in src.notes[-2]
+    d = np.concatenate(list(src.diffraction.blocks())).astype(np.float64)
+    with h5py.File(path) as f:
+        counts = f["patterns"][()].astype(np.float64)
+    np.testing.assert_allclose(d, np.sqrt(counts / counts.sum(axis=(1, 2)).mean()), rtol=1e-6)
+
+    def misfit(dx: float, dy: float) -> float:
+        r = alignment_residuals(
+            d, a["probeGuess"], a["objectGuess"], a["xcoords"] + dx, a["ycoords"] + dy,
+            fit_scale=True,
+        )  # fmt: skip
+        return float(np.median(np.diag(r)))
+
+    at_zero = misfit(0.0, 0.0)
+    assert all(misfit(dx, dy) > at_zero for dx in (-0.25, 0, 0.25) for dy in (-0.25, 0, 0.25)
+               if (dx, dy) != (0, 0))  # fmt: skip
+    out, _, meta = import_ptychodus(path, None, tmp_path / "s.npz")
+    assert validate_source(out)["diffraction"].shape == d.shape
+    assert meta["patterns"].endswith("training.h5: /patterns") and meta["scans"] == d.shape[0]
+    with pytest.raises(ValueError, match="not a ptychodus training-data file"):
+        import_ptychodus(folder / "product_scan_order.h5", None, tmp_path / "t.npz")
+
+
+def test_cli_import_of_a_training_file_needs_no_patterns(tmp_path):
+    out = tmp_path / "s.npz"
+    run = _nnfit("ptycho", "import", "--product", DATA / "training.h5", "--out", out)
+    assert run.returncode == 0, run.stderr
+    assert "40 scans" in run.stdout
+    bad = _nnfit("ptycho", "import", "--product", DATA / "product.h5", "--out", tmp_path / "x.npz")
+    assert bad.returncode == 2 and "--patterns is needed" in bad.stderr

@@ -37,6 +37,9 @@ examples:
       --out data/scan42_source.npz
   nnfit ptycho make --source data/scan42_source.npz --output fx/scan42.npz
 
+  # ptychodus's HDF5 training-data file (patterns, probe, object, positions in one)
+  nnfit ptycho import --product scan42_training.h5 --out data/scan42_source.npz
+
   # patterns in an HDF5 stack nnfit does not know by name
   nnfit ptycho import --product p.h5 --patterns frames.h5 --patterns-path /entry/detector/frames \\
       --out data/source.npz
@@ -158,14 +161,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="turn a ptychodus product and its diffraction patterns into a fixture source",
         description="Read a ptychodus product (.h5, .hdf5 or .npz: positions in metres, "
         "probe, object) and its diffraction patterns in counts (ptychodus NPZ, or an HDF5 "
-        "stack: /dp, CXI /entry_1/data_1/data, /exchange/data, /entry/data/data) and write "
-        "a DATA-001 source NPZ that `nnfit ptycho make` cuts fixtures from.",
+        "stack: /dp, CXI /entry_1/data_1/data, /exchange/data, /entry/data/data), or "
+        "ptychodus's HDF5 training-data file alone, and write a DATA-001 source NPZ that "
+        "`nnfit ptycho make` cuts fixtures from.",
         epilog=_IMPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imp.add_argument("--product", required=True, type=Path, help="ptychodus product file")
     imp.add_argument(
-        "--patterns", required=True, type=Path, help="diffraction patterns (detector counts)"
+        "--patterns",
+        type=Path,
+        default=None,
+        help="diffraction patterns (detector counts); omit when --product is ptychodus's HDF5 "
+        "training-data file, which holds both",
     )
     imp.add_argument(
         "--patterns-path",
@@ -258,19 +266,34 @@ def _command(default: str) -> str:
 
 def _import(args: argparse.Namespace) -> int:
     from nnfit.progress import progress
-    from nnfit.ptycho.ptychodus import import_ptychodus, open_patterns
+    from nnfit.ptycho.ptychodus import (
+        import_ptychodus,
+        is_training_data,
+        open_patterns,
+        read_training_data,
+    )
 
     if args.out.is_dir():
         raise ValueError(
             f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'source.npz'}"
         )
-    pats = open_patterns(args.patterns, args.patterns_path)
+    if args.patterns is None:
+        if args.patterns_path is not None:
+            raise ValueError("--patterns-path names a dataset in --patterns; give --patterns")
+        if not is_training_data(args.product):
+            raise ValueError(
+                f"--patterns is needed: {args.product} is not ptychodus's training-data file "
+                "(which holds the patterns too)"
+            )
+        pats = read_training_data(args.product)[1]
+    else:
+        pats = open_patterns(args.patterns, args.patterns_path)
     enabled = False if args.no_progress else None
     total = 2 * pats.shape[0]  # two passes; patterns without a position are not read
     with progress(total, desc="patterns (2 passes)", unit="pattern", enabled=enabled) as bar:
         out, meta_path, meta = import_ptychodus(
             args.product,
-            pats,
+            None if args.patterns is None else pats,
             args.out,
             data_path=args.patterns_path,
             overwrite=args.overwrite,

@@ -7,7 +7,8 @@ probe relaxation), the object (2-D or layers ``(L, H, W)``) with its centre and 
 metres, and metadata. The diffraction patterns, in detector counts, live in a separate file:
 ptychodus's NPZ (``patterns``, ``indexes``, ``bad_pixels``) or an HDF5 stack (``/dp`` as
 ptychodus and fold_slice write it, CXI ``/entry_1/data_1/data``, ``/exchange/data``,
-``/entry/data/data``), whose pattern ``k`` has index ``k``.
+``/entry/data/data``), whose pattern ``k`` has index ``k``. ptychodus 1.7's HDF5 training-data
+file holds both (:func:`read_training_data`).
 
 :func:`read_ptychodus_source` pairs each position with the pattern of the same index (as
 ptychodus's reconstructors do) and gives the DATA-001 source arrays:
@@ -260,6 +261,7 @@ class Patterns:
     indexes: np.ndarray
     bad_pixels: np.ndarray | None
     read_rows: Callable[[np.ndarray], np.ndarray]
+    notes: tuple[str, ...] = ()
 
 
 def open_patterns(path: str | os.PathLike[str], data_path: str | None = None) -> Patterns:
@@ -328,19 +330,114 @@ def open_patterns(path: str | os.PathLike[str], data_path: str | None = None) ->
         _check_stack(ds.shape, ds.dtype, where)
         check_filters(ds, where)
         shape, dtype = ds.shape, ds.dtype
-    name = data_path
+    return Patterns(p, where, shape, dtype, np.arange(shape[0]), None, _h5_rows(p, data_path))
+
+
+def _h5_rows(path: Path, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Read given rows (sorted, distinct) of an HDF5 stack, opening the file for each call."""
+    where = f"{path}: {name}"
 
     def read_rows(rows: np.ndarray) -> np.ndarray:
-        # rows arrive sorted and distinct; a run of consecutive rows is read as one slice
-        with open_plain(p) as f:
+        with open_plain(path) as f:
             try:
-                if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+                if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one slice is faster
                     return np.asarray(f[name][int(rows[0]) : int(rows[-1]) + 1])
                 return np.asarray(f[name][rows])
             except OSError as exc:  # a damaged chunk: HDF5's message names neither
                 raise OSError(f"{where}: cannot read rows {rows[0]}..{rows[-1]} ({exc})") from None
 
-    return Patterns(p, where, shape, dtype, np.arange(shape[0]), None, read_rows)
+    return read_rows
+
+
+#: The datasets of ptychodus's HDF5 training-data file (``ptychodus.api.io.save_training_data``).
+TRAINING_KEYS = (
+    "patterns",
+    "bad_pixels",
+    "probe",
+    "object",
+    "probe_position_x_px",
+    "probe_position_y_px",
+    "object_pixel_width_m",
+    "object_pixel_height_m",
+)
+
+
+def is_training_data(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ptychodus's HDF5 training-data file (patterns and product in one)."""
+    if not is_hdf5(path):
+        return False
+    with open_plain(path) as f:
+        return all(k in f for k in TRAINING_KEYS)
+
+
+def read_training_data(path: str | os.PathLike[str]) -> tuple[Product, Patterns]:
+    """Read ptychodus's HDF5 training-data file as a product and its patterns.
+
+    ptychodus 1.7 (``save_training_data``) writes the patterns with their bad pixels already
+    filled (``bad_pixels`` says which), the probe's modes at orthogonal-probe-relaxation index
+    0, object layer 0, and the positions in object pixels under ptychodus 1.7's convention
+    (the object's centre at pixel ``(cols - 1) / 2``), scan indexes being consecutive. The
+    product returned puts the object's centre at the origin, as ptychodus's own reader does,
+    so :meth:`Product.object_pixel_coordinates` maps the positions back exactly.
+
+    Raises
+    ------
+    ValueError
+        If a dataset is missing or malformed; the message names it.
+    """
+    import h5py
+
+    p = Path(path)
+    with open_plain(p) as f:
+        missing = [k for k in TRAINING_KEYS if not isinstance(f.get(k), h5py.Dataset)]
+        if missing:
+            raise ValueError(
+                f"{p}: no {', '.join(missing)}; not a ptychodus training-data file (give the "
+                "product and its patterns instead)"
+            )
+        ds = f["patterns"]
+        where = f"{p}: {ds.name}"
+        _check_stack(ds.shape, ds.dtype, where)
+        check_filters(ds, where)
+        shape, dtype = ds.shape, ds.dtype
+        small = {k: f[k][()] for k in TRAINING_KEYS if k != "patterns"}
+        meta = {
+            k: _plain(f[k][()])
+            for k in ("detector_object_distance_m", "photon_energy_eV")
+            if isinstance(f.get(k), h5py.Dataset)
+        }
+    n = shape[0]
+    obj = np.asarray(small["object"])
+    dx = _scalar(small["object_pixel_width_m"], "object_pixel_width_m", p)
+    dy = _scalar(small["object_pixel_height_m"], "object_pixel_height_m", p)
+    rows, cols = obj.shape[-2:]
+    x_px = np.asarray(small["probe_position_x_px"], dtype=np.float64)
+    y_px = np.asarray(small["probe_position_y_px"], dtype=np.float64)
+    product = _product(
+        p,
+        {
+            "probe_position_indexes": np.arange(x_px.size),
+            "probe_position_x_m": (x_px - (cols - 1) / 2) * dx,
+            "probe_position_y_m": (y_px - (rows - 1) / 2) * dy,
+            "probe": small["probe"],
+            "object": obj,
+            "probe_pixel": (dx, dy),
+            "object_pixel": (dx, dy),
+            "object_center": (0.0, 0.0),
+        },
+        meta,
+    )
+    if x_px.size != n:
+        raise ValueError(f"{p}: {x_px.size} positions for {n} patterns; they must match")
+    bad = np.asarray(small["bad_pixels"], dtype=bool)
+    notes = (
+        (f"diffraction: {int(bad.sum())} pixels ptychodus filled (bad_pixels) kept as filled",)
+        if bad.any()
+        else ()
+    )
+    return product, Patterns(
+        p, where, shape, dtype, np.arange(n), None, _h5_rows(p, "patterns"), notes
+    )
 
 
 def _check_stack(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
@@ -450,6 +547,7 @@ def read_ptychodus_source(
         "xcoords, ycoords: (x_m - center_x_m) / pixel_width_m + (cols - 1) / 2 (ptychodus's "
         "pixel under the probe's centre) - (W - 1) / 2 + W // 2 (nnfit's patch start), likewise y"
     )
+    notes.extend(pats.notes)
     bad = _bad_pixels(pats, notes)
     step = max(1, _BLOCK_BYTES // (8 * h * w))
 
@@ -555,7 +653,7 @@ def _size(px: tuple[float, float]) -> str:
 
 def import_ptychodus(
     product: str | os.PathLike[str],
-    patterns: str | os.PathLike[str] | Patterns,
+    patterns: str | os.PathLike[str] | Patterns | None,
     output: str | os.PathLike[str],
     *,
     data_path: str | None = None,
@@ -576,7 +674,8 @@ def import_ptychodus(
     ----------
     product, patterns : path-like
         The ptychodus product and its diffraction file (or the file opened with
-        :func:`open_patterns`, read once).
+        :func:`open_patterns`, read once). ``patterns=None``: ``product`` is ptychodus's HDF5
+        training-data file, which holds both (:func:`read_training_data`).
     output : path-like
         The source NPZ to write (its folder is created).
     data_path : str, optional
@@ -599,8 +698,10 @@ def import_ptychodus(
     meta_path = out.with_suffix(".json")
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: give a .npz file name, e.g. {out.with_suffix('.npz')}")
-    pats_path = patterns.path if isinstance(patterns, Patterns) else Path(patterns)
-    for src in (Path(product), pats_path):
+    inputs = [Path(product)]
+    if patterns is not None:
+        inputs.append(patterns.path if isinstance(patterns, Patterns) else Path(patterns))
+    for src in inputs:
         if src.exists() and src.resolve() in (out.resolve(), meta_path.resolve()):
             raise ValueError(f"refusing to write over the input {src}")
     if not overwrite:
@@ -609,8 +710,16 @@ def import_ptychodus(
                 raise FileExistsError(
                     f"{p} already exists; pass --overwrite (overwrite=True) to replace it"
                 )
-    prod = read_product(product)
-    pats = patterns if isinstance(patterns, Patterns) else open_patterns(patterns, data_path)
+    if patterns is None:
+        if not is_training_data(product):
+            raise ValueError(
+                f"{product} is not a ptychodus training-data file; give its patterns too "
+                "(--patterns, patterns=)"
+            )
+        prod, pats = read_training_data(product)
+    else:
+        prod = read_product(product)
+        pats = patterns if isinstance(patterns, Patterns) else open_patterns(patterns, data_path)
     src = read_ptychodus_source(prod, pats, on_block=on_block)
 
     def counted() -> Iterator[np.ndarray]:
