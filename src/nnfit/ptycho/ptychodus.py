@@ -16,8 +16,9 @@ ptychodus's reconstructors do) and gives the DATA-001 source arrays:
 - ``xcoords``, ``ycoords``: ptychodus's map from metres to object pixels, shifted to nnfit's
   patch convention so that each patch covers the object pixels ptychodus's does
   (:meth:`Product.object_pixel_coordinates`).
-- ``probeGuess``: the first coherent and the first incoherent mode (what ptychodus exports for
-  PtychoPINN), scaled to unit power ``sum |p|^2 = 1``.
+- ``probeGuess``: the first coherent and the first incoherent mode (DATA-001 holds one probe;
+  ptychodus's PtychoPINN export before 1.7 kept that mode too), scaled to unit power
+  ``sum |p|^2 = 1``.
 - ``objectGuess``: the first layer, as stored.
 - ``diffraction``: ``sqrt(counts) / sqrt(photons)``, with ``photons`` the mean total counts of
   the paired patterns. With the unit-power probe this is the simulator's normalisation
