@@ -37,6 +37,15 @@ def _source(product: str | Path, patterns: str | Path, **kw):
     return src, np.concatenate(list(src.diffraction.blocks()))
 
 
+def _misfit(d: np.ndarray, a: dict, dx: float, dy: float) -> float:
+    """Median relative misfit of the patterns against the model at shifted coordinates."""
+    r = alignment_residuals(
+        d, a["probeGuess"], a["objectGuess"], a["xcoords"] + dx, a["ycoords"] + dy,
+        fit_scale=True,
+    )  # fmt: skip
+    return float(np.median(np.diag(r)))
+
+
 @pytest.mark.parametrize(("product", "patterns"), PAIRS)
 def test_coordinates_are_the_simulated_ones_through_ptychodus_metres(product, patterns):
     # The files hold metres that ptychodus's own map_coordinates_object_to_probe made from
@@ -259,17 +268,10 @@ def test_coordinates_put_each_pattern_where_ptychodus_own_forward_model_made_it(
     a = src.arrays
     d = np.concatenate(list(src.diffraction.blocks())).astype(np.float64)
 
-    def misfit(dx: float, dy: float) -> float:
-        r = alignment_residuals(
-            d, a["probeGuess"], a["objectGuess"], a["xcoords"] + dx, a["ycoords"] + dy,
-            fit_scale=True,
-        )  # fmt: skip
-        return float(np.median(np.diag(r)))
-
-    at_zero = misfit(0.0, 0.0)
+    at_zero = _misfit(d, a, 0.0, 0.0)
     assert at_zero < 1e-4
     shifts = [(dx, dy) for dx in (-0.5, -0.25, 0, 0.25, 0.5) for dy in (-0.5, -0.25, 0, 0.25, 0.5)]
-    assert all(misfit(dx, dy) > at_zero for dx, dy in shifts if (dx, dy) != (0, 0))
+    assert all(_misfit(d, a, dx, dy) > at_zero for dx, dy in shifts if (dx, dy) != (0, 0))
     # ptychodus's own map of product.h5 (reversed position order), + 1/2 for an even probe
     ref = json.loads((folder / "ptychodus_pixels.json").read_text())
     order = np.argsort(ref["indexes"])
@@ -296,15 +298,8 @@ def test_ptychodus_training_data_file_alone_is_a_source(folder, tmp_path):
         counts = f["patterns"][()].astype(np.float64)
     np.testing.assert_allclose(d, np.sqrt(counts / counts.sum(axis=(1, 2)).mean()), rtol=1e-6)
 
-    def misfit(dx: float, dy: float) -> float:
-        r = alignment_residuals(
-            d, a["probeGuess"], a["objectGuess"], a["xcoords"] + dx, a["ycoords"] + dy,
-            fit_scale=True,
-        )  # fmt: skip
-        return float(np.median(np.diag(r)))
-
-    at_zero = misfit(0.0, 0.0)
-    assert all(misfit(dx, dy) > at_zero for dx in (-0.25, 0, 0.25) for dy in (-0.25, 0, 0.25)
+    at_zero = _misfit(d, a, 0.0, 0.0)
+    assert all(_misfit(d, a, dx, dy) > at_zero for dx in (-0.25, 0, 0.25) for dy in (-0.25, 0, 0.25)
                if (dx, dy) != (0, 0))  # fmt: skip
     out, _, meta = import_ptychodus(path, None, tmp_path / "s.npz")
     assert validate_source(out)["diffraction"].shape == d.shape

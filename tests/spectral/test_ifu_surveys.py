@@ -372,6 +372,25 @@ def test_eso_hduclas3_says_what_the_errdata_extension_holds(tmp_path):
 
 
 # ------------------------------------------------------------------ MaNGA end to end
+def _smooth_manga(tmp_path, mask=None):
+    """A 600 x 2 x 3 MaNGA LOGCUBE of one smooth spectrum plus 1 % noise, ivar 1e4."""
+    n, ny, nx = 600, 2, 3
+    wave = _manga_wave(n, 5000.0, 5000.0 * np.log(10) * 1e-4)
+    rng = np.random.default_rng(9)
+    flux = (1.0 + 0.1 * np.sin(wave / 40.0))[:, None, None] * np.ones((n, ny, nx))
+    flux = (flux + rng.normal(0, 0.01, flux.shape)).astype(np.float32)
+    return write_manga(
+        tmp_path / "manga-1-2-LOGCUBE.fits",
+        n=n,
+        crval=5000.0,
+        flux=flux,
+        ivar=np.full((n, ny, nx), 1e4, dtype=np.float32),
+        mask=mask,
+        ny=ny,
+        nx=nx,
+    )
+
+
 def test_manga_logcube_to_a_store_with_its_own_lsf(tmp_path, caplog):
     """A MaNGA-layout LOGCUBE, with a kinematics table and small templates, to a store: the
     data's own 1e-4 dex step is kept, its LSFPRE chosen by fwhm_gal="auto" and recorded."""
@@ -382,23 +401,9 @@ def test_manga_logcube_to_a_store_with_its_own_lsf(tmp_path, caplog):
     from nnfit.spectral.simulate_ifu import write_ifu_demo
 
     demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
-    n, ny, nx = 600, 2, 3
-    wave = _manga_wave(n, 5000.0, 5000.0 * np.log(10) * 1e-4)
-    rng = np.random.default_rng(9)
-    flux = (1.0 + 0.1 * np.sin(wave / 40.0))[:, None, None] * np.ones((n, ny, nx))
-    flux = (flux + rng.normal(0, 0.01, flux.shape)).astype(np.float32)
-    mask = np.zeros((n, ny, nx), dtype=np.int32)
+    mask = np.zeros((600, 2, 3), dtype=np.int32)
     mask[100:110, 0, 0] = DONOTUSE
-    p = write_manga(
-        tmp_path / "manga-1-2-LOGCUBE.fits",
-        n=n,
-        crval=5000.0,
-        flux=flux,
-        ivar=np.full((n, ny, nx), 1e4, dtype=np.float32),
-        mask=mask,
-        ny=ny,
-        nx=nx,
-    )
+    p, (n, ny, nx) = _smooth_manga(tmp_path, mask), (600, 2, 3)
     S = ny * nx
     kin = {"V": np.zeros(S), "sigma": np.full(S, 150.0), "h3": np.zeros(S), "h4": np.zeros(S)}
     out = tmp_path / "s.h5"
@@ -433,20 +438,7 @@ def test_manga_bins_with_covariance_carry_the_calibrated_noise(tmp_path, caplog)
     from nnfit.spectral.simulate_ifu import write_ifu_demo
 
     demo = write_ifu_demo(tmp_path / "demo", n_side=2, n_components=1, seed=6)
-    n, ny, nx = 600, 2, 3
-    wave = _manga_wave(n, 5000.0, 5000.0 * np.log(10) * 1e-4)
-    rng = np.random.default_rng(9)
-    flux = (1.0 + 0.1 * np.sin(wave / 40.0))[:, None, None] * np.ones((n, ny, nx))
-    flux = (flux + rng.normal(0, 0.01, flux.shape)).astype(np.float32)
-    p = write_manga(
-        tmp_path / "manga-1-2-LOGCUBE.fits",
-        n=n,
-        crval=5000.0,
-        flux=flux,
-        ivar=np.full((n, ny, nx), 1e4, dtype=np.float32),
-        ny=ny,
-        nx=nx,
-    )
+    p, (ny, nx) = _smooth_manga(tmp_path), (2, 3)
     kin = {"V": np.zeros(2), "sigma": np.full(2, 150.0), "h3": np.zeros(2), "h4": np.zeros(2)}
     rows = np.repeat(np.arange(2), 3).reshape(ny, nx)  # two bins of three spaxels
     noise = {}
