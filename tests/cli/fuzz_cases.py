@@ -231,8 +231,33 @@ def spectral_case(rng, folder: Path) -> str | None:
     return _run(argv, folder, new)
 
 
+PTYCHODUS = Path(__file__).resolve().parents[1] / "ptycho" / "data" / "ptychodus-1.7.0"
+
+
+def ptychodus_import_case(rng, folder: Path) -> str | None:
+    """``ptycho import`` of files ptychodus wrote, one of them damaged (most of the time)."""
+    product = str(rng.choice(["product.h5", "product.npz", "product_scan_order.h5", "training.h5"]))
+    patterns = rng.choice(["patterns.npz", "patterns_dp.h5", ""])
+    names = [product] + ([str(patterns)] if patterns else [])
+    for name in names:
+        shutil.copyfile(PTYCHODUS / name, folder / name)
+    if rng.random() < 0.8:
+        victim = folder / names[int(rng.integers(len(names)))]
+        victim.write_bytes(
+            BYTE_DAMAGE[int(rng.integers(len(BYTE_DAMAGE)))](victim.read_bytes(), rng)
+        )
+    out = folder / f"src{int(rng.integers(1 << 30))}.npz"
+    argv = ["ptycho", "import", "--product", str(folder / product), "--out", str(out)]
+    if patterns:
+        argv += ["--patterns", str(folder / str(patterns))]
+    return _run([*argv, "--no-progress"], folder, [out, out.with_suffix(".json")])
+
+
 def ptycho_case(rng, folder: Path) -> str | None:
     from nnfit.ptycho import simulate_dataset, write_npz
+
+    if rng.random() < 0.35:
+        return ptychodus_import_case(rng, folder)
 
     src = folder / "src.npz"
     good = folder / "good.npz"
@@ -291,7 +316,7 @@ def run(capability: str, n: int, seed: int, workdir: Path) -> dict:
         problem = CASES[capability](rng, case_dir)
         if capability == "spectral" and not (workdir / "master.h5").exists():
             shutil.copyfile(case_dir / "master.h5", workdir / "master.h5")
-        if capability == "ptycho" and not (workdir / "good.npz").exists():
+        if capability == "ptycho" and (case_dir / "good.npz").exists():
             shutil.copyfile(case_dir / "good.npz", workdir / "good.npz")
         if problem:
             failures.append(problem)

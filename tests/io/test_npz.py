@@ -138,3 +138,14 @@ def test_streamed_blocks_that_do_not_make_the_array_are_refused(tmp_path):
     with pytest.raises(ValueError, match="does not continue"):
         write_npz(tmp_path / "s.npz", {"d": wide})
     assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+def test_a_damaged_compression_method_is_a_clear_error(tmp_path):
+    p = write_npz(tmp_path / "c.npz", {"x": np.arange(100.0)})
+    data = bytearray(p.read_bytes())
+    data[8] = 99  # the local header's compression method (offset 8): no such method
+    for off in [i for i in range(len(data) - 4) if data[i : i + 4] == b"PK\x01\x02"]:
+        data[off + 10] = 99  # and the central directory's
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"not a readable NPZ file .*compression method"):
+        read_npz(p)
