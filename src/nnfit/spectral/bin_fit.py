@@ -74,7 +74,8 @@ def fit_bins(
     -------
     dict
         ``weights (S, C, P)``, ``chi2 (S,)``, ``dof (S,)``, ``n_good (S,)``, ``chi2_dof (S,)``,
-        ``regul (S,)``.
+        ``regul (S,)``, and ``bin_size_check`` (:func:`chi2_against_bin_size` of the bins'
+        spaxel counts, logged as a warning when not None).
     """
     from nnfit.io.hdf5 import open_h5
     from nnfit.spectral.cube_operator import CubeOperator
@@ -88,6 +89,7 @@ def fit_bins(
     prob = load_problem(path)
     with open_h5(path, "r") as f:
         bin_mask = f["BinMask"][()] if "BinMask" in f else np.ones((prob.S, prob.L), bool)
+        binnum = f["BinNum"][()] if "BinNum" in f else None
     S, C, P, L = prob.S, prob.C, prob.P, prob.L
     weights = np.zeros((S, C, P))
     model = np.zeros((S, L), dtype=np.float32)
@@ -150,6 +152,20 @@ def fit_bins(
             g.attrs[k] = v
         g.attrs[WRITTEN] = written_now()  # maps read the newer of /BinFit and /X_global
         g.attrs["fit_options"] = json.dumps({k: v for k, v in fit_kwargs.items()})
+    size_check = None
+    if binnum is not None and binnum.size:
+        size_check = chi2_against_bin_size(np.bincount(binnum, minlength=S), chi2 / dof)
+        if size_check is not None:
+            log.warning(
+                "%s: chi2/dof rises with the bins' size (Spearman %.2f over %d bins; median %.3g "
+                "in the smallest third, %.3g in the largest): the binned noise looks too small, "
+                "as spatially correlated noise makes it; see nnfit spectral init --covariance",
+                path,
+                size_check["spearman"],
+                S,
+                size_check["small"],
+                size_check["large"],
+            )
     return {
         "weights": weights,
         "chi2": chi2,
@@ -157,4 +173,43 @@ def fit_bins(
         "n_good": n_good,
         "chi2_dof": chi2 / dof,
         "regul": reguls,
+        "bin_size_check": size_check,
     }
+
+
+def chi2_against_bin_size(
+    n_spaxels: np.ndarray, chi2_dof: np.ndarray, *, min_bins: int = 6
+) -> dict[str, float] | None:
+    """How chi^2/dof of bins fitted alone grows with their spaxel count, when it clearly does.
+
+    At one nominal S/N, template mismatch leaves chi^2/dof about equal in every bin; a rise
+    with the number of summed spaxels means the bins' noise was underestimated in proportion
+    to their size, as spatially correlated noise (or coherent residuals such as sky) makes
+    it. Returned (else None) when there are at least ``min_bins`` bins, the largest at least
+    twice the smallest, the Spearman rank correlation of size and chi^2/dof is at least 0.7
+    and the median chi^2/dof of the largest third of the bins is at least 1.5 times that of
+    the smallest third.
+
+    Examples
+    --------
+    >>> n = np.array([20, 25, 30, 40, 60, 90, 120, 150])
+    >>> chi2_against_bin_size(n, 1 + np.log10(n) ** 2)["spearman"]
+    1.0
+    >>> chi2_against_bin_size(n, np.full(8, 1.1)) is None
+    True
+    """
+    from scipy.stats import spearmanr
+
+    n = np.asarray(n_spaxels, dtype=np.float64)
+    c = np.asarray(chi2_dof, dtype=np.float64)
+    ok = np.isfinite(c) & (n > 0)
+    n, c = n[ok], c[ok]
+    if n.size < min_bins or n.max() < 2 * n.min() or np.ptp(c) == 0:
+        return None
+    rho = float(spearmanr(n, c).statistic)
+    order = np.argsort(n, kind="stable")
+    third = max(1, n.size // 3)
+    small, large = float(np.median(c[order[:third]])), float(np.median(c[order[-third:]]))
+    if rho < 0.7 or large < 1.5 * small:
+        return None
+    return {"spearman": rho, "small": small, "large": large}
