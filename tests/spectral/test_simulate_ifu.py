@@ -184,16 +184,10 @@ def test_map_figures_on_sky_axes_for_one_component_and_without_wcs(tmp_path):
     from astropy.wcs import WCS
 
     from nnfit.spectral.fit import fit_cube
-    from nnfit.spectral.ifu_store import store_from_ifu_cube
-    from nnfit.spectral.kinematics import read_losvd_file
     from nnfit.spectral.maps import write_maps
 
     info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=1, seed=8)
-    store = tmp_path / "s.h5"
-    store_from_ifu_cube(
-        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
-        fwhm_gal=None, lines=[], min_sn=0.0,
-    )  # fmt: skip
+    store = _demo_store(tmp_path, info)
     fit_cube(store)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -325,16 +319,10 @@ def test_medium_obs_and_template_margin_reach_a_store_from_a_fits_cube(run_cli, 
 
 def test_map_figures_name_their_axes_with_typeset_units(tmp_path, saved_figures):
     from nnfit.spectral.fit import fit_cube
-    from nnfit.spectral.ifu_store import store_from_ifu_cube
-    from nnfit.spectral.kinematics import read_losvd_file
     from nnfit.spectral.maps import write_maps
 
     info = write_ifu_demo(tmp_path / "demo", n_side=3, n_components=2, seed=8)
-    store = tmp_path / "s.h5"
-    store_from_ifu_cube(
-        info["cube"], info["templates"], store, losvd=read_losvd_file(info["losvd"]),
-        fwhm_gal=None, lines=[], min_sn=0.0,
-    )  # fmt: skip
+    store = _demo_store(tmp_path, info)
     fit_cube(store)
     write_maps(store, tmp_path / "maps")
     names = ["maps", "weights_grid", "mass_fractions", "residuals"]
