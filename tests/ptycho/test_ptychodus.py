@@ -18,6 +18,7 @@ from nnfit.ptycho.ptychodus import (
     import_ptychodus,
     is_training_data,
     open_patterns,
+    open_ptychodus,
     read_product,
     read_ptychodus_source,
     read_training_data,
@@ -304,7 +305,9 @@ def test_ptychodus_training_data_file_alone_is_a_source(folder, tmp_path):
     out, _, meta = import_ptychodus(path, None, tmp_path / "s.npz")
     assert validate_source(out)["diffraction"].shape == d.shape
     assert meta["patterns"].endswith("training.h5: /patterns") and meta["scans"] == d.shape[0]
-    with pytest.raises(ValueError, match="not a ptychodus training-data file"):
+    with pytest.raises(
+        ValueError, match=r"not ptychodus.s training-data file .* give its patterns"
+    ):
         import_ptychodus(folder / "product_scan_order.h5", None, tmp_path / "t.npz")
 
 
@@ -314,4 +317,9 @@ def test_cli_import_of_a_training_file_needs_no_patterns(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "40 scans" in run.stdout
     bad = _nnfit("ptycho", "import", "--product", DATA / "product.h5", "--out", tmp_path / "x.npz")
-    assert bad.returncode == 2 and "--patterns is needed" in bad.stderr
+    assert bad.returncode == 2 and "give its patterns with --patterns" in bad.stderr
+
+
+def test_patterns_path_without_patterns_is_refused_naming_both():
+    with pytest.raises(ValueError, match=r"--patterns-path .* give --patterns"):
+        open_ptychodus(DATA / "training.h5", None, "/dp")

@@ -266,36 +266,20 @@ def _command(default: str) -> str:
 
 def _import(args: argparse.Namespace) -> int:
     from nnfit.progress import progress
-    from nnfit.ptycho.ptychodus import (
-        import_ptychodus,
-        is_training_data,
-        open_patterns,
-        read_training_data,
-    )
+    from nnfit.ptycho.ptychodus import import_ptychodus, open_ptychodus
 
     if args.out.is_dir():
         raise ValueError(
             f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'source.npz'}"
         )
-    if args.patterns is None:
-        if args.patterns_path is not None:
-            raise ValueError("--patterns-path names a dataset in --patterns; give --patterns")
-        if not is_training_data(args.product):
-            raise ValueError(
-                f"--patterns is needed: {args.product} is not ptychodus's training-data file "
-                "(which holds the patterns too)"
-            )
-        pats = read_training_data(args.product)[1]
-    else:
-        pats = open_patterns(args.patterns, args.patterns_path)
+    prod, pats = open_ptychodus(args.product, args.patterns, args.patterns_path)
     enabled = False if args.no_progress else None
     total = 2 * pats.shape[0]  # two passes; patterns without a position are not read
     with progress(total, desc="patterns (2 passes)", unit="pattern", enabled=enabled) as bar:
         out, meta_path, meta = import_ptychodus(
-            args.product,
-            None if args.patterns is None else pats,
+            prod,
+            pats,
             args.out,
-            data_path=args.patterns_path,
             overwrite=args.overwrite,
             on_block=bar.update,
             command=_command("nnfit ptycho import"),

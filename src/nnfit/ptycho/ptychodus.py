@@ -448,6 +448,34 @@ def _check_stack(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
         )
 
 
+def open_ptychodus(
+    product: str | os.PathLike[str],
+    patterns: str | os.PathLike[str] | None = None,
+    data_path: str | None = None,
+) -> tuple[Product, Patterns]:
+    """Open a product and its patterns, or, with ``patterns=None``, a training-data file.
+
+    Raises
+    ------
+    ValueError
+        ``patterns=None`` for a file that is not ptychodus's training-data file, or
+        ``data_path`` without ``patterns``; and whatever :func:`read_product`,
+        :func:`open_patterns` and :func:`read_training_data` refuse.
+    """
+    if patterns is not None:
+        return read_product(product), open_patterns(patterns, data_path)
+    if data_path is not None:
+        raise ValueError(
+            "--patterns-path (data_path=) names a dataset in the patterns file; give --patterns"
+        )
+    if not is_training_data(product):
+        raise ValueError(
+            f"{product} is not ptychodus's training-data file (which holds the patterns too); "
+            "give its patterns with --patterns (patterns=)"
+        )
+    return read_training_data(product)
+
+
 @dataclass(frozen=True)
 class PtychodusSource:
     """The DATA-001 source arrays read from a product and its patterns.
@@ -653,7 +681,7 @@ def _size(px: tuple[float, float]) -> str:
 
 
 def import_ptychodus(
-    product: str | os.PathLike[str],
+    product: str | os.PathLike[str] | Product,
     patterns: str | os.PathLike[str] | Patterns | None,
     output: str | os.PathLike[str],
     *,
@@ -673,9 +701,9 @@ def import_ptychodus(
 
     Parameters
     ----------
-    product, patterns : path-like
-        The ptychodus product and its diffraction file (or the file opened with
-        :func:`open_patterns`, read once). ``patterns=None``: ``product`` is ptychodus's HDF5
+    product, patterns : path-like, or Product and Patterns
+        The ptychodus product and its diffraction file, as paths or already opened
+        (:func:`open_ptychodus`). ``patterns=None``: ``product`` is ptychodus's HDF5
         training-data file, which holds both (:func:`read_training_data`).
     output : path-like
         The source NPZ to write (its folder is created).
@@ -699,7 +727,7 @@ def import_ptychodus(
     meta_path = out.with_suffix(".json")
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: give a .npz file name, e.g. {out.with_suffix('.npz')}")
-    inputs = [Path(product)]
+    inputs = [product.path if isinstance(product, Product) else Path(product)]
     if patterns is not None:
         inputs.append(patterns.path if isinstance(patterns, Patterns) else Path(patterns))
     for src in inputs:
@@ -711,16 +739,15 @@ def import_ptychodus(
                 raise FileExistsError(
                     f"{p} already exists; pass --overwrite (overwrite=True) to replace it"
                 )
-    if patterns is None:
-        if not is_training_data(product):
-            raise ValueError(
-                f"{product} is not a ptychodus training-data file; give its patterns too "
-                "(--patterns, patterns=)"
-            )
-        prod, pats = read_training_data(product)
+    if isinstance(patterns, Patterns):
+        pats = patterns
+        prod = product if isinstance(product, Product) else read_product(product)
+    elif isinstance(product, Product):
+        if patterns is None:
+            raise ValueError("an opened Product needs its patterns (a path or Patterns)")
+        prod, pats = product, open_patterns(patterns, data_path)
     else:
-        prod = read_product(product)
-        pats = patterns if isinstance(patterns, Patterns) else open_patterns(patterns, data_path)
+        prod, pats = open_ptychodus(product, patterns, data_path)
     src = read_ptychodus_source(prod, pats, on_block=on_block)
 
     def counted() -> Iterator[np.ndarray]:
