@@ -624,22 +624,6 @@ def _not_hdf5(p: Path, exc: OSError) -> OSError:
     return OSError(f"{p}: cannot open as an HDF5 file ({msg or type(exc).__name__})")
 
 
-def open_plain(path: str | os.PathLike[str]) -> h5py.File:
-    """Open another program's HDF5 file read-only, as h5py does (links followed, no locks of
-    nnfit's), with an error that names the file.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be opened as HDF5 (truncated, not HDF5, missing).
-    """
-    p = Path(path)
-    try:
-        return h5py.File(p, "r")
-    except OSError as exc:
-        raise _not_hdf5(p, exc) from None
-
-
 def open_h5(
     path: str | os.PathLike[str],
     mode: str = "r",

@@ -46,7 +46,7 @@ import numpy as np
 
 from nnfit import __version__
 from nnfit.io import atomic_path, atomic_write_json, file_sha256
-from nnfit.io.hdf5 import check_filters, is_hdf5, open_plain
+from nnfit.io.hdf5 import check_filters, is_hdf5, open_h5
 from nnfit.io.lock import run_lock
 from nnfit.io.npz import StreamedArray, open_npz, write_npz
 from nnfit.ptycho.subset import validate_source
@@ -167,7 +167,7 @@ def read_product(path: str | os.PathLike[str]) -> Product:
     if is_hdf5(p):
         import h5py
 
-        with open_plain(p) as f:
+        with open_h5(p, "r") as f:
             arrays = {k: f[k][()] for k in _ARRAYS if k in f and isinstance(f[k], h5py.Dataset)}
             for k, names in _H5_NAMES.items():
                 if names[0] not in f:
@@ -313,7 +313,7 @@ def open_patterns(path: str | os.PathLike[str], data_path: str | None = None) ->
         )  # fmt: skip
     import h5py
 
-    with open_plain(p) as f:
+    with open_h5(p, "r") as f:
         if data_path is None:
             found = [q for q in PATTERN_PATHS if isinstance(f.get(q), h5py.Dataset)]
             if len(found) != 1:
@@ -339,7 +339,7 @@ def _h5_rows(path: Path, name: str) -> Callable[[np.ndarray], np.ndarray]:
     where = f"{path}: {name}"
 
     def read_rows(rows: np.ndarray) -> np.ndarray:
-        with open_plain(path) as f:
+        with open_h5(path, "r") as f:
             try:
                 if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one slice is faster
                     return np.asarray(f[name][int(rows[0]) : int(rows[-1]) + 1])
@@ -367,7 +367,7 @@ def is_training_data(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is ptychodus's HDF5 training-data file (patterns and product in one)."""
     if not is_hdf5(path):
         return False
-    with open_plain(path) as f:
+    with open_h5(path, "r") as f:
         return all(k in f for k in TRAINING_KEYS)
 
 
@@ -389,7 +389,7 @@ def read_training_data(path: str | os.PathLike[str]) -> tuple[Product, Patterns]
     import h5py
 
     p = Path(path)
-    with open_plain(p) as f:
+    with open_h5(p, "r") as f:
         missing = [k for k in TRAINING_KEYS if not isinstance(f.get(k), h5py.Dataset)]
         if missing:
             raise ValueError(
