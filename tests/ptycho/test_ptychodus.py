@@ -325,17 +325,33 @@ def test_patterns_path_without_patterns_is_refused_naming_both():
         open_ptychodus(DATA / "training.h5", None, "/dp")
 
 
-def test_patterns_from_another_file_are_refused_unless_allowed(tmp_path, monkeypatch):
+@pytest.fixture
+def master(tmp_path, monkeypatch):
+    """A detector-style master file whose /dp is an external link to the patterns; opt-in off."""
+    from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV
+
+    monkeypatch.delenv(ALLOW_EXTERNAL_ENV, raising=False)
+    shutil.copy(DATA / "patterns_dp.h5", tmp_path / "data_000001.h5")
+    with h5py.File(tmp_path / "master.h5", "w") as f:
+        f["dp"] = h5py.ExternalLink("data_000001.h5", "/dp")
+    return tmp_path / "master.h5"
+
+
+def test_patterns_from_another_file_are_refused_unless_allowed(master, monkeypatch):
     # An Eiger-style master file whose /dp is an external link: nnfit's HDF5 rule (data from
     # outside the file only when the user opts in) holds for imported files too.
     from nnfit.io.hdf5 import ALLOW_EXTERNAL_ENV
 
-    shutil.copy(DATA / "patterns_dp.h5", tmp_path / "data_000001.h5")
-    with h5py.File(tmp_path / "master.h5", "w") as f:
-        f["dp"] = h5py.ExternalLink("data_000001.h5", "/dp")
-    monkeypatch.delenv(ALLOW_EXTERNAL_ENV, raising=False)
     with pytest.raises(ValueError, match=r"external link .* opt in"):
-        open_patterns(tmp_path / "master.h5")
+        open_patterns(master)
     monkeypatch.setenv(ALLOW_EXTERNAL_ENV, "1")
-    src = read_ptychodus_source(DATA / "product_scan_order.h5", tmp_path / "master.h5")
+    src = read_ptychodus_source(DATA / "product_scan_order.h5", master)
     assert src.diffraction.shape == (40, 16, 16)
+
+
+def test_cli_import_follows_external_links_when_told(master, tmp_path):
+    args = ("ptycho", "import", "--product", DATA / "product_scan_order.h5", "--patterns",
+            master, "--out", tmp_path / "s.npz")  # fmt: skip
+    refused = _nnfit(*args)
+    assert refused.returncode == 2 and "--allow-external" in refused.stderr
+    assert _nnfit(*args, "--allow-external").returncode == 0

@@ -183,6 +183,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--out", required=True, type=Path, help="source NPZ to write")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing source")
+    imp.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="follow HDF5 external links and virtual datasets (a detector master file's data "
+        "in other files; refused by default)",
+    )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.set_defaults(func=_import)
 
